@@ -1,0 +1,90 @@
+"""Speed benchmark of one trial against the float model and against ``torch.ao``.
+
+Everything is measured in one run, repetitions interleaved (FP eval, our trial, the
+``torch.ao`` trial, then again), and medians reported, so that the ratios hold on a noisy
+shared machine. The ``torch.ao`` peer is the FX fake-quant flow a user would otherwise pick:
+``prepare_qat_fx`` with fake-quant modules whose observers match ours (per-channel affine
+min/max weights, per-tensor affine histogram activations with L2 range search), observers on
+during calibration, fake quantization on during evaluation.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from .calibration import calibrate
+from .metrics import accuracy, predict
+from .qmodel import quantize_model
+from .trial import TrialConfig, TrialContext, draw_calibration
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def torch_ao_trial(model: torch.nn.Module, calib: torch.Tensor, w_bits: int, a_bits: int):
+    """Calibrate ``model`` with ``torch.ao``'s FX fake-quant flow; returns the prepared model."""
+    import copy
+
+    from torch.ao.quantization import FakeQuantize, QConfig, QConfigMapping
+    from torch.ao.quantization import disable_fake_quant, disable_observer, enable_fake_quant, enable_observer
+    from torch.ao.quantization.observer import HistogramObserver, PerChannelMinMaxObserver
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    qconfig = QConfig(
+        activation=FakeQuantize.with_args(observer=HistogramObserver, quant_min=0, quant_max=2**a_bits - 1,
+                                          dtype=torch.quint8, qscheme=torch.per_tensor_affine),
+        weight=FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=-(2 ** (w_bits - 1)),
+                                      quant_max=2 ** (w_bits - 1) - 1, dtype=torch.qint8,
+                                      qscheme=torch.per_channel_affine, ch_axis=0))
+    prepared = prepare_qat_fx(copy.deepcopy(model).train(), QConfigMapping().set_global(qconfig),
+                              example_inputs=(calib[:1].float() / 255,))
+    prepared.eval()
+    prepared.apply(enable_observer)
+    prepared.apply(disable_fake_quant)
+    with torch.no_grad():
+        for start in range(0, len(calib), 128):
+            prepared(calib[start:start + 128].float() / 255)
+    prepared.apply(disable_observer)
+    prepared.apply(enable_fake_quant)
+    return prepared
+
+
+def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=lambda *_: None) -> dict:
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
+    calib = ctx.pool.images[draw_calibration(len(ctx.pool), cfg.calib_size, cfg.seed)]
+    times: dict[str, list[float]] = {k: [] for k in ("fp_eval_s", "calib_s", "quant_eval_s", "torch_ao_calib_s",
+                                                     "torch_ao_eval_s")}
+    acc = {}
+    for rep in range(reps):
+        log(f"repetition {rep + 1}/{reps}")
+        _, t = _timed(lambda: predict(ctx.model, ctx.test))
+        times["fp_eval_s"].append(t)
+        qmodel, t = _timed(lambda: calibrate(quantize_model(ctx.model, cfg.quant), calib))
+        times["calib_s"].append(t)
+        preds, t = _timed(lambda: predict(qmodel, ctx.test))
+        times["quant_eval_s"].append(t)
+        acc["ours_avg"] = accuracy(preds, ctx.test.labels)
+        if with_torch_ao:
+            ao_model, t = _timed(lambda: torch_ao_trial(ctx.model, calib, cfg.quant.w_bits, cfg.quant.a_bits))
+            times["torch_ao_calib_s"].append(t)
+            preds, t = _timed(lambda: predict(ao_model, ctx.test))
+            times["torch_ao_eval_s"].append(t)
+            acc["torch_ao_avg"] = accuracy(preds, ctx.test.labels)
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    out = {"model": cfg.model, "dataset": cfg.dataset, "w_bits": cfg.quant.w_bits, "a_bits": cfg.quant.a_bits,
+           "metric": cfg.quant.metric, "calib_size": cfg.calib_size, "test_images": len(ctx.test),
+           "reps": reps, "threads": torch.get_num_threads(), **{k: round(v, 3) for k, v in med.items()}}
+    out["trial_s"] = round(med["calib_s"] + med["quant_eval_s"], 3)
+    out["quant_eval_over_fp_eval"] = round(med["quant_eval_s"] / med["fp_eval_s"], 3)
+    out["calib_share_of_trial"] = round(med["calib_s"] / out["trial_s"], 3)
+    if with_torch_ao:
+        out["torch_ao_trial_s"] = round(med["torch_ao_calib_s"] + med["torch_ao_eval_s"], 3)
+        out["torch_ao_trial_over_ours"] = round(out["torch_ao_trial_s"] / out["trial_s"], 3)
+    out["fp_avg"] = round(ctx.fp_avg, 2)
+    out.update({k: round(v, 2) for k, v in acc.items()})
+    return out

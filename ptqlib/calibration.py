@@ -1,0 +1,60 @@
+"""Grid-search calibration: set every quantizer's range from data with a range estimator.
+
+Weights: per output channel, on the weight tensor (``config.weight_metric``, MSE by default).
+Activations: one pass of the *float* model over the calibration images, every activation
+quantization point feeding its observer batch by batch; then each observer turns its
+histogram into a range with ``config.metric``. This is the observer flow of
+``torch.ao.quantization`` and costs one FP forward pass over the calibration set.
+"""
+from __future__ import annotations
+
+import torch
+
+from .qmodel import QuantizedModel
+from .quantizer import qparams_from_range
+from .range_estimators import HistogramObserver, weight_range
+
+CALIB_BATCH = 128
+
+
+@torch.no_grad()
+def calibrate_weights(qmodel: QuantizedModel) -> None:
+    for _, layer in qmodel.quant_layers():
+        q = layer.weight_quantizer
+        lo, hi = weight_range(layer.weight, q.spec, qmodel.config.weight_metric)
+        q.set_qparams(*qparams_from_range(lo, hi, q.spec))
+
+
+@torch.inference_mode()
+def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_size: int = CALIB_BATCH) -> None:
+    """``images``: ``[N, C, H, W]``, uint8 (0..255) or float in ``[0, 1]``."""
+    if len(images) == 0:
+        raise ValueError("the calibration set is empty")
+    act_quantizers = qmodel.act_quantizers()
+    qmodel.set_quant_state(weights=False, acts=False)
+    for aq in act_quantizers:
+        aq.observer = HistogramObserver().to(aq.quantizer.scale.device)
+        aq.observing = True
+    device = next(qmodel.parameters()).device
+    try:
+        for start in range(0, len(images), batch_size):
+            qmodel(_as_float(images[start:start + batch_size]).to(device))
+    finally:
+        for aq in act_quantizers:
+            aq.observing = False
+    for aq in act_quantizers:
+        q = aq.quantizer
+        lo, hi = aq.observer.range(qmodel.config.metric, q.spec)
+        q.set_qparams(*qparams_from_range(lo, hi, q.spec))
+
+
+def calibrate(qmodel: QuantizedModel, images: torch.Tensor) -> QuantizedModel:
+    """Calibrate weights and activations, then switch all quantization on."""
+    calibrate_weights(qmodel)
+    calibrate_activations(qmodel, images)
+    qmodel.set_quant_state(weights=True, acts=True)
+    return qmodel
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()

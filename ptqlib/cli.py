@@ -1,0 +1,136 @@
+"""The ``ptq`` command line.
+
+    ptq quantize --model resnet20 --data cifar10-jpeg --w-bits 4 --a-bits 4 --metric mse --json
+    ptq train    --model resnet20 --data cifar10-jpeg --init resnet20.th --epochs 10 --out weights/...
+    ptq bench    --model resnet20 --data cifar10-jpeg --json
+
+Bad input ends with one line ``ptq: error: ...`` naming the value and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .data import DataError
+from .models import MODELS, CheckpointError
+from .qmodel import PRESETS, QuantConfig
+from .range_estimators import METRICS, WEIGHT_METRICS
+from .trial import TrialConfig
+
+
+def _add_trial_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--data", default="cifar10-jpeg",
+                   help="dataset name (cifar10, cifar10-jpeg, imagenet-val10, imagenet-sample1000, "
+                        "fashion-mnist; folders under $PTQ_DATA) or folder:/path")
+    p.add_argument("--weights", default=None, help="checkpoint path (default: the project's weights for the data)")
+    p.add_argument("--w-bits", type=int, default=4)
+    p.add_argument("--a-bits", type=int, default=4)
+    p.add_argument("--metric", default="mse", help=f"activation range metric: {', '.join(METRICS)}")
+    p.add_argument("--weight-metric", default="mse", help=f"weight range metric: {', '.join(WEIGHT_METRICS)}")
+    p.add_argument("--preset", default="reference", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--calib-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _trial_config(args: argparse.Namespace) -> TrialConfig:
+    quant = QuantConfig(args.w_bits, args.a_bits, args.preset, args.metric, args.weight_metric)
+    return TrialConfig(args.model, args.data, args.weights, quant, args.calib_size, args.seed)
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from .trial import TrialContext
+
+    cfg = _trial_config(args)
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
+    res = ctx.run(cfg)
+    if args.json:
+        print(json.dumps({"config": cfg.to_dict(), "weights": ctx.weights, "avg": res.avg,
+                          "per_class": res.per_class, "worst_class": min(res.per_class, key=res.per_class.get),
+                          "worst_class_acc": min(res.per_class.values()), "fp_avg": res.fp_avg,
+                          "fp_per_class": res.fp_per_class, "seconds": round(res.seconds, 3),
+                          "calib_seconds": round(res.calib_seconds, 3), "eval_seconds": round(res.eval_seconds, 3)}))
+        return
+    q = cfg.quant
+    print(f"{cfg.model} on {cfg.dataset} ({len(ctx.test)} test images), W{q.w_bits}A{q.a_bits} {q.preset} "
+          f"preset, {q.metric} activation ranges, {cfg.calib_size} calibration images, seed {cfg.seed}")
+    width = max(len(c) for c in res.per_class) + 2
+    print(f"{'class':<{width}}{'FP %':>8}{'quant %':>9}{'drop':>8}")
+    for name, acc in res.per_class.items():
+        fp = res.fp_per_class[name]
+        print(f"{name:<{width}}{fp:8.2f}{acc:9.2f}{fp - acc:8.2f}")
+    print(f"{'average':<{width}}{res.fp_avg:8.2f}{res.avg:9.2f}{res.fp_avg - res.avg:8.2f}")
+    print(f"{res.seconds:.1f} s (calibration {res.calib_seconds:.1f} s, evaluation {res.eval_seconds:.1f} s)")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(model=args.model, dataset=args.data, init=args.init, epochs=args.epochs,
+                      peak_lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    out = Path(args.out or f"weights/{args.data}/{args.model}.pt")
+    card = train(cfg, out, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"out": str(out), **{k: card[k] for k in ("test_accuracy_before", "test_accuracy",
+                                                                "train_seconds", "per_class")}}))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import run_bench
+
+    out = run_bench(_trial_config(args), reps=args.reps, with_torch_ao=not args.no_torch_ao,
+                    log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>28}: {v}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptq", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("quantize", help="quantize a model once and evaluate it per class")
+    _add_trial_args(p)
+    p.set_defaults(func=cmd_quantize)
+    p = sub.add_parser("bench", help="time a trial against FP evaluation and torch.ao")
+    _add_trial_args(p)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--no-torch-ao", action="store_true")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("train", help="fine-tune or train a CIFAR ResNet")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--data", default="cifar10-jpeg")
+    p.add_argument("--init", default=None, help="checkpoint to start from (default: from scratch)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.02, help="one-cycle peak learning rate")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="output checkpoint (default weights/DATA/MODEL.pt)")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        args.func(args)
+    except (ValueError, DataError, CheckpointError, FileNotFoundError) as exc:
+        print(f"ptq: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ptq: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Datasets as in-memory uint8 tensors, decoded once and cached on disk.
+
+A dataset is named (``cifar10``, ``cifar10-jpeg``, ``imagenet-val10``, ``imagenet-sample1000``,
+``fashion-mnist``) or given as ``folder:/path`` (``train/`` and ``test/`` of class folders).
+Named folders are looked up under ``$PTQ_DATA`` (e.g. ``PTQ_DATA=../shared/data``).
+The first use decodes every image into a ``[N, C, H, W]`` uint8 tensor saved under
+``$PTQ_CACHE`` (default ``~/.cache/ptqlib``), keyed by a fingerprint of the file list; later
+uses, and every trial, load that tensor and never decode an image again.
+
+ImageNet-style data keeps the 1000-way label space (the wnid's line in
+``imagenet-classes.txt``), so a 1000-class model is evaluated 1000-way, and per-class
+accuracy is reported for the classes present.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+SPLITS = ("train", "test")
+DATASETS = ("cifar10", "cifar10-jpeg", "imagenet-val10", "imagenet-sample1000", "fashion-mnist")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+
+
+class DataError(ValueError):
+    """Data that is missing or malformed; the message says where it was looked for."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held in memory: images ``[N, C, H, W]`` uint8 and labels ``[N]`` int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]  # name of each label index (the full label space)
+    name: str
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == torch.uint8 and self.images.dim() == 4
+        assert len(self.images) == len(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def present_classes(self) -> list[int]:
+        return sorted(set(self.labels.tolist()))
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.images.numpy().tobytes())
+        digest.update(self.labels.numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def float_images(self, idx: torch.Tensor | slice | None = None) -> torch.Tensor:
+        images = self.images if idx is None else self.images[idx]
+        return images.float().div_(255)
+
+
+def data_root() -> Path | None:
+    root = os.environ.get("PTQ_DATA")
+    return Path(root).expanduser() if root else None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PTQ_CACHE", Path.home() / ".cache" / "ptqlib")).expanduser()
+
+
+def _named_folder(relative: str, dataset: str) -> Path:
+    root = data_root()
+    if root is None:
+        raise DataError(f"dataset {dataset!r} is read from $PTQ_DATA/{relative}, but PTQ_DATA is not set "
+                        "(e.g. export PTQ_DATA=../shared/data)")
+    path = root / relative
+    if not path.is_dir():
+        raise DataError(f"dataset {dataset!r}: folder {str(path)!r} does not exist")
+    return path
+
+
+def imagenet_wnids() -> list[str]:
+    path = _named_folder(".", "imagenet") / "imagenet-classes.txt"
+    if not path.is_file():
+        raise DataError(f"ImageNet class index {str(path)!r} does not exist")
+    return path.read_text().split()
+
+
+def load_split(dataset: str, split: str, image_size: int | None = None) -> Split:
+    """The ``split`` (``train`` or ``test``) of ``dataset``, from the cache when possible."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if dataset.startswith("folder:"):
+        root = Path(dataset.removeprefix("folder:")).expanduser()
+        if not (root / split).is_dir():
+            raise DataError(f"dataset folder {str(root / split)!r} does not exist")
+        return _image_folder(root / split, dataset, split, image_size, class_names=None)
+    if dataset == "cifar10-jpeg":
+        return _image_folder(_named_folder(f"cifar10-jpeg/{split}", dataset), dataset, split, 32, CIFAR10_CLASSES)
+    if dataset in ("imagenet-val10", "imagenet-sample1000"):
+        pools = {"imagenet-val10": {"test": "imagenet-val10", "train": "imagenet-calib/nette-train"},
+                 "imagenet-sample1000": {"test": "imagenet-val10", "train": "imagenet-calib/sample1000"}}
+        folder = _named_folder(pools[dataset][split], dataset)
+        return _image_folder(folder, dataset, split, image_size or 224, tuple(imagenet_wnids()))
+    if dataset == "cifar10":
+        return _cifar10_torchvision(split)
+    if dataset == "fashion-mnist":
+        return _fashion_mnist(split)
+    raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)} or folder:/path")
+
+
+# --- image folders ---------------------------------------------------------------------------
+
+def _list_images(folder: Path) -> list[tuple[str, Path]]:
+    items = []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for f in sorted(class_dir.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                items.append((class_dir.name, f))
+    if not items:
+        raise DataError(f"folder {str(folder)!r} holds no class folders with images")
+    return items
+
+
+def _image_folder(folder: Path, dataset: str, split: str, image_size: int | None,
+                  class_names: tuple[str, ...] | None) -> Split:
+    items = _list_images(folder)
+    found = sorted({c for c, _ in items})
+    names = class_names or tuple(found)
+    unknown = [c for c in found if c not in names]
+    if unknown:
+        raise DataError(f"{str(folder)!r}: class folders {unknown[:5]} are not classes of {dataset!r}")
+    key = hashlib.sha256(repr((str(folder.resolve()), image_size, names,
+                               [(c, f.name, f.stat().st_size) for c, f in items])).encode()).hexdigest()[:16]
+    cached = cache_dir() / "data" / f"{dataset.replace('/', '_').replace(':', '_')}-{split}-{key}.pt"
+    if cached.exists():
+        blob = torch.load(cached, weights_only=True)
+        return Split(blob["images"], blob["labels"], names, f"{dataset}/{split}")
+    index = {c: i for i, c in enumerate(names)}
+    images = torch.stack([_decode(f, image_size) for _, f in _progress(items, f"decoding {dataset}/{split}")])
+    labels = torch.tensor([index[c] for c, _ in items], dtype=torch.int64)
+    _save_atomic({"images": images, "labels": labels}, cached)
+    return Split(images, labels, names, f"{dataset}/{split}")
+
+
+def _decode(path: Path, image_size: int | None) -> torch.Tensor:
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if image_size is not None and img.size != (image_size, image_size):
+            img = _resize_center_crop(img, image_size)
+        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    """The usual evaluation transform: short side to ``size / 0.875``, then a centre crop."""
+    short = round(size / 0.875) if min(img.size) > size else size
+    w, h = img.size
+    scale = short / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _progress(items, desc):
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=desc, unit="img", leave=False, mininterval=1.0)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+# --- torchvision CIFAR-10 and Fashion-MNIST ---------------------------------------------------
+
+def _cifar10_torchvision(split: str) -> Split:
+    root = (data_root() or cache_dir()) / "cifar10"
+    import torchvision
+    try:
+        ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True)
+    except Exception as exc:
+        raise DataError(f"CIFAR-10 not found under {str(root)!r} and could not be downloaded ({exc})") from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.tensor(ds.targets, dtype=torch.int64), CIFAR10_CLASSES, f"cifar10/{split}")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fashion_mnist_dirs() -> list[Path]:
+    dirs = [data_root() / "fashion-mnist"] if data_root() else []
+    return dirs + sorted(Path("/usr/share").glob("*fashion*mnist*"))
+
+
+def _fashion_mnist(split: str) -> Split:
+    prefix = "train" if split == "train" else "t10k"
+    for folder in fashion_mnist_dirs():
+        found = sorted(folder.rglob(f"{prefix}-images-idx3-ubyte*"))
+        labels = sorted(folder.rglob(f"{prefix}-labels-idx1-ubyte*"))
+        if found and labels:
+            images = torch.from_numpy(_read_idx(found[0]).copy()).unsqueeze(1)
+            return Split(images, torch.from_numpy(_read_idx(labels[0]).astype(np.int64)),
+                         FASHION_CLASSES, f"fashion-mnist/{split}")
+    looked = ", ".join(str(d) for d in fashion_mnist_dirs()) or "$PTQ_DATA/fashion-mnist"
+    raise DataError(f"Fashion-MNIST not found (looked in {looked}); "
+                    "install it with apt-get install dataset-fashion-mnist")

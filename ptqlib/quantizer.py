@@ -1,0 +1,159 @@
+"""Uniform affine fake quantization.
+
+    x_q   = clamp(round(x / s) + z, q_min, q_max)
+    x_hat = s * (x_q - z)
+
+as in ``../shared/docs/method.md``. The operation order (``x * (1/s)``, round half to even)
+is the one of PyTorch's ``torch.fake_quantize_per_{tensor,channel}_affine`` kernels, so that on
+the same scale and zero point both give bit-identical results (see tests/test_quantizer.py).
+Gradients pass straight through the rounding (STE, Bengio et al. 2013) and are zero outside
+the clamping range.
+
+Inference uses PyTorch's fused kernel (one pass over memory instead of six); training, where
+the scale may be learned, uses the composite form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+MIN_BITS, MAX_BITS = 2, 8
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one tensor is quantized: bit-width, signedness, symmetry and granularity."""
+
+    bits: int = 8
+    symmetric: bool = False
+    signed: bool = False  # only meaningful for symmetric quantization
+    per_channel: bool = False
+    ch_axis: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
+            raise ValueError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {self.bits!r}")
+
+    @property
+    def qmin(self) -> int:
+        return -(2 ** (self.bits - 1)) if (self.symmetric and self.signed) else 0
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if (self.symmetric and self.signed) else 2**self.bits - 1
+
+    def with_bits(self, bits: int) -> "QuantSpec":
+        return QuantSpec(bits, self.symmetric, self.signed, self.per_channel, self.ch_axis)
+
+
+def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and integer zero point that map ``[lo, hi]`` onto ``[qmin, qmax]``.
+
+    The range is first widened to contain 0 so that zero is exactly representable.
+    """
+    lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0.0)
+    hi = torch.clamp(torch.as_tensor(hi, dtype=torch.float32), min=0.0)
+    if spec.symmetric:
+        bound = torch.maximum(-lo, hi)
+        scale = (2 * bound / (spec.qmax - spec.qmin)) if spec.signed else bound / spec.qmax
+        zero_point = torch.zeros_like(scale, dtype=torch.int32)
+    else:
+        scale = (hi - lo) / (spec.qmax - spec.qmin)
+        scale = torch.clamp(scale, min=torch.finfo(torch.float32).eps)
+        zero_point = torch.clamp(spec.qmin - torch.round(lo / scale), spec.qmin, spec.qmax).to(torch.int32)
+    scale = torch.clamp(scale, min=torch.finfo(torch.float32).eps)
+    return scale, zero_point
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
+def _broadcast(t: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return t.reshape(shape)
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Differentiable fake quantization (STE); gradients reach ``x`` and ``scale``."""
+    if spec.per_channel:
+        scale = _broadcast(scale, x, spec.ch_axis)
+        zero_point = _broadcast(zero_point, x, spec.ch_axis)
+    zero_point = zero_point.to(x.dtype)
+    x_int = _RoundSTE.apply(x * (1.0 / scale)) + zero_point
+    # clamp with the gradient of PyTorch's kernels: 1 inside [qmin, qmax] (bounds included), 0 outside
+    inside = (x_int >= spec.qmin) & (x_int <= spec.qmax)
+    x_int = torch.where(inside, x_int, torch.clamp(x_int, spec.qmin, spec.qmax).detach())
+    return (x_int - zero_point) * scale
+
+
+def fake_quantize_fused(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """The same values as :func:`fake_quantize` from PyTorch's fused kernels (inference path)."""
+    if spec.per_channel:
+        return torch.fake_quantize_per_channel_affine(
+            x, scale.float(), zero_point.to(torch.int32), spec.ch_axis, spec.qmin, spec.qmax)
+    return torch.fake_quantize_per_tensor_affine(
+        x, scale.float().reshape(()), zero_point.to(torch.int32).reshape(()), spec.qmin, spec.qmax)
+
+
+class FakeQuantizer(nn.Module):
+    """Holds a tensor's quantization parameters (buffers) and applies them when enabled.
+
+    The parameters are set in one place, :meth:`set_qparams`, from a range estimator.
+    A quantizer that was never calibrated refuses to quantize rather than guessing.
+    """
+
+    def __init__(self, spec: QuantSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        shape = (0,) if spec.per_channel else ()
+        self.register_buffer("scale", torch.ones(shape))
+        self.register_buffer("zero_point", torch.zeros(shape, dtype=torch.int32))
+        self._enabled = False
+        self.calibrated = False
+        self.generation = 0  # bumped on every change, so cached quantized tensors can tell
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = bool(value)
+        self.generation += 1
+
+    def set_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        self.scale = scale.detach().clone().float().to(self.scale.device)
+        self.zero_point = zero_point.detach().clone().to(torch.int32).to(self.scale.device)
+        self.calibrated = True
+        self.generation += 1
+
+    def set_bits(self, bits: int) -> None:
+        """Change the bit-width; the quantizer must be calibrated again afterwards."""
+        self.spec = self.spec.with_bits(bits)
+        self.calibrated = False
+        self.generation += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if not self.calibrated:
+            raise RuntimeError("quantizer enabled before calibration: run a calibration first")
+        if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
+            return fake_quantize(x, self.scale, self.zero_point, self.spec)
+        return fake_quantize_fused(x, self.scale, self.zero_point, self.spec)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        kind = "per-channel" if s.per_channel else "per-tensor"
+        sym = "symmetric" if s.symmetric else "asymmetric"
+        return f"{s.bits}-bit {kind} {sym}, enabled={self.enabled}"

@@ -1,0 +1,241 @@
+"""Range estimators: the study's calibration metrics, turning observed values into a range.
+
+Activations are observed batch by batch into a 2048-bin histogram (plus the exact min and
+max), so the calibration set never has to sit in memory as raw activations. When a batch
+falls outside the current histogram range, the range doubles (as often as needed) and
+neighbouring bins are merged exactly: every old bin edge is also a new bin edge.
+
+The metrics follow ``../shared/docs/method.md``:
+
+- ``minmax``: the exact min and max seen.
+- ``mse``: 100 candidate ranges ``[t*min, t*max]``, ``t = 1/100 .. 1``; keep the one with the
+  least squared quantization error (bin centres stand for the values in a bin).
+- ``cosine``: the same candidates; keep the one with the least cosine distance.
+- ``kl``: TensorRT-style entropy calibration (Migacz 2017) on the histogram of |x|: the
+  clipping threshold whose quantized histogram has the least KL divergence from the original.
+- ``percentile``: the 0.01 % / 99.99 % quantiles of the histogram.
+
+Weights are estimated per output channel directly on the tensor (``minmax`` or ``mse``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .quantizer import QuantSpec, fake_quantize, qparams_from_range
+
+METRICS = ("minmax", "mse", "kl", "cosine", "percentile")
+WEIGHT_METRICS = ("minmax", "mse")
+NUM_BINS = 2048
+NUM_CANDIDATES = 100
+PERCENTILE = 99.99
+
+
+def check_metric(metric: str, allowed: tuple[str, ...] = METRICS) -> str:
+    if metric not in allowed:
+        raise ValueError(f"unknown calibration metric {metric!r}; choose one of {', '.join(allowed)}")
+    return metric
+
+
+class HistogramObserver(nn.Module):
+    """Accumulates the exact min/max and a histogram of everything passed through ``forward``.
+
+    The histogram covers ``[0, R]`` while only non-negative values have been seen, and
+    ``[-R, R]`` once a negative value appears; ``R`` only ever doubles, so rebinning is exact.
+    """
+
+    def __init__(self, num_bins: int = NUM_BINS) -> None:
+        super().__init__()
+        assert num_bins % 2 == 0, "the signed histogram needs 0 on a bin edge"
+        self.num_bins = num_bins
+        self.register_buffer("hist", torch.zeros(num_bins, dtype=torch.float64))
+        self.register_buffer("min_val", torch.tensor(float("inf")))
+        self.register_buffer("max_val", torch.tensor(float("-inf")))
+        self.register_buffer("bound", torch.tensor(0.0, dtype=torch.float64))  # R
+        self.register_buffer("signed", torch.tensor(False))
+        self.register_buffer("zeros", torch.tensor(0.0, dtype=torch.float64))  # exact zeros seen
+
+    @property
+    def empty(self) -> bool:
+        return not torch.isfinite(self.min_val).item()
+
+    @property
+    def lo_edge(self) -> float:
+        return -self.bound.item() if self.signed.item() else 0.0
+
+    @property
+    def bin_width(self) -> float:
+        return (self.bound.item() - self.lo_edge) / self.num_bins
+
+    def centers(self) -> torch.Tensor:
+        lo, w = self.lo_edge, self.bin_width
+        return lo + w * (torch.arange(self.num_bins, dtype=torch.float64) + 0.5)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_det = x.detach().float()
+        if x_det.numel() == 0:
+            return x
+        bmin, bmax = torch.aminmax(x_det)
+        self.min_val = torch.minimum(self.min_val, bmin.cpu())
+        self.max_val = torch.maximum(self.max_val, bmax.cpu())
+        self._grow(need_signed=bool(bmin < 0), need_bound=float(max(-bmin.item(), bmax.item())))
+        lo, hi = self.lo_edge, self.bound.item()
+        counts = torch.histc(x_det, bins=self.num_bins, min=lo, max=hi).double().cpu()
+        self.hist += counts
+        self.zeros += (x_det == 0).sum().double().cpu()
+        return x
+
+    def _grow(self, need_signed: bool, need_bound: float) -> None:
+        if self.bound.item() == 0.0:  # first batch
+            self.bound.fill_(need_bound if need_bound > 0 else 1.0)
+            self.signed.fill_(need_signed)
+            return
+        old_bound = self.bound.item()
+        factor = 1 if need_bound <= old_bound else 2 ** math.ceil(math.log2(need_bound / old_bound))
+        new_signed = bool(self.signed.item()) or need_signed
+        if factor == 1 and new_signed == bool(self.signed.item()):
+            return
+        old_centers, old_hist = self.centers(), self.hist.clone()
+        self.bound.fill_(old_bound * factor)
+        self.signed.fill_(new_signed)
+        idx = torch.floor((old_centers - self.lo_edge) / self.bin_width).long().clamp_(0, self.num_bins - 1)
+        self.hist = torch.zeros_like(old_hist).index_add_(0, idx, old_hist)
+
+    def _hist_without_zeros(self) -> torch.Tensor:
+        """The histogram without the exact zeros (ReLU's dead units). Zero is always exactly
+        representable, so those values say nothing about the best range, yet their spike
+        would dominate the KL divergence and pull the threshold towards 0."""
+        hist = self.hist.clone()
+        zero_bin = self.num_bins // 2 if self.signed.item() else 0
+        hist[zero_bin] = (hist[zero_bin] - self.zeros).clamp_min(0)
+        return hist
+
+    def range(self, metric: str, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(lo, hi)`` range chosen by ``metric`` for quantizing to ``spec``."""
+        check_metric(metric)
+        if self.empty:
+            raise RuntimeError("observer saw no data: the calibration pass did not reach this layer")
+        lo, hi = self.min_val.clone(), self.max_val.clone()
+        if metric == "minmax":
+            return lo, hi
+        if metric == "percentile":
+            return _histogram_percentile(self.hist, self.centers(), lo, hi)
+        if metric == "kl":
+            return _kl_range(self._hist_without_zeros(), self.bin_width, spec, lo, hi)
+        return _search_range(self.hist, self.centers(), lo, hi, spec, metric)
+
+
+def _candidate_ranges(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.arange(1, NUM_CANDIDATES + 1, dtype=torch.float64) / NUM_CANDIDATES
+    return lo.double() * t, hi.double() * t
+
+
+def _quantize_values(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Quantize 1-D ``values`` under each candidate range; returns ``[len(lo), len(values)]``."""
+    per_candidate = QuantSpec(spec.bits, spec.symmetric, spec.signed, per_channel=True, ch_axis=0)
+    scale, zp = qparams_from_range(lo.float(), hi.float(), per_candidate)
+    grid = values.float().unsqueeze(0).expand(len(lo), -1)
+    return fake_quantize(grid, scale, zp, per_candidate).double()
+
+
+def _search_range(hist, centers, lo, hi, spec, metric):
+    cand_lo, cand_hi = _candidate_ranges(lo, hi)
+    keep = hist > 0
+    counts, values = hist[keep], centers[keep]
+    quantized = _quantize_values(values, cand_lo, cand_hi, spec)  # [candidates, nonzero bins]
+    if metric == "mse":
+        score = (counts * (values - quantized) ** 2).sum(1)
+    else:  # cosine distance
+        dot = (counts * values * quantized).sum(1)
+        norms = torch.sqrt((counts * values**2).sum() * (counts * quantized**2).sum(1))
+        score = 1 - dot / norms.clamp_min(1e-30)
+    best = int(torch.argmin(score))
+    return cand_lo[best].float(), cand_hi[best].float()
+
+
+def _histogram_percentile(hist, centers, lo, hi, pct: float = PERCENTILE):
+    cdf = torch.cumsum(hist, 0) / hist.sum()
+    lo_idx = int(torch.searchsorted(cdf, torch.tensor((100 - pct) / 100, dtype=cdf.dtype)))
+    hi_idx = int(torch.searchsorted(cdf, torch.tensor(pct / 100, dtype=cdf.dtype)))
+    hi_idx = min(hi_idx, len(hist) - 1)
+    new_lo = torch.maximum(lo, centers[lo_idx].float()) if lo < 0 else lo
+    return new_lo, torch.minimum(hi, centers[hi_idx].float())
+
+
+def kl_threshold(abs_hist: np.ndarray, num_levels: int) -> int:
+    """TensorRT entropy calibration: the number of bins ``i`` (threshold ``i * width``)
+    minimising KL(P || Q), P = the first ``i`` bins with the tail folded into the last one,
+    Q = P merged into ``num_levels`` bins and expanded back over P's non-empty bins."""
+    nbins = len(abs_hist)
+    if num_levels >= nbins:
+        return nbins
+    best_i, best_kl = nbins, math.inf
+    total_tail = np.concatenate([np.cumsum(abs_hist[::-1])[::-1], [0.0]])
+    for i in range(num_levels, nbins + 1):
+        p = abs_hist[:i].astype(np.float64).copy()
+        p[i - 1] += total_tail[i]
+        nonzero = abs_hist[:i] != 0
+        # split [0, i) into num_levels chunks, the last one taking the remainder
+        starts = np.arange(num_levels) * (i // num_levels)
+        chunk_sum = np.add.reduceat(abs_hist[:i], starts)
+        chunk_nonzero = np.add.reduceat(nonzero.astype(np.float64), starts)
+        chunk_id = np.minimum(np.arange(i) // (i // num_levels), num_levels - 1)
+        q = np.where(nonzero, chunk_sum[chunk_id] / np.maximum(chunk_nonzero[chunk_id], 1), 0.0)
+        kl = _kl_divergence(p, q)
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return best_i
+
+
+def _kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    p = p / p.sum()
+    q_sum = q.sum()
+    if q_sum == 0:
+        return math.inf
+    q = q / q_sum
+    mask = p > 0
+    if np.any(q[mask] == 0):
+        return math.inf
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def _kl_range(hist, width, spec, lo, hi):
+    if lo < 0:  # fold the signed histogram onto |x|: bins mirror around the centre edge
+        half = len(hist) // 2
+        abs_hist = (hist[half:] + hist[:half].flip(0)).numpy()
+        levels = 2 ** (spec.bits - 1)
+    else:
+        abs_hist = hist.numpy()
+        levels = 2**spec.bits
+    i = kl_threshold(abs_hist, levels)
+    threshold = torch.tensor(i * width, dtype=torch.float32)
+    new_hi = torch.minimum(hi, threshold)
+    new_lo = torch.maximum(lo, -threshold) if lo < 0 else lo
+    return new_lo, new_hi
+
+
+@torch.no_grad()
+def weight_range(weight: torch.Tensor, spec: QuantSpec, metric: str = "mse") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel ``(lo, hi)`` of a weight tensor, chosen by ``metric``."""
+    check_metric(metric, WEIGHT_METRICS)
+    assert spec.per_channel and spec.ch_axis == 0, "weights are quantized per output channel"
+    flat = weight.detach().reshape(weight.shape[0], -1).float()
+    lo, hi = flat.min(1).values, flat.max(1).values
+    if metric == "minmax":
+        return lo, hi
+    best_err = torch.full_like(lo, math.inf)
+    best_lo, best_hi = lo.clone(), hi.clone()
+    for i in range(1, NUM_CANDIDATES + 1):
+        t = i / NUM_CANDIDATES
+        c_lo, c_hi = lo * t, hi * t
+        scale, zp = qparams_from_range(c_lo, c_hi, spec)
+        err = ((fake_quantize(flat, scale, zp, spec) - flat) ** 2).sum(1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_lo = torch.where(better, c_lo, best_lo)
+        best_hi = torch.where(better, c_hi, best_hi)
+    return best_lo, best_hi

@@ -1,0 +1,144 @@
+"""One trial: quantize a model with one randomly drawn calibration set and evaluate it per
+class on the whole test set.
+
+:class:`TrialContext` holds what every trial of a model and dataset shares and computes it
+once: the float model, the test split and the calibration pool in memory as uint8 tensors, and
+the float model's predictions (cached on disk, keyed by the weights and the data).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .calibration import calibrate
+from .data import Split, cache_dir, load_split
+from .metrics import accuracy, per_class_accuracy, predict
+from .models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
+from .qmodel import QuantConfig, quantize_model
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything that changes a trial's result."""
+
+    model: str = "resnet20"
+    dataset: str = "cifar10-jpeg"
+    weights: str | None = None  # a checkpoint path; None: the project's default for the data
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    calib_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_model(self.model)
+        if isinstance(self.calib_size, bool) or not isinstance(self.calib_size, int) or self.calib_size < 1:
+            raise ValueError(f"calibration size must be a positive integer, got {self.calib_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    config: TrialConfig
+    avg: float
+    per_class: dict[str, float]
+    fp_avg: float
+    fp_per_class: dict[str, float]
+    preds: torch.Tensor
+    calib_seconds: float
+    eval_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.calib_seconds + self.eval_seconds
+
+
+def resolve_weights(model: str, dataset: str, weights: str | None) -> str | None:
+    """The checkpoint a trial uses: the one given, else the project's fine-tuned weights for
+    ``dataset``, else the public pretrained ones (downloaded when needed)."""
+    if weights is not None:
+        return weights
+    packaged = default_weights(model, dataset)
+    if packaged is not None:
+        return str(packaged)
+    if model in CIFAR_DEPTHS:
+        if dataset == "cifar10":
+            return "download"
+        raise ValueError(f"no default weights for {model} on {dataset!r}: pass --weights PATH "
+                         f"(e.g. a checkpoint made by 'ptq train --model {model} --data {dataset}')")
+    return None
+
+
+def draw_calibration(pool_size: int, size: int, seed: int) -> torch.Tensor:
+    """Indices of ``size`` distinct pool images, the same for the same seed."""
+    if size > pool_size:
+        raise ValueError(f"calibration size {size} is larger than the calibration pool "
+                         f"({pool_size} images); choose 1 to {pool_size}")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(pool_size, generator=gen)[:size]
+
+
+class TrialContext:
+    """The float model, data and float predictions shared by all trials of one model/dataset."""
+
+    def __init__(self, model: str, dataset: str, weights: str | None = None) -> None:
+        self.model_name, self.dataset = check_model(model), dataset
+        size = model_info(model).input_size if model not in CIFAR_DEPTHS else None
+        self.test: Split = load_split(dataset, "test", size)
+        self.pool: Split = load_split(dataset, "train", size)
+        self.weights = resolve_weights(model, dataset, weights)
+        num_classes = self.test.num_classes if model in CIFAR_DEPTHS else None
+        self.model = build_model(model, self.weights, num_classes=num_classes,
+                                 in_channels=self.test.images.shape[1])
+        self._check_label_space()
+        self.classes = self.test.present_classes
+        self.fp_preds = self._fp_predictions()
+        self.fp_per_class = self.named(per_class_accuracy(self.fp_preds, self.test.labels, self.classes))
+        self.fp_avg = accuracy(self.fp_preds, self.test.labels)
+
+    def _check_label_space(self) -> None:
+        with torch.no_grad():
+            out = self.model(self.test.float_images(slice(0, 1)))
+        if out.shape[1] != self.test.num_classes:
+            raise ValueError(f"model {self.model_name} predicts {out.shape[1]} classes but dataset "
+                             f"{self.dataset!r} has {self.test.num_classes}")
+
+    def weights_fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for name, t in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def _fp_predictions(self) -> torch.Tensor:
+        key = f"{self.model_name}-{self.weights_fingerprint()}-{self.test.fingerprint()}"
+        path = cache_dir() / "fp" / f"{key}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        preds = predict(self.model, self.test)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(preds, tmp)
+        tmp.replace(path)
+        return preds
+
+    def named(self, per_class: dict[int, float]) -> dict[str, float]:
+        return {self.test.class_names[c]: a for c, a in per_class.items()}
+
+    def run(self, cfg: TrialConfig) -> TrialResult:
+        assert (cfg.model, cfg.dataset) == (self.model_name, self.dataset), "trial does not match its context"
+        t0 = time.perf_counter()
+        idx = draw_calibration(len(self.pool), cfg.calib_size, cfg.seed)
+        qmodel = calibrate(quantize_model(self.model, cfg.quant), self.pool.images[idx])
+        t1 = time.perf_counter()
+        preds = predict(qmodel, self.test)
+        t2 = time.perf_counter()
+        per_class = self.named(per_class_accuracy(preds, self.test.labels, self.classes))
+        return TrialResult(cfg, accuracy(preds, self.test.labels), per_class, self.fp_avg, self.fp_per_class,
+                           preds, t1 - t0, t2 - t1)
+

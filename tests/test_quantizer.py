@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from ptqlib.quantizer import FakeQuantizer, QuantSpec, fake_quantize, fake_quantize_fused, qparams_from_range
+
+SPECS = [QuantSpec(b, sym, signed) for b in range(2, 9) for sym, signed in ((False, False), (True, True), (True, False))]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.bits}b-sym{int(s.symmetric)}-signed{int(s.signed)}")
+def test_per_tensor_matches_pytorch_exactly(spec):
+    gen = torch.Generator().manual_seed(spec.bits)
+    x = torch.randn(4096, generator=gen) * 3
+    for lo, hi in ((-2.0, 5.0), (0.0, 1.3), (-0.7, 0.2)):
+        scale, zp = qparams_from_range(torch.tensor(lo), torch.tensor(hi), spec)
+        ref = torch.fake_quantize_per_tensor_affine(x, scale.item(), int(zp), spec.qmin, spec.qmax)
+        assert torch.equal(fake_quantize(x, scale, zp, spec), ref)
+        assert torch.equal(fake_quantize_fused(x, scale, zp, spec), ref)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_per_channel_matches_pytorch_exactly(bits):
+    spec = QuantSpec(bits, per_channel=True, ch_axis=0)
+    gen = torch.Generator().manual_seed(bits)
+    w = torch.randn(16, 8, 3, 3, generator=gen)
+    lo, hi = w.flatten(1).min(1).values * 0.8, w.flatten(1).max(1).values * 0.9
+    scale, zp = qparams_from_range(lo, hi, spec)
+    ref = torch.fake_quantize_per_channel_affine(w, scale, zp, 0, spec.qmin, spec.qmax)
+    assert torch.equal(fake_quantize(w, scale, zp, spec), ref)
+    assert torch.equal(fake_quantize_fused(w, scale, zp, spec), ref)
+
+
+def test_values_lie_on_the_grid_and_zero_is_exact():
+    spec = QuantSpec(3)
+    scale, zp = qparams_from_range(torch.tensor(-1.0), torch.tensor(2.5), spec)
+    x = torch.linspace(-3, 4, 1001)
+    xq = fake_quantize(x, scale, zp, spec)
+    levels = torch.unique(xq)
+    assert len(levels) <= 2**3
+    assert torch.allclose(levels, (torch.arange(spec.qmin, spec.qmax + 1) - zp) * scale)
+    assert fake_quantize(torch.zeros(1), scale, zp, spec).item() == 0.0
+
+
+def test_straight_through_gradient_matches_pytorch():
+    spec = QuantSpec(4)
+    scale, zp = qparams_from_range(torch.tensor(-1.0), torch.tensor(1.0), spec)
+    x1 = torch.linspace(-2, 2, 101, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    fake_quantize(x1, scale, zp, spec).sum().backward()
+    torch.fake_quantize_per_tensor_affine(x2, scale.item(), int(zp), spec.qmin, spec.qmax).sum().backward()
+    assert torch.equal(x1.grad, x2.grad)
+    assert x1.grad.sum() > 0 and (x1.grad == 0).any()
+
+
+@pytest.mark.parametrize("bits", [0, 1, 9, 33, 4.0, True])
+def test_bad_bits_are_refused(bits):
+    with pytest.raises(ValueError, match=f"from 2 to 8, got {bits!r}"):
+        QuantSpec(bits=bits)
+
+
+def test_uncalibrated_quantizer_refuses_to_run():
+    q = FakeQuantizer(QuantSpec(4))
+    q.enabled = True
+    with pytest.raises(RuntimeError, match="before calibration"):
+        q(torch.ones(3))
+    q.enabled = False
+    assert torch.equal(q(torch.ones(3)), torch.ones(3))

@@ -1,0 +1,130 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ptqlib.quantizer import QuantSpec, fake_quantize, qparams_from_range
+from ptqlib.range_estimators import HistogramObserver, kl_threshold, weight_range
+
+
+def test_histogram_equals_numpy_histogram_after_exact_growth():
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.rand(5000, generator=gen), torch.rand(5000, generator=gen) * 3.0,
+               torch.rand(3000, generator=gen) * 0.5]
+    obs = HistogramObserver(num_bins=64)
+    for b in batches:
+        obs(b)
+    data = torch.cat(batches).numpy()
+    # the first batch sets R = its max (< 1); the second needs R * 4 >= 3
+    r = batches[0].max().item() * 4
+    assert obs.bound.item() == pytest.approx(r)
+    expected, _ = np.histogram(data, bins=64, range=(0, r))
+    # float32 (torch.histc) and float64 (numpy) may put a value lying on an edge on either side
+    diff = obs.hist.numpy() - expected
+    assert diff.sum() == 0 and np.abs(diff).sum() <= 2
+    assert obs.min_val.item() == data.min() and obs.max_val.item() == data.max()
+
+
+def test_histogram_becomes_signed_without_losing_counts():
+    obs = HistogramObserver(num_bins=8)
+    obs(torch.tensor([0.1, 0.6, 0.9, 1.0]))  # [0, 1], width 1/8
+    obs(torch.tensor([-0.3]))                 # now [-1, 1], width 1/4
+    # hand-computed: bins of width 0.25 from -1: -0.3 -> bin 2; 0.1 -> 4; 0.6 -> 6; 0.9, 1.0 -> 7
+    assert obs.hist.tolist() == [0, 0, 1, 0, 1, 0, 1, 2]
+    assert obs.lo_edge == -1.0
+
+
+def _true_mse(x, lo, hi, spec):
+    s, z = qparams_from_range(torch.tensor(lo), torch.tensor(hi), spec)
+    return ((fake_quantize(x, s, z, spec) - x) ** 2).sum().item()
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_mse_range_is_near_the_brute_force_optimum(bits):
+    spec = QuantSpec(bits)
+    x = torch.relu(torch.randn(200_000, generator=torch.Generator().manual_seed(bits)))
+    obs = HistogramObserver()
+    obs(x)
+    lo, hi = obs.range("mse", spec)
+    brute = min(_true_mse(x, 0.0, x.max().item() * i / 100, spec) for i in range(1, 101))
+    assert _true_mse(x, lo.item(), hi.item(), spec) <= 1.02 * brute
+    mm = _true_mse(x, 0.0, x.max().item(), spec)
+    assert _true_mse(x, lo.item(), hi.item(), spec) < mm  # clipping the Gaussian tail pays off
+
+
+def test_cosine_and_percentile_clip_outliers_but_minmax_does_not():
+    x = torch.cat([torch.rand(100_000), torch.tensor([50.0])])
+    obs = HistogramObserver()
+    obs(x)
+    assert obs.range("minmax", QuantSpec(4))[1].item() == 50.0
+    assert obs.range("cosine", QuantSpec(4))[1].item() < 5.0
+    assert obs.range("percentile", QuantSpec(4))[1].item() < 2.0
+    assert obs.range("kl", QuantSpec(4))[1].item() < 5.0
+
+
+def _kl_threshold_reference(hist, levels):
+    """TensorRT's entropy calibration written out plainly, one loop per quantity."""
+    best, best_kl = None, math.inf
+    for i in range(levels, len(hist) + 1):
+        ref = [float(v) for v in hist[:i]]
+        ref[-1] += float(sum(hist[i:]))
+        merged = i // levels
+        q = [0.0] * i
+        for j in range(levels):
+            start = j * merged
+            stop = i if j == levels - 1 else start + merged
+            chunk = hist[start:stop]
+            nonzero = sum(1 for v in chunk if v != 0)
+            for k in range(start, stop):
+                if hist[k] != 0:
+                    q[k] = float(sum(chunk)) / nonzero
+        p_sum, q_sum = sum(ref), sum(q)
+        kl = 0.0
+        for pk, qk in zip(ref, q):
+            if pk > 0:
+                kl = math.inf if qk == 0 else kl + pk / p_sum * math.log((pk / p_sum) / (qk / q_sum))
+        if kl < best_kl:
+            best, best_kl = i, kl
+    return best
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kl_threshold_matches_a_plain_reference(seed):
+    rng = np.random.default_rng(seed)
+    hist = np.histogram(np.abs(rng.standard_t(3, 20_000)), bins=96)[0].astype(np.float64)
+    assert kl_threshold(hist, 8) == _kl_threshold_reference(list(hist), 8)
+
+
+def test_kl_ignores_the_relu_zero_spike():
+    x = torch.cat([torch.zeros(800_000), torch.rand(200_000)])
+    obs = HistogramObserver()
+    obs(x)
+    assert obs.zeros.item() == 800_000
+    assert obs.range("kl", QuantSpec(4))[1].item() > 0.5
+
+
+def test_weight_mse_range_is_per_channel_brute_force():
+    spec = QuantSpec(4, per_channel=True)
+    w = torch.randn(6, 50, generator=torch.Generator().manual_seed(1))
+    w[0, 0] = 8.0  # an outlier in channel 0 only
+    lo, hi = weight_range(w, spec, "mse")
+    for c in range(6):
+        row = w[c:c + 1]
+        errs = []
+        for i in range(1, 101):
+            s, z = qparams_from_range(row.min() * i / 100, row.max() * i / 100, QuantSpec(4))
+            errs.append(((fake_quantize(row, s, z, QuantSpec(4)) - row) ** 2).sum().item())
+        best = int(np.argmin(errs)) + 1
+        assert hi[c].item() == pytest.approx(row.max().item() * best / 100, rel=1e-6)
+    lo_mm, hi_mm = weight_range(w, spec, "minmax")
+    assert torch.equal(hi_mm, w.max(1).values) and torch.equal(lo_mm, w.min(1).values)
+
+
+def test_unknown_metric_is_refused():
+    obs = HistogramObserver()
+    obs(torch.rand(10))
+    with pytest.raises(ValueError, match="unknown calibration metric 'l1'; choose one of minmax, mse"):
+        obs.range("l1", QuantSpec(4))
+    with pytest.raises(ValueError, match="'kl'"):
+        weight_range(torch.randn(2, 3), QuantSpec(4, per_channel=True), "kl")
