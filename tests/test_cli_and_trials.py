@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ptqlib.cli import main
+from ptqlib.qmodel import QuantConfig
+from ptqlib.trial import TrialConfig, TrialContext, draw_calibration
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tiny_args(tiny_data, tiny_checkpoint, *extra):
+    return ("quantize", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint),
+            "--calib-size", "16", *extra)
+
+
+def test_quantize_json_reports_every_class(capsys, tiny_data, tiny_checkpoint):
+    code, out, _ = run_cli(capsys, *tiny_args(tiny_data, tiny_checkpoint, "--json"))
+    assert code == 0
+    res = json.loads(out)
+    assert set(res) >= {"avg", "per_class", "fp_avg", "fp_per_class", "seconds"}
+    assert list(res["per_class"]) == ["ant", "bee", "cat"]
+    # 8 test images per class: the average is the mean of the per-class accuracies
+    assert res["avg"] == pytest.approx(sum(res["per_class"].values()) / 3)
+    assert all(v * 8 / 100 == pytest.approx(round(v * 8 / 100)) for v in res["per_class"].values())
+
+
+def test_quantize_table_shows_fp_and_drop(capsys, tiny_data, tiny_checkpoint):
+    code, out, _ = run_cli(capsys, *tiny_args(tiny_data, tiny_checkpoint, "--w-bits", "8", "--a-bits", "8"))
+    assert code == 0
+    assert "W8A8 reference preset" in out and "average" in out and "bee" in out
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--w-bits", "0"), "w_bits must be an integer from 2 to 8, got 0"),
+    (("--a-bits", "33"), "a_bits must be an integer from 2 to 8, got 33"),
+    (("--metric", "entropy"), "unknown calibration metric 'entropy'; choose one of minmax, mse, kl"),
+    (("--preset", "fast"), "unknown preset 'fast'; choose one of reference, full"),
+    (("--calib-size", "500"), "calibration size 500 is larger than the calibration pool (36 images); choose 1 to 36"),
+    (("--model", "resnet99"), "unknown model 'resnet99'"),
+])
+def test_bad_input_is_one_clear_line(capsys, tiny_data, tiny_checkpoint, extra, message):
+    code, out, err = run_cli(capsys, *tiny_args(tiny_data, tiny_checkpoint, *extra))
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"ptq: error: {err.strip().removeprefix('ptq: error: ')}"]
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_data_and_corrupt_checkpoint_through_the_real_command(tmp_path, tiny_data, tiny_checkpoint):
+    bad = tmp_path / "bad.th"
+    bad.write_bytes(b"\x00" * 64)
+    for args, message in (
+        (["--data", f"folder:{tmp_path / 'nowhere'}"], "nowhere/test' does not exist"),
+        (["--data", f"folder:{tiny_data}", "--weights", str(bad)], "bad.th' is not a readable PyTorch file"),
+    ):
+        proc = subprocess.run([sys.executable, "-m", "ptqlib.cli", "quantize", *args],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_same_seed_same_trial_other_seed_other_calibration(tiny_data, tiny_checkpoint):
+    ctx = TrialContext("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint))
+    cfg = TrialConfig("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint), QuantConfig(4, 4), 8, seed=3)
+    a, b = ctx.run(cfg), ctx.run(cfg)
+    assert torch.equal(a.preds, b.preds) and a.per_class == b.per_class
+    assert torch.equal(draw_calibration(36, 8, 3), draw_calibration(36, 8, 3))
+    assert not torch.equal(draw_calibration(36, 8, 3), draw_calibration(36, 8, 4))
+    assert len(set(draw_calibration(36, 36, 0).tolist())) == 36  # without replacement
+
+
+def test_trial_config_is_validated():
+    with pytest.raises(ValueError, match="calibration size must be a positive integer, got 0"):
+        TrialConfig(calib_size=0)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        TrialConfig(seed=-1)

@@ -1,0 +1,75 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ptqlib import data
+from ptqlib.data import DataError, load_split
+
+from .conftest import write_image_folder
+
+
+def test_image_folder_is_decoded_once_then_read_from_cache(tiny_data, monkeypatch):
+    split = load_split(f"folder:{tiny_data}", "test")
+    assert split.images.shape == (24, 3, 32, 32) and split.images.dtype == torch.uint8
+    assert split.class_names == ("ant", "bee", "cat") and split.labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    first = np.asarray(Image.open(tiny_data / "test" / "ant" / "0000.png"))
+    assert torch.equal(split.images[0], torch.from_numpy(first.copy()).permute(2, 0, 1))
+    monkeypatch.setattr(data, "_decode", lambda *a: pytest.fail("decoded an image again"))
+    again = load_split(f"folder:{tiny_data}", "test")
+    assert torch.equal(again.images, split.images) and again.fingerprint() == split.fingerprint()
+
+
+def test_named_datasets_need_ptq_data_and_say_where_they_looked(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="PTQ_DATA is not set"):
+        load_split("cifar10-jpeg", "test")
+    monkeypatch.setenv("PTQ_DATA", str(tmp_path))
+    with pytest.raises(DataError, match=f"folder '{tmp_path}/cifar10-jpeg/test' does not exist"):
+        load_split("cifar10-jpeg", "test")
+    with pytest.raises(DataError, match="unknown dataset 'cifar100'"):
+        load_split("cifar100", "test")
+    with pytest.raises(DataError, match="unknown split 'val'"):
+        load_split("cifar10-jpeg", "val")
+
+
+def test_cifar10_jpeg_layout_uses_torchvision_label_order(tmp_path, monkeypatch):
+    write_image_folder(tmp_path / "cifar10-jpeg", classes=("truck", "airplane"), per_class=(1, 2), suffix=".jpg")
+    monkeypatch.setenv("PTQ_DATA", str(tmp_path))
+    split = load_split("cifar10-jpeg", "test")
+    assert split.num_classes == 10 and split.present_classes == [0, 9]
+
+
+def test_imagenet_folders_keep_the_1000_way_label_space(tmp_path, monkeypatch):
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    (tmp_path / "imagenet-classes.txt").write_text("\n".join(wnids) + "\n")
+    write_image_folder(tmp_path / "imagenet-val10-src", classes=(wnids[7], wnids[990]), per_class=(1, 2), size=40)
+    (tmp_path / "imagenet-val10-src" / "test").rename(tmp_path / "imagenet-val10")
+    calib = tmp_path / "imagenet-calib" / "nette-train"
+    calib.parent.mkdir()
+    (tmp_path / "imagenet-val10-src" / "train").rename(calib)
+    monkeypatch.setenv("PTQ_DATA", str(tmp_path))
+    test = load_split("imagenet-val10", "test", 32)
+    assert test.num_classes == 1000 and test.present_classes == [7, 990]
+    assert test.images.shape[-2:] == (32, 32)  # resized and centre-cropped to the model's input
+    assert load_split("imagenet-val10", "train", 32).present_classes == [7, 990]
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_idx_files(tmp_path, monkeypatch):
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28))
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.array([0, 3, 9, 3, 1]))
+    monkeypatch.setenv("PTQ_DATA", str(tmp_path))
+    split = load_split("fashion-mnist", "test")
+    assert split.images.shape == (5, 1, 28, 28)
+    assert torch.equal(split.images[:, 0], torch.from_numpy(images.astype(np.uint8)))
+    assert split.labels.tolist() == [0, 3, 9, 3, 1] and split.class_names[9] == "boot"
