@@ -3,6 +3,7 @@
     ptq quantize --model resnet20 --data cifar10-jpeg --w-bits 4 --a-bits 4 --metric mse --json
     ptq train    --model resnet20 --data cifar10-jpeg --init resnet20.th --epochs 10 --out weights/...
     ptq bench    --model resnet20 --data cifar10-jpeg --json
+    ptq section  first_look -p model resnet20
 
 Bad input ends with one line ``ptq: error: ...`` naming the value and what is allowed.
 """
@@ -90,6 +91,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
             print(f"{k:>28}: {v}")
 
 
+def cmd_section(args: argparse.Namespace) -> None:
+    from .report import parse_value, run_section
+
+    params = {key: parse_value(value) for key, value in args.param}
+    out = run_section(args.name, params, Path(args.output) if args.output else None)
+    print(f"executed {out}; rebuild the book with: jupyter-book build book/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptq", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="output checkpoint (default weights/DATA/MODEL.pt)")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("section", help="re-execute one report section with new parameters")
+    p.add_argument("name", help="section name (a notebook in notebooks/)")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    p.add_argument("--output", default=None, help="folder for the executed notebook (default: book/)")
+    p.set_defaults(func=cmd_section)
     return parser
 
 
