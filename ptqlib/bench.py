@@ -17,7 +17,8 @@ import torch
 from .calibration import calibrate
 from .metrics import accuracy, predict
 from .qmodel import quantize_model
-from .trial import TrialConfig, TrialContext, draw_calibration
+from .calibset import build_calibration_set
+from .trial import TrialConfig, TrialContext
 
 
 def _timed(fn):
@@ -56,7 +57,7 @@ def torch_ao_trial(model: torch.nn.Module, calib: torch.Tensor, w_bits: int, a_b
 
 def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=lambda *_: None) -> dict:
     ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
-    calib = ctx.pool.images[draw_calibration(len(ctx.pool), cfg.calib_size, cfg.seed)]
+    calib = build_calibration_set(ctx.pool, cfg.calib, cfg.seed).images
     times: dict[str, list[float]] = {k: [] for k in ("fp_eval_s", "calib_s", "quant_eval_s", "torch_ao_calib_s",
                                                      "torch_ao_eval_s")}
     acc = {}
@@ -77,7 +78,7 @@ def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=l
             acc["torch_ao_avg"] = accuracy(preds, ctx.test.labels)
     med = {k: statistics.median(v) for k, v in times.items() if v}
     out = {"model": cfg.model, "dataset": cfg.dataset, "w_bits": cfg.quant.w_bits, "a_bits": cfg.quant.a_bits,
-           "metric": cfg.quant.metric, "calib_size": cfg.calib_size, "test_images": len(ctx.test),
+           "metric": cfg.quant.metric, "calib_size": cfg.calib.size, "test_images": len(ctx.test),
            "reps": reps, "threads": torch.get_num_threads(), **{k: round(v, 3) for k, v in med.items()}}
     out["trial_s"] = round(med["calib_s"] + med["quant_eval_s"], 3)
     out["quant_eval_over_fp_eval"] = round(med["quant_eval_s"] / med["fp_eval_s"], 3)

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from .calibset import CalibSpec
 from .data import DataError
 from .models import MODELS, CheckpointError
 from .qmodel import PRESETS, QuantConfig
@@ -33,6 +34,10 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-metric", default="mse", help=f"weight range metric: {', '.join(WEIGHT_METRICS)}")
     p.add_argument("--preset", default="reference", help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--calib-size", type=int, default=256)
+    p.add_argument("--noise", type=float, default=0.0, help="fraction of calibration images replaced by noise")
+    p.add_argument("--noise-kind", default="uniform", help="uniform or gaussian noise images")
+    p.add_argument("--bias-class", default=None, help="class drawn with probability --bias-p")
+    p.add_argument("--bias-p", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -40,7 +45,8 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
 
 def _trial_config(args: argparse.Namespace) -> TrialConfig:
     quant = QuantConfig(args.w_bits, args.a_bits, args.preset, args.metric, args.weight_metric)
-    return TrialConfig(args.model, args.data, args.weights, quant, args.calib_size, args.seed)
+    calib = CalibSpec(args.calib_size, args.noise, args.noise_kind, args.bias_class, args.bias_p)
+    return TrialConfig(args.model, args.data, args.weights, quant, calib, seed=args.seed)
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -54,11 +60,13 @@ def cmd_quantize(args: argparse.Namespace) -> None:
                           "per_class": res.per_class, "worst_class": min(res.per_class, key=res.per_class.get),
                           "worst_class_acc": min(res.per_class.values()), "fp_avg": res.fp_avg,
                           "fp_per_class": res.fp_per_class, "seconds": round(res.seconds, 3),
-                          "calib_seconds": round(res.calib_seconds, 3), "eval_seconds": round(res.eval_seconds, 3)}))
+                          "calib_seconds": round(res.calib_seconds, 3),
+                          "calib_class_counts": res.calib_counts, "noise_images": res.noise_images, "eval_seconds": round(res.eval_seconds, 3)}))
         return
     q = cfg.quant
     print(f"{cfg.model} on {cfg.dataset} ({len(ctx.test)} test images), W{q.w_bits}A{q.a_bits} {q.preset} "
-          f"preset, {q.metric} activation ranges, {cfg.calib_size} calibration images, seed {cfg.seed}")
+          f"preset, {q.metric} activation ranges, {cfg.calib.size} calibration images "
+          f"({res.noise_images} noise), seed {cfg.seed}")
     width = max(len(c) for c in res.per_class) + 2
     print(f"{'class':<{width}}{'FP %':>8}{'quant %':>9}{'drop':>8}")
     for name, acc in res.per_class.items():

@@ -8,16 +8,20 @@ the float model's predictions (cached on disk, keyed by the weights and the data
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from .calibration import calibrate
+from .calibset import CalibSpec, build_calibration_set
 from .data import Split, cache_dir, load_split
 from .metrics import accuracy, per_class_accuracy, predict
 from .models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from .qmodel import QuantConfig, quantize_model
+
+OPTIMIZERS = ("grid",)  # observer-based grid search; see ptqlib.calibration
 
 
 @dataclass(frozen=True)
@@ -28,18 +32,27 @@ class TrialConfig:
     dataset: str = "cifar10-jpeg"
     weights: str | None = None  # a checkpoint path; None: the project's default for the data
     quant: QuantConfig = field(default_factory=QuantConfig)
-    calib_size: int = 256
+    calib: CalibSpec = field(default_factory=CalibSpec)
+    optimizer: str = "grid"
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_model(self.model)
-        if isinstance(self.calib_size, bool) or not isinstance(self.calib_size, int) or self.calib_size < 1:
-            raise ValueError(f"calibration size must be a positive integer, got {self.calib_size!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def key(self) -> str:
+        """Canonical hash of the whole configuration, seed included."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialConfig":
+        return cls(**{**d, "quant": QuantConfig(**d["quant"]), "calib": CalibSpec(**d["calib"])})
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,8 @@ class TrialResult:
     fp_avg: float
     fp_per_class: dict[str, float]
     preds: torch.Tensor
+    calib_counts: dict[str, int]
+    noise_images: int
     calib_seconds: float
     eval_seconds: float
 
@@ -72,15 +87,6 @@ def resolve_weights(model: str, dataset: str, weights: str | None) -> str | None
         raise ValueError(f"no default weights for {model} on {dataset!r}: pass --weights PATH "
                          f"(e.g. a checkpoint made by 'ptq train --model {model} --data {dataset}')")
     return None
-
-
-def draw_calibration(pool_size: int, size: int, seed: int) -> torch.Tensor:
-    """Indices of ``size`` distinct pool images, the same for the same seed."""
-    if size > pool_size:
-        raise ValueError(f"calibration size {size} is larger than the calibration pool "
-                         f"({pool_size} images); choose 1 to {pool_size}")
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randperm(pool_size, generator=gen)[:size]
 
 
 class TrialContext:
@@ -133,12 +139,12 @@ class TrialContext:
     def run(self, cfg: TrialConfig) -> TrialResult:
         assert (cfg.model, cfg.dataset) == (self.model_name, self.dataset), "trial does not match its context"
         t0 = time.perf_counter()
-        idx = draw_calibration(len(self.pool), cfg.calib_size, cfg.seed)
-        qmodel = calibrate(quantize_model(self.model, cfg.quant), self.pool.images[idx])
+        calib = build_calibration_set(self.pool, cfg.calib, cfg.seed)
+        qmodel = calibrate(quantize_model(self.model, cfg.quant), calib.images)
         t1 = time.perf_counter()
         preds = predict(qmodel, self.test)
         t2 = time.perf_counter()
         per_class = self.named(per_class_accuracy(preds, self.test.labels, self.classes))
         return TrialResult(cfg, accuracy(preds, self.test.labels), per_class, self.fp_avg, self.fp_per_class,
-                           preds, t1 - t0, t2 - t1)
+                           preds, calib.class_counts, calib.noise_images, t1 - t0, t2 - t1)
 

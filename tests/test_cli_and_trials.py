@@ -7,7 +7,8 @@ import torch
 
 from ptqlib.cli import main
 from ptqlib.qmodel import QuantConfig
-from ptqlib.trial import TrialConfig, TrialContext, draw_calibration
+from ptqlib.calibset import CalibSpec
+from ptqlib.trial import TrialConfig, TrialContext
 
 
 def run_cli(capsys, *args):
@@ -68,16 +69,17 @@ def test_missing_data_and_corrupt_checkpoint_through_the_real_command(tmp_path, 
 
 def test_same_seed_same_trial_other_seed_other_calibration(tiny_data, tiny_checkpoint):
     ctx = TrialContext("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint))
-    cfg = TrialConfig("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint), QuantConfig(4, 4), 8, seed=3)
+    cfg = TrialConfig("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint), QuantConfig(4, 4), CalibSpec(8), seed=3)
     a, b = ctx.run(cfg), ctx.run(cfg)
     assert torch.equal(a.preds, b.preds) and a.per_class == b.per_class
-    assert torch.equal(draw_calibration(36, 8, 3), draw_calibration(36, 8, 3))
-    assert not torch.equal(draw_calibration(36, 8, 3), draw_calibration(36, 8, 4))
-    assert len(set(draw_calibration(36, 36, 0).tolist())) == 36  # without replacement
+    assert sum(a.calib_counts.values()) == 8 and a.noise_images == 0
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg and cfg.key() != TrialConfig(**{**vars(cfg), "seed": 4}).key()
 
 
 def test_trial_config_is_validated():
     with pytest.raises(ValueError, match="calibration size must be a positive integer, got 0"):
-        TrialConfig(calib_size=0)
+        CalibSpec(size=0)
+    with pytest.raises(ValueError, match="unknown optimizer 'brecq'"):
+        TrialConfig(optimizer="brecq")
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         TrialConfig(seed=-1)

@@ -1,0 +1,98 @@
+"""Seeded calibration sets: random draws with optional noise images and class bias.
+
+The study's factors (``../shared/docs/method.md``):
+
+- **size**: ``size`` images drawn without replacement from a labelled pool (the train split);
+- **noise**: a fraction of the drawn images replaced by generated noise images of the same
+  shape (uniform random pixels, or Gaussian around mid-grey);
+- **bias**: one class drawn with probability ``bias_p``, the others uniformly.
+
+The same :class:`CalibSpec` and seed give the same images, bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data import Split
+
+NOISE_KINDS = ("uniform", "gaussian")
+
+
+@dataclass(frozen=True)
+class CalibSpec:
+    size: int = 256
+    noise: float = 0.0  # fraction of images replaced by noise
+    noise_kind: str = "uniform"
+    bias_class: str | None = None  # class name drawn with probability bias_p
+    bias_p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"calibration size must be a positive integer, got {self.size!r}")
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"noise must be a fraction in [0, 1], got {self.noise!r}")
+        if self.noise_kind not in NOISE_KINDS:
+            raise ValueError(f"unknown noise kind {self.noise_kind!r}; choose one of {', '.join(NOISE_KINDS)}")
+        if not 0.0 <= self.bias_p <= 1.0:
+            raise ValueError(f"bias probability must be in [0, 1], got {self.bias_p!r}")
+
+
+@dataclass(frozen=True)
+class CalibSet:
+    images: torch.Tensor  # [size, C, H, W] uint8
+    class_counts: dict[str, int]  # drawn real images per class
+    noise_images: int
+
+
+def draw_indices(pool: Split, spec: CalibSpec, gen: torch.Generator) -> torch.Tensor:
+    """Pool indices of the drawn images (all distinct)."""
+    if spec.size > len(pool):
+        raise ValueError(f"calibration size {spec.size} is larger than the calibration pool "
+                         f"({len(pool)} images); choose 1 to {len(pool)}")
+    if spec.bias_class is None:
+        return torch.randperm(len(pool), generator=gen)[:spec.size]
+    classes = pool.present_classes
+    names = [pool.class_names[c] for c in classes]
+    if spec.bias_class not in names:
+        raise ValueError(f"bias class {spec.bias_class!r} is not in the calibration pool; "
+                         f"choose one of {', '.join(names)}")
+    target = classes[names.index(spec.bias_class)]
+    others = [c for c in classes if c != target]
+    # per drawn image: the bias class with probability p, else one of the others uniformly
+    pick_target = torch.rand(spec.size, generator=gen) < spec.bias_p
+    other_pick = torch.randint(max(len(others), 1), (spec.size,), generator=gen)
+    other_classes = torch.tensor(others or [target])[other_pick]
+    chosen = torch.where(pick_target, torch.tensor(target), other_classes)
+    counts = torch.bincount(chosen, minlength=pool.num_classes)
+    picked = []
+    for c in classes:
+        members = torch.nonzero(pool.labels == c).flatten()
+        n = int(counts[c])
+        if n > len(members):
+            raise ValueError(f"class {pool.class_names[c]!r} has {len(members)} pool images but the biased draw "
+                             f"needs {n}; lower the size or the bias probability")
+        picked.append(members[torch.randperm(len(members), generator=gen)[:n]])
+    return torch.cat(picked)[torch.randperm(spec.size, generator=gen)]
+
+
+def noise_images(n: int, shape: tuple[int, ...], kind: str, gen: torch.Generator) -> torch.Tensor:
+    if kind == "uniform":
+        return torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8)
+    return (torch.randn((n, *shape), generator=gen) * 64 + 128).round().clamp(0, 255).to(torch.uint8)
+
+
+def build_calibration_set(pool: Split, spec: CalibSpec, seed: int) -> CalibSet:
+    gen = torch.Generator().manual_seed(seed)
+    idx = draw_indices(pool, spec, gen)
+    images = pool.images[idx].clone()
+    n_noise = int(round(spec.noise * spec.size))
+    keep = torch.ones(spec.size, dtype=torch.bool)
+    if n_noise:
+        where = torch.randperm(spec.size, generator=gen)[:n_noise]
+        images[where] = noise_images(n_noise, tuple(images.shape[1:]), spec.noise_kind, gen)
+        keep[where] = False
+    counts = torch.bincount(pool.labels[idx][keep], minlength=pool.num_classes)
+    class_counts = {pool.class_names[c]: int(counts[c]) for c in pool.present_classes}
+    return CalibSet(images, class_counts, n_noise)

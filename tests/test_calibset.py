@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from ptqlib.calibset import CalibSpec, build_calibration_set
+from ptqlib.data import Split
+
+CLASSES = tuple(f"c{i}" for i in range(10))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(600)
+    images = torch.randint(0, 256, (6000, 3, 8, 8), generator=gen, dtype=torch.uint8)
+    images[:, 0, 0, 0] = labels.to(torch.uint8)  # lets the test find an image's pool label
+    return Split(images, labels, CLASSES, "pool")
+
+
+def test_same_seed_same_images_other_seed_others(pool):
+    a = build_calibration_set(pool, CalibSpec(64), 1)
+    assert torch.equal(a.images, build_calibration_set(pool, CalibSpec(64), 1).images)
+    assert not torch.equal(a.images, build_calibration_set(pool, CalibSpec(64), 2).images)
+    assert sum(a.class_counts.values()) == 64 and a.noise_images == 0
+
+
+def test_draw_is_without_replacement(pool):
+    s = build_calibration_set(pool, CalibSpec(6000), 0)
+    assert len({tuple(img.flatten().tolist()) for img in s.images}) == 6000
+    assert set(s.class_counts.values()) == {600}
+
+
+def test_biased_set_has_the_asked_class_near_p(pool):
+    s = build_calibration_set(pool, CalibSpec(1000, bias_class="c3", bias_p=0.5), 0)
+    share = s.class_counts["c3"] / 1000
+    assert abs(share - 0.5) < 0.05  # binomial sd 0.016
+    others = [n for c, n in s.class_counts.items() if c != "c3"]
+    assert all(abs(n - 500 / 9) < 25 for n in others)
+    labels_from_images = s.images[:, 0, 0, 0].long()
+    assert (labels_from_images == 3).sum().item() == s.class_counts["c3"]
+
+
+def test_noise_images_are_counted_and_replace_real_ones(pool):
+    s = build_calibration_set(pool, CalibSpec(200, noise=0.1), 0)
+    assert s.noise_images == 20 and sum(s.class_counts.values()) == 180
+    g = build_calibration_set(pool, CalibSpec(200, noise=0.5, noise_kind="gaussian"), 0)
+    assert g.noise_images == 100
+    assert 100 < g.images.float().mean() < 156
+
+
+@pytest.mark.parametrize("spec,message", [
+    (dict(size=6001), "calibration size 6001 is larger than the calibration pool (6000 images); choose 1 to 6000"),
+    (dict(size=10, bias_class="zebra"), "bias class 'zebra' is not in the calibration pool; choose one of c0"),
+    (dict(size=700, bias_class="c1", bias_p=1.0), "class 'c1' has 600 pool images but the biased draw needs 700"),
+])
+def test_impossible_requests_are_clear_errors(pool, spec, message):
+    with pytest.raises(ValueError) as err:
+        build_calibration_set(pool, CalibSpec(**spec), 0)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs,message", [(dict(noise=1.5), "noise must be a fraction in [0, 1], got 1.5"),
+                                            (dict(bias_p=-0.1), "bias probability must be in [0, 1]"),
+                                            (dict(noise_kind="salt"), "unknown noise kind 'salt'")])
+def test_spec_validation(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        CalibSpec(**kwargs)
+    assert message in str(err.value)
