@@ -22,30 +22,40 @@ from .range_estimators import METRICS, WEIGHT_METRICS
 from .trial import TrialConfig
 
 
-def _add_trial_args(p: argparse.ArgumentParser) -> None:
+def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """Trial options; with ``many`` the factors of the study take several values (a grid)."""
+    n = "+" if many else None
     p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)}")
     p.add_argument("--data", default="cifar10-jpeg",
                    help="dataset name (cifar10, cifar10-jpeg, imagenet-val10, imagenet-sample1000, "
                         "fashion-mnist; folders under $PTQ_DATA) or folder:/path")
     p.add_argument("--weights", default=None, help="checkpoint path (default: the project's weights for the data)")
-    p.add_argument("--w-bits", type=int, default=4)
-    p.add_argument("--a-bits", type=int, default=4)
-    p.add_argument("--metric", default="mse", help=f"activation range metric: {', '.join(METRICS)}")
+    p.add_argument("--w-bits", type=int, default=[4] if many else 4, nargs=n)
+    p.add_argument("--a-bits", type=int, default=[4] if many else 4, nargs=n)
+    p.add_argument("--metric", default=["mse"] if many else "mse", nargs=n,
+                   help=f"activation range metric: {', '.join(METRICS)}")
     p.add_argument("--weight-metric", default="mse", help=f"weight range metric: {', '.join(WEIGHT_METRICS)}")
-    p.add_argument("--preset", default="reference", help=f"one of {', '.join(PRESETS)}")
-    p.add_argument("--calib-size", type=int, default=256)
-    p.add_argument("--noise", type=float, default=0.0, help="fraction of calibration images replaced by noise")
+    p.add_argument("--preset", default=["reference"] if many else "reference", nargs=n,
+                   help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--calib-size", type=int, default=[256] if many else 256, nargs=n)
+    p.add_argument("--noise", type=float, default=[0.0] if many else 0.0, nargs=n,
+                   help="fraction of calibration images replaced by noise")
     p.add_argument("--noise-kind", default="uniform", help="uniform or gaussian noise images")
-    p.add_argument("--bias-class", default=None, help="class drawn with probability --bias-p")
-    p.add_argument("--bias-p", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bias-class", default=[None] if many else None, nargs=n,
+                   help="class drawn with probability --bias-p")
+    p.add_argument("--bias-p", type=float, default=[0.5] if many else 0.5, nargs=n)
+    p.add_argument("--seed", type=int, default=0, help="the (first) seed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _trial_config(args: argparse.Namespace) -> TrialConfig:
-    quant = QuantConfig(args.w_bits, args.a_bits, args.preset, args.metric, args.weight_metric)
-    calib = CalibSpec(args.calib_size, args.noise, args.noise_kind, args.bias_class, args.bias_p)
+def _trial_config(args: argparse.Namespace, first: bool = False) -> TrialConfig:
+    """The trial of the options; ``first`` takes the first level of many-valued options."""
+    pick = (lambda v: v[0] if isinstance(v, list) else v) if first else (lambda v: v)
+    quant = QuantConfig(pick(args.w_bits), pick(args.a_bits), pick(args.preset), pick(args.metric),
+                        args.weight_metric)
+    calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, pick(args.bias_class),
+                      pick(args.bias_p))
     return TrialConfig(args.model, args.data, args.weights, quant, calib, seed=args.seed)
 
 
@@ -107,6 +117,31 @@ def cmd_section(args: argparse.Namespace) -> None:
     print(f"executed {out}; rebuild the book with: jupyter-book build book/")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .store import ResultsStore
+    from .sweep import expand_grid, run_sweep
+
+    base = _trial_config(args, first=True)
+    factors = {name: values for name, values in (
+        ("w_bits", args.w_bits), ("a_bits", args.a_bits), ("metric", args.metric), ("preset", args.preset),
+        ("calib_size", args.calib_size), ("noise", args.noise), ("bias_class", args.bias_class),
+        ("bias_p", args.bias_p)) if len(values) > 1}
+    if "bias_class" in factors:  # "none" stands for the balanced draw
+        factors["bias_class"] = [None if v.lower() == "none" else v for v in factors["bias_class"]]
+    configs = expand_grid(base, factors, range(args.seed, args.seed + args.trials))  # validates every cell
+    counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler)
+    print(json.dumps({"store": args.store, **counts}))
+
+
+def cmd_results(args: argparse.Namespace) -> None:
+    from .store import ResultsStore
+
+    if not Path(args.store).exists():
+        raise ValueError(f"results store {args.store!r} does not exist")
+    out = ResultsStore(args.store).export(args.out)
+    print(f"wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptq", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--no-torch-ao", action="store_true")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("sweep", help="run a grid of factors x seeds into the results store")
+    _add_trial_args(p, many=True)
+    p.add_argument("--trials", type=int, default=50, help="seeds per grid cell (seed, seed+1, ...)")
+    p.add_argument("--store", default="results/trials.sqlite")
+    p.add_argument("--workers", type=int, default=1, help="Dask worker processes (1: run here)")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("results", help="export the results store")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--store", default="results/trials.sqlite")
+    p.add_argument("--out", required=True, help="output .csv or .parquet (one row per trial and class)")
+    p.set_defaults(func=cmd_results)
     p = sub.add_parser("train", help="fine-tune or train a CIFAR ResNet")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--data", default="cifar10-jpeg")

@@ -103,9 +103,11 @@ class TrialContext:
                                  in_channels=self.test.images.shape[1])
         self._check_label_space()
         self.classes = self.test.present_classes
+        self.weights_fp = self.weights_fingerprint()
         self.fp_preds = self._fp_predictions()
         self.fp_per_class = self.named(per_class_accuracy(self.fp_preds, self.test.labels, self.classes))
         self.fp_avg = accuracy(self.fp_preds, self.test.labels)
+        self.data_fp = f"{self.test.fingerprint()}-{self.pool.fingerprint()}"
 
     def _check_label_space(self) -> None:
         with torch.no_grad():
@@ -122,7 +124,7 @@ class TrialContext:
         return digest.hexdigest()[:16]
 
     def _fp_predictions(self) -> torch.Tensor:
-        key = f"{self.model_name}-{self.weights_fingerprint()}-{self.test.fingerprint()}"
+        key = f"{self.model_name}-{self.weights_fp}-{self.test.fingerprint()}"
         path = cache_dir() / "fp" / f"{key}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)

@@ -1,0 +1,165 @@
+"""The results store: one SQLite file, one row per trial, keyed by the trial's full
+configuration hash (:meth:`TrialConfig.key`).
+
+A row holds the readable configuration, per-class accuracy, average and worst class, the
+calibration set's class histogram, timings, the library version, fingerprints of the data and
+weights, and the trial's predicted label for every test image (uint16, zlib-compressed), so
+later analyses (prediction flips, consistently forgotten images) need no recomputation. The
+float model's reference is stored once per model, weights and data.
+
+Every row is written in its own transaction (SQLite WAL journal): a process killed at any
+moment loses no finished trial and leaves no partial row, and several processes may write
+one store (each waits for the write lock).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .trial import TrialConfig, TrialContext, TrialResult
+
+DEFAULT_STORE = Path("results/trials.sqlite")
+CONFIG_COLUMNS = ("model", "dataset", "weights", "preset", "w_bits", "a_bits", "metric", "weight_metric",
+                  "optimizer", "calib_size", "noise", "noise_kind", "bias_class", "bias_p", "seed")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS trials (
+    key TEXT PRIMARY KEY, config TEXT NOT NULL,
+    model TEXT, dataset TEXT, weights TEXT, preset TEXT, w_bits INTEGER, a_bits INTEGER, metric TEXT,
+    weight_metric TEXT, optimizer TEXT, calib_size INTEGER, noise REAL, noise_kind TEXT, bias_class TEXT,
+    bias_p REAL, seed INTEGER,
+    avg REAL NOT NULL, worst_class TEXT NOT NULL, worst_acc REAL NOT NULL, per_class TEXT NOT NULL,
+    calib_counts TEXT NOT NULL, noise_images INTEGER NOT NULL, preds BLOB NOT NULL,
+    calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS fp_reference (
+    model TEXT, dataset TEXT, weights_fp TEXT, data_fp TEXT, weights TEXT, avg REAL, per_class TEXT,
+    preds BLOB, PRIMARY KEY (model, dataset, weights_fp, data_fp));
+"""
+
+
+def pack_preds(preds: torch.Tensor) -> bytes:
+    assert preds.max() < 2**16, "labels must fit in uint16"
+    return zlib.compress(preds.numpy().astype(np.uint16).tobytes(), 6)
+
+
+def unpack_preds(blob: bytes) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(blob), dtype=np.uint16).astype(np.int64)
+
+
+def config_columns(cfg: TrialConfig) -> dict:
+    q, c = cfg.quant, cfg.calib
+    return {"model": cfg.model, "dataset": cfg.dataset, "weights": cfg.weights, "preset": q.preset,
+            "w_bits": q.w_bits, "a_bits": q.a_bits, "metric": q.metric, "weight_metric": q.weight_metric,
+            "optimizer": cfg.optimizer, "calib_size": c.size, "noise": c.noise, "noise_kind": c.noise_kind,
+            "bias_class": c.bias_class, "bias_p": c.bias_p, "seed": cfg.seed}
+
+
+def trial_row(result: TrialResult, ctx: TrialContext) -> dict:
+    """Everything stored of a trial, as plain values (picklable across processes)."""
+    cfg = result.config
+    worst = min(result.per_class, key=result.per_class.get)
+    return {"key": cfg.key(), "config": json.dumps(cfg.to_dict(), sort_keys=True), **config_columns(cfg),
+            "avg": result.avg, "worst_class": worst, "worst_acc": result.per_class[worst],
+            "per_class": json.dumps(result.per_class), "calib_counts": json.dumps(result.calib_counts),
+            "noise_images": result.noise_images, "preds": pack_preds(result.preds),
+            "calib_s": result.calib_seconds, "eval_s": result.eval_seconds, "version": __version__,
+            "data_fp": ctx.data_fp, "weights_fp": ctx.weights_fp, "created": time.time()}
+
+
+class ResultsStore:
+    def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=120)
+        con.execute("PRAGMA journal_mode=WAL")
+        return con
+
+    def existing_keys(self) -> set[str]:
+        with self._connect() as con:
+            return {k for (k,) in con.execute("SELECT key FROM trials")}
+
+    def add_trial(self, row: dict) -> bool:
+        """Insert one trial atomically; False when the store already had it."""
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        con = self._connect()
+        try:
+            with con:
+                cur = con.execute(f"INSERT OR IGNORE INTO trials ({cols}) VALUES ({marks})", tuple(row.values()))
+            return cur.rowcount == 1
+        finally:
+            con.close()
+
+    def add_fp(self, ctx: TrialContext) -> None:
+        con = self._connect()
+        try:
+            with con:
+                con.execute("INSERT OR IGNORE INTO fp_reference VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (ctx.model_name, ctx.dataset, ctx.weights_fp, ctx.data_fp, ctx.weights, ctx.fp_avg,
+                             json.dumps(ctx.fp_per_class), pack_preds(ctx.fp_preds)))
+        finally:
+            con.close()
+
+    def trials(self, with_preds: bool = False, **where) -> pd.DataFrame:
+        """One row per trial; ``where`` filters on configuration columns (``w_bits=4``)."""
+        unknown = set(where) - set(CONFIG_COLUMNS)
+        if unknown:
+            raise ValueError(f"cannot filter on {sorted(unknown)}; columns: {', '.join(CONFIG_COLUMNS)}")
+        cols = "*" if with_preds else "key, config, " + ", ".join(CONFIG_COLUMNS) + \
+            ", avg, worst_class, worst_acc, per_class, calib_counts, noise_images, calib_s, eval_s, version, " \
+            "data_fp, weights_fp, created"
+        clauses = " AND ".join(f"{k} IS ?" for k in where)
+        sql = f"SELECT {cols} FROM trials" + (f" WHERE {clauses}" if where else "") + " ORDER BY key"
+        con = self._connect()
+        try:
+            frame = pd.read_sql_query(sql, con, params=tuple(where.values()))
+        finally:
+            con.close()
+        for col in ("per_class", "calib_counts"):
+            frame[col] = frame[col].map(json.loads)
+        return frame
+
+    def fp_reference(self) -> pd.DataFrame:
+        con = self._connect()
+        try:
+            frame = pd.read_sql_query("SELECT model, dataset, weights, weights_fp, data_fp, avg, per_class "
+                                      "FROM fp_reference", con)
+        finally:
+            con.close()
+        frame["per_class"] = frame["per_class"].map(json.loads)
+        return frame
+
+    def per_class(self, **where) -> pd.DataFrame:
+        """Tidy frame: one row per trial and class, with the FP accuracy and the drop."""
+        trials = self.trials(**where)
+        fp = {(r.model, r.dataset, r.weights_fp): r.per_class for r in self.fp_reference().itertuples()}
+        rows = []
+        for t in trials.itertuples():
+            ref = fp.get((t.model, t.dataset, t.weights_fp), {})
+            for cls, acc in t.per_class.items():
+                rows.append({**{c: getattr(t, c) for c in CONFIG_COLUMNS}, "key": t.key, "class": cls,
+                             "acc": acc, "fp_acc": ref.get(cls, np.nan), "drop": ref.get(cls, np.nan) - acc})
+        return pd.DataFrame(rows)
+
+    def export(self, path: str | Path) -> Path:
+        """Write the tidy per-class frame to ``.csv`` or ``.parquet``."""
+        path = Path(path)
+        frame = self.per_class()
+        if path.suffix == ".csv":
+            frame.to_csv(path, index=False)
+        elif path.suffix == ".parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            raise ValueError(f"unknown export format {path.suffix!r}; use .csv or .parquet")
+        return path

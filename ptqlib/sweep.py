@@ -1,0 +1,96 @@
+"""Sweeps: a grid of factor levels x seeds, run as trials, written to the results store.
+
+Only trials missing from the store are run, so an interrupted sweep resumes where it stopped.
+With ``workers > 1`` (or a ``scheduler`` address) trials run on Dask distributed, a
+``LocalCluster`` of single-threaded worker processes by default; results come back to this
+process, the only one that writes the store.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from typing import Iterable
+
+from .calibset import CalibSpec
+from .qmodel import QuantConfig
+from .store import ResultsStore, trial_row
+from .trial import TrialConfig, TrialContext
+
+QUANT_FACTORS = ("w_bits", "a_bits", "preset", "metric", "weight_metric")
+CALIB_FACTORS = {"calib_size": "size", "noise": "noise", "noise_kind": "noise_kind",
+                 "bias_class": "bias_class", "bias_p": "bias_p"}
+FACTORS = (*QUANT_FACTORS, *CALIB_FACTORS)
+
+
+def with_factor(cfg: TrialConfig, name: str, value) -> TrialConfig:
+    if name in QUANT_FACTORS:
+        return replace(cfg, quant=replace(cfg.quant, **{name: value}))
+    if name in CALIB_FACTORS:
+        return replace(cfg, calib=replace(cfg.calib, **{CALIB_FACTORS[name]: value}))
+    raise ValueError(f"unknown sweep factor {name!r}; choose from {', '.join(FACTORS)}")
+
+
+def expand_grid(base: TrialConfig, factors: dict[str, list], seeds: Iterable[int]) -> list[TrialConfig]:
+    """Every combination of the factor levels, for every seed (seed varies fastest)."""
+    names = list(factors)
+    configs = []
+    for levels in itertools.product(*(factors[n] for n in names)):
+        cfg = base
+        for name, value in zip(names, levels):
+            cfg = with_factor(cfg, name, value)
+        configs.extend(replace(cfg, seed=s) for s in seeds)
+    return configs
+
+
+_CONTEXTS: dict[tuple, TrialContext] = {}
+
+
+def _context(cfg: TrialConfig) -> TrialContext:
+    key = (cfg.model, cfg.dataset, cfg.weights)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = TrialContext(*key)
+    return _CONTEXTS[key]
+
+
+def run_one(cfg_dict: dict) -> dict:
+    """Run one trial from its configuration dict; returns the store row (runs on any worker)."""
+    cfg = TrialConfig.from_dict(cfg_dict)
+    ctx = _context(cfg)
+    return trial_row(ctx.run(cfg), ctx)
+
+
+def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1, scheduler: str | None = None,
+              progress: bool = True) -> dict:
+    """Run the trials of ``configs`` missing from ``store``; returns counts."""
+    from tqdm.auto import tqdm
+
+    done = store.existing_keys()
+    todo = list({c.key(): c for c in configs if c.key() not in done}.values())
+    for cfg in {(c.model, c.dataset, c.weights): c for c in configs}.values():
+        store.add_fp(_context(cfg))  # also checks data and weights before any work starts
+    bar = tqdm(total=len(todo), desc="trials", unit="trial", disable=not progress, smoothing=0.1)
+    if workers <= 1 and scheduler is None:
+        for cfg in todo:
+            store.add_trial(run_one(cfg.to_dict()))
+            bar.update()
+    else:
+        _run_distributed(todo, store, workers, scheduler, bar)
+    bar.close()
+    return {"requested": len(configs), "already_done": len(configs) - len(todo), "ran": len(todo)}
+
+
+def _run_distributed(todo: list[TrialConfig], store: ResultsStore, workers: int, scheduler: str | None, bar) -> None:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None, env={"OMP_NUM_THREADS": "1"})
+    client = Client(scheduler or cluster)
+    try:
+        futures = client.map(run_one, [c.to_dict() for c in todo], pure=False)
+        for future in as_completed(futures):
+            store.add_trial(future.result())
+            bar.update()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,115 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ptqlib.aggregate import class_summary, heatmap_data, worst_class
+from ptqlib.calibset import CalibSpec
+from ptqlib.qmodel import QuantConfig
+from ptqlib.store import ResultsStore, pack_preds, unpack_preds
+from ptqlib.sweep import expand_grid, run_sweep
+from ptqlib.trial import TrialConfig
+
+from .conftest import randomize_bn
+
+
+@pytest.fixture(scope="module")
+def sweep_setup(tmp_path_factory, tiny_data):
+    from ptqlib.models import CifarResNet
+    path = tmp_path_factory.mktemp("sweep") / "w.pt"
+    torch.save(randomize_bn(CifarResNet(3, num_classes=3), seed=5).state_dict(), path)
+    base = TrialConfig("resnet20", f"folder:{tiny_data}", str(path), QuantConfig(4, 4), CalibSpec(8))
+    return base, path
+
+
+def per_class_table(store):
+    frame = store.trials().sort_values("key")
+    return frame[["key", "avg"]].assign(per_class=frame["per_class"].map(lambda d: sorted(d.items())))
+
+
+def test_preds_round_trip():
+    preds = torch.tensor([0, 9, 999, 3])
+    assert unpack_preds(pack_preds(preds)).tolist() == [0, 9, 999, 3]
+
+
+def test_grid_rerun_computes_only_missing_trials(tmp_path, sweep_setup):
+    base, _ = sweep_setup
+    store = ResultsStore(tmp_path / "s.sqlite")
+    configs = expand_grid(base, {"noise": [0.0, 0.25]}, range(2))
+    assert [(c.calib.noise, c.seed) for c in configs] == [(0.0, 0), (0.0, 1), (0.25, 0), (0.25, 1)]
+    assert run_sweep(configs[:3], store, progress=False)["ran"] == 3
+    assert run_sweep(configs, store, progress=False) == {"requested": 4, "already_done": 3, "ran": 1}
+    frame = store.trials(with_preds=True)
+    assert len(frame) == 4 and set(frame["noise"]) == {0.0, 0.25}
+    row = frame.iloc[0]
+    assert len(unpack_preds(row["preds"])) == 24 and row["version"] and row["data_fp"] and row["weights_fp"]
+    assert sum(row["calib_counts"].values()) + row["noise_images"] == 8
+    assert len(store.fp_reference()) == 1
+    tidy = store.per_class()
+    assert len(tidy) == 12 and np.allclose(tidy["drop"], tidy["fp_acc"] - tidy["acc"])
+
+
+SWEEP_CMD = ["-m", "ptqlib.cli", "sweep", "--calib-size", "8", "--noise", "0", "0.5", "--trials", "4",
+             "--threads", "1"]
+
+
+def _sweep_args(base, weights, store):
+    return [sys.executable, *SWEEP_CMD, "--data", base.dataset, "--weights", str(weights), "--store", str(store)]
+
+
+def test_sigkill_at_random_points_loses_nothing_and_changes_nothing(tmp_path, sweep_setup):
+    base, weights = sweep_setup
+    clean, killed = tmp_path / "clean.sqlite", tmp_path / "killed.sqlite"
+    env = {**os.environ, "PTQ_CACHE": str(tmp_path / "cache")}
+    subprocess.run(_sweep_args(base, weights, clean), check=True, capture_output=True, env=env)
+    rng = np.random.default_rng(0)
+    for attempt in range(30):
+        proc = subprocess.Popen(_sweep_args(base, weights, killed), env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=float(rng.uniform(1.0, 4.0)))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        if proc.returncode == 0:
+            break
+    assert proc.returncode == 0, "the sweep never finished"
+    assert attempt > 0, "the sweep was never interrupted: the test proved nothing"
+    a, b = per_class_table(ResultsStore(clean)), per_class_table(ResultsStore(killed))
+    assert len(b) == 8
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def test_dask_workers_give_the_same_rows(tmp_path, sweep_setup):
+    pytest.importorskip("dask.distributed")
+    base, _ = sweep_setup
+    configs = expand_grid(base, {"metric": ["mse", "minmax"]}, range(2))
+    one, two = ResultsStore(tmp_path / "one.sqlite"), ResultsStore(tmp_path / "two.sqlite")
+    run_sweep(configs, one, progress=False)
+    run_sweep(configs, two, workers=2, progress=False)
+    pd.testing.assert_frame_equal(per_class_table(one).reset_index(drop=True),
+                                  per_class_table(two).reset_index(drop=True))
+
+
+def test_aggregation_against_hand_computed_numbers():
+    rows = []
+    for key, level, accs in (("t1", 0, (90, 50)), ("t2", 0, (80, 70)), ("t3", 1, (70, 40)), ("t4", 1, (90, 40))):
+        for cls, acc in zip(("a", "b"), accs):
+            rows.append({"key": key, "noise": level, "class": cls, "acc": acc, "fp_acc": 100.0, "drop": 100.0 - acc})
+    tidy = pd.DataFrame(rows)
+    s = class_summary(tidy, by=["noise"]).set_index(["noise", "class"])
+    assert s.loc[(0, "a"), "mean"] == 85 and s.loc[(0, "a"), "std"] == pytest.approx(np.std([90, 80], ddof=1))
+    assert s.loc[(0, "Average"), "mean"] == 72.5 and s.loc[(1, "b"), "max_drop"] == 60
+    w = worst_class(tidy, by=["noise"]).set_index("noise")
+    assert w.loc[0, "worst_mean"] == 60 and w.loc[1, "worst_min"] == 40 and w.loc[1, "most_often"] == "b"
+    d_mean, d_std = heatmap_data(tidy, "noise", baseline=0)
+    assert list(d_mean.index) == ["a", "b", "Average"]
+    assert d_mean.loc["a", 1] == 80 - 85 and d_mean.loc["b", 1] == 40 - 60 and d_std.loc["b", 1] == -np.std([50, 70], ddof=1)
+    with pytest.raises(ValueError, match="baseline level 5"):
+        heatmap_data(tidy, "noise", baseline=5)
