@@ -9,8 +9,9 @@ the same scale and zero point both give bit-identical results (see tests/test_qu
 Gradients pass straight through the rounding (STE, Bengio et al. 2013) and are zero outside
 the clamping range.
 
-Inference uses PyTorch's fused kernel (one pass over memory instead of six); training, where
-the scale may be learned, uses the composite form.
+Without autograd, the same arithmetic runs in place on one new tensor
+(:func:`fake_quantize_inference`), which on CPU is several times faster than PyTorch's fused
+kernel; with autograd (learned scales, reconstruction) the composite STE form is used.
 """
 from __future__ import annotations
 
@@ -96,13 +97,21 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     return (x_int - zero_point) * scale
 
 
-def fake_quantize_fused(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """The same values as :func:`fake_quantize` from PyTorch's fused kernels (inference path)."""
+@torch.no_grad()
+def fake_quantize_inference(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                            spec: QuantSpec) -> torch.Tensor:
+    """The same values as :func:`fake_quantize`, without autograd: one new tensor and in-place
+    arithmetic. On CPU this is several times faster than PyTorch's fused
+    ``fake_quantize_per_tensor_affine`` kernel, which also writes a gradient mask."""
     if spec.per_channel:
-        return torch.fake_quantize_per_channel_affine(
-            x, scale.float(), zero_point.to(torch.int32), spec.ch_axis, spec.qmin, spec.qmax)
-    return torch.fake_quantize_per_tensor_affine(
-        x, scale.float().reshape(()), zero_point.to(torch.int32).reshape(()), spec.qmin, spec.qmax)
+        scale = _broadcast(scale, x, spec.ch_axis)
+        zero_point = _broadcast(zero_point, x, spec.ch_axis)
+    inv_scale = 1.0 / scale  # float32 division, as in PyTorch's kernels
+    out = torch.mul(x, inv_scale).round_()
+    if spec.per_channel or zero_point.item() != 0:
+        zp = zero_point.to(x.dtype)
+        return out.add_(zp).clamp_(spec.qmin, spec.qmax).sub_(zp).mul_(scale)
+    return out.clamp_(spec.qmin, spec.qmax).mul_(scale)
 
 
 class FakeQuantizer(nn.Module):
@@ -150,7 +159,7 @@ class FakeQuantizer(nn.Module):
             raise RuntimeError("quantizer enabled before calibration: run a calibration first")
         if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
             return fake_quantize(x, self.scale, self.zero_point, self.spec)
-        return fake_quantize_fused(x, self.scale, self.zero_point, self.spec)
+        return fake_quantize_inference(x, self.scale, self.zero_point, self.spec)
 
     def extra_repr(self) -> str:
         s = self.spec

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ptqlib.quantizer import FakeQuantizer, QuantSpec, fake_quantize, fake_quantize_fused, qparams_from_range
+from ptqlib.quantizer import FakeQuantizer, QuantSpec, fake_quantize, fake_quantize_inference, qparams_from_range
 
 SPECS = [QuantSpec(b, sym, signed) for b in range(2, 9) for sym, signed in ((False, False), (True, True), (True, False))]
 
@@ -14,7 +14,7 @@ def test_per_tensor_matches_pytorch_exactly(spec):
         scale, zp = qparams_from_range(torch.tensor(lo), torch.tensor(hi), spec)
         ref = torch.fake_quantize_per_tensor_affine(x, scale.item(), int(zp), spec.qmin, spec.qmax)
         assert torch.equal(fake_quantize(x, scale, zp, spec), ref)
-        assert torch.equal(fake_quantize_fused(x, scale, zp, spec), ref)
+        assert torch.equal(fake_quantize_inference(x, scale, zp, spec), ref)
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -26,7 +26,7 @@ def test_per_channel_matches_pytorch_exactly(bits):
     scale, zp = qparams_from_range(lo, hi, spec)
     ref = torch.fake_quantize_per_channel_affine(w, scale, zp, 0, spec.qmin, spec.qmax)
     assert torch.equal(fake_quantize(w, scale, zp, spec), ref)
-    assert torch.equal(fake_quantize_fused(w, scale, zp, spec), ref)
+    assert torch.equal(fake_quantize_inference(w, scale, zp, spec), ref)
 
 
 def test_values_lie_on_the_grid_and_zero_is_exact():
