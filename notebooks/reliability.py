@@ -1,0 +1,62 @@
+# %% [markdown]
+# # Reliability over calibration sets
+#
+# The study's central experiment: quantize the same FP model many times, each time with a
+# calibration set drawn with a different seed, and look at the accuracy drop of every class
+# across trials (median line, box from Q1 to Q3), next to the drop of the average.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model = "resnet20"
+dataset = "cifar10-jpeg"
+w_bits, a_bits = 4, 4
+metric = "mse"
+calib_size = 256
+trials = 50
+compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ptqlib.aggregate import AVERAGE, class_summary, worst_class
+from ptqlib.calibset import CalibSpec
+from ptqlib.plotting import drop_boxplot
+from ptqlib.qmodel import QuantConfig
+from ptqlib.store import ResultsStore
+from ptqlib.sweep import expand_grid, run_sweep
+from ptqlib.trial import TrialConfig
+
+store = ResultsStore(store_path)
+cell = dict(model=model, dataset=dataset, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,
+            noise=0.0, bias_class=None, optimizer="grid", preset="reference")
+if compute_missing:
+    base = TrialConfig(model, dataset, None, QuantConfig(w_bits, a_bits, "reference", metric), CalibSpec(calib_size))
+    print(run_sweep(expand_grid(base, {}, range(trials)), store))
+tidy = store.per_class(**cell)
+tidy = tidy[tidy["seed"] < trials]
+assert len(tidy), f"no trials stored for {cell}"
+n_trials = tidy["key"].nunique()
+print(f"{n_trials} trials of {model} W{w_bits}A{a_bits} ({metric}, {calib_size} calibration images) on {dataset}"
+      + ("" if n_trials >= trials else f" -- fewer than the {trials} asked for"))
+
+# %%
+drop_boxplot(tidy, title=f"{model} W{w_bits}A{a_bits} {metric}")
+plt.tight_layout()
+plt.show()
+
+# %%
+summary = class_summary(tidy).set_index("class")
+summary[["trials", "fp", "mean", "std", "mean_drop", "max_drop", "min_acc"]].round(2)
+
+# %%
+avg, classes = summary.loc[AVERAGE], summary.drop(index=AVERAGE)
+worst = classes["mean_drop"].idxmax()
+wc = worst_class(tidy).iloc[0]
+print(f"Average: drop {avg['mean_drop']:.2f} points, std over trials {avg['std']:.2f}.")
+print(f"Largest mean drop: '{worst}', {classes.loc[worst, 'mean_drop']:.2f} points "
+      f"({classes.loc[worst, 'mean_drop'] / avg['mean_drop']:.1f}x the average's drop).")
+print(f"Class std over trials: median {classes['std'].median():.2f}, largest {classes['std'].max():.2f} "
+      f"('{classes['std'].idxmax()}'), i.e. {classes['std'].max() / avg['std']:.1f}x the std of the average.")
+print(f"Worst class per trial: mean {wc['worst_mean']:.2f} %, std {wc['worst_std']:.2f}, lowest {wc['worst_min']:.2f} %; "
+      f"most often '{wc['most_often']}'.")

@@ -1,0 +1,57 @@
+"""The report's figures, from the tidy frames of :mod:`ptqlib.aggregate`."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .aggregate import AVERAGE, with_average
+
+
+def drop_boxplot(per_class: pd.DataFrame, title: str = "", ax=None):
+    """Box plot of the accuracy drop against FP over trials, one box per class and one for the
+    average (the study's Figure 2: median line, box from Q1 to Q3)."""
+    tidy = with_average(per_class)
+    classes = [c for c in tidy["class"].unique() if c != AVERAGE] + [AVERAGE]
+    data = [tidy.loc[tidy["class"] == c, "drop"].to_numpy() for c in classes]
+    ax = ax or plt.subplots(figsize=(max(6, 0.6 * len(classes)), 3.6))[1]
+    box = ax.boxplot(data, patch_artist=True, widths=0.6, medianprops={"color": "black"})
+    ax.set_xticks(range(1, len(classes) + 1), classes, rotation=45, ha="right")
+    for patch, name in zip(box["boxes"], classes):
+        patch.set_facecolor("#d62728" if name == AVERAGE else "#9ecae1")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel("accuracy drop vs FP (points)")
+    n_trials = tidy["key"].nunique()
+    ax.set_title(f"{title} ({n_trials} trials)" if title else f"{n_trials} trials")
+    return ax
+
+
+def delta_heatmap(delta_mean: pd.DataFrame, delta_std: pd.DataFrame, xlabel: str, title: str = "", ax=None):
+    """Colour: change of the mean accuracy against the baseline column; text: change of the std."""
+    ax = ax or plt.subplots(figsize=(1.2 * delta_mean.shape[1] + 2.5, 0.42 * delta_mean.shape[0] + 1.2))[1]
+    limit = max(float(np.nanmax(np.abs(delta_mean.to_numpy()))), 0.1)
+    image = ax.imshow(delta_mean.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(delta_mean.shape[1]), [str(c) for c in delta_mean.columns])
+    ax.set_yticks(range(delta_mean.shape[0]), list(delta_mean.index))
+    for i in range(delta_mean.shape[0]):
+        for j in range(delta_mean.shape[1]):
+            value = delta_std.iat[i, j]
+            ax.text(j, i, "" if np.isnan(value) else f"{value:+.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    plt.colorbar(image, ax=ax, label="change of mean accuracy (points)")
+    return ax
+
+
+def mean_std_lines(summary: pd.DataFrame, factor: str, ax=None):
+    """Mean ± std of each class's accuracy across the levels of ``factor``."""
+    ax = ax or plt.subplots(figsize=(7, 3.8))[1]
+    for name, group in summary.groupby("class", sort=False):
+        group = group.sort_values(factor)
+        style = {"color": "black", "lw": 2.5} if name == AVERAGE else {"lw": 1.2}
+        ax.errorbar([str(v) for v in group[factor]], group["mean"], yerr=group["std"], label=name,
+                    capsize=3, marker="o", ms=3, **style)
+    ax.set_xlabel(factor)
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(ncol=2, fontsize=7, loc="best")
+    return ax

@@ -1,0 +1,37 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+
+from ptqlib.aggregate import class_summary, heatmap_data
+from ptqlib.plotting import delta_heatmap, drop_boxplot, mean_std_lines
+
+
+def tidy_frame():
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in range(6):
+        for cls in ("a", "b", "c"):
+            acc = 80 + rng.normal()
+            rows.append({"key": f"t{t}", "noise": t % 2, "class": cls, "acc": acc, "fp_acc": 85.0, "drop": 85 - acc})
+    return pd.DataFrame(rows)
+
+
+def test_boxplot_has_a_box_per_class_and_the_average():
+    ax = drop_boxplot(tidy_frame(), title="x")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "Average"]
+    assert "6 trials" in ax.get_title()
+
+
+def test_heatmap_writes_the_std_change_in_every_cell():
+    d_mean, d_std = heatmap_data(tidy_frame(), "noise", 0)
+    ax = delta_heatmap(d_mean, d_std, "noise")
+    texts = [t.get_text() for t in ax.texts]
+    assert len(texts) == 8 and texts[0] == "+0.00" and texts[1] == f"{d_std.iat[0, 1]:+.2f}"
+
+
+def test_mean_std_lines_one_line_per_class():
+    ax = mean_std_lines(class_summary(tidy_frame(), by=["noise"]), "noise")
+    assert len(ax.get_legend().get_texts()) == 4
