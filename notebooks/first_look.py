@@ -17,7 +17,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-runs = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob(f"{model}-*.json"))]
+runs = [json.loads(p.read_text()) for p in Path(results_dir).glob(f"{model}-*.json")]
+runs.sort(key=lambda r: (-r["config"]["quant"]["w_bits"], r["config"]["quant"]["metric"]))
 assert runs, f"no results for {model} in {results_dir}"
 
 
@@ -40,7 +41,7 @@ summary.round(2)
 ax = drop.plot.bar(figsize=(9, 3.5), width=0.8)
 ax.axhline(0, color="black", lw=0.8)
 ax.set_ylabel("accuracy drop vs FP (points)")
-ax.legend(ncol=4)
+ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
 plt.tight_layout()
 plt.show()
 

@@ -150,7 +150,7 @@ class ResultsStore:
             for cls, acc in t.per_class.items():
                 rows.append({**{c: getattr(t, c) for c in CONFIG_COLUMNS}, "key": t.key, "class": cls,
                              "acc": acc, "fp_acc": ref.get(cls, np.nan), "drop": ref.get(cls, np.nan) - acc})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=[*CONFIG_COLUMNS, "key", "class", "acc", "fp_acc", "drop"])
 
     def export(self, path: str | Path) -> Path:
         """Write the tidy per-class frame to ``.csv`` or ``.parquet``."""
