@@ -43,8 +43,8 @@ def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.Dat
     """Rows = classes + Average, columns = levels of ``factor``: the change of the mean accuracy
     and of its std against the ``baseline`` level (the study's noise and bias heatmaps)."""
     summary = class_summary(per_class, by=[factor])
-    mean = summary.pivot(index="class", columns=factor, values="mean")
-    std = summary.pivot(index="class", columns=factor, values="std")
+    mean = summary.pivot(index="class", columns=factor, values="mean").astype(float)
+    std = summary.pivot(index="class", columns=factor, values="std").astype(float)
     if baseline not in mean.columns:
         raise ValueError(f"baseline level {baseline!r} of {factor} is not in the results: {list(mean.columns)}")
     order = [c for c in mean.index if c != AVERAGE] + [AVERAGE]

@@ -1,0 +1,48 @@
+# %% [markdown]
+# # Bit-width
+#
+# W8A8, W6A6 and W4A4 (`reference` preset: first and last layers' weights and the last
+# layer's input stay at 8 bits). Box plots of the per-class drop over trials at each width.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+metric, calib_size = "mse", 256
+levels = [8, 6, 4]
+trials = 50
+compute_missing = False
+
+# %%
+import matplotlib.pyplot as plt
+
+from ptqlib.aggregate import AVERAGE, class_summary
+from ptqlib.plotting import drop_boxplot
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, metric=metric, calib_size=calib_size)
+if compute_missing:
+    print(ensure_trials(store, cell, "w_bits", levels, trials))
+frame = factor_frame(store, cell, "w_bits", levels, trials)
+assert len(frame), "no trials for this factor in the store"
+present = [b for b in levels if b in set(frame["w_bits"])]
+print("trials per bit-width:", ", ".join(f"W{b}A{b}: {n}" for b, n in trial_counts(frame, "w_bits").items()))
+
+# %%
+fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.6), sharey=True, squeeze=False)
+for ax, bits in zip(axes[0], present):
+    drop_boxplot(frame[frame["w_bits"] == bits], title=f"W{bits}A{bits}", ax=ax)
+plt.tight_layout()
+plt.show()
+
+# %%
+summary = class_summary(frame, by=["w_bits"])
+drops = summary.pivot(index="class", columns="w_bits", values="mean_drop")[present]
+drops.round(2)
+
+# %%
+classes = drops.drop(index=AVERAGE)
+for bits in present:
+    print(f"W{bits}A{bits}: average drop {drops.loc[AVERAGE, bits]:.2f}; largest class drop "
+          f"{classes[bits].max():.2f} ('{classes[bits].idxmax()}')")

@@ -1,0 +1,44 @@
+# %% [markdown]
+# # Calibration set size
+#
+# Mean ± standard deviation over trials of each class's accuracy for 1, 32, 256 and 1024
+# calibration images.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+w_bits, a_bits, metric = 4, 4, "mse"
+levels = [1, 32, 256, 1024]
+trials = 50
+compute_missing = False
+
+# %%
+import matplotlib.pyplot as plt
+
+from ptqlib.aggregate import AVERAGE, class_summary
+from ptqlib.plotting import mean_std_lines
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, w_bits, a_bits, metric)
+if compute_missing:
+    print(ensure_trials(store, cell, "calib_size", levels, trials))
+frame = factor_frame(store, cell, "calib_size", levels, trials)
+assert len(frame), "no trials for this factor in the store"
+counts = trial_counts(frame, "calib_size")
+print("trials per size:", ", ".join(f"{lv}: {n}" for lv, n in counts.items()))
+
+# %%
+summary = class_summary(frame, by=["calib_size"])
+mean_std_lines(summary, "calib_size")
+plt.tight_layout()
+plt.show()
+table = summary.pivot(index="class", columns="calib_size", values="std").round(2)
+table
+
+# %%
+classes = table.drop(index=AVERAGE)
+for size in table.columns:
+    print(f"{size} images: std of the average {table.loc[AVERAGE, size]:.2f}; class std median "
+          f"{classes[size].median():.2f}, largest {classes[size].max():.2f} ('{classes[size].idxmax()}')")

@@ -1,0 +1,45 @@
+# %% [markdown]
+# # Calibration metric
+#
+# How activation ranges are chosen: MinMax, MSE, KL (entropy) and Cosine. Mean ± std over
+# trials of each class's accuracy, and the worst class of each trial.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+w_bits, a_bits, calib_size = 4, 4, 256
+levels = ["minmax", "mse", "kl", "cosine"]
+trials = 50
+compute_missing = False
+
+# %%
+import matplotlib.pyplot as plt
+
+from ptqlib.aggregate import AVERAGE, class_summary, worst_class
+from ptqlib.plotting import mean_std_lines
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, w_bits, a_bits, calib_size=calib_size)
+if compute_missing:
+    print(ensure_trials(store, cell, "metric", levels, trials))
+frame = factor_frame(store, cell, "metric", levels, trials)
+assert len(frame), "no trials for this factor in the store"
+print("trials per metric:", ", ".join(f"{lv}: {n}" for lv, n in trial_counts(frame, "metric").items()))
+
+# %%
+summary = class_summary(frame, by=["metric"])
+mean_std_lines(summary, "metric")
+plt.tight_layout()
+plt.show()
+summary.pivot(index="class", columns="metric", values="mean").round(2)
+
+# %%
+worst = worst_class(frame, by=["metric"]).set_index("metric")
+worst.round(2)
+
+# %%
+avg = summary[summary["class"] == AVERAGE].set_index("metric")["mean"]
+print(f"Best average: {avg.idxmax()} ({avg.max():.2f} %); worst average: {avg.idxmin()} ({avg.min():.2f} %).")
+print(f"Best mean worst-class accuracy: {worst['worst_mean'].idxmax()} ({worst['worst_mean'].max():.2f} %).")

@@ -1,0 +1,46 @@
+# %% [markdown]
+# # Noise in the calibration set
+#
+# A share of the calibration images is replaced by uniform random-pixel images. Colour: the
+# change of each class's mean accuracy (over trials) against the clean calibration set; text:
+# the change of its standard deviation over trials.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+levels = [0.0, 0.01, 0.05, 0.1, 0.5]
+trials = 50
+compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
+
+# %%
+import matplotlib.pyplot as plt
+
+from ptqlib.aggregate import AVERAGE, heatmap_data
+from ptqlib.plotting import delta_heatmap
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size)
+if compute_missing:
+    print(ensure_trials(store, cell, "noise", levels, trials))
+frame = factor_frame(store, cell, "noise", levels, trials)
+counts = trial_counts(frame, "noise")
+present = [lv for lv in levels if lv in counts.index]
+assert 0.0 in present, "the clean baseline (noise 0) has no trials in the store"
+print("trials per noise level:", ", ".join(f"{lv:g}: {counts[lv]}" for lv in present))
+
+# %%
+d_mean, d_std = heatmap_data(frame, "noise", baseline=0.0)
+delta_heatmap(d_mean, d_std, "share of noise images", f"{model} W{w_bits}A{a_bits} {metric}")
+plt.tight_layout()
+plt.show()
+
+# %%
+classes = d_mean.drop(index=AVERAGE)
+for lv in present[1:]:
+    col = classes[lv]
+    print(f"noise {lv:g}: average changes {d_mean.loc[AVERAGE, lv]:+.2f} points; classes from "
+          f"{col.min():+.2f} ('{col.idxmin()}') to {col.max():+.2f} ('{col.idxmax()}'); "
+          f"largest std change {d_std.drop(index=AVERAGE)[lv].abs().max():.2f}")

@@ -1,0 +1,81 @@
+"""The study's design: the default cell and the one-factor-at-a-time variations.
+
+Each factor of ``../shared/docs/method.md`` is varied alone, everything else at its default.
+Notebooks select a factor's cells from the store with :func:`factor_frame` and, when asked,
+compute the missing trials with :func:`ensure_trials`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from .calibset import CalibSpec
+from .qmodel import QuantConfig
+from .store import ResultsStore
+from .sweep import expand_grid, run_sweep
+from .trial import TrialConfig
+
+FACTOR_LEVELS = {  # the levels the study uses (CIFAR-10)
+    "noise": [0.0, 0.01, 0.05, 0.1, 0.5],
+    "calib_size": [1, 32, 256, 1024],
+    "w_bits": [8, 6, 4],
+    "metric": ["minmax", "mse", "kl", "cosine"],
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The default quantization setting, against which one factor at a time is varied."""
+
+    model: str = "resnet20"
+    dataset: str = "cifar10-jpeg"
+    w_bits: int = 4
+    a_bits: int = 4
+    metric: str = "mse"
+    calib_size: int = 256
+    noise: float = 0.0
+    bias_class: str | None = None
+    bias_p: float = 0.5
+    preset: str = "reference"
+
+    def trial_config(self) -> TrialConfig:
+        return TrialConfig(self.model, self.dataset, None,
+                           QuantConfig(self.w_bits, self.a_bits, self.preset, self.metric),
+                           CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p))
+
+    def where(self) -> dict:
+        return dict(model=self.model, dataset=self.dataset, w_bits=self.w_bits, a_bits=self.a_bits,
+                    metric=self.metric, calib_size=self.calib_size, noise=self.noise, bias_class=self.bias_class,
+                    bias_p=self.bias_p, preset=self.preset, optimizer="grid", weights=None)
+
+
+def level_cell(cell: Cell, factor: str, level) -> Cell:
+    """The cell with ``factor`` at ``level`` (``w_bits`` also sets ``a_bits``: W8A8, W6A6 ...)."""
+    if factor == "w_bits":
+        return replace(cell, w_bits=level, a_bits=level)
+    return replace(cell, **{factor: level})
+
+
+def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int) -> pd.DataFrame:
+    """Tidy per-class rows of the first ``trials`` seeds of each level of ``factor``."""
+    frames = []
+    for level in levels:
+        where = level_cell(cell, factor, level).where()
+        tidy = store.per_class(**where)
+        frames.append(tidy[tidy["seed"] < trials].assign(level=level))
+    frame = pd.concat(frames, ignore_index=True)
+    frame[factor] = frame.pop("level")
+    return frame
+
+
+def ensure_trials(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int, **sweep_kwargs) -> dict:
+    """Run the missing trials of the factor's cells (needs the data)."""
+    configs = [c for level in levels
+               for c in expand_grid(level_cell(cell, factor, level).trial_config(), {}, range(trials))]
+    return run_sweep(configs, store, **sweep_kwargs)
+
+
+def trial_counts(frame: pd.DataFrame, factor: str) -> pd.Series:
+    return frame.groupby(factor, dropna=False)["key"].nunique().rename("trials")
+
