@@ -7,6 +7,7 @@
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
 model, dataset = "resnet20", "cifar10-jpeg"
+weights = None  # None: the project's default weights for the dataset
 w_bits, a_bits, calib_size = 4, 4, 256
 levels = ["minmax", "mse", "kl", "cosine"]
 trials = 50
@@ -21,7 +22,7 @@ from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, calib_size=calib_size)
+cell = Cell(model, dataset, w_bits, a_bits, calib_size=calib_size, weights=weights)
 if compute_missing:
     print(ensure_trials(store, cell, "metric", levels, trials))
 frame = factor_frame(store, cell, "metric", levels, trials)

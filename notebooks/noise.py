@@ -8,6 +8,7 @@
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
 model, dataset = "resnet20", "cifar10-jpeg"
+weights = None  # None: the project's default weights for the dataset
 w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
 levels = [0.0, 0.01, 0.05, 0.1, 0.5]
 trials = 50
@@ -22,7 +23,7 @@ from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size)
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
 if compute_missing:
     print(ensure_trials(store, cell, "noise", levels, trials))
 frame = factor_frame(store, cell, "noise", levels, trials)

@@ -9,6 +9,7 @@
 store_path = "results/trials.sqlite"
 model = "resnet20"
 dataset = "cifar10-jpeg"
+weights = None  # None: the project's default weights for the dataset
 w_bits, a_bits = 4, 4
 metric = "mse"
 calib_size = 256
@@ -17,24 +18,17 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
-from ptqlib.calibset import CalibSpec
 from ptqlib.plotting import drop_boxplot
-from ptqlib.qmodel import QuantConfig
 from ptqlib.store import ResultsStore
-from ptqlib.sweep import expand_grid, run_sweep
-from ptqlib.trial import TrialConfig
+from ptqlib.study import Cell, ensure_trials, factor_frame
 
 store = ResultsStore(store_path)
-cell = dict(model=model, dataset=dataset, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,
-            noise=0.0, bias_class=None, optimizer="grid", preset="reference")
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
 if compute_missing:
-    base = TrialConfig(model, dataset, None, QuantConfig(w_bits, a_bits, "reference", metric), CalibSpec(calib_size))
-    print(run_sweep(expand_grid(base, {}, range(trials)), store))
-tidy = store.per_class(**cell)
-tidy = tidy[tidy["seed"] < trials]
+    print(ensure_trials(store, cell, "noise", [0.0], trials))
+tidy = factor_frame(store, cell, "noise", [0.0], trials)
 assert len(tidy), f"no trials stored for {cell}"
 n_trials = tidy["key"].nunique()
 print(f"{n_trials} trials of {model} W{w_bits}A{a_bits} ({metric}, {calib_size} calibration images) on {dataset}"

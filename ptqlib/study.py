@@ -38,16 +38,17 @@ class Cell:
     bias_class: str | None = None
     bias_p: float = 0.5
     preset: str = "reference"
+    weights: str | None = None  # None: the project's default weights for the dataset
 
     def trial_config(self) -> TrialConfig:
-        return TrialConfig(self.model, self.dataset, None,
+        return TrialConfig(self.model, self.dataset, self.weights,
                            QuantConfig(self.w_bits, self.a_bits, self.preset, self.metric),
                            CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p))
 
     def where(self) -> dict:
         return dict(model=self.model, dataset=self.dataset, w_bits=self.w_bits, a_bits=self.a_bits,
                     metric=self.metric, calib_size=self.calib_size, noise=self.noise, bias_class=self.bias_class,
-                    bias_p=self.bias_p, preset=self.preset, optimizer="grid", weights=None)
+                    bias_p=self.bias_p, preset=self.preset, optimizer="grid", weights=self.weights)
 
 
 def level_cell(cell: Cell, factor: str, level) -> Cell:

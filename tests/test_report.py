@@ -1,0 +1,66 @@
+"""Section notebooks execute through papermill against a store made here; failures never publish."""
+import json
+
+import papermill
+import pytest
+import torch
+
+from ptqlib.calibset import CalibSpec
+from ptqlib.models import CifarResNet
+from ptqlib.qmodel import QuantConfig
+from ptqlib.report import parse_value, run_section, sections
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, factor_frame
+from ptqlib.sweep import expand_grid, run_sweep
+from ptqlib.trial import TrialConfig
+
+from .conftest import randomize_bn
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, tiny_data):
+    root = tmp_path_factory.mktemp("report")
+    weights = root / "w.pt"
+    torch.save(randomize_bn(CifarResNet(3, num_classes=3)).state_dict(), weights)
+    base = TrialConfig("resnet20", f"folder:{tiny_data}", str(weights), QuantConfig(4, 4), CalibSpec(8))
+    store = ResultsStore(root / "s.sqlite")
+    run_sweep(expand_grid(base, {"noise": [0.0, 0.25]}, range(3)), store, progress=False)
+    return store, base
+
+
+def test_factor_frame_selects_one_factor_at_a_time(tiny_store):
+    store, base = tiny_store
+    cell = Cell("resnet20", base.dataset, calib_size=8, weights=base.weights)
+    frame = factor_frame(store, cell, "noise", [0.0, 0.25], trials=2)
+    assert frame.groupby("noise")["key"].nunique().to_dict() == {0.0: 2, 0.25: 2}
+    assert len(frame) == 4 * 3  # 3 classes per trial
+    assert factor_frame(store, Cell("resnet20", base.dataset, calib_size=8), "noise", [0.0], 2).empty
+
+
+def test_noise_section_renders_from_the_store(tiny_store, tmp_path):
+    store, base = tiny_store
+    params = {"store_path": str(store.path), "dataset": base.dataset, "weights": base.weights, "calib_size": 8,
+              "levels": [0.0, 0.25], "trials": 3}
+    out = run_section("noise", params, tmp_path)
+    cells = json.loads(out.read_text())["cells"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "trials per noise level: 0: 3, 0.25: 3" in text
+
+
+def test_parse_value():
+    assert parse_value("3") == 3 and parse_value("[0, 0.5]") == [0, 0.5] and parse_value("resnet20") == "resnet20"
+
+
+def test_unknown_section_is_refused():
+    with pytest.raises(ValueError, match="unknown section 'nope'; choose one of"):
+        run_section("nope")
+    assert {"reliability", "noise", "models"} <= set(sections())
+
+
+def test_failing_section_is_not_published(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError):
+        run_section("reliability", {"store_path": str(tmp_path / "empty.sqlite")}, tmp_path / "out")
+    assert not (tmp_path / "out" / "reliability.ipynb").exists()
