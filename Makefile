@@ -19,8 +19,7 @@ $(STAMP): pyproject.toml requirements.txt
 	touch $(STAMP)
 
 report: setup
-	$(BIN)/python -m ptqlib.report
-	$(BIN)/jupyter-book build book/ --path-output . -W -n --keep-going
+	$(BIN)/python -m ptqlib.report --build
 
 test: setup
 	$(BIN)/python -m pytest -q tests

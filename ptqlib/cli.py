@@ -110,11 +110,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_section(args: argparse.Namespace) -> None:
-    from .report import parse_value, run_section
+    from .report import build_book, parse_value, run_section
 
     params = {key: parse_value(value) for key, value in args.param}
     out = run_section(args.name, params, Path(args.output) if args.output else None)
-    print(f"executed {out}; rebuild the book with: jupyter-book build book/")
+    print(f"executed {out}")
+    if args.output is None and not args.no_build:
+        build_book()
+        print("rebuilt the book: _build/html/index.html")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -180,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="section name (a notebook in notebooks/)")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     p.add_argument("--output", default=None, help="folder for the executed notebook (default: book/)")
+    p.add_argument("--no-build", action="store_true", help="do not rebuild the HTML book afterwards")
     p.set_defaults(func=cmd_section)
     return parser
 

@@ -57,13 +57,25 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
     return target
 
 
+def build_book() -> None:
+    """``jupyter-book build book/`` with warnings as errors; the HTML lands in ``_build/html``."""
+    import subprocess
+
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(BOOK), "--path-output", str(ROOT),
+           "-W", "-n", "--keep-going"]
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="execute the report's section notebooks into book/")
     parser.add_argument("names", nargs="*", help=f"sections (default: all of {', '.join(sections())})")
+    parser.add_argument("--build", action="store_true", help="then build the HTML book")
     args = parser.parse_args(argv)
     for name in args.names or sections():
         print(f"executing section {name}", flush=True)
         run_section(name)
+    if args.build:
+        build_book()
     return 0
 
 
