@@ -1,0 +1,49 @@
+# %% [markdown]
+# # Class bias in the calibration set
+#
+# One class is drawn with probability 50 % and the others uniformly. Colour: the change of
+# each class's mean accuracy against a balanced calibration set; text: the change of its
+# standard deviation over trials. Columns: the class the calibration set is biased towards.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+weights = None  # None: the project's default weights for the dataset
+w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+bias_classes = ["airplane", "bird", "cat", "ship"]
+bias_p = 0.5
+trials = 50
+compute_missing = False
+
+# %%
+import matplotlib.pyplot as plt
+
+from ptqlib.aggregate import AVERAGE, heatmap_data
+from ptqlib.plotting import delta_heatmap
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, bias_p=bias_p, weights=weights)
+levels = [None, *bias_classes]
+if compute_missing:
+    print(ensure_trials(store, cell, "bias_class", levels, trials))
+frame = factor_frame(store, cell, "bias_class", levels, trials)
+frame["bias"] = frame["bias_class"].fillna("balanced")
+counts = trial_counts(frame, "bias")
+assert "balanced" in counts.index, "the balanced baseline has no trials in the store"
+print("trials per calibration set:", ", ".join(f"{k}: {n}" for k, n in counts.items()))
+
+# %%
+d_mean, d_std = heatmap_data(frame, "bias", baseline="balanced")
+order = [c for c in ["balanced", *bias_classes] if c in d_mean.columns]
+d_mean, d_std = d_mean[order], d_std[order]
+delta_heatmap(d_mean, d_std, f"calibration biased towards (p = {bias_p})", f"{model} W{w_bits}A{a_bits} {metric}")
+plt.tight_layout()
+plt.show()
+
+# %%
+for cls in d_mean.columns[1:]:
+    col = d_mean[cls].drop(index=AVERAGE)
+    print(f"biased towards {cls}: average {d_mean.loc[AVERAGE, cls]:+.2f} points, the class itself "
+          f"{d_mean.loc[cls, cls]:+.2f}; classes from {col.min():+.2f} ('{col.idxmin()}') to {col.max():+.2f} ('{col.idxmax()}')")
