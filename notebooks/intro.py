@@ -1,0 +1,62 @@
+# %% [markdown]
+# # How reliable is post-training quantization, class by class?
+#
+# Post-training quantization (PTQ) papers report one number: the average top-1 accuracy of
+# the quantized model. This report asks what that average hides. It reproduces and extends the
+# benchmark of Yuan et al., *Benchmarking the Reliability of Post-training Quantization: a
+# Particular Focus on Worst-case Performance* (arXiv 2303.13003, 2023): quantize a model many
+# times with randomly drawn calibration sets and measure the accuracy of **every class** and
+# of the **worst class**, not only the average.
+#
+# Every number and sentence below is computed from the results store (`results/trials.sqlite`)
+# by the `ptqlib` package of this repository; `make report` regenerates the book and
+# `ptq section NAME -p KEY VALUE` reruns one section with new parameters.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+trials = 50
+
+# %%
+import matplotlib.pyplot as plt
+
+from ptqlib.aggregate import AVERAGE, class_summary
+from ptqlib.plotting import drop_boxplot
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, factor_frame
+
+store = ResultsStore(store_path)
+tidy = factor_frame(store, Cell(model, dataset, w_bits, a_bits, metric, calib_size), "noise", [0.0], trials)
+assert len(tidy), "the default cell has no trials in the store"
+summary = class_summary(tidy).set_index("class")
+avg, classes = summary.loc[AVERAGE], summary.drop(index=AVERAGE)
+worst = classes["mean_drop"].idxmax()
+print(f"The answer, for {model} at W{w_bits}A{a_bits} ({metric} ranges, {calib_size} calibration images), "
+      f"over {int(avg['trials'])} calibration sets drawn at random:")
+print(f"- the average accuracy drops {avg['mean_drop']:.2f} points (std over trials {avg['std']:.2f});")
+print(f"- class '{worst}' drops {classes.loc[worst, 'mean_drop']:.2f} points on average and up to "
+      f"{classes.loc[worst, 'max_drop']:.2f} points in one trial;")
+print(f"- the accuracy of single classes varies up to {classes['std'].max():.2f} points (std) from one "
+      f"calibration set to the next, {classes['std'].max() / avg['std']:.1f}x the std of the average.")
+
+# %%
+drop_boxplot(tidy, title=f"{model} W{w_bits}A{a_bits} {metric}: accuracy drop per class over calibration sets")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## What this edition contains
+# The number of trials stored for every setting (a setting's trials differ only in the seed
+# of the calibration draw). Settings with fewer than 50 trials are still being computed; each
+# section says how many trials it shows. Seconds per trial are as measured by the runs that
+# produced them (calibration plus evaluation on the whole test set, on a 2-core CPU shared with
+# other jobs); `ptq bench` gives controlled timings.
+
+# %%
+trials_frame = store.trials()
+cols = ["model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "noise", "bias_class", "optimizer"]
+trials_frame = trials_frame.assign(trial_s=trials_frame["calib_s"] + trials_frame["eval_s"])
+inventory = trials_frame.fillna({"bias_class": "-"}).groupby(cols).agg(
+    trials=("key", "size"), mean_acc=("avg", "mean"), seconds_per_trial=("trial_s", "mean"))
+inventory.round(2)
