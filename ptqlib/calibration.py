@@ -33,7 +33,7 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
     act_quantizers = qmodel.act_quantizers()
     qmodel.set_quant_state(weights=False, acts=False)
     for aq in act_quantizers:
-        aq.observer = HistogramObserver().to(aq.quantizer.scale.device)
+        aq.observer = HistogramObserver()  # statistics stay on the CPU whatever the device
         aq.observing = True
     device = next(qmodel.parameters()).device
     try:

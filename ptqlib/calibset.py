@@ -18,25 +18,46 @@ import torch
 from .data import Split
 
 NOISE_KINDS = ("uniform", "gaussian")
+DEFAULT_BIAS_P = 0.5
 
 
 @dataclass(frozen=True)
 class CalibSpec:
+    """How a calibration set is drawn. Fields that cannot matter are normalised to ``None``
+    (``bias_p`` without a bias class, ``noise_kind`` without noise), so that equal draws have
+    equal specs and equal hashes."""
+
     size: int = 256
     noise: float = 0.0  # fraction of images replaced by noise
-    noise_kind: str = "uniform"
+    noise_kind: str | None = "uniform"
     bias_class: str | None = None  # class name drawn with probability bias_p
-    bias_p: float = 0.5
+    bias_p: float | None = DEFAULT_BIAS_P
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
             raise ValueError(f"calibration size must be a positive integer, got {self.size!r}")
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise must be a fraction in [0, 1], got {self.noise!r}")
-        if self.noise_kind not in NOISE_KINDS:
+        if self.noise > 0 and self.noise_images == 0:
+            raise ValueError(f"noise {self.noise} of {self.size} calibration images is less than one image; "
+                             f"use at least {1 / (2 * self.size):.4g}")
+        if self.noise == 0:
+            object.__setattr__(self, "noise_kind", None)
+        elif self.noise_kind is None:
+            object.__setattr__(self, "noise_kind", NOISE_KINDS[0])
+        elif self.noise_kind not in NOISE_KINDS:
             raise ValueError(f"unknown noise kind {self.noise_kind!r}; choose one of {', '.join(NOISE_KINDS)}")
-        if not 0.0 <= self.bias_p <= 1.0:
+        if self.bias_class is None:
+            object.__setattr__(self, "bias_p", None)
+        elif self.bias_p is None:
+            object.__setattr__(self, "bias_p", DEFAULT_BIAS_P)
+        elif not 0.0 <= self.bias_p <= 1.0:
             raise ValueError(f"bias probability must be in [0, 1], got {self.bias_p!r}")
+
+    @property
+    def noise_images(self) -> int:
+        """Noise images in the set: ``noise * size`` rounded half up."""
+        return int(self.noise * self.size + 0.5)
 
 
 @dataclass(frozen=True)
@@ -87,7 +108,7 @@ def build_calibration_set(pool: Split, spec: CalibSpec, seed: int) -> CalibSet:
     gen = torch.Generator().manual_seed(seed)
     idx = draw_indices(pool, spec, gen)
     images = pool.images[idx].clone()
-    n_noise = int(round(spec.noise * spec.size))
+    n_noise = spec.noise_images
     keep = torch.ones(spec.size, dtype=torch.bool)
     if n_noise:
         where = torch.randperm(spec.size, generator=gen)[:n_noise]

@@ -54,8 +54,9 @@ def _trial_config(args: argparse.Namespace, first: bool = False) -> TrialConfig:
     pick = (lambda v: v[0] if isinstance(v, list) else v) if first else (lambda v: v)
     quant = QuantConfig(pick(args.w_bits), pick(args.a_bits), pick(args.preset), pick(args.metric),
                         args.weight_metric)
-    calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, pick(args.bias_class),
-                      pick(args.bias_p))
+    bias_class = pick(args.bias_class)
+    bias_class = None if bias_class is None or bias_class.lower() == "none" else bias_class
+    calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, bias_class, pick(args.bias_p))
     return TrialConfig(args.model, args.data, args.weights, quant, calib, seed=args.seed)
 
 
@@ -191,12 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "threads", None):
-        import torch
-        torch.set_num_threads(args.threads)
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be at least 1, got {args.threads}")
+            import torch
+            torch.set_num_threads(args.threads)
         args.func(args)
-    except (ValueError, DataError, CheckpointError, FileNotFoundError) as exc:
+    except (ValueError, DataError, CheckpointError, OSError, ImportError) as exc:
         print(f"ptq: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -103,7 +103,9 @@ def load_split(dataset: str, split: str, image_size: int | None = None) -> Split
         root = Path(dataset.removeprefix("folder:")).expanduser()
         if not (root / split).is_dir():
             raise DataError(f"dataset folder {str(root / split)!r} does not exist")
-        return _image_folder(root / split, dataset, split, image_size, class_names=None)
+        # one label space for both splits: the class folders of either
+        names = sorted({p.name for s in SPLITS if (root / s).is_dir() for p in (root / s).iterdir() if p.is_dir()})
+        return _image_folder(root / split, dataset, split, image_size, class_names=tuple(names))
     if dataset == "cifar10-jpeg":
         return _image_folder(_named_folder(f"cifar10-jpeg/{split}", dataset), dataset, split, 32, CIFAR10_CLASSES)
     if dataset in ("imagenet-val10", "imagenet-sample1000"):
@@ -139,21 +141,29 @@ def _image_folder(folder: Path, dataset: str, split: str, image_size: int | None
     unknown = [c for c in found if c not in names]
     if unknown:
         raise DataError(f"{str(folder)!r}: class folders {unknown[:5]} are not classes of {dataset!r}")
-    key = hashlib.sha256(repr((str(folder.resolve()), image_size, names,
-                               [(c, f.name, f.stat().st_size) for c, f in items])).encode()).hexdigest()[:16]
+    stats = [(c, f.name, f.stat().st_size, f.stat().st_mtime_ns) for c, f in items]
+    key = hashlib.sha256(repr((str(folder.resolve()), image_size, names, stats)).encode()).hexdigest()[:16]
     cached = cache_dir() / "data" / f"{dataset.replace('/', '_').replace(':', '_')}-{split}-{key}.pt"
     if cached.exists():
         blob = torch.load(cached, weights_only=True)
         return Split(blob["images"], blob["labels"], names, f"{dataset}/{split}")
     index = {c: i for i, c in enumerate(names)}
-    images = torch.stack([_decode(f, image_size) for _, f in _progress(items, f"decoding {dataset}/{split}")])
+    decoded = [_decode(f, image_size) for _, f in _progress(items, f"decoding {dataset}/{split}")]
+    shapes = {tuple(t.shape) for t in decoded}
+    if len(shapes) > 1:
+        raise DataError(f"images in {str(folder)!r} differ in size ({sorted(shapes)[:3]}); give an image size")
+    images = torch.stack(decoded)
     labels = torch.tensor([index[c] for c, _ in items], dtype=torch.int64)
     _save_atomic({"images": images, "labels": labels}, cached)
     return Split(images, labels, names, f"{dataset}/{split}")
 
 
 def _decode(path: Path, image_size: int | None) -> torch.Tensor:
-    with Image.open(path) as img:
+    try:
+        img = Image.open(path)
+    except OSError as exc:
+        raise DataError(f"image {str(path)!r} cannot be read ({exc})") from None
+    with img:
         img = img.convert("RGB")
         if image_size is not None and img.size != (image_size, image_size):
             img = _resize_center_crop(img, image_size)

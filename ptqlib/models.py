@@ -247,8 +247,11 @@ def download_cifar_checkpoint(name: str, cache_dir: Path) -> Path:
     target = cache_dir / file
     if not target.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".part")
-        urllib.request.urlretrieve(CIFAR_URL.format(file=file), tmp)
+        tmp = target.with_suffix(f".part{os.getpid()}")
+        try:
+            urllib.request.urlretrieve(CIFAR_URL.format(file=file), tmp)
+        except OSError as exc:
+            raise CheckpointError(f"could not download {file} ({exc}); pass --weights PATH instead") from None
         tmp.rename(target)
     expected = file.rsplit("-", 1)[1].split(".")[0]
     if not sha256(target).startswith(expected):
@@ -275,7 +278,8 @@ def build_model(name: str, weights: str | Path | None = None, num_classes: int |
     if name in CIFAR_DEPTHS:
         net: nn.Module = CifarResNet(CIFAR_DEPTHS[name], num_classes or 10, in_channels)
         if weights == "download":
-            cache = Path(os.environ.get("PTQ_CACHE", Path.home() / ".cache" / "ptqlib")) / "weights"
+            from .data import cache_dir
+            cache = cache_dir() / "weights"
             weights = download_cifar_checkpoint(name, cache)
         mean, std = (info.mean, info.std) if in_channels == 3 else ((0.5,), (0.5,))
     elif name == "efficientnet_lite0":

@@ -82,7 +82,8 @@ class _QuantWeightLayer(nn.Module):
             return self.weight
         if torch.is_grad_enabled():
             return q(self.weight)
-        key = (self.weight._version, id(self.weight), q.generation)
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.device, w.dtype, q.generation, q.scale.device)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, q(self.weight))
         return self._cache[1]
@@ -92,7 +93,8 @@ class QuantConv2d(_QuantWeightLayer):
     def __init__(self, conv: nn.Conv2d, w_bits: int) -> None:
         super().__init__(conv.weight, conv.bias, w_bits)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
-        assert conv.padding_mode == "zeros", "only zero padding is supported"
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"only zero-padded convolutions can be quantized, not {conv.padding_mode!r} padding")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)

@@ -59,12 +59,11 @@ def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> t
     if spec.symmetric:
         bound = torch.maximum(-lo, hi)
         scale = (2 * bound / (spec.qmax - spec.qmin)) if spec.signed else bound / spec.qmax
+        scale = torch.clamp(scale, min=torch.finfo(torch.float32).eps)
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
     else:
-        scale = (hi - lo) / (spec.qmax - spec.qmin)
-        scale = torch.clamp(scale, min=torch.finfo(torch.float32).eps)
+        scale = torch.clamp((hi - lo) / (spec.qmax - spec.qmin), min=torch.finfo(torch.float32).eps)
         zero_point = torch.clamp(spec.qmin - torch.round(lo / scale), spec.qmin, spec.qmax).to(torch.int32)
-    scale = torch.clamp(scale, min=torch.finfo(torch.float32).eps)
     return scale, zero_point
 
 

@@ -16,6 +16,12 @@ The metrics follow ``../shared/docs/method.md``:
 - ``percentile``: the 0.01 % / 99.99 % quantiles of the histogram.
 
 Weights are estimated per output channel directly on the tensor (``minmax`` or ``mse``).
+
+Exact zeros (ReLU's dead units) are counted apart from the histogram: they are always
+representable exactly, so MSE and cosine count them at 0 and KL leaves them out.
+The histogram's resolution is the price of a single pass: its range is the first batch's
+max doubled as often as later batches need, so the data fills between half and all of the
+2048 bins.
 """
 from __future__ import annotations
 
@@ -79,9 +85,9 @@ class HistogramObserver(nn.Module):
         x_det = x.detach().float()
         if x_det.numel() == 0:
             return x
-        bmin, bmax = torch.aminmax(x_det)
-        self.min_val = torch.minimum(self.min_val, bmin.cpu())
-        self.max_val = torch.maximum(self.max_val, bmax.cpu())
+        bmin, bmax = (v.cpu() for v in torch.aminmax(x_det))
+        self.min_val = torch.minimum(self.min_val, bmin)
+        self.max_val = torch.maximum(self.max_val, bmax)
         self._grow(need_signed=bool(bmin < 0), need_bound=float(max(-bmin.item(), bmax.item())))
         lo, hi = self.lo_edge, self.bound.item()
         counts = torch.histc(x_det, bins=self.num_bins, min=lo, max=hi).double().cpu()
@@ -126,7 +132,9 @@ class HistogramObserver(nn.Module):
             return _histogram_percentile(self.hist, self.centers(), lo, hi)
         if metric == "kl":
             return _kl_range(self._hist_without_zeros(), self.bin_width, spec, lo, hi)
-        return _search_range(self.hist, self.centers(), lo, hi, spec, metric)
+        values = torch.cat([torch.zeros(1, dtype=torch.float64), self.centers()])
+        counts = torch.cat([self.zeros.reshape(1), self._hist_without_zeros()])
+        return _search_range(counts, values, lo, hi, spec, metric)
 
 
 def _candidate_ranges(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,10 +150,11 @@ def _quantize_values(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s
     return fake_quantize(grid, scale, zp, per_candidate).double()
 
 
-def _search_range(hist, centers, lo, hi, spec, metric):
+def _search_range(counts, values, lo, hi, spec, metric):
+    """``counts[k]`` values equal to ``values[k]`` (exact zeros, then bin centres)."""
     cand_lo, cand_hi = _candidate_ranges(lo, hi)
-    keep = hist > 0
-    counts, values = hist[keep], centers[keep]
+    keep = counts > 0
+    counts, values = counts[keep], values[keep]
     quantized = _quantize_values(values, cand_lo, cand_hi, spec)  # [candidates, nonzero bins]
     if metric == "mse":
         score = (counts * (values - quantized) ** 2).sum(1)
@@ -167,39 +176,48 @@ def _histogram_percentile(hist, centers, lo, hi, pct: float = PERCENTILE):
 
 
 def kl_threshold(abs_hist: np.ndarray, num_levels: int) -> int:
-    """TensorRT entropy calibration: the number of bins ``i`` (threshold ``i * width``)
-    minimising KL(P || Q), P = the first ``i`` bins with the tail folded into the last one,
-    Q = P merged into ``num_levels`` bins and expanded back over P's non-empty bins."""
+    """Entropy calibration (TensorRT, Migacz 2017; as implemented in MXNet): the number of bins
+    ``i`` (threshold ``i * width``) minimising KL(P || Q). P is the first ``i`` bins with the
+    tail folded into the last one; Q merges those ``i`` bins (tail excluded) into
+    ``num_levels`` bins and spreads each back evenly over the bins where P is non-zero; both
+    are smoothed so that empty bins do not make the divergence infinite."""
     nbins = len(abs_hist)
     if num_levels >= nbins:
         return nbins
+    tail = np.concatenate([np.cumsum(abs_hist[::-1])[::-1], [0.0]])  # tail[i] = sum(abs_hist[i:])
     best_i, best_kl = nbins, math.inf
-    total_tail = np.concatenate([np.cumsum(abs_hist[::-1])[::-1], [0.0]])
     for i in range(num_levels, nbins + 1):
-        p = abs_hist[:i].astype(np.float64).copy()
-        p[i - 1] += total_tail[i]
-        nonzero = abs_hist[:i] != 0
+        sliced = abs_hist[:i].astype(np.float64)
+        p = sliced.copy()
+        p[-1] += tail[i]
+        nonzero = p != 0
         # split [0, i) into num_levels chunks, the last one taking the remainder
-        starts = np.arange(num_levels) * (i // num_levels)
-        chunk_sum = np.add.reduceat(abs_hist[:i], starts)
+        merged = i // num_levels
+        starts = np.arange(num_levels) * merged
+        chunk_sum = np.add.reduceat(sliced, starts)
         chunk_nonzero = np.add.reduceat(nonzero.astype(np.float64), starts)
-        chunk_id = np.minimum(np.arange(i) // (i // num_levels), num_levels - 1)
+        chunk_id = np.minimum(np.arange(i) // merged, num_levels - 1)
         q = np.where(nonzero, chunk_sum[chunk_id] / np.maximum(chunk_nonzero[chunk_id], 1), 0.0)
-        kl = _kl_divergence(p, q)
+        kl = _kl_divergence(_smooth(p), _smooth(q))
         if kl < best_kl:
             best_i, best_kl = i, kl
     return best_i
 
 
-def _kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    p = p / p.sum()
-    q_sum = q.sum()
-    if q_sum == 0:
+def _smooth(dist: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
+    """Move ``eps`` of mass into every empty bin, taken evenly from the others (MXNet)."""
+    zero = dist == 0
+    n_zero, n_nonzero = int(zero.sum()), int((~zero).sum())
+    if n_nonzero == 0:
+        return None
+    return dist + eps * zero - (eps * n_zero / n_nonzero) * (~zero)
+
+
+def _kl_divergence(p: np.ndarray | None, q: np.ndarray | None) -> float:
+    if p is None or q is None or np.any(q <= 0) or np.any(p < 0):
         return math.inf
-    q = q / q_sum
+    p, q = p / p.sum(), q / q.sum()
     mask = p > 0
-    if np.any(q[mask] == 0):
-        return math.inf
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 

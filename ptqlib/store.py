@@ -1,5 +1,7 @@
 """The results store: one SQLite file, one row per trial, keyed by the trial's full
-configuration hash (:meth:`TrialConfig.key`).
+configuration hash (:meth:`TrialConfig.key`) together with fingerprints of the weights and
+the data it ran on (:func:`row_key`): replacing a checkpoint or a dataset never lets old rows
+pass for new ones.
 
 A row holds the readable configuration, per-class accuracy, average and worst class, the
 calibration set's class histogram, timings, the library version, fingerprints of the data and
@@ -9,14 +11,17 @@ float model's reference is stored once per model, weights and data.
 
 Every row is written in its own transaction (SQLite WAL journal): a process killed at any
 moment loses no finished trial and leaves no partial row, and several processes may write
-one store (each waits for the write lock).
+one store (each waits for the write lock; two sweeps of the same grid may both compute a
+missing trial, and the second copy is dropped).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +34,10 @@ from .trial import TrialConfig, TrialContext, TrialResult
 DEFAULT_STORE = Path("results/trials.sqlite")
 CONFIG_COLUMNS = ("model", "dataset", "weights", "preset", "w_bits", "a_bits", "metric", "weight_metric",
                   "optimizer", "calib_size", "noise", "noise_kind", "bias_class", "bias_p", "seed")
+FILTER_COLUMNS = (*CONFIG_COLUMNS, "weights_fp", "data_fp")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
-    key TEXT PRIMARY KEY, config TEXT NOT NULL,
+    key TEXT PRIMARY KEY, config_key TEXT NOT NULL, config TEXT NOT NULL,
     model TEXT, dataset TEXT, weights TEXT, preset TEXT, w_bits INTEGER, a_bits INTEGER, metric TEXT,
     weight_metric TEXT, optimizer TEXT, calib_size INTEGER, noise REAL, noise_kind TEXT, bias_class TEXT,
     bias_p REAL, seed INTEGER,
@@ -40,7 +46,7 @@ CREATE TABLE IF NOT EXISTS trials (
     calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL);
 CREATE TABLE IF NOT EXISTS fp_reference (
     model TEXT, dataset TEXT, weights_fp TEXT, data_fp TEXT, weights TEXT, avg REAL, per_class TEXT,
-    preds BLOB, PRIMARY KEY (model, dataset, weights_fp, data_fp));
+    preds BLOB, created REAL, PRIMARY KEY (model, dataset, weights_fp, data_fp));
 """
 
 
@@ -61,11 +67,17 @@ def config_columns(cfg: TrialConfig) -> dict:
             "bias_class": c.bias_class, "bias_p": c.bias_p, "seed": cfg.seed}
 
 
+def row_key(cfg: TrialConfig, weights_fp: str, data_fp: str) -> str:
+    """The store key of a trial: its configuration and the exact weights and data."""
+    return hashlib.sha256(f"{cfg.key()}|{weights_fp}|{data_fp}".encode()).hexdigest()[:24]
+
+
 def trial_row(result: TrialResult, ctx: TrialContext) -> dict:
     """Everything stored of a trial, as plain values (picklable across processes)."""
     cfg = result.config
     worst = min(result.per_class, key=result.per_class.get)
-    return {"key": cfg.key(), "config": json.dumps(cfg.to_dict(), sort_keys=True), **config_columns(cfg),
+    return {"key": row_key(cfg, ctx.weights_fp, ctx.data_fp), "config_key": cfg.key(),
+            "config": json.dumps(cfg.to_dict(), sort_keys=True), **config_columns(cfg),
             "avg": result.avg, "worst_class": worst, "worst_acc": result.per_class[worst],
             "per_class": json.dumps(result.per_class), "calib_counts": json.dumps(result.calib_counts),
             "noise_images": result.noise_images, "preds": pack_preds(result.preds),
@@ -77,76 +89,80 @@ class ResultsStore:
     def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
+        with self._connection() as con:
             con.executescript(SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connection(self):
+        """A connection whose block is one transaction (committed, or rolled back on error)."""
         con = sqlite3.connect(self.path, timeout=120)
-        con.execute("PRAGMA journal_mode=WAL")
-        return con
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            with con:
+                yield con
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"results store {str(self.path)!r} is not a usable SQLite file ({exc})") from None
+        finally:
+            con.close()
 
     def existing_keys(self) -> set[str]:
-        with self._connect() as con:
+        with self._connection() as con:
             return {k for (k,) in con.execute("SELECT key FROM trials")}
 
     def add_trial(self, row: dict) -> bool:
         """Insert one trial atomically; False when the store already had it."""
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        con = self._connect()
-        try:
-            with con:
-                cur = con.execute(f"INSERT OR IGNORE INTO trials ({cols}) VALUES ({marks})", tuple(row.values()))
-            return cur.rowcount == 1
-        finally:
-            con.close()
+        with self._connection() as con:
+            cur = con.execute(f"INSERT OR IGNORE INTO trials ({cols}) VALUES ({marks})", tuple(row.values()))
+        return cur.rowcount == 1
 
     def add_fp(self, ctx: TrialContext) -> None:
-        con = self._connect()
-        try:
-            with con:
-                con.execute("INSERT OR IGNORE INTO fp_reference VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (ctx.model_name, ctx.dataset, ctx.weights_fp, ctx.data_fp, ctx.weights, ctx.fp_avg,
-                             json.dumps(ctx.fp_per_class), pack_preds(ctx.fp_preds)))
-        finally:
-            con.close()
+        with self._connection() as con:
+            con.execute("INSERT OR IGNORE INTO fp_reference VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (ctx.model_name, ctx.dataset, ctx.weights_fp, ctx.data_fp, ctx.weights_arg, ctx.fp_avg,
+                         json.dumps(ctx.fp_per_class), pack_preds(ctx.fp_preds), time.time()))
+
+    def latest_fingerprints(self, model: str, dataset: str, weights: str | None) -> dict | None:
+        """``weights_fp`` and ``data_fp`` of the most recent FP reference of a model, dataset
+        and weights argument (``None``: the project's default weights): the trials a report
+        should show."""
+        with self._connection() as con:
+            row = con.execute("SELECT weights_fp, data_fp FROM fp_reference WHERE model = ? AND dataset = ? "
+                              "AND weights IS ? ORDER BY created DESC LIMIT 1",
+                              (model, dataset, weights)).fetchone()
+        return None if row is None else {"weights_fp": row[0], "data_fp": row[1]}
 
     def trials(self, with_preds: bool = False, **where) -> pd.DataFrame:
         """One row per trial; ``where`` filters on configuration columns (``w_bits=4``)."""
-        unknown = set(where) - set(CONFIG_COLUMNS)
+        unknown = set(where) - set(FILTER_COLUMNS)
         if unknown:
-            raise ValueError(f"cannot filter on {sorted(unknown)}; columns: {', '.join(CONFIG_COLUMNS)}")
-        cols = "*" if with_preds else "key, config, " + ", ".join(CONFIG_COLUMNS) + \
+            raise ValueError(f"cannot filter on {sorted(unknown)}; columns: {', '.join(FILTER_COLUMNS)}")
+        cols = "*" if with_preds else "key, config_key, config, " + ", ".join(CONFIG_COLUMNS) + \
             ", avg, worst_class, worst_acc, per_class, calib_counts, noise_images, calib_s, eval_s, version, " \
             "data_fp, weights_fp, created"
         clauses = " AND ".join(f"{k} IS ?" for k in where)
         sql = f"SELECT {cols} FROM trials" + (f" WHERE {clauses}" if where else "") + " ORDER BY key"
-        con = self._connect()
-        try:
+        with self._connection() as con:
             frame = pd.read_sql_query(sql, con, params=tuple(where.values()))
-        finally:
-            con.close()
         for col in ("per_class", "calib_counts"):
             frame[col] = frame[col].map(json.loads)
         return frame
 
     def fp_reference(self) -> pd.DataFrame:
-        con = self._connect()
-        try:
-            frame = pd.read_sql_query("SELECT model, dataset, weights, weights_fp, data_fp, avg, per_class "
+        with self._connection() as con:
+            frame = pd.read_sql_query("SELECT model, dataset, weights, weights_fp, data_fp, avg, per_class, created "
                                       "FROM fp_reference", con)
-        finally:
-            con.close()
         frame["per_class"] = frame["per_class"].map(json.loads)
         return frame
 
     def per_class(self, **where) -> pd.DataFrame:
         """Tidy frame: one row per trial and class, with the FP accuracy and the drop."""
         trials = self.trials(**where)
-        fp = {(r.model, r.dataset, r.weights_fp): r.per_class for r in self.fp_reference().itertuples()}
+        fp = {(r.model, r.dataset, r.weights_fp, r.data_fp): r.per_class for r in self.fp_reference().itertuples()}
         rows = []
         for t in trials.itertuples():
-            ref = fp.get((t.model, t.dataset, t.weights_fp), {})
+            ref = fp.get((t.model, t.dataset, t.weights_fp, t.data_fp), {})
             for cls, acc in t.per_class.items():
                 rows.append({**{c: getattr(t, c) for c in CONFIG_COLUMNS}, "key": t.key, "class": cls,
                              "acc": acc, "fp_acc": ref.get(cls, np.nan), "drop": ref.get(cls, np.nan) - acc})
@@ -155,6 +171,8 @@ class ResultsStore:
     def export(self, path: str | Path) -> Path:
         """Write the tidy per-class frame to ``.csv`` or ``.parquet``."""
         path = Path(path)
+        if not path.parent.is_dir():
+            raise ValueError(f"folder {str(path.parent)!r} does not exist")
         frame = self.per_class()
         if path.suffix == ".csv":
             frame.to_csv(path, index=False)

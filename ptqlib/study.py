@@ -12,7 +12,7 @@ import pandas as pd
 
 from .calibset import CalibSpec
 from .qmodel import QuantConfig
-from .store import ResultsStore
+from .store import ResultsStore, config_columns
 from .sweep import expand_grid, run_sweep
 from .trial import TrialConfig
 
@@ -46,9 +46,10 @@ class Cell:
                            CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p))
 
     def where(self) -> dict:
-        return dict(model=self.model, dataset=self.dataset, w_bits=self.w_bits, a_bits=self.a_bits,
-                    metric=self.metric, calib_size=self.calib_size, noise=self.noise, bias_class=self.bias_class,
-                    bias_p=self.bias_p, preset=self.preset, optimizer="grid", weights=self.weights)
+        """Store filters selecting this cell's trials (every configuration column but the seed)."""
+        where = config_columns(self.trial_config())
+        del where["seed"]
+        return where
 
 
 def level_cell(cell: Cell, factor: str, level) -> Cell:
@@ -59,12 +60,14 @@ def level_cell(cell: Cell, factor: str, level) -> Cell:
 
 
 def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int) -> pd.DataFrame:
-    """Tidy per-class rows of the first ``trials`` seeds of each level of ``factor``."""
+    """Tidy per-class rows of the first ``trials`` seeds of each level of ``factor``, on the
+    weights and data of the most recent FP reference of the cell's model and dataset."""
+    fingerprints = store.latest_fingerprints(cell.model, cell.dataset, cell.weights) or {"weights_fp": None}
     frames = []
     for level in levels:
-        where = level_cell(cell, factor, level).where()
-        tidy = store.per_class(**where)
-        frames.append(tidy[tidy["seed"] < trials].assign(level=level))
+        tidy = store.per_class(**level_cell(cell, factor, level).where(), **fingerprints)
+        first = sorted(tidy["seed"].unique())[:trials]
+        frames.append(tidy[tidy["seed"].isin(first)].assign(level=level))
     frame = pd.concat(frames, ignore_index=True)
     frame[factor] = frame.pop("level")
     return frame

@@ -11,9 +11,7 @@ import itertools
 from dataclasses import replace
 from typing import Iterable
 
-from .calibset import CalibSpec
-from .qmodel import QuantConfig
-from .store import ResultsStore, trial_row
+from .store import ResultsStore, row_key, trial_row
 from .trial import TrialConfig, TrialContext
 
 QUANT_FACTORS = ("w_bits", "a_bits", "preset", "metric", "weight_metric")
@@ -64,10 +62,14 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
     """Run the trials of ``configs`` missing from ``store``; returns counts."""
     from tqdm.auto import tqdm
 
-    done = store.existing_keys()
-    todo = list({c.key(): c for c in configs if c.key() not in done}.values())
     for cfg in {(c.model, c.dataset, c.weights): c for c in configs}.values():
         store.add_fp(_context(cfg))  # also checks data and weights before any work starts
+    done = store.existing_keys()
+    keyed = {}
+    for cfg in configs:
+        ctx = _context(cfg)
+        keyed.setdefault(row_key(cfg, ctx.weights_fp, ctx.data_fp), cfg)
+    todo = [cfg for key, cfg in keyed.items() if key not in done]
     bar = tqdm(total=len(todo), desc="trials", unit="trial", disable=not progress, smoothing=0.1)
     if workers <= 1 and scheduler is None:
         for cfg in todo:
@@ -76,7 +78,7 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
     else:
         _run_distributed(todo, store, workers, scheduler, bar)
     bar.close()
-    return {"requested": len(configs), "already_done": len(configs) - len(todo), "ran": len(todo)}
+    return {"requested": len(keyed), "already_done": len(keyed) - len(todo), "ran": len(todo)}
 
 
 def _run_distributed(todo: list[TrialConfig], store: ResultsStore, workers: int, scheduler: str | None, bar) -> None:

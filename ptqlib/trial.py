@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -26,7 +27,8 @@ OPTIMIZERS = ("grid",)  # observer-based grid search; see ptqlib.calibration
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything that changes a trial's result."""
+    """Everything that changes a trial's result, besides the exact weights and data (whose
+    fingerprints the results store adds to the key)."""
 
     model: str = "resnet20"
     dataset: str = "cifar10-jpeg"
@@ -93,21 +95,22 @@ class TrialContext:
     """The float model, data and float predictions shared by all trials of one model/dataset."""
 
     def __init__(self, model: str, dataset: str, weights: str | None = None) -> None:
-        self.model_name, self.dataset = check_model(model), dataset
-        size = model_info(model).input_size if model not in CIFAR_DEPTHS else None
+        self.model_name, self.dataset, self.weights_arg = check_model(model), dataset, weights
+        self.weights = resolve_weights(model, dataset, weights)
+        size = model_info(model).input_size
         self.test: Split = load_split(dataset, "test", size)
         self.pool: Split = load_split(dataset, "train", size)
-        self.weights = resolve_weights(model, dataset, weights)
         num_classes = self.test.num_classes if model in CIFAR_DEPTHS else None
         self.model = build_model(model, self.weights, num_classes=num_classes,
                                  in_channels=self.test.images.shape[1])
         self._check_label_space()
         self.classes = self.test.present_classes
         self.weights_fp = self.weights_fingerprint()
-        self.fp_preds = self._fp_predictions()
+        test_fp = self.test.fingerprint()
+        self.data_fp = f"{test_fp}-{self.pool.fingerprint()}"
+        self.fp_preds = self._fp_predictions(test_fp)
         self.fp_per_class = self.named(per_class_accuracy(self.fp_preds, self.test.labels, self.classes))
         self.fp_avg = accuracy(self.fp_preds, self.test.labels)
-        self.data_fp = f"{self.test.fingerprint()}-{self.pool.fingerprint()}"
 
     def _check_label_space(self) -> None:
         with torch.no_grad():
@@ -123,14 +126,14 @@ class TrialContext:
             digest.update(t.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
-    def _fp_predictions(self) -> torch.Tensor:
-        key = f"{self.model_name}-{self.weights_fp}-{self.test.fingerprint()}"
+    def _fp_predictions(self, test_fp: str) -> torch.Tensor:
+        key = f"{self.model_name}-{self.weights_fp}-{test_fp}"
         path = cache_dir() / "fp" / f"{key}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         preds = predict(self.model, self.test)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(preds, tmp)
         tmp.replace(path)
         return preds

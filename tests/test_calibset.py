@@ -59,9 +59,16 @@ def test_impossible_requests_are_clear_errors(pool, spec, message):
 
 
 @pytest.mark.parametrize("kwargs,message", [(dict(noise=1.5), "noise must be a fraction in [0, 1], got 1.5"),
-                                            (dict(bias_p=-0.1), "bias probability must be in [0, 1]"),
-                                            (dict(noise_kind="salt"), "unknown noise kind 'salt'")])
+                                            (dict(bias_class="c1", bias_p=-0.1), "bias probability must be in [0, 1]"),
+                                            (dict(noise=0.1, noise_kind="salt"), "unknown noise kind 'salt'"),
+                                            (dict(size=32, noise=0.01), "noise 0.01 of 32 calibration images is less than one image")])
 def test_spec_validation(kwargs, message):
     with pytest.raises(ValueError) as err:
         CalibSpec(**kwargs)
     assert message in str(err.value)
+
+
+def test_fields_that_cannot_matter_are_normalised():
+    assert CalibSpec(bias_p=0.9) == CalibSpec(bias_p=0.5) and CalibSpec().bias_p is None
+    assert CalibSpec(noise_kind="gaussian") == CalibSpec() and CalibSpec().noise_kind is None
+    assert CalibSpec(32, noise=0.05).noise_images == 2  # 1.6 rounds half up

@@ -58,7 +58,8 @@ def test_missing_data_and_corrupt_checkpoint_through_the_real_command(tmp_path, 
     bad = tmp_path / "bad.th"
     bad.write_bytes(b"\x00" * 64)
     for args, message in (
-        (["--data", f"folder:{tmp_path / 'nowhere'}"], "nowhere/test' does not exist"),
+        (["--data", f"folder:{tmp_path / 'nowhere'}", "--weights", str(tiny_checkpoint)], "nowhere/test' does not exist"),
+        (["--data", f"folder:{tiny_data}"], "no default weights for resnet20 on 'folder:"),
         (["--data", f"folder:{tiny_data}", "--weights", str(bad)], "bad.th' is not a readable PyTorch file"),
     ):
         proc = subprocess.run([sys.executable, "-m", "ptqlib.cli", "quantize", *args],
