@@ -1,5 +1,6 @@
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -63,24 +64,42 @@ def _sweep_args(base, weights, store):
     return [sys.executable, *SWEEP_CMD, "--data", base.dataset, "--weights", str(weights), "--store", str(store)]
 
 
+def _rows(path):
+    if not path.exists():
+        return 0
+    con = sqlite3.connect(path, timeout=60)
+    try:
+        return con.execute("SELECT count(*) FROM trials").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+    finally:
+        con.close()
+
+
 def test_sigkill_at_random_points_loses_nothing_and_changes_nothing(tmp_path, sweep_setup):
     base, weights = sweep_setup
     clean, killed = tmp_path / "clean.sqlite", tmp_path / "killed.sqlite"
     env = {**os.environ, "PTQ_CACHE": str(tmp_path / "cache")}
     subprocess.run(_sweep_args(base, weights, clean), check=True, capture_output=True, env=env)
     rng = np.random.default_rng(0)
-    for attempt in range(30):
+    kills = 0
+    while True:
+        # kill once the store holds a random number of rows, at a random moment of the next trial
+        done = _rows(killed)
+        target = int(rng.integers(done + 1, 9)) if done < 8 else 9  # 9: let it finish
         proc = subprocess.Popen(_sweep_args(base, weights, killed), env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            proc.wait(timeout=float(rng.uniform(1.0, 4.0)))
-        except subprocess.TimeoutExpired:
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and _rows(killed) < target:
+            time.sleep(0.02)
+        time.sleep(float(rng.uniform(0, 0.4)))
+        if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            kills += 1
+        proc.wait()
         if proc.returncode == 0:
             break
-    assert proc.returncode == 0, "the sweep never finished"
-    assert attempt > 0, "the sweep was never interrupted: the test proved nothing"
+        assert kills < 40, "the sweep does not make progress"
+    assert kills >= 2, "the sweep was hardly interrupted: the test proved little"
     a, b = per_class_table(ResultsStore(clean)), per_class_table(ResultsStore(killed))
     assert len(b) == 8
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
