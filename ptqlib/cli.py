@@ -19,6 +19,7 @@ from .data import DataError
 from .models import MODELS, CheckpointError
 from .qmodel import PRESETS, QuantConfig
 from .range_estimators import METRICS, WEIGHT_METRICS
+from .reconstruction import METHODS, ReconConfig
 from .trial import TrialConfig
 
 
@@ -44,6 +45,9 @@ def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--bias-class", default=[None] if many else None, nargs=n,
                    help="class drawn with probability --bias-p")
     p.add_argument("--bias-p", type=float, default=[0.5] if many else 0.5, nargs=n)
+    p.add_argument("--optimizer", default=["grid"] if many else "grid", nargs=n,
+                   help=f"grid (observer range search) or a reconstruction: {', '.join(METHODS)}")
+    p.add_argument("--iters", type=int, default=20_000, help="reconstruction iterations per unit")
     p.add_argument("--seed", type=int, default=0, help="the (first) seed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -57,7 +61,9 @@ def _trial_config(args: argparse.Namespace, first: bool = False) -> TrialConfig:
     bias_class = pick(args.bias_class)
     bias_class = None if bias_class is None or bias_class.lower() == "none" else bias_class
     calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, bias_class, pick(args.bias_p))
-    return TrialConfig(args.model, args.data, args.weights, quant, calib, seed=args.seed)
+    optimizer = pick(args.optimizer)
+    recon = ReconConfig(iters=args.iters) if optimizer != "grid" else None
+    return TrialConfig(args.model, args.data, args.weights, quant, calib, optimizer, args.seed, recon)
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -75,8 +81,9 @@ def cmd_quantize(args: argparse.Namespace) -> None:
                           "calib_class_counts": res.calib_counts, "noise_images": res.noise_images, "eval_seconds": round(res.eval_seconds, 3)}))
         return
     q = cfg.quant
+    optimizer = cfg.optimizer if cfg.recon is None else f"{cfg.optimizer} ({cfg.recon.iters} iterations per unit)"
     print(f"{cfg.model} on {cfg.dataset} ({len(ctx.test)} test images), W{q.w_bits}A{q.a_bits} {q.preset} "
-          f"preset, {q.metric} activation ranges, {cfg.calib.size} calibration images "
+          f"preset, {q.metric} activation ranges, {optimizer}, {cfg.calib.size} calibration images "
           f"({res.noise_images} noise), seed {cfg.seed}")
     width = max(len(c) for c in res.per_class) + 2
     print(f"{'class':<{width}}{'FP %':>8}{'quant %':>9}{'drop':>8}")
@@ -129,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     factors = {name: values for name, values in (
         ("w_bits", args.w_bits), ("a_bits", args.a_bits), ("metric", args.metric), ("preset", args.preset),
         ("calib_size", args.calib_size), ("noise", args.noise), ("bias_class", args.bias_class),
-        ("bias_p", args.bias_p)) if len(values) > 1}
+        ("bias_p", args.bias_p), ("optimizer", args.optimizer)) if len(values) > 1}
     if "bias_class" in factors:  # "none" stands for the balanced draw
         factors["bias_class"] = [None if v.lower() == "none" else v for v in factors["bias_class"]]
     configs = expand_grid(base, factors, range(args.seed, args.seed + args.trials))  # validates every cell

@@ -67,19 +67,23 @@ def _is_int(v) -> bool:
 
 class _QuantWeightLayer(nn.Module):
     """Shared part of quantized Conv2d/Linear: the weight, its quantizer, and a cache of the
-    fake-quantized weight used whenever no gradient is needed."""
+    fake-quantized weight used whenever no gradient is needed. During reconstruction a
+    ``rounding`` module (AdaRound, see :mod:`ptqlib.reconstruction`) replaces round-to-nearest."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, w_bits: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(weight.detach().clone())
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
         self.weight_quantizer = FakeQuantizer(WEIGHT_SPEC.with_bits(w_bits))
+        self.rounding: nn.Module | None = None
         self._cache: tuple[tuple, torch.Tensor] | None = None
 
     def effective_weight(self) -> torch.Tensor:
         q = self.weight_quantizer
         if not q.enabled:
             return self.weight
+        if self.rounding is not None:
+            return self.rounding(self.weight, q)
         if torch.is_grad_enabled():
             return q(self.weight)
         w = self.weight
@@ -109,7 +113,11 @@ class QuantLinear(_QuantWeightLayer):
 
 
 class ActQuantizer(nn.Module):
-    """An activation quantization point: observes during calibration, quantizes afterwards."""
+    """An activation quantization point: observes during calibration, quantizes afterwards.
+
+    ``keep_prob < 1`` (QDrop, Wei et al. 2022) keeps each element quantized only with that
+    probability, and only while gradients are computed (reconstruction), never in evaluation.
+    """
 
     def __init__(self, a_bits: int, scope: str) -> None:
         super().__init__()
@@ -117,11 +125,15 @@ class ActQuantizer(nn.Module):
         self.observer = HistogramObserver()
         self.quantizer = FakeQuantizer(ACT_SPEC.with_bits(a_bits))
         self.observing = False
+        self.keep_prob = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
             self.observer(x)
-        return self.quantizer(x)
+        out = self.quantizer(x)
+        if self.keep_prob < 1.0 and self.quantizer.enabled and torch.is_grad_enabled():
+            out = torch.where(torch.rand_like(x) < self.keep_prob, out, x)
+        return out
 
 
 QUANT_LAYERS = (QuantConv2d, QuantLinear)

@@ -145,6 +145,22 @@ class FakeQuantizer(nn.Module):
         self.calibrated = True
         self.generation += 1
 
+    def learn_scale(self) -> nn.Parameter:
+        """Make the scale a trainable parameter (LSQ, Esser et al. 2020); the zero point stays.
+        :meth:`freeze_scale` turns it back into a buffer."""
+        param = nn.Parameter(self.scale.detach().clone())
+        del self._buffers["scale"]
+        self.scale = param
+        return param
+
+    def freeze_scale(self) -> None:
+        if "scale" not in self._parameters:
+            return
+        value = self.scale.detach().clone()
+        del self._parameters["scale"]
+        self.register_buffer("scale", value)
+        self.generation += 1
+
     def set_bits(self, bits: int) -> None:
         """Change the bit-width; the quantizer must be calibrated again afterwards."""
         self.spec = self.spec.with_bits(bits)

@@ -33,13 +33,13 @@ from .trial import TrialConfig, TrialContext, TrialResult
 
 DEFAULT_STORE = Path("results/trials.sqlite")
 CONFIG_COLUMNS = ("model", "dataset", "weights", "preset", "w_bits", "a_bits", "metric", "weight_metric",
-                  "optimizer", "calib_size", "noise", "noise_kind", "bias_class", "bias_p", "seed")
+                  "optimizer", "iters", "calib_size", "noise", "noise_kind", "bias_class", "bias_p", "seed")
 FILTER_COLUMNS = (*CONFIG_COLUMNS, "weights_fp", "data_fp")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
     key TEXT PRIMARY KEY, config_key TEXT NOT NULL, config TEXT NOT NULL,
     model TEXT, dataset TEXT, weights TEXT, preset TEXT, w_bits INTEGER, a_bits INTEGER, metric TEXT,
-    weight_metric TEXT, optimizer TEXT, calib_size INTEGER, noise REAL, noise_kind TEXT, bias_class TEXT,
+    weight_metric TEXT, optimizer TEXT, iters INTEGER, calib_size INTEGER, noise REAL, noise_kind TEXT, bias_class TEXT,
     bias_p REAL, seed INTEGER,
     avg REAL NOT NULL, worst_class TEXT NOT NULL, worst_acc REAL NOT NULL, per_class TEXT NOT NULL,
     calib_counts TEXT NOT NULL, noise_images INTEGER NOT NULL, preds BLOB NOT NULL,
@@ -63,7 +63,7 @@ def config_columns(cfg: TrialConfig) -> dict:
     q, c = cfg.quant, cfg.calib
     return {"model": cfg.model, "dataset": cfg.dataset, "weights": cfg.weights, "preset": q.preset,
             "w_bits": q.w_bits, "a_bits": q.a_bits, "metric": q.metric, "weight_metric": q.weight_metric,
-            "optimizer": cfg.optimizer, "calib_size": c.size, "noise": c.noise, "noise_kind": c.noise_kind,
+            "optimizer": cfg.optimizer, "iters": cfg.recon.iters if cfg.recon else None, "calib_size": c.size, "noise": c.noise, "noise_kind": c.noise_kind,
             "bias_class": c.bias_class, "bias_p": c.bias_p, "seed": cfg.seed}
 
 
@@ -91,6 +91,9 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as con:
             con.executescript(SCHEMA)
+            columns = {row[1] for row in con.execute("PRAGMA table_info(trials)")}
+            if "iters" not in columns:  # stores written before reconstruction existed
+                con.execute("ALTER TABLE trials ADD COLUMN iters INTEGER")
 
     @contextmanager
     def _connection(self):

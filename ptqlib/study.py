@@ -12,6 +12,7 @@ import pandas as pd
 
 from .calibset import CalibSpec
 from .qmodel import QuantConfig
+from .reconstruction import ReconConfig
 from .store import ResultsStore, config_columns
 from .sweep import expand_grid, run_sweep
 from .trial import TrialConfig
@@ -21,6 +22,7 @@ FACTOR_LEVELS = {  # the levels the study uses (CIFAR-10)
     "calib_size": [1, 32, 256, 1024],
     "w_bits": [8, 6, 4],
     "metric": ["minmax", "mse", "kl", "cosine"],
+    "optimizer": ["grid", "adaround", "brecq", "qdrop"],
 }
 
 
@@ -39,11 +41,15 @@ class Cell:
     bias_p: float = 0.5
     preset: str = "reference"
     weights: str | None = None  # None: the project's default weights for the dataset
+    optimizer: str = "grid"
+    iters: int = 20_000  # reconstruction iterations per unit (ignored by grid search)
 
     def trial_config(self) -> TrialConfig:
+        recon = ReconConfig(iters=self.iters) if self.optimizer != "grid" else None
         return TrialConfig(self.model, self.dataset, self.weights,
                            QuantConfig(self.w_bits, self.a_bits, self.preset, self.metric),
-                           CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p))
+                           CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p),
+                           self.optimizer, recon=recon)
 
     def where(self) -> dict:
         """Store filters selecting this cell's trials (every configuration column but the seed)."""

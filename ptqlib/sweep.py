@@ -17,7 +17,7 @@ from .trial import TrialConfig, TrialContext
 QUANT_FACTORS = ("w_bits", "a_bits", "preset", "metric", "weight_metric")
 CALIB_FACTORS = {"calib_size": "size", "noise": "noise", "noise_kind": "noise_kind",
                  "bias_class": "bias_class", "bias_p": "bias_p"}
-FACTORS = (*QUANT_FACTORS, *CALIB_FACTORS)
+FACTORS = (*QUANT_FACTORS, *CALIB_FACTORS, "optimizer")
 
 
 def with_factor(cfg: TrialConfig, name: str, value) -> TrialConfig:
@@ -25,6 +25,8 @@ def with_factor(cfg: TrialConfig, name: str, value) -> TrialConfig:
         return replace(cfg, quant=replace(cfg.quant, **{name: value}))
     if name in CALIB_FACTORS:
         return replace(cfg, calib=replace(cfg.calib, **{CALIB_FACTORS[name]: value}))
+    if name == "optimizer":
+        return replace(cfg, optimizer=value)
     raise ValueError(f"unknown sweep factor {name!r}; choose from {', '.join(FACTORS)}")
 
 

@@ -15,14 +15,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .calibration import calibrate
+from .calibration import calibrate, calibrate_activations, calibrate_weights
 from .calibset import CalibSpec, build_calibration_set
 from .data import Split, cache_dir, load_split
 from .metrics import accuracy, per_class_accuracy, predict
 from .models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
-from .qmodel import QuantConfig, quantize_model
+from .qmodel import QuantConfig, QuantizedModel, quantize_model
+from .reconstruction import METHODS, ReconConfig, reconstruct
 
-OPTIMIZERS = ("grid",)  # observer-based grid search; see ptqlib.calibration
+OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.calibration)
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,24 @@ class TrialConfig:
     calib: CalibSpec = field(default_factory=CalibSpec)
     optimizer: str = "grid"
     seed: int = 0
+    recon: ReconConfig | None = None  # reconstruction settings; None for grid search
 
     def __post_init__(self) -> None:
         check_model(self.model)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "grid":
+            object.__setattr__(self, "recon", None)
+        elif self.recon is None:
+            object.__setattr__(self, "recon", ReconConfig())
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["recon"] is None:  # grid-search trials keep the keys they had before reconstruction
+            del d["recon"]
+        return d
 
     def key(self) -> str:
         """Canonical hash of the whole configuration, seed included."""
@@ -54,7 +63,8 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrialConfig":
-        return cls(**{**d, "quant": QuantConfig(**d["quant"]), "calib": CalibSpec(**d["calib"])})
+        recon = ReconConfig(**d["recon"]) if d.get("recon") else None
+        return cls(**{**d, "quant": QuantConfig(**d["quant"]), "calib": CalibSpec(**d["calib"]), "recon": recon})
 
 
 @dataclass(frozen=True)
@@ -141,11 +151,23 @@ class TrialContext:
     def named(self, per_class: dict[int, float]) -> dict[str, float]:
         return {self.test.class_names[c]: a for c, a in per_class.items()}
 
+    def quantize(self, cfg: TrialConfig, images: torch.Tensor) -> QuantizedModel:
+        """Grid search on all calibration images; or, for reconstruction, ranges initialised on
+        the first ``act_init_size`` images and then reconstruction on all of them."""
+        if cfg.recon is None:
+            return calibrate(quantize_model(self.model, cfg.quant), images)
+        qmodel = quantize_model(self.model, cfg.quant)
+        calibrate_weights(qmodel)
+        calibrate_activations(qmodel, images[:cfg.recon.act_init_size])
+        qmodel.set_quant_state(weights=True, acts=True)
+        reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed)
+        return qmodel
+
     def run(self, cfg: TrialConfig) -> TrialResult:
         assert (cfg.model, cfg.dataset) == (self.model_name, self.dataset), "trial does not match its context"
         t0 = time.perf_counter()
         calib = build_calibration_set(self.pool, cfg.calib, cfg.seed)
-        qmodel = calibrate(quantize_model(self.model, cfg.quant), calib.images)
+        qmodel = self.quantize(cfg, calib.images)
         t1 = time.perf_counter()
         preds = predict(qmodel, self.test)
         t2 = time.perf_counter()

@@ -7,6 +7,7 @@ import torch
 
 from ptqlib.cli import main
 from ptqlib.qmodel import QuantConfig
+from ptqlib.reconstruction import ReconConfig
 from ptqlib.calibset import CalibSpec
 from ptqlib.trial import TrialConfig, TrialContext
 
@@ -80,8 +81,10 @@ def test_same_seed_same_trial_other_seed_other_calibration(tiny_data, tiny_check
 def test_trial_config_is_validated():
     with pytest.raises(ValueError, match="calibration size must be a positive integer, got 0"):
         CalibSpec(size=0)
-    with pytest.raises(ValueError, match="unknown optimizer 'brecq'"):
-        TrialConfig(optimizer="brecq")
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'; choose one of grid, adaround, brecq, qdrop"):
+        TrialConfig(optimizer="sgd")
+    assert TrialConfig(optimizer="qdrop").recon.iters == 20_000 and TrialConfig(recon=ReconConfig()).recon is None
+    assert "recon" not in TrialConfig().to_dict()  # grid-search keys do not depend on reconstruction
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         TrialConfig(seed=-1)
 
@@ -95,3 +98,11 @@ def test_bench_reports_the_ratios_it_measured(capsys, tiny_data, tiny_checkpoint
         assert res[key] > 0
     assert res["trial_s"] == pytest.approx(res["calib_s"] + res["quant_eval_s"], abs=2e-3)
     assert res["quant_eval_over_fp_eval"] == pytest.approx(res["quant_eval_s"] / res["fp_eval_s"], rel=0.1)
+
+
+def test_quantize_with_reconstruction(capsys, tiny_data, tiny_checkpoint):
+    code, out, _ = run_cli(capsys, *tiny_args(tiny_data, tiny_checkpoint, "--optimizer", "qdrop", "--iters", "5",
+                                              "--json"))
+    assert code == 0
+    res = json.loads(out)
+    assert res["config"]["optimizer"] == "qdrop" and res["config"]["recon"]["iters"] == 5

@@ -1,0 +1,96 @@
+import copy
+
+import pytest
+import torch
+
+from ptqlib.calibration import calibrate
+from ptqlib.models import CifarResNet, Normalized, build_model
+from ptqlib.qmodel import ActQuantizer, QuantConfig, quantize_model
+from ptqlib.quantizer import QuantSpec, qparams_from_range
+from ptqlib.reconstruction import AdaRound, ReconConfig, beta_at, reconstruct
+from ptqlib.quantizer import FakeQuantizer
+
+from .conftest import randomize_bn
+
+
+def calibrated(w_bits=4, a_bits=4, seed=0):
+    torch.manual_seed(seed)
+    model = Normalized(randomize_bn(CifarResNet(3, 10), seed), (0.5,) * 3, (0.25,) * 3).eval()
+    images = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return model, calibrate(quantize_model(model, QuantConfig(w_bits, a_bits)), images), images
+
+
+def test_adaround_starts_at_the_float_weight_and_ends_on_floor_or_ceil():
+    w = torch.randn(4, 3, 3, 3)
+    q = FakeQuantizer(QuantSpec(3, per_channel=True))
+    # a range wider than the weights: nothing is clipped
+    q.set_qparams(*qparams_from_range(w.flatten(1).min(1).values * 1.2, w.flatten(1).max(1).values * 1.2, q.spec))
+    r = AdaRound(w, q)
+    assert torch.allclose(r(w, q), w, atol=1e-5)  # h(V) = frac(w / s): the soft weight is the weight
+    r.hard = True
+    assert set(r.h().unique().tolist()) <= {0.0, 1.0}
+    steps = w / q.scale.view(-1, 1, 1, 1)
+    up = (r(w, q) / q.scale.view(-1, 1, 1, 1) - torch.floor(steps))
+    assert torch.allclose(up, up.round(), atol=1e-4) and set(up.round().unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(up.round(), (r.logits >= 0).float())
+
+
+def test_beta_schedule():
+    cfg = ReconConfig(iters=100)
+    assert beta_at(0, cfg) == (20.0, False) and beta_at(19, cfg) == (20.0, False)
+    assert beta_at(20, cfg)[1] and beta_at(20, cfg)[0] == pytest.approx(20.0)
+    assert beta_at(99, cfg)[0] == pytest.approx(2.0 + 18.0 / 80, rel=1e-6)
+
+
+@pytest.mark.parametrize("method,units", [("adaround", 20), ("brecq", 11), ("qdrop", 11)])
+def test_reconstruction_beats_grid_search_and_leaves_a_plain_quantized_model(method, units):
+    model, qmodel, images = calibrated()
+    x = torch.rand(32, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        grid_err = ((qmodel(x) - ref) ** 2).mean()
+    reports = reconstruct(qmodel, images, method, ReconConfig(iters=150, batch_size=16), progress=False)
+    assert len(reports) == units  # layers for AdaRound; stem, 9 blocks and the classifier otherwise
+    assert sum(r.recon_loss for r in reports) < sum(r.grid_loss for r in reports)
+    with torch.no_grad():
+        assert ((qmodel(x) - ref) ** 2).mean() < grid_err
+    for _, layer in qmodel.quant_layers():
+        q = layer.weight_quantizer
+        assert layer.rounding is None
+        on_grid = layer.weight * (1.0 / q.scale.view(-1, *[1] * (layer.weight.dim() - 1)))
+        assert torch.allclose(on_grid, on_grid.round(), atol=1e-3)  # hard-rounded: exactly on the grid
+    for aq in qmodel.act_quantizers():
+        assert "scale" in aq.quantizer._buffers and aq.keep_prob == 1.0
+
+
+def test_same_seed_same_reconstruction():
+    _, a, images = calibrated()
+    b = copy.deepcopy(a)
+    reconstruct(a, images, "qdrop", ReconConfig(iters=30, batch_size=8), seed=3, progress=False)
+    reconstruct(b, images, "qdrop", ReconConfig(iters=30, batch_size=8), seed=3, progress=False)
+    for (_, la), (_, lb) in zip(a.quant_layers(), b.quant_layers()):
+        assert torch.equal(la.weight, lb.weight)
+    for qa, qb in zip(a.act_quantizers(), b.act_quantizers()):
+        assert torch.equal(qa.quantizer.scale, qb.quantizer.scale)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mnasnet1_0", "regnet_x_600mf", "efficientnet_lite0"])
+def test_imagenet_architectures_reconstruct_block_by_block(name):
+    torch.manual_seed(0)
+    net = build_model(name, pretrained=False, num_classes=10).net
+    model = Normalized(randomize_bn(net), (0.5,) * 3, (0.25,) * 3).eval()
+    images = torch.rand(8, 3, 32, 32)
+    qmodel = calibrate(quantize_model(model, QuantConfig(4, 8)), images)
+    reports = reconstruct(qmodel, images, "brecq", ReconConfig(iters=3, batch_size=4), progress=False)
+    assert len(reports) > 5 and all(r.layers >= 1 for r in reports)
+    assert torch.isfinite(qmodel(images)).all()
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="iters must be a positive integer, got 0"):
+        ReconConfig(iters=0)
+    with pytest.raises(ValueError, match="keep_prob must be in"):
+        ReconConfig(keep_prob=0.0)
+    _, qmodel, images = calibrated()
+    with pytest.raises(ValueError, match="unknown reconstruction method 'lsq'"):
+        reconstruct(qmodel, images, "lsq", ReconConfig(iters=1))
