@@ -14,10 +14,11 @@ import time
 
 import torch
 
-from .calibration import calibrate
+from .calibration import calibrate, calibrate_activations, calibrate_weights
+from .calibset import build_calibration_set
+from .reconstruction import REFERENCE_ITERS, reconstruct
 from .metrics import accuracy, predict
 from .qmodel import quantize_model
-from .calibset import build_calibration_set
 from .trial import TrialConfig, TrialContext
 
 
@@ -89,3 +90,34 @@ def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=l
     out["fp_avg"] = round(ctx.fp_avg, 2)
     out.update({k: round(v, 2) for k, v in acc.items()})
     return out
+
+
+def run_recon_bench(cfg: TrialConfig, log=lambda *_: None) -> dict:
+    """Time one reconstruction trial: iterations per second of every unit, the trial's total,
+    and the total projected to the reference's 20 000 iterations per unit (reconstruction time
+    scales linearly with the iterations; the rest does not change)."""
+    assert cfg.recon is not None, "a reconstruction optimizer is needed"
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
+    images = build_calibration_set(ctx.pool, cfg.calib, cfg.seed).images
+    t0 = time.perf_counter()
+    qmodel = quantize_model(ctx.model, cfg.quant)
+    calibrate_weights(qmodel)
+    calibrate_activations(qmodel, images[:cfg.recon.act_init_size])
+    qmodel.set_quant_state(weights=True, acts=True)
+    t1 = time.perf_counter()
+    reports = reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed)
+    t2 = time.perf_counter()
+    preds = predict(qmodel, ctx.test)
+    t3 = time.perf_counter()
+    recon_s = sum(r.seconds for r in reports)
+    other_s = (t3 - t0) - recon_s
+    log(f"{cfg.optimizer}: {len(reports)} units, {recon_s:.1f} s of reconstruction")
+    return {"model": cfg.model, "dataset": cfg.dataset, "optimizer": cfg.optimizer, "w_bits": cfg.quant.w_bits,
+            "a_bits": cfg.quant.a_bits, "calib_size": cfg.calib.size, "iters": cfg.recon.iters,
+            "threads": torch.get_num_threads(),
+            "units": [{"unit": r.name, "layers": r.layers, "iters_per_s": round(r.iters_per_s, 1),
+                       "grid_loss": round(r.grid_loss, 4), "recon_loss": round(r.recon_loss, 4)} for r in reports],
+            "init_s": round(t1 - t0, 2), "reconstruction_s": round(t2 - t1, 2), "eval_s": round(t3 - t2, 2),
+            "trial_s": round(t3 - t0, 2),
+            "projected_trial_s_at_20000_iters": round(other_s + recon_s * REFERENCE_ITERS / cfg.recon.iters, 1),
+            "fp_avg": round(ctx.fp_avg, 2), "avg": round(accuracy(preds, ctx.test.labels), 2)}

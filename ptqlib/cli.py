@@ -106,10 +106,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import run_bench
+    from .bench import run_bench, run_recon_bench
 
-    out = run_bench(_trial_config(args), reps=args.reps, with_torch_ao=not args.no_torch_ao,
-                    log=lambda m: print(m, file=sys.stderr))
+    cfg = _trial_config(args)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if cfg.recon is None:
+        out = run_bench(cfg, reps=args.reps, with_torch_ao=not args.no_torch_ao, log=log)
+    else:
+        out = run_recon_bench(cfg, log=log)
     if args.json:
         print(json.dumps(out))
     else:
@@ -159,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="quantize a model once and evaluate it per class")
     _add_trial_args(p)
     p.set_defaults(func=cmd_quantize)
-    p = sub.add_parser("bench", help="time a trial against FP evaluation and torch.ao")
+    p = sub.add_parser("bench", help="time a trial against FP evaluation and torch.ao "
+                                     "(with --optimizer: time a reconstruction, unit by unit)")
     _add_trial_args(p)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--no-torch-ao", action="store_true")

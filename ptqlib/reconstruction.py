@@ -37,6 +37,7 @@ from .quantizer import FakeQuantizer, _broadcast
 
 METHODS = ("adaround", "brecq", "qdrop")
 ZETA, GAMMA = 1.1, -0.1
+REFERENCE_ITERS = 20_000
 BLOCK_TYPES = (BasicBlock, MBConv, torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck,
                torchvision.models.mobilenetv2.InvertedResidual, torchvision.models.mnasnet._InvertedResidual,
                torchvision.models.regnet.ResBottleneckBlock)
@@ -46,7 +47,7 @@ BLOCK_TYPES = (BasicBlock, MBConv, torchvision.models.resnet.BasicBlock, torchvi
 class ReconConfig:
     """Settings of a reconstruction; the defaults are the reference code's (BRECQ/QDrop)."""
 
-    iters: int = 20_000  # per unit
+    iters: int = REFERENCE_ITERS  # per unit
     batch_size: int = 32
     lam: float = 0.01  # rounding regularisation weight (0.1 for MobileNetV2 in the reference)
     beta_start: float = 20.0

@@ -106,3 +106,12 @@ def test_quantize_with_reconstruction(capsys, tiny_data, tiny_checkpoint):
     assert code == 0
     res = json.loads(out)
     assert res["config"]["optimizer"] == "qdrop" and res["config"]["recon"]["iters"] == 5
+
+
+def test_reconstruction_bench_reports_units_and_the_projection(capsys, tiny_data, tiny_checkpoint):
+    code, out, _ = run_cli(capsys, "bench", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint),
+                           "--calib-size", "16", "--optimizer", "brecq", "--iters", "4", "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert len(res["units"]) == 11 and all(u["iters_per_s"] > 0 for u in res["units"])
+    assert res["projected_trial_s_at_20000_iters"] > res["trial_s"]
