@@ -1,0 +1,60 @@
+# %% [markdown]
+# # Optimization algorithm
+#
+# Grid search (observer ranges, MSE) against the reconstruction methods AdaRound (layer by
+# layer), BRECQ (block by block, with learned activation steps) and QDrop (BRECQ with
+# activations randomly left unquantized during reconstruction). All four use the same
+# calibration sets (1024 images, the reference setting of the reconstruction methods).
+# The reconstructions here run **`iters` iterations per unit**, fewer than the reference's
+# 20 000, to fit a CPU; the table says how many trials each method has.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+weights = None
+w_bits, a_bits, metric, calib_size = 4, 4, "mse", 1024
+levels = ["grid", "adaround", "brecq", "qdrop"]
+iters = 500
+trials = 50
+compute_missing = False
+
+# %%
+import matplotlib.pyplot as plt
+
+from ptqlib.aggregate import AVERAGE, class_summary, worst_class
+from ptqlib.plotting import mean_std_lines
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters)
+if compute_missing:
+    print(ensure_trials(store, cell, "optimizer", levels, trials))
+frame = factor_frame(store, cell, "optimizer", levels, trials)
+assert len(frame), "no trials for this factor in the store"
+counts = trial_counts(frame, "optimizer")
+print("trials per optimizer:", ", ".join(f"{k}: {n}" for k, n in counts.items()),
+      f"(reconstruction: {iters} iterations per unit)")
+
+# %%
+summary = class_summary(frame, by=["optimizer"])
+summary["optimizer"] = summary["optimizer"].astype("category").cat.set_categories(
+    [lv for lv in levels if lv in set(summary["optimizer"])], ordered=True)
+mean_std_lines(summary.sort_values("optimizer"), "optimizer")
+plt.tight_layout()
+plt.show()
+summary.pivot(index="class", columns="optimizer", values="mean").round(2)
+
+# %%
+worst = worst_class(frame, by=["optimizer"]).set_index("optimizer")
+worst.round(2)
+
+# %%
+means = summary.pivot(index="class", columns="optimizer", values="mean")
+if "grid" in means.columns:
+    for opt in [c for c in means.columns if c != "grid"]:
+        gain = means[opt] - means["grid"]
+        per_class = gain.drop(index=AVERAGE)
+        print(f"{opt} vs grid: average {gain[AVERAGE]:+.2f} points; {int((per_class < 0).sum())} of {len(per_class)} "
+              f"classes lose accuracy (largest loss {per_class.min():+.2f}, '{per_class.idxmin()}'); "
+              f"mean worst class {worst.loc[opt, 'worst_mean'] - worst.loc['grid', 'worst_mean']:+.2f} points")
