@@ -15,6 +15,7 @@
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
 model, dataset = "resnet20", "cifar10-jpeg"
+weights = None  # None: the project's default weights for the dataset
 w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
 trials = 50
 
@@ -27,7 +28,7 @@ from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, factor_frame
 
 store = ResultsStore(store_path)
-tidy = factor_frame(store, Cell(model, dataset, w_bits, a_bits, metric, calib_size), "noise", [0.0], trials)
+tidy = factor_frame(store, Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights), "noise", [0.0], trials)
 assert len(tidy), "the default cell has no trials in the store"
 summary = class_summary(tidy).set_index("class")
 avg, classes = summary.loc[AVERAGE], summary.drop(index=AVERAGE)

@@ -1,0 +1,94 @@
+"""Builds the whole book on a tiny configuration and opens every page in headless Chromium.
+
+Every section notebook is executed by papermill with parameters pointing at a store, data and
+weights made here, the book is compiled by Jupyter Book, and each page is loaded in Debian's
+Chromium (driven by Selenium): every figure must load and no cell may show an error.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ptqlib.models import CifarResNet
+from ptqlib.report import BOOK, ROOT, run_section, sections
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, ensure_trials
+from ptqlib.train import TrainConfig, train
+
+from .conftest import randomize_bn
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+webdriver = pytest.importorskip("selenium.webdriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+
+
+def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
+    """A store with every factor's cells, a training card and a single-trial result."""
+    weights = root / "weights" / "resnet20.pt"
+    weights.parent.mkdir(parents=True)
+    torch.save(randomize_bn(CifarResNet(3, num_classes=3)).state_dict(), weights)
+    dataset = f"folder:{tiny_data}"
+    train(TrainConfig("resnet20", dataset, str(weights), epochs=1, batch_size=8), root / "cards" / "resnet20.pt",
+          log=lambda m: None)
+    store = ResultsStore(root / "trials.sqlite")
+    cell = Cell("resnet20", dataset, calib_size=8, weights=str(weights), iters=2)
+    for factor, levels in {"noise": [0.0, 0.25], "bias_class": [None, "ant"], "calib_size": [8, 16],
+                           "w_bits": [8, 4], "metric": ["mse", "minmax"], "optimizer": ["grid", "brecq"]}.items():
+        ensure_trials(store, cell, factor, levels, trials=2, progress=False)
+    results = root / "quantize"
+    results.mkdir()
+    out = subprocess.run([sys.executable, "-m", "ptqlib.cli", "quantize", "--data", dataset, "--weights",
+                          str(weights), "--calib-size", "8", "--json"], capture_output=True, text=True, check=True)
+    (results / "resnet20-w4a4-mse.json").write_text(out.stdout)
+    common = {"store_path": str(store.path), "dataset": dataset, "weights": str(weights), "trials": 2}
+    return {
+        "intro": {**common, "calib_size": 8},
+        "models": {"weights_dir": str(root / "cards")},
+        "first_look": {"results_dir": str(results)},
+        "reliability": {**common, "calib_size": 8},
+        "noise": {**common, "calib_size": 8, "levels": [0.0, 0.25]},
+        "bias": {**common, "calib_size": 8, "bias_classes": ["ant"]},
+        "calib_size": {**common, "levels": [8, 16]},
+        "bitwidth": {**common, "calib_size": 8, "levels": [8, 4]},
+        "metric": {**common, "calib_size": 8, "levels": ["mse", "minmax"]},
+        "optimizer": {**common, "calib_size": 8, "levels": ["grid", "brecq"], "iters": 2},
+    }
+
+
+def test_every_section_renders_in_a_browser(tmp_path, tiny_data):
+    params = _tiny_inputs(tmp_path / "inputs", tiny_data)
+    assert set(params) == set(sections()), "a section has no tiny configuration in this test"
+    site = tmp_path / "site"
+    (site / "book").mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, site / name)
+    (site / "book" / "_toc.yml").symlink_to("../_toc.yml")
+    for page in BOOK.glob("*.md"):
+        shutil.copy(page, site / "book" / page.name)
+    for name, p in params.items():
+        run_section(name, p, site / "book")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    subprocess.run([str(jb), "build", str(site / "book"), "--path-output", str(site), "-W", "-n", "--keep-going"],
+                   check=True, capture_output=True, cwd=site)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+    try:
+        for name in sections():
+            driver.get((site / "_build" / "html" / f"{name}.html").as_uri())
+            images = driver.execute_script(
+                "return Array.from(document.images).filter(i => i.src.includes('_images'))"
+                ".map(i => [i.src, i.complete && i.naturalWidth > 0]);")
+            text = driver.find_element("tag name", "body").text
+            assert "Traceback" not in text and "Error" not in driver.title, name
+            assert images and all(ok for _, ok in images), (name, images)
+    finally:
+        driver.quit()
