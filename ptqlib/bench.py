@@ -84,6 +84,8 @@ def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=l
     out["trial_s"] = round(med["calib_s"] + med["quant_eval_s"], 3)
     out["quant_eval_over_fp_eval"] = round(med["quant_eval_s"] / med["fp_eval_s"], 3)
     out["calib_share_of_trial"] = round(med["calib_s"] / out["trial_s"], 3)
+    out["trials_per_hour"] = round(3600 / out["trial_s"], 1)
+    out["fp_eval_floor_trials_per_hour"] = round(3600 / med["fp_eval_s"], 1)  # a trial can't beat one FP pass
     if with_torch_ao:
         out["torch_ao_trial_s"] = round(med["torch_ao_calib_s"] + med["torch_ao_eval_s"], 3)
         out["torch_ao_trial_over_ours"] = round(out["torch_ao_trial_s"] / out["trial_s"], 3)

@@ -94,7 +94,7 @@ def test_bench_reports_the_ratios_it_measured(capsys, tiny_data, tiny_checkpoint
                            "--calib-size", "8", "--reps", "1", "--json")
     assert code == 0
     res = json.loads(out)
-    for key in ("fp_eval_s", "quant_eval_s", "calib_s", "trial_s", "torch_ao_trial_s"):
+    for key in ("fp_eval_s", "quant_eval_s", "calib_s", "trial_s", "torch_ao_trial_s", "trials_per_hour"):
         assert res[key] > 0
     assert res["trial_s"] == pytest.approx(res["calib_s"] + res["quant_eval_s"], abs=2e-3)
     assert res["quant_eval_over_fp_eval"] == pytest.approx(res["quant_eval_s"] / res["fp_eval_s"], rel=0.1)
