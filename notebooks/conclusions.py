@@ -1,0 +1,37 @@
+# %% [markdown]
+# # Do the study's conclusions hold here?
+#
+# The study (Yuan et al. 2023) drew four conclusions. Each is checked below against the
+# results in the store, with the numbers it rests on and the rule used (see
+# `ptqlib.conclusions`); a conclusion whose cells have too few trials is marked as such.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+weights = None
+w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+bias_classes = ["airplane", "bird", "cat", "ship"]
+recon_iters = 500
+trials = 50
+
+# %%
+from dataclasses import replace
+
+import pandas as pd
+
+from ptqlib.conclusions import MIN_TRIALS, all_verdicts
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
+verdicts = all_verdicts(store, cell, trials, bias_classes, replace(cell, calib_size=1024, iters=recon_iters))
+label = {True: "supported", False: "not supported", None: f"not enough data (< {MIN_TRIALS} trials in a cell)"}
+table = pd.DataFrame([{"conclusion": v.conclusion, "verdict": label[v.supported], "trials": v.trials,
+                       "evidence": v.evidence} for v in verdicts], index=range(1, len(verdicts) + 1))
+pd.set_option("display.max_colwidth", None)
+table
+
+# %%
+for i, v in enumerate(verdicts, 1):
+    print(f"{i}. {v.conclusion}\n   -> {label[v.supported]} ({v.trials} trials): {v.evidence}\n")

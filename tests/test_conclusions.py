@@ -1,0 +1,39 @@
+import json
+from types import SimpleNamespace
+
+import torch
+
+from ptqlib.conclusions import classes_drop_more, low_bits_hit_classes
+from ptqlib.store import ResultsStore, config_columns, pack_preds, row_key
+from ptqlib.study import Cell, level_cell
+
+
+def _fill(store, cell, per_class_by_seed):
+    """Write trials with given per-class accuracies (FP: 90 for every class)."""
+    for seed, per_class in enumerate(per_class_by_seed):
+        cfg = cell.trial_config()
+        cfg = type(cfg)(**{**vars(cfg), "seed": seed})
+        row = {"key": row_key(cfg, "w", "d"), "config_key": cfg.key(), "config": json.dumps(cfg.to_dict()),
+               **config_columns(cfg), "avg": sum(per_class.values()) / len(per_class),
+               "worst_class": min(per_class, key=per_class.get), "worst_acc": min(per_class.values()),
+               "per_class": json.dumps(per_class), "calib_counts": "{}", "noise_images": 0,
+               "preds": pack_preds(torch.zeros(3, dtype=torch.long)), "calib_s": 1.0, "eval_s": 1.0,
+               "version": "test", "data_fp": "d", "weights_fp": "w", "created": 0.0}
+        store.add_trial(row)
+
+
+def test_verdicts_from_hand_made_trials(tmp_path):
+    store = ResultsStore(tmp_path / "s.sqlite")
+    ctx = SimpleNamespace(model_name="resnet20", dataset="toy", weights_fp="w", data_fp="d", weights_arg=None,
+                          fp_avg=90.0, fp_per_class={"a": 90.0, "b": 90.0, "c": 90.0}, fp_preds=torch.zeros(3))
+    store.add_fp(ctx)
+    cell = Cell("resnet20", "toy")
+    assert classes_drop_more(store, cell, 50).supported is None  # no trials yet
+    # class a: drop 9 +- 3; b and c: drop 0 +- 0.5; the average drops 3 +- ~1
+    _fill(store, cell, [{"a": 81.0 + d, "b": 90.0 + e, "c": 90.0 - e} for d, e in
+                        ((-3, 0.5), (3, -0.5), (0, 0.5), (-3, -0.5), (3, 0.5), (0, 0))])
+    v = classes_drop_more(store, cell, 50)
+    assert v.supported is True and v.trials == 6 and "'a'" in v.evidence
+    _fill(store, level_cell(cell, "w_bits", 8), [{"a": 89.0, "b": 89.5, "c": 89.5}] * 5)
+    v = low_bits_hit_classes(store, cell, 50)
+    assert v.supported is True and "W4A4: average drop 3.00, largest class drop 9.00 ('a')" in v.evidence
