@@ -115,3 +115,11 @@ def test_reconstruction_bench_reports_units_and_the_projection(capsys, tiny_data
     res = json.loads(out)
     assert len(res["units"]) == 11 and all(u["iters_per_s"] > 0 for u in res["units"])
     assert res["projected_trial_s_at_20000_iters"] > res["trial_s"]
+
+
+def test_bias_class_none_means_balanced(capsys, tiny_data, tiny_checkpoint):
+    code, out, _ = run_cli(capsys, *tiny_args(tiny_data, tiny_checkpoint, "--bias-class", "none", "--json"))
+    assert code == 0 and json.loads(out)["config"]["calib"]["bias_class"] is None
+    code, out, _ = run_cli(capsys, *tiny_args(tiny_data, tiny_checkpoint, "--bias-class", "bee", "--bias-p", "1.0", "--calib-size", "8",
+                                              "--json"))
+    assert code == 0 and json.loads(out)["calib_class_counts"] == {"ant": 0, "bee": 8, "cat": 0}

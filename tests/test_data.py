@@ -73,3 +73,19 @@ def test_fashion_mnist_idx_files(tmp_path, monkeypatch):
     assert split.images.shape == (5, 1, 28, 28)
     assert torch.equal(split.images[:, 0], torch.from_numpy(images.astype(np.uint8)))
     assert split.labels.tolist() == [0, 3, 9, 3, 1] and split.class_names[9] == "boot"
+
+
+def test_folder_splits_share_one_label_space(tmp_path):
+    write_image_folder(tmp_path, classes=("ant", "bee", "cat"), per_class=(2, 1))
+    for f in (tmp_path / "test" / "ant").iterdir():
+        f.unlink()
+    (tmp_path / "test" / "ant").rmdir()  # the test split lacks a class
+    test = load_split(f"folder:{tmp_path}", "test")
+    assert test.class_names == ("ant", "bee", "cat") and test.present_classes == [1, 2]
+
+
+def test_unreadable_image_is_named(tmp_path):
+    write_image_folder(tmp_path, classes=("ant",), per_class=(1, 1))
+    (tmp_path / "test" / "ant" / "0000.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="0000.png' cannot be read"):
+        load_split(f"folder:{tmp_path}", "test")
