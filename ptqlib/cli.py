@@ -19,7 +19,7 @@ from .data import DataError
 from .models import MODELS, CheckpointError
 from .qmodel import PRESETS, QuantConfig
 from .range_estimators import METRICS, WEIGHT_METRICS
-from .reconstruction import METHODS, ReconConfig
+from .reconstruction import METHODS, default_recon
 from .trial import TrialConfig
 
 
@@ -62,7 +62,7 @@ def _trial_config(args: argparse.Namespace, first: bool = False) -> TrialConfig:
     bias_class = None if bias_class is None or bias_class.lower() == "none" else bias_class
     calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, bias_class, pick(args.bias_p))
     optimizer = pick(args.optimizer)
-    recon = ReconConfig(iters=args.iters) if optimizer != "grid" else None
+    recon = default_recon(args.model, args.iters) if optimizer != "grid" else None
     return TrialConfig(args.model, args.data, args.weights, quant, calib, optimizer, args.seed, recon)
 
 

@@ -232,6 +232,7 @@ def _insert_act_quantizers(gm: fx.GraphModule, a_bits: int) -> None:
         gm.add_submodule(name, ActQuantizer(a_bits, _scope(end)))
         with gm.graph.inserting_after(end):
             q = gm.graph.call_module(name, (end,))
+        q.meta["nn_module_stack"] = dict(end.meta.get("nn_module_stack") or {})  # it belongs where `end` does
         end.replace_all_uses_with(q, delete_user_cb=lambda user: user is not q)
     gm.graph.lint()
     gm.recompile()

@@ -33,7 +33,8 @@ from torch.fx.passes.split_module import split_module
 
 from .models import BasicBlock, MBConv
 from .qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel
-from .quantizer import FakeQuantizer, _broadcast
+from .quantizer import FakeQuantizer, _broadcast, qparams_from_range
+from .range_estimators import HistogramObserver
 
 METHODS = ("adaround", "brecq", "qdrop")
 ZETA, GAMMA = 1.1, -0.1
@@ -97,6 +98,11 @@ class AdaRound(nn.Module):
         return (w_int - zp) * scale
 
 
+def default_recon(model: str, iters: int = REFERENCE_ITERS) -> ReconConfig:
+    """The reference settings for ``model``: lambda 0.1 for MobileNetV2, 0.01 otherwise."""
+    return ReconConfig(iters=iters, lam=0.1 if model == "mobilenet_v2" else 0.01)
+
+
 def beta_at(step: int, cfg: ReconConfig) -> tuple[float, bool]:
     """The annealed ``beta`` and whether the regulariser is on (after the warm-up)."""
     start = int(cfg.warmup * cfg.iters)
@@ -117,21 +123,26 @@ def _block_of(node: fx.Node) -> str | None:
 
 def split_units(qmodel: QuantizedModel, granularity: str) -> fx.GraphModule:
     """Cut the quantized graph into units: ``layer`` (each Conv/Linear with what follows it up
-    to the next one) or ``block`` (each residual block; layers outside blocks alone)."""
+    to the next one) or ``block`` (each residual block; layers outside blocks alone). A unit
+    ends where its block ends: what lies between blocks and layers (pooling, flattening) forms
+    a unit without parameters, so that every block is reconstructed on its own output."""
     gm = qmodel.graph_module
     modules = dict(gm.named_modules())
-    partition, current, last_key = {}, 0, None
+    partition, current, last_key, unit_block = {}, 0, None, None
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
+        block = _block_of(node)
         is_layer = node.op == "call_module" and isinstance(modules[node.target], QUANT_LAYERS)
         key = node.target if is_layer else None
         if granularity == "block":
-            key = _block_of(node) or key
+            key = block or key
+        if key is None and unit_block is not None and block != unit_block:
+            key = f"after {unit_block}"  # left the block: a parameter-free unit
         if key is not None and key != last_key:
             if last_key is not None:
                 current += 1
-            last_key = key
+            last_key, unit_block = key, block
         partition[node] = current
     return split_module(gm, gm, lambda n: partition[n], keep_original_order=True, tuple_return=True)
 
@@ -161,8 +172,8 @@ def _run(unit: nn.Module, inputs: list, batch: int = 128) -> list[torch.Tensor]:
 
 @dataclass(frozen=True)
 class UnitReport:
-    """One unit's reconstruction: its output error (mean over calibration images of the
-    squared error summed over outputs) with round-to-nearest before, and after."""
+    """One unit's reconstruction: its output error on the calibration set (see
+    :func:`_output_error`) with round-to-nearest before, and after."""
 
     name: str
     layers: int
@@ -176,41 +187,93 @@ class UnitReport:
         return self.iters / self.seconds if self.seconds else math.inf
 
 
+def _output_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The reference's reconstruction loss: squared error summed over channels, averaged over
+    images and positions (its scale sets the balance with the rounding regulariser)."""
+    return (out - target).pow(2).sum(1).mean()
+
+
 @torch.no_grad()
 def _unit_error(unit: nn.Module, inputs: list, targets: list[torch.Tensor]) -> float:
     outs = _run(unit, inputs)
-    return sum(((o - t) ** 2).flatten(1).sum(1).mean().item() for o, t in zip(outs, targets))
+    return sum(_output_error(o, t).item() for o, t in zip(outs, targets))
 
 
-def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list,
-                      targets: list[torch.Tensor], method: str, cfg: ReconConfig, gen: torch.Generator,
+@torch.no_grad()
+def _init_act_ranges(unit: nn.Module, act_quantizers: list[ActQuantizer], q_in: list, size: int,
+                     metric: str) -> None:
+    """Set the unit's activation ranges on its quantized inputs, in execution order, each with
+    everything before it quantized (the reference initialises each block this way)."""
+    sample = [t if isinstance(t, Const) else t[:size] for t in q_in]
+    for aq in act_quantizers:
+        aq.observer = HistogramObserver()
+        aq.observing, aq.quantizer.enabled = True, False
+        try:
+            _run(unit, sample)
+        finally:
+            aq.observing, aq.quantizer.enabled = False, True
+        q = aq.quantizer
+        lo, hi = aq.observer.range(metric, q.spec)
+        q.set_qparams(*qparams_from_range(lo, hi, q.spec))
+
+
+def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targets: list[torch.Tensor],
+                      method: str, cfg: ReconConfig, metric: str, gen: torch.Generator,
                       progress: bool) -> UnitReport:
+    layers = [m for m in unit.modules() if isinstance(m, QUANT_LAYERS) and m.weight_quantizer.enabled]
+    act_quantizers = _in_order(unit, [m for m in unit.modules()
+                                      if isinstance(m, ActQuantizer) and m.quantizer.enabled])
+    if method != "adaround":
+        _init_act_ranges(unit, act_quantizers, q_in, cfg.act_init_size, metric)
+    grid_loss = _unit_error(unit, q_in, targets)
+    frozen = [p for layer in layers for p in layer.parameters(recurse=False) if p.requires_grad]
+    for p in frozen:  # only the rounding and the activation steps are learned
+        p.requires_grad_(False)
+    roundings, act_scales = [], []
+    keep = cfg.keep_prob if method == "qdrop" else 1.0
+    t0 = time.perf_counter()
+    try:
+        for layer in layers:
+            layer.rounding = AdaRound(layer.weight, layer.weight_quantizer)
+            roundings.append(layer.rounding)
+        if method != "adaround":
+            act_scales = [aq.quantizer.learn_scale() for aq in act_quantizers]
+        for aq in act_quantizers:
+            aq.keep_prob = keep
+        _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen,
+                  desc=f"{method} {name}", progress=progress)
+    finally:
+        for layer, r in zip(layers, roundings):
+            r.hard = True
+            with torch.no_grad():
+                layer.weight.copy_(r(layer.weight, layer.weight_quantizer))  # on the grid: re-quantizing is exact
+            layer.rounding = None
+        for aq in act_quantizers:
+            aq.quantizer.freeze_scale()
+            aq.keep_prob = 1.0
+        for p in frozen:
+            p.requires_grad_(True)
+    seconds = time.perf_counter() - t0
+    return UnitReport(name, len(layers), grid_loss, _unit_error(unit, q_in, targets), cfg.iters, seconds)
+
+
+def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen, desc, progress) -> None:
     from tqdm.auto import tqdm
 
-    grid_loss = _unit_error(unit, q_in, targets)
-    layers = [m for m in unit.modules() if isinstance(m, QUANT_LAYERS) and m.weight_quantizer.enabled]
-    act_quantizers = [m for m in unit.modules() if isinstance(m, ActQuantizer) and m.quantizer.enabled]
-    roundings = []
-    for layer in layers:
-        layer.rounding = AdaRound(layer.weight, layer.weight_quantizer)
-        roundings.append(layer.rounding)
-    act_scales = [aq.quantizer.learn_scale() for aq in act_quantizers] if method != "adaround" else []
-    keep = cfg.keep_prob if method == "qdrop" else 1.0
-    for aq in act_quantizers:
-        aq.keep_prob = keep
     opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round)
     opt_act = torch.optim.Adam(act_scales, lr=cfg.lr_act) if act_scales else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_act, T_max=cfg.iters, eta_min=0) if opt_act else None
-    n, t0 = _num_images(q_in), time.perf_counter()
-    bar = tqdm(range(cfg.iters), desc=f"{method} {name}", leave=False, disable=not progress, mininterval=2.0)
+    n = _num_images(q_in)
+    bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
     for step in bar:
         idx = torch.randint(n, (cfg.batch_size,), generator=gen)
         x = _take(q_in, idx)
         if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
-            x = [q if isinstance(f, Const) else torch.where(torch.rand(q.shape, generator=gen) < keep, q, f[idx])
+            x = [q if isinstance(f, Const) else
+                 torch.where(torch.rand(q.shape, generator=gen).to(q.device) < keep, q, f[idx])
                  for q, f in zip(x, fp_in)]
         out = unit(*x)
-        rec = sum(((o - t[idx]) ** 2).flatten(1).sum(1).mean() for o, t in zip(out, targets))
+        rec = sum(_output_error(o, t[idx]) for o, t in zip(out, targets))
         beta, reg_on = beta_at(step, cfg)
         loss = rec + cfg.lam * sum(r.regularizer(beta) for r in roundings) if reg_on and roundings else rec
         opt.zero_grad(set_to_none=True)
@@ -223,16 +286,12 @@ def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list,
             sched.step()
         if step % 200 == 0:
             bar.set_postfix(rec=f"{rec.item():.4g}")
-    for layer, r in zip(layers, roundings):
-        r.hard = True
-        with torch.no_grad():
-            layer.weight.copy_(r(layer.weight, layer.weight_quantizer))  # on the grid: re-quantizing is exact
-        layer.rounding = None
-    for aq in act_quantizers:
-        aq.quantizer.freeze_scale()
-        aq.keep_prob = 1.0
-    seconds = time.perf_counter() - t0
-    return UnitReport(name, len(layers), grid_loss, _unit_error(unit, q_in, targets), cfg.iters, seconds)
+
+
+def _in_order(unit: nn.Module, act_quantizers: list[ActQuantizer]) -> list[ActQuantizer]:
+    """The unit's activation quantizers in execution order."""
+    order = {id(unit.get_submodule(n.target)): i for i, n in enumerate(unit.graph.nodes) if n.op == "call_module"}
+    return sorted(act_quantizers, key=lambda aq: order.get(id(aq), 0))
 
 
 def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: ReconConfig, seed: int = 0,
@@ -243,7 +302,9 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     torch.manual_seed(seed)  # QDrop's element-wise drops inside units use the global generator
     gen = torch.Generator().manual_seed(seed)
     split = split_units(qmodel, "layer" if method == "adaround" else "block")
-    data = images.float().div(255) if images.dtype == torch.uint8 else images.float()
+    device = next(qmodel.parameters()).device
+    data = (images.float().div(255) if images.dtype == torch.uint8 else images.float()).to(device)
+    remaining = {node: len(node.users) for node in split.graph.nodes}
     q_env: dict[fx.Node, object] = {}
     fp_env: dict[fx.Node, object] = {}
     reports = []
@@ -263,12 +324,17 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
             qmodel.set_quant_state(weights=True, acts=True)
             if any(isinstance(m, QUANT_LAYERS) for m in unit.modules()):
                 with torch.enable_grad():
-                    reports.append(_reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method, cfg, gen,
-                                                     progress))
+                    reports.append(_reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method, cfg,
+                                                     qmodel.config.metric, gen, progress))
             q_env[node], fp_env[node] = _run(unit, q_in), fp_out
         elif node.op == "output":
             break
         else:
             raise RuntimeError(f"unexpected node {node.op} {node.target} between units")
+        for arg in node.all_input_nodes:  # free cached activations nobody needs any more
+            remaining[arg] -= 1
+            if remaining[arg] == 0:
+                q_env.pop(arg, None)
+                fp_env.pop(arg, None)
     qmodel.set_quant_state(weights=True, acts=True)
     return reports

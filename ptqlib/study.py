@@ -12,7 +12,7 @@ import pandas as pd
 
 from .calibset import CalibSpec
 from .qmodel import QuantConfig
-from .reconstruction import ReconConfig
+from .reconstruction import default_recon
 from .store import ResultsStore, config_columns
 from .sweep import expand_grid, run_sweep
 from .trial import TrialConfig
@@ -45,7 +45,7 @@ class Cell:
     iters: int = 20_000  # reconstruction iterations per unit (ignored by grid search)
 
     def trial_config(self) -> TrialConfig:
-        recon = ReconConfig(iters=self.iters) if self.optimizer != "grid" else None
+        recon = default_recon(self.model, self.iters) if self.optimizer != "grid" else None
         return TrialConfig(self.model, self.dataset, self.weights,
                            QuantConfig(self.w_bits, self.a_bits, self.preset, self.metric),
                            CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p),

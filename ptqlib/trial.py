@@ -21,7 +21,7 @@ from .data import Split, cache_dir, load_split
 from .metrics import accuracy, per_class_accuracy, predict
 from .models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from .qmodel import QuantConfig, QuantizedModel, quantize_model
-from .reconstruction import METHODS, ReconConfig, reconstruct
+from .reconstruction import METHODS, ReconConfig, default_recon, reconstruct
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.calibration)
 
@@ -47,7 +47,7 @@ class TrialConfig:
         if self.optimizer == "grid":
             object.__setattr__(self, "recon", None)
         elif self.recon is None:
-            object.__setattr__(self, "recon", ReconConfig())
+            object.__setattr__(self, "recon", default_recon(self.model))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 

@@ -56,7 +56,7 @@ def test_reconstruction_beats_grid_search_and_leaves_a_plain_quantized_model(met
         assert ((qmodel(x) - ref) ** 2).mean() < grid_err
     for _, layer in qmodel.quant_layers():
         q = layer.weight_quantizer
-        assert layer.rounding is None
+        assert layer.rounding is None and layer.weight.grad is None  # only rounding and steps were learned
         on_grid = layer.weight * (1.0 / q.scale.view(-1, *[1] * (layer.weight.dim() - 1)))
         assert torch.allclose(on_grid, on_grid.round(), atol=1e-3)  # hard-rounded: exactly on the grid
     for aq in qmodel.act_quantizers():
@@ -94,3 +94,36 @@ def test_bad_settings_are_refused():
     _, qmodel, images = calibrated()
     with pytest.raises(ValueError, match="unknown reconstruction method 'lsq'"):
         reconstruct(qmodel, images, "lsq", ReconConfig(iters=1))
+
+
+def test_units_end_with_their_block():
+    from ptqlib.reconstruction import split_units
+
+    _, qmodel, _ = calibrated()
+    split = split_units(qmodel, "block")
+    units = [split.get_submodule(n.target) for n in split.graph.nodes if n.op == "call_module"]
+    last_block = units[-3]  # then: pooling and flattening alone, then the classifier
+    assert any(isinstance(m, ActQuantizer) for m in last_block.modules())
+    assert not any(n.op == "call_module" and "pool" in str(n.target) for n in last_block.graph.nodes)
+    assert not any(isinstance(m, torch.nn.Module) and hasattr(m, "weight_quantizer") for m in units[-2].modules())
+
+
+def test_interrupted_reconstruction_leaves_a_plain_model(monkeypatch):
+    import ptqlib.reconstruction as rec
+
+    _, qmodel, images = calibrated()
+    monkeypatch.setattr(rec, "_optimize", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(qmodel, images, "qdrop", ReconConfig(iters=5), progress=False)
+    for _, layer in qmodel.quant_layers():
+        assert layer.rounding is None and layer.weight.requires_grad and layer.weight.grad is None
+    for aq in qmodel.act_quantizers():
+        assert "scale" in aq.quantizer._buffers and aq.keep_prob == 1.0
+
+
+def test_mobilenet_v2_gets_the_reference_lambda():
+    from ptqlib.reconstruction import default_recon
+    from ptqlib.trial import TrialConfig
+
+    assert default_recon("mobilenet_v2").lam == 0.1 and default_recon("resnet18").lam == 0.01
+    assert TrialConfig(model="mobilenet_v2", optimizer="brecq").recon.lam == 0.1
