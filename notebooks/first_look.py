@@ -8,6 +8,7 @@
 
 # %% tags=["parameters"]
 results_dir = "results/quantize"
+recon_dir = "results/recon"
 model = "resnet20"
 
 # %%
@@ -52,3 +53,38 @@ for name in drop.columns:
           f"{drop[name].max():.2f} points ({drop[name].max() / max(avg_drop, 1e-9):.1f}x the average drop)"
           if avg_drop > 0.05 else f"{name}: the average drops {avg_drop:.2f} points; the largest class drop is "
           f"{drop[name].max():.2f} points ({drop[name].idxmax()})")
+
+# %% [markdown]
+# ## Reconstruction, one calibration set
+#
+# Grid search against AdaRound, BRECQ and QDrop on the same 1024 calibration images (seed 0),
+# with the number of reconstruction iterations per unit each run used (the reference uses
+# 20 000), from `results/recon/` (`ptq quantize ... --calib-size 1024 --optimizer NAME --iters N --json`).
+
+# %%
+recon_runs = [json.loads(p.read_text()) for p in Path(recon_dir).glob(f"{model}-*.json") if p.stat().st_size]
+assert recon_runs, f"no reconstruction results for {model} in {recon_dir}"
+
+
+def recon_label(run):
+    q, recon = run["config"]["quant"], run["config"].get("recon")
+    return (f"W{q['w_bits']}A{q['a_bits']}", run["config"]["optimizer"], recon["iters"] if recon else None)
+
+
+recon = pd.DataFrame([{"bits": recon_label(r)[0], "optimizer": recon_label(r)[1], "iterations": recon_label(r)[2],
+                       "average %": r["avg"], "FP %": r["fp_avg"], "worst class": r["worst_class"],
+                       "worst-class %": r["worst_class_acc"], "minutes": r["seconds"] / 60} for r in recon_runs])
+order = {"grid": 0, "adaround": 1, "brecq": 2, "qdrop": 3}
+recon = recon.sort_values(["bits", "optimizer"], key=lambda c: c.map(order) if c.name == "optimizer" else c,
+                          ascending=[False, True]).reset_index(drop=True)
+recon.round(2)
+
+# %%
+for bits, group in recon.groupby("bits", sort=False):
+    grid = group[group["optimizer"] == "grid"]
+    if grid.empty:
+        continue
+    base = grid["average %"].iloc[0]
+    print(f"{bits}: grid {base:.2f} %; " + "; ".join(
+        f"{r.optimizer} ({r.iterations:.0f} it.) {r['average %'] - base:+.2f} points, worst class {r['worst-class %']:.1f} %"
+        for _, r in group[group["optimizer"] != "grid"].iterrows()))

@@ -45,11 +45,12 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
     out = subprocess.run([sys.executable, "-m", "ptqlib.cli", "quantize", "--data", dataset, "--weights",
                           str(weights), "--calib-size", "8", "--json"], capture_output=True, text=True, check=True)
     (results / "resnet20-w4a4-mse.json").write_text(out.stdout)
+    (results / "resnet20-w4a4-grid-1024.json").write_text(out.stdout)
     common = {"store_path": str(store.path), "dataset": dataset, "weights": str(weights), "trials": 2}
     return {
         "intro": {**common, "calib_size": 8},
         "models": {"weights_dir": str(root / "cards")},
-        "first_look": {"results_dir": str(results)},
+        "first_look": {"results_dir": str(results), "recon_dir": str(results)},
         "reliability": {**common, "calib_size": 8},
         "noise": {**common, "calib_size": 8, "levels": [0.0, 0.25]},
         "bias": {**common, "calib_size": 8, "bias_classes": ["ant"]},
