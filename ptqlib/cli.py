@@ -78,7 +78,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
                           "worst_class_acc": min(res.per_class.values()), "fp_avg": res.fp_avg,
                           "fp_per_class": res.fp_per_class, "seconds": round(res.seconds, 3),
                           "calib_seconds": round(res.calib_seconds, 3),
-                          "calib_class_counts": res.calib_counts, "noise_images": res.noise_images, "eval_seconds": round(res.eval_seconds, 3)}))
+                          "calib_class_counts": res.calib_counts, "noise_images": res.noise_images,
+                          "eval_seconds": round(res.eval_seconds, 3)}))
         return
     q = cfg.quant
     optimizer = cfg.optimizer if cfg.recon is None else f"{cfg.optimizer} ({cfg.recon.iters} iterations per unit)"

@@ -63,7 +63,8 @@ def config_columns(cfg: TrialConfig) -> dict:
     q, c = cfg.quant, cfg.calib
     return {"model": cfg.model, "dataset": cfg.dataset, "weights": cfg.weights, "preset": q.preset,
             "w_bits": q.w_bits, "a_bits": q.a_bits, "metric": q.metric, "weight_metric": q.weight_metric,
-            "optimizer": cfg.optimizer, "iters": cfg.recon.iters if cfg.recon else None, "calib_size": c.size, "noise": c.noise, "noise_kind": c.noise_kind,
+            "optimizer": cfg.optimizer, "iters": cfg.recon.iters if cfg.recon else None, "calib_size": c.size,
+            "noise": c.noise, "noise_kind": c.noise_kind,
             "bias_class": c.bias_class, "bias_p": c.bias_p, "seed": cfg.seed}
 
 

@@ -4,7 +4,6 @@ Every section notebook is executed by papermill with parameters pointing at a st
 weights made here, the book is compiled by Jupyter Book, and each page is loaded in Debian's
 Chromium (driven by Selenium): every figure must load and no cell may show an error.
 """
-import json
 import shutil
 import subprocess
 import sys
