@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if "bias_class" in factors:  # "none" stands for the balanced draw
         factors["bias_class"] = [None if v.lower() == "none" else v for v in factors["bias_class"]]
     configs = expand_grid(base, factors, range(args.seed, args.seed + args.trials))  # validates every cell
+    configs = [replace(c, recon=default_recon(c.model, args.iters)) if c.optimizer != "grid" else c for c in configs]
     counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler)
     print(json.dumps({"store": args.store, **counts}))
 

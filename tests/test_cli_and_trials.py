@@ -123,3 +123,15 @@ def test_bias_class_none_means_balanced(capsys, tiny_data, tiny_checkpoint):
     code, out, _ = run_cli(capsys, *tiny_args(tiny_data, tiny_checkpoint, "--bias-class", "bee", "--bias-p", "1.0", "--calib-size", "8",
                                               "--json"))
     assert code == 0 and json.loads(out)["calib_class_counts"] == {"ant": 0, "bee": 8, "cat": 0}
+
+
+def test_sweep_gives_every_reconstruction_level_the_asked_iterations(capsys, tiny_data, tiny_checkpoint, tmp_path):
+    from ptqlib.store import ResultsStore
+
+    store = tmp_path / "s.sqlite"
+    code, _, _ = run_cli(capsys, "sweep", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint),
+                         "--calib-size", "8", "--optimizer", "grid", "brecq", "--iters", "3", "--trials", "1",
+                         "--store", str(store))
+    assert code == 0
+    rows = ResultsStore(store).trials()
+    assert sorted(zip(rows["optimizer"], rows["iters"].fillna(0))) == [("brecq", 3), ("grid", 0)]
