@@ -71,7 +71,11 @@ def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, tri
     fingerprints = store.latest_fingerprints(cell.model, cell.dataset, cell.weights) or {"weights_fp": None}
     frames = []
     for level in levels:
-        tidy = store.per_class(**level_cell(cell, factor, level).where(), **fingerprints)
+        try:
+            where = level_cell(cell, factor, level).where()
+        except ValueError:  # a level impossible for this cell (e.g. 1 % noise of 8 images) has no trials
+            continue
+        tidy = store.per_class(**where, **fingerprints)
         first = sorted(tidy["seed"].unique())[:trials]
         frames.append(tidy[tidy["seed"].isin(first)].assign(level=level))
     frame = pd.concat(frames, ignore_index=True)
