@@ -7,6 +7,10 @@ The study's factors (``../shared/docs/method.md``):
   shape (uniform random pixels, or Gaussian around mid-grey);
 - **bias**: one class drawn with probability ``bias_p``, the others uniformly.
 
+Besides the study's random draws, ``sampling="stratified"`` draws class-balanced sets (every
+class of the pool gets ``size // classes`` images, the remainder goes to randomly chosen
+classes): a candidate remedy for the worst class (issue 7), not part of the original protocol.
+
 The same :class:`CalibSpec` and seed give the same images, bit for bit.
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from .data import Split
 
 NOISE_KINDS = ("uniform", "gaussian")
+SAMPLINGS = ("random", "stratified")
 DEFAULT_BIAS_P = 0.5
 
 
@@ -32,6 +37,7 @@ class CalibSpec:
     noise_kind: str | None = "uniform"
     bias_class: str | None = None  # class name drawn with probability bias_p
     bias_p: float | None = DEFAULT_BIAS_P
+    sampling: str = "random"  # or "stratified": class-balanced
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
@@ -53,6 +59,11 @@ class CalibSpec:
             object.__setattr__(self, "bias_p", DEFAULT_BIAS_P)
         elif not 0.0 <= self.bias_p <= 1.0:
             raise ValueError(f"bias probability must be in [0, 1], got {self.bias_p!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+        if self.sampling == "stratified" and self.bias_class is not None:
+            raise ValueError("stratified sampling draws every class equally; it cannot be biased towards "
+                             f"{self.bias_class!r}")
 
     @property
     def noise_images(self) -> int:
@@ -63,6 +74,7 @@ class CalibSpec:
 @dataclass(frozen=True)
 class CalibSet:
     images: torch.Tensor  # [size, C, H, W] uint8
+    labels: torch.Tensor  # [size] class of each image, -1 for noise images
     class_counts: dict[str, int]  # drawn real images per class
     noise_images: int
 
@@ -72,6 +84,8 @@ def draw_indices(pool: Split, spec: CalibSpec, gen: torch.Generator) -> torch.Te
     if spec.size > len(pool):
         raise ValueError(f"calibration size {spec.size} is larger than the calibration pool "
                          f"({len(pool)} images); choose 1 to {len(pool)}")
+    if spec.sampling == "stratified":
+        return _draw_by_class(pool, _stratified_counts(pool, spec.size, gen), gen)
     if spec.bias_class is None:
         return torch.randperm(len(pool), generator=gen)[:spec.size]
     classes = pool.present_classes
@@ -86,16 +100,30 @@ def draw_indices(pool: Split, spec: CalibSpec, gen: torch.Generator) -> torch.Te
     other_pick = torch.randint(max(len(others), 1), (spec.size,), generator=gen)
     other_classes = torch.tensor(others or [target])[other_pick]
     chosen = torch.where(pick_target, torch.tensor(target), other_classes)
-    counts = torch.bincount(chosen, minlength=pool.num_classes)
+    return _draw_by_class(pool, torch.bincount(chosen, minlength=pool.num_classes), gen)
+
+
+def _stratified_counts(pool: Split, size: int, gen: torch.Generator) -> torch.Tensor:
+    """``[num_classes]`` images per class: ``size // K`` for each of the pool's ``K`` classes, one
+    more for ``size % K`` classes chosen at random."""
+    classes = torch.tensor(pool.present_classes)
+    counts = torch.zeros(pool.num_classes, dtype=torch.long)
+    counts[classes] = size // len(classes)
+    counts[classes[torch.randperm(len(classes), generator=gen)[:size % len(classes)]]] += 1
+    return counts
+
+
+def _draw_by_class(pool: Split, counts: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``counts[c]`` distinct pool images of each class ``c``, in random order."""
     picked = []
-    for c in classes:
+    for c in pool.present_classes:
         members = torch.nonzero(pool.labels == c).flatten()
         n = int(counts[c])
         if n > len(members):
-            raise ValueError(f"class {pool.class_names[c]!r} has {len(members)} pool images but the biased draw "
+            raise ValueError(f"class {pool.class_names[c]!r} has {len(members)} pool images but the draw "
                              f"needs {n}; lower the size or the bias probability")
         picked.append(members[torch.randperm(len(members), generator=gen)[:n]])
-    return torch.cat(picked)[torch.randperm(spec.size, generator=gen)]
+    return torch.cat(picked)[torch.randperm(int(counts.sum()), generator=gen)]
 
 
 def noise_images(n: int, shape: tuple[int, ...], kind: str, gen: torch.Generator) -> torch.Tensor:
@@ -114,6 +142,7 @@ def build_calibration_set(pool: Split, spec: CalibSpec, seed: int) -> CalibSet:
         where = torch.randperm(spec.size, generator=gen)[:n_noise]
         images[where] = noise_images(n_noise, tuple(images.shape[1:]), spec.noise_kind, gen)
         keep[where] = False
-    counts = torch.bincount(pool.labels[idx][keep], minlength=pool.num_classes)
+    labels = torch.where(keep, pool.labels[idx], -1)
+    counts = torch.bincount(labels[keep], minlength=pool.num_classes)
     class_counts = {pool.class_names[c]: int(counts[c]) for c in pool.present_classes}
-    return CalibSet(images, class_counts, n_noise)
+    return CalibSet(images, labels, class_counts, n_noise)

@@ -15,7 +15,7 @@ from dataclasses import replace
 import sys
 from pathlib import Path
 
-from .calibset import CalibSpec
+from .calibset import SAMPLINGS, CalibSpec
 from .data import DataError
 from .models import MODELS, CheckpointError
 from .qmodel import PRESETS, QuantConfig
@@ -46,9 +46,13 @@ def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--bias-class", default=[None] if many else None, nargs=n,
                    help="class drawn with probability --bias-p")
     p.add_argument("--bias-p", type=float, default=[0.5] if many else 0.5, nargs=n)
+    p.add_argument("--sampling", default=["random"] if many else "random", nargs=n,
+                   help=f"calibration draw: {', '.join(SAMPLINGS)} (class-balanced)")
     p.add_argument("--optimizer", default=["grid"] if many else "grid", nargs=n,
                    help=f"grid (observer range search) or a reconstruction: {', '.join(METHODS)}")
     p.add_argument("--iters", type=int, default=20_000, help="reconstruction iterations per unit")
+    p.add_argument("--class-weighting", default=None, choices=["dro"],
+                   help="reconstruction loss weighted towards the classes reconstructed worst")
     p.add_argument("--seed", type=int, default=0, help="the (first) seed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -61,10 +65,15 @@ def _trial_config(args: argparse.Namespace, first: bool = False) -> TrialConfig:
                         args.weight_metric)
     bias_class = pick(args.bias_class)
     bias_class = None if bias_class is None or bias_class.lower() == "none" else bias_class
-    calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, bias_class, pick(args.bias_p))
+    calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, bias_class, pick(args.bias_p),
+                      pick(args.sampling))
     optimizer = pick(args.optimizer)
-    recon = default_recon(args.model, args.iters) if optimizer != "grid" else None
+    recon = _recon(args) if optimizer != "grid" else None
     return TrialConfig(args.model, args.data, args.weights, quant, calib, optimizer, args.seed, recon)
+
+
+def _recon(args: argparse.Namespace):
+    return replace(default_recon(args.model, args.iters), class_weighting=args.class_weighting)
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -142,11 +151,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     factors = {name: values for name, values in (
         ("w_bits", args.w_bits), ("a_bits", args.a_bits), ("metric", args.metric), ("preset", args.preset),
         ("calib_size", args.calib_size), ("noise", args.noise), ("bias_class", args.bias_class),
-        ("bias_p", args.bias_p), ("optimizer", args.optimizer)) if len(values) > 1}
+        ("bias_p", args.bias_p), ("sampling", args.sampling), ("optimizer", args.optimizer)) if len(values) > 1}
     if "bias_class" in factors:  # "none" stands for the balanced draw
         factors["bias_class"] = [None if v.lower() == "none" else v for v in factors["bias_class"]]
     configs = expand_grid(base, factors, range(args.seed, args.seed + args.trials))  # validates every cell
-    configs = [replace(c, recon=default_recon(c.model, args.iters)) if c.optimizer != "grid" else c for c in configs]
+    configs = [replace(c, recon=_recon(args)) if c.optimizer != "grid" else c for c in configs]
     counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler)
     print(json.dumps({"store": args.store, **counts}))
 

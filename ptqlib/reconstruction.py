@@ -12,6 +12,12 @@
 - **QDrop** (Wei et al. 2022): BRECQ where, during reconstruction, each activation element is
   quantized only with probability ``keep_prob`` (0.5), both at the unit's input and inside it.
 
+Beyond the papers (issue 7), ``class_weighting="dro"`` weights each calibration image's output
+error by its class, giving more weight to the classes the unit currently reconstructs worst
+(in the spirit of group DRO, Sagawa et al. 2020, arXiv:1911.08731): class weights are
+``K * softmax(eta * L_c / mean(L))`` over running means ``L_c`` of the per-class error, with
+mean 1 so that the balance with the rounding regulariser is kept. Noise images weigh 1.
+
 The quantized graph is cut into units with ``torch.fx``'s ``split_module``. Each unit's inputs
 (from the quantized network, already reconstructed up to it) and targets (the float network's
 outputs) are computed once from the calibration set and reused for all iterations: no
@@ -37,6 +43,7 @@ from .quantizer import FakeQuantizer, _broadcast, qparams_from_range
 from .range_estimators import HistogramObserver
 
 METHODS = ("adaround", "brecq", "qdrop")
+CLASS_WEIGHTINGS = (None, "dro")
 ZETA, GAMMA = 1.1, -0.1
 REFERENCE_ITERS = 20_000
 BLOCK_TYPES = (BasicBlock, MBConv, torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck,
@@ -58,6 +65,8 @@ class ReconConfig:
     lr_act: float = 4e-5
     keep_prob: float = 0.5  # QDrop only
     act_init_size: int = 256  # calibration images used to initialise the activation ranges
+    class_weighting: str | None = None  # "dro": weight images by their class's current error
+    dro_eta: float = 1.0  # sharpness of the class weights
 
     def __post_init__(self) -> None:
         for name in ("iters", "batch_size", "act_init_size"):
@@ -70,6 +79,10 @@ class ReconConfig:
             raise ValueError(f"keep_prob must be in (0, 1], got {self.keep_prob!r}")
         if self.lam < 0 or self.lr_round <= 0 or self.lr_act <= 0 or self.beta_end <= 0:
             raise ValueError("lam must be >= 0 and learning rates and beta positive")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"unknown class weighting {self.class_weighting!r}; choose none or dro")
+        if self.dro_eta <= 0:
+            raise ValueError(f"dro_eta must be positive, got {self.dro_eta!r}")
 
 
 class AdaRound(nn.Module):
@@ -193,6 +206,41 @@ def _output_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (out - target).pow(2).sum(1).mean()
 
 
+def _image_errors(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[B]``: :func:`_output_error` of each image (their mean is the batch's error)."""
+    return (out - target).pow(2).sum(1).reshape(len(out), -1).mean(1)
+
+
+class ClassWeights:
+    """Running per-class output error of a unit and the class weights it implies (DRO)."""
+
+    def __init__(self, labels: torch.Tensor, eta: float, momentum: float = 0.9) -> None:
+        self.labels = labels  # [N] class of each calibration image, -1 for noise images
+        self.classes = labels[labels >= 0].unique()
+        self.eta, self.momentum = eta, momentum
+        self.error = torch.full((int(labels.max()) + 1,), float("nan"))
+
+    def update(self, idx: torch.Tensor, errors: torch.Tensor) -> None:
+        labels = self.labels[idx]
+        for c in labels[labels >= 0].unique():
+            batch_mean = errors[labels == c].mean().item()
+            old = self.error[c]
+            self.error[c] = batch_mean if torch.isnan(old) else self.momentum * old + (1 - self.momentum) * batch_mean
+
+    def weights(self) -> torch.Tensor:
+        """``[num_labels]`` weights with mean 1 over the classes seen so far (1 for the others)."""
+        w = torch.ones_like(self.error)
+        seen = self.classes[~torch.isnan(self.error[self.classes])]
+        if len(seen):
+            err = self.error[seen]
+            w[seen] = len(seen) * torch.softmax(self.eta * err / err.mean().clamp_min(1e-12), 0)
+        return w
+
+    def batch_weights(self, idx: torch.Tensor) -> torch.Tensor:
+        labels = self.labels[idx]
+        return torch.where(labels >= 0, self.weights()[labels.clamp_min(0)], torch.ones(len(idx)))
+
+
 @torch.no_grad()
 def _unit_error(unit: nn.Module, inputs: list, targets: list[torch.Tensor]) -> float:
     outs = _run(unit, inputs)
@@ -219,7 +267,7 @@ def _init_act_ranges(unit: nn.Module, act_quantizers: list[ActQuantizer], q_in: 
 
 def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targets: list[torch.Tensor],
                       method: str, cfg: ReconConfig, metric: str, gen: torch.Generator,
-                      progress: bool) -> UnitReport:
+                      progress: bool, labels: torch.Tensor | None) -> UnitReport:
     layers = [m for m in unit.modules() if isinstance(m, QUANT_LAYERS) and m.weight_quantizer.enabled]
     act_quantizers = _in_order(unit, [m for m in unit.modules()
                                       if isinstance(m, ActQuantizer) and m.quantizer.enabled])
@@ -240,7 +288,8 @@ def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targe
             act_scales = [aq.quantizer.learn_scale() for aq in act_quantizers]
         for aq in act_quantizers:
             aq.keep_prob = keep
-        _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen,
+        class_weights = ClassWeights(labels, cfg.dro_eta) if cfg.class_weighting == "dro" else None
+        _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen, class_weights,
                   desc=f"{method} {name}", progress=progress)
     finally:
         for layer, r in zip(layers, roundings):
@@ -257,7 +306,8 @@ def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targe
     return UnitReport(name, len(layers), grid_loss, _unit_error(unit, q_in, targets), cfg.iters, seconds)
 
 
-def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen, desc, progress) -> None:
+def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen, class_weights, desc,
+              progress) -> None:
     from tqdm.auto import tqdm
 
     opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round)
@@ -273,7 +323,12 @@ def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen,
                  torch.where(torch.rand(q.shape, generator=gen).to(q.device) < keep, q, f[idx])
                  for q, f in zip(x, fp_in)]
         out = unit(*x)
-        rec = sum(_output_error(o, t[idx]) for o, t in zip(out, targets))
+        if class_weights is None:
+            rec = sum(_output_error(o, t[idx]) for o, t in zip(out, targets))
+        else:
+            errors = sum(_image_errors(o, t[idx]) for o, t in zip(out, targets))  # [B]
+            class_weights.update(idx, errors.detach())
+            rec = (class_weights.batch_weights(idx).to(errors.device) * errors).mean()
         beta, reg_on = beta_at(step, cfg)
         loss = rec + cfg.lam * sum(r.regularizer(beta) for r in roundings) if reg_on and roundings else rec
         opt.zero_grad(set_to_none=True)
@@ -295,10 +350,13 @@ def _in_order(unit: nn.Module, act_quantizers: list[ActQuantizer]) -> list[ActQu
 
 
 def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: ReconConfig, seed: int = 0,
-                progress: bool = True) -> list[UnitReport]:
-    """Reconstruct a calibrated quantized model unit by unit on ``images`` (uint8 or float)."""
+                progress: bool = True, labels: torch.Tensor | None = None) -> list[UnitReport]:
+    """Reconstruct a calibrated quantized model unit by unit on ``images`` (uint8 or float);
+    ``labels`` (``[N]``, -1 for noise images) are needed by ``class_weighting="dro"``."""
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
+    if cfg.class_weighting == "dro" and (labels is None or len(labels) != len(images)):
+        raise ValueError("class-weighted reconstruction needs the class label of every calibration image")
     torch.manual_seed(seed)  # QDrop's element-wise drops inside units use the global generator
     gen = torch.Generator().manual_seed(seed)
     split = split_units(qmodel, "layer" if method == "adaround" else "block")
@@ -325,7 +383,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
             if any(isinstance(m, QUANT_LAYERS) for m in unit.modules()):
                 with torch.enable_grad():
                     reports.append(_reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method, cfg,
-                                                     qmodel.config.metric, gen, progress))
+                                                     qmodel.config.metric, gen, progress, labels))
             q_env[node], fp_env[node] = _run(unit, q_in), fp_out
         elif node.op == "output":
             break

@@ -33,21 +33,26 @@ from .trial import TrialConfig, TrialContext, TrialResult
 
 DEFAULT_STORE = Path("results/trials.sqlite")
 CONFIG_COLUMNS = ("model", "dataset", "weights", "preset", "w_bits", "a_bits", "metric", "weight_metric",
-                  "optimizer", "iters", "calib_size", "noise", "noise_kind", "bias_class", "bias_p", "seed")
+                  "optimizer", "iters", "calib_size", "noise", "noise_kind", "bias_class", "bias_p", "sampling",
+                  "class_weighting", "seed")
 FILTER_COLUMNS = (*CONFIG_COLUMNS, "weights_fp", "data_fp")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
     key TEXT PRIMARY KEY, config_key TEXT NOT NULL, config TEXT NOT NULL,
     model TEXT, dataset TEXT, weights TEXT, preset TEXT, w_bits INTEGER, a_bits INTEGER, metric TEXT,
     weight_metric TEXT, optimizer TEXT, iters INTEGER, calib_size INTEGER, noise REAL, noise_kind TEXT, bias_class TEXT,
-    bias_p REAL, seed INTEGER,
+    bias_p REAL, sampling TEXT NOT NULL DEFAULT 'random', class_weighting TEXT, seed INTEGER,
     avg REAL NOT NULL, worst_class TEXT NOT NULL, worst_acc REAL NOT NULL, per_class TEXT NOT NULL,
     calib_counts TEXT NOT NULL, noise_images INTEGER NOT NULL, preds BLOB NOT NULL,
-    calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL);
+    calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL, ece REAL);
 CREATE TABLE IF NOT EXISTS fp_reference (
     model TEXT, dataset TEXT, weights_fp TEXT, data_fp TEXT, weights TEXT, avg REAL, per_class TEXT,
-    preds BLOB, created REAL, PRIMARY KEY (model, dataset, weights_fp, data_fp));
+    preds BLOB, created REAL, ece REAL, PRIMARY KEY (model, dataset, weights_fp, data_fp));
+CREATE TABLE IF NOT EXISTS test_labels (data_fp TEXT PRIMARY KEY, labels BLOB NOT NULL);
 """
+# columns added after stores were first written: (table, column, definition)
+MIGRATIONS = (("trials", "iters", "INTEGER"), ("trials", "sampling", "TEXT NOT NULL DEFAULT 'random'"),
+              ("trials", "class_weighting", "TEXT"), ("trials", "ece", "REAL"), ("fp_reference", "ece", "REAL"))
 
 
 def pack_preds(preds: torch.Tensor) -> bytes:
@@ -65,7 +70,8 @@ def config_columns(cfg: TrialConfig) -> dict:
             "w_bits": q.w_bits, "a_bits": q.a_bits, "metric": q.metric, "weight_metric": q.weight_metric,
             "optimizer": cfg.optimizer, "iters": cfg.recon.iters if cfg.recon else None, "calib_size": c.size,
             "noise": c.noise, "noise_kind": c.noise_kind,
-            "bias_class": c.bias_class, "bias_p": c.bias_p, "seed": cfg.seed}
+            "bias_class": c.bias_class, "bias_p": c.bias_p, "sampling": c.sampling,
+            "class_weighting": cfg.recon.class_weighting if cfg.recon else None, "seed": cfg.seed}
 
 
 def row_key(cfg: TrialConfig, weights_fp: str, data_fp: str) -> str:
@@ -83,7 +89,7 @@ def trial_row(result: TrialResult, ctx: TrialContext) -> dict:
             "per_class": json.dumps(result.per_class), "calib_counts": json.dumps(result.calib_counts),
             "noise_images": result.noise_images, "preds": pack_preds(result.preds),
             "calib_s": result.calib_seconds, "eval_s": result.eval_seconds, "version": __version__,
-            "data_fp": ctx.data_fp, "weights_fp": ctx.weights_fp, "created": time.time()}
+            "data_fp": ctx.data_fp, "weights_fp": ctx.weights_fp, "created": time.time(), "ece": result.ece}
 
 
 class ResultsStore:
@@ -92,9 +98,9 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as con:
             con.executescript(SCHEMA)
-            columns = {row[1] for row in con.execute("PRAGMA table_info(trials)")}
-            if "iters" not in columns:  # stores written before reconstruction existed
-                con.execute("ALTER TABLE trials ADD COLUMN iters INTEGER")
+            for table, column, definition in MIGRATIONS:
+                if column not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @contextmanager
     def _connection(self):
@@ -122,10 +128,36 @@ class ResultsStore:
         return cur.rowcount == 1
 
     def add_fp(self, ctx: TrialContext) -> None:
+        """The float model's reference and the test labels (kept once; a missing ECE is filled in)."""
         with self._connection() as con:
-            con.execute("INSERT OR IGNORE INTO fp_reference VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            con.execute("INSERT OR IGNORE INTO fp_reference (model, dataset, weights_fp, data_fp, weights, avg, "
+                        "per_class, preds, created, ece) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (ctx.model_name, ctx.dataset, ctx.weights_fp, ctx.data_fp, ctx.weights_arg, ctx.fp_avg,
-                         json.dumps(ctx.fp_per_class), pack_preds(ctx.fp_preds), time.time()))
+                         json.dumps(ctx.fp_per_class), pack_preds(ctx.fp_preds), time.time(), ctx.fp_ece))
+            con.execute("UPDATE fp_reference SET ece = ? WHERE model = ? AND dataset = ? AND weights_fp = ? "
+                        "AND data_fp = ? AND ece IS NULL",
+                        (ctx.fp_ece, ctx.model_name, ctx.dataset, ctx.weights_fp, ctx.data_fp))
+            con.execute("INSERT OR IGNORE INTO test_labels VALUES (?, ?)", (ctx.data_fp, pack_preds(ctx.test.labels)))
+
+    def predictions(self, **where) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+        """The selected trials (one fingerprint pair), their predictions ``[trials, images]``, and
+        the float model's predictions and the test labels ``[images]``."""
+        trials = self.trials(with_preds=True, **where)
+        if trials.empty:
+            raise ValueError(f"no trials match {where}")
+        pairs = trials[["model", "dataset", "weights_fp", "data_fp"]].drop_duplicates()
+        if len(pairs) != 1:
+            raise ValueError(f"the selection mixes {len(pairs)} models, weights or data; filter on weights_fp and data_fp")
+        model, dataset, weights_fp, data_fp = pairs.iloc[0]
+        with self._connection() as con:
+            fp = con.execute("SELECT preds FROM fp_reference WHERE model = ? AND dataset = ? AND weights_fp = ? "
+                             "AND data_fp = ?", (model, dataset, weights_fp, data_fp)).fetchone()
+            labels = con.execute("SELECT labels FROM test_labels WHERE data_fp = ?", (data_fp,)).fetchone()
+        if fp is None or labels is None:
+            raise ValueError(f"the store has no float reference or test labels for {model} on {dataset} "
+                             "(run any trial of it with this version to record them)")
+        preds = np.stack([unpack_preds(b) for b in trials.pop("preds")])
+        return trials, preds, unpack_preds(fp[0]), unpack_preds(labels[0])
 
     def latest_fingerprints(self, model: str, dataset: str, weights: str | None) -> dict | None:
         """``weights_fp`` and ``data_fp`` of the most recent FP reference of a model, dataset
@@ -142,9 +174,9 @@ class ResultsStore:
         unknown = set(where) - set(FILTER_COLUMNS)
         if unknown:
             raise ValueError(f"cannot filter on {sorted(unknown)}; columns: {', '.join(FILTER_COLUMNS)}")
-        cols = "*" if with_preds else "key, config_key, config, " + ", ".join(CONFIG_COLUMNS) + \
+        cols = "key, config_key, config, " + ", ".join(CONFIG_COLUMNS) + \
             ", avg, worst_class, worst_acc, per_class, calib_counts, noise_images, calib_s, eval_s, version, " \
-            "data_fp, weights_fp, created"
+            "data_fp, weights_fp, created, ece" + (", preds" if with_preds else "")
         clauses = " AND ".join(f"{k} IS ?" for k in where)
         sql = f"SELECT {cols} FROM trials" + (f" WHERE {clauses}" if where else "") + " ORDER BY key"
         with self._connection() as con:
@@ -155,8 +187,8 @@ class ResultsStore:
 
     def fp_reference(self) -> pd.DataFrame:
         with self._connection() as con:
-            frame = pd.read_sql_query("SELECT model, dataset, weights, weights_fp, data_fp, avg, per_class, created "
-                                      "FROM fp_reference", con)
+            frame = pd.read_sql_query("SELECT model, dataset, weights, weights_fp, data_fp, avg, per_class, created, "
+                                      "ece FROM fp_reference", con)
         frame["per_class"] = frame["per_class"].map(json.loads)
         return frame
 

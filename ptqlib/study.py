@@ -39,16 +39,21 @@ class Cell:
     noise: float = 0.0
     bias_class: str | None = None
     bias_p: float = 0.5
+    sampling: str = "random"  # or "stratified" (class-balanced calibration sets)
     preset: str = "reference"
     weights: str | None = None  # None: the project's default weights for the dataset
     optimizer: str = "grid"
     iters: int = 20_000  # reconstruction iterations per unit (ignored by grid search)
+    class_weighting: str | None = None  # "dro": class-weighted reconstruction (ignored by grid search)
 
     def trial_config(self) -> TrialConfig:
-        recon = default_recon(self.model, self.iters) if self.optimizer != "grid" else None
+        recon = None
+        if self.optimizer != "grid":
+            recon = replace(default_recon(self.model, self.iters), class_weighting=self.class_weighting)
         return TrialConfig(self.model, self.dataset, self.weights,
                            QuantConfig(self.w_bits, self.a_bits, self.preset, self.metric),
-                           CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p),
+                           CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p,
+                                     sampling=self.sampling),
                            self.optimizer, recon=recon)
 
     def where(self) -> dict:

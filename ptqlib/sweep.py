@@ -16,7 +16,7 @@ from .trial import TrialConfig, TrialContext
 
 QUANT_FACTORS = ("w_bits", "a_bits", "preset", "metric", "weight_metric")
 CALIB_FACTORS = {"calib_size": "size", "noise": "noise", "noise_kind": "noise_kind",
-                 "bias_class": "bias_class", "bias_p": "bias_p"}
+                 "bias_class": "bias_class", "bias_p": "bias_p", "sampling": "sampling"}
 FACTORS = (*QUANT_FACTORS, *CALIB_FACTORS, "optimizer")
 
 

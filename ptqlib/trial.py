@@ -18,7 +18,7 @@ import torch
 from .calibration import calibrate, calibrate_activations, calibrate_weights
 from .calibset import CalibSpec, build_calibration_set
 from .data import Split, cache_dir, load_split
-from .metrics import accuracy, per_class_accuracy, predict
+from .metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from .models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from .qmodel import QuantConfig, QuantizedModel, quantize_model
 from .reconstruction import METHODS, ReconConfig, default_recon, reconstruct
@@ -53,8 +53,13 @@ class TrialConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["recon"] is None:  # grid-search trials keep the keys they had before reconstruction
+        # settings added later are left out at their defaults, so earlier trials keep their keys
+        if d["recon"] is None:
             del d["recon"]
+        elif d["recon"]["class_weighting"] is None:
+            del d["recon"]["class_weighting"], d["recon"]["dro_eta"]
+        if d["calib"]["sampling"] == "random":
+            del d["calib"]["sampling"]
         return d
 
     def key(self) -> str:
@@ -79,6 +84,7 @@ class TrialResult:
     noise_images: int
     calib_seconds: float
     eval_seconds: float
+    ece: float  # expected calibration error of the quantized model, in %
 
     @property
     def seconds(self) -> float:
@@ -118,7 +124,8 @@ class TrialContext:
         self.weights_fp = self.weights_fingerprint()
         test_fp = self.test.fingerprint()
         self.data_fp = f"{test_fp}-{self.pool.fingerprint()}"
-        self.fp_preds = self._fp_predictions(test_fp)
+        self.fp_preds, fp_confidence = self._fp_predictions(test_fp)
+        self.fp_ece = expected_calibration_error(fp_confidence, self.fp_preds == self.test.labels)
         self.fp_per_class = self.named(per_class_accuracy(self.fp_preds, self.test.labels, self.classes))
         self.fp_avg = accuracy(self.fp_preds, self.test.labels)
 
@@ -136,22 +143,24 @@ class TrialContext:
             digest.update(t.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
-    def _fp_predictions(self, test_fp: str) -> torch.Tensor:
-        key = f"{self.model_name}-{self.weights_fp}-{test_fp}"
+    def _fp_predictions(self, test_fp: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted labels and their confidence, cached per model, weights and test split."""
+        key = f"{self.model_name}-{self.weights_fp}-{test_fp}-conf"
         path = cache_dir() / "fp" / f"{key}.pt"
         if path.exists():
-            return torch.load(path, weights_only=True)
-        preds = predict(self.model, self.test)
+            cached = torch.load(path, weights_only=True)
+            return cached["preds"], cached["confidence"]
+        preds, confidence = predict_with_confidence(self.model, self.test)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(preds, tmp)
+        torch.save({"preds": preds, "confidence": confidence}, tmp)
         tmp.replace(path)
-        return preds
+        return preds, confidence
 
     def named(self, per_class: dict[int, float]) -> dict[str, float]:
         return {self.test.class_names[c]: a for c, a in per_class.items()}
 
-    def quantize(self, cfg: TrialConfig, images: torch.Tensor) -> QuantizedModel:
+    def quantize(self, cfg: TrialConfig, images: torch.Tensor, labels: torch.Tensor | None = None) -> QuantizedModel:
         """Grid search on all calibration images; or, for reconstruction, ranges initialised on
         the first ``act_init_size`` images and then reconstruction on all of them."""
         if cfg.recon is None:
@@ -160,18 +169,19 @@ class TrialContext:
         calibrate_weights(qmodel)
         calibrate_activations(qmodel, images[:cfg.recon.act_init_size])
         qmodel.set_quant_state(weights=True, acts=True)
-        reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed)
+        reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed, labels=labels)
         return qmodel
 
     def run(self, cfg: TrialConfig) -> TrialResult:
         assert (cfg.model, cfg.dataset) == (self.model_name, self.dataset), "trial does not match its context"
         t0 = time.perf_counter()
         calib = build_calibration_set(self.pool, cfg.calib, cfg.seed)
-        qmodel = self.quantize(cfg, calib.images)
+        qmodel = self.quantize(cfg, calib.images, calib.labels)
         t1 = time.perf_counter()
-        preds = predict(qmodel, self.test)
+        preds, confidence = predict_with_confidence(qmodel, self.test)
         t2 = time.perf_counter()
         per_class = self.named(per_class_accuracy(preds, self.test.labels, self.classes))
+        ece = expected_calibration_error(confidence, preds == self.test.labels)
         return TrialResult(cfg, accuracy(preds, self.test.labels), per_class, self.fp_avg, self.fp_per_class,
-                           preds, calib.class_counts, calib.noise_images, t1 - t0, t2 - t1)
+                           preds, calib.class_counts, calib.noise_images, t1 - t0, t2 - t1, ece)
 

@@ -50,7 +50,7 @@ def test_noise_images_are_counted_and_replace_real_ones(pool):
 @pytest.mark.parametrize("spec,message", [
     (dict(size=6001), "calibration size 6001 is larger than the calibration pool (6000 images); choose 1 to 6000"),
     (dict(size=10, bias_class="zebra"), "bias class 'zebra' is not in the calibration pool; choose one of c0"),
-    (dict(size=700, bias_class="c1", bias_p=1.0), "class 'c1' has 600 pool images but the biased draw needs 700"),
+    (dict(size=700, bias_class="c1", bias_p=1.0), "class 'c1' has 600 pool images but the draw needs 700"),
 ])
 def test_impossible_requests_are_clear_errors(pool, spec, message):
     with pytest.raises(ValueError) as err:
@@ -72,3 +72,29 @@ def test_fields_that_cannot_matter_are_normalised():
     assert CalibSpec(bias_p=0.9) == CalibSpec(bias_p=0.5) and CalibSpec().bias_p is None
     assert CalibSpec(noise_kind="gaussian") == CalibSpec() and CalibSpec().noise_kind is None
     assert CalibSpec(32, noise=0.05).noise_images == 2  # 1.6 rounds half up
+
+
+def test_stratified_sets_are_class_balanced(pool):
+    s = build_calibration_set(pool, CalibSpec(25, sampling="stratified"), 0)
+    counts = sorted(s.class_counts.values())
+    assert counts == [2] * 5 + [3] * 5  # 25 = 10 * 2 + 5 extra images on randomly chosen classes
+    assert torch.equal(s.labels, s.images[:, 0, 0, 0].long())  # each image's label is its pool label
+    assert len({tuple(img.flatten().tolist()) for img in s.images}) == 25
+    again = build_calibration_set(pool, CalibSpec(25, sampling="stratified"), 0)
+    assert torch.equal(s.images, again.images)
+    assert build_calibration_set(pool, CalibSpec(20, sampling="stratified"), 3).class_counts == \
+        {c: 2 for c in CLASSES}
+
+
+def test_labels_mark_noise_images(pool):
+    s = build_calibration_set(pool, CalibSpec(40, noise=0.25), 0)
+    assert (s.labels == -1).sum().item() == 10 == s.noise_images
+    real = s.labels >= 0
+    assert torch.equal(s.labels[real], s.images[real][:, 0, 0, 0].long())
+
+
+def test_stratified_sampling_refuses_bias_and_unknown_samplings():
+    with pytest.raises(ValueError, match="cannot be biased towards 'c1'"):
+        CalibSpec(64, bias_class="c1", sampling="stratified")
+    with pytest.raises(ValueError, match="unknown sampling 'balanced'; choose one of random, stratified"):
+        CalibSpec(64, sampling="balanced")

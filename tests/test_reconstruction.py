@@ -127,3 +127,32 @@ def test_mobilenet_v2_gets_the_reference_lambda():
 
     assert default_recon("mobilenet_v2").lam == 0.1 and default_recon("resnet18").lam == 0.01
     assert TrialConfig(model="mobilenet_v2", optimizer="brecq").recon.lam == 0.1
+
+
+def test_class_weights_favour_the_worst_class_and_keep_mean_one():
+    from ptqlib.reconstruction import ClassWeights
+
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, -1])
+    cw = ClassWeights(labels, eta=1.0, momentum=0.0)
+    cw.update(torch.arange(7), torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 50.0]))
+    w = cw.weights()
+    # by hand: errors 1, 2, 3 (mean 2): weights 3 * softmax([0.5, 1, 1.5])
+    expected = 3 * torch.softmax(torch.tensor([0.5, 1.0, 1.5]), 0)
+    assert torch.allclose(w, expected) and w.mean().item() == pytest.approx(1.0)
+    assert torch.allclose(cw.batch_weights(torch.tensor([6, 4])), torch.tensor([1.0, expected[2].item()]))
+
+
+def test_class_weighted_reconstruction_runs_and_needs_labels():
+    _, qmodel, images = calibrated()
+    cfg = ReconConfig(iters=40, batch_size=16, class_weighting="dro")
+    with pytest.raises(ValueError, match="needs the class label of every calibration image"):
+        reconstruct(copy.deepcopy(qmodel), images, "brecq", cfg, progress=False)
+    labels = torch.arange(len(images)) % 10
+    plain = copy.deepcopy(qmodel)
+    reports = reconstruct(qmodel, images, "brecq", cfg, progress=False, labels=labels)
+    reconstruct(plain, images, "brecq", ReconConfig(iters=40, batch_size=16), progress=False)
+    assert sum(r.recon_loss for r in reports) < sum(r.grid_loss for r in reports)
+    assert any(not torch.equal(a.weight, b.weight) for (_, a), (_, b) in zip(qmodel.quant_layers(),
+                                                                              plain.quant_layers()))
+    with pytest.raises(ValueError, match="unknown class weighting 'worst'"):
+        ReconConfig(class_weighting="worst")

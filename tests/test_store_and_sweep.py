@@ -132,3 +132,46 @@ def test_aggregation_against_hand_computed_numbers():
     assert d_mean.loc["a", 1] == 80 - 85 and d_mean.loc["b", 1] == 40 - 60 and d_std.loc["b", 1] == -np.std([50, 70], ddof=1)
     with pytest.raises(ValueError, match="baseline level 5"):
         heatmap_data(tidy, "noise", baseline=5)
+
+
+def test_store_keeps_labels_ece_and_predictions_for_churn(tmp_path, sweep_setup):
+    from ptqlib.stats import churn
+
+    base, _ = sweep_setup
+    store = ResultsStore(tmp_path / "s.sqlite")
+    run_sweep(expand_grid(base, {"sampling": ["random", "stratified"]}, range(2)), store, progress=False)
+    trials, preds, fp_preds, labels = store.predictions(sampling="stratified")
+    assert len(trials) == 2 and preds.shape == (2, 24) and fp_preds.shape == labels.shape == (24,)
+    assert set(labels.tolist()) == {0, 1, 2}
+    # the stored per-class accuracy is the one the stored predictions give
+    row = trials.iloc[0]
+    names = sorted(row["per_class"])
+    for c, name in enumerate(names):
+        assert row["per_class"][name] == pytest.approx(100 * np.mean(preds[0][labels == c] == c))
+    assert 0 <= churn(preds[0], fp_preds, labels)["flip_rate"] <= 100
+    assert trials["ece"].between(0, 100).all() and store.fp_reference()["ece"].between(0, 100).all()
+    assert sorted(store.trials()["sampling"]) == ["random", "random", "stratified", "stratified"]
+    counts = store.trials(sampling="stratified")["calib_counts"]
+    assert all(sorted(c.values()) == [2, 3, 3] for c in counts)  # 8 images over 3 classes
+
+
+def test_stores_from_before_new_columns_are_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript("""
+    CREATE TABLE trials (key TEXT PRIMARY KEY, config_key TEXT NOT NULL, config TEXT NOT NULL,
+        model TEXT, dataset TEXT, weights TEXT, preset TEXT, w_bits INTEGER, a_bits INTEGER, metric TEXT,
+        weight_metric TEXT, optimizer TEXT, calib_size INTEGER, noise REAL, noise_kind TEXT, bias_class TEXT,
+        bias_p REAL, seed INTEGER, avg REAL NOT NULL, worst_class TEXT NOT NULL, worst_acc REAL NOT NULL,
+        per_class TEXT NOT NULL, calib_counts TEXT NOT NULL, noise_images INTEGER NOT NULL, preds BLOB NOT NULL,
+        calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL);
+    CREATE TABLE fp_reference (model TEXT, dataset TEXT, weights_fp TEXT, data_fp TEXT, weights TEXT, avg REAL,
+        per_class TEXT, preds BLOB, created REAL, PRIMARY KEY (model, dataset, weights_fp, data_fp));
+    INSERT INTO trials VALUES ('k', 'c', '{}', 'resnet20', 'd', NULL, 'reference', 4, 4, 'mse', 'mse', 'grid',
+        8, 0.0, NULL, NULL, NULL, 0, 50.0, 'a', 40.0, '{"a": 40.0, "b": 60.0}', '{}', 0, x'00', 1.0, 1.0, '0',
+        'dfp', 'wfp', 0.0);
+    """)
+    con.commit()
+    con.close()
+    frame = ResultsStore(path).trials(sampling="random", class_weighting=None, iters=None)
+    assert frame["key"].tolist() == ["k"] and frame["ece"].isna().all()

@@ -1,0 +1,134 @@
+"""Worst-case statistics over trials: what an average hides.
+
+Input is the tidy per-class frame of :meth:`ResultsStore.per_class` (one row per trial and
+class with ``acc``, ``fp_acc`` and ``drop``) and, for prediction-level effects, the stored
+predicted labels.
+
+- worst-class accuracy per trial, summarised over trials (mean, std, 5th percentile), and the
+  mean of each trial's ``k`` worst classes;
+- per-class mean drop with bootstrap confidence intervals over trials
+  (:func:`scipy.stats.bootstrap`);
+- a paired test between two settings run on the same seeds (same calibration draws up to the
+  factor), per class (:func:`scipy.stats.wilcoxon`), with Holm's correction for the number of
+  classes tested;
+- churn against the float model (flip rate, and how many flips were right before) and
+  *quantization-identified exemplars*: test images whose most frequent prediction over the
+  trials differs from the float prediction (Hooker et al. 2019, "What do compressed deep
+  neural networks forget?", arXiv:1911.05248).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .aggregate import AVERAGE
+
+
+def _per_trial(per_class: pd.DataFrame, by: list[str]) -> pd.core.groupby.DataFrameGroupBy:
+    return per_class[per_class["class"] != AVERAGE].groupby([*by, "key"], dropna=False)
+
+
+def worst_case_summary(per_class: pd.DataFrame, by: list[str] | None = None, k: int = 3) -> pd.DataFrame:
+    """Per level of ``by``: trials, mean accuracy, and the worst-class accuracy of each trial
+    summarised as mean, std and 5th percentile over trials; ``worst{k}_mean`` is the mean over
+    trials of the mean of each trial's ``k`` worst classes."""
+    by = list(by or [])
+    n_classes = per_class.loc[per_class["class"] != AVERAGE, "class"].nunique()
+    if not 1 <= k <= n_classes:
+        raise ValueError(f"k must be between 1 and the number of classes ({n_classes}), got {k}")
+    trial = _per_trial(per_class, by)["acc"].agg(
+        avg="mean", worst="min", worst_k=lambda a: np.sort(a.to_numpy())[:k].mean()).reset_index()
+    groups = trial.groupby(by, dropna=False) if by else trial.assign(_all=0).groupby("_all")
+    out = groups.agg(trials=("key", "size"), avg_mean=("avg", "mean"), worst_mean=("worst", "mean"),
+                     worst_std=("worst", "std"), worst_p5=("worst", lambda w: np.percentile(w, 5)),
+                     worst_k_mean=("worst_k", "mean")).reset_index()
+    return out.drop(columns="_all", errors="ignore").rename(columns={"worst_k_mean": f"worst{k}_mean"})
+
+
+def bootstrap_mean_ci(values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean of ``values`` (one per trial)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return (np.nan, np.nan)
+    if np.all(values == values[0]):  # no spread: every resample has the same mean
+        return (float(values[0]), float(values[0]))
+    res = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                          method="percentile", random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
+            n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per class (and level of ``by``): mean accuracy drop against FP with a bootstrap CI over
+    trials; ``significant`` when the interval excludes 0."""
+    rows = []
+    for keys, group in per_class.groupby([*(by or []), "class"], dropna=False, sort=False):
+        low, high = bootstrap_mean_ci(group["drop"].to_numpy(), confidence, n_resamples, seed)
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        rows.append({**dict(zip([*(by or []), "class"], keys)), "trials": len(group),
+                     "mean_drop": group["drop"].mean(), "ci_low": low, "ci_high": high})
+    out = pd.DataFrame(rows)
+    out["significant"] = (out["ci_low"] > 0) | (out["ci_high"] < 0)
+    return out
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error over the tests given)."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]).clip(max=1.0)
+    out = np.empty_like(p)
+    out[order] = adjusted
+    return out
+
+
+def paired_test(per_class: pd.DataFrame, factor: str, a, b, alpha: float = 0.05) -> pd.DataFrame:
+    """Per class: is accuracy different between levels ``a`` and ``b`` of ``factor``, pairing
+    trials by seed? Wilcoxon signed-rank test on the per-seed differences (``b - a``), Holm
+    correction over the classes; only seeds present at both levels are used."""
+    rows = []
+    for cls, group in per_class.groupby("class", sort=False):
+        pivot = group.pivot_table(index="seed", columns=factor, values="acc").dropna()
+        if a not in pivot.columns or b not in pivot.columns:
+            raise ValueError(f"levels {a!r} and {b!r} of {factor} must both be in the results; "
+                             f"found {list(pivot.columns)}")
+        diff = (pivot[b] - pivot[a]).to_numpy()
+        p = 1.0 if np.all(diff == 0) or len(diff) < 2 else float(stats.wilcoxon(diff).pvalue)
+        rows.append({"class": cls, "pairs": len(diff), f"mean_{a}": pivot[a].mean(), f"mean_{b}": pivot[b].mean(),
+                     "mean_diff": diff.mean(), "p": p})
+    out = pd.DataFrame(rows)
+    out["p_holm"] = holm(out["p"].to_numpy())
+    out["significant"] = out["p_holm"] < alpha
+    return out
+
+
+def churn(preds: np.ndarray, fp_preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Prediction changes of one quantized model against the float model, in % of test images:
+    ``flip_rate`` (any change), ``lost`` (right before, wrong after), ``gained`` (wrong before,
+    right after); ``lost_share``: % of the flips that were right before."""
+    flips = preds != fp_preds
+    lost = flips & (fp_preds == labels)
+    gained = flips & (preds == labels)
+    n = len(labels)
+    return {"flip_rate": 100.0 * flips.sum() / n, "lost": 100.0 * lost.sum() / n, "gained": 100.0 * gained.sum() / n,
+            "lost_share": 100.0 * lost.sum() / max(flips.sum(), 1)}
+
+
+def modal_predictions(preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most frequent prediction per image over trials (``preds`` is ``[trials, images]``; ties go to
+    the smaller label) and the share of trials that predicted it."""
+    n_labels = int(preds.max()) + 1
+    counts = np.zeros((n_labels, preds.shape[1]), dtype=np.int64)
+    for row in preds:
+        counts[row, np.arange(preds.shape[1])] += 1
+    mode = counts.argmax(0)
+    return mode, counts.max(0) / preds.shape[0]
+
+
+def exemplars(preds: np.ndarray, fp_preds: np.ndarray) -> np.ndarray:
+    """Indices of the quantization-identified exemplars: images whose modal prediction over the
+    trials differs from the float model's."""
+    mode, _ = modal_predictions(preds)
+    return np.flatnonzero(mode != fp_preds)

@@ -1,0 +1,108 @@
+"""Worst-case statistics, churn and ECE against hand-computed answers."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as scipy_stats
+
+from ptqlib.metrics import expected_calibration_error
+from ptqlib.stats import (bootstrap_mean_ci, churn, drop_ci, exemplars, holm, modal_predictions, paired_test,
+                          worst_case_summary)
+
+
+def tidy(acc: dict[int, list[float]], fp: float = 90.0, level=None) -> pd.DataFrame:
+    """Per-class rows: ``acc[seed]`` is the accuracy of classes a, b, c in that trial."""
+    rows = [{"key": f"{level}-{seed}", "seed": seed, "class": cls, "acc": a, "fp_acc": fp, "drop": fp - a,
+             "level": level}
+            for seed, accs in acc.items() for cls, a in zip("abc", accs)]
+    return pd.DataFrame(rows)
+
+
+def test_worst_case_summary_by_hand():
+    frame = tidy({0: [80, 70, 90], 1: [60, 75, 95], 2: [85, 88, 50]})
+    out = worst_case_summary(frame, k=2).iloc[0]
+    worst = np.array([70, 60, 50])
+    assert out["trials"] == 3
+    assert out["worst_mean"] == pytest.approx(60) and out["worst_std"] == pytest.approx(10)
+    assert out["worst_p5"] == pytest.approx(51)  # numpy's linear interpolation: 50 + 0.1 * (60 - 50)
+    assert out["worst2_mean"] == pytest.approx(np.mean([75, 67.5, 67.5]))
+    assert out["avg_mean"] == pytest.approx(np.mean([80, 76.6666667, 74.3333333]))
+    assert worst.min() == 50
+    with pytest.raises(ValueError, match="k must be between 1 and the number of classes \\(3\\)"):
+        worst_case_summary(frame, k=4)
+
+
+def test_bootstrap_ci_known_answers():
+    # two values: resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the
+    # 2.5 % and 97.5 % percentiles are exactly the extremes
+    assert bootstrap_mean_ci(np.array([0.0, 1.0]), n_resamples=4000) == (0.0, 1.0)
+    assert bootstrap_mean_ci(np.array([3.0, 3.0, 3.0])) == (3.0, 3.0)
+    # large normal sample: close to the normal-theory interval mean +- 1.96 sd / sqrt(n)
+    x = np.random.default_rng(0).normal(5.0, 2.0, 400)
+    low, high = bootstrap_mean_ci(x, n_resamples=4000)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
+    assert low == pytest.approx(x.mean() - half, abs=0.04) and high == pytest.approx(x.mean() + half, abs=0.04)
+
+
+def test_drop_ci_flags_only_drops_that_exclude_zero():
+    frame = tidy({s: [80 + (s % 2), 90 + (-1) ** s, 90] for s in range(10)})  # a: drop ~9.5; b: +-1 around 0
+    out = drop_ci(frame).set_index("class")
+    assert out.loc["a", "significant"] and out.loc["a", "ci_low"] >= 9 and out.loc["a", "ci_high"] <= 10
+    assert not out.loc["b", "significant"] and out.loc["b", "ci_low"] < 0 < out.loc["b", "ci_high"]
+    assert not out.loc["c", "significant"] and out.loc["c", "ci_low"] == out.loc["c", "ci_high"] == 0
+
+
+def test_holm_by_hand():
+    assert holm(np.array([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])
+
+
+def test_paired_test_exact_wilcoxon_answer():
+    n = 10
+    base = tidy({s: [70.0 + s, 80.0, 60.0 + s] for s in range(n)}, level="x")
+    better = tidy({s: [70.0 + s + 0.1 * (s + 1), 80.0, 60.0 + s] for s in range(n)}, level="y")
+    out = paired_test(pd.concat([base, better]), "level", "x", "y").set_index("class")
+    # all 10 differences positive and distinct: the exact two-sided p is 2 / 2**10
+    assert out.loc["a", "p"] == pytest.approx(2 / 2**n)
+    assert out.loc["a", "p_holm"] == pytest.approx(3 * 2 / 2**n) and out.loc["a", "significant"]
+    assert out.loc["b", "p"] == 1.0 and not out.loc["b", "significant"]
+    assert out.loc["a", "mean_diff"] == pytest.approx(0.55) and out.loc["a", "pairs"] == n
+    with pytest.raises(ValueError, match="levels 'x' and 'z'"):
+        paired_test(pd.concat([base, better]), "level", "x", "z")
+
+
+def test_paired_test_uses_only_seeds_at_both_levels():
+    a = tidy({s: [50.0, 50.0, 50.0] for s in range(8)}, level="x")
+    b = tidy({s: [50.0 + s + 1, 50.0, 50.0] for s in range(3, 8)}, level="y")
+    out = paired_test(pd.concat([a, b]), "level", "x", "y").set_index("class")
+    assert out.loc["a", "pairs"] == 5
+    assert out.loc["a", "p"] == pytest.approx(scipy_stats.wilcoxon([4, 5, 6, 7, 8]).pvalue)
+
+
+def test_churn_by_hand():
+    labels = np.array([0, 1, 2, 0, 1])
+    fp = np.array([0, 1, 0, 0, 2])  # right, right, wrong, right, wrong
+    q = np.array([0, 2, 2, 1, 2])   # same, lost, gained, lost, same
+    assert churn(q, fp, labels) == {"flip_rate": 60.0, "lost": 40.0, "gained": 20.0,
+                                    "lost_share": pytest.approx(200 / 3)}
+
+
+def test_modal_predictions_and_exemplars():
+    preds = np.array([[0, 1, 2, 2], [0, 2, 2, 1], [1, 2, 0, 1]])
+    mode, share = modal_predictions(preds)
+    assert mode.tolist() == [0, 2, 2, 1] and share == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2 / 3])
+    assert exemplars(preds, np.array([0, 1, 2, 2])).tolist() == [1, 3]
+
+
+def test_ece_of_calibrated_and_overconfident_models():
+    # each bin's accuracy equals its confidence: a perfectly calibrated model has ECE 0
+    conf = torch.tensor([0.8] * 10 + [0.5] * 4)
+    correct = torch.tensor([1] * 8 + [0] * 2 + [1, 0, 1, 0], dtype=torch.bool)
+    assert expected_calibration_error(conf, correct) == pytest.approx(0.0, abs=1e-5)  # float32 0.8
+    assert expected_calibration_error(torch.ones(5), torch.ones(5, dtype=torch.bool)) == pytest.approx(0.0)
+    # always 90 % sure and always wrong: gap 0.9 in the only bin
+    assert expected_calibration_error(torch.full((7,), 0.9), torch.zeros(7, dtype=torch.bool)) == pytest.approx(90.0)
+    # two bins by hand: 0.95 with 1/2 right (gap .45, weight .5) and 0.25 with 1/2 right (gap .25, weight .5)
+    conf = torch.tensor([0.95, 0.95, 0.25, 0.25])
+    correct = torch.tensor([True, False, True, False])
+    assert expected_calibration_error(conf, correct) == pytest.approx(100 * (0.5 * 0.45 + 0.5 * 0.25))
