@@ -18,8 +18,9 @@ compute_missing = False
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.aggregate import AVERAGE, heatmap_data
+from ptqlib.aggregate import AVERAGE, heatmap_data, worst_class
 from ptqlib.plotting import delta_heatmap
+from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
@@ -47,3 +48,17 @@ for cls in d_mean.columns[1:]:
     col = d_mean[cls].drop(index=AVERAGE)
     print(f"biased towards {cls}: average {d_mean.loc[AVERAGE, cls]:+.2f} points, the class itself "
           f"{d_mean.loc[cls, cls]:+.2f}; classes from {col.min():+.2f} ('{col.idxmin()}') to {col.max():+.2f} ('{col.idxmax()}')")
+
+# %% [markdown]
+# ## Worst-case statistics
+#
+# Each trial's worst class, summarised over trials (mean, std, 5th percentile, minimum, the
+# class most often worst, and the mean of each trial's three worst classes), and every class's
+# mean drop against FP with a bootstrap 95 % confidence interval over trials (`*`: the interval
+# excludes 0).
+
+# %%
+worst_class(frame, by=["bias"]).set_index("bias").round(2)
+
+# %%
+drop_ci_table(frame, "bias")

@@ -16,8 +16,9 @@ compute_missing = False
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.aggregate import AVERAGE, class_summary
+from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import drop_boxplot
+from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
@@ -47,3 +48,17 @@ classes = drops.drop(index=AVERAGE)
 for bits in present:
     print(f"W{bits}A{bits}: average drop {drops.loc[AVERAGE, bits]:.2f}; largest class drop "
           f"{classes[bits].max():.2f} ('{classes[bits].idxmax()}')")
+
+# %% [markdown]
+# ## Worst-case statistics
+#
+# Each trial's worst class, summarised over trials (mean, std, 5th percentile, minimum, the
+# class most often worst, and the mean of each trial's three worst classes), and every class's
+# mean drop against FP with a bootstrap 95 % confidence interval over trials (`*`: the interval
+# excludes 0).
+
+# %%
+worst_class(frame, by=["w_bits"]).set_index("w_bits").round(2)
+
+# %%
+drop_ci_table(frame, "w_bits")

@@ -16,8 +16,9 @@ compute_missing = False
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.aggregate import AVERAGE, class_summary
+from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import mean_std_lines
+from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
@@ -43,3 +44,17 @@ classes = table.drop(index=AVERAGE)
 for size in table.columns:
     print(f"{size} images: std of the average {table.loc[AVERAGE, size]:.2f}; class std median "
           f"{classes[size].median():.2f}, largest {classes[size].max():.2f} ('{classes[size].idxmax()}')")
+
+# %% [markdown]
+# ## Worst-case statistics
+#
+# Each trial's worst class, summarised over trials (mean, std, 5th percentile, minimum, the
+# class most often worst, and the mean of each trial's three worst classes), and every class's
+# mean drop against FP with a bootstrap 95 % confidence interval over trials (`*`: the interval
+# excludes 0).
+
+# %%
+worst_class(frame, by=["calib_size"]).set_index("calib_size").round(2)
+
+# %%
+drop_ci_table(frame, "calib_size")

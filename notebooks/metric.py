@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import mean_std_lines
+from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
@@ -38,9 +39,20 @@ summary.pivot(index="class", columns="metric", values="mean").round(2)
 
 # %%
 worst = worst_class(frame, by=["metric"]).set_index("metric")
-worst.round(2)
-
-# %%
 avg = summary[summary["class"] == AVERAGE].set_index("metric")["mean"]
 print(f"Best average: {avg.idxmax()} ({avg.max():.2f} %); worst average: {avg.idxmin()} ({avg.min():.2f} %).")
 print(f"Best mean worst-class accuracy: {worst['worst_mean'].idxmax()} ({worst['worst_mean'].max():.2f} %).")
+
+# %% [markdown]
+# ## Worst-case statistics
+#
+# Each trial's worst class, summarised over trials (mean, std, 5th percentile, minimum, the
+# class most often worst, and the mean of each trial's three worst classes), and every class's
+# mean drop against FP with a bootstrap 95 % confidence interval over trials (`*`: the interval
+# excludes 0).
+
+# %%
+worst.round(2)
+
+# %%
+drop_ci_table(frame, "metric")

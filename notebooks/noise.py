@@ -17,8 +17,9 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.aggregate import AVERAGE, heatmap_data
+from ptqlib.aggregate import AVERAGE, heatmap_data, worst_class
 from ptqlib.plotting import delta_heatmap
+from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
@@ -45,3 +46,17 @@ for lv in present[1:]:
     print(f"noise {lv:g}: average changes {d_mean.loc[AVERAGE, lv]:+.2f} points; classes from "
           f"{col.min():+.2f} ('{col.idxmin()}') to {col.max():+.2f} ('{col.idxmax()}'); "
           f"largest std change {d_std.drop(index=AVERAGE)[lv].abs().max():.2f}")
+
+# %% [markdown]
+# ## Worst-case statistics
+#
+# Each trial's worst class, summarised over trials (mean, std, 5th percentile, minimum, the
+# class most often worst, and the mean of each trial's three worst classes), and every class's
+# mean drop against FP with a bootstrap 95 % confidence interval over trials (`*`: the interval
+# excludes 0).
+
+# %%
+worst_class(frame, by=["noise"]).set_index("noise").round(2)
+
+# %%
+drop_ci_table(frame, "noise")

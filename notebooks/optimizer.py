@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import mean_std_lines
+from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
@@ -47,9 +48,6 @@ summary.pivot(index="class", columns="optimizer", values="mean").round(2)
 
 # %%
 worst = worst_class(frame, by=["optimizer"]).set_index("optimizer")
-worst.round(2)
-
-# %%
 means = summary.pivot(index="class", columns="optimizer", values="mean")
 if "grid" in means.columns:
     for opt in [c for c in means.columns if c != "grid"]:
@@ -58,3 +56,17 @@ if "grid" in means.columns:
         print(f"{opt} vs grid: average {gain[AVERAGE]:+.2f} points; {int((per_class < 0).sum())} of {len(per_class)} "
               f"classes lose accuracy (largest loss {per_class.min():+.2f}, '{per_class.idxmin()}'); "
               f"mean worst class {worst.loc[opt, 'worst_mean'] - worst.loc['grid', 'worst_mean']:+.2f} points")
+
+# %% [markdown]
+# ## Worst-case statistics
+#
+# Each trial's worst class, summarised over trials (mean, std, 5th percentile, minimum, the
+# class most often worst, and the mean of each trial's three worst classes), and every class's
+# mean drop against FP with a bootstrap 95 % confidence interval over trials (`*`: the interval
+# excludes 0).
+
+# %%
+worst.round(2)
+
+# %%
+drop_ci_table(frame, "optimizer")

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import drop_boxplot
+from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame
 
@@ -54,3 +55,17 @@ print(f"Class std over trials: median {classes['std'].median():.2f}, largest {cl
       f"('{classes['std'].idxmax()}'), i.e. {classes['std'].max() / avg['std']:.1f}x the std of the average.")
 print(f"Worst class per trial: mean {wc['worst_mean']:.2f} %, std {wc['worst_std']:.2f}, lowest {wc['worst_min']:.2f} %; "
       f"most often '{wc['most_often']}'.")
+
+# %% [markdown]
+# ## Worst-case statistics
+#
+# Each trial's worst class, summarised over trials (mean, std, 5th percentile, minimum, the
+# class most often worst, and the mean of each trial's three worst classes), and every class's
+# mean drop against FP with a bootstrap 95 % confidence interval over trials (`*`: the interval
+# excludes 0).
+
+# %%
+worst_class(tidy).round(2)
+
+# %%
+drop_ci_table(tidy.assign(cell="all trials"), "cell")

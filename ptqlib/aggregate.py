@@ -6,6 +6,7 @@ mean over classes, so the average and the classes can be compared in one table.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 AVERAGE = "Average"
@@ -29,14 +30,26 @@ def class_summary(per_class: pd.DataFrame, by: list[str] | None = None) -> pd.Da
     return out.reset_index()
 
 
-def worst_class(per_class: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
-    """Per trial, the worst class and its accuracy; then mean/std/min over trials per level."""
-    keys = [*(by or []), "key"]
-    idx = per_class.groupby(keys, dropna=False)["acc"].idxmin()
-    per_trial = per_class.loc[idx, [*keys, "class", "acc"]]
-    g = per_trial.groupby(by, dropna=False) if by else per_trial.assign(_all=0).groupby("_all")
-    return g.agg(trials=("acc", "size"), worst_mean=("acc", "mean"), worst_std=("acc", "std"),
-                 worst_min=("acc", "min"), most_often=("class", lambda s: s.mode().iloc[0])).reset_index()
+def worst_class(per_class: pd.DataFrame, by: list[str] | None = None, k: int = 3) -> pd.DataFrame:
+    """Per level of ``by``, over trials: the mean average accuracy; each trial's worst-class
+    accuracy as mean, std, 5th percentile and minimum, and the class most often worst; and
+    ``worst{k}_mean``, the mean of each trial's ``k`` worst classes (``k`` at most the number of
+    classes)."""
+    by = list(by or [])
+    classes = per_class[per_class["class"] != AVERAGE]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive number of classes, got {k!r}")
+    k = min(k, classes["class"].nunique())
+    keys = [*by, "key"]
+    trial = classes.groupby(keys, dropna=False)["acc"].agg(
+        avg="mean", worst="min", worst_k=lambda a: np.sort(a.to_numpy())[:k].mean()).reset_index()
+    trial["worst_name"] = classes.loc[classes.groupby(keys, dropna=False)["acc"].idxmin(), "class"].to_numpy()
+    groups = trial.groupby(by, dropna=False) if by else trial.assign(_all=0).groupby("_all")
+    out = groups.agg(trials=("key", "size"), avg_mean=("avg", "mean"), worst_mean=("worst", "mean"),
+                     worst_std=("worst", "std"), worst_p5=("worst", lambda w: np.percentile(w, 5)),
+                     worst_min=("worst", "min"), worst_k_mean=("worst_k", "mean"),
+                     most_often=("worst_name", lambda s: s.mode().iloc[0])).reset_index()
+    return out.drop(columns="_all", errors="ignore").rename(columns={"worst_k_mean": f"worst{k}_mean"})
 
 
 def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -55,3 +55,38 @@ def mean_std_lines(summary: pd.DataFrame, factor: str, ax=None):
     ax.set_ylabel("accuracy (%)")
     ax.legend(ncol=2, fontsize=7, loc="best")
     return ax
+
+
+def worst_class_boxes(per_class: pd.DataFrame, factor: str, levels: list, title: str = "", ax=None):
+    """Box plot over trials of each trial's worst-class accuracy, one box per level of
+    ``factor``, with each trial's average accuracy as grey dots for scale."""
+    classes = per_class[per_class["class"] != AVERAGE]
+    per_trial = classes.groupby([factor, "key"], dropna=False)["acc"].agg(worst="min", avg="mean").reset_index()
+    present = [lv for lv in levels if lv in set(per_trial[factor])]
+    ax = ax or plt.subplots(figsize=(1.8 * len(present) + 2.5, 3.6))[1]
+    data = [per_trial.loc[per_trial[factor] == lv, "worst"].to_numpy() for lv in present]
+    ax.boxplot(data, widths=0.5, medianprops={"color": "tab:red"}, showmeans=True)
+    for i, lv in enumerate(present, start=1):
+        avg = per_trial.loc[per_trial[factor] == lv, "avg"].to_numpy()
+        ax.scatter(np.full(len(avg), i + 0.35), avg, s=6, color="grey", label="average" if i == 1 else None)
+    ax.set_xticks(range(1, len(present) + 1),
+                  [f"{lv}\n({len(d)} trials)" for lv, d in zip(present, data)])
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "worst-class accuracy per trial (box) and average (dots)")
+    ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title: str = ""):
+    """A grid of uint8 ``[N, C, H, W]`` images (grey when ``C == 1``) with a caption under each."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.9 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        pixels = np.asarray(image).transpose(1, 2, 0)
+        ax.imshow(pixels[..., 0] if pixels.shape[2] == 1 else pixels, cmap="gray" if pixels.shape[2] == 1 else None)
+        ax.set_title(caption, fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

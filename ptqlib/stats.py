@@ -4,8 +4,7 @@ Input is the tidy per-class frame of :meth:`ResultsStore.per_class` (one row per
 class with ``acc``, ``fp_acc`` and ``drop``) and, for prediction-level effects, the stored
 predicted labels.
 
-- worst-class accuracy per trial, summarised over trials (mean, std, 5th percentile), and the
-  mean of each trial's ``k`` worst classes;
+- (worst-class accuracy over trials is summarised by :func:`ptqlib.aggregate.worst_class`);
 - per-class mean drop with bootstrap confidence intervals over trials
   (:func:`scipy.stats.bootstrap`);
 - a paired test between two settings run on the same seeds (same calibration draws up to the
@@ -22,28 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .aggregate import AVERAGE
-
-
-def _per_trial(per_class: pd.DataFrame, by: list[str]) -> pd.core.groupby.DataFrameGroupBy:
-    return per_class[per_class["class"] != AVERAGE].groupby([*by, "key"], dropna=False)
-
-
-def worst_case_summary(per_class: pd.DataFrame, by: list[str] | None = None, k: int = 3) -> pd.DataFrame:
-    """Per level of ``by``: trials, mean accuracy, and the worst-class accuracy of each trial
-    summarised as mean, std and 5th percentile over trials; ``worst{k}_mean`` is the mean over
-    trials of the mean of each trial's ``k`` worst classes."""
-    by = list(by or [])
-    n_classes = per_class.loc[per_class["class"] != AVERAGE, "class"].nunique()
-    if not 1 <= k <= n_classes:
-        raise ValueError(f"k must be between 1 and the number of classes ({n_classes}), got {k}")
-    trial = _per_trial(per_class, by)["acc"].agg(
-        avg="mean", worst="min", worst_k=lambda a: np.sort(a.to_numpy())[:k].mean()).reset_index()
-    groups = trial.groupby(by, dropna=False) if by else trial.assign(_all=0).groupby("_all")
-    out = groups.agg(trials=("key", "size"), avg_mean=("avg", "mean"), worst_mean=("worst", "mean"),
-                     worst_std=("worst", "std"), worst_p5=("worst", lambda w: np.percentile(w, 5)),
-                     worst_k_mean=("worst_k", "mean")).reset_index()
-    return out.drop(columns="_all", errors="ignore").rename(columns={"worst_k_mean": f"worst{k}_mean"})
+from .aggregate import AVERAGE, with_average
 
 
 def bootstrap_mean_ci(values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
@@ -132,3 +110,33 @@ def exemplars(preds: np.ndarray, fp_preds: np.ndarray) -> np.ndarray:
     trials differs from the float model's."""
     mode, _ = modal_predictions(preds)
     return np.flatnonzero(mode != fp_preds)
+
+
+def drop_ci_table(per_class: pd.DataFrame, factor: str, confidence: float = 0.95) -> pd.DataFrame:
+    """Rows = classes + Average, columns = levels of ``factor``: ``"mean [low, high]"`` of the drop
+    against FP with its bootstrap interval, starred where the interval excludes 0."""
+    ci = drop_ci(with_average(per_class), by=[factor], confidence=confidence)
+    ci["cell"] = [f"{m:.2f} [{lo:.2f}, {hi:.2f}]{'*' if sig else ''}"
+                  for m, lo, hi, sig in zip(ci["mean_drop"], ci["ci_low"], ci["ci_high"], ci["significant"])]
+    table = ci.pivot(index="class", columns=factor, values="cell")
+    order = [c for c in per_class["class"].unique() if c != AVERAGE] + [AVERAGE]
+    return table.loc[order, [lv for lv in per_class[factor].unique() if lv in table.columns]]
+
+
+def paired_worst(per_class: pd.DataFrame, factor: str, a, b) -> dict:
+    """Setting ``b`` against ``a`` on the seeds both have: mean and std over trials of the
+    worst-class and of the average accuracy, their mean per-seed differences, and Wilcoxon
+    signed-rank p-values for both differences."""
+    classes = per_class[per_class["class"] != AVERAGE]
+    per_trial = classes.groupby([factor, "seed"], dropna=False)["acc"].agg(worst="min", avg="mean").reset_index()
+    wide = per_trial.pivot(index="seed", columns=factor, values=["worst", "avg"]).dropna()
+    if (("worst", a) not in wide.columns) or (("worst", b) not in wide.columns):
+        raise ValueError(f"levels {a!r} and {b!r} of {factor} must both be in the results")
+    out = {"pairs": len(wide)}
+    for stat in ("worst", "avg"):
+        diff = (wide[(stat, b)] - wide[(stat, a)]).to_numpy()
+        out |= {f"{stat}_mean_a": wide[(stat, a)].mean(), f"{stat}_mean_b": wide[(stat, b)].mean(),
+                f"{stat}_std_a": wide[(stat, a)].std(), f"{stat}_std_b": wide[(stat, b)].std(),
+                f"{stat}_diff": diff.mean(),
+                f"{stat}_p": 1.0 if len(diff) < 2 or np.all(diff == 0) else float(stats.wilcoxon(diff).pvalue)}
+    return out

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,10 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
     store = ResultsStore(root / "trials.sqlite")
     cell = Cell("resnet20", dataset, calib_size=8, weights=str(weights), iters=2)
     for factor, levels in {"noise": [0.0, 0.25], "bias_class": [None, "ant"], "calib_size": [8, 16],
-                           "w_bits": [8, 4], "metric": ["mse", "minmax"], "optimizer": ["grid", "brecq"]}.items():
+                           "w_bits": [8, 4], "metric": ["mse", "minmax"], "optimizer": ["grid", "brecq"],
+                           "sampling": ["random", "stratified"]}.items():
         ensure_trials(store, cell, factor, levels, trials=2, progress=False)
+    ensure_trials(store, replace(cell, optimizer="brecq"), "class_weighting", [None, "dro"], trials=2, progress=False)
     results = root / "quantize"
     results.mkdir()
     out = subprocess.run([sys.executable, "-m", "ptqlib.cli", "quantize", "--data", dataset, "--weights",
@@ -61,6 +64,8 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
         "bitwidth": {**common, "calib_size": 8, "levels": [8, 4]},
         "metric": {**common, "calib_size": 8, "levels": ["mse", "minmax"]},
         "optimizer": {**common, "calib_size": 8, "levels": ["grid", "brecq"], "iters": 2},
+        "protect": {**common, "calib_size": 8, "recon_calib_size": 8, "recon_iters": 2, "recon_trials": 2,
+                    "exemplars_per_class": 2},
         "conclusions": {**common, "calib_size": 8, "bias_classes": ["ant"], "recon_iters": 2},
     }
 

@@ -35,3 +35,27 @@ def test_heatmap_writes_the_std_change_in_every_cell():
 def test_mean_std_lines_one_line_per_class():
     ax = mean_std_lines(class_summary(tidy_frame(), by=["noise"]), "noise")
     assert len(ax.get_legend().get_texts()) == 4
+
+
+def test_worst_class_boxes_one_box_per_level_with_its_medians():
+    from ptqlib.plotting import worst_class_boxes
+
+    frame = tidy_frame()
+    ax = worst_class_boxes(frame, "noise", [0, 1, 7])  # level 7 has no trials: no box
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0\n(3 trials)", "1\n(3 trials)"]
+    worst = frame.groupby(["noise", "key"])["acc"].min().groupby("noise").median()
+    from matplotlib.colors import same_color
+
+    medians = [line.get_ydata()[0] for line in ax.lines if same_color(line.get_color(), "tab:red")]
+    assert np.allclose(sorted(medians), sorted(worst.to_numpy()))
+
+
+def test_image_grid_shows_each_image_with_its_caption():
+    from ptqlib.plotting import image_grid
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
+    fig = image_grid(images, [f"img {i}" for i in range(5)], columns=4)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 8 and len(shown) == 5
+    assert np.array_equal(shown[2].images[0].get_array(), images[2].transpose(1, 2, 0))
+    assert [ax.get_title() for ax in shown] == [f"img {i}" for i in range(5)]

@@ -5,9 +5,10 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
+from ptqlib.aggregate import worst_class
 from ptqlib.metrics import expected_calibration_error
-from ptqlib.stats import (bootstrap_mean_ci, churn, drop_ci, exemplars, holm, modal_predictions, paired_test,
-                          worst_case_summary)
+from ptqlib.stats import (bootstrap_mean_ci, churn, drop_ci, drop_ci_table, exemplars, holm, modal_predictions,
+                          paired_test, paired_worst)
 
 
 def tidy(acc: dict[int, list[float]], fp: float = 90.0, level=None) -> pd.DataFrame:
@@ -20,16 +21,17 @@ def tidy(acc: dict[int, list[float]], fp: float = 90.0, level=None) -> pd.DataFr
 
 def test_worst_case_summary_by_hand():
     frame = tidy({0: [80, 70, 90], 1: [60, 75, 95], 2: [85, 88, 50]})
-    out = worst_case_summary(frame, k=2).iloc[0]
+    out = worst_class(frame, k=2).iloc[0]
     worst = np.array([70, 60, 50])
     assert out["trials"] == 3
     assert out["worst_mean"] == pytest.approx(60) and out["worst_std"] == pytest.approx(10)
     assert out["worst_p5"] == pytest.approx(51)  # numpy's linear interpolation: 50 + 0.1 * (60 - 50)
     assert out["worst2_mean"] == pytest.approx(np.mean([75, 67.5, 67.5]))
     assert out["avg_mean"] == pytest.approx(np.mean([80, 76.6666667, 74.3333333]))
-    assert worst.min() == 50
-    with pytest.raises(ValueError, match="k must be between 1 and the number of classes \\(3\\)"):
-        worst_case_summary(frame, k=4)
+    assert out["worst_min"] == worst.min() == 50 and out["most_often"] in ("a", "b", "c")
+    assert worst_class(frame, k=4).iloc[0]["worst3_mean"] == pytest.approx(np.mean([80, 76.6666667, 74.3333333]))
+    with pytest.raises(ValueError, match="k must be a positive number of classes, got 0"):
+        worst_class(frame, k=0)
 
 
 def test_bootstrap_ci_known_answers():
@@ -106,3 +108,22 @@ def test_ece_of_calibrated_and_overconfident_models():
     conf = torch.tensor([0.95, 0.95, 0.25, 0.25])
     correct = torch.tensor([True, False, True, False])
     assert expected_calibration_error(conf, correct) == pytest.approx(100 * (0.5 * 0.45 + 0.5 * 0.25))
+
+
+def test_drop_ci_table_layout():
+    frame = pd.concat([tidy({s: [80.0 + s % 2, 90.0, 90.0] for s in range(6)}, level=lv) for lv in ("x", "y")])
+    table = drop_ci_table(frame, "level")
+    assert list(table.index) == ["a", "b", "c", "Average"] and list(table.columns) == ["x", "y"]
+    assert table.loc["a", "x"].startswith("9.50 [") and table.loc["a", "x"].endswith("]*")
+    assert table.loc["b", "y"] == "0.00 [0.00, 0.00]"
+
+
+def test_paired_worst_by_hand():
+    a = tidy({s: [60.0 + s, 80.0, 90.0] for s in range(6)}, level="x")       # worst: class a, 60..65
+    b = tidy({s: [70.0 + s, 75.0 + s, 90.0] for s in range(6)}, level="y")  # worst: class a, 70..75
+    out = paired_worst(pd.concat([a, b]), "level", "x", "y")
+    assert out["pairs"] == 6 and out["worst_diff"] == pytest.approx(10.0)
+    assert out["worst_mean_a"] == pytest.approx(62.5) and out["worst_std_b"] == pytest.approx(np.std(range(6), ddof=1))
+    assert out["worst_p"] == pytest.approx(2 / 2**6)  # six positive differences: exact p = 2 / 2**6
+    assert out["avg_diff"] == pytest.approx(np.mean([(70 + s + 75 + s + 90) / 3 - (60 + s + 80 + 90) / 3
+                                                     for s in range(6)]))

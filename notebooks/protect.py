@@ -1,0 +1,169 @@
+# %% [markdown]
+# # Can PTQ protect the worst class?
+#
+# The sections before show that a quantized model's worst class moves from one calibration
+# draw to the next. This section tries two remedies that need no extra data, and measures
+# what quantization changes below the accuracy numbers.
+#
+# - **Class-balanced (stratified) calibration sets**: every class gets the same number of
+#   calibration images, instead of a uniform random draw in which some classes are rare.
+# - **Class-weighted reconstruction** (BRECQ with a distributionally robust loss): each
+#   calibration image's reconstruction error is weighted by how badly its class is currently
+#   reconstructed, `K * softmax(eta * L_c / mean(L))` over running per-class errors `L_c`.
+#
+# Both are compared with their baseline on the **same seeds**, so each pair of trials differs
+# only by the remedy; differences are tested per class with the Wilcoxon signed-rank test
+# (Holm-corrected over the classes). A remedy "protects the worst class" when it raises the
+# mean worst-class accuracy and lowers its spread over trials without costing average accuracy.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model, dataset = "resnet20", "cifar10-jpeg"
+weights = None  # None: the project's default weights for the dataset
+w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+trials = 50
+recon_calib_size, recon_iters, recon_trials = 1024, 500, 8
+exemplars_per_class = 6
+compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ptqlib.aggregate import worst_class
+from ptqlib.plotting import image_grid, worst_class_boxes
+from ptqlib.stats import churn, modal_predictions, paired_test, paired_worst
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
+recon_cell = Cell(model, dataset, w_bits, a_bits, metric, recon_calib_size, weights=weights, optimizer="brecq",
+                  iters=recon_iters)
+if compute_missing:
+    print(ensure_trials(store, cell, "sampling", ["random", "stratified"], trials))
+    print(ensure_trials(store, recon_cell, "class_weighting", [None, "dro"], recon_trials))
+sampling = factor_frame(store, cell, "sampling", ["random", "stratified"], trials)
+weighting = factor_frame(store, recon_cell, "class_weighting", [None, "dro"], recon_trials)
+weighting["weighting"] = weighting["class_weighting"].fillna("none")
+print("trials per sampling:", ", ".join(f"{k}: {n}" for k, n in trial_counts(sampling, "sampling").items()))
+print(f"BRECQ trials ({recon_calib_size} images, {recon_iters} iterations per block) per weighting:",
+      ", ".join(f"{k}: {n}" for k, n in trial_counts(weighting, "weighting").items()))
+
+
+# %%
+def verdict(name: str, frame: pd.DataFrame, factor: str, base, alt) -> str:
+    """One generated sentence: the remedy against its baseline on the seeds both have."""
+    if not {base, alt} <= set(frame[factor]):
+        return f"{name}: not enough trials in the store to compare."
+    r = paired_worst(frame, factor, base, alt)
+    raises = r["worst_diff"] > 0 and r["worst_p"] < 0.05
+    steadier = r["worst_std_b"] < r["worst_std_a"]
+    costless = r["avg_diff"] >= 0 or r["avg_p"] >= 0.05
+    answer = "protects the worst class" if raises and steadier and costless else "does not protect the worst class"
+    return (f"{name} {answer} on these {r['pairs']} paired trials: mean worst-class accuracy "
+            f"{r['worst_mean_a']:.2f} -> {r['worst_mean_b']:.2f} % ({r['worst_diff']:+.2f} points, "
+            f"Wilcoxon p = {r['worst_p']:.3g}), its std over trials {r['worst_std_a']:.2f} -> {r['worst_std_b']:.2f}, "
+            f"average accuracy {r['avg_mean_a']:.2f} -> {r['avg_mean_b']:.2f} % ({r['avg_diff']:+.2f} points, "
+            f"p = {r['avg_p']:.3g}).")
+
+
+# %% [markdown]
+# ## Class-balanced calibration sets
+#
+# Grid search (`mse` ranges) on 256 calibration images: the worst class of each trial (box)
+# and the average (dots), then each class tested between the two samplings.
+
+# %%
+worst_class_boxes(sampling, "sampling", ["random", "stratified"], title=f"{model} W{w_bits}A{a_bits} {metric}")
+plt.tight_layout()
+plt.show()
+worst_class(sampling, by=["sampling"]).set_index("sampling").round(2)
+
+# %%
+if {"random", "stratified"} <= set(sampling["sampling"]):
+    display(paired_test(sampling, "sampling", "random", "stratified").round(4))
+print(verdict("Stratified sampling", sampling, "sampling", "random", "stratified"))
+
+# %% [markdown]
+# ## Class-weighted reconstruction
+#
+# BRECQ on the same calibration sets, with the plain loss and with the class-weighted loss.
+
+# %%
+worst_class_boxes(weighting, "weighting", ["none", "dro"], title=f"{model} W{w_bits}A{a_bits} BRECQ")
+plt.tight_layout()
+plt.show()
+worst_class(weighting, by=["weighting"]).set_index("weighting").round(2)
+
+# %%
+if {"none", "dro"} <= set(weighting["weighting"]):
+    display(paired_test(weighting, "weighting", "none", "dro").round(4))
+print(verdict("Class-weighted BRECQ", weighting, "weighting", "none", "dro"))
+
+# %% [markdown]
+# ## What quantization changes below the accuracy
+#
+# For the default cell (random sampling): how many test predictions change against the FP
+# model (*churn*; "lost" were right before and wrong after, "gained" the reverse), how the
+# expected calibration error (ECE, 15 bins) moves, and which images are *forgotten*: those
+# whose most frequent prediction over all trials differs from the FP prediction
+# (quantization-identified exemplars, after Hooker et al. 2019).
+
+# %%
+where = {**cell.where(), **(store.latest_fingerprints(model, dataset, weights) or {})}
+runs, preds, fp_preds, labels = store.predictions(**where)
+first = runs["seed"].argsort().to_numpy()[:trials]  # the first seeds, as in the other sections
+runs, preds = runs.iloc[first], preds[first]
+flips = pd.DataFrame([churn(p, fp_preds, labels) for p in preds])
+print(f"{len(preds)} trials: on average {flips['flip_rate'].mean():.2f} % of test predictions change "
+      f"(std {flips['flip_rate'].std():.2f}); {flips['lost'].mean():.2f} % go from right to wrong and "
+      f"{flips['gained'].mean():.2f} % from wrong to right, so {flips['lost_share'].mean():.1f} % of the flips "
+      f"were right before.")
+fp_ece = store.fp_reference().set_index(["weights_fp", "data_fp"]).loc[(where["weights_fp"], where["data_fp"]), "ece"]
+print(f"ECE of the FP model: {fp_ece:.2f} %. Quantized, over the trials that recorded it "
+      "(trials run before ECE was stored have none):")
+settings = ["w_bits", "a_bits", "metric", "optimizer", "calib_size", "noise", "bias_class", "sampling", "class_weighting"]
+recorded = store.trials(model=model, dataset=dataset, weights_fp=where["weights_fp"], data_fp=where["data_fp"])
+recorded = recorded[recorded["ece"].notna()]
+(recorded.fillna({"bias_class": "-", "class_weighting": "-"}).groupby(settings)["ece"]
+ .agg(trials="size", mean="mean", std="std").round(2))
+
+# %%
+mode, agreement = modal_predictions(preds)
+forgotten = np.flatnonzero(mode != fp_preds)
+present = np.unique(labels)  # stored per-class results follow the label order of the present classes
+name = dict(zip(present.tolist(), runs.iloc[0]["per_class"]))
+
+
+def label_name(label: int) -> str:
+    return name.get(int(label), f"label {label}")
+
+
+per_class = pd.DataFrame({"test images": [(labels == c).sum() for c in present],
+                          "forgotten": [(labels[forgotten] == c).sum() for c in present]},
+                         index=[name[c] for c in present.tolist()])
+per_class["forgotten %"] = 100 * per_class["forgotten"] / per_class["test images"]
+print(f"{len(forgotten)} test images ({100 * len(forgotten) / len(labels):.2f} %) are forgotten: their modal "
+      f"prediction over {len(preds)} trials differs from the FP model's."
+      + (f" Most: '{per_class['forgotten %'].idxmax()}' ({per_class['forgotten %'].max():.2f} % of its images)."
+         if len(forgotten) else ""))
+per_class.round(2)
+
+# %%
+from ptqlib.data import DataError, load_split
+from ptqlib.models import model_info
+
+try:
+    test = load_split(dataset, "test", model_info(model).input_size)
+except DataError as exc:
+    test = None
+    print(f"The test images are not available here, so the forgotten images are not shown ({exc}).")
+if test is not None and len(forgotten):
+    shown = np.concatenate([forgotten[labels[forgotten] == c][:exemplars_per_class] for c in present])
+    captions = [f"{label_name(labels[i])}\nFP {label_name(fp_preds[i])} / Q {label_name(mode[i])}\n"
+                f"{100 * agreement[i]:.0f} % of trials" for i in shown]
+    image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
+               title="forgotten images, by true class: FP prediction / modal quantized prediction")
+    plt.show()
