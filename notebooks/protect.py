@@ -30,6 +30,7 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 from ptqlib.aggregate import worst_class
 from ptqlib.plotting import image_grid, worst_class_boxes
