@@ -24,6 +24,7 @@ w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
 trials = 50
 recon_calib_size, recon_iters, recon_trials = 1024, 500, 8
 exemplars_per_class = 6
+robustness_file = "results/robustness/resnet20-w4a4-mse-256.json"  # written by `ptq robustness`
 compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 
 # %%
@@ -168,3 +169,42 @@ if test is not None and len(forgotten):
     image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
                title="forgotten images, by true class: FP prediction / modal quantized prediction")
     plt.show()
+
+# %% [markdown]
+# ## Corrupted inputs
+#
+# Does quantization cost more on corrupted images, and for which classes? The FP model and
+# quantized models of the default cell (the first seeds of the study) are evaluated on
+# copies of the test split with five corruptions at three severities, made offline at fixed
+# seeds (see `ptqlib.robustness`). Colour: mean change of accuracy from FP to quantized on
+# the same inputs; text: its std over the quantized models.
+
+# %%
+import json
+from pathlib import Path
+
+from ptqlib.plotting import delta_heatmap
+from ptqlib.robustness import quantization_change
+
+path = Path(robustness_file)
+if not path.exists():
+    print(f"{path} does not exist; make it with: ptq robustness --model {model} --data {dataset} "
+          f"--calib-size {calib_size} --trials 3 --out {path}")
+else:
+    result = json.loads(path.read_text())
+    rob = pd.DataFrame(result["rows"])
+    change, change_std = quantization_change(rob)
+    n_quant = rob.loc[rob["model"] == "quantized", "seed"].nunique()
+    delta_heatmap(change, change_std, "corruption and severity",
+                  f"{result['config']['model']}: quantized - FP accuracy ({n_quant} quantized models)")
+    plt.xticks(rotation=60, ha="right")
+    plt.tight_layout()
+    plt.show()
+    fp_avg = rob[rob["model"] == "fp"].groupby(["corruption", "severity"])["acc"].mean()
+    print(f"Computed in {result['seconds'] / 60:.1f} min. Quantization changes the average by "
+          f"{change.loc['Average', 'clean']:+.2f} points on clean images and by {change.loc['Average'].drop('clean').min():+.2f} "
+          f"({change.loc['Average'].drop('clean').idxmin()}) to {change.loc['Average'].drop('clean').max():+.2f} "
+          f"({change.loc['Average'].drop('clean').idxmax()}) on corrupted ones; the largest class loss is "
+          f"{change.drop(index='Average').min().min():+.2f} points ('{change.drop(index='Average').min(axis=1).idxmin()}', "
+          f"{change.drop(index='Average').min().idxmin()}). FP average accuracy per corruption: "
+          + ", ".join(f"{c} {s}: {a:.1f}" for (c, s), a in fp_avg.items()) + ".")

@@ -21,6 +21,7 @@ from .models import MODELS, CheckpointError
 from .qmodel import PRESETS, QuantConfig
 from .range_estimators import METRICS, WEIGHT_METRICS
 from .reconstruction import METHODS, default_recon
+from .robustness import CORRUPTIONS
 from .trial import TrialConfig
 
 
@@ -132,6 +133,31 @@ def cmd_bench(args: argparse.Namespace) -> None:
             print(f"{k:>28}: {v}")
 
 
+def cmd_robustness(args: argparse.Namespace) -> None:
+    import time
+
+    from .robustness import robustness_frame
+    from .trial import TrialContext
+
+    unknown = sorted(set(args.corruptions) - set(CORRUPTIONS))
+    if unknown:
+        raise ValueError(f"unknown corruption {unknown[0]!r}; choose from {', '.join(CORRUPTIONS)}")
+    if args.trials < 0:
+        raise ValueError(f"--trials must be 0 or more, got {args.trials}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"folder {str(out.parent)!r} does not exist")
+    cfg = _trial_config(args)
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
+    t0 = time.perf_counter()
+    configs = [replace(cfg, seed=s) for s in range(cfg.seed, cfg.seed + args.trials)]
+    frame = robustness_frame(ctx, configs, tuple(args.corruptions))
+    out.write_text(json.dumps({"config": cfg.to_dict(), "trials": args.trials, "weights_fp": ctx.weights_fp,
+                               "data_fp": ctx.data_fp, "seconds": round(time.perf_counter() - t0, 1),
+                               "rows": frame.to_dict("records")}))
+    print(f"wrote {out} ({len(frame)} rows)")
+
+
 def cmd_section(args: argparse.Namespace) -> None:
     from .report import build_book, parse_value, run_section
 
@@ -188,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="Dask worker processes (1: run here)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("robustness", help="per-class accuracy of FP and quantized models on corrupted test images")
+    _add_trial_args(p)
+    p.add_argument("--trials", type=int, default=3, help="quantized models (seeds --seed, --seed+1, ...)")
+    p.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS),
+                   help=f"any of {', '.join(CORRUPTIONS)}")
+    p.add_argument("--out", required=True, help="output .json")
+    p.set_defaults(func=cmd_robustness)
     p = sub.add_parser("results", help="export the results store")
     p.add_argument("action", choices=["export"])
     p.add_argument("--store", default="results/trials.sqlite")

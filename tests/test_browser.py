@@ -52,6 +52,9 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
                           str(weights), "--calib-size", "8", "--json"], capture_output=True, text=True, check=True)
     (results / "resnet20-w4a4-mse.json").write_text(out.stdout)
     (results / "resnet20-w4a4-grid-1024.json").write_text(out.stdout)
+    subprocess.run([sys.executable, "-m", "ptqlib.cli", "robustness", "--data", dataset, "--weights", str(weights),
+                    "--calib-size", "8", "--trials", "2", "--corruptions", "jpeg", "--out",
+                    str(results / "robustness.json")], capture_output=True, check=True)
     common = {"store_path": str(store.path), "dataset": dataset, "weights": str(weights), "trials": 2}
     return {
         "intro": {**common, "calib_size": 8},
@@ -65,7 +68,7 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
         "metric": {**common, "calib_size": 8, "levels": ["mse", "minmax"]},
         "optimizer": {**common, "calib_size": 8, "levels": ["grid", "brecq"], "iters": 2},
         "protect": {**common, "calib_size": 8, "recon_calib_size": 8, "recon_iters": 2, "recon_trials": 2,
-                    "exemplars_per_class": 2},
+                    "exemplars_per_class": 2, "robustness_file": str(results / "robustness.json")},
         "conclusions": {**common, "calib_size": 8, "bias_classes": ["ant"], "recon_iters": 2},
     }
 
