@@ -25,7 +25,8 @@ def _fill(store, cell, per_class_by_seed):
 def test_verdicts_from_hand_made_trials(tmp_path):
     store = ResultsStore(tmp_path / "s.sqlite")
     ctx = SimpleNamespace(model_name="resnet20", dataset="toy", weights_fp="w", data_fp="d", weights_arg=None,
-                          fp_avg=90.0, fp_per_class={"a": 90.0, "b": 90.0, "c": 90.0}, fp_preds=torch.zeros(3))
+                          fp_avg=90.0, fp_per_class={"a": 90.0, "b": 90.0, "c": 90.0}, fp_preds=torch.zeros(3),
+                          fp_ece=1.0, test=SimpleNamespace(labels=torch.tensor([0, 1, 2])))
     store.add_fp(ctx)
     cell = Cell("resnet20", "toy")
     assert classes_drop_more(store, cell, 50).supported is None  # no trials yet
