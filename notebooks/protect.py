@@ -34,8 +34,9 @@ import pandas as pd
 from IPython.display import display
 
 from ptqlib.aggregate import worst_class
+from ptqlib.conclusions import protects_worst_class
 from ptqlib.plotting import image_grid, worst_class_boxes
-from ptqlib.stats import churn, modal_predictions, paired_test, paired_worst
+from ptqlib.stats import churn, modal_predictions, paired_test
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
 
@@ -54,23 +55,6 @@ print(f"BRECQ trials ({recon_calib_size} images, {recon_iters} iterations per bl
       ", ".join(f"{k}: {n}" for k, n in trial_counts(weighting, "weighting").items()))
 
 
-# %%
-def verdict(name: str, frame: pd.DataFrame, factor: str, base, alt) -> str:
-    """One generated sentence: the remedy against its baseline on the seeds both have."""
-    if not {base, alt} <= set(frame[factor]):
-        return f"{name}: not enough trials in the store to compare."
-    r = paired_worst(frame, factor, base, alt)
-    raises = r["worst_diff"] > 0 and r["worst_p"] < 0.05
-    steadier = r["worst_std_b"] < r["worst_std_a"]
-    costless = r["avg_diff"] >= 0 or r["avg_p"] >= 0.05
-    answer = "protects the worst class" if raises and steadier and costless else "does not protect the worst class"
-    return (f"{name} {answer} on these {r['pairs']} paired trials: mean worst-class accuracy "
-            f"{r['worst_mean_a']:.2f} -> {r['worst_mean_b']:.2f} % ({r['worst_diff']:+.2f} points, "
-            f"Wilcoxon p = {r['worst_p']:.3g}), its std over trials {r['worst_std_a']:.2f} -> {r['worst_std_b']:.2f}, "
-            f"average accuracy {r['avg_mean_a']:.2f} -> {r['avg_mean_b']:.2f} % ({r['avg_diff']:+.2f} points, "
-            f"p = {r['avg_p']:.3g}).")
-
-
 # %% [markdown]
 # ## Class-balanced calibration sets
 #
@@ -86,7 +70,9 @@ worst_class(sampling, by=["sampling"]).set_index("sampling").round(2)
 # %%
 if {"random", "stratified"} <= set(sampling["sampling"]):
     display(paired_test(sampling, "sampling", "random", "stratified").round(4))
-print(verdict("Stratified sampling", sampling, "sampling", "random", "stratified"))
+v = protects_worst_class(sampling, "sampling", "random", "stratified", "Stratified sampling")
+print({True: "Supported", False: "Not supported", None: "Not enough trials"}[v.supported], "--", v.conclusion)
+print(v.evidence)
 
 # %% [markdown]
 # ## Class-weighted reconstruction
@@ -102,7 +88,9 @@ worst_class(weighting, by=["weighting"]).set_index("weighting").round(2)
 # %%
 if {"none", "dro"} <= set(weighting["weighting"]):
     display(paired_test(weighting, "weighting", "none", "dro").round(4))
-print(verdict("Class-weighted BRECQ", weighting, "weighting", "none", "dro"))
+v = protects_worst_class(weighting, "weighting", "none", "dro", "Class-weighted BRECQ")
+print({True: "Supported", False: "Not supported", None: "Not enough trials"}[v.supported], "--", v.conclusion)
+print(v.evidence)
 
 # %% [markdown]
 # ## What quantization changes below the accuracy

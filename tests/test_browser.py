@@ -69,7 +69,8 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
         "optimizer": {**common, "calib_size": 8, "levels": ["grid", "brecq"], "iters": 2},
         "protect": {**common, "calib_size": 8, "recon_calib_size": 8, "recon_iters": 2, "recon_trials": 2,
                     "exemplars_per_class": 2, "robustness_file": str(results / "robustness.json")},
-        "conclusions": {**common, "calib_size": 8, "bias_classes": ["ant"], "recon_iters": 2},
+        "conclusions": {**common, "calib_size": 8, "bias_classes": ["ant"], "recon_iters": 2,
+                        "recon_trials": 2},
     }
 
 

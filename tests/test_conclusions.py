@@ -38,3 +38,21 @@ def test_verdicts_from_hand_made_trials(tmp_path):
     _fill(store, level_cell(cell, "w_bits", 8), [{"a": 89.0, "b": 89.5, "c": 89.5}] * 5)
     v = low_bits_hit_classes(store, cell, 50)
     assert v.supported is True and "W4A4: average drop 3.00, largest class drop 9.00 ('a')" in v.evidence
+
+
+def test_remedy_verdict_needs_a_significant_steadier_gain_at_equal_average():
+    import pandas as pd
+
+    from ptqlib.conclusions import protects_worst_class
+
+    def frame(level, worst_of_seed):
+        return pd.DataFrame([{"key": f"{level}{s}", "seed": s, "class": c, "acc": a, "level": level}
+                             for s in range(8) for c, a in zip("abc", (worst_of_seed(s), 90.0, 91.0))])
+
+    base = frame("x", lambda s: 60.0 + 4 * (s % 3))
+    better = frame("y", lambda s: 70.0 + s % 2)      # +9..+10 points every seed, smaller spread
+    worse = frame("z", lambda s: 50.0 + 8 * (s % 3))
+    v = protects_worst_class(pd.concat([base, better]), "level", "x", "y", "Remedy")
+    assert v.supported is True and v.trials == 8 and "p = 0.0078" in v.evidence  # 8 positive pairs: 2 / 2**8
+    assert protects_worst_class(pd.concat([base, worse]), "level", "x", "z", "Remedy").supported is False
+    assert protects_worst_class(base, "level", "x", "y", "Remedy").supported is None
