@@ -218,7 +218,7 @@ class ClassWeights:
         self.labels = labels  # [N] class of each calibration image, -1 for noise images
         self.classes = labels[labels >= 0].unique()
         self.eta, self.momentum = eta, momentum
-        self.error = torch.full((int(labels.max()) + 1,), float("nan"))
+        self.error = torch.full((max(int(labels.max()) + 1, 1),), float("nan"))  # [num_labels]
 
     def update(self, idx: torch.Tensor, errors: torch.Tensor) -> None:
         labels = self.labels[idx]
