@@ -175,3 +175,19 @@ def test_stores_from_before_new_columns_are_migrated(tmp_path):
     con.close()
     frame = ResultsStore(path).trials(sampling="random", class_weighting=None, iters=None)
     assert frame["key"].tolist() == ["k"] and frame["ece"].isna().all()
+
+
+def test_later_settings_leave_earlier_keys_alone_and_round_trip():
+    from dataclasses import replace
+
+    from ptqlib.reconstruction import ReconConfig
+
+    plain = TrialConfig()
+    assert "sampling" not in plain.to_dict()["calib"]  # stores written before stratified sampling keep their keys
+    recon = TrialConfig(optimizer="brecq", recon=ReconConfig(iters=500))
+    assert "class_weighting" not in recon.to_dict()["recon"] and "dro_eta" not in recon.to_dict()["recon"]
+    stratified = replace(plain, calib=CalibSpec(256, sampling="stratified"))
+    dro = replace(recon, recon=ReconConfig(iters=500, class_weighting="dro"))
+    for cfg in (plain, recon, stratified, dro):
+        assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+    assert len({c.key() for c in (plain, recon, stratified, dro)}) == 4
