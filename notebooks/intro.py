@@ -47,6 +47,12 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# Where this comes from and how far it goes: the sections vary one factor at a time (noise,
+# class bias, calibration size, bit-width, calibration metric, optimizer) and give worst-case
+# statistics with confidence intervals; [Can PTQ protect the worst class?](protect) tries two
+# remedies and looks below accuracy (churn, calibration error, forgotten images, corrupted
+# inputs); [Conclusions](conclusions) says which of the study's claims these results support.
+#
 # ## What this edition contains
 # The number of trials stored for every setting (a setting's trials differ only in the seed
 # of the calibration draw). Settings with fewer than 50 trials are still being computed; each
@@ -56,8 +62,9 @@ plt.show()
 
 # %%
 trials_frame = store.trials()
-cols = ["model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "noise", "bias_class", "optimizer"]
+cols = ["model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "noise", "bias_class", "sampling", "optimizer",
+        "iters", "class_weighting"]
 trials_frame = trials_frame.assign(trial_s=trials_frame["calib_s"] + trials_frame["eval_s"])
-inventory = trials_frame.fillna({"bias_class": "-"}).groupby(cols).agg(
+inventory = trials_frame.fillna({"bias_class": "-", "iters": 0, "class_weighting": "-"}).groupby(cols).agg(
     trials=("key", "size"), mean_acc=("avg", "mean"), seconds_per_trial=("trial_s", "mean"))
 inventory.round(2)
