@@ -55,6 +55,21 @@ print(f"BRECQ trials ({recon_calib_size} images, {recon_iters} iterations per bl
       ", ".join(f"{k}: {n}" for k, n in trial_counts(weighting, "weighting").items()))
 
 
+# %%
+def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str, title: str) -> None:
+    """Worst class per trial (box) and average (dots), the worst-case table, the per-class
+    paired test and the verdict of the remedy ``alt`` against ``base``."""
+    worst_class_boxes(frame, factor, [base, alt], title=title)
+    plt.tight_layout()
+    plt.show()
+    display(worst_class(frame, by=[factor]).set_index(factor).round(2))
+    if {base, alt} <= set(frame[factor]):
+        display(paired_test(frame, factor, base, alt).round(4))
+    v = protects_worst_class(frame, factor, base, alt, name)
+    print({True: "Supported", False: "Not supported", None: "Not enough trials"}[v.supported], "--", v.conclusion)
+    print(v.evidence)
+
+
 # %% [markdown]
 # ## Class-balanced calibration sets
 #
@@ -62,17 +77,7 @@ print(f"BRECQ trials ({recon_calib_size} images, {recon_iters} iterations per bl
 # and the average (dots), then each class tested between the two samplings.
 
 # %%
-worst_class_boxes(sampling, "sampling", ["random", "stratified"], title=f"{model} W{w_bits}A{a_bits} {metric}")
-plt.tight_layout()
-plt.show()
-worst_class(sampling, by=["sampling"]).set_index("sampling").round(2)
-
-# %%
-if {"random", "stratified"} <= set(sampling["sampling"]):
-    display(paired_test(sampling, "sampling", "random", "stratified").round(4))
-v = protects_worst_class(sampling, "sampling", "random", "stratified", "Stratified sampling")
-print({True: "Supported", False: "Not supported", None: "Not enough trials"}[v.supported], "--", v.conclusion)
-print(v.evidence)
+show_remedy(sampling, "sampling", "random", "stratified", "Stratified sampling", f"{model} W{w_bits}A{a_bits} {metric}")
 
 # %% [markdown]
 # ## Class-weighted reconstruction
@@ -80,17 +85,7 @@ print(v.evidence)
 # BRECQ on the same calibration sets, with the plain loss and with the class-weighted loss.
 
 # %%
-worst_class_boxes(weighting, "weighting", ["none", "dro"], title=f"{model} W{w_bits}A{a_bits} BRECQ")
-plt.tight_layout()
-plt.show()
-worst_class(weighting, by=["weighting"]).set_index("weighting").round(2)
-
-# %%
-if {"none", "dro"} <= set(weighting["weighting"]):
-    display(paired_test(weighting, "weighting", "none", "dro").round(4))
-v = protects_worst_class(weighting, "weighting", "none", "dro", "Class-weighted BRECQ")
-print({True: "Supported", False: "Not supported", None: "Not enough trials"}[v.supported], "--", v.conclusion)
-print(v.evidence)
+show_remedy(weighting, "weighting", "none", "dro", "Class-weighted BRECQ", f"{model} W{w_bits}A{a_bits} BRECQ")
 
 # %% [markdown]
 # ## What quantization changes below the accuracy
