@@ -57,8 +57,8 @@ print(f"BRECQ trials ({recon_calib_size} images, {recon_iters} iterations per bl
 
 # %%
 def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str, title: str) -> None:
-    """Worst class per trial (box) and average (dots), the worst-case table, the per-class
-    paired test and the verdict of the remedy ``alt`` against ``base``."""
+    """Worst class and average per trial, the worst-case table, the per-class paired test and
+    the verdict of the remedy ``alt`` against ``base``."""
     worst_class_boxes(frame, factor, [base, alt], title=title)
     plt.tight_layout()
     plt.show()
@@ -73,8 +73,8 @@ def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str
 # %% [markdown]
 # ## Class-balanced calibration sets
 #
-# Grid search (`mse` ranges) on 256 calibration images: the worst class of each trial (box)
-# and the average (dots), then each class tested between the two samplings.
+# Grid search (`mse` ranges) on 256 calibration images: each trial's worst-class and average
+# accuracy, then each class tested between the two samplings.
 
 # %%
 show_remedy(sampling, "sampling", "random", "stratified", "Stratified sampling", f"{model} W{w_bits}A{a_bits} {metric}")
@@ -179,7 +179,8 @@ else:
     change, change_std = quantization_change(rob)
     n_quant = rob.loc[rob["model"] == "quantized", "seed"].nunique()
     delta_heatmap(change, change_std, "corruption and severity",
-                  f"{result['config']['model']}: quantized - FP accuracy ({n_quant} quantized models)")
+                  f"{result['config']['model']}: quantized - FP accuracy ({n_quant} quantized models)",
+                  text_format="{:.2f}")
     plt.xticks(rotation=60, ha="right")
     plt.tight_layout()
     plt.show()

@@ -26,8 +26,10 @@ def drop_boxplot(per_class: pd.DataFrame, title: str = "", ax=None):
     return ax
 
 
-def delta_heatmap(delta_mean: pd.DataFrame, delta_std: pd.DataFrame, xlabel: str, title: str = "", ax=None):
-    """Colour: change of the mean accuracy against the baseline column; text: change of the std."""
+def delta_heatmap(delta_mean: pd.DataFrame, delta_std: pd.DataFrame, xlabel: str, title: str = "", ax=None,
+                  text_format: str = "{:+.2f}"):
+    """Colour: change of the mean accuracy against the baseline column; text: ``delta_std``
+    (by default the change of the std, hence signed)."""
     ax = ax or plt.subplots(figsize=(1.2 * delta_mean.shape[1] + 2.5, 0.42 * delta_mean.shape[0] + 1.2))[1]
     limit = max(float(np.nanmax(np.abs(delta_mean.to_numpy()))), 0.1)
     image = ax.imshow(delta_mean.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
@@ -36,7 +38,7 @@ def delta_heatmap(delta_mean: pd.DataFrame, delta_std: pd.DataFrame, xlabel: str
     for i in range(delta_mean.shape[0]):
         for j in range(delta_mean.shape[1]):
             value = delta_std.iat[i, j]
-            ax.text(j, i, "" if np.isnan(value) else f"{value:+.2f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, "" if np.isnan(value) else text_format.format(value), ha="center", va="center", fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     plt.colorbar(image, ax=ax, label="change of mean accuracy (points)")
@@ -57,24 +59,21 @@ def mean_std_lines(summary: pd.DataFrame, factor: str, ax=None):
     return ax
 
 
-def worst_class_boxes(per_class: pd.DataFrame, factor: str, levels: list, title: str = "", ax=None):
-    """Box plot over trials of each trial's worst-class accuracy, one box per level of
-    ``factor``, with each trial's average accuracy as grey dots for scale."""
+def worst_class_boxes(per_class: pd.DataFrame, factor: str, levels: list, title: str = ""):
+    """Box plots over trials, one box per level of ``factor``: each trial's worst-class accuracy
+    (left) and its average accuracy (right, on its own scale). Returns the figure."""
     classes = per_class[per_class["class"] != AVERAGE]
     per_trial = classes.groupby([factor, "key"], dropna=False)["acc"].agg(worst="min", avg="mean").reset_index()
     present = [lv for lv in levels if lv in set(per_trial[factor])]
-    ax = ax or plt.subplots(figsize=(1.8 * len(present) + 2.5, 3.6))[1]
-    data = [per_trial.loc[per_trial[factor] == lv, "worst"].to_numpy() for lv in present]
-    ax.boxplot(data, widths=0.5, medianprops={"color": "tab:red"}, showmeans=True)
-    for i, lv in enumerate(present, start=1):
-        avg = per_trial.loc[per_trial[factor] == lv, "avg"].to_numpy()
-        ax.scatter(np.full(len(avg), i + 0.35), avg, s=6, color="grey", label="average" if i == 1 else None)
-    ax.set_xticks(range(1, len(present) + 1),
-                  [f"{lv}\n({len(d)} trials)" for lv, d in zip(present, data)])
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or "worst-class accuracy per trial (box) and average (dots)")
-    ax.legend(loc="lower right", fontsize=8)
-    return ax
+    fig, axes = plt.subplots(1, 2, figsize=(2.4 * len(present) + 4, 3.6))
+    for ax, stat, name in zip(axes, ("worst", "avg"), ("worst-class accuracy", "average accuracy")):
+        data = [per_trial.loc[per_trial[factor] == lv, stat].to_numpy() for lv in present]
+        ax.boxplot(data, widths=0.5, medianprops={"color": "tab:red"}, showmeans=True)
+        ax.set_xticks(range(1, len(present) + 1), [f"{lv}\n({len(d)} trials)" for lv, d in zip(present, data)])
+        ax.set_ylabel(f"{name} (%)")
+        ax.set_title(f"{name} per trial")
+    fig.suptitle(title)
+    return fig
 
 
 def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title: str = ""):
