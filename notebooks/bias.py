@@ -19,6 +19,7 @@ compute_missing = False
 import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, heatmap_data, worst_class
+from ptqlib.data import class_label
 from ptqlib.plotting import delta_heatmap
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
@@ -30,14 +31,14 @@ levels = [None, *bias_classes]
 if compute_missing:
     print(ensure_trials(store, cell, "bias_class", levels, trials))
 frame = factor_frame(store, cell, "bias_class", levels, trials)
-frame["bias"] = frame["bias_class"].fillna("balanced")
+frame["bias"] = frame["bias_class"].map(class_label, na_action="ignore").fillna("balanced")
 counts = trial_counts(frame, "bias")
 assert "balanced" in counts.index, "the balanced baseline has no trials in the store"
 print("trials per calibration set:", ", ".join(f"{k}: {n}" for k, n in counts.items()))
 
 # %%
 d_mean, d_std = heatmap_data(frame, "bias", baseline="balanced")
-order = [c for c in ["balanced", *bias_classes] if c in d_mean.columns]
+order = [c for c in ["balanced", *map(class_label, bias_classes)] if c in d_mean.columns]
 d_mean, d_std = d_mean[order], d_std[order]
 delta_heatmap(d_mean, d_std, f"calibration biased towards (p = {bias_p})", f"{model} W{w_bits}A{a_bits} {metric}")
 plt.tight_layout()

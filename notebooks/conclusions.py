@@ -11,6 +11,7 @@ model, dataset = "resnet20", "cifar10-jpeg"
 weights = None
 w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
 bias_classes = ["airplane", "bird", "cat", "ship"]
+calib_sizes = [32, 256, 1024]  # the sizes compared (up to the largest the calibration pool allows)
 recon_iters = 500
 recon_trials = 8  # BRECQ trials per weighting in the remedy comparison
 trials = 50
@@ -26,7 +27,8 @@ from ptqlib.study import Cell
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
-verdicts = all_verdicts(store, cell, trials, bias_classes, replace(cell, calib_size=1024, iters=recon_iters))
+verdicts = all_verdicts(store, cell, trials, bias_classes, replace(cell, calib_size=max(calib_sizes), iters=recon_iters),
+                        tuple(calib_sizes))
 label = {True: "supported", False: "not supported", None: f"not enough data (< {MIN_TRIALS} trials in a cell)"}
 table = pd.DataFrame([{"conclusion": v.conclusion, "verdict": label[v.supported], "trials": v.trials,
                        "evidence": v.evidence} for v in verdicts], index=range(1, len(verdicts) + 1))
@@ -45,6 +47,6 @@ for i, v in enumerate(verdicts, 1):
 # spread, and no significant loss of average accuracy.
 
 # %%
-recon_cell = replace(cell, calib_size=1024, optimizer="brecq", iters=recon_iters)
+recon_cell = replace(cell, calib_size=max(calib_sizes), optimizer="brecq", iters=recon_iters)
 for v in remedy_verdicts(store, cell, trials, recon_cell, recon_trials):
     print(f"- {v.conclusion}\n   -> {label[v.supported]} ({v.trials} trials): {v.evidence}\n")

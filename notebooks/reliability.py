@@ -18,6 +18,7 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 
 # %%
 import matplotlib.pyplot as plt
+import pandas as pd
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import drop_boxplot
@@ -34,6 +35,11 @@ assert len(tidy), f"no trials stored for {cell}"
 n_trials = tidy["key"].nunique()
 print(f"{n_trials} trials of {model} W{w_bits}A{a_bits} ({metric}, {calib_size} calibration images) on {dataset}"
       + ("" if n_trials >= trials else f" -- fewer than the {trials} asked for"))
+*_, labels = store.predictions(**cell.where(), **store.latest_fingerprints(model, dataset, weights))
+images = pd.Series(labels).value_counts()
+per_class = f"{images.min()}" if images.min() == images.max() else f"{images.min()} to {images.max()}"
+print(f"{len(labels)} test images, {per_class} per class: one image is worth up to {100 / images.min():.2f} "
+      "points of a class's accuracy")
 
 # %%
 drop_boxplot(tidy, title=f"{model} W{w_bits}A{a_bits} {metric}")

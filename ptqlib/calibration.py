@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from .data import inference_batch_size
 from .qmodel import QuantizedModel
 from .quantizer import qparams_from_range
 from .range_estimators import HistogramObserver, weight_range
-
-CALIB_BATCH = 128
 
 
 @torch.no_grad()
@@ -26,10 +25,13 @@ def calibrate_weights(qmodel: QuantizedModel) -> None:
 
 
 @torch.no_grad()  # not inference_mode: the qparams must stay usable by autograd later
-def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_size: int = CALIB_BATCH) -> None:
-    """``images``: ``[N, C, H, W]``, uint8 (0..255) or float in ``[0, 1]``."""
+def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_size: int | None = None) -> None:
+    """``images``: ``[N, C, H, W]``, uint8 (0..255) or float in ``[0, 1]``. The observers'
+    histograms depend on how the images are split into batches (a batch beyond the current
+    range re-bins), so ``batch_size`` (None: ``inference_batch_size``) is part of the result."""
     if len(images) == 0:
         raise ValueError("the calibration set is empty")
+    batch_size = batch_size or inference_batch_size(images)
     act_quantizers = qmodel.act_quantizers()
     qmodel.set_quant_state(weights=False, acts=False)
     for aq in act_quantizers:

@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output checkpoint (default weights/DATA/MODEL.pt)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("section", help="re-execute one report section with new parameters")
-    p.add_argument("name", help="section name (a notebook in notebooks/)")
+    p.add_argument("name", help="section name (a notebook in notebooks/) or a variant (e.g. noise_lite0)")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     p.add_argument("--output", default=None, help="folder for the executed notebook (default: book/)")
     p.add_argument("--no-build", action="store_true", help="do not rebuild the HTML book afterwards")

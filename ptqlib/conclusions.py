@@ -53,14 +53,17 @@ def classes_drop_more(store: ResultsStore, cell: Cell, trials: int) -> Verdict:
     return Verdict(text, bool(drop_ratio >= 2 and std_ratio >= 2), evidence, n)
 
 
-def average_robust_classes_not(store: ResultsStore, cell: Cell, trials: int, bias_classes: list[str]) -> Verdict:
-    """Over the noise levels 1-10 %, the bias towards single classes and sizes 32-1024:
-    supported when the largest change of the average's mean accuracy against the default is
-    under 1 point while some class changes by more than twice as much, and when the median
-    class std at 1024 images is at least 70 % of that at 32 images."""
+def average_robust_classes_not(store: ResultsStore, cell: Cell, trials: int, bias_classes: list[str],
+                               sizes: tuple[int, ...] = (32, 256, 1024)) -> Verdict:
+    """Over the noise levels 1-10 %, the bias towards single classes and the calibration
+    ``sizes`` (32 to the largest the pool allows): supported when the largest change of the
+    average's mean accuracy against the default is under 1 point while some class changes by
+    more than twice as much, and when the median class std at the largest size is at least
+    70 % of that at the smallest."""
     text = ("The average is robust to noise, class bias and calibration size; individual classes are not. "
             "Beyond 32 images, more data barely reduces a class's variance.")
-    parts = {"noise": [0.0, 0.01, 0.05, 0.1], "calib_size": [32, 256, 1024]}
+    small, large = min(sizes), max(sizes)
+    parts = {"noise": [0.0, 0.01, 0.05, 0.1], "calib_size": sorted(sizes)}
     parts["bias_class"] = [None, *bias_classes]
     frames = {f: factor_frame(store, cell, f, lv, trials) for f, lv in parts.items()}
     frames["bias_class"] = frames["bias_class"].fillna({"bias_class": "balanced"})
@@ -77,10 +80,11 @@ def average_robust_classes_not(store: ResultsStore, cell: Cell, trials: int, bia
         avg_changes.append(delta.loc[AVERAGE].abs().max())
         class_changes.append(delta.drop(index=AVERAGE).abs().max().max())
     std = _summary(frames["calib_size"], by=["calib_size"]).pivot(index="class", columns="calib_size", values="std")
-    std_ratio = std.drop(index=AVERAGE)[1024].median() / max(std.drop(index=AVERAGE)[32].median(), 1e-9)
+    class_std = std.drop(index=AVERAGE).median()
+    std_ratio = class_std[large] / max(class_std[small], 1e-9)
     evidence = (f"largest change of the average {max(avg_changes):.2f} points vs {max(class_changes):.2f} for a class; "
-                f"median class std {std.drop(index=AVERAGE)[32].median():.2f} at 32 images, "
-                f"{std.drop(index=AVERAGE)[1024].median():.2f} at 1024 ({std_ratio:.0%})")
+                f"median class std {class_std[small]:.2f} at {small} images, "
+                f"{class_std[large]:.2f} at {large} ({std_ratio:.0%})")
     supported = max(avg_changes) < 1.0 and max(class_changes) > 2 * max(avg_changes) and std_ratio >= 0.7
     return Verdict(text, bool(supported), evidence, n)
 
@@ -126,9 +130,10 @@ def reconstruction_not_more_reliable(store: ResultsStore, cell: Cell, trials: in
 
 
 def all_verdicts(store: ResultsStore, cell: Cell, trials: int, bias_classes: list[str],
-                 recon_cell: Cell | None = None) -> list[Verdict]:
-    recon_cell = recon_cell or replace(cell, calib_size=1024)
-    return [classes_drop_more(store, cell, trials), average_robust_classes_not(store, cell, trials, bias_classes),
+                 recon_cell: Cell | None = None, sizes: tuple[int, ...] = (32, 256, 1024)) -> list[Verdict]:
+    recon_cell = recon_cell or replace(cell, calib_size=max(sizes))
+    return [classes_drop_more(store, cell, trials),
+            average_robust_classes_not(store, cell, trials, bias_classes, sizes),
             low_bits_hit_classes(store, cell, trials), reconstruction_not_more_reliable(store, recon_cell, trials)]
 
 

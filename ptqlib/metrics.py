@@ -5,17 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import Split
-
-EVAL_BATCH = 500
+from .data import Split, inference_batch_size
 
 
 @torch.inference_mode()
 def predict_with_confidence(model: nn.Module, split: Split,
-                            batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+                            batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-1 predicted label ``[N]`` int64 and its softmax probability ``[N]`` float32, for
-    every image of ``split``."""
+    every image of ``split`` (``batch_size`` None: ``inference_batch_size``)."""
     model.eval()
+    batch_size = batch_size or inference_batch_size(split.images)
     device = next(model.parameters()).device
     preds, confidence = [], []
     for start in range(0, len(split), batch_size):
@@ -26,7 +25,7 @@ def predict_with_confidence(model: nn.Module, split: Split,
     return torch.cat(preds), torch.cat(confidence)
 
 
-def predict(model: nn.Module, split: Split, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+def predict(model: nn.Module, split: Split, batch_size: int | None = None) -> torch.Tensor:
     """Top-1 predicted label of every image of ``split``, ``[N]`` int64."""
     return predict_with_confidence(model, split, batch_size)[0]
 

@@ -7,6 +7,10 @@ never reaches the book.
 
     python -m ptqlib.report                       # every section, default parameters
     ptq section first_look -p w_bits 4            # one section with new parameters
+    ptq section noise_lite0                       # a variant: the noise section on EfficientNet-Lite0
+
+A *variant* publishes a section a second time, under its own name and title, with other
+parameters (``VARIANTS``): the factor sections again on ImageNet with EfficientNet-Lite0.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,9 +28,38 @@ NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
 
 
+@dataclass(frozen=True)
+class Variant:
+    section: str  # the notebook in notebooks/
+    title: str  # appended to the section's title
+    parameters: dict
+
+
+_LITE0 = {"model": "efficientnet_lite0", "dataset": "imagenet-val10"}
+_LITE0_CELL = {**_LITE0, "w_bits": 6, "a_bits": 6}  # W8A8 is lossless on it (see bitwidth_lite0)
+_LITE0_TITLE = "EfficientNet-Lite0 on ImageNet"
+_NETTE_BIAS = ["n01440764", "n02979186", "n03028079", "n03445777"]  # tench, cassette player, church, golf ball
+VARIANTS: dict[str, Variant] = {
+    "reliability_lite0": Variant("reliability", _LITE0_TITLE, _LITE0_CELL),
+    "noise_lite0": Variant("noise", _LITE0_TITLE, _LITE0_CELL),
+    "bias_lite0": Variant("bias", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS}),
+    # the calibration pool (nette-train) holds 1000 images
+    "calib_size_lite0": Variant("calib_size", _LITE0_TITLE, {**_LITE0_CELL, "levels": [1, 32, 256, 1000]}),
+    "bitwidth_lite0": Variant("bitwidth", _LITE0_TITLE, {**_LITE0, "levels": [8, 6]}),
+    "metric_lite0": Variant("metric", _LITE0_TITLE, _LITE0_CELL),
+    "conclusions_lite0": Variant("conclusions", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS,
+                                                               "calib_sizes": [32, 256, 1000]}),
+}
+
+
 def sections() -> list[str]:
     """Section names, in the order of ``notebooks/*.py``."""
     return sorted(p.stem for p in NOTEBOOKS.glob("*.py"))
+
+
+def published() -> list[str]:
+    """Every page the report executes: the sections, then the variants."""
+    return [*sections(), *VARIANTS]
 
 
 def parse_value(text: str):
@@ -37,13 +71,20 @@ def parse_value(text: str):
 
 
 def run_section(name: str, parameters: dict | None = None, output_dir: Path | None = None) -> Path:
+    """Execute section (or variant) ``name`` into ``output_dir/name.ipynb``; ``parameters``
+    override the notebook's (and, for a variant, the variant's)."""
     import jupytext
     import papermill
 
-    if name not in sections():
-        raise ValueError(f"unknown section {name!r}; choose one of {', '.join(sections())}")
+    if name not in published():
+        raise ValueError(f"unknown section {name!r}; choose one of {', '.join(published())}")
+    variant = VARIANTS.get(name)
+    if variant is not None:
+        parameters = {**variant.parameters, **(parameters or {})}
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    notebook = jupytext.read(NOTEBOOKS / f"{name}.py")
+    notebook = jupytext.read(NOTEBOOKS / f"{variant.section if variant else name}.py")
+    if variant is not None:
+        _retitle(notebook, variant.title)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     output_dir = output_dir or BOOK
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -57,6 +98,14 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
     return target
 
 
+def _retitle(notebook, suffix: str) -> None:
+    """Append ``suffix`` to the page title (the first line of the first markdown cell)."""
+    cell = notebook.cells[0]
+    assert cell.cell_type == "markdown" and cell.source.startswith("# "), "a section starts with its title"
+    title, _, rest = cell.source.partition("\n")
+    cell.source = f"{title}: {suffix}\n{rest}"
+
+
 def build_book() -> None:
     """``jupyter-book build book/`` with warnings as errors; the HTML lands in ``_build/html``."""
     import subprocess
@@ -68,10 +117,10 @@ def build_book() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="execute the report's section notebooks into book/")
-    parser.add_argument("names", nargs="*", help=f"sections (default: all of {', '.join(sections())})")
+    parser.add_argument("names", nargs="*", help=f"sections (default: all of {', '.join(published())})")
     parser.add_argument("--build", action="store_true", help="then build the HTML book")
     args = parser.parse_args(argv)
-    for name in args.names or sections():
+    for name in args.names or published():
         print(f"executing section {name}", flush=True)
         run_section(name)
     if args.build:

@@ -116,9 +116,10 @@ def drop_ci_table(per_class: pd.DataFrame, factor: str, confidence: float = 0.95
     """Rows = classes + Average, columns = levels of ``factor``: ``"mean [low, high]"`` of the drop
     against FP with its bootstrap interval, starred where the interval excludes 0."""
     ci = drop_ci(with_average(per_class), by=[factor], confidence=confidence)
-    ci["cell"] = [f"{m:.2f} [{lo:.2f}, {hi:.2f}]{'*' if sig else ''}"
-                  for m, lo, hi, sig in zip(ci["mean_drop"], ci["ci_low"], ci["ci_high"], ci["significant"])]
-    table = ci.pivot(index="class", columns=factor, values="cell")
+    text = pd.Series([f"{m:.2f} [{lo:.2f}, {hi:.2f}]{'*' if sig else ''}"
+                      for m, lo, hi, sig in zip(ci["mean_drop"], ci["ci_low"], ci["ci_high"], ci["significant"])],
+                     index=pd.MultiIndex.from_arrays([ci["class"], ci[factor]]))
+    table = text.unstack(level=1)  # no helper column, so no clash with the factor's name
     order = [c for c in per_class["class"].unique() if c != AVERAGE] + [AVERAGE]
     return table.loc[order, [lv for lv in per_class[factor].unique() if lv in table.columns]]
 

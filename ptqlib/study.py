@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import pandas as pd
 
 from .calibset import CalibSpec
+from .data import class_label
 from .qmodel import QuantConfig
 from .reconstruction import default_recon
 from .store import ResultsStore, config_columns
@@ -85,6 +86,7 @@ def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, tri
         frames.append(tidy[tidy["seed"].isin(first)].assign(level=level))
     frame = pd.concat(frames, ignore_index=True)
     frame[factor] = frame.pop("level")
+    frame["class"] = frame["class"].map(class_label)  # readable: 'tench', not 'n01440764'
     return frame
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ptqlib.models import CifarResNet
-from ptqlib.report import BOOK, ROOT, run_section, sections
+from ptqlib.report import BOOK, ROOT, VARIANTS, published, run_section, sections
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials
 from ptqlib.train import TrainConfig, train
@@ -86,6 +86,9 @@ def test_every_section_renders_in_a_browser(tmp_path, tiny_data):
         shutil.copy(page, site / "book" / page.name)
     for name, p in params.items():
         run_section(name, p, site / "book")
+    for name, variant in VARIANTS.items():  # the variants' own settings, on the tiny model and data
+        bits = {"w_bits": 4, "a_bits": 4} if "w_bits" in variant.parameters else {}
+        run_section(name, {**params[variant.section], "model": "resnet20", **bits}, site / "book")
     jb = Path(sys.executable).parent / "jupyter-book"
     subprocess.run([str(jb), "build", str(site / "book"), "--path-output", str(site), "-W", "-n", "--keep-going"],
                    check=True, capture_output=True, cwd=site)
@@ -96,11 +99,11 @@ def test_every_section_renders_in_a_browser(tmp_path, tiny_data):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
     try:
-        for name in sections():
+        for name in published():
             page = site / "_build" / "html" / f"{name}.html"
             expected = set(re.findall(r'<img[^>]*src="(_images/[^"]+)"', page.read_text()))
             # conclusions is a table; every other section must carry at least one figure
-            assert expected or name == "conclusions", f"{name}: no figure on the page"
+            assert expected or name.startswith("conclusions"), f"{name}: no figure on the page"
             driver.get(page.as_uri())
             # readyState can be 'complete' a moment before the document's images are attached
             # (seen with headless Chromium on file:// pages), so wait for them, then check each
@@ -110,6 +113,8 @@ def test_every_section_renders_in_a_browser(tmp_path, tiny_data):
                 pytest.fail(f"{name}: figures not loaded after 30 s: {sorted(expected - _loaded_images(driver))}")
             text = driver.find_element("tag name", "body").text
             assert "Traceback" not in text and "Error" not in driver.title, name
+            if name in VARIANTS:
+                assert VARIANTS[name].title in driver.title, f"{name}: page title {driver.title!r}"
     finally:
         driver.quit()
 

@@ -89,3 +89,19 @@ def test_unreadable_image_is_named(tmp_path):
     (tmp_path / "test" / "ant" / "0000.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match="0000.png' cannot be read"):
         load_split(f"folder:{tmp_path}", "test")
+
+
+def test_batch_size_follows_the_image_size():
+    # stored CIFAR trials were calibrated in batches of 128; the histograms depend on it
+    assert data.inference_batch_size(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)) == 128
+    assert data.inference_batch_size(torch.zeros(1, 3, 224, 224, dtype=torch.uint8)) == 2
+    assert data.inference_batch_size(torch.zeros(1, 1, 4096, 4096, dtype=torch.uint8)) == 1
+
+
+def test_imagenette_wnids_get_torchvisions_names():
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    # each wnid's line in imagenet-classes.txt (0-based), the standard ImageNet class order
+    index = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
+             "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701}
+    assert {w: data.class_label(w) for w in index} == {w: _IMAGENET_CATEGORIES[i] for w, i in index.items()}
+    assert data.class_label("cat") == "cat"

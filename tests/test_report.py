@@ -8,7 +8,7 @@ import torch
 from ptqlib.calibset import CalibSpec
 from ptqlib.models import CifarResNet
 from ptqlib.qmodel import QuantConfig
-from ptqlib.report import parse_value, run_section, sections
+from ptqlib.report import VARIANTS, parse_value, run_section, sections
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, factor_frame
 from ptqlib.sweep import expand_grid, run_sweep
@@ -48,6 +48,19 @@ def test_noise_section_renders_from_the_store(tiny_store, tmp_path):
     assert any("image/png" in o.get("data", {}) for o in outputs)
     text = "".join("".join(o.get("text", "")) for o in outputs)
     assert "trials per noise level: 0: 3, 0.25: 3" in text
+
+
+def test_variant_runs_its_section_with_its_parameters_and_title(tiny_store, tmp_path):
+    store, base = tiny_store
+    params = {"store_path": str(store.path), "dataset": base.dataset, "weights": base.weights, "calib_size": 8,
+              "levels": [0.0, 0.25], "trials": 3, "model": "resnet20", "w_bits": 4, "a_bits": 4}
+    out = run_section("noise_lite0", params, tmp_path)
+    assert out.name == "noise_lite0.ipynb"
+    cells = json.loads(out.read_text())["cells"]
+    assert "".join(cells[0]["source"]).startswith("# Noise in the calibration set: EfficientNet-Lite0 on ImageNet\n")
+    injected = "".join(next(c for c in cells if "injected-parameters" in c["metadata"].get("tags", []))["source"])
+    assert "levels = [0.0, 0.25]" in injected and 'model = "resnet20"' in injected
+    assert VARIANTS["noise_lite0"].parameters["model"] == "efficientnet_lite0"
 
 
 def test_parse_value():

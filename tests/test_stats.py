@@ -116,6 +116,10 @@ def test_drop_ci_table_layout():
     assert list(table.index) == ["a", "b", "c", "Average"] and list(table.columns) == ["x", "y"]
     assert table.loc["a", "x"].startswith("9.50 [") and table.loc["a", "x"].endswith("]*")
     assert table.loc["b", "y"] == "0.00 [0.00, 0.00]"
+    # any factor name works, including names the table uses on its way (the book's "cell")
+    for name in ("cell", "text"):
+        renamed = drop_ci_table(frame.rename(columns={"level": name}), name)
+        assert list(renamed.columns) == ["x", "y"] and renamed.loc["a", "x"] == table.loc["a", "x"]
 
 
 def test_paired_worst_by_hand():
