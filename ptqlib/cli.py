@@ -182,7 +182,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         factors["bias_class"] = [None if v.lower() == "none" else v for v in factors["bias_class"]]
     configs = expand_grid(base, factors, range(args.seed, args.seed + args.trials))  # validates every cell
     configs = [replace(c, recon=_recon(args)) if c.optimizer != "grid" else c for c in configs]
-    counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler)
+    counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler, fill_ece=args.fill_ece)
     print(json.dumps({"store": args.store, **counts}))
 
 
@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="results/trials.sqlite")
     p.add_argument("--workers", type=int, default=1, help="Dask worker processes (1: run here)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    p.add_argument("--fill-ece", action="store_true",
+                   help="also rerun stored trials that predate ECE; record it where the rerun reproduces them")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("robustness", help="per-class accuracy of FP and quantized models on corrupted test images")
     _add_trial_args(p)

@@ -59,6 +59,22 @@ def mean_std_lines(summary: pd.DataFrame, factor: str, ax=None):
     return ax
 
 
+def summary_lines(summary: pd.DataFrame, factor: str, value: str, levels: list | None = None, group: str = "model",
+                  ax=None):
+    """``value`` (with ``value``'s ``_std`` partner as error bar when present, e.g. ``worst_mean``
+    and ``worst_std``) across ``levels`` of ``factor`` (default: as they come), one line per ``group``."""
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    err = value.replace("_mean", "_std")
+    levels = levels or list(dict.fromkeys(summary[factor]))
+    for name, rows in summary.groupby(group, sort=False):
+        rows = rows.set_index(factor).reindex(levels)
+        ax.errorbar([str(v) for v in levels], rows[value], yerr=rows[err] if err in rows and err != value else None,
+                    label=name, capsize=3, marker="o", ms=4)
+    ax.set_xlabel(factor)
+    ax.legend(fontsize=7, loc="best")
+    return ax
+
+
 def worst_class_boxes(per_class: pd.DataFrame, factor: str, levels: list, title: str = ""):
     """Box plots over trials, one box per level of ``factor``: each trial's worst-class accuracy
     (left) and its average accuracy (right, on its own scale). Returns the figure."""

@@ -47,6 +47,9 @@ VARIANTS: dict[str, Variant] = {
     "calib_size_lite0": Variant("calib_size", _LITE0_TITLE, {**_LITE0_CELL, "levels": [1, 32, 256, 1000]}),
     "bitwidth_lite0": Variant("bitwidth", _LITE0_TITLE, {**_LITE0, "levels": [8, 6]}),
     "metric_lite0": Variant("metric", _LITE0_TITLE, _LITE0_CELL),
+    "protect_lite0": Variant("protect", _LITE0_TITLE, {
+        **_LITE0_CELL, "recon_calib_size": 1000,
+        "robustness_file": "results/robustness/efficientnet_lite0-w6a6-mse-256.json"}),
     "conclusions_lite0": Variant("conclusions", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS,
                                                                "calib_sizes": [32, 256, 1000]}),
 }

@@ -127,6 +127,23 @@ class ResultsStore:
             cur = con.execute(f"INSERT OR IGNORE INTO trials ({cols}) VALUES ({marks})", tuple(row.values()))
         return cur.rowcount == 1
 
+    def keys_without_ece(self) -> set[str]:
+        """Trials stored before the store kept the expected calibration error."""
+        with self._connection() as con:
+            return {k for (k,) in con.execute("SELECT key FROM trials WHERE ece IS NULL")}
+
+    def fill_ece(self, row: dict) -> None:
+        """Record the ECE of a stored trial that predates ECE, from ``row``, a rerun of it. The
+        rerun must reproduce the stored predictions exactly; otherwise nothing is written."""
+        with self._connection() as con:
+            stored = con.execute("SELECT preds FROM trials WHERE key = ?", (row["key"],)).fetchone()
+            if stored is None:
+                raise KeyError(f"trial {row['key']} is not in the store")
+            if bytes(stored[0]) != bytes(row["preds"]):
+                raise ValueError(f"trial {row['key']}: the rerun does not reproduce the stored predictions, "
+                                 "so its ECE is not recorded")
+            con.execute("UPDATE trials SET ece = ? WHERE key = ? AND ece IS NULL", (row["ece"], row["key"]))
+
     def add_fp(self, ctx: TrialContext) -> None:
         """The float model's reference and the test labels (kept once; a missing ECE is filled in)."""
         with self._connection() as con:

@@ -75,19 +75,32 @@ def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, tri
     """Tidy per-class rows of the first ``trials`` seeds of each level of ``factor``, on the
     weights and data of the most recent FP reference of the cell's model and dataset."""
     fingerprints = store.latest_fingerprints(cell.model, cell.dataset, cell.weights) or {"weights_fp": None}
-    frames = []
+    frames, columns = [], []
     for level in levels:
         try:
             where = level_cell(cell, factor, level).where()
         except ValueError:  # a level impossible for this cell (e.g. 1 % noise of 8 images) has no trials
             continue
         tidy = store.per_class(**where, **fingerprints)
+        columns = list(tidy.columns)
+        if tidy.empty:  # left out: an empty frame in the concat would turn every column to object dtype
+            continue
         first = sorted(tidy["seed"].unique())[:trials]
         frames.append(tidy[tidy["seed"].isin(first)].assign(level=level))
+    if not frames:
+        return pd.DataFrame(columns=list(dict.fromkeys([*columns, factor])))
     frame = pd.concat(frames, ignore_index=True)
     frame[factor] = frame.pop("level")
     frame["class"] = frame["class"].map(class_label)  # readable: 'tench', not 'n01440764'
     return frame
+
+
+def models_frame(store: ResultsStore, cell: Cell, models: list[str], factor: str, levels: list,
+                 trials: int) -> pd.DataFrame:
+    """:func:`factor_frame` of the same cell for each of ``models`` (a ``model`` column tells
+    them apart); models without trials are left out."""
+    frames = [factor_frame(store, replace(cell, model=m), factor, levels, trials) for m in models]
+    return pd.concat([f for f in frames if len(f)], ignore_index=True)
 
 
 def ensure_trials(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int, **sweep_kwargs) -> dict:

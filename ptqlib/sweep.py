@@ -60,8 +60,9 @@ def run_one(cfg_dict: dict) -> dict:
 
 
 def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1, scheduler: str | None = None,
-              progress: bool = True) -> dict:
-    """Run the trials of ``configs`` missing from ``store``; returns counts."""
+              progress: bool = True, fill_ece: bool = False) -> dict:
+    """Run the trials of ``configs`` missing from ``store``; with ``fill_ece``, also rerun the
+    stored ones that predate ECE to record it (see :meth:`ResultsStore.fill_ece`). Returns counts."""
     from tqdm.auto import tqdm
 
     for cfg in {(c.model, c.dataset, c.weights): c for c in configs}.values():
@@ -71,19 +72,28 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
     for cfg in configs:
         ctx = _context(cfg)
         keyed.setdefault(row_key(cfg, ctx.weights_fp, ctx.data_fp), cfg)
-    todo = [cfg for key, cfg in keyed.items() if key not in done]
+    refill = store.keys_without_ece() & set(keyed) if fill_ece else set()
+    todo = [cfg for key, cfg in keyed.items() if key not in done or key in refill]
     bar = tqdm(total=len(todo), desc="trials", unit="trial", disable=not progress, smoothing=0.1)
+
+    def save(row: dict) -> None:
+        if row["key"] in refill:
+            store.fill_ece(row)
+        else:
+            store.add_trial(row)
+
     if workers <= 1 and scheduler is None:
         for cfg in todo:
-            store.add_trial(run_one(cfg.to_dict()))
+            save(run_one(cfg.to_dict()))
             bar.update()
     else:
-        _run_distributed(todo, store, workers, scheduler, bar)
+        _run_distributed(todo, save, workers, scheduler, bar)
     bar.close()
-    return {"requested": len(keyed), "already_done": len(keyed) - len(todo), "ran": len(todo)}
+    counts = {"requested": len(keyed), "already_done": len(keyed) - len(todo) + len(refill), "ran": len(todo) - len(refill)}
+    return counts | ({"ece_filled": len(refill)} if fill_ece else {})
 
 
-def _run_distributed(todo: list[TrialConfig], store: ResultsStore, workers: int, scheduler: str | None, bar) -> None:
+def _run_distributed(todo: list[TrialConfig], save, workers: int, scheduler: str | None, bar) -> None:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -92,7 +102,7 @@ def _run_distributed(todo: list[TrialConfig], store: ResultsStore, workers: int,
     try:
         futures = client.map(run_one, [c.to_dict() for c in todo], pure=False)
         for future in as_completed(futures):
-            store.add_trial(future.result())
+            save(future.result())
             bar.update()
     finally:
         client.close()

@@ -67,6 +67,8 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
         "bitwidth": {**common, "calib_size": 8, "levels": [8, 4]},
         "metric": {**common, "calib_size": 8, "levels": ["mse", "minmax"]},
         "optimizer": {**common, "calib_size": 8, "levels": ["grid", "brecq"], "iters": 2},
+        "depth": {**common, "models": ["resnet20"], "calib_size": 8,
+                  "factors": {"calib_size": [8, 16], "metric": ["mse", "minmax"], "w_bits": [8, 4]}},
         "protect": {**common, "calib_size": 8, "recon_calib_size": 8, "recon_iters": 2, "recon_trials": 2,
                     "exemplars_per_class": 2, "robustness_file": str(results / "robustness.json")},
         "conclusions": {**common, "calib_size": 8, "bias_classes": ["ant"], "recon_iters": 2,

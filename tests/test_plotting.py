@@ -60,3 +60,15 @@ def test_image_grid_shows_each_image_with_its_caption():
     assert len(fig.axes) == 8 and len(shown) == 5
     assert np.array_equal(shown[2].images[0].get_array(), images[2].transpose(1, 2, 0))
     assert [ax.get_title() for ax in shown] == [f"img {i}" for i in range(5)]
+
+
+def test_summary_lines_one_line_per_model_in_the_given_level_order():
+    from ptqlib.plotting import summary_lines
+
+    summary = pd.DataFrame({"model": ["m1", "m1", "m2"], "bits": [4, 8, 4], "worst_mean": [60.0, 70.0, 65.0],
+                            "worst_std": [1.0, 2.0, 0.5]})
+    ax = summary_lines(summary, "bits", "worst_mean", levels=[8, 4])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["m1", "m2"]
+    m1, m2 = (c.lines[0] for c in ax.containers)  # each errorbar's data line
+    assert list(m1.get_ydata()) == [70.0, 60.0]  # level 8 first, as asked
+    assert np.isnan(m2.get_ydata()[0]) and m2.get_ydata()[1] == 65.0  # m2 has no level 8

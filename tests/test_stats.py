@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from ptqlib.aggregate import worst_class
+from ptqlib.aggregate import reliability_summary, worst_class
 from ptqlib.metrics import expected_calibration_error
 from ptqlib.stats import (bootstrap_mean_ci, churn, drop_ci, drop_ci_table, exemplars, holm, modal_predictions,
                           paired_test, paired_worst)
@@ -131,3 +131,17 @@ def test_paired_worst_by_hand():
     assert out["worst_p"] == pytest.approx(2 / 2**6)  # six positive differences: exact p = 2 / 2**6
     assert out["avg_diff"] == pytest.approx(np.mean([(70 + s + 75 + s + 90) / 3 - (60 + s + 80 + 90) / 3
                                                      for s in range(6)]))
+
+
+def test_reliability_summary_by_hand():
+    frame = pd.concat([tidy({0: [80, 70, 90], 1: [60, 75, 95]}, fp=90.0, level="x"),
+                       tidy({0: [85, 85, 85], 1: [87, 83, 85]}, fp=90.0, level="y")])
+    out = reliability_summary(frame, ["level"]).set_index("level")
+    x, y = out.loc["x"], out.loc["y"]
+    assert x["trials"] == 2 and x["avg_mean"] == pytest.approx((80 + 70 + 90 + 60 + 75 + 95) / 6)
+    assert x["avg_std"] == pytest.approx(np.std([80, 76.6666667], ddof=1))  # the trials' averages: 80, 76.67
+    assert x["worst_mean"] == pytest.approx(65.0) and x["worst_std"] == pytest.approx(np.std([70, 60], ddof=1))
+    # class stds over trials: a 14.14, b 3.54, c 3.54 -> median 3.54; largest mean drop: a (90 - 70 = 20)
+    assert x["class_std_median"] == pytest.approx(np.std([70, 75], ddof=1))
+    assert (x["max_class_drop"], x["max_drop_class"]) == (pytest.approx(20.0), "a")
+    assert y["worst_mean"] == pytest.approx(84.0) and y["max_drop_class"] == "b" and y["max_class_drop"] == 6.0

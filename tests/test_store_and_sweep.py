@@ -155,6 +155,25 @@ def test_store_keeps_labels_ece_and_predictions_for_churn(tmp_path, sweep_setup)
     assert all(sorted(c.values()) == [2, 3, 3] for c in counts)  # 8 images over 3 classes
 
 
+def test_fill_ece_reruns_old_trials_and_refuses_ones_it_cannot_reproduce(tmp_path, sweep_setup):
+    base, _ = sweep_setup
+    store = ResultsStore(tmp_path / "s.sqlite")
+    configs = expand_grid(base, {}, range(3))
+    run_sweep(configs, store, progress=False)
+    before = store.trials().set_index("key")
+    keys = list(before.sort_values("seed").index)  # the order the sweep reruns them
+    with sqlite3.connect(store.path) as con:  # as a store from before ECE: seeds 0 and 2 without it
+        con.executemany("UPDATE trials SET ece = NULL WHERE key = ?", [(keys[0],), (keys[2],)])
+        con.execute("UPDATE trials SET preds = ? WHERE key = ?", (pack_preds(torch.zeros(24, dtype=torch.long)), keys[2]))
+    assert store.keys_without_ece() == {keys[0], keys[2]}
+    assert run_sweep(configs, store, progress=False) == {"requested": 3, "already_done": 3, "ran": 0}
+    with pytest.raises(ValueError, match=f"trial {keys[2]}: the rerun does not reproduce the stored predictions"):
+        run_sweep(configs, store, progress=False, fill_ece=True)
+    after = store.trials().set_index("key")
+    assert store.keys_without_ece() == {keys[2]}  # the reproducible one got its ECE back, exactly
+    assert after.loc[keys[0], "ece"] == before.loc[keys[0], "ece"] and len(after) == 3
+
+
 def test_stores_from_before_new_columns_are_migrated(tmp_path):
     path = tmp_path / "old.sqlite"
     con = sqlite3.connect(path)

@@ -1,0 +1,66 @@
+# %% [markdown]
+# # Depth: ResNet-20, -32, -44 and -56
+#
+# The same study on four depths of the CIFAR ResNet, each fine-tuned on the JPEG copy (see
+# [Data and models](models)): does a deeper network make the worst class safer, and do the
+# factors act on it as they act on ResNet-20? Each factor is varied alone around the default
+# cell; every point is a mean over trials (error bars: std over trials). ResNet-20 has 50
+# trials per cell, the deeper models fewer (the table of trials says how many).
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+models = ["resnet20", "resnet32", "resnet44", "resnet56"]
+dataset = "cifar10-jpeg"
+weights = None  # None: each model's project weights for the dataset
+w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+factors = {"calib_size": [1, 32, 256, 1024], "metric": ["minmax", "mse", "kl", "cosine"], "w_bits": [8, 6, 4]}
+trials = 50
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ptqlib.aggregate import reliability_summary
+from ptqlib.plotting import summary_lines
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, models_frame
+
+store = ResultsStore(store_path)
+cell = Cell(models[0], dataset, w_bits, a_bits, metric, calib_size, weights=weights)
+frames = {factor: models_frame(store, cell, models, factor, levels, trials) for factor, levels in factors.items()}
+frames = {factor: frame for factor, frame in frames.items() if len(frame)}
+assert frames, "no trials of these models in the store"
+summaries = {factor: reliability_summary(frame, ["model", factor]) for factor, frame in frames.items()}
+counts = pd.DataFrame({f"{factor}={lv}": s[s[factor] == lv].set_index("model")["trials"]
+                       for factor, s in summaries.items() for lv in factors[factor]})
+counts = counts.reindex(models).fillna(0).astype(int)
+counts.T  # trials per cell (the default cell appears under each factor)
+
+# %%
+fig, axes = plt.subplots(2, len(summaries), figsize=(5 * len(summaries), 7), squeeze=False)
+for col, (factor, summary) in enumerate(summaries.items()):
+    levels = factors[factor]
+    summary_lines(summary, factor, "worst_mean", levels, ax=axes[0, col]).set_ylabel("worst-class accuracy (%)")
+    summary_lines(summary, factor, "avg_mean", levels, ax=axes[1, col]).set_ylabel("average accuracy (%)")
+    axes[0, col].set_title(f"varying {factor}")
+fig.suptitle(f"W{w_bits}A{a_bits} {metric}, {calib_size} images unless varied: mean ± std over trials")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Per model and level: the average and the worst class (mean and std over trials, and the
+# class most often worst), the median over classes of a class's std over trials, and the
+# largest mean drop of a class against FP.
+
+# %%
+for factor, summary in summaries.items():
+    order = {"model": models, factor: factors[factor]}
+    summary = summary.sort_values(["model", factor], key=lambda col: col.map(order[col.name].index))
+    display(summary.set_index(["model", factor]).round(2))
+
+# %%
+default = reliability_summary(models_frame(store, cell, models, "noise", [0.0], trials), ["model"]).set_index("model")
+for model_name, row in default.iterrows():
+    print(f"{model_name} ({row['trials']} trials of the default cell): average {row['avg_mean']:.2f} % "
+          f"(std {row['avg_std']:.2f}); worst class {row['worst_mean']:.2f} % (std {row['worst_std']:.2f}, most "
+          f"often '{row['most_often']}'); largest class drop {row['max_class_drop']:.2f} ('{row['max_drop_class']}')")
