@@ -141,7 +141,7 @@ print(f"{len(forgotten)} test images ({100 * len(forgotten) / len(labels):.2f} %
 per_class.round(2)
 
 # %%
-from ptqlib.data import DataError, load_split
+from ptqlib.data import DataError, load_split, readable_names
 from ptqlib.models import model_info
 
 try:
@@ -150,11 +150,11 @@ except DataError as exc:
     test = None
     print(f"The test images are not available here, so the forgotten images are not shown ({exc}).")
 else:  # predictions outside the test classes (1000-way ImageNet) get their names too
-    name = {c: class_label(n) for c, n in enumerate(test.class_names)} | name
+    name = dict(enumerate(readable_names(test.class_names))) | name
 if test is not None and len(forgotten):
     shown = np.concatenate([forgotten[labels[forgotten] == c][:exemplars_per_class] for c in present])
-    captions = [f"{label_name(labels[i])}\nFP {label_name(fp_preds[i])} / Q {label_name(mode[i])}\n"
-                f"{100 * agreement[i]:.0f} % of trials" for i in shown]
+    captions = [f"{label_name(labels[i])}\nFP: {label_name(fp_preds[i])}\nQ: {label_name(mode[i])}\n"
+                f"({100 * agreement[i]:.0f} % of trials)" for i in shown]
     image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
                title="forgotten images, by true class: FP prediction / modal quantized prediction")
     plt.show()
@@ -178,6 +178,7 @@ from ptqlib.robustness import quantization_change
 path = Path(robustness_file)
 if not path.exists():
     print(f"{path} does not exist; make it with: ptq robustness --model {model} --data {dataset} "
+          f"--w-bits {w_bits} --a-bits {a_bits} --metric {metric} "
           f"--calib-size {calib_size} --trials 3 --out {path}")
 else:
     result = json.loads(path.read_text())

@@ -55,6 +55,15 @@ def class_label(name: str) -> str:
     return IMAGENETTE_NAMES.get(name, name)
 
 
+def readable_names(class_names: tuple[str, ...]) -> list[str]:
+    """A readable label for every index of a label space: the 1000 ImageNet wnids (in the
+    standard order) get torchvision's category names, other names :func:`class_label`."""
+    if len(class_names) == 1000 and class_names[0] == "n01440764":
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+        return list(_IMAGENET_CATEGORIES)
+    return [class_label(n) for n in class_names]
+
+
 class DataError(ValueError):
     """Data that is missing or malformed; the message says where it was looked for."""
 

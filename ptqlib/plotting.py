@@ -93,9 +93,11 @@ def worst_class_boxes(per_class: pd.DataFrame, factor: str, levels: list, title:
 
 
 def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title: str = ""):
-    """A grid of uint8 ``[N, C, H, W]`` images (grey when ``C == 1``) with a caption under each."""
+    """A grid of uint8 ``[N, C, H, W]`` images (grey when ``C == 1``) with a caption above each."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.9 * rows + 0.4), squeeze=False)
+    lines = max((c.count("\n") + 1 for c in captions), default=1)
+    height = (1.6 + 0.14 * lines) * rows + 0.5
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions):
@@ -103,5 +105,5 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title:
         ax.imshow(pixels[..., 0] if pixels.shape[2] == 1 else pixels, cmap="gray" if pixels.shape[2] == 1 else None)
         ax.set_title(caption, fontsize=6)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))  # leave the title its own strip
     return fig

@@ -105,3 +105,7 @@ def test_imagenette_wnids_get_torchvisions_names():
              "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701}
     assert {w: data.class_label(w) for w in index} == {w: _IMAGENET_CATEGORIES[i] for w, i in index.items()}
     assert data.class_label("cat") == "cat"
+    wnids = tuple(["n01440764", *(f"n{i:08d}" for i in range(1, 1000))])  # a 1000-way ImageNet label space
+    names = data.readable_names(wnids)
+    assert len(names) == 1000 and [names[i] for i in index.values()] == [data.class_label(w) for w in index]
+    assert data.readable_names(("cat", "n03888257")) == ["cat", "parachute"]
