@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,6 +77,23 @@ def test_same_seed_same_trial_other_seed_other_calibration(tiny_data, tiny_check
     assert torch.equal(a.preds, b.preds) and a.per_class == b.per_class
     assert sum(a.calib_counts.values()) == 8 and a.noise_images == 0
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg and cfg.key() != TrialConfig(**{**vars(cfg), "seed": 4}).key()
+
+
+def test_weight_ranges_searched_once_per_setting_give_the_same_trials(tiny_data, tiny_checkpoint):
+    data, weights = f"folder:{tiny_data}", str(tiny_checkpoint)
+    cfg = TrialConfig("resnet20", data, weights, QuantConfig(4, 4), CalibSpec(8), seed=1)
+    warm = TrialContext("resnet20", data, weights)
+    warm.run(replace(cfg, seed=0))  # searches the weight ranges of this setting
+    reused, fresh = warm.run(cfg), TrialContext("resnet20", data, weights).run(cfg)
+    assert torch.equal(reused.preds, fresh.preds) and reused.per_class == fresh.per_class
+    assert reused.ece == fresh.ece
+    other = warm.run(replace(cfg, quant=QuantConfig(8, 8)))  # another setting: its own ranges
+    assert torch.equal(other.preds, TrialContext("resnet20", data, weights).run(other.config).preds)
+    cached = warm._with_weight_ranges(cfg.quant)
+    searched = TrialContext("resnet20", data, weights)._with_weight_ranges(cfg.quant)
+    for (_, a), (_, b) in zip(cached.quant_layers(), searched.quant_layers(), strict=True):
+        assert torch.equal(a.weight_quantizer.scale, b.weight_quantizer.scale)
+        assert torch.equal(a.weight_quantizer.zero_point, b.weight_quantizer.zero_point)
 
 
 def test_trial_config_is_validated():
