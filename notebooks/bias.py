@@ -40,7 +40,8 @@ print("trials per calibration set:", ", ".join(f"{k}: {n}" for k, n in counts.it
 d_mean, d_std = heatmap_data(frame, "bias", baseline="balanced")
 order = [c for c in ["balanced", *map(class_label, bias_classes)] if c in d_mean.columns]
 d_mean, d_std = d_mean[order], d_std[order]
-delta_heatmap(d_mean, d_std, f"calibration biased towards (p = {bias_p})", f"{model} W{w_bits}A{a_bits} {metric}")
+delta_heatmap(d_mean, d_std, f"calibration biased towards (p = {bias_p})",
+              f"{model} W{w_bits}A{a_bits} {metric}, {calib_size} calibration images")
 plt.tight_layout()
 plt.show()
 

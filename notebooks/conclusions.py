@@ -12,6 +12,7 @@ weights = None
 w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
 bias_classes = ["airplane", "bird", "cat", "ship"]
 calib_sizes = [32, 256, 1024]  # the sizes compared (up to the largest the calibration pool allows)
+bias_calib_size = None  # calibration images of the bias cells (None: calib_size)
 recon_iters = 500
 recon_trials = 8  # BRECQ trials per weighting in the remedy comparison
 trials = 50
@@ -28,7 +29,7 @@ from ptqlib.study import Cell
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
 verdicts = all_verdicts(store, cell, trials, bias_classes, replace(cell, calib_size=max(calib_sizes), iters=recon_iters),
-                        tuple(calib_sizes))
+                        tuple(calib_sizes), bias_calib_size)
 label = {True: "supported", False: "not supported", None: f"not enough data (< {MIN_TRIALS} trials in a cell)"}
 table = pd.DataFrame([{"conclusion": v.conclusion, "verdict": label[v.supported], "trials": v.trials,
                        "evidence": v.evidence} for v in verdicts], index=range(1, len(verdicts) + 1))

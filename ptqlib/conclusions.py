@@ -54,18 +54,20 @@ def classes_drop_more(store: ResultsStore, cell: Cell, trials: int) -> Verdict:
 
 
 def average_robust_classes_not(store: ResultsStore, cell: Cell, trials: int, bias_classes: list[str],
-                               sizes: tuple[int, ...] = (32, 256, 1024)) -> Verdict:
-    """Over the noise levels 1-10 %, the bias towards single classes and the calibration
-    ``sizes`` (32 to the largest the pool allows): supported when the largest change of the
-    average's mean accuracy against the default is under 1 point while some class changes by
-    more than twice as much, and when the median class std at the largest size is at least
-    70 % of that at the smallest."""
+                               sizes: tuple[int, ...] = (32, 256, 1024), bias_size: int | None = None) -> Verdict:
+    """Over the noise levels 1-10 %, the bias towards single classes (on ``bias_size``
+    calibration images, default the cell's, against a balanced draw of as many) and the
+    calibration ``sizes`` (32 to the largest the pool allows): supported when the largest
+    change of the average's mean accuracy against the default is under 1 point while some class
+    changes by more than twice as much, and when the median class std at the largest size is at
+    least 70 % of that at the smallest."""
     text = ("The average is robust to noise, class bias and calibration size; individual classes are not. "
             "Beyond 32 images, more data barely reduces a class's variance.")
     small, large = min(sizes), max(sizes)
     parts = {"noise": [0.0, 0.01, 0.05, 0.1], "calib_size": sorted(sizes)}
     parts["bias_class"] = [None, *bias_classes]
-    frames = {f: factor_frame(store, cell, f, lv, trials) for f, lv in parts.items()}
+    cells = {"bias_class": replace(cell, calib_size=bias_size or cell.calib_size)}
+    frames = {f: factor_frame(store, cells.get(f, cell), f, lv, trials) for f, lv in parts.items()}
     frames["bias_class"] = frames["bias_class"].fillna({"bias_class": "balanced"})
     missing = [f for f, lv in parts.items()
                if not _enough(frames[f], f, ["balanced" if v is None else v for v in lv])]
@@ -130,10 +132,11 @@ def reconstruction_not_more_reliable(store: ResultsStore, cell: Cell, trials: in
 
 
 def all_verdicts(store: ResultsStore, cell: Cell, trials: int, bias_classes: list[str],
-                 recon_cell: Cell | None = None, sizes: tuple[int, ...] = (32, 256, 1024)) -> list[Verdict]:
+                 recon_cell: Cell | None = None, sizes: tuple[int, ...] = (32, 256, 1024),
+                 bias_size: int | None = None) -> list[Verdict]:
     recon_cell = recon_cell or replace(cell, calib_size=max(sizes))
     return [classes_drop_more(store, cell, trials),
-            average_robust_classes_not(store, cell, trials, bias_classes, sizes),
+            average_robust_classes_not(store, cell, trials, bias_classes, sizes, bias_size),
             low_bits_hit_classes(store, cell, trials), reconstruction_not_more_reliable(store, recon_cell, trials)]
 
 

@@ -42,7 +42,8 @@ _NETTE_BIAS = ["n01440764", "n02979186", "n03028079", "n03445777"]  # tench, cas
 VARIANTS: dict[str, Variant] = {
     "reliability_lite0": Variant("reliability", _LITE0_TITLE, _LITE0_CELL),
     "noise_lite0": Variant("noise", _LITE0_TITLE, _LITE0_CELL),
-    "bias_lite0": Variant("bias", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS}),
+    # 100 pool images a class: a 50 % bias needs about 64 of one class among 128 images, 128 among 256
+    "bias_lite0": Variant("bias", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS, "calib_size": 128}),
     # the calibration pool (nette-train) holds 1000 images
     "calib_size_lite0": Variant("calib_size", _LITE0_TITLE, {**_LITE0_CELL, "levels": [1, 32, 256, 1000]}),
     "bitwidth_lite0": Variant("bitwidth", _LITE0_TITLE, {**_LITE0, "levels": [8, 6]}),
@@ -51,7 +52,7 @@ VARIANTS: dict[str, Variant] = {
         **_LITE0_CELL, "recon_calib_size": 1000,
         "robustness_file": "results/robustness/efficientnet_lite0-w6a6-mse-256.json"}),
     "conclusions_lite0": Variant("conclusions", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS,
-                                                               "calib_sizes": [32, 256, 1000]}),
+                                                               "calib_sizes": [32, 256, 1000], "bias_calib_size": 128}),
 }
 
 

@@ -40,6 +40,40 @@ def test_verdicts_from_hand_made_trials(tmp_path):
     assert v.supported is True and "W4A4: average drop 3.00, largest class drop 9.00 ('a')" in v.evidence
 
 
+def test_average_robust_verdict_on_the_sizes_and_bias_size_given(tmp_path):
+    from dataclasses import replace
+
+    from ptqlib.conclusions import average_robust_classes_not
+
+    store = ResultsStore(tmp_path / "s.sqlite")
+    ctx = SimpleNamespace(model_name="resnet20", dataset="toy", weights_fp="w", data_fp="d", weights_arg=None,
+                          fp_avg=90.0, fp_per_class={"a": 90.0, "b": 90.0, "c": 90.0}, fp_preds=torch.zeros(3),
+                          fp_ece=1.0, test=SimpleNamespace(labels=torch.tensor([0, 1, 2])))
+    store.add_fp(ctx)
+    cell = Cell("resnet20", "toy")
+    jitter = (-1.0, 1.0, 0.0, -1.0, 1.0)
+
+    def trials(a=0.0, b=0.0, c=0.0):  # shifts of each class against the default cell; the average is kept
+        return [{"a": 81.0 + a + j, "b": 88.0 + b + j, "c": 88.0 + c + j} for j in jitter]
+
+    _fill(store, cell, trials())
+    for noise in (0.01, 0.05, 0.1):
+        _fill(store, level_cell(cell, "noise", noise), trials(a=3.0, b=-3.0))
+    for size in (32, 1000):
+        _fill(store, level_cell(cell, "calib_size", size), trials())
+    small = replace(cell, calib_size=128)
+    _fill(store, small, trials())
+    _fill(store, level_cell(small, "bias_class", "a"), trials(a=4.0, c=-4.0))
+    v = average_robust_classes_not(store, cell, 50, ["a"], sizes=(32, 256, 1000), bias_size=128)
+    assert v.supported is True and v.trials == 5 * 9
+    assert v.evidence.startswith("largest change of the average 0.00 points vs 4.00 for a class")
+    # each class varies by the jitter: sample std of (-1, 1, 0, -1, 1) = sqrt(4 / 4) = 1
+    assert "median class std 1.00 at 32 images, 1.00 at 1000 (100%)" in v.evidence
+    # the bias cells at the default size do not exist: not enough data, and it says which
+    missing = average_robust_classes_not(store, cell, 50, ["a"], sizes=(32, 256, 1000))
+    assert missing.supported is None and "bias_class" in missing.evidence
+
+
 def test_remedy_verdict_needs_a_significant_steadier_gain_at_equal_average():
     import pandas as pd
 
