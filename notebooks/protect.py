@@ -183,7 +183,7 @@ if not path.exists():
 else:
     result = json.loads(path.read_text())
     rob = pd.DataFrame(result["rows"])
-    change, change_std = quantization_change(rob)
+    change, change_std = (f.rename(index=class_label) for f in quantization_change(rob))
     n_quant = rob.loc[rob["model"] == "quantized", "seed"].nunique()
     delta_heatmap(change, change_std, "corruption and severity",
                   f"{result['config']['model']}: quantized - FP accuracy ({n_quant} quantized models)",
