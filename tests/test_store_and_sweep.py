@@ -81,17 +81,19 @@ def test_sigkill_at_random_points_loses_nothing_and_changes_nothing(tmp_path, sw
     clean, killed = tmp_path / "clean.sqlite", tmp_path / "killed.sqlite"
     env = {**os.environ, "PTQ_CACHE": str(tmp_path / "cache")}
     subprocess.run(_sweep_args(base, weights, clean), check=True, capture_output=True, env=env)
+    clean_rows = ResultsStore(clean).trials()
+    trial_s = float((clean_rows["calib_s"] + clean_rows["eval_s"]).mean())  # a kill lands within ~one trial
     rng = np.random.default_rng(0)
     kills = 0
     while True:
-        # kill once the store holds a random number of rows, at a random moment of the next trial
+        # kill once the store holds one or two more rows, at a random moment of the next trial
         done = _rows(killed)
-        target = int(rng.integers(done + 1, 9)) if done < 8 else 9  # 9: let it finish
+        target = min(done + int(rng.integers(1, 3)), 8) if done < 8 else 9  # 9: let it finish
         proc = subprocess.Popen(_sweep_args(base, weights, killed), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while proc.poll() is None and _rows(killed) < target:
             time.sleep(0.02)
-        time.sleep(float(rng.uniform(0, 0.4)))
+        time.sleep(float(rng.uniform(0, trial_s)))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
