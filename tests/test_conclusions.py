@@ -22,12 +22,18 @@ def _fill(store, cell, per_class_by_seed):
         store.add_trial(row)
 
 
-def test_verdicts_from_hand_made_trials(tmp_path):
+def _store_with_fp(tmp_path) -> ResultsStore:
+    """A store with the FP reference of a toy 3-class model (90 % on every class)."""
     store = ResultsStore(tmp_path / "s.sqlite")
     ctx = SimpleNamespace(model_name="resnet20", dataset="toy", weights_fp="w", data_fp="d", weights_arg=None,
                           fp_avg=90.0, fp_per_class={"a": 90.0, "b": 90.0, "c": 90.0}, fp_preds=torch.zeros(3),
                           fp_ece=1.0, test=SimpleNamespace(labels=torch.tensor([0, 1, 2])))
     store.add_fp(ctx)
+    return store
+
+
+def test_verdicts_from_hand_made_trials(tmp_path):
+    store = _store_with_fp(tmp_path)
     cell = Cell("resnet20", "toy")
     assert classes_drop_more(store, cell, 50).supported is None  # no trials yet
     # class a: drop 9 +- 3; b and c: drop 0 +- 0.5; the average drops 3 +- ~1
@@ -45,11 +51,7 @@ def test_average_robust_verdict_on_the_sizes_and_bias_size_given(tmp_path):
 
     from ptqlib.conclusions import average_robust_classes_not
 
-    store = ResultsStore(tmp_path / "s.sqlite")
-    ctx = SimpleNamespace(model_name="resnet20", dataset="toy", weights_fp="w", data_fp="d", weights_arg=None,
-                          fp_avg=90.0, fp_per_class={"a": 90.0, "b": 90.0, "c": 90.0}, fp_preds=torch.zeros(3),
-                          fp_ece=1.0, test=SimpleNamespace(labels=torch.tensor([0, 1, 2])))
-    store.add_fp(ctx)
+    store = _store_with_fp(tmp_path)
     cell = Cell("resnet20", "toy")
     jitter = (-1.0, 1.0, 0.0, -1.0, 1.0)
 
