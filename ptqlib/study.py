@@ -100,7 +100,8 @@ def models_frame(store: ResultsStore, cell: Cell, models: list[str], factor: str
     """:func:`factor_frame` of the same cell for each of ``models`` (a ``model`` column tells
     them apart); models without trials are left out."""
     frames = [factor_frame(store, replace(cell, model=m), factor, levels, trials) for m in models]
-    return pd.concat([f for f in frames if len(f)], ignore_index=True)
+    stored = [f for f in frames if len(f)]
+    return pd.concat(stored, ignore_index=True) if stored else frames[0]
 
 
 def ensure_trials(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int, **sweep_kwargs) -> dict:

@@ -165,13 +165,10 @@ class TrialContext:
         """Grid search on all calibration images; or, for reconstruction, ranges initialised on
         the first ``act_init_size`` images and then reconstruction on all of them."""
         qmodel = self._with_weight_ranges(cfg.quant)
-        if cfg.recon is None:
-            calibrate_activations(qmodel, images)
-            qmodel.set_quant_state(weights=True, acts=True)
-            return qmodel
-        calibrate_activations(qmodel, images[:cfg.recon.act_init_size])
+        calibrate_activations(qmodel, images if cfg.recon is None else images[:cfg.recon.act_init_size])
         qmodel.set_quant_state(weights=True, acts=True)
-        reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed, labels=labels)
+        if cfg.recon is not None:
+            reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed, labels=labels)
         return qmodel
 
     def _with_weight_ranges(self, quant: QuantConfig) -> QuantizedModel:

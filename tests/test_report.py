@@ -10,7 +10,7 @@ from ptqlib.models import CifarResNet
 from ptqlib.qmodel import QuantConfig
 from ptqlib.report import VARIANTS, parse_value, run_section, sections
 from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, factor_frame
+from ptqlib.study import Cell, factor_frame, models_frame
 from ptqlib.sweep import expand_grid, run_sweep
 from ptqlib.trial import TrialConfig
 
@@ -35,6 +35,9 @@ def test_factor_frame_selects_one_factor_at_a_time(tiny_store):
     assert frame.groupby("noise")["key"].nunique().to_dict() == {0.0: 2, 0.25: 2}
     assert len(frame) == 4 * 3  # 3 classes per trial
     assert factor_frame(store, Cell("resnet20", base.dataset, calib_size=8), "noise", [0.0], 2).empty
+    both = models_frame(store, cell, ["resnet20", "resnet32"], "noise", [0.0, 0.25], trials=2)
+    assert both.equals(frame) and both["acc"].dtype == float  # resnet32 has no trials: left out
+    assert models_frame(store, cell, ["resnet32"], "noise", [0.0], 2).empty
 
 
 def test_noise_section_renders_from_the_store(tiny_store, tmp_path):
