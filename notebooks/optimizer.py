@@ -6,7 +6,8 @@
 # activations randomly left unquantized during reconstruction). All four use the same
 # calibration sets (1024 images, the reference setting of the reconstruction methods).
 # The reconstructions here run **`iters` iterations per unit**, fewer than the reference's
-# 20 000, to fit a CPU; the table says how many trials each method has.
+# 20 000, to fit a CPU; the table says how many trials each method has, and the last part of
+# this page measures what more iterations would give.
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -16,21 +17,25 @@ w_bits, a_bits, metric, calib_size = 4, 4, "mse", 1024
 levels = ["grid", "adaround", "brecq", "qdrop"]
 iters = 500
 trials = 50
+iter_optimizer, iter_levels, iter_trials = "brecq", [500, 2000, 5000], 3  # the iteration-count study
 compute_missing = False
 
 # %%
+from dataclasses import replace
+
 import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import mean_std_lines
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.study import Cell, ensure_trials, factor_frame, factor_seconds, trial_counts
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters)
 if compute_missing:
     print(ensure_trials(store, cell, "optimizer", levels, trials))
+    print(ensure_trials(store, replace(cell, optimizer=iter_optimizer), "iters", iter_levels, iter_trials))
 frame = factor_frame(store, cell, "optimizer", levels, trials)
 assert len(frame), "no trials for this factor in the store"
 counts = trial_counts(frame, "optimizer")
@@ -70,3 +75,28 @@ worst.round(2)
 
 # %%
 drop_ci_table(frame, "optimizer")
+
+# %% [markdown]
+# ## How many iterations?
+#
+# The iteration count was chosen from quality against time: the same reconstruction on the
+# first seeds' calibration sets with more iterations per unit. Times are the median seconds of
+# a trial's calibration (reconstruction included) as the store recorded them; trials that ran
+# side by side on the same machine share its cores, so compare the levels, not the absolute time.
+
+# %%
+iter_cell = replace(cell, optimizer=iter_optimizer)
+iter_frame = factor_frame(store, iter_cell, "iters", iter_levels, iter_trials)
+if iter_frame.empty:
+    print(f"no {iter_optimizer} trials at {iter_levels} iterations in the store")
+else:
+    by_iters = worst_class(iter_frame, by=["iters"])[["iters", "trials", "avg_mean", "worst_mean", "worst_std"]]
+    seconds = factor_seconds(store, iter_cell, "iters", iter_levels, iter_trials)
+    by_iters = by_iters.merge(seconds[["iters", "calib_s"]], on="iters")
+    by_iters["minutes"] = by_iters.pop("calib_s") / 60
+    base = by_iters.iloc[0]
+    for r in by_iters.iloc[1:].itertuples():
+        print(f"{iter_optimizer} {r.iters} vs {base.iters:.0f} iterations ({r.trials} trials): average "
+              f"{r.avg_mean - base.avg_mean:+.2f} points, mean worst class {r.worst_mean - base.worst_mean:+.2f} "
+              f"points, {r.minutes / base.minutes:.1f}x the time")
+    display(by_iters.round(2))

@@ -71,28 +71,53 @@ def level_cell(cell: Cell, factor: str, level) -> Cell:
     return replace(cell, **{factor: level})
 
 
-def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int) -> pd.DataFrame:
-    """Tidy per-class rows of the first ``trials`` seeds of each level of ``factor``, on the
-    weights and data of the most recent FP reference of the cell's model and dataset."""
+def _level_selections(store: ResultsStore, cell: Cell, factor: str, levels: list):
+    """``(level, store filters)`` of each level of ``factor``, on the weights and data of the most
+    recent FP reference of the cell's model and dataset; levels impossible for the cell (e.g. 1 %
+    noise of 8 images) are left out: they have no trials."""
     fingerprints = store.latest_fingerprints(cell.model, cell.dataset, cell.weights) or {"weights_fp": None}
-    frames, columns = [], []
     for level in levels:
         try:
             where = level_cell(cell, factor, level).where()
-        except ValueError:  # a level impossible for this cell (e.g. 1 % noise of 8 images) has no trials
+        except ValueError:
             continue
-        tidy = store.per_class(**where, **fingerprints)
+        yield level, {**where, **fingerprints}
+
+
+def _first_seeds(rows: pd.DataFrame, trials: int) -> pd.DataFrame:
+    return rows[rows["seed"].isin(sorted(rows["seed"].unique())[:trials])]
+
+
+def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int) -> pd.DataFrame:
+    """Tidy per-class rows of the first ``trials`` seeds of each level of ``factor``, on the
+    weights and data of the most recent FP reference of the cell's model and dataset."""
+    frames, columns = [], []
+    for level, where in _level_selections(store, cell, factor, levels):
+        tidy = store.per_class(**where)
         columns = list(tidy.columns)
         if tidy.empty:  # left out: an empty frame in the concat would turn every column to object dtype
             continue
-        first = sorted(tidy["seed"].unique())[:trials]
-        frames.append(tidy[tidy["seed"].isin(first)].assign(level=level))
+        frames.append(_first_seeds(tidy, trials).assign(level=level))
     if not frames:
         return pd.DataFrame(columns=list(dict.fromkeys([*columns, factor])))
     frame = pd.concat(frames, ignore_index=True)
     frame[factor] = frame.pop("level")
     frame["class"] = frame["class"].map(class_label)  # readable: 'tench', not 'n01440764'
     return frame
+
+
+def factor_seconds(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int) -> pd.DataFrame:
+    """Per level of ``factor`` (the trials of :func:`factor_frame`): the number of trials and the
+    median seconds a trial spent calibrating (reconstruction included) and evaluating."""
+    rows = []
+    for level, where in _level_selections(store, cell, factor, levels):
+        stored = store.trials(**where)
+        if stored.empty:
+            continue
+        first = _first_seeds(stored, trials)
+        rows.append({factor: level, "trials": len(first), "calib_s": first["calib_s"].median(),
+                     "eval_s": first["eval_s"].median()})
+    return pd.DataFrame(rows, columns=[factor, "trials", "calib_s", "eval_s"])
 
 
 def models_frame(store: ResultsStore, cell: Cell, models: list[str], factor: str, levels: list,

@@ -46,6 +46,7 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
                            "sampling": ["random", "stratified"]}.items():
         ensure_trials(store, cell, factor, levels, trials=2, progress=False)
     ensure_trials(store, replace(cell, optimizer="brecq"), "class_weighting", [None, "dro"], trials=2, progress=False)
+    ensure_trials(store, replace(cell, optimizer="brecq"), "iters", [2, 4], trials=1, progress=False)
     results = root / "quantize"
     results.mkdir()
     out = subprocess.run([sys.executable, "-m", "ptqlib.cli", "quantize", "--data", dataset, "--weights",
@@ -66,7 +67,8 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
         "calib_size": {**common, "levels": [8, 16]},
         "bitwidth": {**common, "calib_size": 8, "levels": [8, 4]},
         "metric": {**common, "calib_size": 8, "levels": ["mse", "minmax"]},
-        "optimizer": {**common, "calib_size": 8, "levels": ["grid", "brecq"], "iters": 2},
+        "optimizer": {**common, "calib_size": 8, "levels": ["grid", "brecq"], "iters": 2,
+                      "iter_levels": [2, 4], "iter_trials": 1},
         "depth": {**common, "models": ["resnet20"], "calib_size": 8,
                   "factors": {"calib_size": [8, 16], "metric": ["mse", "minmax"], "w_bits": [8, 4]}},
         "protect": {**common, "calib_size": 8, "recon_calib_size": 8, "recon_iters": 2, "recon_trials": 2,
@@ -88,6 +90,8 @@ def test_every_section_renders_in_a_browser(tmp_path, tiny_data):
         shutil.copy(page, site / "book" / page.name)
     for name, p in params.items():
         run_section(name, p, site / "book")
+    optimizer_page = (site / "book" / "optimizer.ipynb").read_text()
+    assert "brecq 4 vs 2 iterations (1 trials): average" in optimizer_page  # the iteration study ran
     for name, variant in VARIANTS.items():  # the variants' own settings, on the tiny model and data
         bits = {"w_bits": 4, "a_bits": 4} if "w_bits" in variant.parameters else {}
         run_section(name, {**params[variant.section], "model": "resnet20", **bits}, site / "book")

@@ -1,6 +1,8 @@
 """Section notebooks execute through papermill against a store made here; failures never publish."""
 import json
+import sqlite3
 
+import numpy as np
 import papermill
 import pytest
 import torch
@@ -10,7 +12,7 @@ from ptqlib.models import CifarResNet
 from ptqlib.qmodel import QuantConfig
 from ptqlib.report import VARIANTS, parse_value, run_section, sections
 from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, factor_frame, models_frame
+from ptqlib.study import Cell, factor_frame, factor_seconds, models_frame
 from ptqlib.sweep import expand_grid, run_sweep
 from ptqlib.trial import TrialConfig
 
@@ -38,6 +40,19 @@ def test_factor_frame_selects_one_factor_at_a_time(tiny_store):
     both = models_frame(store, cell, ["resnet20", "resnet32"], "noise", [0.0, 0.25], trials=2)
     assert both.equals(frame) and both["acc"].dtype == float  # resnet32 has no trials: left out
     assert models_frame(store, cell, ["resnet32"], "noise", [0.0], 2).empty
+
+
+def test_factor_seconds_are_the_medians_of_the_stored_timings(tiny_store):
+    store, base = tiny_store
+    cell = Cell("resnet20", base.dataset, calib_size=8, weights=base.weights)
+    seconds = factor_seconds(store, cell, "noise", [0.0, 0.25, 0.5], trials=2).set_index("noise")
+    assert list(seconds.index) == [0.0, 0.25]  # no trials at 0.5: left out
+    with sqlite3.connect(store.path) as con:  # independent of the store's reader
+        for noise in (0.0, 0.25):
+            rows = con.execute("SELECT calib_s, eval_s FROM trials WHERE noise = ? AND seed < 2", (noise,)).fetchall()
+            assert seconds.loc[noise, "trials"] == 2
+            assert seconds.loc[noise, "calib_s"] == pytest.approx(float(np.median([r[0] for r in rows])))
+            assert seconds.loc[noise, "eval_s"] == pytest.approx(float(np.median([r[1] for r in rows])))
 
 
 def test_noise_section_renders_from_the_store(tiny_store, tmp_path):
