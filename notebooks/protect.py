@@ -23,6 +23,7 @@ weights = None  # None: the project's default weights for the dataset
 w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
 trials = 50
 recon_calib_size, recon_iters, recon_trials = 1024, 500, 8
+recon_missing = ""  # why the class-weighted comparison may have no trials (shown only then)
 exemplars_per_class = 6
 robustness_file = "results/robustness/resnet20-w4a4-mse-256.json"  # written by `ptq robustness`
 compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
@@ -57,11 +58,12 @@ print(f"BRECQ trials ({recon_calib_size} images, {recon_iters} iterations per bl
 
 
 # %%
-def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str, title: str) -> None:
+def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str, title: str,
+                missing: str = "") -> None:
     """Worst class and average per trial, the worst-case table, the per-class paired test and
-    the verdict of the remedy ``alt`` against ``base``."""
+    the verdict of the remedy ``alt`` against ``base``; ``missing`` says why there may be none."""
     if frame.empty:
-        print(f"No trials of this comparison for {model} in the store.")
+        print(f"No trials of this comparison for {model} in the store. {missing}".strip())
         return
     worst_class_boxes(frame, factor, [base, alt], title=title)
     plt.tight_layout()
@@ -89,7 +91,8 @@ show_remedy(sampling, "sampling", "random", "stratified", "Stratified sampling",
 # BRECQ on the same calibration sets, with the plain loss and with the class-weighted loss.
 
 # %%
-show_remedy(weighting, "weighting", "none", "dro", "Class-weighted BRECQ", f"{model} W{w_bits}A{a_bits} BRECQ")
+show_remedy(weighting, "weighting", "none", "dro", "Class-weighted BRECQ", f"{model} W{w_bits}A{a_bits} BRECQ",
+            recon_missing)
 
 # %% [markdown]
 # ## What quantization changes below the accuracy
