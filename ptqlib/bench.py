@@ -57,7 +57,7 @@ def torch_ao_trial(model: torch.nn.Module, calib: torch.Tensor, w_bits: int, a_b
 
 
 def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=lambda *_: None) -> dict:
-    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, device="cpu")  # torch.ao runs on the CPU
     calib = build_calibration_set(ctx.pool, cfg.calib, cfg.seed).images
     times: dict[str, list[float]] = {k: [] for k in ("fp_eval_s", "calib_s", "quant_eval_s", "torch_ao_calib_s",
                                                      "torch_ao_eval_s")}
@@ -99,7 +99,7 @@ def run_recon_bench(cfg: TrialConfig, log=lambda *_: None) -> dict:
     and the total projected to the reference's 20 000 iterations per unit (reconstruction time
     scales linearly with the iterations; the rest does not change)."""
     assert cfg.recon is not None, "a reconstruction optimizer is needed"
-    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, device="cpu")
     images = build_calibration_set(ctx.pool, cfg.calib, cfg.seed).images
     t0 = time.perf_counter()
     qmodel = quantize_model(ctx.model, cfg.quant)

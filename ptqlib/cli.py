@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import replace
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from .qmodel import PRESETS, QuantConfig
 from .range_estimators import METRICS, WEIGHT_METRICS
 from .reconstruction import METHODS, default_recon
 from .robustness import CORRUPTIONS
-from .trial import TrialConfig
+from .trial import DEVICE_ENV, TrialConfig, check_device
 
 
 def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
@@ -56,6 +57,7 @@ def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
                    help="reconstruction loss weighted towards the classes reconstructed worst")
     p.add_argument("--seed", type=int, default=0, help="the (first) seed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default=None, help=f"cpu, cuda or cuda:N (default: ${DEVICE_ENV}, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -120,6 +122,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench, run_recon_bench
 
+    if args.device not in (None, "cpu"):
+        raise ValueError(f"ptq bench times the CPU (against torch.ao's CPU kernels); --device {args.device} "
+                         "is not supported, leave it out")
     cfg = _trial_config(args)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if cfg.recon is None:
@@ -257,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--threads must be at least 1, got {args.threads}")
             import torch
             torch.set_num_threads(args.threads)
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)
+            os.environ[DEVICE_ENV] = args.device  # every trial context, Dask workers included, uses it
         args.func(args)
     except (ValueError, DataError, CheckpointError, OSError, ImportError) as exc:
         print(f"ptq: error: {exc}", file=sys.stderr)

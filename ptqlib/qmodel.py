@@ -146,7 +146,7 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A new Conv2d equal to ``bn(conv(x))`` for BatchNorm in eval mode."""
     folded = copy.deepcopy(conv)
     w = conv.weight.double()
-    b = conv.bias.double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    b = conv.bias.double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
     gamma = bn.weight.double() if bn.affine else torch.ones_like(b)
     beta = bn.bias.double() if bn.affine else torch.zeros_like(b)
     factor = gamma / torch.sqrt(bn.running_var.double() + bn.eps)

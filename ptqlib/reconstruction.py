@@ -221,7 +221,7 @@ class ClassWeights:
         self.error = torch.full((max(int(labels.max()) + 1, 1),), float("nan"))  # [num_labels]
 
     def update(self, idx: torch.Tensor, errors: torch.Tensor) -> None:
-        labels = self.labels[idx]
+        labels, errors = self.labels[idx], errors.cpu()  # the running errors live on the CPU
         for c in labels[labels >= 0].unique():
             batch_mean = errors[labels == c].mean().item()
             old = self.error[c]

@@ -55,9 +55,9 @@ VARIANTS: dict[str, Variant] = {
                          "iterations per block on the 2-core CPU this report was computed on (8.3 s per "
                          "iteration over its 19 units, results/bench/efficientnet_lite0-w4a8-brecq-20it-256.json),"
                          " so 50 pairs (100 trials) would take about 117 hours there. The command that computes "
-                         "them: `ptq sweep --model efficientnet_lite0 --data imagenet-val10 --w-bits 6 --a-bits 6 "
-                         "--optimizer brecq --calib-size 1000 --iters 500 --trials 50`, once plain and once with "
-                         "`--class-weighting dro`."}),
+                         "them (with `--device cuda` on a GPU): `ptq sweep --model efficientnet_lite0 --data "
+                         "imagenet-val10 --w-bits 6 --a-bits 6 --optimizer brecq --calib-size 1000 --iters 500 "
+                         "--trials 50`, once plain and once with `--class-weighting dro`."}),
     "conclusions_lite0": Variant("conclusions", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS,
                                                                "calib_sizes": [32, 256, 1000], "bias_calib_size": 128}),
 }

@@ -4,8 +4,8 @@ the data it ran on (:func:`row_key`): replacing a checkpoint or a dataset never 
 pass for new ones.
 
 A row holds the readable configuration, per-class accuracy, average and worst class, the
-calibration set's class histogram, timings, the library version, fingerprints of the data and
-weights, and the trial's predicted label for every test image (uint16, zlib-compressed), so
+calibration set's class histogram, timings, the device, the library version, fingerprints of the
+data and weights, and the trial's predicted label for every test image (uint16, zlib-compressed), so
 later analyses (prediction flips, consistently forgotten images) need no recomputation. The
 float model's reference is stored once per model, weights and data.
 
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS trials (
     bias_p REAL, sampling TEXT NOT NULL DEFAULT 'random', class_weighting TEXT, seed INTEGER,
     avg REAL NOT NULL, worst_class TEXT NOT NULL, worst_acc REAL NOT NULL, per_class TEXT NOT NULL,
     calib_counts TEXT NOT NULL, noise_images INTEGER NOT NULL, preds BLOB NOT NULL,
-    calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL, ece REAL);
+    calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL, ece REAL, device TEXT);
 CREATE TABLE IF NOT EXISTS fp_reference (
     model TEXT, dataset TEXT, weights_fp TEXT, data_fp TEXT, weights TEXT, avg REAL, per_class TEXT,
     preds BLOB, created REAL, ece REAL, PRIMARY KEY (model, dataset, weights_fp, data_fp));
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS test_labels (data_fp TEXT PRIMARY KEY, labels BLOB NO
 """
 # columns added after stores were first written: (table, column, definition)
 MIGRATIONS = (("trials", "iters", "INTEGER"), ("trials", "sampling", "TEXT NOT NULL DEFAULT 'random'"),
-              ("trials", "class_weighting", "TEXT"), ("trials", "ece", "REAL"), ("fp_reference", "ece", "REAL"))
+              ("trials", "class_weighting", "TEXT"), ("trials", "ece", "REAL"), ("fp_reference", "ece", "REAL"),
+              ("trials", "device", "TEXT"))  # device: NULL for trials stored before it was recorded (all CPU)
 
 
 def pack_preds(preds: torch.Tensor) -> bytes:
@@ -89,7 +90,8 @@ def trial_row(result: TrialResult, ctx: TrialContext) -> dict:
             "per_class": json.dumps(result.per_class), "calib_counts": json.dumps(result.calib_counts),
             "noise_images": result.noise_images, "preds": pack_preds(result.preds),
             "calib_s": result.calib_seconds, "eval_s": result.eval_seconds, "version": __version__,
-            "data_fp": ctx.data_fp, "weights_fp": ctx.weights_fp, "created": time.time(), "ece": result.ece}
+            "data_fp": ctx.data_fp, "weights_fp": ctx.weights_fp, "created": time.time(), "ece": result.ece,
+            "device": str(ctx.device)}
 
 
 class ResultsStore:
@@ -193,7 +195,7 @@ class ResultsStore:
             raise ValueError(f"cannot filter on {sorted(unknown)}; columns: {', '.join(FILTER_COLUMNS)}")
         cols = "key, config_key, config, " + ", ".join(CONFIG_COLUMNS) + \
             ", avg, worst_class, worst_acc, per_class, calib_counts, noise_images, calib_s, eval_s, version, " \
-            "data_fp, weights_fp, created, ece" + (", preds" if with_preds else "")
+            "data_fp, weights_fp, created, ece, device" + (", preds" if with_preds else "")
         clauses = " AND ".join(f"{k} IS ?" for k in where)
         sql = f"SELECT {cols} FROM trials" + (f" WHERE {clauses}" if where else "") + " ORDER BY key"
         with self._connection() as con:

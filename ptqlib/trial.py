@@ -24,6 +24,26 @@ from .qmodel import QuantConfig, QuantizedModel, quantize_model
 from .reconstruction import METHODS, ReconConfig, default_recon, reconstruct
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.calibration)
+DEVICE_ENV = "PTQ_DEVICE"  # the default device of trials (cpu when unset); `ptq --device` sets it
+
+
+def check_device(device: str) -> torch.device:
+    """The torch device named ``device`` ("cpu", "cuda" or "cuda:N"), if this machine has it."""
+    allowed = "cpu, cuda or cuda:N"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; choose {allowed}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; choose {allowed}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available here (torch.cuda.is_available() is False); "
+                             "use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 @dataclass(frozen=True)
@@ -108,17 +128,21 @@ def resolve_weights(model: str, dataset: str, weights: str | None) -> str | None
 
 
 class TrialContext:
-    """The float model, data and float predictions shared by all trials of one model/dataset."""
+    """The float model, data and float predictions shared by all trials of one model/dataset.
 
-    def __init__(self, model: str, dataset: str, weights: str | None = None) -> None:
+    Models run on ``device`` (default: ``$PTQ_DEVICE``, else the CPU); images stay on the CPU
+    as uint8 and move to it batch by batch, and observers' histograms stay on the CPU."""
+
+    def __init__(self, model: str, dataset: str, weights: str | None = None, device: str | None = None) -> None:
         self.model_name, self.dataset, self.weights_arg = check_model(model), dataset, weights
+        self.device = check_device(device or os.environ.get(DEVICE_ENV) or "cpu")
         self.weights = resolve_weights(model, dataset, weights)
         size = model_info(model).input_size
         self.test: Split = load_split(dataset, "test", size)
         self.pool: Split = load_split(dataset, "train", size)
         num_classes = self.test.num_classes if model in CIFAR_DEPTHS else None
         self.model = build_model(model, self.weights, num_classes=num_classes,
-                                 in_channels=self.test.images.shape[1])
+                                 in_channels=self.test.images.shape[1]).to(self.device)
         self._check_label_space()
         self.classes = self.test.present_classes
         self.weights_fp = self.weights_fingerprint()
@@ -132,7 +156,7 @@ class TrialContext:
 
     def _check_label_space(self) -> None:
         with torch.no_grad():
-            out = self.model(self.test.float_images(slice(0, 1)))
+            out = self.model(self.test.float_images(slice(0, 1)).to(self.device))
         if out.shape[1] != self.test.num_classes:
             raise ValueError(f"model {self.model_name} predicts {out.shape[1]} classes but dataset "
                              f"{self.dataset!r} has {self.test.num_classes}")
@@ -175,7 +199,7 @@ class TrialContext:
         """A quantized copy of the model with its weight ranges set. They depend only on the
         weights and ``quant``, not on the calibration images, so they are searched once per
         setting and reused by its later trials (the MSE search is ~10 % of a Lite0 trial)."""
-        qmodel = quantize_model(self.model, quant)
+        qmodel = quantize_model(self.model, quant).to(self.device)
         layers = qmodel.quant_layers()
         if quant not in self._weight_qparams:
             calibrate_weights(qmodel)

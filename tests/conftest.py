@@ -13,6 +13,7 @@ from ptqlib.models import CifarResNet
 def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PTQ_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("PTQ_DATA", raising=False)
+    monkeypatch.delenv("PTQ_DEVICE", raising=False)
     torch.manual_seed(0)
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -10,7 +11,7 @@ from ptqlib.cli import main
 from ptqlib.qmodel import QuantConfig
 from ptqlib.reconstruction import ReconConfig
 from ptqlib.calibset import CalibSpec
-from ptqlib.trial import TrialConfig, TrialContext
+from ptqlib.trial import TrialConfig, TrialContext, check_device
 
 
 def run_cli(capsys, *args):
@@ -77,6 +78,34 @@ def test_same_seed_same_trial_other_seed_other_calibration(tiny_data, tiny_check
     assert torch.equal(a.preds, b.preds) and a.per_class == b.per_class
     assert sum(a.calib_counts.values()) == 8 and a.noise_images == 0
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg and cfg.key() != TrialConfig(**{**vars(cfg), "seed": 4}).key()
+
+
+def test_device_is_checked_and_taken_from_the_environment(tiny_data, tiny_checkpoint, monkeypatch, capsys):
+    data, weights = f"folder:{tiny_data}", str(tiny_checkpoint)
+    assert check_device("cpu") == torch.device("cpu")
+    for bad, message in (("tpu", "unknown device 'tpu'; choose cpu, cuda or cuda:N"),
+                         ("meta", "unsupported device 'meta'; choose cpu, cuda or cuda:N")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_device(bad)
+        code, _, err = run_cli(capsys, "quantize", "--data", data, "--weights", weights, "--device", bad)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("PTQ_DEVICE", "cuda")
+        with pytest.raises(ValueError, match=re.escape("device 'cuda' is not available here")):
+            TrialContext("resnet20", data, weights)
+        with pytest.raises(ValueError, match=re.escape("device 'cuda:1' does not exist")):
+            with monkeypatch.context() as m:
+                m.setattr(torch.cuda, "is_available", lambda: True)
+                m.setattr(torch.cuda, "device_count", lambda: 1)
+                assert check_device("cuda:0") == torch.device("cuda:0")
+                code, _, err = run_cli(capsys, "bench", "--data", data, "--weights", weights, "--device", "cuda:0")
+                assert code == 2 and "ptq bench times the CPU" in err
+                check_device("cuda:1")
+    monkeypatch.setenv("PTQ_DEVICE", "cpu")
+    assert TrialContext("resnet20", data, weights).device == torch.device("cpu")
+    code, out, _ = run_cli(capsys, "quantize", "--data", data, "--weights", weights, "--calib-size", "8",
+                           "--device", "cpu", "--json")
+    assert code == 0 and json.loads(out)["avg"] >= 0
 
 
 def test_weight_ranges_searched_once_per_setting_give_the_same_trials(tiny_data, tiny_checkpoint):

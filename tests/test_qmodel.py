@@ -22,6 +22,17 @@ def test_bn_fold_is_exact():
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
+def test_bn_fold_keeps_every_tensor_on_the_layers_device():
+    # the meta device computes no values but, like CUDA, refuses to mix with CPU tensors
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=False).to("meta")
+    bn = nn.BatchNorm2d(16).to("meta")
+    folded = fold_bn(conv, bn)
+    assert folded.weight.device.type == folded.bias.device.type == "meta"
+    qmodel = quantize_model(nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU()).eval()
+                            .to("meta"), QuantConfig(4, 4)).to("meta")
+    assert {t.device.type for t in [*qmodel.parameters(), *qmodel.buffers()]} == {"meta"}
+
+
 def test_whole_network_with_quantization_off_equals_the_float_model():
     model = cifar_model()
     qmodel = quantize_model(model, QuantConfig(4, 4))

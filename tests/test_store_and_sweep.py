@@ -153,6 +153,7 @@ def test_store_keeps_labels_ece_and_predictions_for_churn(tmp_path, sweep_setup)
     assert 0 <= churn(preds[0], fp_preds, labels)["flip_rate"] <= 100
     assert trials["ece"].between(0, 100).all() and store.fp_reference()["ece"].between(0, 100).all()
     assert sorted(store.trials()["sampling"]) == ["random", "random", "stratified", "stratified"]
+    assert (store.trials()["device"] == "cpu").all()  # where each trial ran
     counts = store.trials(sampling="stratified")["calib_counts"]
     assert all(sorted(c.values()) == [2, 3, 3] for c in counts)  # 8 images over 3 classes
 
@@ -195,7 +196,7 @@ def test_stores_from_before_new_columns_are_migrated(tmp_path):
     con.commit()
     con.close()
     frame = ResultsStore(path).trials(sampling="random", class_weighting=None, iters=None)
-    assert frame["key"].tolist() == ["k"] and frame["ece"].isna().all()
+    assert frame["key"].tolist() == ["k"] and frame["ece"].isna().all() and frame["device"].isna().all()
 
 
 def test_later_settings_leave_earlier_keys_alone_and_round_trip():
