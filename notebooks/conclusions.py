@@ -14,7 +14,7 @@ bias_classes = ["airplane", "bird", "cat", "ship"]
 calib_sizes = [32, 256, 1024]  # the sizes compared (up to the largest the calibration pool allows)
 bias_calib_size = None  # calibration images of the bias cells (None: calib_size)
 recon_iters = 500
-recon_trials = 8  # BRECQ trials per weighting in the remedy comparison
+recon_trials = 50  # BRECQ trials per weighting in the remedy comparison (the study's 50 pairs)
 trials = 50
 
 # %%
