@@ -79,10 +79,11 @@ drop_ci_table(frame, "optimizer")
 # %% [markdown]
 # ## How many iterations?
 #
-# The iteration count was chosen from quality against time: the same reconstruction on the
-# first seeds' calibration sets with more iterations per unit. Times are the median seconds of
-# a trial's calibration (reconstruction included) as the store recorded them; trials that ran
-# side by side on the same machine share its cores, so compare the levels, not the absolute time.
+# The trials above use `iters` iterations per unit because of the CPU time they cost. Here the
+# same reconstruction runs with more iterations on the first seeds' calibration sets, to show
+# what the extra time would buy. Times are the median seconds of a trial's calibration
+# (reconstruction included) as the store recorded them, with one thread per trial and two
+# trials at a time on a 2-core machine; compare the levels, not the absolute times.
 
 # %%
 iter_cell = replace(cell, optimizer=iter_optimizer)
