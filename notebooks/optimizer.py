@@ -82,8 +82,9 @@ drop_ci_table(frame, "optimizer")
 # The trials above use `iters` iterations per unit because of the CPU time they cost. Here the
 # same reconstruction runs with more iterations on the first seeds' calibration sets, to show
 # what the extra time would buy. Times are the median seconds of a trial's calibration
-# (reconstruction included) as the store recorded them, with one thread per trial and two
-# trials at a time on a 2-core machine; compare the levels, not the absolute times.
+# (reconstruction included) over all of a level's trials in the store (up to `trials`), most
+# of them run with one thread per trial and two trials at a time on a 2-core machine; compare
+# the levels, not the absolute times.
 
 # %%
 iter_cell = replace(cell, optimizer=iter_optimizer)
@@ -92,7 +93,7 @@ if iter_frame.empty:
     print(f"no {iter_optimizer} trials at {iter_levels} iterations in the store")
 else:
     by_iters = worst_class(iter_frame, by=["iters"])[["iters", "trials", "avg_mean", "worst_mean", "worst_std"]]
-    seconds = factor_seconds(store, iter_cell, "iters", iter_levels, iter_trials)
+    seconds = factor_seconds(store, iter_cell, "iters", iter_levels, trials)
     by_iters = by_iters.merge(seconds[["iters", "calib_s"]], on="iters")
     by_iters["minutes"] = by_iters.pop("calib_s") / 60
     base = by_iters.iloc[0]
