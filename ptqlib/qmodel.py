@@ -286,8 +286,9 @@ def _in_scope(name: str, scope: str) -> bool:
 
 
 def quantize_model(model: nn.Module, config: QuantConfig) -> QuantizedModel:
-    """A quantized copy of ``model`` (left untouched); quantizers start disabled and
-    uncalibrated: run :func:`ptqlib.calibration.calibrate` next."""
+    """A quantized copy of ``model`` (left untouched), on the model's device; quantizers start
+    disabled and uncalibrated: run :func:`ptqlib.calibration.calibrate` next."""
+    device = next(model.parameters()).device
     gm = fx.symbolic_trace(copy.deepcopy(model).eval())
     _fold_all_bn(gm)
     modules = dict(gm.named_modules())
@@ -308,4 +309,4 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> QuantizedModel:
         act_quantizers = qmodel.act_quantizers()
         if act_quantizers:
             act_quantizers[-1].quantizer.set_bits(8)  # the last layer's input
-    return qmodel
+    return qmodel.to(device)  # the new quantizers' buffers start on the CPU

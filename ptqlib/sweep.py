@@ -66,7 +66,11 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
     from tqdm.auto import tqdm
 
     for cfg in {(c.model, c.dataset, c.weights): c for c in configs}.values():
-        store.add_fp(_context(cfg))  # also checks data and weights before any work starts
+        ctx = _context(cfg)
+        if fill_ece and ctx.device.type != "cpu":
+            raise ValueError(f"fill_ece reruns stored CPU trials and keeps only exact reproductions, which "
+                             f"device {str(ctx.device)!r} cannot give; run it on the CPU (--device cpu)")
+        store.add_fp(ctx)  # also checks data and weights before any work starts
     done = store.existing_keys()
     keyed = {}
     for cfg in configs:

@@ -29,7 +29,7 @@ def test_bn_fold_keeps_every_tensor_on_the_layers_device():
     folded = fold_bn(conv, bn)
     assert folded.weight.device.type == folded.bias.device.type == "meta"
     qmodel = quantize_model(nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU()).eval()
-                            .to("meta"), QuantConfig(4, 4)).to("meta")
+                            .to("meta"), QuantConfig(4, 4))
     assert {t.device.type for t in [*qmodel.parameters(), *qmodel.buffers()]} == {"meta"}
 
 

@@ -14,6 +14,7 @@ from ptqlib.aggregate import class_summary, heatmap_data, worst_class
 from ptqlib.calibset import CalibSpec
 from ptqlib.qmodel import QuantConfig
 from ptqlib.store import ResultsStore, pack_preds, unpack_preds
+from ptqlib import sweep
 from ptqlib.sweep import expand_grid, run_sweep
 from ptqlib.trial import TrialConfig
 
@@ -158,7 +159,7 @@ def test_store_keeps_labels_ece_and_predictions_for_churn(tmp_path, sweep_setup)
     assert all(sorted(c.values()) == [2, 3, 3] for c in counts)  # 8 images over 3 classes
 
 
-def test_fill_ece_reruns_old_trials_and_refuses_ones_it_cannot_reproduce(tmp_path, sweep_setup):
+def test_fill_ece_reruns_old_trials_and_refuses_ones_it_cannot_reproduce(tmp_path, sweep_setup, monkeypatch):
     base, _ = sweep_setup
     store = ResultsStore(tmp_path / "s.sqlite")
     configs = expand_grid(base, {}, range(3))
@@ -175,6 +176,12 @@ def test_fill_ece_reruns_old_trials_and_refuses_ones_it_cannot_reproduce(tmp_pat
     after = store.trials().set_index("key")
     assert store.keys_without_ece() == {keys[2]}  # the reproducible one got its ECE back, exactly
     assert after.loc[keys[0], "ece"] == before.loc[keys[0], "ece"] and len(after) == 3
+    ctx = sweep._context(base)  # the same context on another device (meta: no CUDA here)
+    with monkeypatch.context() as m:
+        m.setattr(ctx, "device", torch.device("meta"))
+        with pytest.raises(ValueError, match="fill_ece reruns stored CPU trials .* device 'meta' cannot give"):
+            run_sweep(configs, store, progress=False, fill_ece=True)
+    assert store.keys_without_ece() == {keys[2]}
 
 
 def test_stores_from_before_new_columns_are_migrated(tmp_path):
