@@ -68,10 +68,11 @@ def paired_test(per_class: pd.DataFrame, factor: str, a, b, alpha: float = 0.05)
     correction over the classes; only seeds present at both levels are used."""
     rows = []
     for cls, group in per_class.groupby("class", sort=False):
-        pivot = group.pivot_table(index="seed", columns=factor, values="acc").dropna()
+        pivot = group.pivot_table(index="seed", columns=factor, values="acc")
         if a not in pivot.columns or b not in pivot.columns:
             raise ValueError(f"levels {a!r} and {b!r} of {factor} must both be in the results; "
                              f"found {list(pivot.columns)}")
+        pivot = pivot[[a, b]].dropna()  # other levels' seeds do not limit the pairs
         diff = (pivot[b] - pivot[a]).to_numpy()
         p = 1.0 if np.all(diff == 0) or len(diff) < 2 else float(stats.wilcoxon(diff).pvalue)
         rows.append({"class": cls, "pairs": len(diff), f"mean_{a}": pivot[a].mean(), f"mean_{b}": pivot[b].mean(),

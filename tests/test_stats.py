@@ -79,6 +79,10 @@ def test_paired_test_uses_only_seeds_at_both_levels():
     out = paired_test(pd.concat([a, b]), "level", "x", "y").set_index("class")
     assert out.loc["a", "pairs"] == 5
     assert out.loc["a", "p"] == pytest.approx(scipy_stats.wilcoxon([4, 5, 6, 7, 8]).pvalue)
+    # a third level with fewer seeds (a cell still being computed) must not limit the x-y pairs
+    c = tidy({s: [40.0, 40.0, 40.0] for s in range(2)}, level="z")
+    out3 = paired_test(pd.concat([a, b, c]), "level", "x", "y").set_index("class")
+    assert out3.loc["a", "pairs"] == 5 and out3.loc["a", "p"] == out.loc["a", "p"]
 
 
 def test_churn_by_hand():
