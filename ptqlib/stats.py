@@ -131,9 +131,10 @@ def paired_worst(per_class: pd.DataFrame, factor: str, a, b) -> dict:
     signed-rank p-values for both differences."""
     classes = per_class[per_class["class"] != AVERAGE]
     per_trial = classes.groupby([factor, "seed"], dropna=False)["acc"].agg(worst="min", avg="mean").reset_index()
-    wide = per_trial.pivot(index="seed", columns=factor, values=["worst", "avg"]).dropna()
+    wide = per_trial.pivot(index="seed", columns=factor, values=["worst", "avg"])
     if (("worst", a) not in wide.columns) or (("worst", b) not in wide.columns):
         raise ValueError(f"levels {a!r} and {b!r} of {factor} must both be in the results")
+    wide = wide[[(stat, lv) for stat in ("worst", "avg") for lv in (a, b)]].dropna()  # only a's and b's seeds
     out = {"pairs": len(wide)}
     for stat in ("worst", "avg"):
         diff = (wide[(stat, b)] - wide[(stat, a)]).to_numpy()

@@ -135,6 +135,8 @@ def test_paired_worst_by_hand():
     assert out["worst_p"] == pytest.approx(2 / 2**6)  # six positive differences: exact p = 2 / 2**6
     assert out["avg_diff"] == pytest.approx(np.mean([(70 + s + 75 + s + 90) / 3 - (60 + s + 80 + 90) / 3
                                                      for s in range(6)]))
+    partial = tidy({s: [10.0, 10.0, 10.0] for s in range(2)}, level="z")  # a third level with fewer seeds
+    assert paired_worst(pd.concat([a, b, partial]), "level", "x", "y") == out
 
 
 def test_reliability_summary_by_hand():
