@@ -8,11 +8,12 @@ process, the only one that writes the store.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import replace
 from typing import Iterable
 
 from .store import ResultsStore, row_key, trial_row
-from .trial import TrialConfig, TrialContext
+from .trial import DEVICE_ENV, TrialConfig, TrialContext
 
 QUANT_FACTORS = ("w_bits", "a_bits", "preset", "metric", "weight_metric")
 CALIB_FACTORS = {"calib_size": "size", "noise": "noise", "noise_kind": "noise_kind",
@@ -46,7 +47,7 @@ _CONTEXTS: dict[tuple, TrialContext] = {}
 
 
 def _context(cfg: TrialConfig) -> TrialContext:
-    key = (cfg.model, cfg.dataset, cfg.weights)
+    key = (cfg.model, cfg.dataset, cfg.weights, os.environ.get(DEVICE_ENV) or "cpu")
     if key not in _CONTEXTS:
         _CONTEXTS[key] = TrialContext(*key)
     return _CONTEXTS[key]
