@@ -8,12 +8,11 @@ process, the only one that writes the store.
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import replace
 from typing import Iterable
 
 from .store import ResultsStore, row_key, trial_row
-from .trial import DEVICE_ENV, TrialConfig, TrialContext
+from .trial import TrialConfig, TrialContext, default_device
 
 QUANT_FACTORS = ("w_bits", "a_bits", "preset", "metric", "weight_metric")
 CALIB_FACTORS = {"calib_size": "size", "noise": "noise", "noise_kind": "noise_kind",
@@ -47,7 +46,7 @@ _CONTEXTS: dict[tuple, TrialContext] = {}
 
 
 def _context(cfg: TrialConfig) -> TrialContext:
-    key = (cfg.model, cfg.dataset, cfg.weights, os.environ.get(DEVICE_ENV) or "cpu")
+    key = (cfg.model, cfg.dataset, cfg.weights, default_device())
     if key not in _CONTEXTS:
         _CONTEXTS[key] = TrialContext(*key)
     return _CONTEXTS[key]

@@ -27,6 +27,11 @@ OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.cal
 DEVICE_ENV = "PTQ_DEVICE"  # the default device of trials (cpu when unset); `ptq --device` sets it
 
 
+def default_device() -> str:
+    """The device trials use when none is given: ``$PTQ_DEVICE``, else the CPU."""
+    return os.environ.get(DEVICE_ENV) or "cpu"
+
+
 def check_device(device: str) -> torch.device:
     """The torch device named ``device`` ("cpu", "cuda" or "cuda:N"), if this machine has it."""
     allowed = "cpu, cuda or cuda:N"
@@ -148,7 +153,7 @@ class TrialContext:
 
     def __init__(self, model: str, dataset: str, weights: str | None = None, device: str | None = None) -> None:
         self.model_name, self.dataset, self.weights_arg = check_model(model), dataset, weights
-        self.device = check_device(device or os.environ.get(DEVICE_ENV) or "cpu")
+        self.device = check_device(device or default_device())
         if self.device.type == "cuda":
             _full_float32_on_cuda()
         self.weights = resolve_weights(model, dataset, weights)
