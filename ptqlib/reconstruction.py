@@ -26,6 +26,7 @@ quality; the reference uses 20 000 per unit.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 import time
@@ -157,7 +158,26 @@ def split_units(qmodel: QuantizedModel, granularity: str) -> fx.GraphModule:
                 current += 1
             last_key, unit_block = key, block
         partition[node] = current
-    return split_module(gm, gm, lambda n: partition[n], keep_original_order=True, tuple_return=True)
+    if "tuple_return" in inspect.signature(split_module).parameters:  # PyTorch 2.12 and later
+        return split_module(gm, gm, lambda n: partition[n], keep_original_order=True, tuple_return=True)
+    return _tuple_outputs(split_module(gm, gm, lambda n: partition[n], keep_original_order=True))
+
+
+def _tuple_outputs(split: fx.GraphModule) -> fx.GraphModule:
+    """What ``tuple_return=True`` does on PyTorch that lacks it: every unit returns a tuple,
+    read through ``getitem`` in the parent graph, also when it has a single output."""
+    for node in list(split.graph.nodes):
+        if node.op != "call_module" or any(u.target is operator.getitem for u in node.users):
+            continue
+        unit = split.get_submodule(node.target)
+        out = next(n for n in unit.graph.nodes if n.op == "output")
+        out.args = ((out.args[0],),)
+        unit.recompile()
+        with split.graph.inserting_after(node):
+            item = split.graph.call_function(operator.getitem, (node, 0))
+        node.replace_all_uses_with(item, delete_user_cb=lambda user: user is not item)
+    split.recompile()
+    return split
 
 
 # --- running units on cached data --------------------------------------------------------------

@@ -1,40 +1,86 @@
 """The CUDA path, where a GPU exists (skipped elsewhere; this project's CI machine has none).
 
-A trial on the GPU must run every step there (grid search, AdaRound, BRECQ with class
-weights, QDrop), hand its predictions back on the CPU, and agree with the same trial on the
-CPU up to floating-point differences.
+A quantized model must compute on the GPU what it computes on the CPU, reconstruction must
+reach the same result there from the same start, and a trial on the GPU must run every step
+there (grid search, AdaRound, BRECQ with class weights, QDrop) and hand its predictions back on
+the CPU. Whole trials are not compared prediction by prediction: on a tiny random model a float
+tie in the range search picks another clipping range, and an H200 run of that comparison saw
+88 % of a W4A4 grid trial's predictions agree. Each comparison below starts from one calibration.
 """
+import copy
 from dataclasses import replace
 
 import pytest
 import torch
 
+from ptqlib.calibration import calibrate
 from ptqlib.calibset import CalibSpec
-from ptqlib.qmodel import QuantConfig
-from ptqlib.reconstruction import ReconConfig
+from ptqlib.models import CifarResNet, Normalized
+from ptqlib.qmodel import QuantConfig, quantize_model
+from ptqlib.reconstruction import ReconConfig, reconstruct
 from ptqlib.store import ResultsStore
 from ptqlib.sweep import run_sweep
 from ptqlib.trial import TrialConfig, TrialContext
 
+from .conftest import randomize_bn
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICE = "cuda"
 
 
-def test_trials_on_cuda_agree_with_the_cpu(tiny_data, tiny_checkpoint, tmp_path, monkeypatch):
+def _calibrated_on_cpu():
+    torch.manual_seed(0)
+    model = Normalized(randomize_bn(CifarResNet(3, 10)), (0.5,) * 3, (0.25,) * 3).eval()
+    images = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return calibrate(quantize_model(model, QuantConfig(4, 4)), images), images
+
+
+def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.cpu() - ref).abs().mean() / ref.abs().mean()).item()
+
+
+@torch.no_grad()
+def test_a_calibrated_model_computes_the_same_on_cuda():
+    qmodel, images = _calibrated_on_cpu()
+    on_cpu = qmodel(images)
+    on_gpu = copy.deepcopy(qmodel).to(DEVICE)(images.to(DEVICE))
+    # float differences may move a value across a rounding boundary: one step, in a few places
+    assert _relative_error(on_gpu, on_cpu) < 1e-3
+    assert (on_gpu.argmax(1).cpu() == on_cpu.argmax(1)).float().mean() >= 0.95
+
+
+# QDrop's element-wise drops come from each device's own generator (CPU and CUDA draw other
+# streams from one seed), so its two runs differ by more than float error
+@pytest.mark.parametrize("method, weighting, tol", [("adaround", None, 0.05), ("brecq", "dro", 0.05),
+                                                    ("qdrop", None, 0.25)])
+def test_reconstruction_on_cuda_reaches_the_cpu_result(method, weighting, tol):
+    qmodel, images = _calibrated_on_cpu()
+    labels = torch.arange(len(images)) % 10
+    cfg = ReconConfig(iters=20, batch_size=8, act_init_size=32, class_weighting=weighting)
+    gpu_model = copy.deepcopy(qmodel).to(DEVICE)
+    on_cpu = reconstruct(qmodel, images, method, cfg, seed=1, labels=labels, progress=False)
+    on_gpu = reconstruct(gpu_model, images, method, cfg, seed=1, labels=labels, progress=False)
+    assert [r.name for r in on_gpu] == [r.name for r in on_cpu]
+    for cpu_unit, gpu_unit in zip(on_cpu, on_gpu):
+        assert gpu_unit.recon_loss == pytest.approx(cpu_unit.recon_loss, rel=tol), cpu_unit.name
+    with torch.no_grad():
+        assert _relative_error(gpu_model(images.to(DEVICE)), qmodel(images)) < tol
+
+
+def test_trials_run_on_cuda(tiny_data, tiny_checkpoint, tmp_path, monkeypatch):
     data, weights = f"folder:{tiny_data}", str(tiny_checkpoint)
-    cpu, gpu = TrialContext("resnet20", data, weights, device="cpu"), TrialContext("resnet20", data, weights,
-                                                                                  device="cuda")
-    assert next(gpu.model.parameters()).is_cuda and not torch.backends.cudnn.allow_tf32
+    gpu = TrialContext("resnet20", data, weights, device=DEVICE)
+    assert next(gpu.model.parameters()).device.type == DEVICE and not torch.backends.cudnn.allow_tf32
     grid = TrialConfig("resnet20", data, weights, QuantConfig(4, 4), CalibSpec(16), seed=1)
     recon = ReconConfig(iters=20, batch_size=4, act_init_size=8)
     configs = [grid, replace(grid, optimizer="adaround", recon=recon),
                replace(grid, optimizer="brecq", recon=replace(recon, class_weighting="dro")),
                replace(grid, optimizer="qdrop", recon=recon)]
     for cfg in configs:
-        on_cpu, on_gpu = cpu.run(cfg), gpu.run(cfg)
-        assert on_gpu.preds.device.type == "cpu" and on_gpu.preds.shape == on_cpu.preds.shape
-        agree = (on_gpu.preds == on_cpu.preds).double().mean().item()
-        assert agree >= 0.9, f"{cfg.optimizer}: only {agree:.0%} of predictions agree between CPU and GPU"
-    monkeypatch.setenv("PTQ_DEVICE", "cuda")
+        result = gpu.run(cfg)
+        assert result.preds.device.type == "cpu" and result.preds.shape == gpu.test.labels.shape
+        assert 0 <= result.avg <= 100 and result.calib_seconds > 0
+    monkeypatch.setenv("PTQ_DEVICE", DEVICE)
     store = ResultsStore(tmp_path / "gpu.sqlite")
     assert run_sweep([grid], store, progress=False)["ran"] == 1
-    assert store.trials()["device"].tolist() == ["cuda"]
+    assert store.trials()["device"].tolist() == [DEVICE]

@@ -1,4 +1,5 @@
 import copy
+import operator
 
 import pytest
 import torch
@@ -106,6 +107,28 @@ def test_units_end_with_their_block():
     assert any(isinstance(m, ActQuantizer) for m in last_block.modules())
     assert not any(n.op == "call_module" and "pool" in str(n.target) for n in last_block.graph.nodes)
     assert not any(isinstance(m, torch.nn.Module) and hasattr(m, "weight_quantizer") for m in units[-2].modules())
+
+
+def test_units_on_pytorch_without_tuple_return(monkeypatch):
+    """PyTorch before 2.12 has no ``split_module(tuple_return=True)``: the units made without it
+    must reconstruct exactly as those made with it."""
+    import ptqlib.reconstruction as rec
+    from torch.fx.passes.split_module import split_module
+
+    def old_split_module(m, root_m, split_callback, qualname_map=None, keep_original_order=False):
+        return split_module(m, root_m, split_callback, qualname_map, keep_original_order)
+
+    results = []
+    for patch in (False, True):
+        _, qmodel, images = calibrated()
+        if patch:
+            monkeypatch.setattr(rec, "split_module", old_split_module)
+            split = rec.split_units(qmodel, "block")
+            units = [n for n in split.graph.nodes if n.op == "call_module"]
+            assert all(all(u.target is operator.getitem for u in n.users) for n in units)
+        reports = reconstruct(qmodel, images, "brecq", ReconConfig(iters=3, batch_size=8), progress=False)
+        results.append(([r.recon_loss for r in reports], qmodel(images[:16])))
+    assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])
 
 
 def test_interrupted_reconstruction_leaves_a_plain_model(monkeypatch):
