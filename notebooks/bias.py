@@ -7,9 +7,13 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
-model, dataset = "resnet20", "cifar10-jpeg"
+model = "resnet20"
+dataset = "cifar10-jpeg"
 weights = None  # None: the project's default weights for the dataset
-w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+w_bits = 4
+a_bits = 4
+metric = "mse"
+calib_size = 256
 bias_classes = ["airplane", "bird", "cat", "ship"]
 bias_p = 0.5
 trials = 50

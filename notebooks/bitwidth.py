@@ -6,9 +6,11 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
-model, dataset = "resnet20", "cifar10-jpeg"
+model = "resnet20"
+dataset = "cifar10-jpeg"
 weights = None  # None: the project's default weights for the dataset
-metric, calib_size = "mse", 256
+metric = "mse"
+calib_size = 256
 levels = [8, 6, 4]
 trials = 50
 compute_missing = False

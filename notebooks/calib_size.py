@@ -6,9 +6,12 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
-model, dataset = "resnet20", "cifar10-jpeg"
+model = "resnet20"
+dataset = "cifar10-jpeg"
 weights = None  # None: the project's default weights for the dataset
-w_bits, a_bits, metric = 4, 4, "mse"
+w_bits = 4
+a_bits = 4
+metric = "mse"
 levels = [1, 32, 256, 1024]
 trials = 50
 compute_missing = False

@@ -7,9 +7,13 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
-model, dataset = "resnet20", "cifar10-jpeg"
+model = "resnet20"
+dataset = "cifar10-jpeg"
 weights = None
-w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+w_bits = 4
+a_bits = 4
+metric = "mse"
+calib_size = 256
 bias_classes = ["airplane", "bird", "cat", "ship"]
 calib_sizes = [32, 256, 1024]  # the sizes compared (up to the largest the calibration pool allows)
 bias_calib_size = None  # calibration images of the bias cells (None: calib_size)

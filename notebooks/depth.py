@@ -12,7 +12,10 @@ store_path = "results/trials.sqlite"
 models = ["resnet20", "resnet32", "resnet44", "resnet56"]
 dataset = "cifar10-jpeg"
 weights = None  # None: each model's project weights for the dataset
-w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+w_bits = 4
+a_bits = 4
+metric = "mse"
+calib_size = 256
 factors = {"calib_size": [1, 32, 256, 1024], "metric": ["minmax", "mse", "kl", "cosine"], "w_bits": [8, 6, 4]}
 trials = 50
 

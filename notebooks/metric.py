@@ -6,9 +6,12 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
-model, dataset = "resnet20", "cifar10-jpeg"
+model = "resnet20"
+dataset = "cifar10-jpeg"
 weights = None  # None: the project's default weights for the dataset
-w_bits, a_bits, calib_size = 4, 4, 256
+w_bits = 4
+a_bits = 4
+calib_size = 256
 levels = ["minmax", "mse", "kl", "cosine"]
 trials = 50
 compute_missing = False

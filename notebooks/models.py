@@ -11,7 +11,8 @@
 # %% tags=["parameters"]
 weights_dir = "weights/cifar10-jpeg"
 store_path = "results/trials.sqlite"
-imagenet_model, imagenet_dataset = "efficientnet_lite0", "imagenet-val10"
+imagenet_model = "efficientnet_lite0"
+imagenet_dataset = "imagenet-val10"
 
 # %%
 import json

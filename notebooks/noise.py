@@ -7,9 +7,13 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
-model, dataset = "resnet20", "cifar10-jpeg"
+model = "resnet20"
+dataset = "cifar10-jpeg"
 weights = None  # None: the project's default weights for the dataset
-w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+w_bits = 4
+a_bits = 4
+metric = "mse"
+calib_size = 256
 levels = [0.0, 0.01, 0.05, 0.1, 0.5]
 trials = 50
 compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)

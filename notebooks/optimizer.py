@@ -11,13 +11,19 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
-model, dataset = "resnet20", "cifar10-jpeg"
+model = "resnet20"
+dataset = "cifar10-jpeg"
 weights = None
-w_bits, a_bits, metric, calib_size = 4, 4, "mse", 1024
+w_bits = 4
+a_bits = 4
+metric = "mse"
+calib_size = 1024
 levels = ["grid", "adaround", "brecq", "qdrop"]
 iters = 500
 trials = 50
-iter_optimizer, iter_levels, iter_trials = "brecq", [500, 2000, 5000], 3  # the iteration-count study
+iter_optimizer = "brecq"  # the iteration-count study
+iter_levels = [500, 2000, 5000]
+iter_trials = 3
 compute_missing = False
 
 # %%

@@ -18,12 +18,18 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
-model, dataset = "resnet20", "cifar10-jpeg"
+model = "resnet20"
+dataset = "cifar10-jpeg"
 weights = None  # None: the project's default weights for the dataset
-w_bits, a_bits, metric, calib_size = 4, 4, "mse", 256
+w_bits = 4
+a_bits = 4
+metric = "mse"
+calib_size = 256
 trials = 50
-recon_calib_size, recon_iters, recon_trials = 1024, 500, 50
-recon_missing = ""  # why the class-weighted comparison may have no trials (shown only then)
+recon_calib_size = 1024
+recon_iters = 500
+recon_trials = 50
+recon_missing = ""  # why the class-weighted comparison may lack trials (shown only then)
 exemplars_per_class = 6
 robustness_file = "results/robustness/resnet20-w4a4-mse-256.json"  # written by `ptq robustness`
 compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
@@ -65,6 +71,8 @@ def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str
     if frame.empty:
         print(f"No trials of this comparison for {model} in the store. {missing}".strip())
         return
+    if not {base, alt} <= set(frame[factor]):
+        print(f"Only one side of this comparison is in the store. {missing}".strip())
     worst_class_boxes(frame, factor, [base, alt], title=title)
     plt.tight_layout()
     plt.show()

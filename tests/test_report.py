@@ -95,3 +95,26 @@ def test_failing_section_is_not_published(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError):
         run_section("reliability", {"store_path": str(tmp_path / "empty.sqlite")}, tmp_path / "out")
     assert not (tmp_path / "out" / "reliability.ipynb").exists()
+
+
+def test_papermill_reads_every_parameter_of_every_section(tmp_path):
+    """A parameter papermill cannot read (``a, b = 1, 2``) is still overridden, but it warns
+    "Passed unknown parameter" and `papermill --help-notebook` leaves it out."""
+    import ast
+
+    import jupytext
+
+    from ptqlib.report import NOTEBOOKS
+
+    known = {}
+    for name in sections():
+        notebook = jupytext.read(NOTEBOOKS / f"{name}.py")
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        assigned = {t.id for node in ast.parse(cell.source).body for t in getattr(node, "targets", [])
+                    for t in ast.walk(t) if isinstance(t, ast.Name)}
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        jupytext.write(notebook, tmp_path / f"{name}.ipynb")
+        known[name] = set(papermill.inspect_notebook(str(tmp_path / f"{name}.ipynb")))
+        assert assigned == known[name], f"{name}: papermill does not read {sorted(assigned - known[name])}"
+    for name, variant in VARIANTS.items():
+        assert set(variant.parameters) <= known[variant.section], name
