@@ -126,8 +126,10 @@ def reconstruction_not_more_reliable(store: ResultsStore, cell: Cell, trials: in
     raises_avg = all(g[AVERAGE] > 0 for g in gains.values())
     unreliable = any((g.drop(index=AVERAGE) < 0).any() or (worst[m] - worst["grid"]) <= g[AVERAGE]
                      for m, g in gains.items())
-    evidence = "; ".join(f"{m}: average {g[AVERAGE]:+.2f}, worst class {worst[m] - worst['grid']:+.2f}, "
-                         f"{int((g.drop(index=AVERAGE) < 0).sum())} classes lose" for m, g in gains.items())
+    counts = frame.groupby("optimizer")["key"].nunique()
+    evidence = "; ".join(f"{m} ({counts[m]} trials vs {counts['grid']}): average {g[AVERAGE]:+.2f}, worst class "
+                         f"{worst[m] - worst['grid']:+.2f}, {int((g.drop(index=AVERAGE) < 0).sum())} classes lose"
+                         for m, g in gains.items())
     return Verdict(text, bool(raises_avg and unreliable), evidence, n)
 
 

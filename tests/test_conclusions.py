@@ -92,3 +92,16 @@ def test_remedy_verdict_needs_a_significant_steadier_gain_at_equal_average():
     assert v.supported is True and v.trials == 8 and "p = 0.0078" in v.evidence  # 8 positive pairs: 2 / 2**8
     assert protects_worst_class(pd.concat([base, worse]), "level", "x", "z", "Remedy").supported is False
     assert protects_worst_class(base, "level", "x", "y", "Remedy").supported is None
+
+
+def test_reconstruction_verdict_names_each_method_and_its_trials(tmp_path):
+    from ptqlib.conclusions import reconstruction_not_more_reliable
+
+    store = _store_with_fp(tmp_path)
+    cell = Cell("resnet20", "toy", iters=500)
+    _fill(store, cell, [{"a": 80.0, "b": 86.0, "c": 86.0}] * 6)  # grid: average 84, worst 80
+    _fill(store, level_cell(cell, "optimizer", "brecq"), [{"a": 84.0, "b": 88.0, "c": 85.0}] * 5)
+    v = reconstruction_not_more_reliable(store, cell, 50)
+    # average +1.67, worst class +4.00, class c loses 1 point: not more reliable per class
+    assert v.supported is True
+    assert v.evidence == "brecq (5 trials vs 6): average +1.67, worst class +4.00, 1 classes lose"
