@@ -158,7 +158,7 @@ def split_units(qmodel: QuantizedModel, granularity: str) -> fx.GraphModule:
                 current += 1
             last_key, unit_block = key, block
         partition[node] = current
-    if "tuple_return" in inspect.signature(split_module).parameters:  # PyTorch 2.12 and later
+    if "tuple_return" in inspect.signature(split_module).parameters:  # not in PyTorch 2.11 (seen on a GPU machine)
         return split_module(gm, gm, lambda n: partition[n], keep_original_order=True, tuple_return=True)
     return _tuple_outputs(split_module(gm, gm, lambda n: partition[n], keep_original_order=True))
 

@@ -110,7 +110,7 @@ def test_units_end_with_their_block():
 
 
 def test_units_on_pytorch_without_tuple_return(monkeypatch):
-    """PyTorch before 2.12 has no ``split_module(tuple_return=True)``: the units made without it
+    """PyTorch 2.11 has no ``split_module(tuple_return=True)``: the units made without it
     must reconstruct exactly as those made with it."""
     import ptqlib.reconstruction as rec
     from torch.fx.passes.split_module import split_module
