@@ -13,26 +13,22 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ptqlib.calibration import calibrate
 from ptqlib.calibset import CalibSpec
-from ptqlib.models import CifarResNet, Normalized
-from ptqlib.qmodel import QuantConfig, quantize_model
+from ptqlib.qmodel import QuantConfig
 from ptqlib.reconstruction import ReconConfig, reconstruct
 from ptqlib.store import ResultsStore
 from ptqlib.sweep import run_sweep
 from ptqlib.trial import TrialConfig, TrialContext
 
-from .conftest import randomize_bn
+from .test_reconstruction import calibrated
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICE = "cuda"
 
 
 def _calibrated_on_cpu():
-    torch.manual_seed(0)
-    model = Normalized(randomize_bn(CifarResNet(3, 10)), (0.5,) * 3, (0.25,) * 3).eval()
-    images = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    return calibrate(quantize_model(model, QuantConfig(4, 4)), images), images
+    _, qmodel, images = calibrated()  # a random ResNet-20, W4A4, 64 random images
+    return qmodel, images
 
 
 def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
