@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from ptqlib.conclusions import MIN_TRIALS, all_verdicts, remedy_verdicts
+from ptqlib.conclusions import VERDICT_LABELS, all_verdicts, remedy_verdicts
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell
 
@@ -34,15 +34,14 @@ store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
 verdicts = all_verdicts(store, cell, trials, bias_classes, replace(cell, calib_size=max(calib_sizes), iters=recon_iters),
                         tuple(calib_sizes), bias_calib_size)
-label = {True: "supported", False: "not supported", None: f"not enough data (< {MIN_TRIALS} trials in a cell)"}
-table = pd.DataFrame([{"conclusion": v.conclusion, "verdict": label[v.supported], "trials": v.trials,
+table = pd.DataFrame([{"conclusion": v.conclusion, "verdict": VERDICT_LABELS[v.supported], "trials": v.trials,
                        "evidence": v.evidence} for v in verdicts], index=range(1, len(verdicts) + 1))
 pd.set_option("display.max_colwidth", None)
 table
 
 # %%
 for i, v in enumerate(verdicts, 1):
-    print(f"{i}. {v.conclusion}\n   -> {label[v.supported]} ({v.trials} trials): {v.evidence}\n")
+    print(f"{i}. {v.conclusion}\n   -> {VERDICT_LABELS[v.supported]} ({v.trials} trials): {v.evidence}\n")
 
 # %% [markdown]
 # ## Beyond the study: can the worst class be protected?
@@ -54,4 +53,4 @@ for i, v in enumerate(verdicts, 1):
 # %%
 recon_cell = replace(cell, calib_size=max(calib_sizes), optimizer="brecq", iters=recon_iters)
 for v in remedy_verdicts(store, cell, trials, recon_cell, recon_trials):
-    print(f"- {v.conclusion}\n   -> {label[v.supported]} ({v.trials} trials): {v.evidence}\n")
+    print(f"- {v.conclusion}\n   -> {VERDICT_LABELS[v.supported]} ({v.trials} trials): {v.evidence}\n")

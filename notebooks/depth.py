@@ -67,3 +67,26 @@ for model_name, row in default.iterrows():
     print(f"{model_name} ({row['trials']} trials of the default cell): average {row['avg_mean']:.2f} % "
           f"(std {row['avg_std']:.2f}); worst class {row['worst_mean']:.2f} % (std {row['worst_std']:.2f}, most "
           f"often '{row['most_often']}'); largest class drop {row['max_class_drop']:.2f} ('{row['max_drop_class']}')")
+
+# %% [markdown]
+# ## The study's conclusions 1 and 3 at each depth
+#
+# Every depth has the cells of conclusion 1 (the default cell) and of conclusion 3 (the
+# bit-widths), so both are checked per model by the rules of [the conclusions page](conclusions)
+# (`ptqlib.conclusions`); conclusions 2 and 4 need noise, bias and reconstruction cells that only
+# ResNet-20 has.
+
+# %%
+from dataclasses import replace
+
+from ptqlib.conclusions import VERDICT_LABELS, classes_drop_more, low_bits_hit_classes
+
+rows = []
+for model_name in models:
+    model_cell = replace(cell, model=model_name)
+    for number, verdict in ((1, classes_drop_more(store, model_cell, trials)),
+                            (3, low_bits_hit_classes(store, model_cell, trials))):
+        rows.append({"model": model_name, "conclusion": number, "verdict": VERDICT_LABELS[verdict.supported],
+                     "trials": verdict.trials, "evidence": verdict.evidence})
+pd.set_option("display.max_colwidth", None)
+pd.DataFrame(rows).set_index(["model", "conclusion"])

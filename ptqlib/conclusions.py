@@ -16,6 +16,7 @@ from .store import ResultsStore
 from .study import Cell, factor_frame
 
 MIN_TRIALS = 5  # a cell with fewer trials is "not enough data"
+VERDICT_LABELS = {True: "supported", False: "not supported", None: f"not enough data (< {MIN_TRIALS} trials in a cell)"}
 
 
 @dataclass(frozen=True)
