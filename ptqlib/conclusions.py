@@ -49,8 +49,8 @@ def classes_drop_more(store: ResultsStore, cell: Cell, trials: int) -> Verdict:
     drop_ratio = classes["mean_drop"].max() / max(avg["mean_drop"], 1e-9)
     std_ratio = classes["std"].max() / max(avg["std"], 1e-9)
     evidence = (f"average drop {avg['mean_drop']:.2f} points vs {classes['mean_drop'].max():.2f} for "
-                f"'{classes['mean_drop'].idxmax()}' ({drop_ratio:.1f}x); std of the average {avg['std']:.2f} vs "
-                f"up to {classes['std'].max():.2f} for a class ({std_ratio:.1f}x)")
+                f"'{classes['mean_drop'].idxmax()}' ({drop_ratio:.2f}x); std of the average {avg['std']:.2f} vs "
+                f"up to {classes['std'].max():.2f} for a class ({std_ratio:.2f}x); rule: both at least 2x")
     return Verdict(text, bool(drop_ratio >= 2 and std_ratio >= 2), evidence, n)
 
 
@@ -107,7 +107,9 @@ def low_bits_hit_classes(store: ResultsStore, cell: Cell, trials: int) -> Verdic
     evidence = "; ".join(f"W{b}A{b}: average drop {drops.loc[AVERAGE, b]:.2f}, largest class drop "
                          f"{drops.drop(index=AVERAGE)[b].max():.2f} ('{drops.drop(index=AVERAGE)[b].idxmax()}')"
                          for b in present)
-    return Verdict(text, bool(cls.max() >= 2 * max(drops.loc[AVERAGE, low], 1e-9)), evidence, n)
+    ratio = cls.max() / max(drops.loc[AVERAGE, low], 1e-9)
+    evidence += f"; at W{low}A{low} the largest class drop is {ratio:.2f}x the average's (rule: at least 2x)"
+    return Verdict(text, bool(ratio >= 2), evidence, n)
 
 
 def reconstruction_not_more_reliable(store: ResultsStore, cell: Cell, trials: int) -> Verdict:

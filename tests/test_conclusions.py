@@ -40,10 +40,11 @@ def test_verdicts_from_hand_made_trials(tmp_path):
     _fill(store, cell, [{"a": 81.0 + d, "b": 90.0 + e, "c": 90.0 - e} for d, e in
                         ((-3, 0.5), (3, -0.5), (0, 0.5), (-3, -0.5), (3, 0.5), (0, 0))])
     v = classes_drop_more(store, cell, 50)
-    assert v.supported is True and v.trials == 6 and "'a'" in v.evidence
+    assert v.supported is True and v.trials == 6 and "9.00 for 'a' (3.00x)" in v.evidence
     _fill(store, level_cell(cell, "w_bits", 8), [{"a": 89.0, "b": 89.5, "c": 89.5}] * 5)
     v = low_bits_hit_classes(store, cell, 50)
     assert v.supported is True and "W4A4: average drop 3.00, largest class drop 9.00 ('a')" in v.evidence
+    assert v.evidence.endswith("at W4A4 the largest class drop is 3.00x the average's (rule: at least 2x)")
 
 
 def test_average_robust_verdict_on_the_sizes_and_bias_size_given(tmp_path):
