@@ -191,6 +191,40 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(json.dumps({"store": args.store, **counts}))
 
 
+def cmd_verdicts(args: argparse.Namespace) -> None:
+    from .models import check_model
+    from .store import ResultsStore
+    from .verdicts import all_parts, claim_verdicts, design_for
+
+    check_model(args.model)
+    if not Path(args.store).exists():
+        raise ValueError(f"results store {args.store!r} does not exist")
+    design = design_for(args.model, args.data, trials=args.trials)
+    parts = all_parts(ResultsStore(args.store), design, chance_draws=args.chance_draws)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in parts], indent=1))
+        return
+    for claim, verdict in claim_verdicts(parts).items():
+        print(f"claim {claim}: {verdict}")
+        for p in (p for p in parts if p.claim == claim):
+            numbers = "" if p.estimate is None else f" {p.estimate:.2f}{p.unit if p.unit == 'x' else ' points'}"
+            if p.ci is not None:
+                numbers += f" [{p.ci[0]:.2f}, {p.ci[1]:.2f}]"
+            if p.chance is not None:
+                numbers += f", chance [{p.chance[0]:.2f}, {p.chance[1]:.2f}]"
+            print(f"  {p.verdict:15s} {p.part}:{numbers} ({p.trials} trials) {p.detail}".rstrip())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_results(args: argparse.Namespace) -> None:
     from .store import ResultsStore
 
@@ -214,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("sweep", help="run a grid of factors x seeds into the results store")
     _add_trial_args(p, many=True)
-    p.add_argument("--trials", type=int, default=50, help="seeds per grid cell (seed, seed+1, ...)")
+    p.add_argument("--trials", type=_positive_int, default=50, help="seeds per grid cell (seed, seed+1, ...)")
     p.add_argument("--store", default="results/trials.sqlite")
     p.add_argument("--workers", type=int, default=1, help="Dask worker processes (1: run here)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
@@ -228,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"any of {', '.join(CORRUPTIONS)}")
     p.add_argument("--out", required=True, help="output .json")
     p.set_defaults(func=cmd_robustness)
+    p = sub.add_parser("verdicts", help="the study's claims tested on the results store: each part with its "
+                                        "interval and chance band")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="dataset of the trials (cifar10-jpeg, imagenet-val10, ...)")
+    p.add_argument("--store", default="results/trials.sqlite")
+    p.add_argument("--trials", type=_positive_int, default=50, help="first seeds of each cell used")
+    p.add_argument("--chance-draws", type=_positive_int, default=1000,
+                   help="random splits of the test images into pseudo-classes")
+    p.add_argument("--json", action="store_true", help="a JSON list of parts")
+    p.set_defaults(func=cmd_verdicts)
     p = sub.add_parser("results", help="export the results store")
     p.add_argument("action", choices=["export"])
     p.add_argument("--store", default="results/trials.sqlite")

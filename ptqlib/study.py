@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 
 from .calibset import CalibSpec
@@ -104,6 +105,35 @@ def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, tri
     frame[factor] = frame.pop("level")
     frame["class"] = frame["class"].map(class_label)  # readable: 'tench', not 'n01440764'
     return frame
+
+
+@dataclass(frozen=True)
+class LevelPredictions:
+    """The stored predictions of one factor's cells: per level, the seeds and the predicted
+    label of every test image ``[trials, images]``; shared by the levels, the test labels, the
+    float model's predictions and the class names (in label order)."""
+
+    preds: dict  # level -> [trials, images] int array
+    seeds: dict  # level -> [trials] int array
+    labels: "np.ndarray"
+    fp_preds: "np.ndarray"
+    class_names: list[str]
+
+
+def factor_predictions(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int) -> LevelPredictions:
+    """The predictions behind :func:`factor_frame` (same levels, same first ``trials`` seeds);
+    levels without trials are left out."""
+    preds, seeds, labels, fp_preds, names = {}, {}, None, None, []
+    for level, where in _level_selections(store, cell, factor, levels):
+        if store.trials(**where).empty:
+            continue
+        rows, level_preds, fp_preds, labels = store.predictions(**where)
+        keep = rows["seed"].isin(sorted(rows["seed"].unique())[:trials]).to_numpy()
+        order = np.argsort(rows["seed"].to_numpy()[keep], kind="stable")
+        preds[level] = level_preds[keep][order]
+        seeds[level] = rows["seed"].to_numpy()[keep][order]
+        names = [class_label(c) for c in rows["per_class"].iloc[0]]  # stored in label order
+    return LevelPredictions(preds, seeds, labels, fp_preds, names)
 
 
 def factor_seconds(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int) -> pd.DataFrame:

@@ -1,0 +1,565 @@
+"""The study's claims as tests that can fail: each claim split into parts, each part an
+estimate with an interval, a stated effect size and, for statements about classes, a chance band.
+
+The claims are the study's (Yuan et al. 2023, quoted in ``book/method.md``). Every part states
+
+- an **estimate**: a statistic of the stored trials (a ratio, a change in points);
+- its **interval**: a 95 % percentile bootstrap over trials (calibration seeds), resampled in
+  pairs where two settings ran on the same seeds (:func:`bootstrap_interval`);
+- a **stated effect size** (:class:`Effects`): what the claim's words are read to need ("much
+  more" than the average: at least twice);
+- for a statistic about classes, a **chance band**: the central 95 % of the same statistic on
+  *pseudo-classes*, the test images split at random into groups of the real classes' sizes
+  (:data:`CHANCE_DRAWS` splits; :class:`ClassData`). That is what the statistic would be if
+  quantization errors fell on images regardless of their class. It comes from the stored
+  per-image predictions; nothing is rerun. A statistic that takes a maximum over classes and
+  levels is compared with the same maximum over pseudo-classes, so the band carries the
+  multiple comparisons across classes and levels; per-class paired Wilcoxon tests are
+  Holm-corrected over classes and levels.
+
+A part's **bar** is its stated effect size, or the far end of the chance band where that lies
+beyond it (:func:`decide`). The part is ``supported`` when its whole interval lies beyond the
+bar, ``contradicted`` when its whole interval lies on the other side, ``inconclusive`` when the
+interval straddles the bar, and ``not enough data`` when a cell it needs has fewer than
+:data:`MIN_TRIALS` trials. A claim is supported when all its parts are (claim 3: at some
+bit-width), contradicted when one of them is (claim 3: at every bit-width) (:func:`claim_verdicts`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+from scipy import stats as sps
+
+from .stats import holm
+from .store import ResultsStore
+from .study import Cell, LevelPredictions, factor_predictions
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = VERDICTS = (
+    "supported", "contradicted", "inconclusive", "not enough data")
+MIN_TRIALS = 5  # fewer trials in a cell a part needs: "not enough data"
+CONFIDENCE = 0.95
+RESAMPLES = 2000  # bootstrap resamples of the trials
+CHANCE_DRAWS = 1000  # random splits of the test images into pseudo-classes
+ALPHA = 0.05  # family-wise level of the Holm-corrected per-class tests
+
+CLAIMS = {
+    "1": "Individual classes drop much more than the average after PTQ, and vary much more across "
+         "calibration sets.",
+    "2": "The average is robust to noise, class bias and calibration size; individual classes are not. "
+         "Beyond 32 calibration images, more data barely reduces a class's variance.",
+    "3": "Lower bit-width can hit specific classes hard.",
+    "4": "Gradient-based PTQ (AdaRound, BRECQ, QDrop) raises the average but is not more reliable per class; "
+         "some classes do worse than with grid search.",
+}
+
+
+@dataclass(frozen=True)
+class Effects:
+    """The stated effect sizes: what each claim's words are read to need."""
+
+    much_more: float = 2.0  # "much more" than the average: at least twice the average's
+    robust_points: float = 1.0  # "robust": the average's mean accuracy moves by less than 1 point
+    barely_reduces: float = 0.7  # "barely reduces": a std keeps at least 70 % of its value at 32 images
+    reliable_points: float = 1.0  # "more reliable": the worst class gains 1 point or more beyond the average
+    reliable_ratio: float = 0.8  # "more reliable": class spread or variability at most 80 % of grid search's
+
+
+EFFECTS = Effects()
+
+
+@dataclass(frozen=True)
+class Part:
+    """One tested part of a claim."""
+
+    claim: str
+    part: str  # e.g. "1a largest class drop vs the average's"
+    verdict: str
+    estimate: float | None
+    ci: tuple[float, float] | None
+    chance: tuple[float, float] | None  # central 95 % over pseudo-classes; None: no chance model
+    trials: int  # trials per level (the smallest level) the part rests on
+    effect: float | None  # the stated effect size; None: the chance band alone is the bar
+    direction: str  # ">": the claim needs the estimate above the bar; "<": below it
+    unit: str  # "x" (a ratio) or "points"
+    p_chance: float | None = None  # share of pseudo-class splits at least as extreme as the estimate
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        def number(v):  # JSON has no NaN: an undefined value is null
+            return None if v is None or not np.isfinite(v) else float(v)
+
+        d = asdict(self)
+        d["estimate"] = number(self.estimate)
+        d["ci"] = None if self.ci is None else [number(v) for v in self.ci]
+        d["chance"] = None if self.chance is None else [number(v) for v in self.chance]
+        return d
+
+    @property
+    def bar(self) -> float | None:
+        return bar(self.effect, self.direction, self.chance)
+
+
+def bar(effect: float | None, direction: str, chance: tuple[float, float] | None) -> float | None:
+    """The value a part's interval must clear: the stated effect size, or the chance band's far
+    end (upper for ``">"``, lower for ``"<"``) where that lies beyond it."""
+    if direction not in (">", "<"):
+        raise ValueError(f"direction must be '>' or '<', got {direction!r}")
+    candidates = [] if effect is None else [effect]
+    if chance is not None:
+        candidates.append(chance[1] if direction == ">" else chance[0])
+    if not candidates:
+        raise ValueError("a part needs a stated effect size, a chance band or both")
+    return max(candidates) if direction == ">" else min(candidates)
+
+
+def decide(ci: tuple[float, float], effect: float | None, direction: str,
+           chance: tuple[float, float] | None = None) -> str:
+    """``supported`` when the whole interval lies beyond the bar (:func:`bar`) in the claim's
+    direction, ``contradicted`` when it lies wholly on the other side, else ``inconclusive``."""
+    line = bar(effect, direction, chance)
+    low, high = ci
+    if np.isnan(low) or np.isnan(high) or np.isnan(line):
+        return INCONCLUSIVE
+    if direction == ">":
+        return SUPPORTED if low > line else CONTRADICTED if high < line else INCONCLUSIVE
+    return SUPPORTED if high < line else CONTRADICTED if low > line else INCONCLUSIVE
+
+
+def _quantiles(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Central ``confidence`` interval of ``values`` (no interpolation between draws); NaN when
+    the statistic is undefined in some of them."""
+    tail = (1 - confidence) / 2
+    values = np.asarray(values, dtype=float)
+    if np.isnan(values).any():  # an undefined statistic in some resamples: no interval
+        return (np.nan, np.nan)
+    return (float(np.quantile(values, tail, method="inverted_cdf")),
+            float(np.quantile(values, 1 - tail, method="inverted_cdf")))
+
+
+def bootstrap_interval(statistic: Callable[..., np.ndarray], sizes: list[int], paired: bool,
+                       resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*indices)``: each argument is an index array
+    ``[..., n]`` into the trials of one sample (``statistic`` works on any leading shape).
+    ``paired``: the samples share their trials (same seeds), so one draw of indices serves all."""
+    rng = np.random.default_rng(seed)
+    if paired:
+        if len(set(sizes)) != 1:
+            raise ValueError(f"paired samples must have as many trials each, got {sizes}")
+        idx = rng.integers(0, sizes[0], (resamples, sizes[0]))
+        draws = [idx] * len(sizes)
+    else:
+        draws = [rng.integers(0, n, (resamples, n)) for n in sizes]
+    return _quantiles(statistic(*draws))
+
+
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, NaN where ``den <= 0``: a ratio to an average that does not drop (or a
+    std of zero) is undefined, and a part resting on it is inconclusive."""
+    num, den = np.broadcast_arrays(np.asarray(num, dtype=float), np.asarray(den, dtype=float))
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+# --- per-class accuracy of real and pseudo-classes ------------------------------------------
+
+class ClassData:
+    """Which test images each stored trial of one factor got right, per level, and the
+    per-class accuracies of real classes and of pseudo-classes drawn from them."""
+
+    def __init__(self, lp: LevelPredictions, chance_draws: int = CHANCE_DRAWS, seed: int = 0) -> None:
+        if lp.labels is None:  # no level has trials
+            lp = LevelPredictions({}, {}, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), [])
+        classes = np.unique(lp.labels)
+        y = np.searchsorted(classes, lp.labels)
+        self.sizes = np.bincount(y)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+        self.order = np.argsort(y, kind="stable")  # images grouped by class
+        self.correct = {lv: (p == lp.labels).astype(np.float32) for lv, p in lp.preds.items()}
+        self.fp_correct = (lp.fp_preds == lp.labels).astype(np.float32)
+        self.seeds = lp.seeds
+        self.names = list(lp.class_names)
+        self.chance_draws, self.seed = chance_draws, seed
+        self._pseudo: dict = {}
+
+    @property
+    def levels(self) -> list:
+        return list(self.correct)
+
+    def trials(self, level) -> int:
+        return len(self.seeds[level]) if level in self.seeds else 0
+
+    def _group(self, correct: np.ndarray, images: np.ndarray) -> np.ndarray:
+        return 100.0 * np.add.reduceat(correct[..., images], self.offsets, axis=-1) / self.sizes
+
+    def acc(self, level, seeds: np.ndarray | None = None) -> np.ndarray:
+        """``[trials, classes]`` accuracy (%) of the real classes; ``seeds``: only these, in order."""
+        correct = self.correct[level]
+        if seeds is not None:
+            correct = correct[np.searchsorted(self.seeds[level], seeds)]
+        return self._group(correct, self.order)
+
+    def fp_acc(self) -> np.ndarray:
+        return self._group(self.fp_correct, self.order)
+
+    def pseudo(self, levels: list, seeds: list[np.ndarray | None] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+        """The same splits of the images into pseudo-classes applied to every level:
+        ``[draws, trials, classes]`` accuracies per level and ``[draws, classes]`` for FP."""
+        seeds = seeds or [None] * len(levels)
+        key = tuple((lv, None if s is None else tuple(s)) for lv, s in zip(levels, seeds))
+        if key not in self._pseudo:
+            rows = [self.correct[lv] if s is None else self.correct[lv][np.searchsorted(self.seeds[lv], s)]
+                    for lv, s in zip(levels, seeds)]
+            stacked = np.concatenate(rows)  # [all trials, images]
+            # images right (or wrong) in every trial add the same to whichever group holds them
+            varying = (stacked != stacked[:1]).any(0)
+            moving, steady = np.ascontiguousarray(stacked[:, varying]), stacked[0, ~varying]
+            position_group = np.repeat(np.arange(len(self.sizes)), self.sizes)
+            rng = np.random.default_rng(self.seed)
+            acc = np.empty((self.chance_draws, len(stacked), len(self.sizes)))
+            fp = np.empty((self.chance_draws, len(self.sizes)))
+            for d in range(self.chance_draws):
+                group = np.empty(len(position_group), dtype=np.int64)
+                group[rng.permutation(len(group))] = position_group  # the group of each image
+                onehot = np.zeros((int(varying.sum()), len(self.sizes)), dtype=np.float32)
+                onehot[np.arange(len(onehot)), group[varying]] = 1.0
+                counts = moving @ onehot + np.bincount(group[~varying], steady, len(self.sizes))
+                acc[d] = 100.0 * counts / self.sizes
+                fp[d] = 100.0 * np.bincount(group, self.fp_correct, len(self.sizes)) / self.sizes
+            bounds = np.cumsum([0, *map(len, rows)])
+            self._pseudo[key] = ([acc[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])], fp)
+        return self._pseudo[key]
+
+
+# --- the statistics (any leading shape; trials on axis -2, classes on axis -1) ---------------
+
+def largest_drop_ratio(acc: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """The largest class's mean drop against FP over the average's mean drop."""
+    drops = (fp[..., None, :] - acc).mean(-2)  # [..., classes]
+    return ratio(drops.max(-1), drops.mean(-1))
+
+
+def class_std_ratio(acc: np.ndarray) -> np.ndarray:
+    """The median class's std over trials over the std of the average."""
+    return ratio(np.median(acc.std(-2, ddof=1), -1), acc.mean(-1).std(-1, ddof=1))
+
+
+def average_move(base: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """The largest absolute change of the average's mean accuracy against ``base`` (paired trials)."""
+    return np.max([np.abs((o - base).mean(-1).mean(-1)) for o in others], axis=0)
+
+
+def class_move(base: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """The largest absolute change of a class's mean accuracy against ``base`` (paired trials)."""
+    return np.max([np.abs((o - base).mean(-2)).max(-1) for o in others], axis=0)
+
+
+def std_kept(small: np.ndarray, large: np.ndarray, classes: bool) -> np.ndarray:
+    """The std over trials at the large size over that at the small size: of the median class
+    (``classes``) or of the average."""
+    if classes:
+        return ratio(np.median(large.std(-2, ddof=1), -1), np.median(small.std(-2, ddof=1), -1))
+    return ratio(large.mean(-1).std(-1, ddof=1), small.mean(-1).std(-1, ddof=1))
+
+
+def average_gain(grid: np.ndarray, method: np.ndarray) -> np.ndarray:
+    return (method - grid).mean(-1).mean(-1)
+
+
+def worst_gain_beyond_average(grid: np.ndarray, method: np.ndarray) -> np.ndarray:
+    """Mean gain of each trial's worst class minus the mean gain of the average (paired)."""
+    return (method.min(-1) - grid.min(-1)).mean(-1) - average_gain(grid, method)
+
+
+def drop_spread_ratio(grid: np.ndarray, method: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Spread (std across classes) of the classes' mean drops, method over grid search."""
+    def spread(acc):
+        return (fp[..., None, :] - acc).mean(-2).std(-1, ddof=1)
+    return ratio(spread(method), spread(grid))
+
+
+def class_variability_ratio(grid: np.ndarray, method: np.ndarray) -> np.ndarray:
+    """The median class's std over trials, method over grid search."""
+    return ratio(np.median(method.std(-2, ddof=1), -1), np.median(grid.std(-2, ddof=1), -1))
+
+
+def smallest_class_change(grid: np.ndarray, method: np.ndarray) -> np.ndarray:
+    """The most negative change of a class's mean accuracy, method against grid search (paired)."""
+    return (method - grid).mean(-2).min(-1)
+
+
+def class_wilcoxon(base: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Paired Wilcoxon signed-rank test of every class at every level against ``base``:
+    mean changes ``[levels, classes]`` and their Holm-corrected p-values (over all of them)."""
+    diffs = np.stack([o - base for o in others])  # [levels, trials, classes]
+    p = np.ones(diffs.shape[0] * diffs.shape[2])
+    flat = diffs.transpose(0, 2, 1).reshape(len(p), -1)
+    for i, d in enumerate(flat):
+        if len(d) >= 2 and np.any(d != 0):
+            p[i] = sps.wilcoxon(d).pvalue
+    return diffs.mean(1), holm(p).reshape(diffs.shape[0], diffs.shape[2])
+
+
+# --- parts -------------------------------------------------------------------------------------
+
+def _part(claim: str, name: str, stat: Callable[..., np.ndarray], samples: list[np.ndarray], paired: bool,
+          effect: float | None, direction: str, unit: str, null: np.ndarray | None = None,
+          detail: str = "") -> Part:
+    """Estimate ``stat`` on ``samples`` (``[trials, classes]`` each) and its bootstrap interval
+    over trials; given ``null``, the statistic on each pseudo-class split, its chance band and
+    the share of splits at least as extreme; the verdict by :func:`decide`."""
+    n = [len(s) for s in samples]
+    if min(n) < MIN_TRIALS:
+        return Part(claim, name, NOT_ENOUGH, None, None, None, min(n), effect, direction, unit,
+                    detail=f"fewer than {MIN_TRIALS} trials in a cell (trials: {', '.join(map(str, n))})")
+    estimate = float(stat(*samples))
+    ci = bootstrap_interval(lambda *idx: stat(*[s[i] for s, i in zip(samples, idx)]), n, paired)
+    chance = p_chance = None
+    if null is not None and not np.isnan(estimate):
+        chance = _quantiles(null)
+        extreme = null >= estimate if direction == ">" else null <= estimate
+        p_chance = float((1 + extreme.sum()) / (1 + len(null)))
+    if np.isnan(estimate):
+        verdict, detail = INCONCLUSIVE, f"{detail}; the statistic is undefined (a ratio to no drop)".lstrip("; ")
+    else:
+        verdict = decide(ci, effect, direction, chance)
+    return Part(claim, name, verdict, estimate, ci, chance, min(n), effect, direction, unit, p_chance, detail)
+
+
+def _missing(claim: str, name: str, effect, direction: str, unit: str, why: str) -> Part:
+    return Part(claim, name, NOT_ENOUGH, None, None, None, 0, effect, direction, unit, detail=why)
+
+
+def _common_seeds(data: ClassData, levels: list) -> np.ndarray:
+    common = None
+    for lv in levels:
+        s = data.seeds.get(lv, np.array([], dtype=int))
+        common = s if common is None else np.intersect1d(common, s)
+    return common
+
+
+def drop_parts(claim: str, label: str, data: ClassData, level, effects: Effects = EFFECTS) -> list[Part]:
+    """The largest class drop against the average's (at least ``much_more`` times) and against
+    chance, at ``level`` of ``data``."""
+    names = (f"{label} largest class drop vs the average's", f"{label} largest class drop vs chance")
+    if data.trials(level) < MIN_TRIALS:
+        why = f"{data.trials(level)} trials (fewer than {MIN_TRIALS})"
+        return [_missing(claim, n, e, ">", "x", why) for n, e in zip(names, (effects.much_more, None))]
+    acc, fp = data.acc(level), data.fp_acc()
+    (pseudo,), pseudo_fp = data.pseudo([level])
+    drops = (fp - acc).mean(0)
+    worst = int(np.argmax(drops))
+    detail = f"'{data.names[worst]}' drops {drops[worst]:.2f} points, the average {drops.mean():.2f}"
+    stat = lambda a: largest_drop_ratio(a, fp)  # noqa: E731
+    null = largest_drop_ratio(pseudo, pseudo_fp)  # pseudo-classes against their own FP accuracy
+    return [_part(claim, names[0], stat, [acc], False, effects.much_more, ">", "x", detail=detail),
+            _part(claim, names[1], stat, [acc], False, None, ">", "x", null=null, detail=detail)]
+
+
+def variability_parts(claim: str, label: str, data: ClassData, level, effects: Effects = EFFECTS) -> list[Part]:
+    """The median class's std over calibration sets against the average's (at least
+    ``much_more`` times) and against chance."""
+    names = (f"{label} class std over calibration sets vs the average's", f"{label} class std vs chance")
+    if data.trials(level) < MIN_TRIALS:
+        why = f"{data.trials(level)} trials (fewer than {MIN_TRIALS})"
+        return [_missing(claim, n, e, ">", "x", why) for n, e in zip(names, (effects.much_more, None))]
+    acc = data.acc(level)
+    (pseudo,), _ = data.pseudo([level])
+    detail = (f"median class std {np.median(acc.std(0, ddof=1)):.2f} points, "
+              f"std of the average {acc.mean(1).std(ddof=1):.2f}")
+    return [_part(claim, names[0], class_std_ratio, [acc], False, effects.much_more, ">", "x", detail=detail),
+            _part(claim, names[1], class_std_ratio, [acc], False, None, ">", "x", null=class_std_ratio(pseudo),
+                  detail=detail)]
+
+
+def factor_parts(claim: str, factor: str, data: ClassData, base, levels: list,
+                 effects: Effects = EFFECTS) -> list[Part]:
+    """Claim 2 for one factor: the average moves by less than ``robust_points`` at every level,
+    and some class moves beyond chance (paired on the seeds every level has)."""
+    names = (f"2 {factor}: the average moves < {effects.robust_points:g} point",
+             f"2 {factor}: some class moves beyond chance")
+    present = [lv for lv in levels if data.trials(lv) >= MIN_TRIALS]
+    seeds = _common_seeds(data, [base, *present]) if present else np.array([])
+    if data.trials(base) < MIN_TRIALS or not present or len(seeds) < MIN_TRIALS:
+        why = (f"trials per level: " + ", ".join(f"{lv}: {data.trials(lv)}" for lv in [base, *levels]))
+        return [_missing(claim, names[0], effects.robust_points, "<", "points", why),
+                _missing(claim, names[1], None, ">", "points", why)]
+    samples = [data.acc(lv, seeds) for lv in [base, *present]]
+    pseudo, _ = data.pseudo([base, *present], [seeds] * (1 + len(present)))
+    changes, p_holm = class_wilcoxon(samples[0], samples[1:])
+    level_at, class_at = np.unravel_index(np.argmax(np.abs(changes)), changes.shape)
+    significant = int((p_holm < ALPHA).sum())
+    avg_changes = [(s - samples[0]).mean() for s in samples[1:]]
+    avg_at = int(np.argmax(np.abs(avg_changes)))
+    levels_text = ", ".join(map(str, present))
+    avg = _part(claim, names[0], average_move, samples, True, effects.robust_points, "<", "points",
+                detail=f"largest at {factor}={present[avg_at]}: {avg_changes[avg_at]:+.2f} points "
+                       f"(levels {levels_text} against {base})")
+    cls = _part(claim, names[1], class_move, samples, True, None, ">", "points", null=class_move(*pseudo),
+                detail=f"largest: '{data.names[class_at]}' at {factor}={present[level_at]}, "
+                       f"{changes[level_at, class_at]:+.2f} points; {significant} of {changes.size} class-level "
+                       f"changes significant (paired Wilcoxon, Holm, {ALPHA:g})")
+    return [avg, cls]
+
+
+def size_variance_parts(claim: str, data: ClassData, small, large, effects: Effects = EFFECTS) -> list[Part]:
+    """Claim 2, calibration size: the std over calibration sets at ``large`` images keeps at least
+    ``barely_reduces`` of its value at ``small`` images, for the median class and for the average."""
+    parts = []
+    for who, classes in (("a class's", True), ("the average's", False)):
+        name = f"2 calib_size: {who} std at {large} images vs {small} (kept >= {effects.barely_reduces:.0%})"
+        if min(data.trials(small), data.trials(large)) < MIN_TRIALS:
+            parts.append(_missing(claim, name, effects.barely_reduces, ">", "x",
+                                  f"trials: {small}: {data.trials(small)}, {large}: {data.trials(large)}"))
+            continue
+        a, b = data.acc(small), data.acc(large)
+        parts.append(_part(claim, name, lambda x, y, c=classes: std_kept(x, y, c), [a, b], False,
+                           effects.barely_reduces, ">", "x"))
+    return parts
+
+
+def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effects = EFFECTS) -> list[Part]:
+    """Claim 4 for one method against grid search on the seeds both have."""
+    e = effects
+    specs = [  # (name, statistic, effect, direction, unit, with chance band)
+        (f"4 {method}: average gain over grid search", average_gain, 0.0, ">", "points", False),
+        (f"4 {method}: worst-class gain beyond the average's (< {e.reliable_points:g} point)",
+         worst_gain_beyond_average, e.reliable_points, "<", "points", False),
+        (f"4 {method}: spread of class drops vs grid search (kept >= {e.reliable_ratio:.0%})",
+         "spread", e.reliable_ratio, ">", "x", False),
+        (f"4 {method}: class std over calibration sets vs grid search (kept >= {e.reliable_ratio:.0%})",
+         class_variability_ratio, e.reliable_ratio, ">", "x", False),
+        (f"4 {method}: some class does worse than grid search, beyond chance", smallest_class_change, 0.0, "<",
+         "points", True),
+    ]
+    seeds = _common_seeds(data, ["grid", method])
+    if data.trials("grid") < MIN_TRIALS or data.trials(method) < MIN_TRIALS or len(seeds) < MIN_TRIALS:
+        why = f"paired trials: {len(seeds)} (grid {data.trials('grid')}, {method} {data.trials(method)})"
+        return [_missing(claim, name, eff, d, u, why) for name, _, eff, d, u, _ in specs]
+    grid, meth = data.acc("grid", seeds), data.acc(method, seeds)
+    fp = data.fp_acc()
+    pseudo, _ = data.pseudo(["grid", method], [seeds, seeds])
+    changes, p_holm = class_wilcoxon(grid, [meth])
+    worse = int(((p_holm[0] < ALPHA) & (changes[0] < 0)).sum())
+    at = int(np.argmin(changes[0]))
+    parts = []
+    for name, stat, eff, direction, unit, with_chance in specs:
+        if stat == "spread":
+            stat = lambda g, m: drop_spread_ratio(g, m, fp)  # noqa: E731
+        detail = ""
+        if with_chance:
+            detail = (f"'{data.names[at]}' {changes[0, at]:+.2f} points; {worse} classes significantly worse "
+                      f"(paired Wilcoxon, Holm, {ALPHA:g})")
+        parts.append(_part(claim, name, stat, [grid, meth], True, eff, direction, unit,
+                           null=stat(*pseudo) if with_chance else None, detail=detail))
+    return parts
+
+
+# --- the study's design and every claim --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Design:
+    """The cells the claims are tested on, for one model and dataset."""
+
+    cell: Cell
+    trials: int = 50
+    bias_classes: tuple[str, ...] = ("airplane", "bird", "cat", "ship")
+    bias_size: int | None = None  # calibration images of the bias cells (None: the cell's)
+    noise_levels: tuple[float, ...] = (0.01, 0.05, 0.1)
+    sizes: tuple[int, ...] = (32, 256, 1024)
+    bit_widths: tuple[int, ...] = (8, 6, 4)
+    methods: tuple[str, ...] = ("adaround", "brecq", "qdrop")
+    recon_size: int = 1024
+    recon_iters: int = 500
+    effects: Effects = field(default_factory=Effects)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise ValueError(f"trials must be a positive integer, got {self.trials!r}")
+        if self.cell.calib_size not in self.sizes:
+            raise ValueError(f"the cell's calibration size {self.cell.calib_size} must be one of the sizes "
+                             f"compared, {list(self.sizes)}")
+
+
+IMAGENET_BIAS = ("n01440764", "n02979186", "n03028079", "n03445777")  # tench, cassette player, church, golf ball
+
+
+def design_for(model: str, dataset: str, **overrides) -> Design:
+    """The study's cells for ``model`` on ``dataset``: W4A4 MSE with 256 images on CIFAR-10;
+    W6A6 on ImageNet (W8A8 loses nothing there), whose 10-class pool of 1000 images caps sizes
+    at 1000 and takes the bias cells at 128 images. ``overrides``: fields of :class:`Cell`
+    (``w_bits=6``) or of :class:`Design` (``trials=20``)."""
+    cell_fields = {k: overrides.pop(k) for k in list(overrides)
+                   if k in Cell.__dataclass_fields__ and k not in ("model", "dataset")}
+    if dataset.startswith("imagenet"):
+        defaults = {"w_bits": 6, "a_bits": 6}
+        extra = dict(bias_classes=IMAGENET_BIAS, bias_size=128, sizes=(32, 256, 1000), bit_widths=(8, 6),
+                     recon_size=1000)
+    else:
+        defaults, extra = {"w_bits": 4, "a_bits": 4}, {}
+    unknown = set(overrides) - set(Design.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown design settings {sorted(unknown)}; allowed: fields of Cell or Design")
+    return Design(cell=Cell(model, dataset, **{**defaults, **cell_fields}), **{**extra, **overrides})
+
+
+def all_parts(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DRAWS) -> list[Part]:
+    """Every part of the four claims, from the store (no trial is run)."""
+    d, e, cell = design, design.effects, design.cell
+
+    def load(c: Cell, factor: str, levels: list) -> ClassData:
+        return ClassData(factor_predictions(store, c, factor, levels, d.trials), chance_draws)
+
+    parts = []
+    default = load(cell, "noise", [0.0, *d.noise_levels])
+    parts += drop_parts("1", "1a", default, 0.0, e) + variability_parts("1", "1b", default, 0.0, e)
+    parts += factor_parts("2", "noise", default, 0.0, list(d.noise_levels), e)
+    bias_cell = replace(cell, calib_size=d.bias_size or cell.calib_size)
+    bias = load(bias_cell, "bias_class", [None, *d.bias_classes])
+    parts += factor_parts("2", "bias_class", bias, None, list(d.bias_classes), e)
+    sizes = load(cell, "calib_size", list(d.sizes))
+    parts += factor_parts("2", "calib_size", sizes, cell.calib_size,
+                          [s for s in d.sizes if s != cell.calib_size], e)
+    parts += size_variance_parts("2", sizes, min(d.sizes), max(d.sizes), e)
+    bits = load(cell, "w_bits", list(d.bit_widths))
+    for b in d.bit_widths:
+        parts += drop_parts("3", f"3 W{b}A{b}", bits, b, e)
+    recon = load(replace(cell, calib_size=d.recon_size, iters=d.recon_iters), "optimizer", ["grid", *d.methods])
+    for m in d.methods:
+        parts += reconstruction_parts("4", recon, m, e)
+    return parts
+
+
+def _combine(verdicts: list[str]) -> str:
+    if any(v == CONTRADICTED for v in verdicts):
+        return CONTRADICTED
+    if verdicts and all(v == SUPPORTED for v in verdicts):
+        return SUPPORTED
+    if any(v == NOT_ENOUGH for v in verdicts):
+        return NOT_ENOUGH
+    return INCONCLUSIVE
+
+
+def claim_verdicts(parts: list[Part]) -> dict[str, str]:
+    """One verdict per claim from its parts: all parts (claim 3: all parts of some bit-width)."""
+    out = {}
+    for claim in CLAIMS:
+        mine = [p for p in parts if p.claim == claim]
+        if claim != "3":
+            out[claim] = _combine([p.verdict for p in mine])
+            continue
+        by_width: dict[str, list[str]] = {}
+        for p in mine:
+            by_width.setdefault(p.part.split(" largest")[0], []).append(p.verdict)
+        widths = [_combine(v) for v in by_width.values()]
+        if SUPPORTED in widths:
+            out[claim] = SUPPORTED
+        elif widths and all(w == CONTRADICTED for w in widths):
+            out[claim] = CONTRADICTED
+        elif widths and all(w == NOT_ENOUGH for w in widths):
+            out[claim] = NOT_ENOUGH
+        else:
+            out[claim] = INCONCLUSIVE
+    return out

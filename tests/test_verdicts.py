@@ -1,0 +1,283 @@
+"""The verdicts as tests that can fail: synthetic trials with a known truth.
+
+Predictions are simulated per image: an image the float model gets right is lost by a trial
+with some probability. When that probability ignores the image's class, pseudo-classes and
+real classes behave alike and no "beyond chance" part may come out supported; a planted class
+effect must come out supported; a planted reconstruction that repairs the worst class must
+contradict claim 4.
+"""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+from ptqlib import verdicts as V
+from ptqlib.stats import holm
+from ptqlib.store import ResultsStore, config_columns, pack_preds, row_key
+from ptqlib.study import Cell, LevelPredictions, level_cell
+
+K, PER_CLASS, TRIALS = 10, 300, 30
+LABELS = np.repeat(np.arange(K), PER_CLASS)
+NAMES = [f"c{k}" for k in range(K)]
+
+
+def _fp(rng):
+    return np.where(rng.random(len(LABELS)) < 0.9, LABELS, (LABELS + 1) % K)  # 90 % right
+
+
+def _trials(rng, fp, loss, trials=TRIALS):
+    """``[trials, images]`` predictions: an image the FP model gets right is lost with
+    probability ``loss(t)`` (``[images]``) in trial ``t``; a lost image is predicted wrong."""
+    preds = np.repeat(fp[None], trials, 0)
+    for t in range(trials):
+        lost = (fp == LABELS) & (rng.random(len(LABELS)) < loss(t))
+        preds[t, lost] = (LABELS[lost] + 1) % K
+    return preds
+
+
+def _data(levels: dict, fp, draws=300) -> V.ClassData:
+    seeds = {lv: np.arange(len(p)) for lv, p in levels.items()}
+    return V.ClassData(LevelPredictions(levels, seeds, LABELS, fp, NAMES), chance_draws=draws)
+
+
+def _fragile(rng, share=0.2):
+    """Per image: fragile (lost half the time) or robust (lost 1 % of the time), regardless of class."""
+    return np.where(rng.random(len(LABELS)) < share, 0.5, 0.01)
+
+
+# --- helpers against hand answers and scipy -------------------------------------------------------
+
+def test_decide_is_three_valued_around_the_bar():
+    assert V.decide((2.1, 3.0), 2.0, ">") == V.SUPPORTED
+    assert V.decide((1.0, 1.9), 2.0, ">") == V.CONTRADICTED
+    assert V.decide((1.9, 2.1), 2.0, ">") == V.INCONCLUSIVE
+    # the chance band's upper end becomes the bar when it lies above the stated effect
+    assert V.decide((2.1, 3.0), 2.0, ">", chance=(2.5, 2.8)) == V.INCONCLUSIVE
+    assert V.decide((2.1, 3.0), 2.0, ">", chance=(2.9, 3.5)) == V.CONTRADICTED
+    assert V.decide((-0.5, 0.5), 1.0, "<") == V.SUPPORTED
+    assert V.decide((1.5, 2.0), 1.0, "<") == V.CONTRADICTED
+    assert V.decide((-2.0, -1.5), 0.0, "<", chance=(-1.0, 0.4)) == V.SUPPORTED
+    assert V.decide((-1.2, -0.5), 0.0, "<", chance=(-1.0, 0.4)) == V.INCONCLUSIVE
+    assert V.decide((np.nan, np.nan), 1.0, ">") == V.INCONCLUSIVE
+    with pytest.raises(ValueError, match="direction"):
+        V.decide((0, 1), 1.0, ">=")
+
+
+def test_bootstrap_interval_of_a_mean_agrees_with_scipy():
+    x = np.random.default_rng(1).normal(3.0, 2.0, 40)
+    ours = V.bootstrap_interval(lambda i: x[i].mean(-1), [len(x)], paired=False, resamples=20000)
+    ref = sps.bootstrap((x,), np.mean, method="percentile", n_resamples=20000,
+                        rng=np.random.default_rng(2)).confidence_interval
+    assert ours == pytest.approx((ref.low, ref.high), abs=0.05)
+    # the textbook normal interval for the mean, for scale
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert ours == pytest.approx((x.mean() - 1.96 * se, x.mean() + 1.96 * se), abs=0.1)
+
+
+def test_paired_bootstrap_resamples_the_same_seeds():
+    a = np.arange(20.0)
+    b = a + 1.0  # a constant paired difference: every paired resample gives exactly 1
+    assert V.bootstrap_interval(lambda i, j: (b[j] - a[i]).mean(-1), [20, 20], paired=True) == (1.0, 1.0)
+    low, high = V.bootstrap_interval(lambda i, j: (b[j] - a[i]).mean(-1), [20, 20], paired=False)
+    assert low < 0 < 2 < high  # unpaired, the spread of a and b swamps the difference
+
+
+def test_holm_against_a_hand_computation():
+    # sorted p: 0.01 * 4 = 0.04, 0.02 * 3 = 0.06, 0.03 * 2 = 0.06, 0.5 * 1 = 0.5
+    assert holm(np.array([0.03, 0.01, 0.5, 0.02])) == pytest.approx([0.06, 0.04, 0.5, 0.06])
+
+
+def test_class_accuracies_and_pseudo_classes_keep_the_class_sizes():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    preds = _trials(rng, fp, lambda t: 0.1)
+    data = _data({0: preds}, fp, draws=20)
+    acc = data.acc(0)
+    for k in range(K):
+        assert acc[:, k] == pytest.approx(100 * (preds[:, LABELS == k] == k).mean(1))
+    (pseudo,), pseudo_fp = data.pseudo([0])
+    assert pseudo.shape == (20, TRIALS, K) and pseudo_fp.shape == (20, K)
+    # the average over equal-sized pseudo-classes is the overall accuracy, whatever the split
+    assert pseudo.mean(-1) == pytest.approx(np.repeat(acc.mean(-1)[None], 20, 0))
+
+
+def test_ratio_to_no_drop_is_undefined():
+    assert np.isnan(V.ratio(1.0, 0.0)) and np.isnan(V.ratio(1.0, -0.2)) and V.ratio(3.0, 1.5) == 2.0
+
+
+# --- claims 1 and 3: classes against chance -----------------------------------------------------------
+
+def test_errors_that_ignore_classes_never_pass_as_class_effects():
+    """Per-image fragility and per-trial noise, both blind to the class: the class std is about
+    sqrt(10) times the average's, which the bare "at least 2x" rule calls supported, but it is
+    what pseudo-classes give, so no part against chance may come out supported."""
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    fragile = _fragile(rng)
+    data = _data({0: _trials(rng, fp, lambda t: fragile)}, fp)
+    drop, chance_drop = V.drop_parts("1", "1a", data, 0)
+    std, chance_std = V.variability_parts("1", "1b", data, 0)
+    assert std.verdict == V.SUPPORTED and std.estimate > 2.5  # the bare ratio rule cannot fail
+    assert chance_std.verdict != V.SUPPORTED and chance_drop.verdict != V.SUPPORTED
+    assert chance_std.chance[0] < chance_std.estimate < chance_std.chance[1] or chance_std.p_chance > 0.05
+
+
+def test_a_planted_class_effect_is_supported():
+    """Class 3 is fragile (lost 30 % of the time, the others 3 %): its drop is beyond chance and
+    much more than the average's (claims 1a and 3). Separately, each trial's calibration set
+    moves whole classes up or down: the class std is beyond chance (claim 1b)."""
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    planted = np.where(LABELS == 3, 0.30, 0.03)
+    data = _data({4: _trials(rng, fp, lambda t: planted)}, fp)
+    drops = V.drop_parts("3", "3 W4A4", data, 4)
+    assert [p.verdict for p in drops] == [V.SUPPORTED] * 2, [(p.part, p.estimate, p.ci, p.chance) for p in drops]
+    assert "'c3' drops" in drops[0].detail and drops[1].p_chance < 0.01
+    assert V.claim_verdicts(drops)["3"] == V.SUPPORTED
+    shift = rng.normal(1.0, 0.5, (TRIALS, K)).clip(0.1)  # per trial and class
+    moved = _data({0: _trials(rng, fp, lambda t: 0.1 * shift[t][LABELS])}, fp)
+    stds = V.variability_parts("1", "1b", moved, 0)
+    assert [p.verdict for p in stds] == [V.SUPPORTED] * 2, [(p.part, p.estimate, p.ci, p.chance) for p in stds]
+
+
+def test_a_small_class_effect_is_not_much_more_than_the_average():
+    """Class 3 loses 1.3x the average: beyond chance with many images, but not "much more"."""
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    loss = np.where(LABELS == 3, 0.13, 0.097)
+    data = _data({0: _trials(rng, fp, lambda t: loss, trials=40)}, fp)
+    vs_average, _ = V.drop_parts("1", "1a", data, 0)
+    assert vs_average.verdict == V.CONTRADICTED and vs_average.ci[1] < 2
+
+
+# --- claim 2: factors ------------------------------------------------------------------------------
+
+def test_factor_moving_one_class_against_chance():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    fragile = _fragile(rng)
+    clean = _trials(rng, fp, lambda t: fragile)
+    same = _trials(rng, fp, lambda t: fragile)
+    hurt = _trials(rng, fp, lambda t: np.where(LABELS == 5, 0.3, fragile))  # planted: class 5 loses
+    null = _data({0.0: clean, 0.1: same}, fp)
+    avg, cls = V.factor_parts("2", "noise", null, 0.0, [0.1])
+    assert avg.verdict == V.SUPPORTED and cls.verdict != V.SUPPORTED
+    planted = _data({0.0: clean, 0.1: hurt}, fp)
+    avg, cls = V.factor_parts("2", "noise", planted, 0.0, [0.1])
+    assert cls.verdict == V.SUPPORTED and "'c5' at noise=0.1" in cls.detail
+    assert avg.verdict != V.SUPPORTED  # class 5 losing ~25 points moves the average by ~2.5
+
+
+def test_size_variance_kept_or_reduced():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    wide = rng.normal(1.0, 0.6, (TRIALS, K)).clip(0.05)
+    narrow = rng.normal(1.0, 0.1, (TRIALS, K)).clip(0.05)
+    small = _trials(rng, fp, lambda t: 0.1 * wide[t][LABELS])
+    same = _trials(rng, fp, lambda t: 0.1 * wide[t][LABELS])
+    less = _trials(rng, fp, lambda t: 0.1 * narrow[t][LABELS])
+    kept = V.size_variance_parts("2", _data({32: small, 1024: same}, fp), 32, 1024)
+    assert kept[0].verdict in (V.SUPPORTED, V.INCONCLUSIVE) and kept[0].ci[1] > 0.7
+    reduced = V.size_variance_parts("2", _data({32: small, 1024: less}, fp), 32, 1024)
+    assert reduced[0].verdict == V.CONTRADICTED and reduced[0].ci[1] < 0.7
+
+
+# --- claim 4: reconstruction ------------------------------------------------------------------------
+
+def test_a_reconstruction_that_repairs_the_worst_class_contradicts_claim_4():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    grid_loss = np.where(LABELS == 2, 0.35, 0.08)
+    grid = _trials(rng, fp, lambda t: grid_loss)
+    repaired = _trials(rng, fp, lambda t: np.full(len(LABELS), 0.07))  # every class as good as the best
+    data = _data({"grid": grid, "brecq": repaired}, fp)
+    parts = {p.part.split(": ")[1].split(" (")[0]: p for p in V.reconstruction_parts("4", data, "brecq")}
+    assert parts["average gain over grid search"].verdict == V.SUPPORTED
+    assert parts["worst-class gain beyond the average's"].verdict == V.CONTRADICTED
+    assert parts["spread of class drops vs grid search"].verdict == V.CONTRADICTED
+    assert parts["some class does worse than grid search, beyond chance"].verdict != V.SUPPORTED
+    assert V.claim_verdicts(list(parts.values()))["4"] == V.CONTRADICTED
+
+
+def test_a_reconstruction_that_only_lifts_the_average_supports_claim_4():
+    rng = np.random.default_rng(1)
+    fp = _fp(rng)
+    grid = _trials(rng, fp, lambda t: np.where(LABELS == 2, 0.2, 0.1))
+    # every class gains a little except class 2, which gets worse
+    better = _trials(rng, fp, lambda t: np.where(LABELS == 2, 0.3, 0.05))
+    parts = V.reconstruction_parts("4", _data({"grid": grid, "qdrop": better}, fp), "qdrop")
+    verdicts = {p.part.split(": ")[1].split(" (")[0]: p.verdict for p in parts}
+    assert verdicts["average gain over grid search"] == V.SUPPORTED
+    assert verdicts["worst-class gain beyond the average's"] == V.SUPPORTED
+    assert verdicts["some class does worse than grid search, beyond chance"] == V.SUPPORTED
+
+
+def test_too_few_trials_is_not_enough_data():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    data = _data({0: _trials(rng, fp, lambda t: 0.1, trials=3)}, fp)
+    assert {p.verdict for p in V.drop_parts("1", "1a", data, 0)} == {V.NOT_ENOUGH}
+    assert V.claim_verdicts(V.drop_parts("1", "1a", data, 0))["1"] == V.NOT_ENOUGH
+
+
+# --- end to end: a store, the design, the command ----------------------------------------------------------
+
+def _store(tmp_path, rng) -> tuple[ResultsStore, np.ndarray]:
+    store = ResultsStore(tmp_path / "s.sqlite")
+    fp = _fp(rng)
+    per_class = {n: 100 * float((fp[LABELS == k] == k).mean()) for k, n in enumerate(NAMES)}
+    ctx = SimpleNamespace(model_name="resnet20", dataset="toy", weights_fp="w", data_fp="d", weights_arg=None,
+                          fp_avg=90.0, fp_per_class=per_class, fp_preds=torch.from_numpy(fp), fp_ece=1.0,
+                          test=SimpleNamespace(labels=torch.from_numpy(LABELS)))
+    store.add_fp(ctx)
+    return store, fp
+
+
+def _write(store, cell, preds):
+    for seed, p in enumerate(preds):
+        cfg = cell.trial_config()
+        cfg = type(cfg)(**{**vars(cfg), "seed": seed})
+        per_class = {n: 100 * float((p[LABELS == k] == k).mean()) for k, n in enumerate(NAMES)}
+        store.add_trial({"key": row_key(cfg, "w", "d"), "config_key": cfg.key(), "config": json.dumps(cfg.to_dict()),
+                         **config_columns(cfg), "avg": float(np.mean(list(per_class.values()))),
+                         "worst_class": min(per_class, key=per_class.get), "worst_acc": min(per_class.values()),
+                         "per_class": json.dumps(per_class), "calib_counts": "{}", "noise_images": 0,
+                         "preds": pack_preds(torch.from_numpy(p)), "calib_s": 1.0, "eval_s": 1.0,
+                         "version": "test", "data_fp": "d", "weights_fp": "w", "created": 0.0})
+
+
+def test_verdicts_command_reads_a_store(tmp_path, capsys):
+    from ptqlib.cli import main
+
+    rng = np.random.default_rng(0)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy")
+    loss = np.where(LABELS == 3, 0.3, 0.05)
+    _write(store, cell, _trials(rng, fp, lambda t: loss, trials=8))
+    _write(store, level_cell(cell, "w_bits", 8), _trials(rng, fp, lambda t: np.full(len(LABELS), 0.01), trials=8))
+    assert main(["verdicts", "--model", "resnet20", "--data", "toy", "--store", str(store.path), "--json",
+                 "--chance-draws", "50"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"claim", "part", "verdict", "estimate", "ci", "chance", "trials"} <= set(rows[0])
+    assert {r["verdict"] for r in rows} <= set(V.VERDICTS)
+    by_part = {r["part"]: r for r in rows}
+    first = by_part["1a largest class drop vs chance"]
+    assert first["verdict"] == V.SUPPORTED and first["trials"] == 8 and len(first["chance"]) == 2
+    assert by_part["4 brecq: average gain over grid search"]["verdict"] == V.NOT_ENOUGH
+    assert by_part["2 noise: the average moves < 1 point"]["chance"] is None
+
+
+def test_verdicts_command_rejects_bad_input(tmp_path, capsys):
+    from ptqlib.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["verdicts", "--model", "resnet20", "--data", "toy", "--store", str(tmp_path / "x.sqlite"),
+              "--trials", "0"])
+    assert exc.value.code == 2 and "--trials" in capsys.readouterr().err
+    assert main(["verdicts", "--model", "nosuch", "--data", "toy", "--store", str(tmp_path / "x.sqlite")]) == 2
+    assert "nosuch" in capsys.readouterr().err
+    assert main(["verdicts", "--model", "resnet20", "--data", "toy", "--store", str(tmp_path / "x.sqlite")]) == 2
+    assert "does not exist" in capsys.readouterr().err
