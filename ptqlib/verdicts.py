@@ -17,12 +17,19 @@ The claims are the study's (Yuan et al. 2023, quoted in ``book/method.md``). Eve
   multiple comparisons across classes and levels; per-class paired Wilcoxon tests are
   Holm-corrected over classes and levels.
 
-A part's **bar** is its stated effect size, or the far end of the chance band where that lies
-beyond it (:func:`decide`). The part is ``supported`` when its whole interval lies beyond the
-bar, ``contradicted`` when its whole interval lies on the other side, ``inconclusive`` when the
-interval straddles the bar, and ``not enough data`` when a cell it needs has fewer than
-:data:`MIN_TRIALS` trials. A claim is supported when all its parts are (claim 3: at some
-bit-width), contradicted when one of them is (claim 3: at every bit-width) (:func:`claim_verdicts`).
+A part is either about an **effect size** or about **chance**. An effect-size part is
+``supported`` when its whole interval lies beyond the stated effect size in the claim's
+direction, ``contradicted`` when the whole interval lies on the other side, and
+``inconclusive`` when the interval straddles it (:func:`decide`). A chance part is a
+permutation test against the pseudo-classes (:func:`decide_chance`): ``supported`` when at most
+:data:`ALPHA` of the splits give a statistic at least as extreme as the real classes,
+``contradicted`` when more than half do (the real classes show no more than a typical random
+grouping of the images), else ``inconclusive``. It rests on the estimate and its chance band,
+both computed on the same trials: a bootstrap interval of a maximum over classes is biased
+upward and would not be comparable with the band. Any part is ``not enough data`` when a cell
+it needs has fewer than :data:`MIN_TRIALS` trials. A claim is supported when all its parts are
+(claim 3: at some bit-width), contradicted when one of them is (claim 3: at every bit-width)
+(:func:`claim_verdicts`).
 """
 from __future__ import annotations
 
@@ -42,7 +49,8 @@ MIN_TRIALS = 5  # fewer trials in a cell a part needs: "not enough data"
 CONFIDENCE = 0.95
 RESAMPLES = 2000  # bootstrap resamples of the trials
 CHANCE_DRAWS = 1000  # random splits of the test images into pseudo-classes
-ALPHA = 0.05  # family-wise level of the Holm-corrected per-class tests
+ALPHA = 0.05  # level of the chance tests and of the Holm-corrected per-class tests
+TYPICAL = 0.5  # a chance part is contradicted when more than this share of splits is as extreme
 
 CLAIMS = {
     "1": "Individual classes drop much more than the average after PTQ, and vary much more across "
@@ -80,8 +88,8 @@ class Part:
     ci: tuple[float, float] | None
     chance: tuple[float, float] | None  # central 95 % over pseudo-classes; None: no chance model
     trials: int  # trials per level (the smallest level) the part rests on
-    effect: float | None  # the stated effect size; None: the chance band alone is the bar
-    direction: str  # ">": the claim needs the estimate above the bar; "<": below it
+    effect: float | None  # the stated effect size; None: a chance part
+    direction: str  # ">": the claim needs the estimate above the effect (or chance); "<": below
     unit: str  # "x" (a ratio) or "points"
     p_chance: float | None = None  # share of pseudo-class splits at least as extreme as the estimate
     detail: str = ""
@@ -96,35 +104,38 @@ class Part:
         d["chance"] = None if self.chance is None else [number(v) for v in self.chance]
         return d
 
-    @property
-    def bar(self) -> float | None:
-        return bar(self.effect, self.direction, self.chance)
 
 
-def bar(effect: float | None, direction: str, chance: tuple[float, float] | None) -> float | None:
-    """The value a part's interval must clear: the stated effect size, or the chance band's far
-    end (upper for ``">"``, lower for ``"<"``) where that lies beyond it."""
+def decide(ci: tuple[float, float], effect: float, direction: str) -> str:
+    """An effect-size part: ``supported`` when the whole interval lies beyond ``effect`` in the
+    claim's ``direction`` (``">"`` or ``"<"``), ``contradicted`` when it lies wholly on the other
+    side, else ``inconclusive`` (also when the interval is undefined)."""
     if direction not in (">", "<"):
         raise ValueError(f"direction must be '>' or '<', got {direction!r}")
-    candidates = [] if effect is None else [effect]
-    if chance is not None:
-        candidates.append(chance[1] if direction == ">" else chance[0])
-    if not candidates:
-        raise ValueError("a part needs a stated effect size, a chance band or both")
-    return max(candidates) if direction == ">" else min(candidates)
-
-
-def decide(ci: tuple[float, float], effect: float | None, direction: str,
-           chance: tuple[float, float] | None = None) -> str:
-    """``supported`` when the whole interval lies beyond the bar (:func:`bar`) in the claim's
-    direction, ``contradicted`` when it lies wholly on the other side, else ``inconclusive``."""
-    line = bar(effect, direction, chance)
     low, high = ci
-    if np.isnan(low) or np.isnan(high) or np.isnan(line):
+    if np.isnan(low) or np.isnan(high):
         return INCONCLUSIVE
     if direction == ">":
-        return SUPPORTED if low > line else CONTRADICTED if high < line else INCONCLUSIVE
-    return SUPPORTED if high < line else CONTRADICTED if low > line else INCONCLUSIVE
+        return SUPPORTED if low > effect else CONTRADICTED if high < effect else INCONCLUSIVE
+    return SUPPORTED if high < effect else CONTRADICTED if low > effect else INCONCLUSIVE
+
+
+def chance_p(estimate: float, null: np.ndarray, direction: str) -> float:
+    """Share of pseudo-class splits whose statistic is at least as extreme as ``estimate`` (the
+    permutation p-value, counting the real split as one of them)."""
+    if direction not in (">", "<"):
+        raise ValueError(f"direction must be '>' or '<', got {direction!r}")
+    null = np.asarray(null, dtype=float)
+    extreme = null >= estimate if direction == ">" else null <= estimate
+    return float((1 + extreme.sum()) / (1 + len(null)))
+
+
+def decide_chance(p: float) -> str:
+    """A chance part: ``supported`` when ``p`` < :data:`ALPHA`, ``contradicted`` when ``p`` >
+    :data:`TYPICAL` (no more extreme than a typical random split), else ``inconclusive``."""
+    if np.isnan(p):
+        return INCONCLUSIVE
+    return SUPPORTED if p < ALPHA else CONTRADICTED if p > TYPICAL else INCONCLUSIVE
 
 
 def _quantiles(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -306,25 +317,30 @@ def class_wilcoxon(base: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarr
 
 def _part(claim: str, name: str, stat: Callable[..., np.ndarray], samples: list[np.ndarray], paired: bool,
           effect: float | None, direction: str, unit: str, null: np.ndarray | None = None,
-          detail: str = "") -> Part:
+          detail: str = "", ci_stat: Callable[..., np.ndarray] | None = None) -> Part:
     """Estimate ``stat`` on ``samples`` (``[trials, classes]`` each) and its bootstrap interval
-    over trials; given ``null``, the statistic on each pseudo-class split, its chance band and
-    the share of splits at least as extreme; the verdict by :func:`decide`."""
+    over trials. With ``null`` (the statistic on each pseudo-class split of the same trials) a
+    chance part, decided by :func:`decide_chance`; else an effect-size part, by :func:`decide`.
+    ``ci_stat``: the statistic bootstrapped instead of ``stat``, e.g. for a maximum over classes
+    the chosen class held fixed (resampling a maximum inflates it, so its interval would miss
+    the estimate)."""
+    if (effect is None) == (null is None):
+        raise ValueError(f"part {name!r} needs either a stated effect size or a chance model")
     n = [len(s) for s in samples]
     if min(n) < MIN_TRIALS:
         return Part(claim, name, NOT_ENOUGH, None, None, None, min(n), effect, direction, unit,
                     detail=f"fewer than {MIN_TRIALS} trials in a cell (trials: {', '.join(map(str, n))})")
     estimate = float(stat(*samples))
-    ci = bootstrap_interval(lambda *idx: stat(*[s[i] for s, i in zip(samples, idx)]), n, paired)
+    ci_stat = ci_stat or stat
+    ci = bootstrap_interval(lambda *idx: ci_stat(*[s[i] for s, i in zip(samples, idx)]), n, paired)
     chance = p_chance = None
-    if null is not None and not np.isnan(estimate):
-        chance = _quantiles(null)
-        extreme = null >= estimate if direction == ">" else null <= estimate
-        p_chance = float((1 + extreme.sum()) / (1 + len(null)))
     if np.isnan(estimate):
         verdict, detail = INCONCLUSIVE, f"{detail}; the statistic is undefined (a ratio to no drop)".lstrip("; ")
+    elif null is not None:
+        chance, p_chance = _quantiles(null), chance_p(estimate, null, direction)
+        verdict = decide_chance(p_chance)
     else:
-        verdict = decide(ci, effect, direction, chance)
+        verdict = decide(ci, effect, direction)
     return Part(claim, name, verdict, estimate, ci, chance, min(n), effect, direction, unit, p_chance, detail)
 
 
@@ -353,9 +369,14 @@ def drop_parts(claim: str, label: str, data: ClassData, level, effects: Effects 
     worst = int(np.argmax(drops))
     detail = f"'{data.names[worst]}' drops {drops[worst]:.2f} points, the average {drops.mean():.2f}"
     stat = lambda a: largest_drop_ratio(a, fp)  # noqa: E731
+
+    def selected(a):  # the class that drops most, held fixed
+        d = (fp - a).mean(-2)
+        return ratio(d[..., worst], d.mean(-1))
+
     null = largest_drop_ratio(pseudo, pseudo_fp)  # pseudo-classes against their own FP accuracy
-    return [_part(claim, names[0], stat, [acc], False, effects.much_more, ">", "x", detail=detail),
-            _part(claim, names[1], stat, [acc], False, None, ">", "x", null=null, detail=detail)]
+    return [_part(claim, names[0], stat, [acc], False, effects.much_more, ">", "x", detail=detail, ci_stat=selected),
+            _part(claim, names[1], stat, [acc], False, None, ">", "x", null=null, detail=detail, ci_stat=selected)]
 
 
 def variability_parts(claim: str, label: str, data: ClassData, level, effects: Effects = EFFECTS) -> list[Part]:
@@ -376,32 +397,38 @@ def variability_parts(claim: str, label: str, data: ClassData, level, effects: E
 
 def factor_parts(claim: str, factor: str, data: ClassData, base, levels: list,
                  effects: Effects = EFFECTS) -> list[Part]:
-    """Claim 2 for one factor: the average moves by less than ``robust_points`` at every level,
-    and some class moves beyond chance (paired on the seeds every level has)."""
-    names = (f"2 {factor}: the average moves < {effects.robust_points:g} point",
+    """Claim 2 for one factor, paired on the seeds every level has: the average moves by less
+    than ``robust_points`` at every level; the class that moves most moves by more than that;
+    and the largest class move is beyond chance."""
+    e = effects.robust_points
+    names = (f"2 {factor}: the average moves < {e:g} point", f"2 {factor}: some class moves > {e:g} point",
              f"2 {factor}: some class moves beyond chance")
     present = [lv for lv in levels if data.trials(lv) >= MIN_TRIALS]
     seeds = _common_seeds(data, [base, *present]) if present else np.array([])
     if data.trials(base) < MIN_TRIALS or not present or len(seeds) < MIN_TRIALS:
-        why = (f"trials per level: " + ", ".join(f"{lv}: {data.trials(lv)}" for lv in [base, *levels]))
-        return [_missing(claim, names[0], effects.robust_points, "<", "points", why),
-                _missing(claim, names[1], None, ">", "points", why)]
+        why = "trials per level: " + ", ".join(f"{lv}: {data.trials(lv)}" for lv in [base, *levels])
+        return [_missing(claim, names[0], e, "<", "points", why), _missing(claim, names[1], e, ">", "points", why),
+                _missing(claim, names[2], None, ">", "points", why)]
     samples = [data.acc(lv, seeds) for lv in [base, *present]]
     pseudo, _ = data.pseudo([base, *present], [seeds] * (1 + len(present)))
     changes, p_holm = class_wilcoxon(samples[0], samples[1:])
-    level_at, class_at = np.unravel_index(np.argmax(np.abs(changes)), changes.shape)
+    at, k = np.unravel_index(np.argmax(np.abs(changes)), changes.shape)
     significant = int((p_holm < ALPHA).sum())
     avg_changes = [(s - samples[0]).mean() for s in samples[1:]]
     avg_at = int(np.argmax(np.abs(avg_changes)))
     levels_text = ", ".join(map(str, present))
-    avg = _part(claim, names[0], average_move, samples, True, effects.robust_points, "<", "points",
-                detail=f"largest at {factor}={present[avg_at]}: {avg_changes[avg_at]:+.2f} points "
-                       f"(levels {levels_text} against {base})")
-    cls = _part(claim, names[1], class_move, samples, True, None, ">", "points", null=class_move(*pseudo),
-                detail=f"largest: '{data.names[class_at]}' at {factor}={present[level_at]}, "
-                       f"{changes[level_at, class_at]:+.2f} points; {significant} of {changes.size} class-level "
-                       f"changes significant (paired Wilcoxon, Holm, {ALPHA:g})")
-    return [avg, cls]
+    most = (f"'{data.names[k]}' at {factor}={present[at]}: {changes[at, k]:+.2f} points; {significant} of "
+            f"{changes.size} class-level changes significant (paired Wilcoxon, Holm, {ALPHA:g})")
+
+    def selected_move(base_acc, *others):  # the class and level that move most, held fixed
+        return np.abs((others[at][..., k] - base_acc[..., k]).mean(-1))
+
+    return [_part(claim, names[0], average_move, samples, True, e, "<", "points",
+                  detail=f"largest at {factor}={present[avg_at]}: {avg_changes[avg_at]:+.2f} points "
+                         f"(levels {levels_text} against {base})"),
+            _part(claim, names[1], selected_move, samples, True, e, ">", "points", detail=f"the most moved: {most}"),
+            _part(claim, names[2], class_move, samples, True, None, ">", "points", null=class_move(*pseudo),
+                  detail=f"largest: {most}", ci_stat=selected_move)]
 
 
 def size_variance_parts(claim: str, data: ClassData, small, large, effects: Effects = EFFECTS) -> list[Part]:
@@ -421,39 +448,40 @@ def size_variance_parts(claim: str, data: ClassData, small, large, effects: Effe
 
 
 def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effects = EFFECTS) -> list[Part]:
-    """Claim 4 for one method against grid search on the seeds both have."""
+    """Claim 4 for one method against grid search, paired on the seeds both have."""
     e = effects
-    specs = [  # (name, statistic, effect, direction, unit, with chance band)
-        (f"4 {method}: average gain over grid search", average_gain, 0.0, ">", "points", False),
+    specs = [  # (name, statistic, effect or None for a chance part, direction, unit)
+        (f"4 {method}: average gain over grid search", average_gain, 0.0, ">", "points"),
         (f"4 {method}: worst-class gain beyond the average's (< {e.reliable_points:g} point)",
-         worst_gain_beyond_average, e.reliable_points, "<", "points", False),
+         worst_gain_beyond_average, e.reliable_points, "<", "points"),
         (f"4 {method}: spread of class drops vs grid search (kept >= {e.reliable_ratio:.0%})",
-         "spread", e.reliable_ratio, ">", "x", False),
+         "spread", e.reliable_ratio, ">", "x"),
         (f"4 {method}: class std over calibration sets vs grid search (kept >= {e.reliable_ratio:.0%})",
-         class_variability_ratio, e.reliable_ratio, ">", "x", False),
-        (f"4 {method}: some class does worse than grid search, beyond chance", smallest_class_change, 0.0, "<",
-         "points", True),
+         class_variability_ratio, e.reliable_ratio, ">", "x"),
+        (f"4 {method}: some class does worse than with grid search", "selected", 0.0, "<", "points"),
+        (f"4 {method}: the class doing worst is beyond chance", smallest_class_change, None, "<", "points"),
     ]
     seeds = _common_seeds(data, ["grid", method])
     if data.trials("grid") < MIN_TRIALS or data.trials(method) < MIN_TRIALS or len(seeds) < MIN_TRIALS:
         why = f"paired trials: {len(seeds)} (grid {data.trials('grid')}, {method} {data.trials(method)})"
-        return [_missing(claim, name, eff, d, u, why) for name, _, eff, d, u, _ in specs]
+        return [_missing(claim, name, eff, d, u, why) for name, _, eff, d, u in specs]
     grid, meth = data.acc("grid", seeds), data.acc(method, seeds)
     fp = data.fp_acc()
     pseudo, _ = data.pseudo(["grid", method], [seeds, seeds])
     changes, p_holm = class_wilcoxon(grid, [meth])
     worse = int(((p_holm[0] < ALPHA) & (changes[0] < 0)).sum())
-    at = int(np.argmin(changes[0]))
+    k = int(np.argmin(changes[0]))
+    detail = (f"'{data.names[k]}' {changes[0, k]:+.2f} points; {worse} classes significantly worse "
+              f"(paired Wilcoxon, Holm, {ALPHA:g})")
+    named = {"spread": lambda g, m: drop_spread_ratio(g, m, fp),
+             "selected": lambda g, m: (m[..., k] - g[..., k]).mean(-1)}  # the class doing worst, held fixed
     parts = []
-    for name, stat, eff, direction, unit, with_chance in specs:
-        if stat == "spread":
-            stat = lambda g, m: drop_spread_ratio(g, m, fp)  # noqa: E731
-        detail = ""
-        if with_chance:
-            detail = (f"'{data.names[at]}' {changes[0, at]:+.2f} points; {worse} classes significantly worse "
-                      f"(paired Wilcoxon, Holm, {ALPHA:g})")
+    for name, stat, eff, direction, unit in specs:
+        stat = named.get(stat, stat) if isinstance(stat, str) else stat
+        chance = eff is None
         parts.append(_part(claim, name, stat, [grid, meth], True, eff, direction, unit,
-                           null=stat(*pseudo) if with_chance else None, detail=detail))
+                           null=stat(*pseudo) if chance else None, detail=detail if "class do" in name else "",
+                           ci_stat=named["selected"] if chance else None))
     return parts
 
 
