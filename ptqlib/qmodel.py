@@ -83,7 +83,7 @@ class _QuantWeightLayer(nn.Module):
         if not q.enabled:
             return self.weight
         if self.rounding is not None:
-            return self.rounding(self.weight, q)
+            return self.rounding()
         if torch.is_grad_enabled():
             return q(self.weight)
         w = self.weight
@@ -130,10 +130,12 @@ class ActQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
             self.observer(x)
-        out = self.quantizer(x)
         if self.keep_prob < 1.0 and self.quantizer.enabled and torch.is_grad_enabled():
-            out = torch.where(torch.rand_like(x) < self.keep_prob, out, x)
-        return out
+            # drawn in the logical (NCHW) order whatever the memory format, so that a seed gives
+            # the same masks for channels-last and contiguous tensors
+            keep = torch.rand(x.shape, dtype=x.dtype, device=x.device).lt_(self.keep_prob)
+            return self.quantizer(x, keep if keep.stride() == x.stride() else torch.empty_like(x).copy_(keep))
+        return self.quantizer(x)
 
 
 QUANT_LAYERS = (QuantConv2d, QuantLinear)

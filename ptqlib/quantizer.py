@@ -11,7 +11,9 @@ the clamping range.
 
 Without autograd, the same arithmetic runs in place on one new tensor
 (:func:`fake_quantize_inference`), which on CPU is several times faster than PyTorch's fused
-kernel; with autograd (learned scales, reconstruction) the composite STE form is used.
+kernel. With autograd, per-tensor quantizers (activations during reconstruction, learned
+scales) use one custom autograd node of a few whole-tensor passes
+(:func:`fake_quantize_learned`); per-channel ones the composite STE form (:func:`fake_quantize`).
 """
 from __future__ import annotations
 
@@ -96,6 +98,61 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     return (x_int - zero_point) * scale
 
 
+def flat_view(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of a dense tensor in its memory order (contiguous or channels-last): no copy.
+    Two tensors of the same shape and strides give their elements in the same order."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)  # contiguous after the permutation: a view
+    return t.reshape(-1)
+
+
+class _LearnedFakeQuant(torch.autograd.Function):
+    """Per-tensor fake quantization with STE gradients for the input and the scale (LSQ), and
+    optionally QDrop's random keep mask, in few whole-tensor passes (see
+    :func:`fake_quantize_learned`)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin, qmax, keep):  # type: ignore[override]
+        zp = zero_point.to(x.dtype)
+        t = torch.mul(x, 1.0 / scale)  # float32 division, as in PyTorch's kernels
+        q = torch.round(t)
+        # clamp(q + z, qmin, qmax) - z, computed as clamp(q, qmin - z, qmax - z): exact on integers
+        qc = torch.clamp(q, qmin - zp, qmax - zp)
+        inside = q.eq_(qc)  # 1.0 where nothing was clipped (bounds included), else 0.0
+        out = qc * scale
+        if keep is not None:  # QDrop: quantized where keep is 1, the input where it is 0
+            out = torch.lerp(x, out, keep)  # exact selection for weights 0 and 1
+        ctx.save_for_backward(t, qc, inside, scale, keep)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        t, qc, inside, scale, keep = ctx.saved_tensors
+        if grad.stride() != t.stride():  # e.g. a contiguous gradient for a channels-last input
+            grad = torch.empty_like(t).copy_(grad)
+        grad_x = grad_scale = None
+        g_quant = grad if keep is None else grad * keep  # the part of the gradient through quantization
+        if ctx.needs_input_grad[0]:
+            grad_x = g_quant * inside if keep is None else grad - g_quant + g_quant * inside
+        if ctx.needs_input_grad[1]:
+            # d(out)/d(scale): round(x/s) - x/s inside the range, the clipped level (minus z) outside
+            grad_scale = torch.dot(flat_view(g_quant), flat_view(torch.addcmul(qc, t, inside, value=-1)))
+            grad_scale = grad_scale.reshape(scale.shape)
+        return grad_x, grad_scale, None, None, None, None
+
+
+def fake_quantize_learned(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec,
+                          keep: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`fake_quantize` for a per-tensor quantizer, as one autograd node: the same values
+    and, up to floating-point summation order, the same gradients for ``x`` and ``scale``.
+    ``keep`` (0/1, the shape of ``x``): QDrop's mask, the output is quantized where it is 1 and
+    ``x`` where it is 0. Whole-tensor passes, no ``torch.where`` (slow on the CPU)."""
+    assert not spec.per_channel, "per-tensor quantizers only"
+    return _LearnedFakeQuant.apply(x, scale, zero_point, spec.qmin, spec.qmax, keep)
+
+
 @torch.no_grad()
 def fake_quantize_inference(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                             spec: QuantSpec) -> torch.Tensor:
@@ -167,14 +224,19 @@ class FakeQuantizer(nn.Module):
         self.calibrated = False
         self.generation += 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``keep`` (0/1 like ``x``, per-tensor quantizers only): quantize only where it is 1."""
         if not self.enabled:
             return x
         if not self.calibrated:
             raise RuntimeError("quantizer enabled before calibration: run a calibration first")
         if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
-            return fake_quantize(x, self.scale, self.zero_point, self.spec)
-        return fake_quantize_inference(x, self.scale, self.zero_point, self.spec)
+            if self.spec.per_channel:
+                assert keep is None, "a keep mask needs a per-tensor quantizer"
+                return fake_quantize(x, self.scale, self.zero_point, self.spec)
+            return fake_quantize_learned(x, self.scale, self.zero_point, self.spec, keep)
+        out = fake_quantize_inference(x, self.scale, self.zero_point, self.spec)
+        return out if keep is None else torch.lerp(x, out, keep)
 
     def extra_repr(self) -> str:
         s = self.spec

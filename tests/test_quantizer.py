@@ -64,3 +64,31 @@ def test_uncalibrated_quantizer_refuses_to_run():
         q(torch.ones(3))
     q.enabled = False
     assert torch.equal(q(torch.ones(3)), torch.ones(3))
+
+
+@pytest.mark.parametrize("zero_point", [0, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_learned_fake_quant_matches_the_composite_form(zero_point, channels_last):
+    from ptqlib.quantizer import fake_quantize_learned
+
+    torch.manual_seed(0)
+    spec = QuantSpec(4)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(4, 8, 6, 6) * 2).contiguous(memory_format=fmt).requires_grad_(True)
+    scale = torch.nn.Parameter(torch.tensor(0.3))
+    zp = torch.tensor(zero_point, dtype=torch.int32)
+    keep = (torch.rand(x.shape) < 0.5).float().contiguous(memory_format=fmt)
+    grad = torch.randn(x.shape)
+    for mask in (None, keep):
+        ref = fake_quantize(x, scale, zp, spec)
+        ref = ref if mask is None else torch.where(mask.bool(), ref, x)
+        ref.backward(grad)
+        ref_grads = x.grad.clone(), scale.grad.clone()
+        x.grad = scale.grad = None
+        out = fake_quantize_learned(x, scale, zp, spec, mask)
+        out.backward(grad)
+        assert torch.equal(out, ref)  # the same values
+        # the STE gradient exactly (the composite form multiplies by s and 1/s), the scale's up to summation order
+        assert torch.allclose(x.grad, ref_grads[0], rtol=1e-6, atol=0)
+        assert torch.allclose(scale.grad, ref_grads[1], rtol=1e-5)
+        x.grad = scale.grad = None
