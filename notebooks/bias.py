@@ -24,10 +24,11 @@ import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, heatmap_data, worst_class
 from ptqlib.data import class_label
-from ptqlib.plotting import delta_heatmap
+from ptqlib.plotting import chance_strip, delta_heatmap
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, bias_p=bias_p, weights=weights)
@@ -54,6 +55,22 @@ for cls in d_mean.columns[1:]:
     col = d_mean[cls].drop(index=AVERAGE)
     print(f"biased towards {cls}: average {d_mean.loc[AVERAGE, cls]:+.2f} points, the class itself "
           f"{d_mean.loc[cls, cls]:+.2f}; classes from {col.min():+.2f} ('{col.idxmin()}') to {col.max():+.2f} ('{col.idxmax()}')")
+
+# %% [markdown]
+# ## Against chance
+#
+# Each dot is a class's mean drop against FP at one level; the grey band is where a single
+# class's mean drop falls when the test images are split at random into groups of the classes'
+# sizes, the chance model of the [conclusions](conclusions). A class outside the band is hit
+# more (or less) than it would be if quantization errors fell on images regardless of their
+# class; inside it, its drop is what a random group of as many images shows.
+
+# %%
+bands = class_bands(load(store, cell, "bias_class", levels, trials))
+bands["level"] = bands["level"].map(class_label, na_action="ignore").fillna("balanced")
+chance_strip(bands, "mean_drop", "calibration set biased towards", f"{model} W{w_bits}A{a_bits} {metric}")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Worst-case statistics

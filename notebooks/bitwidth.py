@@ -19,10 +19,11 @@ compute_missing = False
 import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
-from ptqlib.plotting import drop_boxplot
+from ptqlib.plotting import chance_strip, drop_boxplot
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, metric=metric, calib_size=calib_size, weights=weights)
@@ -50,6 +51,21 @@ classes = drops.drop(index=AVERAGE)
 for bits in present:
     print(f"W{bits}A{bits}: average drop {drops.loc[AVERAGE, bits]:.2f}; largest class drop "
           f"{classes[bits].max():.2f} ('{classes[bits].idxmax()}')")
+
+# %% [markdown]
+# ## Against chance
+#
+# Each dot is a class's mean drop against FP at one level; the grey band is where a single
+# class's mean drop falls when the test images are split at random into groups of the classes'
+# sizes, the chance model of the [conclusions](conclusions). A class outside the band is hit
+# more (or less) than it would be if quantization errors fell on images regardless of their
+# class; inside it, its drop is what a random group of as many images shows.
+
+# %%
+bands = class_bands(load(store, cell, "w_bits", levels, trials))
+chance_strip(bands, "mean_drop", "bit-width (weights = activations)", f"{model} {metric}")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Worst-case statistics

@@ -20,10 +20,11 @@ compute_missing = False
 import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
-from ptqlib.plotting import mean_std_lines
+from ptqlib.plotting import chance_strip, mean_std_lines
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, weights=weights)
@@ -47,6 +48,26 @@ classes = table.drop(index=AVERAGE)
 for size in table.columns:
     print(f"{size} images: std of the average {table.loc[AVERAGE, size]:.2f}; class std median "
           f"{classes[size].median():.2f}, largest {classes[size].max():.2f} ('{classes[size].idxmax()}')")
+
+# %% [markdown]
+# ## Against chance
+#
+# Each dot is a class's mean drop against FP at one level; the grey band is where a single
+# class's mean drop falls when the test images are split at random into groups of the classes'
+# sizes, the chance model of the [conclusions](conclusions). A class outside the band is hit
+# more (or less) than it would be if quantization errors fell on images regardless of their
+# class; inside it, its drop is what a random group of as many images shows.
+#
+# The second figure does the same for each class's standard deviation over calibration sets:
+# where classes sit inside their band, their variability is what sampling the test images gives.
+
+# %%
+bands = class_bands(load(store, cell, "calib_size", levels, trials))
+fig, axes = plt.subplots(2, 1, figsize=(7, 7))
+chance_strip(bands, "mean_drop", "calibration images", f"{model} W{w_bits}A{a_bits} {metric}", ax=axes[0])
+chance_strip(bands, "std", "calibration images", "std over calibration sets", ax=axes[1])
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Worst-case statistics

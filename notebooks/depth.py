@@ -69,24 +69,21 @@ for model_name, row in default.iterrows():
           f"often '{row['most_often']}'); largest class drop {row['max_class_drop']:.2f} ('{row['max_drop_class']}')")
 
 # %% [markdown]
-# ## The study's conclusions 1 and 3 at each depth
+# ## The study's claims at each depth
 #
-# Every depth has the cells of conclusion 1 (the default cell) and of conclusion 3 (the
-# bit-widths), so both are checked per model by the rules of [the conclusions page](conclusions)
-# (`ptqlib.conclusions`); conclusions 2 and 4 need noise, bias and reconstruction cells that only
-# ResNet-20 has.
+# The tests of [the conclusions page](conclusions) (`ptqlib.verdicts`) on every depth: each part
+# an estimate with its interval, against a stated effect size or against chance (colour:
+# verdict; text: estimate). Claims 2 (noise and bias) and 4 need cells that only ResNet-20 has.
 
 # %%
 from dataclasses import replace
 
-from ptqlib.conclusions import VERDICT_LABELS, classes_drop_more, low_bits_hit_classes
+from ptqlib.plotting import verdict_matrix
+from ptqlib.verdicts import design_for, side_by_side
 
-rows = []
-for model_name in models:
-    model_cell = replace(cell, model=model_name)
-    for number, verdict in ((1, classes_drop_more(store, model_cell, trials)),
-                            (3, low_bits_hit_classes(store, model_cell, trials))):
-        rows.append({"model": model_name, "conclusion": number, "verdict": VERDICT_LABELS[verdict.supported],
-                     "trials": verdict.trials, "evidence": verdict.evidence})
-pd.set_option("display.max_colwidth", None)
-pd.DataFrame(rows).set_index(["model", "conclusion"])
+design = design_for(models[0], dataset, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,
+                    weights=weights, trials=trials)
+table = side_by_side(store, {m: replace(design, cell=replace(design.cell, model=m)) for m in models})
+verdict_matrix(table, f"{dataset}: the study's claims at each depth")
+plt.tight_layout()
+plt.show()

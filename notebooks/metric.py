@@ -20,10 +20,11 @@ compute_missing = False
 import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
-from ptqlib.plotting import mean_std_lines
+from ptqlib.plotting import chance_strip, mean_std_lines
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, calib_size=calib_size, weights=weights)
@@ -45,6 +46,21 @@ worst = worst_class(frame, by=["metric"]).set_index("metric")
 avg = summary[summary["class"] == AVERAGE].set_index("metric")["mean"]
 print(f"Best average: {avg.idxmax()} ({avg.max():.2f} %); worst average: {avg.idxmin()} ({avg.min():.2f} %).")
 print(f"Best mean worst-class accuracy: {worst['worst_mean'].idxmax()} ({worst['worst_mean'].max():.2f} %).")
+
+# %% [markdown]
+# ## Against chance
+#
+# Each dot is a class's mean drop against FP at one level; the grey band is where a single
+# class's mean drop falls when the test images are split at random into groups of the classes'
+# sizes, the chance model of the [conclusions](conclusions). A class outside the band is hit
+# more (or less) than it would be if quantization errors fell on images regardless of their
+# class; inside it, its drop is what a random group of as many images shows.
+
+# %%
+bands = class_bands(load(store, cell, "metric", levels, trials))
+chance_strip(bands, "mean_drop", "calibration metric", f"{model} W{w_bits}A{a_bits}")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Worst-case statistics

@@ -22,10 +22,11 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, heatmap_data, worst_class
-from ptqlib.plotting import delta_heatmap
+from ptqlib.plotting import chance_strip, delta_heatmap
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
@@ -50,6 +51,21 @@ for lv in present[1:]:
     print(f"noise {lv:g}: average changes {d_mean.loc[AVERAGE, lv]:+.2f} points; classes from "
           f"{col.min():+.2f} ('{col.idxmin()}') to {col.max():+.2f} ('{col.idxmax()}'); "
           f"largest std change {d_std.drop(index=AVERAGE)[lv].abs().max():.2f}")
+
+# %% [markdown]
+# ## Against chance
+#
+# Each dot is a class's mean drop against FP at one level; the grey band is where a single
+# class's mean drop falls when the test images are split at random into groups of the classes'
+# sizes, the chance model of the [conclusions](conclusions). A class outside the band is hit
+# more (or less) than it would be if quantization errors fell on images regardless of their
+# class; inside it, its drop is what a random group of as many images shows.
+
+# %%
+bands = class_bands(load(store, cell, "noise", levels, trials))
+chance_strip(bands, "mean_drop", "share of noise images", f"{model} W{w_bits}A{a_bits} {metric}")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Worst-case statistics

@@ -8,9 +8,10 @@ import pandas as pd
 from .aggregate import AVERAGE, with_average
 
 
-def drop_boxplot(per_class: pd.DataFrame, title: str = "", ax=None):
+def drop_boxplot(per_class: pd.DataFrame, title: str = "", ax=None, band: tuple[float, float] | None = None):
     """Box plot of the accuracy drop against FP over trials, one box per class and one for the
-    average (the study's Figure 2: median line, box from Q1 to Q3)."""
+    average (the study's Figure 2: median line, box from Q1 to Q3). ``band``: the chance band of
+    a class's mean drop (:func:`ptqlib.verdicts.class_bands`), drawn in grey."""
     tidy = with_average(per_class)
     classes = [c for c in tidy["class"].unique() if c != AVERAGE] + [AVERAGE]
     data = [tidy.loc[tidy["class"] == c, "drop"].to_numpy() for c in classes]
@@ -20,6 +21,9 @@ def drop_boxplot(per_class: pd.DataFrame, title: str = "", ax=None):
     for patch, name in zip(box["boxes"], classes):
         patch.set_facecolor("#d62728" if name == AVERAGE else "#9ecae1")
     ax.axhline(0, color="grey", lw=0.8)
+    if band is not None:
+        ax.axhspan(*band, color="0.85", zorder=0, label="chance band of a class's mean drop")
+        ax.legend(fontsize=7, loc="upper left")
     ax.set_ylabel("accuracy drop vs FP (points)")
     n_trials = tidy["key"].nunique()
     ax.set_title(f"{title} ({n_trials} trials)" if title else f"{n_trials} trials")
@@ -107,3 +111,63 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))  # leave the title its own strip
     return fig
+
+
+def chance_strip(bands: pd.DataFrame, value: str, xlabel: str, title: str = "", ax=None):
+    """Each class's ``value`` (``"mean_drop"`` or ``"std"``) at each level as a dot, over the grey
+    chance band of a single class (columns ``{short}_low``/``{short}_high`` of
+    :func:`ptqlib.verdicts.class_bands`); classes outside the band are labelled."""
+    short = {"mean_drop": "drop", "std": "std"}[value]
+    levels = list(dict.fromkeys(bands["level"]))
+    ax = ax or plt.subplots(figsize=(max(5.0, 1.3 * len(levels) + 2), 3.8))[1]
+    for i, level in enumerate(levels):
+        group = bands[bands["level"] == level]
+        low, high = group[f"{short}_low"].iloc[0], group[f"{short}_high"].iloc[0]
+        ax.fill_between([i - 0.35, i + 0.35], low, high, color="0.85", lw=0,
+                        label="chance band (random groups of images)" if i == 0 else None)
+        outside = (group[value] < low) | (group[value] > high)
+        jitter = np.linspace(-0.2, 0.2, len(group))
+        ax.scatter(i + jitter[~outside.to_numpy()], group[value][~outside], s=14, color="#3182bd",
+                   label="class inside the band" if i == 0 else None)
+        ax.scatter(i + jitter[outside.to_numpy()], group[value][outside], s=18, color="#d62728",
+                   label="class outside the band" if i == 0 else None)
+        for x, (_, row) in zip(i + jitter[outside.to_numpy()], group[outside].iterrows()):
+            ax.annotate(row["class"], (x, row[value]), fontsize=6, xytext=(3, 0), textcoords="offset points")
+    ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel({"mean_drop": "mean drop vs FP (points)", "std": "std over calibration sets (points)"}[value])
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title)
+    return ax
+
+
+VERDICT_COLOURS = {"supported": "#74c476", "contradicted": "#fb6a4a", "inconclusive": "#fdd0a2",
+                   "not enough data": "#f0f0f0", "not tested": "#ffffff"}
+
+
+def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
+    """Parts (rows) by models (columns) coloured by verdict, each cell with its estimate: the
+    frame of :func:`ptqlib.verdicts.side_by_side`."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    labels = list(dict.fromkeys(table.columns.get_level_values(0)))
+    verdicts = table.xs("verdict", axis=1, level=1)[labels].fillna("not tested")  # a part another model lacks
+    estimates = table.xs("estimate", axis=1, level=1)[labels]
+    order = list(VERDICT_COLOURS)
+    codes = verdicts.apply(lambda col: col.map(order.index)).to_numpy()
+    ax = ax or plt.subplots(figsize=(6.0 + 1.1 * len(labels), 0.3 * len(table) + 1.5))[1]
+    ax.imshow(codes, cmap=ListedColormap(list(VERDICT_COLOURS.values())), vmin=-0.5, vmax=len(order) - 0.5,
+              aspect="auto")
+    for i in range(codes.shape[0]):
+        for j in range(codes.shape[1]):
+            value = estimates.iat[i, j]
+            if value is not None and not pd.isna(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="left", rotation_mode="anchor")
+    ax.set_yticks(range(len(table)), [part for _, part in table.index], fontsize=7)
+    ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
+    ax.legend(handles=[Patch(color=c, label=v) for v, c in VERDICT_COLOURS.items()], fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title)
+    return ax

@@ -60,7 +60,9 @@ VARIANTS: dict[str, Variant] = {
                          "--w-bits 6 --a-bits 6 --optimizer brecq --calib-size 1000 --iters 500 --trials 50 "
                          "--device cuda`, once plain and once with `--class-weighting dro`."}),
     "conclusions_lite0": Variant("conclusions", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS,
-                                                               "calib_sizes": [32, 256, 1000], "bias_calib_size": 128}),
+                                                               "calib_sizes": [32, 256, 1000], "bias_calib_size": 128,
+                                                               "bit_widths": [8, 6], "compare": ["efficientnet_lite0"],
+                                                               "compare_imagenet": []}),
 }
 
 

@@ -436,14 +436,17 @@ def size_variance_parts(claim: str, data: ClassData, small, large, effects: Effe
     ``barely_reduces`` of its value at ``small`` images, for the median class and for the average."""
     parts = []
     for who, classes in (("a class's", True), ("the average's", False)):
-        name = f"2 calib_size: {who} std at {large} images vs {small} (kept >= {effects.barely_reduces:.0%})"
+        name = f"2 calib_size: {who} std at the largest size vs the smallest (kept >= {effects.barely_reduces:.0%})"
         if min(data.trials(small), data.trials(large)) < MIN_TRIALS:
             parts.append(_missing(claim, name, effects.barely_reduces, ">", "x",
                                   f"trials: {small}: {data.trials(small)}, {large}: {data.trials(large)}"))
             continue
         a, b = data.acc(small), data.acc(large)
+        std = (np.median(a.std(0, ddof=1)), np.median(b.std(0, ddof=1))) if classes else \
+            (a.mean(1).std(ddof=1), b.mean(1).std(ddof=1))
         parts.append(_part(claim, name, lambda x, y, c=classes: std_kept(x, y, c), [a, b], False,
-                           effects.barely_reduces, ">", "x"))
+                           effects.barely_reduces, ">", "x",
+                           detail=f"{std[0]:.2f} points at {small} images, {std[1]:.2f} at {large}"))
     return parts
 
 
@@ -506,9 +509,8 @@ class Design:
     def __post_init__(self) -> None:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise ValueError(f"trials must be a positive integer, got {self.trials!r}")
-        if self.cell.calib_size not in self.sizes:
-            raise ValueError(f"the cell's calibration size {self.cell.calib_size} must be one of the sizes "
-                             f"compared, {list(self.sizes)}")
+        if len(self.sizes) < 2:
+            raise ValueError(f"sizes must hold at least two calibration sizes to compare, got {list(self.sizes)}")
 
 
 IMAGENET_BIAS = ("n01440764", "n02979186", "n03028079", "n03445777")  # tench, cassette player, church, golf ball
@@ -537,24 +539,24 @@ def all_parts(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DR
     """Every part of the four claims, from the store (no trial is run)."""
     d, e, cell = design, design.effects, design.cell
 
-    def load(c: Cell, factor: str, levels: list) -> ClassData:
-        return ClassData(factor_predictions(store, c, factor, levels, d.trials), chance_draws)
+    def stored(c: Cell, factor: str, levels: list) -> ClassData:
+        return load(store, c, factor, levels, d.trials, chance_draws)
 
     parts = []
-    default = load(cell, "noise", [0.0, *d.noise_levels])
+    default = stored(cell, "noise", [0.0, *d.noise_levels])
     parts += drop_parts("1", "1a", default, 0.0, e) + variability_parts("1", "1b", default, 0.0, e)
     parts += factor_parts("2", "noise", default, 0.0, list(d.noise_levels), e)
     bias_cell = replace(cell, calib_size=d.bias_size or cell.calib_size)
-    bias = load(bias_cell, "bias_class", [None, *d.bias_classes])
+    bias = stored(bias_cell, "bias_class", [None, *d.bias_classes])
     parts += factor_parts("2", "bias_class", bias, None, list(d.bias_classes), e)
-    sizes = load(cell, "calib_size", list(d.sizes))
+    sizes = stored(cell, "calib_size", sorted({*d.sizes, cell.calib_size}))
     parts += factor_parts("2", "calib_size", sizes, cell.calib_size,
                           [s for s in d.sizes if s != cell.calib_size], e)
     parts += size_variance_parts("2", sizes, min(d.sizes), max(d.sizes), e)
-    bits = load(cell, "w_bits", list(d.bit_widths))
+    bits = stored(cell, "w_bits", list(d.bit_widths))
     for b in d.bit_widths:
         parts += drop_parts("3", f"3 W{b}A{b}", bits, b, e)
-    recon = load(replace(cell, calib_size=d.recon_size, iters=d.recon_iters), "optimizer", ["grid", *d.methods])
+    recon = stored(replace(cell, calib_size=d.recon_size, iters=d.recon_iters), "optimizer", ["grid", *d.methods])
     for m in d.methods:
         parts += reconstruction_parts("4", recon, m, e)
     return parts
@@ -591,3 +593,114 @@ def claim_verdicts(parts: list[Part]) -> dict[str, str]:
         else:
             out[claim] = INCONCLUSIVE
     return out
+
+
+# --- chance bands for the factor pages --------------------------------------------------------
+
+def load(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int,
+         chance_draws: int = CHANCE_DRAWS) -> ClassData:
+    """The stored predictions of ``factor``'s cells (the first ``trials`` seeds of each level)."""
+    return ClassData(factor_predictions(store, cell, factor, levels, trials), chance_draws)
+
+
+def class_bands(data: ClassData, confidence: float = CONFIDENCE) -> "pd.DataFrame":
+    """Per level and class: the mean drop against FP and the std over trials, beside the chance
+    band of a single class, i.e. the central ``confidence`` of the same numbers over every
+    pseudo-class of every split (``drop_low``/``drop_high``, ``std_low``/``std_high``). A class
+    outside its band is affected more (or less) than a random group of as many images."""
+    import pandas as pd
+
+    rows, fp = [], data.fp_acc()
+    for level in data.levels:
+        if data.trials(level) < 2:
+            continue
+        acc = data.acc(level)
+        (pseudo,), pseudo_fp = data.pseudo([level])
+        null_drop = (pseudo_fp - pseudo.mean(1)).ravel()
+        null_std = pseudo.std(1, ddof=1).ravel()
+        d_low, d_high = _quantiles(null_drop, confidence)
+        s_low, s_high = _quantiles(null_std, confidence)
+        drops, stds = (fp - acc).mean(0), acc.std(0, ddof=1)
+        for k, name in enumerate(data.names):
+            rows.append({"level": level, "class": name, "trials": len(acc), "mean_drop": drops[k], "std": stds[k],
+                         "drop_low": d_low, "drop_high": d_high, "std_low": s_low, "std_high": s_high})
+    return pd.DataFrame(rows, columns=["level", "class", "trials", "mean_drop", "std", "drop_low", "drop_high",
+                                       "std_low", "std_high"])
+
+
+# --- reading the verdicts ---------------------------------------------------------------------
+
+def describe(part: Part) -> str:
+    """A part's numbers in words: estimate, interval, chance band and its p-value, trials."""
+    if part.estimate is None:
+        return f"{part.part}: {part.detail}"
+    unit = "x" if part.unit == "x" else " points"
+    text = f"{part.part}: {part.estimate:.2f}{unit}"
+    if part.ci is not None and not np.isnan(part.ci[0]):
+        text += f" (95 % interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"
+    if part.chance is not None:
+        text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {part.p_chance:.3f})"
+    text += f", {part.trials} trials"
+    return f"{text}; {part.detail}" if part.detail else text
+
+
+def parts_frame(parts: list[Part]) -> "pd.DataFrame":
+    """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials."""
+    import pandas as pd
+
+    def span(pair):
+        return "" if pair is None or np.isnan(pair[0]) else f"[{pair[0]:.2f}, {pair[1]:.2f}]"
+
+    return pd.DataFrame([{"claim": p.claim, "part": p.part, "verdict": p.verdict,
+                          "estimate": None if p.estimate is None else round(p.estimate, 2),
+                          "interval": span(p.ci), "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
+                          "chance band": span(p.chance),
+                          "p (chance)": None if p.p_chance is None else round(p.p_chance, 3), "trials": p.trials}
+                         for p in parts])
+
+
+def findings(parts: list[Part], subject: str) -> str:
+    """Markdown: for each claim, the study's words, this replication's verdict on ``subject``
+    (e.g. "ResNet-20 on CIFAR-10"), and every part with its verdict and numbers, the parts that
+    hold first."""
+    verdicts = claim_verdicts(parts)
+    words = {SUPPORTED: "holds", CONTRADICTED: "does not hold", INCONCLUSIVE: "open", NOT_ENOUGH: "not enough data"}
+    lines = []
+    for claim, text in CLAIMS.items():
+        lines += [f"**Claim {claim}.** *\"{text}\"* On {subject}: **{verdicts[claim]}**.", ""]
+        mine = sorted((p for p in parts if p.claim == claim), key=lambda p: VERDICTS.index(p.verdict))
+        lines += [f"- *{words[p.verdict]}*: {describe(p)}" for p in mine]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def side_by_side(store: ResultsStore, designs: dict[str, Design], chance_draws: int = CHANCE_DRAWS) -> "pd.DataFrame":
+    """Rows: the parts; columns: the designs (e.g. one per model); cells: ``verdict`` and
+    ``estimate`` in a two-level column index. Parts are matched by name."""
+    import pandas as pd
+
+    frames = {}
+    for label, design in designs.items():
+        frame = parts_frame(all_parts(store, design, chance_draws)).set_index(["claim", "part"])
+        frames[label] = frame[["verdict", "estimate"]]
+    return pd.concat(frames, axis=1)
+
+
+def headline(parts: list[Part]) -> str:
+    """Markdown, one line per claim: its verdict and the names of the parts that hold and that do not."""
+    verdicts = claim_verdicts(parts)
+    lines = []
+    for claim, text in CLAIMS.items():
+        mine = [p for p in parts if p.claim == claim]
+        holds = [p.part for p in mine if p.verdict == SUPPORTED]
+        fails = [p.part for p in mine if p.verdict == CONTRADICTED]
+        rest = len(mine) - len(holds) - len(fails)
+        line = f"- **Claim {claim}** (*{text}*): **{verdicts[claim]}**."
+        if holds:
+            line += f" Holds: {'; '.join(holds)}."
+        if fails:
+            line += f" Does not hold: {'; '.join(fails)}."
+        if rest:
+            line += f" {rest} part{'s' if rest > 1 else ''} open or without enough data."
+        lines.append(line)
+    return "\n".join(lines)

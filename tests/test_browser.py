@@ -74,7 +74,7 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
         "protect": {**common, "calib_size": 8, "recon_calib_size": 8, "recon_iters": 2, "recon_trials": 2,
                     "exemplars_per_class": 2, "robustness_file": str(results / "robustness.json")},
         "conclusions": {**common, "calib_size": 8, "bias_classes": ["ant"], "recon_iters": 2,
-                        "recon_trials": 2},
+                        "recon_trials": 2, "calib_sizes": [8, 16], "chance_draws": 50},
     }
 
 
