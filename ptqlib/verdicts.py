@@ -563,6 +563,8 @@ def all_parts(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DR
 
 
 def _combine(verdicts: list[str]) -> str:
+    if not verdicts:
+        return NOT_ENOUGH
     if any(v == CONTRADICTED for v in verdicts):
         return CONTRADICTED
     if verdicts and all(v == SUPPORTED for v in verdicts):

@@ -7,6 +7,7 @@ effect must come out supported; a planted reconstruction that repairs the worst 
 contradict claim 4.
 """
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -290,3 +291,50 @@ def test_verdicts_command_rejects_bad_input(tmp_path, capsys):
     assert "nosuch" in capsys.readouterr().err
     assert main(["verdicts", "--model", "resnet20", "--data", "toy", "--store", str(tmp_path / "x.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- what the book shows -------------------------------------------------------------------------
+
+def test_class_bands_put_a_planted_class_outside_and_random_ones_inside():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    fragile = _fragile(rng)
+    loss = np.where(LABELS == 3, 0.3, fragile)
+    bands = V.class_bands(_data({4: _trials(rng, fp, lambda t: loss)}, fp))
+    # the pseudo-classes share class 3's losses, so the other classes sit at or below the band
+    above = bands["mean_drop"] > bands["drop_high"]
+    assert list(bands.loc[above, "class"]) == ["c3"]
+    assert bands["trials"].eq(TRIALS).all() and (bands["drop_low"] < bands["drop_high"]).all()
+
+
+def test_findings_quote_each_claim_with_its_verdict_and_numbers():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    data = _data({0: _trials(rng, fp, lambda t: np.where(LABELS == 3, 0.3, 0.03))}, fp)
+    parts = V.drop_parts("1", "1a", data, 0) + V.variability_parts("1", "1b", data, 0)
+    text = V.findings(parts, "a toy model")
+    assert V.CLAIMS["1"] in text and V.CLAIMS["4"] in text
+    verdict = V.claim_verdicts(parts)["1"]
+    assert f"On a toy model: **{verdict}**" in text and "95 % interval" in text and "chance" in text
+    assert "not enough data" in text  # claim 4 has no parts here
+    line = V.headline(parts).splitlines()[0]
+    assert line.startswith("- **Claim 1**") and "1a largest class drop vs chance" in line
+
+
+def test_side_by_side_and_its_matrix(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from ptqlib.plotting import verdict_matrix
+
+    rng = np.random.default_rng(0)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy")
+    _write(store, cell, _trials(rng, fp, lambda t: np.where(LABELS == 3, 0.3, 0.05), trials=6))
+    design = V.design_for("resnet20", "toy")
+    table = V.side_by_side(store, {"toy": design, "other": replace(design, cell=replace(cell, model="resnet32"))},
+                           chance_draws=30)
+    verdicts = table.xs("verdict", axis=1, level=1)
+    assert verdicts.loc[("1", "1a largest class drop vs chance"), "toy"] == V.SUPPORTED
+    assert verdicts["other"].eq(V.NOT_ENOUGH).all()
+    ax = verdict_matrix(table)
+    assert len(ax.get_yticklabels()) == len(table)
