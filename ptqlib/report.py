@@ -84,6 +84,46 @@ def parse_value(text: str):
         return text
 
 
+def section_parameters(name: str) -> dict:
+    """The parameters cell of section (or variant) ``name``: each name with its default value."""
+    import jupytext
+
+    section = VARIANTS[name].section if name in VARIANTS else name
+    notebook = jupytext.read(NOTEBOOKS / f"{section}.py")
+    cell = next((c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        return {}
+    defaults = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    return defaults
+
+
+def _type_name(value) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a dict", tuple: "a tuple"}.get(type(value), type(value).__name__)
+
+
+def check_parameters(name: str, parameters: dict) -> None:
+    """Refuse, before any kernel starts, a parameter the section does not have or a value of
+    another type than its default's (an integer passes for a number; a default of None takes
+    anything)."""
+    defaults = section_parameters(name)
+    for key, value in parameters.items():
+        if key not in defaults:
+            raise ValueError(f"section {name!r} has no parameter {key!r}; its parameters: {', '.join(defaults)}")
+        default = defaults[key]
+        if default is None:
+            continue
+        ok = isinstance(value, type(default)) and (isinstance(value, bool) == isinstance(default, bool))
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ValueError(f"parameter {key!r} of section {name!r} expects {_type_name(default)} "
+                             f"(like {default!r}), got {value!r}")
+
+
 def run_section(name: str, parameters: dict | None = None, output_dir: Path | None = None) -> Path:
     """Execute section (or variant) ``name`` into ``output_dir/name.ipynb``; ``parameters``
     override the notebook's (and, for a variant, the variant's)."""
@@ -92,6 +132,7 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
 
     if name not in published():
         raise ValueError(f"unknown section {name!r}; choose one of {', '.join(published())}")
+    check_parameters(name, parameters or {})
     variant = VARIANTS.get(name)
     if variant is not None:
         parameters = {**variant.parameters, **(parameters or {})}

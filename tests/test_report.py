@@ -118,3 +118,34 @@ def test_papermill_reads_every_parameter_of_every_section(tmp_path):
         assert assigned == known[name], f"{name}: papermill does not read {sorted(assigned - known[name])}"
     for name, variant in VARIANTS.items():
         assert set(variant.parameters) <= known[variant.section], name
+
+
+def test_section_parameters_are_checked_before_any_kernel_starts(capsys):
+    from ptqlib.cli import main
+
+    assert main(["section", "noise", "-p", "trials", "notanumber", "--no-build", "--output", "/nonexistent"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("ptq: error: parameter 'trials' of section 'noise' expects an integer (like 50), "
+                   "got 'notanumber'")
+    assert main(["section", "noise", "-p", "nosuch", "1", "--no-build", "--output", "/nonexistent"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ptq: error: section 'noise' has no parameter 'nosuch'; its parameters: store_path")
+    assert len(err.splitlines()) == 1
+
+
+def test_parameter_types_follow_the_defaults():
+    from ptqlib.report import check_parameters
+
+    check_parameters("noise", {"trials": 3, "levels": [0.0, 0.1], "weights": "w.pt", "compute_missing": True})
+    check_parameters("noise_lite0", {"trials": 3})  # a variant's parameters are its section's
+    for bad in ({"trials": 2.5}, {"trials": True}, {"levels": "0.1"}, {"compute_missing": 1}):
+        with pytest.raises(ValueError, match="expects"):
+            check_parameters("noise", bad)
+
+
+def test_sweep_needs_at_least_one_trial(capsys):
+    from ptqlib.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--model", "resnet20", "--data", "cifar10-jpeg", "--trials", "0"])
+    assert exc.value.code == 2 and "--trials: must be at least 1, got 0" in capsys.readouterr().err
