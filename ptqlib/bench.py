@@ -114,7 +114,8 @@ def run_recon_bench(cfg: TrialConfig, log=lambda *_: None) -> dict:
     recon_s = sum(r.seconds for r in reports)
     other_s = (t3 - t0) - recon_s
     log(f"{cfg.optimizer}: {len(reports)} units, {recon_s:.1f} s of reconstruction")
-    return {"model": cfg.model, "dataset": cfg.dataset, "optimizer": cfg.optimizer, "w_bits": cfg.quant.w_bits,
+    return {"model": cfg.model, "dataset": cfg.dataset, "optimizer": cfg.optimizer, "variant": cfg.recon.variant,
+            "w_bits": cfg.quant.w_bits,
             "a_bits": cfg.quant.a_bits, "calib_size": cfg.calib.size, "iters": cfg.recon.iters,
             "threads": torch.get_num_threads(),
             "units": [{"unit": r.name, "layers": r.layers, "iters_per_s": round(r.iters_per_s, 1),

@@ -25,10 +25,12 @@ def calibrate_weights(qmodel: QuantizedModel) -> None:
 
 
 @torch.no_grad()  # not inference_mode: the qparams must stay usable by autograd later
-def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_size: int | None = None) -> None:
+def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_size: int | None = None,
+                          metric: str | None = None) -> None:
     """``images``: ``[N, C, H, W]``, uint8 (0..255) or float in ``[0, 1]``. The observers'
     histograms depend on how the images are split into batches (a batch beyond the current
-    range re-bins), so ``batch_size`` (None: ``inference_batch_size``) is part of the result."""
+    range re-bins), so ``batch_size`` (None: ``inference_batch_size``) is part of the result.
+    ``metric``: the range metric (None: the model's ``config.metric``)."""
     if len(images) == 0:
         raise ValueError("the calibration set is empty")
     batch_size = batch_size or inference_batch_size(images)
@@ -46,7 +48,7 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
             aq.observing = False
     for aq in act_quantizers:
         q = aq.quantizer
-        lo, hi = aq.observer.range(qmodel.config.metric, q.spec)
+        lo, hi = aq.observer.range(metric or qmodel.config.metric, q.spec)
         q.set_qparams(*qparams_from_range(lo, hi, q.spec))
 
 

@@ -21,7 +21,7 @@ from .data import DataError
 from .models import MODELS, CheckpointError
 from .qmodel import PRESETS, QuantConfig
 from .range_estimators import METRICS, WEIGHT_METRICS
-from .reconstruction import METHODS, default_recon
+from .reconstruction import METHODS, VARIANTS, default_recon
 from .robustness import CORRUPTIONS
 from .trial import DEVICE_ENV, TrialConfig, check_device
 
@@ -53,6 +53,9 @@ def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--optimizer", default=["grid"] if many else "grid", nargs=n,
                    help=f"grid (observer range search) or a reconstruction: {', '.join(METHODS)}")
     p.add_argument("--iters", type=int, default=20_000, help="reconstruction iterations per unit")
+    p.add_argument("--variant", default="joint",
+                   help=f"reconstruction variant: {', '.join(VARIANTS)} (joint: rounding and activation steps "
+                        "learned together; reference: as the reference code runs each method)")
     p.add_argument("--class-weighting", default=None, choices=["dro"],
                    help="reconstruction loss weighted towards the classes reconstructed worst")
     p.add_argument("--seed", type=int, default=0, help="the (first) seed")
@@ -71,12 +74,12 @@ def _trial_config(args: argparse.Namespace, first: bool = False) -> TrialConfig:
     calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, bias_class, pick(args.bias_p),
                       pick(args.sampling))
     optimizer = pick(args.optimizer)
-    recon = _recon(args) if optimizer != "grid" else None
+    recon = _recon(args, optimizer) if optimizer != "grid" else None
     return TrialConfig(args.model, args.data, args.weights, quant, calib, optimizer, args.seed, recon)
 
 
-def _recon(args: argparse.Namespace):
-    return replace(default_recon(args.model, args.iters), class_weighting=args.class_weighting)
+def _recon(args: argparse.Namespace, method: str):
+    return replace(default_recon(args.model, args.iters, args.variant, method), class_weighting=args.class_weighting)
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -186,7 +189,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if "bias_class" in factors:  # "none" stands for the balanced draw
         factors["bias_class"] = [None if v.lower() == "none" else v for v in factors["bias_class"]]
     configs = expand_grid(base, factors, range(args.seed, args.seed + args.trials))  # validates every cell
-    configs = [replace(c, recon=_recon(args)) if c.optimizer != "grid" else c for c in configs]
+    configs = [replace(c, recon=_recon(args, c.optimizer)) if c.optimizer != "grid" else c for c in configs]
     counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler, fill_ece=args.fill_ece)
     print(json.dumps({"store": args.store, **counts}))
 

@@ -14,6 +14,8 @@ The metrics follow ``../shared/docs/method.md``:
 - ``kl``: TensorRT-style entropy calibration (Migacz 2017) on the histogram of |x|: the
   clipping threshold whose quantized histogram has the least KL divergence from the original.
 - ``percentile``: the 0.01 % / 99.99 % quantiles of the histogram.
+- ``lp2.4``: the ``mse`` candidates scored by ``sum |x - q(x)|^2.4`` (the L_p norm of LAPQ,
+  Nahshan et al. 2019), the activation range search of the BRECQ and QDrop code.
 
 Weights are estimated per output channel directly on the tensor (``minmax`` or ``mse``).
 
@@ -33,7 +35,7 @@ from torch import nn
 
 from .quantizer import QuantSpec, fake_quantize, qparams_from_range
 
-METRICS = ("minmax", "mse", "kl", "cosine", "percentile")
+METRICS = ("minmax", "mse", "kl", "cosine", "percentile", "lp2.4")
 WEIGHT_METRICS = ("minmax", "mse")
 NUM_BINS = 2048
 NUM_CANDIDATES = 100
@@ -158,6 +160,8 @@ def _search_range(counts, values, lo, hi, spec, metric):
     quantized = _quantize_values(values, cand_lo, cand_hi, spec)  # [candidates, nonzero bins]
     if metric == "mse":
         score = (counts * (values - quantized) ** 2).sum(1)
+    elif metric == "lp2.4":
+        score = (counts * (values - quantized).abs() ** 2.4).sum(1)
     else:  # cosine distance
         dot = (counts * values * quantized).sum(1)
         norms = torch.sqrt((counts * values**2).sum() * (counts * quantized**2).sum(1))

@@ -1,28 +1,56 @@
-"""Reconstruction-based PTQ: AdaRound, BRECQ and QDrop.
+"""Reconstruction-based PTQ: AdaRound, BRECQ and QDrop, each in two variants.
 
-- **AdaRound** (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training
-  Quantization"): each weight is rounded down or up, ``w_int = floor(w/s) + h(V) + z`` with the
-  rectified sigmoid ``h(V) = clip(sigmoid(V)(zeta - gamma) + gamma, 0, 1)``; ``V`` minimises the
-  unit's output error plus ``lambda * sum(1 - |2h - 1|^beta)``, with ``beta`` annealed from 20
-  to 2 after a warm-up (20 %) without the regulariser. At the end every ``h`` is 0 or 1.
-  Units are single layers; activation ranges stay those of grid search.
-- **BRECQ** (Li et al. 2021): the same rounding, optimised per residual block (the first and
-  last layers are units of their own) on the block's output error, with activation step sizes
-  learned LSQ-style (Adam, lr 4e-5, cosine decay).
-- **QDrop** (Wei et al. 2022): BRECQ where, during reconstruction, each activation element is
-  quantized only with probability ``keep_prob`` (0.5), both at the unit's input and inside it.
+Common to all: each weight is rounded down or up (AdaRound, Nagel et al. 2020),
+``w_int = floor(w/s) + h(V) + z`` with the rectified sigmoid
+``h(V) = clip(sigmoid(V)(zeta - gamma) + gamma, 0, 1)``; ``V`` (Adam, lr 1e-3) minimises the
+unit's output error (squared error summed over channels, averaged over images and positions)
+plus ``lambda * sum(1 - |2h - 1|^beta)``, ``beta`` annealed from 20 to 2 after a warm-up (20 %)
+without the regulariser. At the end every ``h`` is 0 or 1. AdaRound's units are single layers;
+BRECQ's and QDrop's residual blocks (the first and last layers units of their own). Batches of
+32 cached inputs per iteration.
 
-Beyond the papers (issue 7), ``class_weighting="dro"`` weights each calibration image's output
-error by its class, giving more weight to the classes the unit currently reconstructs worst
-(in the spirit of group DRO, Sagawa et al. 2020, arXiv:1911.08731): class weights are
+``variant="joint"`` (every trial stored before the variant existed):
+
+- **AdaRound**: rounding only; activations quantized with their grid-search ranges.
+- **BRECQ** (Li et al. 2021): rounding and activation step sizes learned together (LSQ, Adam,
+  lr 4e-5, cosine decay), ranges initialised per unit on its quantized inputs (``act_init_size``
+  images, the trial's metric): QDrop without the drop.
+- **QDrop** (Wei et al. 2022): the same, where each activation element is quantized only with
+  probability ``keep_prob`` (0.5), at the unit's input and inside it.
+
+``variant="reference"``, as the reference code runs each method (yhhhli/BRECQ
+``main_imagenet.py``, ``quant/block_recon.py``, ``quant/layer_recon.py``; wimh966/QDrop
+``qdrop/solver/main_imagenet.py``, ``qdrop/solver/recon.py``, ``exp/w2a4/*/config.yaml``):
+
+- **AdaRound**: rounding only, with activations in float while it is learned (inputs from the
+  weight-quantized network); activations are then quantized with their grid-search ranges.
+- **BRECQ**: two passes. First the rounding of every unit with activations in float
+  (``iters``); then the activation step sizes only (``act_iters`` = 5000, Adam lr
+  ``lr_act_stage2`` = 4e-4 with cosine decay, loss ``|out - target|^2.4`` summed over channels),
+  on the float network's unit inputs and outputs, with the weights hard-rounded; each unit's
+  ranges first set on its quantized inputs (64 images, ``lp2.4`` search).
+- **QDrop**: as the joint variant (rounding and steps together, drops at the input and inside),
+  except that every activation range is initialised once, before reconstruction, on the float
+  network (256 images, ``lp2.4`` search).
+
+Lambda is 0.01 but 0.1 for MobileNetV2 in both variants, and 0.2 for MNASNet in the reference
+variant (QDrop's configs). ``book/recon_conventions.md`` lists the conventions and where ours
+still differ.
+
+Beyond the papers, ``class_weighting="dro"`` weights each calibration image's output error by
+its class, giving more weight to the classes the unit currently reconstructs worst (in the
+spirit of group DRO, Sagawa et al. 2020, arXiv:1911.08731): class weights are
 ``K * softmax(eta * L_c / mean(L))`` over running means ``L_c`` of the per-class error, with
 mean 1 so that the balance with the rounding regulariser is kept. Noise images weigh 1.
 
 The quantized graph is cut into units with ``torch.fx``'s ``split_module``. Each unit's inputs
 (from the quantized network, already reconstructed up to it) and targets (the float network's
 outputs) are computed once from the calibration set and reused for all iterations: no
-full-network forward per iteration. The iteration count is the one knob that trades time for
-quality; the reference uses 20 000 per unit.
+full-network forward per iteration. A step runs on channels-last copies of them, with the
+activation fake quantization as one autograd node (:func:`ptqlib.quantizer.fake_quantize_learned`)
+and what is constant within a unit (``floor(w/s) + z``, broadcast scales) computed once. The
+iteration count is the one knob that trades time for quality; the reference uses 20 000 per
+unit.
 """
 from __future__ import annotations
 
@@ -39,12 +67,14 @@ import torchvision
 from torch import nn
 from torch.fx.passes.split_module import split_module
 
+from .calibration import calibrate_activations
 from .models import BasicBlock, MBConv
 from .qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel
 from .quantizer import FakeQuantizer, _broadcast, flat_view, qparams_from_range
-from .range_estimators import HistogramObserver
+from .range_estimators import HistogramObserver, check_metric
 
 METHODS = ("adaround", "brecq", "qdrop")
+VARIANTS = ("joint", "reference")
 CLASS_WEIGHTINGS = (None, "dro")
 ZETA, GAMMA = 1.1, -0.1
 REFERENCE_ITERS = 20_000
@@ -69,6 +99,13 @@ class ReconConfig:
     act_init_size: int = 256  # calibration images used to initialise the activation ranges
     class_weighting: str | None = None  # "dro": weight images by their class's current error
     dro_eta: float = 1.0  # sharpness of the class weights
+    # "joint": rounding and activation steps learned together; "reference": as the reference code
+    variant: str = "joint"
+    # read by the reference variant only (see the module docstring)
+    act_iters: int = 5_000  # BRECQ's second stage (activation steps), per unit
+    lr_act_stage2: float = 4e-4  # its learning rate (main_imagenet.py --lr)
+    act_p: float = 2.4  # its loss: sum over channels of |out - target|^p, averaged
+    act_init_metric: str = "lp2.4"  # activation range search before the steps are learned
 
     def __post_init__(self) -> None:
         for name in ("iters", "batch_size", "act_init_size"):
@@ -85,6 +122,13 @@ class ReconConfig:
             raise ValueError(f"unknown class weighting {self.class_weighting!r}; choose none or dro")
         if self.dro_eta <= 0:
             raise ValueError(f"dro_eta must be positive, got {self.dro_eta!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown reconstruction variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if isinstance(self.act_iters, bool) or not isinstance(self.act_iters, int) or self.act_iters < 1:
+            raise ValueError(f"act_iters must be a positive integer, got {self.act_iters!r}")
+        if self.lr_act_stage2 <= 0 or self.act_p <= 0:
+            raise ValueError("lr_act_stage2 and act_p must be positive")
+        check_metric(self.act_init_metric)
 
 
 class AdaRound(nn.Module):
@@ -123,9 +167,22 @@ class AdaRound(nn.Module):
         return (w_int - self.zero_point) * self.scale
 
 
-def default_recon(model: str, iters: int = REFERENCE_ITERS) -> ReconConfig:
-    """The reference settings for ``model``: lambda 0.1 for MobileNetV2, 0.01 otherwise."""
-    return ReconConfig(iters=iters, lam=0.1 if model == "mobilenet_v2" else 0.01)
+REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric")  # ReconConfig fields
+REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
+
+
+def default_recon(model: str, iters: int = REFERENCE_ITERS, variant: str = "joint",
+                  method: str | None = None) -> ReconConfig:
+    """The settings for ``model``. ``joint``: lambda 0.1 for MobileNetV2, 0.01 otherwise (the
+    study's earlier trials). ``reference``: the reference configs' lambda (also 0.2 for MNASNet),
+    and activation ranges initialised on 64 images for BRECQ (its main_imagenet.py), 256 for
+    QDrop."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown reconstruction variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant == "joint":
+        return ReconConfig(iters=iters, lam=0.1 if model == "mobilenet_v2" else 0.01)
+    return ReconConfig(iters=iters, lam=REFERENCE_LAMBDAS.get(model, 0.01), variant="reference",
+                       act_init_size=64 if method == "brecq" else 256)
 
 
 def beta_at(step: int, cfg: ReconConfig) -> tuple[float, bool]:
@@ -296,15 +353,45 @@ def _init_act_ranges(unit: nn.Module, act_quantizers: list[ActQuantizer], q_in: 
         q.set_qparams(*qparams_from_range(lo, hi, q.spec))
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """What one pass over the units learns, and on what."""
+
+    rounding: bool  # learn the weights' rounding
+    act_steps: bool  # learn the activation step sizes
+    acts_on: bool  # activations quantized (else float) while the pass runs
+    init_acts: bool  # set each unit's activation ranges on its quantized inputs first
+    fp_inputs: bool  # optimise on the float network's unit inputs (else the quantized network's)
+    iters: int
+    lr_act: float
+    p: float  # reconstruction loss: sum over channels of |out - target|^p, averaged
+    init_metric: str | None = None  # None: the trial's metric
+    name: str = ""
+
+
+def _stages(method: str, cfg: ReconConfig) -> list[_Stage]:
+    learn_acts = method != "adaround"
+    if cfg.variant == "joint":
+        return [_Stage(True, learn_acts, True, learn_acts, False, cfg.iters, cfg.lr_act, 2.0)]
+    if method == "qdrop":  # ranges initialised once on the float network (see reconstruct)
+        return [_Stage(True, True, True, False, False, cfg.iters, cfg.lr_act, 2.0)]
+    weights = _Stage(True, False, False, False, False, cfg.iters, cfg.lr_act, 2.0)
+    if method == "adaround":
+        return [weights]
+    return [weights, _Stage(False, True, True, True, True, cfg.act_iters, cfg.lr_act_stage2, cfg.act_p,
+                            cfg.act_init_metric, name="acts ")]
+
+
 def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targets: list[torch.Tensor],
-                      method: str, cfg: ReconConfig, metric: str, gen: torch.Generator,
+                      method: str, cfg: ReconConfig, stage: _Stage, metric: str, gen: torch.Generator,
                       progress: bool, labels: torch.Tensor | None) -> UnitReport:
     layers = [m for m in unit.modules() if isinstance(m, QUANT_LAYERS) and m.weight_quantizer.enabled]
     act_quantizers = _in_order(unit, [m for m in unit.modules()
                                       if isinstance(m, ActQuantizer) and m.quantizer.enabled])
-    if method != "adaround":
-        _init_act_ranges(unit, act_quantizers, q_in, cfg.act_init_size, metric)
-    grid_loss = _unit_error(unit, q_in, targets)
+    if stage.init_acts:
+        _init_act_ranges(unit, act_quantizers, q_in, cfg.act_init_size, stage.init_metric or metric)
+    opt_in = fp_in if stage.fp_inputs else q_in
+    grid_loss = _unit_error(unit, opt_in, targets)
     frozen = [p for layer in layers for p in layer.parameters(recurse=False) if p.requires_grad]
     for p in frozen:  # only the rounding and the activation steps are learned
         p.requires_grad_(False)
@@ -312,16 +399,18 @@ def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targe
     keep = cfg.keep_prob if method == "qdrop" else 1.0
     t0 = time.perf_counter()
     try:
-        for layer in layers:
-            layer.rounding = AdaRound(layer.weight, layer.weight_quantizer)
-            roundings.append(layer.rounding)
-        if method != "adaround":
+        if stage.rounding:
+            for layer in layers:
+                layer.rounding = AdaRound(layer.weight, layer.weight_quantizer)
+                roundings.append(layer.rounding)
+        if stage.act_steps:
             act_scales = [aq.quantizer.learn_scale() for aq in act_quantizers]
         for aq in act_quantizers:
             aq.keep_prob = keep
         class_weights = ClassWeights(labels, cfg.dro_eta) if cfg.class_weighting == "dro" else None
-        _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen, class_weights,
-                  desc=f"{method} {name}", progress=progress)
+        if roundings or act_scales:  # else nothing to learn (e.g. BRECQ's second stage on the classifier)
+            _optimize(unit, roundings, act_scales, opt_in, fp_in, targets, keep, cfg, stage, gen, class_weights,
+                      desc=f"{method} {stage.name}{name}", progress=progress)
     finally:
         for layer, r in zip(layers, roundings):
             r.hard = True
@@ -334,7 +423,8 @@ def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targe
         for p in frozen:
             p.requires_grad_(True)
     seconds = time.perf_counter() - t0
-    return UnitReport(name, len(layers), grid_loss, _unit_error(unit, q_in, targets), cfg.iters, seconds)
+    return UnitReport(stage.name + name, len(layers), grid_loss, _unit_error(unit, opt_in, targets),
+                      stage.iters if roundings or act_scales else 0, seconds)
 
 
 def _channels_last(t):
@@ -371,16 +461,22 @@ def _step_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _SquaredError.apply(out, target, out.numel() // out.shape[1])
 
 
-def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen, class_weights, desc,
+def _lp_error(out: torch.Tensor, target: torch.Tensor, p: float) -> torch.Tensor:
+    """The reference's ``lp_loss``: ``|out - target|^p`` summed over channels, averaged."""
+    return (out - target).abs().pow(p).sum(1).mean()
+
+
+def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, gen, class_weights, desc,
               progress) -> None:
+    """``q_in``: the inputs optimised on; ``fp_in``: the float inputs QDrop mixes in."""
     from tqdm.auto import tqdm
 
     q_in, fp_in, targets = ([_channels_last(t) for t in ts] for ts in (q_in, fp_in, targets))
     opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round) if roundings else None
-    opt_act = torch.optim.Adam(act_scales, lr=cfg.lr_act) if act_scales else None
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_act, T_max=cfg.iters, eta_min=0) if opt_act else None
+    opt_act = torch.optim.Adam(act_scales, lr=stage.lr_act) if act_scales else None
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_act, T_max=stage.iters, eta_min=0) if opt_act else None
     n = _num_images(q_in)
-    bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
+    bar = tqdm(range(stage.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
     for step in bar:
         idx = torch.randint(n, (cfg.batch_size,), generator=gen)
         x = _take(q_in, idx)
@@ -390,7 +486,9 @@ def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, gen,
                  torch.lerp(f[idx], q, torch.empty_like(q).copy_(torch.rand(q.shape, generator=gen).lt_(keep)))
                  for q, f in zip(x, fp_in)]
         out = unit(*x)
-        if class_weights is None:
+        if stage.p != 2.0:
+            rec = sum(_lp_error(o, t[idx], stage.p) for o, t in zip(out, targets))
+        elif class_weights is None:
             rec = sum(_step_error(o, t[idx]) for o, t in zip(out, targets))
         else:
             errors = sum(_image_errors(o, t[idx]) for o, t in zip(out, targets))  # [B]
@@ -420,7 +518,9 @@ def _in_order(unit: nn.Module, act_quantizers: list[ActQuantizer]) -> list[ActQu
 def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: ReconConfig, seed: int = 0,
                 progress: bool = True, labels: torch.Tensor | None = None) -> list[UnitReport]:
     """Reconstruct a calibrated quantized model unit by unit on ``images`` (uint8 or float);
-    ``labels`` (``[N]``, -1 for noise images) are needed by ``class_weighting="dro"``."""
+    ``labels`` (``[N]``, -1 for noise images) are needed by ``class_weighting="dro"``. One report
+    per unit and pass (BRECQ's reference variant makes two passes; the second's units are named
+    ``acts ...``)."""
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
     if cfg.class_weighting == "dro" and (labels is None or len(labels) != len(images)):
@@ -430,6 +530,21 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     split = split_units(qmodel, "layer" if method == "adaround" else "block")
     device = next(qmodel.parameters()).device
     data = (images.float().div(255) if images.dtype == torch.uint8 else images.float()).to(device)
+    if cfg.variant == "reference" and method == "qdrop":
+        # QDrop's main_imagenet.py: every activation range from the float network on 256 images at once
+        calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric)
+    reports = []
+    try:
+        for stage in _stages(method, cfg):
+            reports += _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels)
+    finally:
+        qmodel.set_quant_state(weights=True, acts=True)
+    return reports
+
+
+def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels) -> list[UnitReport]:
+    """One pass over the units in order: each unit's inputs come from the network quantized up to
+    it (already reconstructed in this pass), its targets from the float network."""
     remaining = {node: len(node.users) for node in split.graph.nodes}
     q_env: dict[fx.Node, object] = {}
     fp_env: dict[fx.Node, object] = {}
@@ -447,10 +562,10 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
             q_in, fp_in = [q_env[a] for a in node.args], [fp_env[a] for a in node.args]
             qmodel.set_quant_state(weights=False, acts=False)
             fp_out = _run(unit, fp_in)
-            qmodel.set_quant_state(weights=True, acts=True)
+            qmodel.set_quant_state(weights=True, acts=stage.acts_on)
             if any(isinstance(m, QUANT_LAYERS) for m in unit.modules()):
                 with torch.enable_grad():
-                    reports.append(_reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method, cfg,
+                    reports.append(_reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method, cfg, stage,
                                                      qmodel.config.metric, gen, progress, labels))
             q_env[node], fp_env[node] = _run(unit, q_in), fp_out
         elif node.op == "output":
@@ -462,5 +577,4 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
             if remaining[arg] == 0:
                 q_env.pop(arg, None)
                 fp_env.pop(arg, None)
-    qmodel.set_quant_state(weights=True, acts=True)
     return reports

@@ -47,11 +47,13 @@ class Cell:
     optimizer: str = "grid"
     iters: int = 20_000  # reconstruction iterations per unit (ignored by grid search)
     class_weighting: str | None = None  # "dro": class-weighted reconstruction (ignored by grid search)
+    variant: str = "joint"  # reconstruction variant: "joint" or "reference" (ignored by grid search)
 
     def trial_config(self) -> TrialConfig:
         recon = None
         if self.optimizer != "grid":
-            recon = replace(default_recon(self.model, self.iters), class_weighting=self.class_weighting)
+            recon = replace(default_recon(self.model, self.iters, self.variant, self.optimizer),
+                            class_weighting=self.class_weighting)
         return TrialConfig(self.model, self.dataset, self.weights,
                            QuantConfig(self.w_bits, self.a_bits, self.preset, self.metric),
                            CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p,

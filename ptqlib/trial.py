@@ -21,7 +21,7 @@ from .data import Split, cache_dir, load_split
 from .metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from .models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from .qmodel import QuantConfig, QuantizedModel, quantize_model
-from .reconstruction import METHODS, ReconConfig, default_recon, reconstruct
+from .reconstruction import METHODS, REFERENCE_ONLY, ReconConfig, default_recon, reconstruct
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.calibration)
 DEVICE_ENV = "PTQ_DEVICE"  # the default device of trials (cpu when unset); `ptq --device` sets it
@@ -94,8 +94,12 @@ class TrialConfig:
         # settings added later are left out at their defaults, so earlier trials keep their keys
         if d["recon"] is None:
             del d["recon"]
-        elif d["recon"]["class_weighting"] is None:
-            del d["recon"]["class_weighting"], d["recon"]["dro_eta"]
+        else:
+            if d["recon"]["class_weighting"] is None:
+                del d["recon"]["class_weighting"], d["recon"]["dro_eta"]
+            if d["recon"]["variant"] == "joint":  # the settings only the reference variant reads go too
+                for name in ("variant", *REFERENCE_ONLY):
+                    del d["recon"][name]
         if d["calib"]["sampling"] == "random":
             del d["calib"]["sampling"]
         return d

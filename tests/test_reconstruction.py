@@ -211,3 +211,100 @@ def test_same_seed_reproduces_the_earlier_rounding(method):
     else:
         assert sums[:11] == earlier[:11]
         assert sum(abs(a - b) for a, b in zip(sums, earlier)) <= 40
+
+
+def test_joint_keys_are_unchanged_and_reference_keys_differ():
+    from ptqlib.reconstruction import default_recon
+    from ptqlib.trial import TrialConfig
+
+    # keys computed before ReconConfig had a variant (every stored reconstruction ran "joint")
+    assert TrialConfig(optimizer="brecq").key() == "5965e3e68d219d414fc12932"
+    assert TrialConfig(model="mobilenet_v2", optimizer="qdrop", seed=3,
+                       recon=ReconConfig(iters=500, lam=0.1)).key() == "e87513a8648f931f8f852177"
+    assert TrialConfig(optimizer="adaround", recon=ReconConfig(iters=2000, class_weighting="dro")).key() == \
+        "7813c6b1e05502c866722d9f"
+    assert TrialConfig(optimizer="brecq", recon=default_recon("resnet20")).key() == "5965e3e68d219d414fc12932"
+    ref = TrialConfig(optimizer="brecq", recon=default_recon("resnet20", variant="reference", method="brecq"))
+    assert ref.key() != "5965e3e68d219d414fc12932" and ref.to_dict()["recon"]["variant"] == "reference"
+    assert TrialConfig.from_dict(ref.to_dict()) == ref
+
+
+def test_reference_settings_per_model_and_bad_variants_are_refused():
+    from ptqlib.reconstruction import default_recon
+
+    assert default_recon("mnasnet1_0", variant="reference").lam == 0.2
+    assert default_recon("mobilenet_v2", variant="reference").lam == 0.1
+    assert default_recon("resnet20", variant="reference").lam == 0.01
+    assert default_recon("mnasnet1_0").lam == 0.01  # joint keeps the study's earlier settings
+    assert default_recon("resnet20", variant="reference", method="brecq").act_init_size == 64
+    assert default_recon("resnet20", variant="reference", method="qdrop").act_init_size == 256
+    with pytest.raises(ValueError, match="unknown reconstruction variant 'paper'; choose one of joint, reference"):
+        ReconConfig(variant="paper")
+    with pytest.raises(ValueError, match="unknown reconstruction variant 'paper'"):
+        default_recon("resnet20", variant="paper")
+
+
+def test_reference_brecq_learns_weights_with_float_activations_then_the_steps():
+    import ptqlib.reconstruction as rec
+
+    _, qmodel, images = calibrated()
+    before = [aq.quantizer.scale.clone() for aq in qmodel.act_quantizers()]
+    seen = []
+    optimize = rec._optimize
+
+    def spy(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, *args, **kwargs):
+        enabled = [m.quantizer.enabled for m in unit.modules() if isinstance(m, ActQuantizer)]
+        seen.append((stage.name, len(roundings), len(act_scales), any(enabled), stage.iters, stage.lr_act, stage.p))
+        return optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, *args, **kwargs)
+
+    rec._optimize = spy
+    try:
+        cfg = ReconConfig(iters=20, batch_size=8, variant="reference", act_iters=10, act_init_size=16)
+        reports = reconstruct(qmodel, images, "brecq", cfg, progress=False)
+    finally:
+        rec._optimize = optimize
+    first = [s for s in seen if s[0] == ""]
+    second = [s for s in seen if s[0] == "acts "]
+    # the classifier's output is not quantized: it has no step to learn in the second stage
+    assert len(first) == 11 and len(second) == 10 and len(reports) == 22 and reports[-1].iters == 0
+    # stage 1: rounding only, every activation quantizer off (float activations), 20 iterations
+    assert all(r > 0 and a == 0 and not on and it == 20 for _, r, a, on, it, _, _ in first)
+    # stage 2: activation steps only (units with activation quantizers), their own iterations, lr and L_2.4 loss
+    assert all(r == 0 and it == 10 and lr == 4e-4 and p == 2.4 for _, r, _, _, it, lr, p in second)
+    assert any(a > 0 and on for _, _, a, on, _, _, _ in second)
+    for _, layer in qmodel.quant_layers():  # hard rounding at the end
+        q = layer.weight_quantizer
+        on_grid = layer.weight * (1.0 / q.scale.view(-1, *[1] * (layer.weight.dim() - 1)))
+        assert torch.allclose(on_grid, on_grid.round(), atol=1e-3) and layer.rounding is None
+    after = [aq.quantizer.scale for aq in qmodel.act_quantizers()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # the steps were re-initialised and learned
+    assert all(aq.quantizer.enabled and "scale" in aq.quantizer._buffers for aq in qmodel.act_quantizers())
+
+
+@pytest.mark.parametrize("method", ["adaround", "qdrop"])
+def test_reference_adaround_and_qdrop(method):
+    import ptqlib.reconstruction as rec
+
+    _, qmodel, images = calibrated()
+    act_before = [aq.quantizer.scale.clone() for aq in qmodel.act_quantizers()]
+    seen = []
+    optimize = rec._optimize
+
+    def spy(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, *args, **kwargs):
+        enabled = [m.quantizer.enabled for m in unit.modules() if isinstance(m, ActQuantizer)]
+        seen.append((len(act_scales), any(enabled), keep))
+        return optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, *args, **kwargs)
+
+    rec._optimize = spy
+    try:
+        reconstruct(qmodel, images, method, ReconConfig(iters=10, batch_size=8, variant="reference"), progress=False)
+    finally:
+        rec._optimize = optimize
+    act_after = [aq.quantizer.scale for aq in qmodel.act_quantizers()]
+    if method == "adaround":  # activations float while the weights are rounded; their grid ranges kept
+        assert all(a == 0 and not on for a, on, _ in seen)
+        assert all(torch.equal(a, b) for a, b in zip(act_before, act_after))
+    else:  # QDrop: rounding and steps jointly, with drops, ranges from the float network (L_2.4 search)
+        assert any(a > 0 and on and keep == 0.5 for a, on, keep in seen)
+        assert any(not torch.equal(a, b) for a, b in zip(act_before, act_after))
+    assert all(aq.quantizer.enabled for aq in qmodel.act_quantizers())
