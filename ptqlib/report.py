@@ -11,12 +11,19 @@ never reaches the book.
 
 A *variant* publishes a section a second time, under its own name and title, with other
 parameters (``VARIANTS``): the factor sections again on ImageNet with EfficientNet-Lite0.
+
+A published notebook is written for the reader and for version control: every code input is
+collapsed behind a toggle (the ``hide-input`` tag), a last cell gives the ``ptq section``
+command that reruns the page and links its tables as CSV (``publish_table``), and executing a
+section again on the same store and code gives the same bytes (cell ids derived from the
+section name, no papermill timestamps, durations or temporary paths).
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -26,6 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
+TABLES = Path("_static") / "tables"  # beside the pages; Sphinx copies _static into the HTML
+# Set while ``run_section`` executes a notebook, read by ``publish_table`` in its kernel.
+_TABLES_ENV, _SECTION_ENV = "PTQ_REPORT_TABLES", "PTQ_REPORT_SECTION"
 
 
 @dataclass(frozen=True)
@@ -126,16 +136,20 @@ def check_parameters(name: str, parameters: dict) -> None:
 
 def run_section(name: str, parameters: dict | None = None, output_dir: Path | None = None) -> Path:
     """Execute section (or variant) ``name`` into ``output_dir/name.ipynb``; ``parameters``
-    override the notebook's (and, for a variant, the variant's)."""
+    override the notebook's (and, for a variant, the variant's). The tables the notebook
+    publishes land in ``output_dir/_static/tables/name-*.csv``, replacing the section's
+    earlier ones, only once the notebook ran to the end."""
     import jupytext
+    import nbformat
     import papermill
 
     if name not in published():
         raise ValueError(f"unknown section {name!r}; choose one of {', '.join(published())}")
     check_parameters(name, parameters or {})
+    given = dict(parameters or {})
     variant = VARIANTS.get(name)
     if variant is not None:
-        parameters = {**variant.parameters, **(parameters or {})}
+        parameters = {**variant.parameters, **given}
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     notebook = jupytext.read(NOTEBOOKS / f"{variant.section if variant else name}.py")
     if variant is not None:
@@ -145,12 +159,90 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         source, executed = Path(tmp) / f"{name}.ipynb", Path(tmp) / f"{name}.out.ipynb"
+        tables = Path(tmp) / "tables"
+        tables.mkdir()
         jupytext.write(notebook, source)
-        papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
-                                   cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+        saved = {key: os.environ.get(key) for key in (_TABLES_ENV, _SECTION_ENV)}
+        os.environ.update({_TABLES_ENV: str(tables), _SECTION_ENV: name})
+        try:
+            papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
+                                       cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        csvs = sorted(tables.glob("*.csv"))
+        result = nbformat.read(executed, as_version=4)
+        _finish(result, name, rerun_command(name, given), [f"{TABLES.as_posix()}/{c.name}" for c in csvs])
         target = output_dir / f"{name}.ipynb"
-        shutil.move(str(executed), target)
+        nbformat.write(result, target)
+        published_tables = output_dir / TABLES
+        published_tables.mkdir(parents=True, exist_ok=True)
+        for old in published_tables.glob(f"{name}-*.csv"):
+            old.unlink()
+        for csv in csvs:
+            shutil.move(str(csv), published_tables / csv.name)
     return target
+
+
+def publish_table(frame, name: str) -> None:
+    """Display ``frame`` (a pandas DataFrame) and, in a section executed by ``run_section``,
+    write it as ``SECTION-name.csv`` for the page's CSV links; elsewhere only display it."""
+    from IPython.display import display
+
+    folder, section = os.environ.get(_TABLES_ENV), os.environ.get(_SECTION_ENV)
+    if folder and section:
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"table name {name!r}: letters, digits, '_' and '-' only")
+        frame.to_csv(Path(folder) / f"{section}-{name}.csv", lineterminator="\n")
+    display(frame)
+
+
+def _shell_value(value) -> str:
+    """``value`` as ``-p KEY VALUE`` takes it back (``parse_value``), quoted for a shell."""
+    text = value if isinstance(value, str) and parse_value(value) == value else repr(value)
+    return shlex.quote(text)
+
+
+def rerun_command(name: str, parameters: dict | None = None) -> str:
+    """The ``ptq section`` command that executes ``name`` with ``parameters``; a parameter
+    equal to the section's default (a variant's own value, for a variant) is left out."""
+    defaults = section_parameters(name)
+    if name in VARIANTS:
+        defaults.update(VARIANTS[name].parameters)
+    parts = ["ptq", "section", name]
+    for key, value in (parameters or {}).items():
+        if key not in defaults or defaults[key] != value or type(defaults[key]) is not type(value):
+            parts += ["-p", key, _shell_value(value)]
+    return " ".join(parts)
+
+
+def _finish(notebook, name: str, command: str, tables: list[str]) -> None:
+    """Make an executed notebook the published page: collapse the code inputs, append how to
+    rerun it, and keep only what the same inputs reproduce (no papermill timings or paths,
+    cell ids numbered from the section name)."""
+    import nbformat
+
+    notebook.metadata.pop("papermill", None)
+    for cell in notebook.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            tags = cell.metadata.setdefault("tags", [])
+            if "hide-input" not in tags:
+                tags.append("hide-input")
+    text = ["## Rerun this page", "",
+            "This page is the output of this command, run at the top of the repository "
+            "(parameters left out have their default values):", "",
+            "```bash", command, "```"]
+    if tables:
+        links = ", ".join(f"[{Path(t).name}]({t})" for t in tables)
+        text += ["", f"Its tables as CSV: {links}."]
+    notebook.cells.append(nbformat.v4.new_markdown_cell("\n".join(text)))
+    for i, cell in enumerate(notebook.cells):
+        cell.id = f"{name}-{i}"
 
 
 def _retitle(notebook, suffix: str) -> None:

@@ -1,5 +1,6 @@
 """Section notebooks execute through papermill against a store made here; failures never publish."""
 import json
+import re
 import sqlite3
 
 import numpy as np
@@ -149,3 +150,82 @@ def test_sweep_needs_at_least_one_trial(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["sweep", "--model", "resnet20", "--data", "cifar10-jpeg", "--trials", "0"])
     assert exc.value.code == 2 and "--trials: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (type, payload) chunks of a PNG file."""
+    import struct
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(data):
+        (length,), kind = struct.unpack(">I", data[at:at + 4]), data[at + 4:at + 8]
+        chunks.append((kind, data[at + 8:at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+def test_rebuilding_a_section_on_the_same_store_gives_the_same_bytes(tiny_store, tmp_path):
+    import base64
+
+    from ptqlib.report import TABLES, rerun_command
+
+    store, base = tiny_store
+    params = {"store_path": str(store.path), "dataset": base.dataset, "weights": base.weights, "calib_size": 8,
+              "levels": [0.0, 0.25], "trials": 3}
+    first = run_section("noise", params, tmp_path).read_bytes()
+    tables = {p.name: p.read_bytes() for p in (tmp_path / TABLES).glob("*.csv")}
+    (tmp_path / TABLES / "noise-stale.csv").write_text("left by an earlier run\n")
+    second = run_section("noise", params, tmp_path).read_bytes()
+    assert first == second
+    assert {p.name: p.read_bytes() for p in (tmp_path / TABLES).glob("*.csv")} == tables
+    assert set(tables) == {"noise-worst_class.csv", "noise-drop_ci.csv"}
+
+    text = first.decode()
+    assert "papermill" not in text and "iopub" not in text and "noise.out.ipynb" not in text
+    assert not re.search(r"\btmp[a-z0-9_]{8}\b", text)  # tempfile's folders, where papermill ran
+    notebook = json.loads(text)
+    assert "papermill" not in notebook["metadata"]
+    cells = notebook["cells"]
+    assert [c["id"] for c in cells] == [f"noise-{i}" for i in range(len(cells))]
+    assert all("hide-input" in c["metadata"]["tags"] for c in cells if c["cell_type"] == "code")
+    assert all(set(c["metadata"]) <= {"tags"} for c in cells)
+    assert [c["execution_count"] for c in cells if c["cell_type"] == "code"] == list(
+        range(1, 1 + sum(c["cell_type"] == "code" for c in cells)))
+    rerun = "".join(cells[-1]["source"])
+    assert rerun.startswith("## Rerun this page") and rerun_command("noise", params) in rerun
+    for name in tables:
+        assert f"[{name}](_static/tables/{name})" in rerun
+    pngs = [base64.b64decode(o["data"]["image/png"]) for c in cells for o in c.get("outputs", [])
+            if "image/png" in o.get("data", {})]
+    assert pngs
+    for png in pngs:  # no time stamp, no text chunk but matplotlib's name and version
+        chunks = _png_chunks(png)
+        assert b"tIME" not in {kind for kind, _ in chunks}
+        assert [p.split(b"\0")[0] for kind, p in chunks if kind in (b"tEXt", b"iTXt", b"zTXt")] in ([], [b"Software"])
+
+
+def test_rerun_command_names_the_parameters_that_differ_from_the_page_defaults():
+    from ptqlib.report import parse_value, rerun_command
+
+    assert rerun_command("noise") == "ptq section noise"
+    assert rerun_command("noise", {"trials": 50, "model": "resnet20"}) == "ptq section noise"  # the defaults
+    assert rerun_command("noise_lite0", {"model": "efficientnet_lite0", "trials": 3}) == \
+        "ptq section noise_lite0 -p trials 3"
+    command = rerun_command("noise", {"levels": [0.0, 0.5], "weights": "my weights.pt", "model": "3"})
+    assert command == "ptq section noise -p levels '[0.0, 0.5]' -p weights 'my weights.pt' -p model ''\"'\"'3'\"'\"''"
+    import shlex
+
+    words = shlex.split(command)
+    given = {words[i + 1]: parse_value(words[i + 2]) for i in range(3, len(words), 3)}
+    assert given == {"levels": [0.0, 0.5], "weights": "my weights.pt", "model": "3"}
+
+
+def test_publish_table_outside_a_build_only_displays(monkeypatch, capsys):
+    import pandas as pd
+
+    from ptqlib.report import publish_table
+
+    monkeypatch.delenv("PTQ_REPORT_TABLES", raising=False)
+    publish_table(pd.DataFrame({"a": [1]}), "t")
+    assert "a" in capsys.readouterr().out
