@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 from ptqlib.aggregate import AVERAGE, heatmap_data, worst_class
 from ptqlib.data import class_label
 from ptqlib.plotting import chance_strip, delta_heatmap
+from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
@@ -81,7 +82,7 @@ plt.show()
 # excludes 0).
 
 # %%
-worst_class(frame, by=["bias"]).set_index("bias").round(2)
+publish_table(worst_class(frame, by=["bias"]).set_index("bias").round(2), "worst_class")
 
 # %%
-drop_ci_table(frame, "bias")
+publish_table(drop_ci_table(frame, "bias"), "drop_ci")

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import chance_strip, drop_boxplot
+from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
@@ -44,7 +45,7 @@ plt.show()
 # %%
 summary = class_summary(frame, by=["w_bits"])
 drops = summary.pivot(index="class", columns="w_bits", values="mean_drop")[present]
-drops.round(2)
+publish_table(drops.round(2), "class_drops")
 
 # %%
 classes = drops.drop(index=AVERAGE)
@@ -76,7 +77,7 @@ plt.show()
 # excludes 0).
 
 # %%
-worst_class(frame, by=["w_bits"]).set_index("w_bits").round(2)
+publish_table(worst_class(frame, by=["w_bits"]).set_index("w_bits").round(2), "worst_class")
 
 # %%
-drop_ci_table(frame, "w_bits")
+publish_table(drop_ci_table(frame, "w_bits"), "drop_ci")

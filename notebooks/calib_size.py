@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import chance_strip, mean_std_lines
+from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
@@ -41,7 +42,7 @@ mean_std_lines(summary, "calib_size")
 plt.tight_layout()
 plt.show()
 table = summary.pivot(index="class", columns="calib_size", values="std").round(2)
-table
+publish_table(table, "class_std")
 
 # %%
 classes = table.drop(index=AVERAGE)
@@ -78,7 +79,7 @@ plt.show()
 # excludes 0).
 
 # %%
-worst_class(frame, by=["calib_size"]).set_index("calib_size").round(2)
+publish_table(worst_class(frame, by=["calib_size"]).set_index("calib_size").round(2), "worst_class")
 
 # %%
-drop_ci_table(frame, "calib_size")
+publish_table(drop_ci_table(frame, "calib_size"), "drop_ci")

@@ -45,6 +45,7 @@ from IPython.display import Markdown, display
 
 from ptqlib.conclusions import VERDICT_LABELS, remedy_verdicts
 from ptqlib.plotting import verdict_matrix
+from ptqlib.report import publish_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell
 from ptqlib.verdicts import all_parts, design_for, findings, parts_frame, side_by_side
@@ -68,7 +69,7 @@ display(Markdown(f"Claim 4 rests on reconstructions at {recon_iters} iterations 
 
 # %%
 pd.set_option("display.max_colwidth", 80)
-parts_frame(parts).set_index(["claim", "part"])
+publish_table(parts_frame(parts).set_index(["claim", "part"]), "parts")
 
 # %% [markdown]
 # ## Side by side

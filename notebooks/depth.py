@@ -25,6 +25,7 @@ import pandas as pd
 
 from ptqlib.aggregate import reliability_summary
 from ptqlib.plotting import summary_lines
+from ptqlib.report import publish_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, models_frame
 
@@ -37,7 +38,7 @@ summaries = {factor: reliability_summary(frame, ["model", factor]) for factor, f
 counts = pd.DataFrame({f"{factor}={lv}": s[s[factor] == lv].set_index("model")["trials"]
                        for factor, s in summaries.items() for lv in factors[factor]})
 counts = counts.reindex(models).fillna(0).astype(int)
-counts.T  # trials per cell (the default cell appears under each factor)
+publish_table(counts.T, "trials")  # trials per cell (the default cell appears under each factor)
 
 # %%
 fig, axes = plt.subplots(2, len(summaries), figsize=(5 * len(summaries), 7), squeeze=False)
@@ -59,7 +60,7 @@ plt.show()
 for factor, summary in summaries.items():
     order = {"model": models, factor: factors[factor]}
     summary = summary.sort_values(["model", factor], key=lambda col: col.map(order[col.name].index))
-    display(summary.set_index(["model", factor]).round(2))
+    publish_table(summary.set_index(["model", factor]).round(2), f"summary_{factor}")
 
 # %%
 default = reliability_summary(models_frame(store, cell, models, "noise", [0.0], trials), ["model"]).set_index("model")

@@ -18,6 +18,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ptqlib.report import publish_table
+
 runs = [json.loads(p.read_text()) for p in Path(results_dir).glob(f"{model}-*.json")]
 runs.sort(key=lambda r: (-r["config"]["quant"]["w_bits"], r["config"]["quant"]["metric"]))
 assert runs, f"no results for {model} in {results_dir}"
@@ -36,7 +38,7 @@ summary = pd.DataFrame({
                "worst class": r["worst_class"], "worst-class accuracy %": r["worst_class_acc"],
                "largest class drop": drop[label(r)].max(), "seconds": r["seconds"]}
     for r in runs}).T
-summary.round(2)
+publish_table(summary.round(2), "summary")
 
 # %%
 ax = drop.plot.bar(figsize=(9, 3.5), width=0.8)
@@ -77,7 +79,7 @@ recon = pd.DataFrame([{"bits": recon_label(r)[0], "optimizer": recon_label(r)[1]
 order = {"grid": 0, "adaround": 1, "brecq": 2, "qdrop": 3}
 recon = recon.sort_values(["bits", "optimizer"], key=lambda c: c.map(order) if c.name == "optimizer" else c,
                           ascending=[False, True]).reset_index(drop=True)
-recon.round(2)
+publish_table(recon.round(2), "reconstruction")
 
 # %%
 for bits, group in recon.groupby("bits", sort=False):

@@ -25,10 +25,12 @@ trials = 50
 
 # %%
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Markdown, display
 
 from ptqlib.aggregate import AVERAGE, class_summary
 from ptqlib.plotting import drop_boxplot
+from ptqlib.report import publish_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, factor_frame
 from ptqlib.verdicts import all_parts, class_bands, design_for, headline, load
@@ -97,4 +99,5 @@ cols = ["model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "noise",
 trials_frame = trials_frame.assign(trial_s=trials_frame["calib_s"] + trials_frame["eval_s"])
 inventory = trials_frame.fillna({"bias_class": "-", "iters": 0, "class_weighting": "-"}).groupby(cols).agg(
     trials=("key", "size"), mean_acc=("avg", "mean"), seconds_per_trial=("trial_s", "mean"))
-inventory.round(2)
+pd.set_option("display.max_rows", None)  # the whole inventory, every setting
+publish_table(inventory.round(2), "inventory")

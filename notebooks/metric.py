@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import chance_strip, mean_std_lines
+from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
@@ -39,7 +40,7 @@ summary = class_summary(frame, by=["metric"])
 mean_std_lines(summary, "metric")
 plt.tight_layout()
 plt.show()
-summary.pivot(index="class", columns="metric", values="mean").round(2)
+publish_table(summary.pivot(index="class", columns="metric", values="mean").round(2), "class_means")
 
 # %%
 worst = worst_class(frame, by=["metric"]).set_index("metric")
@@ -71,7 +72,7 @@ plt.show()
 # excludes 0).
 
 # %%
-worst.round(2)
+publish_table(worst.round(2), "worst_class")
 
 # %%
-drop_ci_table(frame, "metric")
+publish_table(drop_ci_table(frame, "metric"), "drop_ci")

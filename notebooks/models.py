@@ -21,6 +21,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ptqlib.report import publish_table
+
 cards = {p.stem: json.loads(p.read_text()) for p in sorted(Path(weights_dir).glob("*.json"))}
 assert cards, f"no training cards in {weights_dir}"
 recipe = pd.DataFrame({
@@ -29,7 +31,7 @@ recipe = pd.DataFrame({
            "minutes (CPU)": round(c["train_seconds"] / 60, 1),
            "test acc. before %": c["test_accuracy_before"], "test acc. after %": round(c["test_accuracy"], 2)}
     for name, c in cards.items()}).T
-recipe
+publish_table(recipe, "recipe")
 
 # %% [markdown]
 # ## Float accuracy of every class
@@ -42,7 +44,7 @@ ax.set_ylim(max(0, per_class.values.min() - 10), 100)
 ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
 plt.tight_layout()
 plt.show()
-per_class.round(2)
+publish_table(per_class.round(2), "per_class")
 
 # %%
 worst = per_class.idxmin()

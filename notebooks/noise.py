@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 
 from ptqlib.aggregate import AVERAGE, heatmap_data, worst_class
 from ptqlib.plotting import chance_strip, delta_heatmap
+from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
@@ -76,7 +77,7 @@ plt.show()
 # excludes 0).
 
 # %%
-worst_class(frame, by=["noise"]).set_index("noise").round(2)
+publish_table(worst_class(frame, by=["noise"]).set_index("noise").round(2), "worst_class")
 
 # %%
-drop_ci_table(frame, "noise")
+publish_table(drop_ci_table(frame, "noise"), "drop_ci")

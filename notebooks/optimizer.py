@@ -31,10 +31,10 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import display
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import mean_std_lines
+from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table, paired_test
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, factor_seconds, trial_counts
@@ -57,7 +57,7 @@ summary["optimizer"] = summary["optimizer"].astype("category").cat.set_categorie
 mean_std_lines(summary.sort_values("optimizer"), "optimizer")
 plt.tight_layout()
 plt.show()
-summary.pivot(index="class", columns="optimizer", values="mean").round(2)
+publish_table(summary.pivot(index="class", columns="optimizer", values="mean").round(2), "class_means")
 
 # %%
 worst = worst_class(frame, by=["optimizer"]).set_index("optimizer")
@@ -99,10 +99,10 @@ pd.DataFrame({opt: test["mean_diff"].map("{:+.2f}".format) + test["significant"]
 # excludes 0).
 
 # %%
-worst.round(2)
+publish_table(worst.round(2), "worst_class")
 
 # %%
-drop_ci_table(frame, "optimizer")
+publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 
 # %% [markdown]
 # ## How many iterations?
@@ -129,4 +129,4 @@ else:
         print(f"{iter_optimizer} {r.iters} vs {base.iters:.0f} iterations ({r.trials} trials): average "
               f"{r.avg_mean - base.avg_mean:+.2f} points, mean worst class {r.worst_mean - base.worst_mean:+.2f} "
               f"points, {r.minutes / base.minutes:.1f}x the time")
-    display(by_iters.round(2))
+    publish_table(by_iters.round(2), "iterations")

@@ -38,12 +38,12 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import display
 
 from ptqlib.aggregate import worst_class
 from ptqlib.conclusions import protects_worst_class
 from ptqlib.data import class_label
 from ptqlib.plotting import image_grid, worst_class_boxes
+from ptqlib.report import publish_table
 from ptqlib.stats import churn, modal_predictions, paired_test
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
@@ -76,9 +76,9 @@ def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str
     worst_class_boxes(frame, factor, [base, alt], title=title)
     plt.tight_layout()
     plt.show()
-    display(worst_class(frame, by=[factor]).set_index(factor).round(2))
+    publish_table(worst_class(frame, by=[factor]).set_index(factor).round(2), f"worst_class_{factor}")
     if {base, alt} <= set(frame[factor]):
-        display(paired_test(frame, factor, base, alt).round(4))
+        publish_table(paired_test(frame, factor, base, alt).round(4), f"paired_{factor}")
     v = protects_worst_class(frame, factor, base, alt, name)
     print({True: "Supported", False: "Not supported", None: "Not enough trials"}[v.supported], "--", v.conclusion)
     print(v.evidence)
@@ -127,8 +127,8 @@ print(f"ECE of the FP model: {fp_ece:.2f} %. Quantized, over the trials that rec
 settings = ["w_bits", "a_bits", "metric", "optimizer", "calib_size", "noise", "bias_class", "sampling", "class_weighting"]
 recorded = store.trials(model=model, dataset=dataset, weights_fp=where["weights_fp"], data_fp=where["data_fp"])
 recorded = recorded[recorded["ece"].notna()]
-(recorded.fillna({"bias_class": "-", "class_weighting": "-"}).groupby(settings)["ece"]
- .agg(trials="size", mean="mean", std="std").round(2))
+publish_table(recorded.fillna({"bias_class": "-", "class_weighting": "-"}).groupby(settings)["ece"]
+              .agg(trials="size", mean="mean", std="std").round(2), "ece")
 
 # %%
 mode, agreement = modal_predictions(preds)
@@ -149,7 +149,7 @@ print(f"{len(forgotten)} test images ({100 * len(forgotten) / len(labels):.2f} %
       f"prediction over {len(preds)} trials differs from the FP model's."
       + (f" Most: '{per_class['forgotten %'].idxmax()}' ({per_class['forgotten %'].max():.2f} % of its images)."
          if len(forgotten) else ""))
-per_class.round(2)
+publish_table(per_class.round(2), "forgotten")
 
 # %%
 from ptqlib.data import DataError, load_split, readable_names

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ptqlib.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.plotting import drop_boxplot
+from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
 from ptqlib.study import Cell, ensure_trials, factor_frame
@@ -49,7 +50,7 @@ plt.show()
 
 # %%
 summary = class_summary(tidy).set_index("class")
-summary[["trials", "fp", "mean", "std", "mean_drop", "max_drop", "min_acc"]].round(2)
+publish_table(summary[["trials", "fp", "mean", "std", "mean_drop", "max_drop", "min_acc"]].round(2), "summary")
 
 # %%
 avg, classes = summary.loc[AVERAGE], summary.drop(index=AVERAGE)
@@ -72,7 +73,7 @@ print(f"Worst class per trial: mean {wc['worst_mean']:.2f} %, std {wc['worst_std
 # excludes 0).
 
 # %%
-worst_class(tidy).round(2)
+publish_table(worst_class(tidy).round(2), "worst_class")
 
 # %%
-drop_ci_table(tidy.assign(cell="all trials"), "cell")
+publish_table(drop_ci_table(tidy.assign(cell="all trials"), "cell"), "drop_ci")
