@@ -229,3 +229,26 @@ def test_publish_table_outside_a_build_only_displays(monkeypatch, capsys):
     monkeypatch.delenv("PTQ_REPORT_TABLES", raising=False)
     publish_table(pd.DataFrame({"a": [1]}), "t")
     assert "a" in capsys.readouterr().out
+
+
+def test_the_pages_workflow_builds_with_the_readme_command_and_publishes_the_html():
+    import yaml
+
+    from ptqlib.report import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    assert "make setup report" in readme and ".github/workflows/book.yml" in readme
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert on["push"]["branches"] == ["main"]
+    assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    (job,) = workflow["jobs"].values()
+    assert job["environment"]["name"] == "github-pages"
+    steps = job["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    runs = [s.get("run", "").strip() for s in steps]
+    build = runs.index("make setup report")
+    upload = uses.index("actions/upload-pages-artifact")
+    assert build < uses.index("actions/configure-pages") < upload < uses.index("actions/deploy-pages")
+    assert steps[upload]["with"]["path"] == "_build/html"
+    assert uses.index("actions/checkout") < build
