@@ -6,8 +6,9 @@
 # activations randomly left unquantized during reconstruction). All four use the same
 # calibration sets (1024 images, the reference setting of the reconstruction methods).
 # The reconstructions here run **`iters` iterations per unit**, fewer than the reference's
-# 20 000, to fit a CPU; the table says how many trials each method has, and the last part of
-# this page measures what more iterations would give.
+# 20 000, to fit a CPU, in the **`variant`** variant; the table says how many trials each method
+# has, and the last parts of this page measure what more iterations give and test the study's
+# claim 4 on the reference variant.
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -21,9 +22,14 @@ calib_size = 1024
 levels = ["grid", "adaround", "brecq", "qdrop"]
 iters = 500
 trials = 50
-iter_optimizer = "brecq"  # the iteration-count study
-iter_levels = [500, 2000, 5000]
-iter_trials = 3
+variant = "joint"  # the reconstruction variant compared above: "joint" or "reference"
+curve_methods = ["adaround", "brecq", "qdrop"]  # the iteration-count study
+curve_variants = ["joint", "reference"]
+curve_iters = [500, 2000, 5000, 20000]
+curve_trials = 3
+tolerance = 0.3  # converged: mean worst class within this many points of the largest count's
+reference_iters = 500  # claim 4 on the reference variant: iterations per unit
+reference_trials = 50
 compute_missing = False
 
 # %%
@@ -32,23 +38,26 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ptqlib.aggregate import AVERAGE, class_summary, worst_class
-from ptqlib.plotting import mean_std_lines
+from ptqlib.aggregate import AVERAGE, class_summary, converged_iters, worst_class
+from ptqlib.plotting import iteration_lines, mean_std_lines
 from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table, paired_test
 from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, ensure_trials, factor_frame, factor_seconds, trial_counts
+from ptqlib.study import Cell, ensure_trials, factor_frame, iteration_curve, trial_counts
+from ptqlib.verdicts import design_for, parts_frame, reconstruction_claim
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters)
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters, variant=variant)
 if compute_missing:
     print(ensure_trials(store, cell, "optimizer", levels, trials))
-    print(ensure_trials(store, replace(cell, optimizer=iter_optimizer), "iters", iter_levels, iter_trials))
+    for method in curve_methods:
+        print(ensure_trials(store, replace(cell, optimizer=method, variant="reference"), "iters", curve_iters,
+                            curve_trials))
 frame = factor_frame(store, cell, "optimizer", levels, trials)
 assert len(frame), "no trials for this factor in the store"
 counts = trial_counts(frame, "optimizer")
 print("trials per optimizer:", ", ".join(f"{k}: {n}" for k, n in counts.items()),
-      f"(reconstruction: {iters} iterations per unit)")
+      f"(reconstruction: the {variant} variant, {iters} iterations per unit)")
 
 # %%
 summary = class_summary(frame, by=["optimizer"])
@@ -107,26 +116,41 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # %% [markdown]
 # ## How many iterations?
 #
-# The trials above use `iters` iterations per unit because of the CPU time they cost. Here the
-# same reconstruction runs with more iterations on the first seeds' calibration sets, to show
-# what the extra time would buy. Times are the median seconds of a trial's calibration
-# (reconstruction included) over all of a level's trials in the store (up to `trials`), most
-# of them run with one thread per trial and two trials at a time on a 2-core machine; compare
-# the levels, not the absolute times.
+# Each method at several iteration counts per unit on the first seeds' calibration sets (only
+# the seeds every count of a method has), in both variants: `joint` (rounding and activation
+# steps learned together, the trials above) and `reference` (each method as its reference code
+# runs it: BRECQ in two stages, AdaRound with float activations, QDrop with ranges set on the
+# float network; see [the conventions](recon_conventions)). A count is taken as converged when
+# the mean worst class is within `tolerance` points of the largest count's. Minutes are the
+# median time a trial spent calibrating (reconstruction included) with the threads it ran with;
+# compare counts, not absolute times.
 
 # %%
-iter_cell = replace(cell, optimizer=iter_optimizer)
-iter_frame = factor_frame(store, iter_cell, "iters", iter_levels, iter_trials)
-if iter_frame.empty:
-    print(f"no {iter_optimizer} trials at {iter_levels} iterations in the store")
+curves = pd.concat([iteration_curve(store, replace(cell, variant=v), curve_methods, curve_iters, curve_trials)
+                    .assign(variant=v) for v in curve_variants], ignore_index=True)
+if curves.empty:
+    print("no reconstruction trials at these iteration counts in the store")
 else:
-    by_iters = worst_class(iter_frame, by=["iters"])[["iters", "trials", "avg_mean", "worst_mean", "worst_std"]]
-    seconds = factor_seconds(store, iter_cell, "iters", iter_levels, trials)
-    by_iters = by_iters.merge(seconds[["iters", "calib_s"]], on="iters")
-    by_iters["minutes"] = by_iters.pop("calib_s") / 60
-    base = by_iters.iloc[0]
-    for r in by_iters.iloc[1:].itertuples():
-        print(f"{iter_optimizer} {r.iters} vs {base.iters:.0f} iterations ({r.trials} trials): average "
-              f"{r.avg_mean - base.avg_mean:+.2f} points, mean worst class {r.worst_mean - base.worst_mean:+.2f} "
-              f"points, {r.minutes / base.minutes:.1f}x the time")
-    publish_table(by_iters.round(2), "iterations")
+    iteration_lines(curves, by=["variant", "method"])
+    plt.tight_layout()
+    plt.show()
+    publish_table(curves.round(2), "iterations")
+    for (v, method), group in curves.groupby(["variant", "method"], sort=False):
+        converged = converged_iters(group, tolerance).iloc[0]
+        largest = group["iters"].max()
+        print(f"{v} {method}: counts {', '.join(map(str, group['iters']))}; " +
+              (f"the mean worst class at {int(converged)} is within {tolerance} points of {largest}'s"
+               if converged == converged else "a single count, no convergence to read"))
+
+# %% [markdown]
+# ## Claim 4 on the reference variant
+#
+# The study's claim 4 tested as on [the conclusions page](conclusions), on the trials of the
+# reference variant at `reference_iters` iterations per unit: each method against grid search on
+# the same calibration sets.
+
+# %%
+design = design_for(model, dataset, w_bits=w_bits, a_bits=a_bits, metric=metric, weights=weights,
+                    trials=reference_trials, recon_size=calib_size, recon_iters=reference_iters,
+                    recon_variant="reference")
+publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"), "claim4_reference")

@@ -78,3 +78,18 @@ def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.Dat
         raise ValueError(f"baseline level {baseline!r} of {factor} is not in the results: {list(mean.columns)}")
     order = [c for c in mean.index if c != AVERAGE] + [AVERAGE]
     return (mean.sub(mean[baseline], axis=0).loc[order], std.sub(std[baseline], axis=0).loc[order])
+
+
+def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
+    """Per method of an :func:`ptqlib.study.iteration_curve`: the smallest iteration count whose
+    mean worst-class accuracy is within ``tolerance`` points of the largest count's (NaN where a
+    method has a single count)."""
+    out = {}
+    for method, group in curve.groupby("method", sort=False):
+        group = group.sort_values("iters")
+        if len(group) < 2:
+            out[method] = np.nan
+            continue
+        final = group["worst_mean"].iloc[-1]
+        out[method] = int(group.loc[(group["worst_mean"] - final).abs() <= tolerance, "iters"].iloc[0])
+    return pd.Series(out, name="converged_iters", dtype=float)

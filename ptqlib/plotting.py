@@ -171,3 +171,22 @@ def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
               loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
     return ax
+
+
+def iteration_lines(curve: pd.DataFrame, by: list[str] = ("method",), axes=None):
+    """Mean worst-class and average accuracy against the iterations per unit (log scale), one
+    line per ``by`` group of an :func:`ptqlib.study.iteration_curve` frame (error bars: the
+    worst class's std over trials)."""
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(11, 3.8))[1]
+    for keys, group in curve.groupby(list(by), sort=False):
+        label = " ".join(map(str, keys if isinstance(keys, tuple) else (keys,)))
+        group = group.sort_values("iters")
+        axes[0].errorbar(group["iters"], group["worst_mean"], yerr=group["worst_std"], marker="o", capsize=3,
+                         label=label)
+        axes[1].plot(group["iters"], group["avg_mean"], marker="o", label=label)
+    for ax, what in zip(axes, ("mean worst-class accuracy (%)", "mean average accuracy (%)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("iterations per unit")
+        ax.set_ylabel(what)
+    axes[0].legend(fontsize=7)
+    return axes

@@ -143,3 +143,24 @@ def paired_worst(per_class: pd.DataFrame, factor: str, a, b) -> dict:
                 f"{stat}_diff": diff.mean(),
                 f"{stat}_p": 1.0 if len(diff) < 2 or np.all(diff == 0) else float(stats.wilcoxon(diff).pvalue)}
     return out
+
+
+def paired_gain(per_class: pd.DataFrame, factor: str, a, b, confidence: float = 0.95) -> pd.DataFrame:
+    """Setting ``b`` against ``a`` on the seeds both have, for the average and for each trial's
+    worst class: the mean per-seed difference (``b - a``, points) with a percentile bootstrap
+    interval over the seeds and the Wilcoxon signed-rank p-value."""
+    classes = per_class[per_class["class"] != AVERAGE]
+    per_trial = classes.groupby([factor, "seed"], dropna=False)["acc"].agg(worst="min", average="mean").reset_index()
+    wide = per_trial.pivot(index="seed", columns=factor, values=["average", "worst"])
+    rows = []
+    for stat in ("average", "worst"):
+        if (stat, a) not in wide.columns or (stat, b) not in wide.columns:
+            raise ValueError(f"levels {a!r} and {b!r} of {factor} must both be in the results")
+        pair = wide[[(stat, a), (stat, b)]].dropna()
+        diff = (pair[(stat, b)] - pair[(stat, a)]).to_numpy()
+        low, high = bootstrap_mean_ci(diff, confidence)
+        p = 1.0 if len(diff) < 2 or np.all(diff == 0) else float(stats.wilcoxon(diff).pvalue)
+        rows.append({"statistic": "worst class" if stat == "worst" else stat, "pairs": len(diff),
+                     "mean_a": pair[(stat, a)].mean(), "mean_b": pair[(stat, b)].mean(),
+                     "diff": diff.mean() if len(diff) else np.nan, "ci_low": low, "ci_high": high, "p": p})
+    return pd.DataFrame(rows)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .calibset import CalibSpec
+from .aggregate import worst_class
 from .data import class_label
 from .qmodel import QuantConfig
 from .reconstruction import default_recon
@@ -171,3 +172,23 @@ def ensure_trials(store: ResultsStore, cell: Cell, factor: str, levels: list, tr
 def trial_counts(frame: pd.DataFrame, factor: str) -> pd.Series:
     return frame.groupby(factor, dropna=False)["key"].nunique().rename("trials")
 
+
+def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int],
+                    trials: int) -> pd.DataFrame:
+    """Per reconstruction method and iteration count (the cell's other settings, its variant
+    included): trials, the mean average and worst-class accuracy over them (with the std of
+    the worst class) and the median minutes a trial spent calibrating. Only the seeds every
+    count of a method has are used, so the counts compare the same calibration sets."""
+    rows = []
+    for method in methods:
+        frame = factor_frame(store, replace(cell, optimizer=method), "iters", iters, trials)
+        if frame.empty:
+            continue
+        shared = set.intersection(*(set(g["seed"]) for _, g in frame.groupby("iters")))
+        frame = frame[frame["seed"].isin(shared)]
+        stats = worst_class(frame, by=["iters"])[["iters", "trials", "avg_mean", "worst_mean", "worst_std"]]
+        seconds = factor_seconds(store, replace(cell, optimizer=method), "iters", iters, trials)
+        stats = stats.merge(seconds[["iters", "calib_s"]], on="iters", how="left")
+        rows.append(stats.assign(method=method, minutes=stats.pop("calib_s") / 60))
+    columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes"]
+    return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)

@@ -504,6 +504,7 @@ class Design:
     methods: tuple[str, ...] = ("adaround", "brecq", "qdrop")
     recon_size: int = 1024
     recon_iters: int = 500
+    recon_variant: str = "joint"  # the reconstruction variant claim 4 is tested on
     effects: Effects = field(default_factory=Effects)
 
     def __post_init__(self) -> None:
@@ -556,10 +557,16 @@ def all_parts(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DR
     bits = stored(cell, "w_bits", list(d.bit_widths))
     for b in d.bit_widths:
         parts += drop_parts("3", f"3 W{b}A{b}", bits, b, e)
-    recon = stored(replace(cell, calib_size=d.recon_size, iters=d.recon_iters), "optimizer", ["grid", *d.methods])
-    for m in d.methods:
-        parts += reconstruction_parts("4", recon, m, e)
-    return parts
+    return parts + reconstruction_claim(store, design, chance_draws)
+
+
+def reconstruction_claim(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DRAWS) -> list[Part]:
+    """The parts of claim 4: each reconstruction method of ``design`` against grid search, on the
+    design's reconstruction cell (size, iterations, variant)."""
+    d = design
+    recon_cell = replace(d.cell, calib_size=d.recon_size, iters=d.recon_iters, variant=d.recon_variant)
+    recon = load(store, recon_cell, "optimizer", ["grid", *d.methods], d.trials, chance_draws)
+    return [p for m in d.methods for p in reconstruction_parts("4", recon, m, d.effects)]
 
 
 def _combine(verdicts: list[str]) -> str:

@@ -151,3 +151,22 @@ def test_reliability_summary_by_hand():
     assert x["class_std_median"] == pytest.approx(np.std([70, 75], ddof=1))
     assert (x["max_class_drop"], x["max_drop_class"]) == (pytest.approx(20.0), "a")
     assert y["worst_mean"] == pytest.approx(84.0) and y["max_drop_class"] == "b" and y["max_class_drop"] == 6.0
+
+
+def test_paired_gain_of_the_average_and_the_worst_class():
+    import numpy as np
+    import pandas as pd
+
+    from ptqlib.stats import paired_gain
+
+    rows = []
+    for seed in range(6):
+        for level, shift in (("x", 0.0), ("y", 1.0)):
+            accs = {"a": 80.0 + seed + 3 * shift, "b": 90.0, "c": 91.0}  # y lifts class a (the worst) by 3
+            rows += [{"seed": seed, "level": level, "class": c, "acc": v} for c, v in accs.items()]
+    rows.append({"seed": 9, "level": "x", "class": "a", "acc": 0.0})  # unpaired: ignored
+    out = paired_gain(pd.DataFrame(rows), "level", "x", "y").set_index("statistic")
+    assert out.loc["worst class", "pairs"] == 6 and out.loc["worst class", "diff"] == 3.0
+    assert out.loc["average", "diff"] == 1.0
+    assert (out.loc["worst class", "ci_low"], out.loc["worst class", "ci_high"]) == (3.0, 3.0)
+    assert np.isclose(out.loc["worst class", "p"], 2 / 2**6)  # six positive pairs: exact two-sided p

@@ -338,3 +338,27 @@ def test_side_by_side_and_its_matrix(tmp_path):
     assert verdicts["other"].eq(V.NOT_ENOUGH).all()
     ax = verdict_matrix(table)
     assert len(ax.get_yticklabels()) == len(table)
+
+
+def test_iteration_curve_on_shared_seeds_and_the_converged_count(tmp_path):
+    import pandas as pd
+
+    from ptqlib.aggregate import converged_iters
+    from ptqlib.study import iteration_curve
+
+    rng = np.random.default_rng(0)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy", calib_size=1024, variant="reference")
+    for iters, trials in ((500, 4), (2000, 3)):  # seed 3 exists only at 500 iterations
+        _write(store, replace(cell, optimizer="brecq", iters=iters),
+               _trials(rng, fp, lambda t: np.full(len(LABELS), 0.1 if iters == 500 else 0.05), trials=trials))
+    curve = iteration_curve(store, cell, ["brecq", "qdrop"], [500, 2000], trials=50)
+    assert list(curve["iters"]) == [500, 2000] and list(curve["trials"]) == [3, 3]
+    assert curve["avg_mean"].iloc[1] > curve["avg_mean"].iloc[0]
+    joint = iteration_curve(store, replace(cell, variant="joint"), ["brecq"], [500, 2000], trials=50)
+    assert joint.empty  # the variant is part of the selection
+    hand = pd.DataFrame({"method": ["a"] * 4 + ["b"], "iters": [500, 2000, 5000, 20000, 500],
+                         "worst_mean": [70.0, 73.0, 73.5, 73.6, 60.0]})
+    got = converged_iters(hand)  # within 0.3 points of 73.6: 73.5 at 5000
+    assert got["a"] == 5000 and np.isnan(got["b"])
+    assert converged_iters(hand, tolerance=0.7)["a"] == 2000

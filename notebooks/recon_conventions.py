@@ -1,0 +1,77 @@
+# %% [markdown]
+# # Reconstruction conventions: the reference code and ours
+#
+# Reconstruction trials carry a `variant` (store column `variant`: NULL for `joint`, `reference`
+# otherwise; CLI `--variant`). Every reconstruction trial stored before the variant existed ran
+# `joint`, and keeps its key. Sources: yhhhli/BRECQ (`main_imagenet.py`, `quant/block_recon.py`,
+# `quant/layer_recon.py`, `quant/quant_layer.py`, `quant/quant_model.py`, `quant/data_utils.py`,
+# `quant/adaptive_rounding.py`), wimh966/QDrop (`qdrop/solver/main_imagenet.py`,
+# `qdrop/solver/recon.py`, `qdrop/quantization/fake_quant.py`, `qdrop/quantization/observer.py`,
+# `exp/w2a4/*/config.yaml`), and the AdaRound paper (Nagel et al. 2020).
+#
+# What the differences do, taken together, is measured at the end of this page.
+#
+# | convention | reference code | ours, `joint` | ours, `reference` |
+# |---|---|---|---|
+# | BRECQ: what is learned | stage 1: rounding only, activations float (`act_quant=False`, `iters_w` 20000); stage 2: activation step sizes only (`iters_a` 5000) | rounding and step sizes together, one pass | as the reference: two passes |
+# | BRECQ stage-2 learning rate | `--lr` default 4e-4 in `main_imagenet.py` (the function default in `block_recon.py` is 4e-5, overridden), cosine decay | (none: steps learned in the one pass, lr 4e-5) | 4e-4, cosine over 5000 |
+# | BRECQ stage-2 loss | `lp_loss` p = 2.4: `|out - tgt|^p` summed over channels, mean (`--p 2.4`) | squared error (p = 2) | p = 2.4 |
+# | BRECQ stage-2 data | `asym=False`: the float network's block inputs and outputs | quantized inputs, float targets | float inputs and targets |
+# | BRECQ activation-range init | one forward of the whole quantized network (hard-rounded weights) on 64 images; each quantizer initialised on its first call, later ones see earlier ones quantized; `scale_method='mse'`: 80 candidates `[min, max] * (1 - 0.01 i)`, score mean `|x - q(x)|^2.4` on the raw tensor | per unit, on its quantized inputs (256 images), the trial's metric (`mse`: 100 candidates `t = 0.01..1`, squared error on a 2048-bin histogram) | per unit on its quantized inputs (64 images, earlier units' steps already learned), `lp2.4` on the histogram (100 candidates down to 1 %, not 80 down to 21 %) |
+# | AdaRound: activations during reconstruction | float (BRECQ code's `layer_reconstruction` with `act_quant=False`; paper: weights only) | quantized with grid ranges | float |
+# | QDrop: what is learned | rounding and LSQ step sizes jointly (`recon.py`: `w_opt` Adam default lr, `a_opt` Adam `scale_lr` 4e-5, cosine) | same | same |
+# | QDrop: drop placement | unit input (`torch.where(rand < drop_prob, quant_inp, fp_inp)`) and every `post_act_fake_quantize` inside the unit, `drop_prob` 0.5 = probability of keeping the quantized value | same | same |
+# | QDrop activation-range init | observers on the float network, 256 images in one batch, `MSEObserver` (p = 2.4, 100 candidates; 1-D search for one-sided data, 2-D range x zero-point search otherwise) | per unit on quantized inputs, trial metric | float network, 256 images, `lp2.4` on the histogram (1-D candidates only) |
+# | LSQ gradient scaling | `grad_factor = 1/sqrt(numel * qmax)` on the step's gradient (QDrop) | none | none (under Adam a constant factor changes only the epsilon's weight) |
+# | lambda (rounding regulariser) | 0.01; MobileNetV2 0.1 (BRECQ README, QDrop config); MNASNet 0.2 (QDrop config); ResNet-18/50, RegNetX 0.01 | 0.01, MobileNetV2 0.1 | reference values |
+# | iterations, batch | 20000 per unit, batch 32, `b_range` (20, 2), warm-up 0.2 | `--iters` (stored trials: 500), 32, same | same |
+# | reconstruction loss (rounding) | `lp_loss` p = 2 (sum over channels, mean) | same | same |
+# | batch sampling | BRECQ `randperm(N)[:32]`; QDrop `randint(N, (32,))` | `randint` with a seeded generator | same |
+# | weight ranges | BRECQ: per channel, 80 shrink candidates, L_2.4; QDrop: `MSEObserver` per channel, 2-D search, L_2.4 | per channel, 100 shrink candidates, squared error | same as joint (not yet the reference's) |
+# | first layer | BRECQ `set_first_last_layer_to_8bit`: first and last weights 8 bit, first layer's output and last layer's input 8 bit, first layer not reconstructed (`ignore_reconstruction`); QDrop: first/last weights 8 bit, last layer's input 8 bit, all reconstructed | `reference` preset: first/last weights and last layer's input 8 bit, all reconstructed | same as joint |
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+model = "resnet20"
+dataset = "cifar10-jpeg"
+weights = None
+w_bits = 4
+a_bits = 4
+metric = "mse"
+calib_size = 1024
+methods = ["adaround", "brecq", "qdrop"]
+iters = 500
+trials = 50
+
+# %% [markdown]
+# ## The measured effect of the variant
+#
+# Each method in its `reference` variant against its `joint` variant on the same calibration
+# sets (the seeds both have), at `iters` iterations per unit: the mean per-seed difference
+# (reference minus joint, points) of the average and of each trial's worst class, with a 95 %
+# bootstrap interval over the seeds and the Wilcoxon signed-rank p-value. This is the effect of
+# all the differences of the table together; they were not measured one by one.
+
+# %%
+from dataclasses import replace
+
+import pandas as pd
+
+from ptqlib.report import publish_table
+from ptqlib.stats import paired_gain
+from ptqlib.store import ResultsStore
+from ptqlib.study import Cell, factor_frame
+
+store = ResultsStore(store_path)
+cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters)
+effects = []
+for method in methods:
+    frame = factor_frame(store, replace(cell, optimizer=method), "variant", ["joint", "reference"], trials)
+    if set(frame.get("variant", [])) >= {"joint", "reference"}:
+        effects.append(paired_gain(frame, "variant", "joint", "reference").assign(method=method))
+if effects:
+    table = pd.concat(effects, ignore_index=True).set_index(["method", "statistic"])
+    table = table.rename(columns={"mean_a": "joint", "mean_b": "reference", "diff": "reference - joint"})
+    publish_table(table.round(3), "variant_effect")
+else:
+    print(f"no method has trials of both variants at {iters} iterations in the store")
