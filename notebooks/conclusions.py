@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ptqlib.conclusions import VERDICT_LABELS, remedy_verdicts
+from ptqlib.conclusions import remedy_verdicts
 from ptqlib.plotting import verdict_matrix
 from ptqlib.report import publish_table
 from ptqlib.store import ResultsStore
@@ -90,12 +90,13 @@ plt.show()
 # %% [markdown]
 # ## Beyond the study: can the worst class be protected?
 #
-# The two remedies tried in [Can PTQ protect the worst class?](protect), checked by one rule:
-# a significant gain of the mean worst-class accuracy over paired seeds (Wilcoxon), a smaller
-# spread, and no significant loss of average accuracy.
+# The two remedies tried in [Can PTQ protect the worst class?](protect), each against its
+# baseline on the same calibration sets: supported when the 95 % interval of the worst class's
+# mean per-seed gain lies above 0 and the average loses less than 1 point (its interval above
+# -1); contradicted when the worst class's interval lies below 0 or the average's below -1.
 
 # %%
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
 recon_cell = replace(cell, calib_size=max(calib_sizes), optimizer="brecq", iters=recon_iters)
 for v in remedy_verdicts(store, cell, trials, recon_cell, recon_trials):
-    print(f"- {v.conclusion}\n   -> {VERDICT_LABELS[v.supported]} ({v.trials} trials): {v.evidence}\n")
+    print(f"- {v.conclusion}\n   -> {v.verdict} ({v.trials} trials): {v.evidence}\n")

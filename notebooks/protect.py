@@ -80,7 +80,7 @@ def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str
     if {base, alt} <= set(frame[factor]):
         publish_table(paired_test(frame, factor, base, alt).round(4), f"paired_{factor}")
     v = protects_worst_class(frame, factor, base, alt, name)
-    print({True: "Supported", False: "Not supported", None: "Not enough trials"}[v.supported], "--", v.conclusion)
+    print(f"{v.verdict.capitalize()} -- {v.conclusion}")
     print(v.evidence)
 
 

@@ -2,8 +2,9 @@
 
 The study's own four claims are tested in :mod:`ptqlib.verdicts`. Here, each remedy (stratified
 calibration sets, class-weighted reconstruction) is compared with its baseline on paired seeds
-(:func:`protects_worst_class`), giving a :class:`Verdict`: whether the stored results support
-it, the numbers behind it and the trials it rests on, or ``None`` (not enough data).
+(:func:`protects_worst_class`), giving a :class:`Verdict` in the words of :mod:`ptqlib.verdicts`
+(supported, contradicted, inconclusive, not enough data), the numbers and intervals behind it,
+and the trials it rests on.
 """
 from __future__ import annotations
 
@@ -12,40 +13,44 @@ from dataclasses import dataclass
 import pandas as pd
 
 
-from .stats import paired_worst
+from .stats import paired_gain
 from .store import ResultsStore
 from .study import Cell, factor_frame
-
-MIN_TRIALS = 5  # a cell with fewer trials is "not enough data"
-VERDICT_LABELS = {True: "supported", False: "not supported", None: f"not enough data (< {MIN_TRIALS} trials in a cell)"}
-
+from .verdicts import CONTRADICTED, EFFECTS, INCONCLUSIVE, MIN_TRIALS, NOT_ENOUGH, SUPPORTED, Effects
 
 @dataclass(frozen=True)
 class Verdict:
     conclusion: str
-    supported: bool | None  # None: not enough data
+    verdict: str  # one of ptqlib.verdicts.VERDICTS
     evidence: str
     trials: int
 
 
-def protects_worst_class(frame: pd.DataFrame, factor: str, base, alt, name: str) -> Verdict:
+def protects_worst_class(frame: pd.DataFrame, factor: str, base, alt, name: str,
+                         effects: Effects = EFFECTS) -> Verdict:
     """A remedy (level ``alt`` of ``factor``) against its baseline (``base``) on the seeds both
-    have. Supported when it raises the mean worst-class accuracy significantly (Wilcoxon
-    p < 0.05), lowers the worst class's std over trials, and does not lower the average
-    significantly."""
-    text = f"{name} protects the worst class: higher and steadier worst-class accuracy at equal average accuracy."
+    have: the mean per-seed gain of the worst class and the change of the average, each with a
+    95 % bootstrap interval. Supported when the worst class's interval lies above 0 while the
+    average's lies above ``-robust_points`` (no loss of a point or more); contradicted when the
+    worst class's interval lies below 0 or the average's below ``-robust_points``; else
+    inconclusive."""
+    text = f"{name} protects the worst class: a higher worst-class accuracy at equal average accuracy."
     counts = frame.groupby(factor, dropna=False)["seed"].nunique()
     if counts.get(base, 0) < MIN_TRIALS or counts.get(alt, 0) < MIN_TRIALS:
-        return Verdict(text, None, f"trials: {base} {counts.get(base, 0)}, {alt} {counts.get(alt, 0)}",
+        return Verdict(text, NOT_ENOUGH, f"trials: {base} {counts.get(base, 0)}, {alt} {counts.get(alt, 0)}",
                        int(counts.get(alt, 0)))
-    r = paired_worst(frame, factor, base, alt)
-    supported = r["worst_diff"] > 0 and r["worst_p"] < 0.05 and r["worst_std_b"] < r["worst_std_a"] and \
-        (r["avg_diff"] >= 0 or r["avg_p"] >= 0.05)
-    evidence = (f"{r['pairs']} paired trials: mean worst-class accuracy {r['worst_mean_a']:.2f} -> "
-                f"{r['worst_mean_b']:.2f} % ({r['worst_diff']:+.2f} points, Wilcoxon p = {r['worst_p']:.3g}), its std "
-                f"{r['worst_std_a']:.2f} -> {r['worst_std_b']:.2f}; average {r['avg_mean_a']:.2f} -> "
-                f"{r['avg_mean_b']:.2f} % ({r['avg_diff']:+.2f} points, p = {r['avg_p']:.3g})")
-    return Verdict(text, bool(supported), evidence, r["pairs"])
+    gain = paired_gain(frame, factor, base, alt).set_index("statistic")
+    worst, avg = gain.loc["worst class"], gain.loc["average"]
+    if worst["ci_low"] > 0 and avg["ci_low"] > -effects.robust_points:
+        verdict = SUPPORTED
+    elif worst["ci_high"] < 0 or avg["ci_high"] < -effects.robust_points:
+        verdict = CONTRADICTED
+    else:
+        verdict = INCONCLUSIVE
+    evidence = "; ".join(
+        f"{stat} {r['mean_a']:.2f} -> {r['mean_b']:.2f} % ({r['diff']:+.2f} points, 95 % interval "
+        f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}, Wilcoxon p = {r['p']:.3g})" for stat, r in gain.iterrows())
+    return Verdict(text, verdict, f"{int(worst['pairs'])} paired trials: {evidence}", int(worst["pairs"]))
 
 
 def remedy_verdicts(store: ResultsStore, cell: Cell, trials: int, recon_cell: Cell, recon_trials: int) -> list[Verdict]:

@@ -125,26 +125,6 @@ def drop_ci_table(per_class: pd.DataFrame, factor: str, confidence: float = 0.95
     return table.loc[order, [lv for lv in per_class[factor].unique() if lv in table.columns]]
 
 
-def paired_worst(per_class: pd.DataFrame, factor: str, a, b) -> dict:
-    """Setting ``b`` against ``a`` on the seeds both have: mean and std over trials of the
-    worst-class and of the average accuracy, their mean per-seed differences, and Wilcoxon
-    signed-rank p-values for both differences."""
-    classes = per_class[per_class["class"] != AVERAGE]
-    per_trial = classes.groupby([factor, "seed"], dropna=False)["acc"].agg(worst="min", avg="mean").reset_index()
-    wide = per_trial.pivot(index="seed", columns=factor, values=["worst", "avg"])
-    if (("worst", a) not in wide.columns) or (("worst", b) not in wide.columns):
-        raise ValueError(f"levels {a!r} and {b!r} of {factor} must both be in the results")
-    wide = wide[[(stat, lv) for stat in ("worst", "avg") for lv in (a, b)]].dropna()  # only a's and b's seeds
-    out = {"pairs": len(wide)}
-    for stat in ("worst", "avg"):
-        diff = (wide[(stat, b)] - wide[(stat, a)]).to_numpy()
-        out |= {f"{stat}_mean_a": wide[(stat, a)].mean(), f"{stat}_mean_b": wide[(stat, b)].mean(),
-                f"{stat}_std_a": wide[(stat, a)].std(), f"{stat}_std_b": wide[(stat, b)].std(),
-                f"{stat}_diff": diff.mean(),
-                f"{stat}_p": 1.0 if len(diff) < 2 or np.all(diff == 0) else float(stats.wilcoxon(diff).pvalue)}
-    return out
-
-
 def paired_gain(per_class: pd.DataFrame, factor: str, a, b, confidence: float = 0.95) -> pd.DataFrame:
     """Setting ``b`` against ``a`` on the seeds both have, for the average and for each trial's
     worst class: the mean per-seed difference (``b - a``, points) with a percentile bootstrap

@@ -8,7 +8,7 @@ from scipy import stats as scipy_stats
 from ptqlib.aggregate import reliability_summary, worst_class
 from ptqlib.metrics import expected_calibration_error
 from ptqlib.stats import (bootstrap_mean_ci, churn, drop_ci, drop_ci_table, exemplars, holm, modal_predictions,
-                          paired_test, paired_worst)
+                          paired_test)
 
 
 def tidy(acc: dict[int, list[float]], fp: float = 90.0, level=None) -> pd.DataFrame:
@@ -124,19 +124,6 @@ def test_drop_ci_table_layout():
     for name in ("cell", "text"):
         renamed = drop_ci_table(frame.rename(columns={"level": name}), name)
         assert list(renamed.columns) == ["x", "y"] and renamed.loc["a", "x"] == table.loc["a", "x"]
-
-
-def test_paired_worst_by_hand():
-    a = tidy({s: [60.0 + s, 80.0, 90.0] for s in range(6)}, level="x")       # worst: class a, 60..65
-    b = tidy({s: [70.0 + s, 75.0 + s, 90.0] for s in range(6)}, level="y")  # worst: class a, 70..75
-    out = paired_worst(pd.concat([a, b]), "level", "x", "y")
-    assert out["pairs"] == 6 and out["worst_diff"] == pytest.approx(10.0)
-    assert out["worst_mean_a"] == pytest.approx(62.5) and out["worst_std_b"] == pytest.approx(np.std(range(6), ddof=1))
-    assert out["worst_p"] == pytest.approx(2 / 2**6)  # six positive differences: exact p = 2 / 2**6
-    assert out["avg_diff"] == pytest.approx(np.mean([(70 + s + 75 + s + 90) / 3 - (60 + s + 80 + 90) / 3
-                                                     for s in range(6)]))
-    partial = tidy({s: [10.0, 10.0, 10.0] for s in range(2)}, level="z")  # a third level with fewer seeds
-    assert paired_worst(pd.concat([a, b, partial]), "level", "x", "y") == out
 
 
 def test_reliability_summary_by_hand():
