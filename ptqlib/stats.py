@@ -9,7 +9,8 @@ predicted labels.
   (:func:`scipy.stats.bootstrap`);
 - a paired test between two settings run on the same seeds (same calibration draws up to the
   factor), per class (:func:`scipy.stats.wilcoxon`), with Holm's correction for the number of
-  classes tested;
+  classes tested; and, for the average and each trial's worst class, the paired gain with its
+  bootstrap interval (:func:`paired_gain`);
 - churn against the float model (flip rate, and how many flips were right before) and
   *quantization-identified exemplars*: test images whose most frequent prediction over the
   trials differs from the float prediction (Hooker et al. 2019, "What do compressed deep
