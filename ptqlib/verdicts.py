@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats as sps
 
+from .data import class_label
 from .stats import holm
 from .store import ResultsStore
 from .study import Cell, LevelPredictions, factor_predictions
@@ -416,16 +417,21 @@ def factor_parts(claim: str, factor: str, data: ClassData, base, levels: list,
     significant = int((p_holm < ALPHA).sum())
     avg_changes = [(s - samples[0]).mean() for s in samples[1:]]
     avg_at = int(np.argmax(np.abs(avg_changes)))
-    levels_text = ", ".join(map(str, present))
-    most = (f"'{data.names[k]}' at {factor}={present[at]}: {changes[at, k]:+.2f} points; {significant} of "
+    def shown(level) -> str:  # bias levels by their readable class name, the balanced draw by name
+        if factor == "bias_class":
+            return "balanced" if level is None else class_label(level)
+        return str(level)
+
+    levels_text = ", ".join(map(shown, present))
+    most = (f"'{data.names[k]}' at {factor}={shown(present[at])}: {changes[at, k]:+.2f} points; {significant} of "
             f"{changes.size} class-level changes significant (paired Wilcoxon, Holm, {ALPHA:g})")
 
     def selected_move(base_acc, *others):  # the class and level that move most, held fixed
         return np.abs((others[at][..., k] - base_acc[..., k]).mean(-1))
 
     return [_part(claim, names[0], average_move, samples, True, e, "<", "points",
-                  detail=f"largest at {factor}={present[avg_at]}: {avg_changes[avg_at]:+.2f} points "
-                         f"(levels {levels_text} against {base})"),
+                  detail=f"largest at {factor}={shown(present[avg_at])}: {avg_changes[avg_at]:+.2f} points "
+                         f"(levels {levels_text} against {shown(base)})"),
             _part(claim, names[1], selected_move, samples, True, e, ">", "points", detail=f"the most moved: {most}"),
             _part(claim, names[2], class_move, samples, True, None, ">", "points", null=class_move(*pseudo),
                   detail=f"largest: {most}", ci_stat=selected_move)]
