@@ -1,8 +1,11 @@
 """Speed benchmark of one trial against the float model and against ``torch.ao``.
 
-Everything is measured in one run, repetitions interleaved (FP eval, our trial, the
-``torch.ao`` trial, then again), and medians reported, so that the ratios hold on a noisy
-shared machine. The ``torch.ao`` peer is the FX fake-quant flow a user would otherwise pick:
+Everything is measured in one run, repetitions interleaved (FP eval, our trial, the same
+trial's model on int8 kernels, the ``torch.ao`` trial, then again), and medians reported, so
+that the ratios hold on a noisy shared machine. The int8 numbers (:mod:`ptqlib.integer`):
+``int8_eval_s`` the integer model's test-set evaluation, ``int8_trial_s`` a whole trial on it
+(calibration, conversion, evaluation), ``int8_agreement`` the share of test images predicted
+alike by fake quantization and the integer model. The ``torch.ao`` peer is the FX fake-quant flow a user would otherwise pick:
 ``prepare_qat_fx`` with fake-quant modules whose observers match ours (per-channel affine
 min/max weights, per-tensor affine histogram activations with L2 range search), observers on
 during calibration, fake quantization on during evaluation.
@@ -16,6 +19,7 @@ import torch
 
 from .calibration import calibrate, calibrate_activations, calibrate_weights
 from .calibset import build_calibration_set
+from .integer import NoIntegerPath, agreement, check_engine, to_integer
 from .reconstruction import REFERENCE_ITERS, reconstruct
 from .metrics import accuracy, predict
 from .qmodel import quantize_model
@@ -59,9 +63,13 @@ def torch_ao_trial(model: torch.nn.Module, calib: torch.Tensor, w_bits: int, a_b
 def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=lambda *_: None) -> dict:
     ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, device="cpu")  # torch.ao runs on the CPU
     calib = build_calibration_set(ctx.pool, cfg.calib, cfg.seed).images
-    times: dict[str, list[float]] = {k: [] for k in ("fp_eval_s", "calib_s", "quant_eval_s", "torch_ao_calib_s",
-                                                     "torch_ao_eval_s")}
-    acc = {}
+    times: dict[str, list[float]] = {k: [] for k in ("fp_eval_s", "calib_s", "quant_eval_s", "int8_convert_s",
+                                                     "int8_eval_s", "torch_ao_calib_s", "torch_ao_eval_s")}
+    acc, int8 = {}, {}
+    try:
+        check_engine("int8", cfg.model)
+    except NoIntegerPath as exc:
+        int8["int8_skipped"] = str(exc)
     for rep in range(reps):
         log(f"repetition {rep + 1}/{reps}")
         _, t = _timed(lambda: predict(ctx.model, ctx.test))
@@ -71,6 +79,20 @@ def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=l
         preds, t = _timed(lambda: predict(qmodel, ctx.test))
         times["quant_eval_s"].append(t)
         acc["ours_avg"] = accuracy(preds, ctx.test.labels)
+        if "int8_skipped" not in int8:
+            try:
+                imodel, t = _timed(lambda: to_integer(qmodel))
+            except NoIntegerPath as exc:
+                int8["int8_skipped"] = str(exc)
+            else:
+                times["int8_convert_s"].append(t)
+                int_preds, t = _timed(lambda: predict(imodel, ctx.test))
+                times["int8_eval_s"].append(t)
+                acc["int8_avg"] = accuracy(int_preds, ctx.test.labels)
+                agree = agreement(preds, int_preds, ctx.test.labels, ctx.classes)
+                int8.update(int8_agreement=round(agree["agreement"], 5),
+                            int8_differing_images=agree["differing_images"],
+                            int8_max_class_diff=round(max(abs(v["diff"]) for v in agree["per_class"].values()), 2))
         if with_torch_ao:
             ao_model, t = _timed(lambda: torch_ao_trial(ctx.model, calib, cfg.quant.w_bits, cfg.quant.a_bits))
             times["torch_ao_calib_s"].append(t)
@@ -86,6 +108,11 @@ def run_bench(cfg: TrialConfig, reps: int = 3, with_torch_ao: bool = True, log=l
     out["calib_share_of_trial"] = round(med["calib_s"] / out["trial_s"], 3)
     out["trials_per_hour"] = round(3600 / out["trial_s"], 1)
     out["fp_eval_floor_trials_per_hour"] = round(3600 / med["fp_eval_s"], 1)  # a trial can't beat one FP pass
+    if "int8_eval_s" in med:
+        out["int8_trial_s"] = round(med["calib_s"] + med["int8_convert_s"] + med["int8_eval_s"], 3)
+        out["int8_eval_over_fp_eval"] = round(med["int8_eval_s"] / med["fp_eval_s"], 3)
+        out["int8_trial_over_fp_eval"] = round(out["int8_trial_s"] / med["fp_eval_s"], 3)
+    out.update(int8)
     if with_torch_ao:
         out["torch_ao_trial_s"] = round(med["torch_ao_calib_s"] + med["torch_ao_eval_s"], 3)
         out["torch_ao_trial_over_ours"] = round(out["torch_ao_trial_s"] / out["trial_s"], 3)
