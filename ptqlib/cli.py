@@ -58,6 +58,9 @@ def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "learned together; reference: as the reference code runs each method)")
     p.add_argument("--class-weighting", default=None, choices=["dro"],
                    help="reconstruction loss weighted towards the classes reconstructed worst")
+    p.add_argument("--engine", default="fake",
+                   help="evaluation: fake (fake quantization in float32, every stored trial) or int8 (the same "
+                        "quantized model on int8 kernels; CIFAR ResNets and efficientnet_lite0, weights up to 7 bits)")
     p.add_argument("--seed", type=int, default=0, help="the (first) seed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default=None, help=f"cpu, cuda or cuda:N (default: ${DEVICE_ENV}, else cpu)")
@@ -75,7 +78,7 @@ def _trial_config(args: argparse.Namespace, first: bool = False) -> TrialConfig:
                       pick(args.sampling))
     optimizer = pick(args.optimizer)
     recon = _recon(args, optimizer) if optimizer != "grid" else None
-    return TrialConfig(args.model, args.data, args.weights, quant, calib, optimizer, args.seed, recon)
+    return TrialConfig(args.model, args.data, args.weights, quant, calib, optimizer, args.seed, recon, args.engine)
 
 
 def _recon(args: argparse.Namespace, method: str):

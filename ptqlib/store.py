@@ -34,14 +34,14 @@ from .trial import TrialConfig, TrialContext, TrialResult
 DEFAULT_STORE = Path("results/trials.sqlite")
 CONFIG_COLUMNS = ("model", "dataset", "weights", "preset", "w_bits", "a_bits", "metric", "weight_metric",
                   "optimizer", "iters", "calib_size", "noise", "noise_kind", "bias_class", "bias_p", "sampling",
-                  "class_weighting", "variant", "seed")
+                  "class_weighting", "variant", "engine", "seed")
 FILTER_COLUMNS = (*CONFIG_COLUMNS, "weights_fp", "data_fp")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
     key TEXT PRIMARY KEY, config_key TEXT NOT NULL, config TEXT NOT NULL,
     model TEXT, dataset TEXT, weights TEXT, preset TEXT, w_bits INTEGER, a_bits INTEGER, metric TEXT,
     weight_metric TEXT, optimizer TEXT, iters INTEGER, calib_size INTEGER, noise REAL, noise_kind TEXT, bias_class TEXT,
-    bias_p REAL, sampling TEXT NOT NULL DEFAULT 'random', class_weighting TEXT, variant TEXT, seed INTEGER,
+    bias_p REAL, sampling TEXT NOT NULL DEFAULT 'random', class_weighting TEXT, variant TEXT, engine TEXT, seed INTEGER,
     avg REAL NOT NULL, worst_class TEXT NOT NULL, worst_acc REAL NOT NULL, per_class TEXT NOT NULL,
     calib_counts TEXT NOT NULL, noise_images INTEGER NOT NULL, preds BLOB NOT NULL,
     calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL, ece REAL, device TEXT);
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS test_labels (data_fp TEXT PRIMARY KEY, labels BLOB NO
 MIGRATIONS = (("trials", "iters", "INTEGER"), ("trials", "sampling", "TEXT NOT NULL DEFAULT 'random'"),
               ("trials", "class_weighting", "TEXT"), ("trials", "ece", "REAL"), ("fp_reference", "ece", "REAL"),
               ("trials", "device", "TEXT"),  # device: NULL for trials stored before it was recorded (all CPU)
-              ("trials", "variant", "TEXT"))  # variant: NULL for grid search and the joint reconstruction
+              ("trials", "variant", "TEXT"),  # variant: NULL for grid search and the joint reconstruction
+              ("trials", "engine", "TEXT"))  # engine: NULL for fake quantization (every trial stored before it)
 
 
 def pack_preds(preds: torch.Tensor) -> bytes:
@@ -75,7 +76,8 @@ def config_columns(cfg: TrialConfig) -> dict:
             "bias_class": c.bias_class, "bias_p": c.bias_p, "sampling": c.sampling,
             "class_weighting": cfg.recon.class_weighting if cfg.recon else None,
             # NULL for the joint variant, as in the rows stored before the column existed
-            "variant": cfg.recon.variant if cfg.recon and cfg.recon.variant != "joint" else None, "seed": cfg.seed}
+            "variant": cfg.recon.variant if cfg.recon and cfg.recon.variant != "joint" else None,
+            "engine": None if cfg.engine == "fake" else cfg.engine, "seed": cfg.seed}  # NULL: fake, as stored before
 
 
 def row_key(cfg: TrialConfig, weights_fp: str, data_fp: str) -> str:

@@ -49,6 +49,7 @@ class Cell:
     iters: int = 20_000  # reconstruction iterations per unit (ignored by grid search)
     class_weighting: str | None = None  # "dro": class-weighted reconstruction (ignored by grid search)
     variant: str = "joint"  # reconstruction variant: "joint" or "reference" (ignored by grid search)
+    engine: str = "fake"  # evaluation engine: "fake" or "int8" (ptqlib.integer)
 
     def trial_config(self) -> TrialConfig:
         recon = None
@@ -59,7 +60,7 @@ class Cell:
                            QuantConfig(self.w_bits, self.a_bits, self.preset, self.metric),
                            CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p,
                                      sampling=self.sampling),
-                           self.optimizer, recon=recon)
+                           self.optimizer, recon=recon, engine=self.engine)
 
     def where(self) -> dict:
         """Store filters selecting this cell's trials (every configuration column but the seed)."""

@@ -18,12 +18,16 @@ import torch
 from .calibration import calibrate_activations, calibrate_weights
 from .calibset import CalibSpec, build_calibration_set
 from .data import Split, cache_dir, load_split
+from .integer import NoIntegerPath, check_engine, to_integer
 from .metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from .models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from .qmodel import QuantConfig, QuantizedModel, quantize_model
 from .reconstruction import METHODS, REFERENCE_ONLY, ReconConfig, default_recon, reconstruct
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.calibration)
+# per-channel asymmetric weights of b bits are the integers q - z in [-(2**b - 1), 2**b - 1]:
+# int8 with zero point 0 holds them all up to 7 bits
+INT8_MAX_W_BITS = 7
 DEVICE_ENV = "PTQ_DEVICE"  # the default device of trials (cpu when unset); `ptq --device` sets it
 
 
@@ -77,9 +81,14 @@ class TrialConfig:
     optimizer: str = "grid"
     seed: int = 0
     recon: ReconConfig | None = None  # reconstruction settings; None for grid search
+    engine: str = "fake"  # evaluation: fake quantization in float32, or int8 kernels (ptqlib.integer)
 
     def __post_init__(self) -> None:
         check_model(self.model)
+        check_engine(self.engine, self.model)
+        if self.engine == "int8" and self.quant.w_bits > INT8_MAX_W_BITS:
+            raise NoIntegerPath(f"engine 'int8' runs weights of at most {INT8_MAX_W_BITS} bits exactly (int8 kernels "
+                                f"take no weight zero point), got w_bits={self.quant.w_bits}; use engine 'fake'")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.optimizer == "grid":
@@ -102,6 +111,8 @@ class TrialConfig:
                     del d["recon"][name]
         if d["calib"]["sampling"] == "random":
             del d["calib"]["sampling"]
+        if d["engine"] == "fake":
+            del d["engine"]
         return d
 
     def key(self) -> str:
@@ -237,9 +248,14 @@ class TrialContext:
 
     def run(self, cfg: TrialConfig) -> TrialResult:
         assert (cfg.model, cfg.dataset) == (self.model_name, self.dataset), "trial does not match its context"
+        if cfg.engine == "int8" and self.device.type != "cpu":
+            raise ValueError(f"engine 'int8' evaluates on the CPU's int8 kernels; device {str(self.device)!r} "
+                             "is not supported, use device cpu")
         t0 = time.perf_counter()
         calib = build_calibration_set(self.pool, cfg.calib, cfg.seed)
         qmodel = self.quantize(cfg, calib.images, calib.labels)
+        if cfg.engine == "int8":
+            qmodel = to_integer(qmodel.cpu())  # conversion counts as calibration time
         _synchronize(self.device)
         t1 = time.perf_counter()
         preds, confidence = predict_with_confidence(qmodel, self.test)

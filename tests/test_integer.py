@@ -135,3 +135,109 @@ def test_agreement_reports_share_and_per_class_difference():
     assert out["per_class"][1]["diff"] == -50.0
     with pytest.raises(ValueError, match="one shape"):
         agreement(fake, ints[:3], labels, [0, 1])
+
+
+def test_bench_reports_the_int8_engine_beside_fake_quantization(capsys, tiny_data, tiny_checkpoint):
+    import json
+
+    from ptqlib.cli import main
+
+    args = ["bench", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint), "--calib-size", "8",
+            "--reps", "1", "--no-torch-ao", "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("int8_eval_s", "int8_convert_s", "int8_trial_s"):
+        assert res[key] > 0
+    assert res["int8_trial_s"] == pytest.approx(res["calib_s"] + res["int8_convert_s"] + res["int8_eval_s"], abs=2e-3)
+    assert 0.9 <= res["int8_agreement"] <= 1 and res["int8_max_class_diff"] >= 0
+    assert main([*args, "--w-bits", "8", "--a-bits", "8"]) == 0  # no int8 path: said, and the rest measured
+    res = json.loads(capsys.readouterr().out)
+    assert "8-bit weights use levels" in res["int8_skipped"] and "int8_eval_s" not in res
+
+
+# --- the engine setting -------------------------------------------------------------------------
+
+def test_fake_engine_keeps_the_keys_stored_before_the_setting_existed():
+    import json
+
+    from ptqlib.calibset import CalibSpec
+    from ptqlib.trial import TrialConfig
+
+    # computed before TrialConfig had an engine; the first is a key of results/trials.sqlite
+    stored = json.loads('{"calib": {"bias_class": null, "bias_p": null, "noise": 0.0, "noise_kind": null, '
+                        '"size": 256}, "dataset": "cifar10-jpeg", "model": "resnet20", "optimizer": "grid", '
+                        '"quant": {"a_bits": 4, "metric": "mse", "preset": "reference", "w_bits": 4, '
+                        '"weight_metric": "mse"}, "seed": 0, "weights": null}')
+    assert TrialConfig.from_dict(stored).key() == "41c6ceacb8b629f2c77ca6e9"
+    assert TrialConfig().key() == "85ed9e2b98a8fad0bb96a69d"
+    assert TrialConfig("resnet20", "cifar10-jpeg", quant=QuantConfig(4, 4), seed=7).key() == "5efc2c5ed4f6b8750e617faa"
+    assert TrialConfig("efficientnet_lite0", "imagenet-val10", quant=QuantConfig(6, 6), calib=CalibSpec(256, 0.01),
+                       seed=3).key() == "7dcbdcb6ae7615c218869fcc"
+    assert TrialConfig("resnet20", "cifar10-jpeg", optimizer="qdrop", seed=1).key() == "e64de7e5bca95f6919e81a5f"
+    assert "engine" not in TrialConfig().to_dict()
+
+
+def test_int8_engine_is_part_of_the_key_and_round_trips():
+    from ptqlib.trial import TrialConfig
+
+    fake, int8 = TrialConfig(quant=QuantConfig(4, 4)), TrialConfig(quant=QuantConfig(4, 4), engine="int8")
+    assert int8.key() != fake.key() and int8.to_dict()["engine"] == "int8"
+    assert TrialConfig.from_dict(int8.to_dict()) == int8 and TrialConfig.from_dict(fake.to_dict()) == fake
+
+
+def test_int8_engine_refuses_what_has_no_integer_path_in_one_line():
+    from ptqlib.trial import TrialConfig
+
+    with pytest.raises(ValueError, match=r"^unknown engine 'int4'; choose one of fake, int8$"):
+        TrialConfig(quant=QuantConfig(4, 4), engine="int4")
+    with pytest.raises(ValueError, match=r"^engine 'int8' has no integer path for model 'mobilenet_v2'"):
+        TrialConfig(model="mobilenet_v2", dataset="imagenet-val10", quant=QuantConfig(4, 4), engine="int8")
+    with pytest.raises(ValueError, match=r"^engine 'int8' runs weights of at most 7 bits exactly .* got w_bits=8"):
+        TrialConfig(quant=QuantConfig(8, 8), engine="int8")
+    TrialConfig(quant=QuantConfig(7, 8), engine="int8")
+
+
+def test_cli_engine_option(capsys, tiny_data, tiny_checkpoint):
+    import json
+
+    from ptqlib.cli import main
+
+    args = ["quantize", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint), "--calib-size", "16",
+            "--json"]
+    assert main(args) == 0
+    fake = json.loads(capsys.readouterr().out)
+    assert main([*args, "--engine", "int8"]) == 0
+    int8 = json.loads(capsys.readouterr().out)
+    assert int8["config"]["engine"] == "int8" and "engine" not in fake["config"]
+    assert abs(int8["avg"] - fake["avg"]) <= 100 / 24 + 1e-9  # 24 test images: at most one differs here
+    assert main([*args, "--engine", "int8", "--w-bits", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ptq: error: engine 'int8' runs weights of at most 7 bits") and "\n" not in err
+
+
+def test_int8_trials_are_stored_apart_from_fake_ones(tmp_path, tiny_data, tiny_checkpoint):
+    import sqlite3
+
+    from ptqlib.store import ResultsStore
+    from ptqlib.sweep import run_sweep
+    from ptqlib.trial import TrialConfig
+
+    from ptqlib.calibset import CalibSpec
+
+    base = TrialConfig("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint), QuantConfig(4, 4), CalibSpec(16))
+    store = ResultsStore(tmp_path / "s.sqlite")
+    run_sweep([base, TrialConfig(**{**base.__dict__, "engine": "int8"})], store, workers=1)
+    rows = store.trials()
+    assert sorted(rows["engine"].fillna("NULL")) == ["NULL", "int8"]  # NULL: fake quantization, as before
+    assert rows["config_key"].nunique() == 2
+    assert len(store.trials(engine=None)) == 1 and len(store.trials(engine="int8")) == 1
+    # a store from before the column gets it, NULL in its rows
+    old = tmp_path / "old.sqlite"
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE trials (key TEXT PRIMARY KEY, config_key TEXT NOT NULL, config TEXT NOT NULL)")
+    con.commit()
+    con.close()
+    ResultsStore(old)
+    con = sqlite3.connect(old)
+    assert "engine" in {r[1] for r in con.execute("PRAGMA table_info(trials)")}
+    con.close()
