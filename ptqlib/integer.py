@@ -262,9 +262,9 @@ def _conv_fn(layer: QuantConv2d, name: str, chain: _Chain, qin: _QParams, qout: 
     unary = "relu" if chain.post_relu else None
 
     def conv_add(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        # the sum post-op may write into its operand: hand it one nobody reads afterwards
-        acc = other if other_dies else other.clone(memory_format=torch.channels_last)
-        acc = acc.contiguous(memory_format=torch.channels_last)
+        # the sum post-op writes into its operand: a copy unless nobody reads it afterwards
+        acc = other.contiguous(memory_format=torch.channels_last) if other_dies else \
+            other.clone(memory_format=torch.channels_last)
         y = torch.ops.onednn.qconv2d_pointwise.binary(x, qin.scale, qin.zero_point, packed, w_scale, w_zp, acc,
                                                       bias, stride, padding, dilation, groups, qout.scale,
                                                       qout.zero_point, None, qother.scale, qother.zero_point,
@@ -351,10 +351,22 @@ def to_integer(qmodel: QuantizedModel) -> IntegerModel:
     for n in out_nodes:
         last_use[n] = len(plan)
     out_value = output.args[0]
+    # identity and indexing pass their input's tensor or a view of it on: a tensor is free to
+    # overwrite once every node sharing its storage has been used for the last time
+    root: dict[fx.Node, fx.Node] = {}
+    for node, _, _ in plan:
+        aliases = node.op == "call_module" and isinstance(modules[node.target], nn.Identity) or \
+            node.op == "call_function" and node.target is operator.getitem
+        root[node] = root.get(node.args[0], node.args[0]) if aliases and kinds.get(node) is not None else node
+    storage_last_use: dict[fx.Node, int] = {}
+    for n, i in last_use.items():
+        r = root.get(n, n)
+        storage_last_use[r] = max(storage_last_use.get(r, -1), i)
     for i, (node, fn, inputs) in enumerate(plan):
         if isinstance(fn, tuple):  # a fused integer convolution
             layer, chain, qin, qout, qother = fn
-            other_dies = chain.other is not None and last_use.get(chain.other) == i
+            # the sum post-op overwrites its operand: it gets the tensor itself only if nobody reads it later
+            other_dies = chain.other is not None and storage_last_use.get(root.get(chain.other, chain.other)) == i
             fn = _conv_fn(layer, chain.conv.target, chain, qin, qout, qother, other_dies)
         free = sorted({inp for inp in inputs if last_use.get(inp) == i}, key=order.get)
         steps.append((node, fn, inputs, free))

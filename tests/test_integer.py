@@ -241,3 +241,29 @@ def test_int8_trials_are_stored_apart_from_fake_ones(tmp_path, tiny_data, tiny_c
     con = sqlite3.connect(old)
     assert "engine" in {r[1] for r in con.execute("PRAGMA table_info(trials)")}
     con.close()
+
+
+class _SharedResidual(nn.Module):
+    """Two residual adds of the same activation: the first add must not overwrite it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.skip = nn.Identity()
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = torch.relu(self.a(x) + self.skip(x))
+        z = torch.relu(self.b(y) + self.skip(x))
+        return self.head(z.mean((2, 3)))
+
+
+def test_a_residual_operand_read_later_is_not_overwritten():
+    qmodel = quantized(_SharedResidual().eval(), 4, 4, calib_images=16, size=16)
+    imodel = to_integer(qmodel)
+    assert imodel.integer_layers == 2
+    x = torch.rand(8, 3, 16, 16)
+    with torch.no_grad():
+        fake, ints = qmodel(x), imodel(x)
+    assert torch.allclose(fake, ints, atol=1e-4 * fake.abs().max().item())
