@@ -230,6 +230,8 @@ def _finish(notebook, name: str, command: str, tables: list[str]) -> None:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
+            cell.outputs = _merge_streams(cell.outputs)
+        if cell.cell_type == "code":
             tags = cell.metadata.setdefault("tags", [])
             if "hide-input" not in tags:
                 tags.append("hide-input")
@@ -243,6 +245,19 @@ def _finish(notebook, name: str, command: str, tables: list[str]) -> None:
     notebook.cells.append(nbformat.v4.new_markdown_cell("\n".join(text)))
     for i, cell in enumerate(notebook.cells):
         cell.id = f"{name}-{i}"
+
+
+def _merge_streams(outputs: list) -> list:
+    """Consecutive printed outputs of one stream as one output: the kernel splits them into
+    messages by timing, which would make the same page differ from run to run."""
+    merged = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")):
+            merged[-1]["text"] = merged[-1]["text"] + out["text"]
+        else:
+            merged.append(out)
+    return merged
 
 
 def _retitle(notebook, suffix: str) -> None:

@@ -252,3 +252,16 @@ def test_the_pages_workflow_builds_with_the_readme_command_and_publishes_the_htm
     assert build < uses.index("actions/configure-pages") < upload < uses.index("actions/deploy-pages")
     assert steps[upload]["with"]["path"] == "_build/html"
     assert uses.index("actions/checkout") < build
+
+
+def test_printed_output_split_by_the_kernel_is_merged():
+    import nbformat
+
+    from ptqlib.report import _merge_streams
+
+    outs = [nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+            nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+            nbformat.v4.new_output("stream", name="stderr", text="w\n"),
+            nbformat.v4.new_output("stream", name="stdout", text="c\n")]
+    merged = _merge_streams(outs)
+    assert [(o["name"], o["text"]) for o in merged] == [("stdout", "a\nb\n"), ("stderr", "w\n"), ("stdout", "c\n")]
