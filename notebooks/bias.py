@@ -28,7 +28,7 @@ from ptqlib.plotting import chance_strip, delta_heatmap
 from ptqlib.report import publish_table
 from ptqlib.stats import drop_ci_table
 from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.study import Cell, ensure_trials, factor_frame, level_label, trial_counts
 from ptqlib.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
@@ -37,7 +37,7 @@ levels = [None, *bias_classes]
 if compute_missing:
     print(ensure_trials(store, cell, "bias_class", levels, trials))
 frame = factor_frame(store, cell, "bias_class", levels, trials)
-frame["bias"] = frame["bias_class"].map(class_label, na_action="ignore").fillna("balanced")
+frame["bias"] = [level_label("bias_class", lv) for lv in frame["bias_class"]]
 counts = trial_counts(frame, "bias")
 assert "balanced" in counts.index, "the balanced baseline has no trials in the store"
 print("trials per calibration set:", ", ".join(f"{k}: {n}" for k, n in counts.items()))
@@ -68,7 +68,7 @@ for cls in d_mean.columns[1:]:
 
 # %%
 bands = class_bands(load(store, cell, "bias_class", levels, trials))
-bands["level"] = bands["level"].map(class_label, na_action="ignore").fillna("balanced")
+bands["level"] = [level_label("bias_class", lv) for lv in bands["level"]]
 chance_strip(bands, "mean_drop", "calibration set biased towards", f"{model} W{w_bits}A{a_bits} {metric}")
 plt.tight_layout()
 plt.show()

@@ -97,7 +97,8 @@ trials_frame = store.trials()
 cols = ["model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "noise", "bias_class", "sampling", "optimizer",
         "variant", "iters", "class_weighting"]
 trials_frame = trials_frame.assign(trial_s=trials_frame["calib_s"] + trials_frame["eval_s"])
-inventory = trials_frame.fillna({"bias_class": "-", "variant": "-", "iters": 0, "class_weighting": "-"}).groupby(cols).agg(
+trials_frame = trials_frame.fillna({"bias_class": "-", "variant": "-", "iters": 0, "class_weighting": "-"})
+inventory = trials_frame.groupby(cols).agg(
     trials=("key", "size"), mean_acc=("avg", "mean"), seconds_per_trial=("trial_s", "mean"))
 pd.set_option("display.max_rows", None)  # the whole inventory, every setting
 publish_table(inventory.round(2), "inventory")

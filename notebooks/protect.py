@@ -124,8 +124,8 @@ print(f"{len(preds)} trials: on average {flips['flip_rate'].mean():.2f} % of tes
 fp_ece = store.fp_reference().set_index(["weights_fp", "data_fp"]).loc[(where["weights_fp"], where["data_fp"]), "ece"]
 print(f"ECE of the FP model: {fp_ece:.2f} %. Quantized, over the trials that recorded it "
       "(trials run before ECE was stored have none):")
-settings = ["w_bits", "a_bits", "metric", "optimizer", "variant", "iters", "calib_size", "noise", "bias_class", "sampling",
-            "class_weighting"]
+settings = ["w_bits", "a_bits", "metric", "optimizer", "variant", "iters", "calib_size", "noise", "bias_class",
+            "sampling", "class_weighting"]
 recorded = store.trials(model=model, dataset=dataset, weights_fp=where["weights_fp"], data_fp=where["data_fp"])
 recorded = recorded[recorded["ece"].notna()]
 recorded = recorded.fillna({"bias_class": "-", "class_weighting": "-", "variant": "-", "iters": 0})

@@ -5,7 +5,8 @@ trial's model on int8 kernels, the ``torch.ao`` trial, then again), and medians 
 that the ratios hold on a noisy shared machine. The int8 numbers (:mod:`ptqlib.integer`):
 ``int8_eval_s`` the integer model's test-set evaluation, ``int8_trial_s`` a whole trial on it
 (calibration, conversion, evaluation), ``int8_agreement`` the share of test images predicted
-alike by fake quantization and the integer model. The ``torch.ao`` peer is the FX fake-quant flow a user would otherwise pick:
+alike by fake quantization and the integer model. The ``torch.ao`` peer is the FX fake-quant
+flow a user would otherwise pick:
 ``prepare_qat_fx`` with fake-quant modules whose observers match ours (per-channel affine
 min/max weights, per-tensor affine histogram activations with L2 range search), observers on
 during calibration, fake quantization on during evaluation.

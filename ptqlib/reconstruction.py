@@ -35,8 +35,8 @@ BRECQ's and QDrop's residual blocks (the first and last layers units of their ow
   network (256 images, ``lp2.4`` search).
 
 Lambda is 0.01 but 0.1 for MobileNetV2 in both variants, and 0.2 for MNASNet in the reference
-variant (QDrop's configs). ``book/recon_conventions.md`` lists the conventions and where ours
-still differ.
+variant (QDrop's configs). The book's conventions page (``notebooks/recon_conventions.py``)
+lists the conventions and where ours still differ.
 
 Beyond the papers, ``class_weighting="dro"`` weights each calibration image's output error by
 its class, giving more weight to the classes the unit currently reconstructs worst (in the
@@ -63,7 +63,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torch.fx.passes.split_module import split_module
@@ -290,10 +289,12 @@ class UnitReport:
         return self.iters / self.seconds if self.seconds else math.inf
 
 
-def _output_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The reference's reconstruction loss: squared error summed over channels, averaged over
-    images and positions (its scale sets the balance with the rounding regulariser)."""
-    return (out - target).pow(2).sum(1).mean()
+def _output_error(out: torch.Tensor, target: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """The reference's reconstruction loss (``lp_loss``): ``|out - target|^p`` summed over
+    channels, averaged over images and positions (its scale sets the balance with the rounding
+    regulariser); p = 2 for the rounding, 2.4 for BRECQ's activation stage."""
+    diff = out - target
+    return (diff.pow(2) if p == 2.0 else diff.abs().pow(p)).sum(1).mean()
 
 
 def _image_errors(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -463,11 +464,6 @@ def _step_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _SquaredError.apply(out, target, out.numel() // out.shape[1])
 
 
-def _lp_error(out: torch.Tensor, target: torch.Tensor, p: float) -> torch.Tensor:
-    """The reference's ``lp_loss``: ``|out - target|^p`` summed over channels, averaged."""
-    return (out - target).abs().pow(p).sum(1).mean()
-
-
 def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, gen, class_weights, desc,
               progress) -> None:
     """``q_in``: the inputs optimised on; ``fp_in``: the float inputs QDrop mixes in."""
@@ -489,7 +485,7 @@ def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stag
                  for q, f in zip(x, fp_in)]
         out = unit(*x)
         if stage.p != 2.0:
-            rec = sum(_lp_error(o, t[idx], stage.p) for o, t in zip(out, targets))
+            rec = sum(_output_error(o, t[idx], stage.p) for o, t in zip(out, targets))
         elif class_weights is None:
             rec = sum(_step_error(o, t[idx]) for o, t in zip(out, targets))
         else:

@@ -231,7 +231,6 @@ def _finish(notebook, name: str, command: str, tables: list[str]) -> None:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             cell.outputs = _merge_streams(cell.outputs)
-        if cell.cell_type == "code":
             tags = cell.metadata.setdefault("tags", [])
             if "hide-input" not in tags:
                 tags.append("hide-input")

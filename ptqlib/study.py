@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .calibset import CalibSpec
 from .aggregate import worst_class
+from .calibset import CalibSpec
 from .data import class_label
 from .qmodel import QuantConfig
 from .reconstruction import default_recon
@@ -76,6 +76,14 @@ def level_cell(cell: Cell, factor: str, level) -> Cell:
     return replace(cell, **{factor: level})
 
 
+def level_label(factor: str, level) -> str:
+    """How a report names a level: bias levels by their readable class, the unbiased draw
+    "balanced"; other levels as they are."""
+    if factor == "bias_class":
+        return "balanced" if level is None or pd.isna(level) else class_label(level)
+    return str(level)
+
+
 def _level_selections(store: ResultsStore, cell: Cell, factor: str, levels: list):
     """``(level, store filters)`` of each level of ``factor``, on the weights and data of the most
     recent FP reference of the cell's model and dataset; levels impossible for the cell (e.g. 1 %
@@ -119,8 +127,8 @@ class LevelPredictions:
 
     preds: dict  # level -> [trials, images] int array
     seeds: dict  # level -> [trials] int array
-    labels: "np.ndarray"
-    fp_preds: "np.ndarray"
+    labels: np.ndarray | None  # None: no level has trials
+    fp_preds: np.ndarray | None
     class_names: list[str]
 
 

@@ -34,15 +34,16 @@ it needs has fewer than :data:`MIN_TRIALS` trials. A claim is supported when all
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
-from .data import class_label
 from .stats import holm
 from .store import ResultsStore
-from .study import Cell, LevelPredictions, factor_predictions
+from .study import Cell, LevelPredictions, factor_predictions, level_label
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = VERDICTS = (
     "supported", "contradicted", "inconclusive", "not enough data")
@@ -417,11 +418,7 @@ def factor_parts(claim: str, factor: str, data: ClassData, base, levels: list,
     significant = int((p_holm < ALPHA).sum())
     avg_changes = [(s - samples[0]).mean() for s in samples[1:]]
     avg_at = int(np.argmax(np.abs(avg_changes)))
-    def shown(level) -> str:  # bias levels by their readable class name, the balanced draw by name
-        if factor == "bias_class":
-            return "balanced" if level is None else class_label(level)
-        return str(level)
-
+    shown = partial(level_label, factor)
     levels_text = ", ".join(map(shown, present))
     most = (f"'{data.names[k]}' at {factor}={shown(present[at])}: {changes[at, k]:+.2f} points; {significant} of "
             f"{changes.size} class-level changes significant (paired Wilcoxon, Holm, {ALPHA:g})")
@@ -618,13 +615,11 @@ def load(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int
     return ClassData(factor_predictions(store, cell, factor, levels, trials), chance_draws)
 
 
-def class_bands(data: ClassData, confidence: float = CONFIDENCE) -> "pd.DataFrame":
+def class_bands(data: ClassData, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Per level and class: the mean drop against FP and the std over trials, beside the chance
     band of a single class, i.e. the central ``confidence`` of the same numbers over every
     pseudo-class of every split (``drop_low``/``drop_high``, ``std_low``/``std_high``). A class
     outside its band is affected more (or less) than a random group of as many images."""
-    import pandas as pd
-
     rows, fp = [], data.fp_acc()
     for level in data.levels:
         if data.trials(level) < 2:
@@ -659,16 +654,15 @@ def describe(part: Part) -> str:
     return f"{text}; {part.detail}" if part.detail else text
 
 
-def parts_frame(parts: list[Part]) -> "pd.DataFrame":
+def parts_frame(parts: list[Part]) -> pd.DataFrame:
     """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials."""
-    import pandas as pd
-
     def span(pair):
         return "" if pair is None or np.isnan(pair[0]) else f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
     return pd.DataFrame([{"claim": p.claim, "part": p.part, "verdict": p.verdict,
                           "estimate": None if p.estimate is None else round(p.estimate, 2),
-                          "interval": span(p.ci), "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
+                          "interval": span(p.ci),
+                          "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
                           "chance band": span(p.chance),
                           "p (chance)": None if p.p_chance is None else round(p.p_chance, 3), "trials": p.trials}
                          for p in parts])
@@ -689,11 +683,9 @@ def findings(parts: list[Part], subject: str) -> str:
     return "\n".join(lines)
 
 
-def side_by_side(store: ResultsStore, designs: dict[str, Design], chance_draws: int = CHANCE_DRAWS) -> "pd.DataFrame":
+def side_by_side(store: ResultsStore, designs: dict[str, Design], chance_draws: int = CHANCE_DRAWS) -> pd.DataFrame:
     """Rows: the parts; columns: the designs (e.g. one per model); cells: ``verdict`` and
     ``estimate`` in a two-level column index. Parts are matched by name."""
-    import pandas as pd
-
     frames = {}
     for label, design in designs.items():
         frame = parts_frame(all_parts(store, design, chance_draws)).set_index(["claim", "part"])

@@ -362,3 +362,10 @@ def test_iteration_curve_on_shared_seeds_and_the_converged_count(tmp_path):
     got = converged_iters(hand)  # within 0.3 points of 73.6: 73.5 at 5000
     assert got["a"] == 5000 and np.isnan(got["b"])
     assert converged_iters(hand, tolerance=0.7)["a"] == 2000
+
+
+def test_level_labels():
+    from ptqlib.study import level_label
+
+    assert level_label("bias_class", None) == level_label("bias_class", float("nan")) == "balanced"
+    assert level_label("bias_class", "n01440764") == "tench" and level_label("noise", 0.1) == "0.1"
