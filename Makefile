@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.txt
 	touch $(STAMP)
 
 report: setup
-	$(BIN)/python -m ptqlib.report --build
+	$(BIN)/python -m ptqlib.app.report --build
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -2,7 +2,7 @@
 # # Do the study's conclusions hold here?
 #
 # The study (Yuan et al. 2023) drew four conclusions. Each is tested here in its parts
-# (`ptqlib.verdicts`, also `ptq verdicts --model M --data D`): every part is an estimate from
+# (`ptqlib.analysis.verdicts`, also `ptq verdicts --model M --data D`): every part is an estimate from
 # the stored trials with a 95 % bootstrap interval over calibration seeds, and either a stated
 # effect size that the whole interval must clear (a part about sizes) or a chance band (a part
 # about classes): the same statistic on *pseudo-classes*, random groups of test images of the
@@ -11,7 +11,7 @@
 # random groupings reach it), **contradicted** when the interval lies on the other side (or when
 # more than half of the random groupings reach it), **inconclusive** in between, and **not
 # enough data** when a cell has fewer than 5 trials. A claim holds when all its parts do
-# (claim 3: at some bit-width). The effect sizes, stated once in `ptqlib.verdicts.Effects`:
+# (claim 3: at some bit-width). The effect sizes, stated once in `ptqlib.analysis.verdicts.Effects`:
 # "much more" is at least twice; "robust" is a change under 1 point; "barely reduces" keeps at
 # least 70 % of the std; "more reliable" is a worst class gaining 1 point more than the average,
 # or a class spread or variability at most 80 % of grid search's.
@@ -43,12 +43,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ptqlib.conclusions import remedy_verdicts
-from ptqlib.plotting import verdict_matrix
-from ptqlib.report import publish_table
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell
-from ptqlib.verdicts import all_parts, design_for, findings, parts_frame, side_by_side
+from ptqlib.analysis.conclusions import remedy_verdicts
+from ptqlib.analysis.plotting import verdict_matrix
+from ptqlib.app.report import publish_table
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell
+from ptqlib.analysis.verdicts import all_parts, design_for, findings, parts_frame, side_by_side
 
 store = ResultsStore(store_path)
 settings = dict(w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size, weights=weights, trials=trials,

@@ -23,11 +23,11 @@ trials = 50
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ptqlib.aggregate import reliability_summary
-from ptqlib.plotting import summary_lines
-from ptqlib.report import publish_table
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, models_frame
+from ptqlib.analysis.aggregate import reliability_summary
+from ptqlib.analysis.plotting import summary_lines
+from ptqlib.app.report import publish_table
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, models_frame
 
 store = ResultsStore(store_path)
 cell = Cell(models[0], dataset, w_bits, a_bits, metric, calib_size, weights=weights)
@@ -72,15 +72,15 @@ for model_name, row in default.iterrows():
 # %% [markdown]
 # ## The study's claims at each depth
 #
-# The tests of [the conclusions page](conclusions) (`ptqlib.verdicts`) on every depth: each part
+# The tests of [the conclusions page](conclusions) (`ptqlib.analysis.verdicts`) on every depth: each part
 # an estimate with its interval, against a stated effect size or against chance (colour:
 # verdict; text: estimate). Claims 2 (noise and bias) and 4 need cells that only ResNet-20 has.
 
 # %%
 from dataclasses import replace
 
-from ptqlib.plotting import verdict_matrix
-from ptqlib.verdicts import design_for, side_by_side
+from ptqlib.analysis.plotting import verdict_matrix
+from ptqlib.analysis.verdicts import design_for, side_by_side
 
 design = design_for(models[0], dataset, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,
                     weights=weights, trials=trials)

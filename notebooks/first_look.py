@@ -18,7 +18,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ptqlib.report import publish_table
+from ptqlib.app.report import publish_table
 
 runs = [json.loads(p.read_text()) for p in Path(results_dir).glob(f"{model}-*.json")]
 runs.sort(key=lambda r: (-r["config"]["quant"]["w_bits"], r["config"]["quant"]["metric"]))

@@ -28,12 +28,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ptqlib.aggregate import AVERAGE, class_summary
-from ptqlib.plotting import drop_boxplot
-from ptqlib.report import publish_table
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, factor_frame
-from ptqlib.verdicts import all_parts, class_bands, design_for, headline, load
+from ptqlib.analysis.aggregate import AVERAGE, class_summary
+from ptqlib.analysis.plotting import drop_boxplot
+from ptqlib.app.report import publish_table
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, factor_frame
+from ptqlib.analysis.verdicts import all_parts, class_bands, design_for, headline, load
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)

@@ -19,13 +19,13 @@ compute_missing = False
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.aggregate import AVERAGE, class_summary, worst_class
-from ptqlib.plotting import chance_strip, mean_std_lines
-from ptqlib.report import publish_table
-from ptqlib.stats import drop_ci_table
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
-from ptqlib.verdicts import class_bands, load
+from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
+from ptqlib.analysis.plotting import chance_strip, mean_std_lines
+from ptqlib.app.report import publish_table
+from ptqlib.analysis.stats import drop_ci_table
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.analysis.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, calib_size=calib_size, weights=weights)

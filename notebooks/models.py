@@ -21,7 +21,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ptqlib.report import publish_table
+from ptqlib.app.report import publish_table
 
 cards = {p.stem: json.loads(p.read_text()) for p in sorted(Path(weights_dir).glob("*.json"))}
 assert cards, f"no training cards in {weights_dir}"
@@ -67,7 +67,7 @@ print("Weakest class of each float model:",
 
 # %%
 from ptqlib.data import class_label
-from ptqlib.store import ResultsStore
+from ptqlib.study.store import ResultsStore
 
 fp = ResultsStore(store_path).fp_reference()
 fp = fp[(fp["model"] == imagenet_model) & (fp["dataset"] == imagenet_dataset)]

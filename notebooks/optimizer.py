@@ -38,13 +38,13 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ptqlib.aggregate import AVERAGE, class_summary, converged_iters, worst_class
-from ptqlib.plotting import iteration_lines, mean_std_lines
-from ptqlib.report import publish_table
-from ptqlib.stats import drop_ci_table, paired_test
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, ensure_trials, factor_frame, iteration_curve, trial_counts
-from ptqlib.verdicts import design_for, parts_frame, reconstruction_claim
+from ptqlib.analysis.aggregate import AVERAGE, class_summary, converged_iters, worst_class
+from ptqlib.analysis.plotting import iteration_lines, mean_std_lines
+from ptqlib.app.report import publish_table
+from ptqlib.analysis.stats import drop_ci_table, paired_test
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, iteration_curve, trial_counts
+from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters, variant=variant)

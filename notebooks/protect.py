@@ -39,14 +39,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ptqlib.aggregate import worst_class
-from ptqlib.conclusions import protects_worst_class
+from ptqlib.analysis.aggregate import worst_class
+from ptqlib.analysis.conclusions import protects_worst_class
 from ptqlib.data import class_label
-from ptqlib.plotting import image_grid, worst_class_boxes
-from ptqlib.report import publish_table
-from ptqlib.stats import churn, modal_predictions, paired_test
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, ensure_trials, factor_frame, trial_counts
+from ptqlib.analysis.plotting import image_grid, worst_class_boxes
+from ptqlib.app.report import publish_table
+from ptqlib.analysis.stats import churn, modal_predictions, paired_test
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
@@ -177,15 +177,15 @@ if test is not None and len(forgotten):
 # Does quantization cost more on corrupted images, and for which classes? The FP model and
 # quantized models of the default cell (the first seeds of the study) are evaluated on
 # copies of the test split with five corruptions at three severities, made offline at fixed
-# seeds (see `ptqlib.robustness`). Colour: mean change of accuracy from FP to quantized on
+# seeds (see `ptqlib.analysis.robustness`). Colour: mean change of accuracy from FP to quantized on
 # the same inputs; text: its std over the quantized models.
 
 # %%
 import json
 from pathlib import Path
 
-from ptqlib.plotting import delta_heatmap
-from ptqlib.robustness import quantization_change
+from ptqlib.analysis.plotting import delta_heatmap
+from ptqlib.analysis.robustness import quantization_change
 
 path = Path(robustness_file)
 if not path.exists():

@@ -57,10 +57,10 @@ from dataclasses import replace
 
 import pandas as pd
 
-from ptqlib.report import publish_table
-from ptqlib.stats import paired_gain
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, factor_frame
+from ptqlib.app.report import publish_table
+from ptqlib.analysis.stats import paired_gain
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, factor_frame
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters)

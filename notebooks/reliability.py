@@ -21,12 +21,12 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ptqlib.aggregate import AVERAGE, class_summary, worst_class
-from ptqlib.plotting import drop_boxplot
-from ptqlib.report import publish_table
-from ptqlib.stats import drop_ci_table
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, ensure_trials, factor_frame
+from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
+from ptqlib.analysis.plotting import drop_boxplot
+from ptqlib.app.report import publish_table
+from ptqlib.analysis.stats import drop_ci_table
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame
 
 store = ResultsStore(store_path)
 cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)

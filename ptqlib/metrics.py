@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import Split, inference_batch_size
+from ptqlib.data import Split, inference_batch_size
 
 
 @torch.inference_mode()

@@ -279,7 +279,7 @@ def build_model(name: str, weights: str | Path | None = None, num_classes: int |
     if name in CIFAR_DEPTHS:
         net: nn.Module = CifarResNet(CIFAR_DEPTHS[name], num_classes or 10, in_channels)
         if weights == "download":
-            from .data import cache_dir
+            from ptqlib.data import cache_dir
             cache = cache_dir() / "weights"
             weights = download_cifar_checkpoint(name, cache)
         mean, std = (info.mean, info.std) if in_channels == 3 else ((0.5,), (0.5,))

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
-from .data import Split, load_split
-from .metrics import per_class_accuracy, predict
-from .models import CIFAR_DEPTHS, build_model
+from ptqlib import __version__
+from ptqlib.data import Split, load_split
+from ptqlib.metrics import per_class_accuracy, predict
+from ptqlib.models import CIFAR_DEPTHS, build_model
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from ptqlib.models import CifarResNet
-from ptqlib.report import BOOK, ROOT, VARIANTS, published, run_section, sections
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, ensure_trials
+from ptqlib.app.report import BOOK, ROOT, VARIANTS, published, run_section, sections
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, ensure_trials
 from ptqlib.train import TrainConfig, train
 
 from .conftest import randomize_bn
@@ -56,11 +56,11 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
                   progress=False)
     results = root / "quantize"
     results.mkdir()
-    out = subprocess.run([sys.executable, "-m", "ptqlib.cli", "quantize", "--data", dataset, "--weights",
+    out = subprocess.run([sys.executable, "-m", "ptqlib.app.cli", "quantize", "--data", dataset, "--weights",
                           str(weights), "--calib-size", "8", "--json"], capture_output=True, text=True, check=True)
     (results / "resnet20-w4a4-mse.json").write_text(out.stdout)
     (results / "resnet20-w4a4-grid-1024.json").write_text(out.stdout)
-    subprocess.run([sys.executable, "-m", "ptqlib.cli", "robustness", "--data", dataset, "--weights", str(weights),
+    subprocess.run([sys.executable, "-m", "ptqlib.app.cli", "robustness", "--data", dataset, "--weights", str(weights),
                     "--calib-size", "8", "--trials", "2", "--corruptions", "jpeg", "--out",
                     str(results / "robustness.json")], capture_output=True, check=True)
     common = {"store_path": str(store.path), "dataset": dataset, "weights": str(weights), "trials": 2}

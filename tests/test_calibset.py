@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ptqlib.calibset import CalibSpec, build_calibration_set
+from ptqlib.study.calibset import CalibSpec, build_calibration_set
 from ptqlib.data import Split
 
 CLASSES = tuple(f"c{i}" for i in range(10))

@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ptqlib.cli import main
-from ptqlib.qmodel import QuantConfig
-from ptqlib.reconstruction import ReconConfig
-from ptqlib.calibset import CalibSpec
-from ptqlib.trial import TrialConfig, TrialContext, check_device
+from ptqlib.app.cli import main
+from ptqlib.quant.qmodel import QuantConfig
+from ptqlib.quant.reconstruction import ReconConfig
+from ptqlib.study.calibset import CalibSpec
+from ptqlib.study.trial import TrialConfig, TrialContext, check_device
 
 
 def run_cli(capsys, *args):
@@ -65,7 +65,7 @@ def test_missing_data_and_corrupt_checkpoint_through_the_real_command(tmp_path, 
         (["--data", f"folder:{tiny_data}"], "no default weights for resnet20 on 'folder:"),
         (["--data", f"folder:{tiny_data}", "--weights", str(bad)], "bad.th' is not a readable PyTorch file"),
     ):
-        proc = subprocess.run([sys.executable, "-m", "ptqlib.cli", "quantize", *args],
+        proc = subprocess.run([sys.executable, "-m", "ptqlib.app.cli", "quantize", *args],
                               capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -173,7 +173,7 @@ def test_bias_class_none_means_balanced(capsys, tiny_data, tiny_checkpoint):
 
 
 def test_sweep_gives_every_reconstruction_level_the_asked_iterations(capsys, tiny_data, tiny_checkpoint, tmp_path):
-    from ptqlib.store import ResultsStore
+    from ptqlib.study.store import ResultsStore
 
     store = tmp_path / "s.sqlite"
     code, _, _ = run_cli(capsys, "sweep", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint),

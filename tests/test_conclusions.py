@@ -1,7 +1,7 @@
 def test_remedy_verdict_needs_a_significant_steadier_gain_at_equal_average():
     import pandas as pd
 
-    from ptqlib.conclusions import protects_worst_class
+    from ptqlib.analysis.conclusions import protects_worst_class
 
     def frame(level, worst_of_seed):
         return pd.DataFrame([{"key": f"{level}{s}", "seed": s, "class": c, "acc": a, "level": level}

@@ -13,12 +13,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ptqlib.calibset import CalibSpec
-from ptqlib.qmodel import QuantConfig
-from ptqlib.reconstruction import ReconConfig, reconstruct
-from ptqlib.store import ResultsStore
-from ptqlib.sweep import run_sweep
-from ptqlib.trial import TrialConfig, TrialContext
+from ptqlib.study.calibset import CalibSpec
+from ptqlib.quant.qmodel import QuantConfig
+from ptqlib.quant.reconstruction import ReconConfig, reconstruct
+from ptqlib.study.store import ResultsStore
+from ptqlib.study.sweep import run_sweep
+from ptqlib.study.trial import TrialConfig, TrialContext
 
 from .test_reconstruction import calibrated
 

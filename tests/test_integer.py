@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from ptqlib.calibration import calibrate
-from ptqlib.integer import NoIntegerPath, agreement, check_engine, to_integer
+from ptqlib.quant.calibration import calibrate
+from ptqlib.quant.integer import NoIntegerPath, agreement, check_engine, to_integer
 from ptqlib.models import CifarResNet, EfficientNetLite0, Normalized
-from ptqlib.qmodel import QuantConfig, quantize_model
+from ptqlib.quant.qmodel import QuantConfig, quantize_model
 
 from .conftest import randomize_bn
 
@@ -140,7 +140,7 @@ def test_agreement_reports_share_and_per_class_difference():
 def test_bench_reports_the_int8_engine_beside_fake_quantization(capsys, tiny_data, tiny_checkpoint):
     import json
 
-    from ptqlib.cli import main
+    from ptqlib.app.cli import main
 
     args = ["bench", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint), "--calib-size", "8",
             "--reps", "1", "--no-torch-ao", "--json"]
@@ -160,8 +160,8 @@ def test_bench_reports_the_int8_engine_beside_fake_quantization(capsys, tiny_dat
 def test_fake_engine_keeps_the_keys_stored_before_the_setting_existed():
     import json
 
-    from ptqlib.calibset import CalibSpec
-    from ptqlib.trial import TrialConfig
+    from ptqlib.study.calibset import CalibSpec
+    from ptqlib.study.trial import TrialConfig
 
     # computed before TrialConfig had an engine; the first is a key of results/trials.sqlite
     stored = json.loads('{"calib": {"bias_class": null, "bias_p": null, "noise": 0.0, "noise_kind": null, '
@@ -178,7 +178,7 @@ def test_fake_engine_keeps_the_keys_stored_before_the_setting_existed():
 
 
 def test_int8_engine_is_part_of_the_key_and_round_trips():
-    from ptqlib.trial import TrialConfig
+    from ptqlib.study.trial import TrialConfig
 
     fake, int8 = TrialConfig(quant=QuantConfig(4, 4)), TrialConfig(quant=QuantConfig(4, 4), engine="int8")
     assert int8.key() != fake.key() and int8.to_dict()["engine"] == "int8"
@@ -186,7 +186,7 @@ def test_int8_engine_is_part_of_the_key_and_round_trips():
 
 
 def test_int8_engine_refuses_what_has_no_integer_path_in_one_line():
-    from ptqlib.trial import TrialConfig
+    from ptqlib.study.trial import TrialConfig
 
     with pytest.raises(ValueError, match=r"^unknown engine 'int4'; choose one of fake, int8$"):
         TrialConfig(quant=QuantConfig(4, 4), engine="int4")
@@ -200,7 +200,7 @@ def test_int8_engine_refuses_what_has_no_integer_path_in_one_line():
 def test_cli_engine_option(capsys, tiny_data, tiny_checkpoint):
     import json
 
-    from ptqlib.cli import main
+    from ptqlib.app.cli import main
 
     args = ["quantize", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint), "--calib-size", "16",
             "--json"]
@@ -218,11 +218,11 @@ def test_cli_engine_option(capsys, tiny_data, tiny_checkpoint):
 def test_int8_trials_are_stored_apart_from_fake_ones(tmp_path, tiny_data, tiny_checkpoint):
     import sqlite3
 
-    from ptqlib.store import ResultsStore
-    from ptqlib.sweep import run_sweep
-    from ptqlib.trial import TrialConfig
+    from ptqlib.study.store import ResultsStore
+    from ptqlib.study.sweep import run_sweep
+    from ptqlib.study.trial import TrialConfig
 
-    from ptqlib.calibset import CalibSpec
+    from ptqlib.study.calibset import CalibSpec
 
     base = TrialConfig("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint), QuantConfig(4, 4), CalibSpec(16))
     store = ResultsStore(tmp_path / "s.sqlite")

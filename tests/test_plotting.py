@@ -5,8 +5,8 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 
-from ptqlib.aggregate import class_summary, heatmap_data
-from ptqlib.plotting import delta_heatmap, drop_boxplot, mean_std_lines
+from ptqlib.analysis.aggregate import class_summary, heatmap_data
+from ptqlib.analysis.plotting import delta_heatmap, drop_boxplot, mean_std_lines
 
 
 def tidy_frame():
@@ -38,7 +38,7 @@ def test_mean_std_lines_one_line_per_class():
 
 
 def test_worst_class_boxes_one_box_per_level_with_its_medians():
-    from ptqlib.plotting import worst_class_boxes
+    from ptqlib.analysis.plotting import worst_class_boxes
 
     from matplotlib.colors import same_color
 
@@ -52,7 +52,7 @@ def test_worst_class_boxes_one_box_per_level_with_its_medians():
 
 
 def test_image_grid_shows_each_image_with_its_caption():
-    from ptqlib.plotting import image_grid
+    from ptqlib.analysis.plotting import image_grid
 
     images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
     fig = image_grid(images, [f"img {i}" for i in range(5)], columns=4)
@@ -63,7 +63,7 @@ def test_image_grid_shows_each_image_with_its_caption():
 
 
 def test_summary_lines_one_line_per_model_in_the_given_level_order():
-    from ptqlib.plotting import summary_lines
+    from ptqlib.analysis.plotting import summary_lines
 
     summary = pd.DataFrame({"model": ["m1", "m1", "m2"], "bits": [4, 8, 4], "worst_mean": [60.0, 70.0, 65.0],
                             "worst_std": [1.0, 2.0, 0.5]})

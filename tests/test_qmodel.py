@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from ptqlib.calibration import calibrate
+from ptqlib.quant.calibration import calibrate
 from ptqlib.models import CifarResNet, EfficientNetLite0, Normalized, build_model
-from ptqlib.qmodel import QuantConfig, QuantizedModel, fold_bn, quantize_model
+from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, fold_bn, quantize_model
 
 from .conftest import randomize_bn
 

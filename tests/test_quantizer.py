@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ptqlib.quantizer import FakeQuantizer, QuantSpec, fake_quantize, fake_quantize_inference, qparams_from_range
+from ptqlib.quant.quantizer import FakeQuantizer, QuantSpec, fake_quantize, fake_quantize_inference, qparams_from_range
 
 SPECS = [QuantSpec(b, sym, signed) for b in range(2, 9) for sym, signed in ((False, False), (True, True), (True, False))]
 
@@ -69,7 +69,7 @@ def test_uncalibrated_quantizer_refuses_to_run():
 @pytest.mark.parametrize("zero_point", [0, 3])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_learned_fake_quant_matches_the_composite_form(zero_point, channels_last):
-    from ptqlib.quantizer import fake_quantize_learned
+    from ptqlib.quant.quantizer import fake_quantize_learned
 
     torch.manual_seed(0)
     spec = QuantSpec(4)

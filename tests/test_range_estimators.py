@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ptqlib.quantizer import QuantSpec, fake_quantize, qparams_from_range
-from ptqlib.range_estimators import HistogramObserver, kl_threshold, weight_range
+from ptqlib.quant.quantizer import QuantSpec, fake_quantize, qparams_from_range
+from ptqlib.quant.range_estimators import HistogramObserver, kl_threshold, weight_range
 
 
 def test_histogram_equals_numpy_histogram_after_exact_growth():

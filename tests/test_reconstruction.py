@@ -4,12 +4,12 @@ import operator
 import pytest
 import torch
 
-from ptqlib.calibration import calibrate
+from ptqlib.quant.calibration import calibrate
 from ptqlib.models import CifarResNet, Normalized, build_model
-from ptqlib.qmodel import ActQuantizer, QuantConfig, quantize_model
-from ptqlib.quantizer import QuantSpec, qparams_from_range
-from ptqlib.reconstruction import AdaRound, ReconConfig, beta_at, reconstruct
-from ptqlib.quantizer import FakeQuantizer
+from ptqlib.quant.qmodel import ActQuantizer, QuantConfig, quantize_model
+from ptqlib.quant.quantizer import QuantSpec, qparams_from_range
+from ptqlib.quant.reconstruction import AdaRound, ReconConfig, beta_at, reconstruct
+from ptqlib.quant.quantizer import FakeQuantizer
 
 from .conftest import randomize_bn
 
@@ -98,7 +98,7 @@ def test_bad_settings_are_refused():
 
 
 def test_units_end_with_their_block():
-    from ptqlib.reconstruction import split_units
+    from ptqlib.quant.reconstruction import split_units
 
     _, qmodel, _ = calibrated()
     split = split_units(qmodel, "block")
@@ -112,7 +112,7 @@ def test_units_end_with_their_block():
 def test_units_on_pytorch_without_tuple_return(monkeypatch):
     """PyTorch 2.11 has no ``split_module(tuple_return=True)``: the units made without it
     must reconstruct exactly as those made with it."""
-    import ptqlib.reconstruction as rec
+    import ptqlib.quant.reconstruction as rec
     from torch.fx.passes.split_module import split_module
 
     def old_split_module(m, root_m, split_callback, qualname_map=None, keep_original_order=False):
@@ -132,7 +132,7 @@ def test_units_on_pytorch_without_tuple_return(monkeypatch):
 
 
 def test_interrupted_reconstruction_leaves_a_plain_model(monkeypatch):
-    import ptqlib.reconstruction as rec
+    import ptqlib.quant.reconstruction as rec
 
     _, qmodel, images = calibrated()
     monkeypatch.setattr(rec, "_optimize", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
@@ -145,15 +145,15 @@ def test_interrupted_reconstruction_leaves_a_plain_model(monkeypatch):
 
 
 def test_mobilenet_v2_gets_the_reference_lambda():
-    from ptqlib.reconstruction import default_recon
-    from ptqlib.trial import TrialConfig
+    from ptqlib.quant.reconstruction import default_recon
+    from ptqlib.study.trial import TrialConfig
 
     assert default_recon("mobilenet_v2").lam == 0.1 and default_recon("resnet18").lam == 0.01
     assert TrialConfig(model="mobilenet_v2", optimizer="brecq").recon.lam == 0.1
 
 
 def test_class_weights_favour_the_worst_class_and_keep_mean_one():
-    from ptqlib.reconstruction import ClassWeights
+    from ptqlib.quant.reconstruction import ClassWeights
 
     labels = torch.tensor([0, 0, 1, 1, 2, 2, -1])
     cw = ClassWeights(labels, eta=1.0, momentum=0.0)
@@ -214,8 +214,8 @@ def test_same_seed_reproduces_the_earlier_rounding(method):
 
 
 def test_joint_keys_are_unchanged_and_reference_keys_differ():
-    from ptqlib.reconstruction import default_recon
-    from ptqlib.trial import TrialConfig
+    from ptqlib.quant.reconstruction import default_recon
+    from ptqlib.study.trial import TrialConfig
 
     # keys computed before ReconConfig had a variant (every stored reconstruction ran "joint")
     assert TrialConfig(optimizer="brecq").key() == "5965e3e68d219d414fc12932"
@@ -230,7 +230,7 @@ def test_joint_keys_are_unchanged_and_reference_keys_differ():
 
 
 def test_reference_settings_per_model_and_bad_variants_are_refused():
-    from ptqlib.reconstruction import default_recon
+    from ptqlib.quant.reconstruction import default_recon
 
     assert default_recon("mnasnet1_0", variant="reference").lam == 0.2
     assert default_recon("mobilenet_v2", variant="reference").lam == 0.1
@@ -245,7 +245,7 @@ def test_reference_settings_per_model_and_bad_variants_are_refused():
 
 
 def test_reference_brecq_learns_weights_with_float_activations_then_the_steps():
-    import ptqlib.reconstruction as rec
+    import ptqlib.quant.reconstruction as rec
 
     _, qmodel, images = calibrated()
     before = [aq.quantizer.scale.clone() for aq in qmodel.act_quantizers()]
@@ -283,7 +283,7 @@ def test_reference_brecq_learns_weights_with_float_activations_then_the_steps():
 
 @pytest.mark.parametrize("method", ["adaround", "qdrop"])
 def test_reference_adaround_and_qdrop(method):
-    import ptqlib.reconstruction as rec
+    import ptqlib.quant.reconstruction as rec
 
     _, qmodel, images = calibrated()
     act_before = [aq.quantizer.scale.clone() for aq in qmodel.act_quantizers()]

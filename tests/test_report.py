@@ -8,14 +8,14 @@ import papermill
 import pytest
 import torch
 
-from ptqlib.calibset import CalibSpec
+from ptqlib.study.calibset import CalibSpec
 from ptqlib.models import CifarResNet
-from ptqlib.qmodel import QuantConfig
-from ptqlib.report import VARIANTS, parse_value, run_section, sections
-from ptqlib.store import ResultsStore
-from ptqlib.study import Cell, factor_frame, factor_seconds, models_frame
-from ptqlib.sweep import expand_grid, run_sweep
-from ptqlib.trial import TrialConfig
+from ptqlib.quant.qmodel import QuantConfig
+from ptqlib.app.report import VARIANTS, parse_value, run_section, sections
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, factor_frame, factor_seconds, models_frame
+from ptqlib.study.sweep import expand_grid, run_sweep
+from ptqlib.study.trial import TrialConfig
 
 from .conftest import randomize_bn
 
@@ -105,7 +105,7 @@ def test_papermill_reads_every_parameter_of_every_section(tmp_path):
 
     import jupytext
 
-    from ptqlib.report import NOTEBOOKS
+    from ptqlib.app.report import NOTEBOOKS
 
     known = {}
     for name in sections():
@@ -122,7 +122,7 @@ def test_papermill_reads_every_parameter_of_every_section(tmp_path):
 
 
 def test_section_parameters_are_checked_before_any_kernel_starts(capsys):
-    from ptqlib.cli import main
+    from ptqlib.app.cli import main
 
     assert main(["section", "noise", "-p", "trials", "notanumber", "--no-build", "--output", "/nonexistent"]) == 2
     err = capsys.readouterr().err.strip()
@@ -135,7 +135,7 @@ def test_section_parameters_are_checked_before_any_kernel_starts(capsys):
 
 
 def test_parameter_types_follow_the_defaults():
-    from ptqlib.report import check_parameters
+    from ptqlib.app.report import check_parameters
 
     check_parameters("noise", {"trials": 3, "levels": [0.0, 0.1], "weights": "w.pt", "compute_missing": True})
     check_parameters("noise_lite0", {"trials": 3})  # a variant's parameters are its section's
@@ -145,7 +145,7 @@ def test_parameter_types_follow_the_defaults():
 
 
 def test_sweep_needs_at_least_one_trial(capsys):
-    from ptqlib.cli import main
+    from ptqlib.app.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["sweep", "--model", "resnet20", "--data", "cifar10-jpeg", "--trials", "0"])
@@ -168,7 +168,7 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 def test_rebuilding_a_section_on_the_same_store_gives_the_same_bytes(tiny_store, tmp_path):
     import base64
 
-    from ptqlib.report import TABLES, rerun_command
+    from ptqlib.app.report import TABLES, rerun_command
 
     store, base = tiny_store
     params = {"store_path": str(store.path), "dataset": base.dataset, "weights": base.weights, "calib_size": 8,
@@ -206,7 +206,7 @@ def test_rebuilding_a_section_on_the_same_store_gives_the_same_bytes(tiny_store,
 
 
 def test_rerun_command_names_the_parameters_that_differ_from_the_page_defaults():
-    from ptqlib.report import parse_value, rerun_command
+    from ptqlib.app.report import parse_value, rerun_command
 
     assert rerun_command("noise") == "ptq section noise"
     assert rerun_command("noise", {"trials": 50, "model": "resnet20"}) == "ptq section noise"  # the defaults
@@ -224,7 +224,7 @@ def test_rerun_command_names_the_parameters_that_differ_from_the_page_defaults()
 def test_publish_table_outside_a_build_only_displays(monkeypatch, capsys):
     import pandas as pd
 
-    from ptqlib.report import publish_table
+    from ptqlib.app.report import publish_table
 
     monkeypatch.delenv("PTQ_REPORT_TABLES", raising=False)
     publish_table(pd.DataFrame({"a": [1]}), "t")
@@ -234,7 +234,7 @@ def test_publish_table_outside_a_build_only_displays(monkeypatch, capsys):
 def test_the_pages_workflow_builds_with_the_readme_command_and_publishes_the_html():
     import yaml
 
-    from ptqlib.report import ROOT
+    from ptqlib.app.report import ROOT
 
     readme = (ROOT / "README.md").read_text()
     assert "make setup report" in readme and ".github/workflows/book.yml" in readme
@@ -257,7 +257,7 @@ def test_the_pages_workflow_builds_with_the_readme_command_and_publishes_the_htm
 def test_printed_output_split_by_the_kernel_is_merged():
     import nbformat
 
-    from ptqlib.report import _merge_streams
+    from ptqlib.app.report import _merge_streams
 
     outs = [nbformat.v4.new_output("stream", name="stdout", text="a\n"),
             nbformat.v4.new_output("stream", name="stdout", text="b\n"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ptqlib.data import Split
-from ptqlib.robustness import CORRUPTIONS, corrupt
+from ptqlib.analysis.robustness import CORRUPTIONS, corrupt
 
 
 def split(n=6, size=16, seed=0):
@@ -51,10 +51,10 @@ def test_bad_corruptions_are_refused():
 
 def test_robustness_command_matches_a_direct_evaluation(tmp_path, tiny_data, tiny_checkpoint):
     from ptqlib.metrics import per_class_accuracy, predict
-    from ptqlib.trial import TrialContext
+    from ptqlib.study.trial import TrialContext
 
     out = tmp_path / "r.json"
-    cmd = [sys.executable, "-m", "ptqlib.cli", "robustness", "--data", f"folder:{tiny_data}", "--weights",
+    cmd = [sys.executable, "-m", "ptqlib.app.cli", "robustness", "--data", f"folder:{tiny_data}", "--weights",
            str(tiny_checkpoint), "--calib-size", "8", "--trials", "2", "--corruptions", "jpeg", "contrast",
            "--out", str(out), "--threads", "1"]
     subprocess.run(cmd, check=True, capture_output=True)
@@ -78,7 +78,7 @@ def test_robustness_command_matches_a_direct_evaluation(tmp_path, tiny_data, tin
 def test_quantization_change_by_hand():
     import pandas as pd
 
-    from ptqlib.robustness import quantization_change
+    from ptqlib.analysis.robustness import quantization_change
 
     rows = []
     for corruption, severity, fp, q0, q1 in (("none", 0, (90, 80), (85, 70), (87, 74)),

@@ -5,9 +5,9 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from ptqlib.aggregate import reliability_summary, worst_class
+from ptqlib.analysis.aggregate import reliability_summary, worst_class
 from ptqlib.metrics import expected_calibration_error
-from ptqlib.stats import (bootstrap_mean_ci, churn, drop_ci, drop_ci_table, exemplars, holm, modal_predictions,
+from ptqlib.analysis.stats import (bootstrap_mean_ci, churn, drop_ci, drop_ci_table, exemplars, holm, modal_predictions,
                           paired_test)
 
 
@@ -144,7 +144,7 @@ def test_paired_gain_of_the_average_and_the_worst_class():
     import numpy as np
     import pandas as pd
 
-    from ptqlib.stats import paired_gain
+    from ptqlib.analysis.stats import paired_gain
 
     rows = []
     for seed in range(6):

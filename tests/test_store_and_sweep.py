@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from ptqlib.aggregate import class_summary, heatmap_data, worst_class
-from ptqlib.calibset import CalibSpec
-from ptqlib.qmodel import QuantConfig
-from ptqlib.store import ResultsStore, pack_preds, unpack_preds
-from ptqlib import sweep
-from ptqlib.sweep import expand_grid, run_sweep
-from ptqlib.trial import TrialConfig
+from ptqlib.analysis.aggregate import class_summary, heatmap_data, worst_class
+from ptqlib.study.calibset import CalibSpec
+from ptqlib.quant.qmodel import QuantConfig
+from ptqlib.study.store import ResultsStore, pack_preds, unpack_preds
+from ptqlib.study import sweep
+from ptqlib.study.sweep import expand_grid, run_sweep
+from ptqlib.study.trial import TrialConfig
 
 from .conftest import randomize_bn
 
@@ -57,7 +57,7 @@ def test_grid_rerun_computes_only_missing_trials(tmp_path, sweep_setup):
     assert len(tidy) == 12 and np.allclose(tidy["drop"], tidy["fp_acc"] - tidy["acc"])
 
 
-SWEEP_CMD = ["-m", "ptqlib.cli", "sweep", "--calib-size", "8", "--noise", "0", "0.5", "--trials", "4",
+SWEEP_CMD = ["-m", "ptqlib.app.cli", "sweep", "--calib-size", "8", "--noise", "0", "0.5", "--trials", "4",
              "--threads", "1"]
 
 
@@ -138,7 +138,7 @@ def test_aggregation_against_hand_computed_numbers():
 
 
 def test_store_keeps_labels_ece_and_predictions_for_churn(tmp_path, sweep_setup):
-    from ptqlib.stats import churn
+    from ptqlib.analysis.stats import churn
 
     base, _ = sweep_setup
     store = ResultsStore(tmp_path / "s.sqlite")
@@ -209,7 +209,7 @@ def test_stores_from_before_new_columns_are_migrated(tmp_path):
 def test_later_settings_leave_earlier_keys_alone_and_round_trip():
     from dataclasses import replace
 
-    from ptqlib.reconstruction import ReconConfig
+    from ptqlib.quant.reconstruction import ReconConfig
 
     plain = TrialConfig()
     assert "sampling" not in plain.to_dict()["calib"]  # stores written before stratified sampling keep their keys

@@ -15,10 +15,10 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from ptqlib import verdicts as V
-from ptqlib.stats import holm
-from ptqlib.store import ResultsStore, config_columns, pack_preds, row_key
-from ptqlib.study import Cell, LevelPredictions, level_cell
+from ptqlib.analysis import verdicts as V
+from ptqlib.analysis.stats import holm
+from ptqlib.study.store import ResultsStore, config_columns, pack_preds, row_key
+from ptqlib.analysis.cells import Cell, LevelPredictions, level_cell
 
 K, PER_CLASS, TRIALS = 10, 300, 30
 LABELS = np.repeat(np.arange(K), PER_CLASS)
@@ -260,7 +260,7 @@ def _write(store, cell, preds):
 
 
 def test_verdicts_command_reads_a_store(tmp_path, capsys):
-    from ptqlib.cli import main
+    from ptqlib.app.cli import main
 
     rng = np.random.default_rng(0)
     store, fp = _store(tmp_path, rng)
@@ -281,7 +281,7 @@ def test_verdicts_command_reads_a_store(tmp_path, capsys):
 
 
 def test_verdicts_command_rejects_bad_input(tmp_path, capsys):
-    from ptqlib.cli import main
+    from ptqlib.app.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["verdicts", "--model", "resnet20", "--data", "toy", "--store", str(tmp_path / "x.sqlite"),
@@ -324,7 +324,7 @@ def test_findings_quote_each_claim_with_its_verdict_and_numbers():
 def test_side_by_side_and_its_matrix(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
-    from ptqlib.plotting import verdict_matrix
+    from ptqlib.analysis.plotting import verdict_matrix
 
     rng = np.random.default_rng(0)
     store, fp = _store(tmp_path, rng)
@@ -343,8 +343,8 @@ def test_side_by_side_and_its_matrix(tmp_path):
 def test_iteration_curve_on_shared_seeds_and_the_converged_count(tmp_path):
     import pandas as pd
 
-    from ptqlib.aggregate import converged_iters
-    from ptqlib.study import iteration_curve
+    from ptqlib.analysis.aggregate import converged_iters
+    from ptqlib.analysis.cells import iteration_curve
 
     rng = np.random.default_rng(0)
     store, fp = _store(tmp_path, rng)
@@ -365,7 +365,7 @@ def test_iteration_curve_on_shared_seeds_and_the_converged_count(tmp_path):
 
 
 def test_level_labels():
-    from ptqlib.study import level_label
+    from ptqlib.analysis.cells import level_label
 
     assert level_label("bias_class", None) == level_label("bias_class", float("nan")) == "balanced"
     assert level_label("bias_class", "n01440764") == "tench" and level_label("noise", 0.1) == "0.1"

@@ -2,12 +2,12 @@
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from ptqlib.trial import TrialContext, TrialConfig
-from ptqlib.qmodel import QuantConfig
-from ptqlib.calibset import build_calibration_set, CalibSpec
-from ptqlib.reconstruction import default_recon
+from ptqlib.study.trial import TrialContext, TrialConfig
+from ptqlib.quant.qmodel import QuantConfig
+from ptqlib.study.calibset import build_calibration_set, CalibSpec
+from ptqlib.quant.reconstruction import default_recon
 from ptqlib.metrics import predict
-from ptqlib.integer import to_integer, agreement
+from ptqlib.quant.integer import to_integer, agreement
 
 cells = [("resnet20", 2, 4, "grid", 256), ("resnet20", 6, 6, "grid", 256), ("resnet20", 4, 4, "qdrop", 1024),
          ("resnet32", 4, 4, "grid", 256), ("resnet56", 4, 4, "grid", 256)]

@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import torch
 
-from ptqlib.cli import _trial_config, build_parser
-from ptqlib.store import ResultsStore
-from ptqlib.sweep import _context, run_sweep
+from ptqlib.app.cli import _trial_config, build_parser
+from ptqlib.study.store import ResultsStore
+from ptqlib.study.sweep import _context, run_sweep
 
 EXPECTED = {"data_fp": "b3deab149ba0bbae-5a1218c3dbc538a8", "weights_fp": "74669a006ddf192e"}
 

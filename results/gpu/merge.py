@@ -2,7 +2,7 @@
 import sqlite3
 import sys
 
-from ptqlib.store import ResultsStore
+from ptqlib.study.store import ResultsStore
 
 out, lanes = sys.argv[1], sys.argv[2:]
 ResultsStore(out).trials()  # creates the schema

@@ -2,7 +2,7 @@
 
 Everything is measured in one run, repetitions interleaved (FP eval, our trial, the same
 trial's model on int8 kernels, the ``torch.ao`` trial, then again), and medians reported, so
-that the ratios hold on a noisy shared machine. The int8 numbers (:mod:`ptqlib.integer`):
+that the ratios hold on a noisy shared machine. The int8 numbers (:mod:`ptqlib.quant.integer`):
 ``int8_eval_s`` the integer model's test-set evaluation, ``int8_trial_s`` a whole trial on it
 (calibration, conversion, evaluation), ``int8_agreement`` the share of test images predicted
 alike by fake quantization and the integer model. The ``torch.ao`` peer is the FX fake-quant
@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from .calibration import calibrate, calibrate_activations, calibrate_weights
-from .calibset import build_calibration_set
-from .integer import NoIntegerPath, agreement, check_engine, to_integer
-from .reconstruction import REFERENCE_ITERS, reconstruct
-from .metrics import accuracy, predict
-from .qmodel import quantize_model
-from .trial import TrialConfig, TrialContext
+from ptqlib.quant.calibration import calibrate, calibrate_activations, calibrate_weights
+from ptqlib.study.calibset import build_calibration_set
+from ptqlib.quant.integer import NoIntegerPath, agreement, check_engine, to_integer
+from ptqlib.quant.reconstruction import REFERENCE_ITERS, reconstruct
+from ptqlib.metrics import accuracy, predict
+from ptqlib.quant.qmodel import quantize_model
+from ptqlib.study.trial import TrialConfig, TrialContext
 
 
 def _timed(fn):

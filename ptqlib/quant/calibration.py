@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from .data import inference_batch_size
-from .qmodel import QuantizedModel
-from .quantizer import qparams_from_range
-from .range_estimators import HistogramObserver, weight_range
+from ptqlib.data import inference_batch_size
+from ptqlib.quant.qmodel import QuantizedModel
+from ptqlib.quant.quantizer import qparams_from_range
+from ptqlib.quant.range_estimators import HistogramObserver, weight_range
 
 
 @torch.no_grad()

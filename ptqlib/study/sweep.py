@@ -11,8 +11,8 @@ import itertools
 from dataclasses import replace
 from typing import Iterable
 
-from .store import ResultsStore, row_key, trial_row
-from .trial import TrialConfig, TrialContext, default_device
+from ptqlib.study.store import ResultsStore, row_key, trial_row
+from ptqlib.study.trial import TrialConfig, TrialContext, default_device
 
 QUANT_FACTORS = ("w_bits", "a_bits", "preset", "metric", "weight_metric")
 CALIB_FACTORS = {"calib_size": "size", "noise": "noise", "noise_kind": "noise_kind",

@@ -48,7 +48,7 @@ The quantized graph is cut into units with ``torch.fx``'s ``split_module``. Each
 (from the quantized network, already reconstructed up to it) and targets (the float network's
 outputs) are computed once from the calibration set and reused for all iterations: no
 full-network forward per iteration. A step runs on channels-last copies of them, with the
-activation fake quantization as one autograd node (:func:`ptqlib.quantizer.fake_quantize_learned`)
+activation fake quantization as one autograd node (:func:`ptqlib.quant.quantizer.fake_quantize_learned`)
 and what is constant within a unit (``floor(w/s) + z``, broadcast scales) computed once. The
 iteration count is the one knob that trades time for quality; the reference uses 20 000 per
 unit.
@@ -67,11 +67,11 @@ import torchvision
 from torch import nn
 from torch.fx.passes.split_module import split_module
 
-from .calibration import calibrate_activations
-from .models import BasicBlock, MBConv
-from .qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel
-from .quantizer import FakeQuantizer, _broadcast, flat_view, qparams_from_range
-from .range_estimators import HistogramObserver, check_metric
+from ptqlib.quant.calibration import calibrate_activations
+from ptqlib.models import BasicBlock, MBConv
+from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel
+from ptqlib.quant.quantizer import FakeQuantizer, _broadcast, flat_view, qparams_from_range
+from ptqlib.quant.range_estimators import HistogramObserver, check_metric
 
 METHODS = ("adaround", "brecq", "qdrop")
 VARIANTS = ("joint", "reference")

@@ -81,7 +81,7 @@ def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.Dat
 
 
 def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
-    """Per method of an :func:`ptqlib.study.iteration_curve`: the smallest iteration count whose
+    """Per method of an :func:`ptqlib.analysis.cells.iteration_curve`: the smallest iteration count whose
     mean worst-class accuracy is within ``tolerance`` points of the largest count's (NaN where a
     method has a single count)."""
     out = {}

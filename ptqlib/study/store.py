@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
-from .trial import TrialConfig, TrialContext, TrialResult
+from ptqlib import __version__
+from ptqlib.study.trial import TrialConfig, TrialContext, TrialResult
 
 DEFAULT_STORE = Path("results/trials.sqlite")
 CONFIG_COLUMNS = ("model", "dataset", "weights", "preset", "w_bits", "a_bits", "metric", "weight_metric",

@@ -27,8 +27,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizer import MAX_BITS, MIN_BITS, FakeQuantizer, QuantSpec
-from .range_estimators import METRICS, WEIGHT_METRICS, HistogramObserver, check_metric
+from ptqlib.quant.quantizer import MAX_BITS, MIN_BITS, FakeQuantizer, QuantSpec
+from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS, HistogramObserver, check_metric
 
 PRESETS = ("reference", "full")
 WEIGHT_SPEC = QuantSpec(bits=8, symmetric=False, per_channel=True, ch_axis=0)
@@ -68,7 +68,7 @@ def _is_int(v) -> bool:
 class _QuantWeightLayer(nn.Module):
     """Shared part of quantized Conv2d/Linear: the weight, its quantizer, and a cache of the
     fake-quantized weight used whenever no gradient is needed. During reconstruction a
-    ``rounding`` module (AdaRound, see :mod:`ptqlib.reconstruction`) replaces round-to-nearest."""
+    ``rounding`` module (AdaRound, see :mod:`ptqlib.quant.reconstruction`) replaces round-to-nearest."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, w_bits: int) -> None:
         super().__init__()
@@ -289,7 +289,7 @@ def _in_scope(name: str, scope: str) -> bool:
 
 def quantize_model(model: nn.Module, config: QuantConfig) -> QuantizedModel:
     """A quantized copy of ``model`` (left untouched), on the model's device; quantizers start
-    disabled and uncalibrated: run :func:`ptqlib.calibration.calibrate` next."""
+    disabled and uncalibrated: run :func:`ptqlib.quant.calibration.calibrate` next."""
     device = next(model.parameters()).device
     gm = fx.symbolic_trace(copy.deepcopy(model).eval())
     _fold_all_bn(gm)

@@ -4,7 +4,7 @@ Input is the tidy per-class frame of :meth:`ResultsStore.per_class` (one row per
 class with ``acc``, ``fp_acc`` and ``drop``) and, for prediction-level effects, the stored
 predicted labels.
 
-- (worst-class accuracy over trials is summarised by :func:`ptqlib.aggregate.worst_class`);
+- (worst-class accuracy over trials is summarised by :func:`ptqlib.analysis.aggregate.worst_class`);
 - per-class mean drop with bootstrap confidence intervals over trials
   (:func:`scipy.stats.bootstrap`);
 - a paired test between two settings run on the same seeds (same calibration draws up to the
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .aggregate import AVERAGE, with_average
+from ptqlib.analysis.aggregate import AVERAGE, with_average
 
 
 def bootstrap_mean_ci(values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,

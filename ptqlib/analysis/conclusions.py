@@ -1,8 +1,8 @@
 """This project's remedies for the worst class, checked against the results store.
 
-The study's own four claims are tested in :mod:`ptqlib.verdicts`. Here, each remedy (stratified
+The study's own four claims are tested in :mod:`ptqlib.analysis.verdicts`. Here, each remedy (stratified
 calibration sets, class-weighted reconstruction) is compared with its baseline on paired seeds
-(:func:`protects_worst_class`), giving a :class:`Verdict` in the words of :mod:`ptqlib.verdicts`
+(:func:`protects_worst_class`), giving a :class:`Verdict` in the words of :mod:`ptqlib.analysis.verdicts`
 (supported, contradicted, inconclusive, not enough data), the numbers and intervals behind it,
 and the trials it rests on.
 """
@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import pandas as pd
 
 
-from .stats import paired_gain
-from .store import ResultsStore
-from .study import Cell, factor_frame
-from .verdicts import CONTRADICTED, EFFECTS, INCONCLUSIVE, MIN_TRIALS, NOT_ENOUGH, SUPPORTED, Effects
+from ptqlib.analysis.stats import paired_gain
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, factor_frame
+from ptqlib.analysis.verdicts import CONTRADICTED, EFFECTS, INCONCLUSIVE, MIN_TRIALS, NOT_ENOUGH, SUPPORTED, Effects
 
 @dataclass(frozen=True)
 class Verdict:
     conclusion: str
-    verdict: str  # one of ptqlib.verdicts.VERDICTS
+    verdict: str  # one of ptqlib.analysis.verdicts.VERDICTS
     evidence: str
     trials: int
 

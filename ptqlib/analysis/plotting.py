@@ -1,17 +1,17 @@
-"""The report's figures, from the tidy frames of :mod:`ptqlib.aggregate`."""
+"""The report's figures, from the tidy frames of :mod:`ptqlib.analysis.aggregate`."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .aggregate import AVERAGE, with_average
+from ptqlib.analysis.aggregate import AVERAGE, with_average
 
 
 def drop_boxplot(per_class: pd.DataFrame, title: str = "", ax=None, band: tuple[float, float] | None = None):
     """Box plot of the accuracy drop against FP over trials, one box per class and one for the
     average (the study's Figure 2: median line, box from Q1 to Q3). ``band``: the chance band of
-    a class's mean drop (:func:`ptqlib.verdicts.class_bands`), drawn in grey."""
+    a class's mean drop (:func:`ptqlib.analysis.verdicts.class_bands`), drawn in grey."""
     tidy = with_average(per_class)
     classes = [c for c in tidy["class"].unique() if c != AVERAGE] + [AVERAGE]
     data = [tidy.loc[tidy["class"] == c, "drop"].to_numpy() for c in classes]
@@ -116,7 +116,7 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title:
 def chance_strip(bands: pd.DataFrame, value: str, xlabel: str, title: str = "", ax=None):
     """Each class's ``value`` (``"mean_drop"`` or ``"std"``) at each level as a dot, over the grey
     chance band of a single class (columns ``{short}_low``/``{short}_high`` of
-    :func:`ptqlib.verdicts.class_bands`); classes outside the band are labelled."""
+    :func:`ptqlib.analysis.verdicts.class_bands`); classes outside the band are labelled."""
     short = {"mean_drop": "drop", "std": "std"}[value]
     levels = list(dict.fromkeys(bands["level"]))
     ax = ax or plt.subplots(figsize=(max(5.0, 1.3 * len(levels) + 2), 3.8))[1]
@@ -147,7 +147,7 @@ VERDICT_COLOURS = {"supported": "#74c476", "contradicted": "#fb6a4a", "inconclus
 
 def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
     """Parts (rows) by models (columns) coloured by verdict, each cell with its estimate: the
-    frame of :func:`ptqlib.verdicts.side_by_side`."""
+    frame of :func:`ptqlib.analysis.verdicts.side_by_side`."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -175,7 +175,7 @@ def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
 
 def iteration_lines(curve: pd.DataFrame, by: list[str] = ("method",), axes=None):
     """Mean worst-class and average accuracy against the iterations per unit (log scale), one
-    line per ``by`` group of an :func:`ptqlib.study.iteration_curve` frame (error bars: the
+    line per ``by`` group of an :func:`ptqlib.analysis.cells.iteration_curve` frame (error bars: the
     worst class's std over trials)."""
     axes = axes if axes is not None else plt.subplots(1, 2, figsize=(11, 3.8))[1]
     for keys, group in curve.groupby(list(by), sort=False):

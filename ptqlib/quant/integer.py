@@ -1,4 +1,4 @@
-"""Integer evaluation: a calibrated :class:`~ptqlib.qmodel.QuantizedModel` run on real int8
+"""Integer evaluation: a calibrated :class:`~ptqlib.quant.qmodel.QuantizedModel` run on real int8
 kernels, on exactly its quantization grid.
 
 Backend. The convolutions run on oneDNN's int8 primitives through PyTorch's
@@ -70,9 +70,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import per_class_accuracy
-from .models import CIFAR_DEPTHS, ShortcutA
-from .qmodel import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantizedModel, _is_add
+from ptqlib.metrics import per_class_accuracy
+from ptqlib.models import CIFAR_DEPTHS, ShortcutA
+from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantizedModel, _is_add
 
 # models whose every quantized layer between the first and the last activation quantizer has
 # an integer path (verified by tests and by the agreement measured on the test sets)

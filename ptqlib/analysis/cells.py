@@ -11,14 +11,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .aggregate import worst_class
-from .calibset import CalibSpec
-from .data import class_label
-from .qmodel import QuantConfig
-from .reconstruction import default_recon
-from .store import ResultsStore, config_columns
-from .sweep import expand_grid, run_sweep
-from .trial import TrialConfig
+from ptqlib.analysis.aggregate import worst_class
+from ptqlib.study.calibset import CalibSpec
+from ptqlib.data import class_label
+from ptqlib.quant.qmodel import QuantConfig
+from ptqlib.quant.reconstruction import default_recon
+from ptqlib.study.store import ResultsStore, config_columns
+from ptqlib.study.sweep import expand_grid, run_sweep
+from ptqlib.study.trial import TrialConfig
 
 FACTOR_LEVELS = {  # the levels the study uses (CIFAR-10)
     "noise": [0.0, 0.01, 0.05, 0.1, 0.5],
@@ -49,7 +49,7 @@ class Cell:
     iters: int = 20_000  # reconstruction iterations per unit (ignored by grid search)
     class_weighting: str | None = None  # "dro": class-weighted reconstruction (ignored by grid search)
     variant: str = "joint"  # reconstruction variant: "joint" or "reference" (ignored by grid search)
-    engine: str = "fake"  # evaluation engine: "fake" or "int8" (ptqlib.integer)
+    engine: str = "fake"  # evaluation engine: "fake" or "int8" (ptqlib.quant.integer)
 
     def trial_config(self) -> TrialConfig:
         recon = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import Split
+from ptqlib.data import Split
 
 NOISE_KINDS = ("uniform", "gaussian")
 SAMPLINGS = ("random", "stratified")

@@ -5,7 +5,7 @@ The sources are jupytext percent-format files in ``notebooks/`` with a cell tagg
 the end replaces the published one in ``book/``, so a failing section fails the command and
 never reaches the book.
 
-    python -m ptqlib.report                       # every section, default parameters
+    python -m ptqlib.app.report                       # every section, default parameters
     ptq section first_look -p w_bits 4            # one section with new parameters
     ptq section noise_lite0                       # a variant: the noise section on EfficientNet-Lite0
 
@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
 TABLES = Path("_static") / "tables"  # beside the pages; Sphinx copies _static into the HTML

@@ -16,14 +16,14 @@ from dataclasses import replace
 import sys
 from pathlib import Path
 
-from .calibset import SAMPLINGS, CalibSpec
-from .data import DataError
-from .models import MODELS, CheckpointError
-from .qmodel import PRESETS, QuantConfig
-from .range_estimators import METRICS, WEIGHT_METRICS
-from .reconstruction import METHODS, VARIANTS, default_recon
-from .robustness import CORRUPTIONS
-from .trial import DEVICE_ENV, TrialConfig, check_device
+from ptqlib.study.calibset import SAMPLINGS, CalibSpec
+from ptqlib.data import DataError
+from ptqlib.models import MODELS, CheckpointError
+from ptqlib.quant.qmodel import PRESETS, QuantConfig
+from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
+from ptqlib.quant.reconstruction import METHODS, VARIANTS, default_recon
+from ptqlib.analysis.robustness import CORRUPTIONS
+from ptqlib.study.trial import DEVICE_ENV, TrialConfig, check_device
 
 
 def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
@@ -86,7 +86,7 @@ def _recon(args: argparse.Namespace, method: str):
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from .trial import TrialContext
+    from ptqlib.study.trial import TrialContext
 
     cfg = _trial_config(args)
     ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
@@ -115,7 +115,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train
+    from ptqlib.train import TrainConfig, train
 
     cfg = TrainConfig(model=args.model, dataset=args.data, init=args.init, epochs=args.epochs,
                       peak_lr=args.lr, batch_size=args.batch_size, seed=args.seed)
@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import run_bench, run_recon_bench
+    from ptqlib.app.bench import run_bench, run_recon_bench
 
     if args.device not in (None, "cpu"):
         raise ValueError(f"ptq bench times the CPU (against torch.ao's CPU kernels); --device {args.device} "
@@ -147,8 +147,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_robustness(args: argparse.Namespace) -> None:
     import time
 
-    from .robustness import robustness_frame
-    from .trial import TrialContext
+    from ptqlib.analysis.robustness import robustness_frame
+    from ptqlib.study.trial import TrialContext
 
     unknown = sorted(set(args.corruptions) - set(CORRUPTIONS))
     if unknown:
@@ -170,7 +170,7 @@ def cmd_robustness(args: argparse.Namespace) -> None:
 
 
 def cmd_section(args: argparse.Namespace) -> None:
-    from .report import build_book, parse_value, run_section
+    from ptqlib.app.report import build_book, parse_value, run_section
 
     params = {key: parse_value(value) for key, value in args.param}
     out = run_section(args.name, params, Path(args.output) if args.output else None)
@@ -181,8 +181,8 @@ def cmd_section(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .store import ResultsStore
-    from .sweep import expand_grid, run_sweep
+    from ptqlib.study.store import ResultsStore
+    from ptqlib.study.sweep import expand_grid, run_sweep
 
     base = _trial_config(args, first=True)
     factors = {name: values for name, values in (
@@ -198,9 +198,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_verdicts(args: argparse.Namespace) -> None:
-    from .models import check_model
-    from .store import ResultsStore
-    from .verdicts import all_parts, claim_verdicts, design_for
+    from ptqlib.models import check_model
+    from ptqlib.study.store import ResultsStore
+    from ptqlib.analysis.verdicts import all_parts, claim_verdicts, design_for
 
     check_model(args.model)
     if not Path(args.store).exists():
@@ -232,7 +232,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> None:
-    from .store import ResultsStore
+    from ptqlib.study.store import ResultsStore
 
     if not Path(args.store).exists():
         raise ValueError(f"results store {args.store!r} does not exist")

@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .stats import holm
-from .store import ResultsStore
-from .study import Cell, LevelPredictions, factor_predictions, level_label
+from ptqlib.analysis.stats import holm
+from ptqlib.study.store import ResultsStore
+from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_label
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = VERDICTS = (
     "supported", "contradicted", "inconclusive", "not enough data")

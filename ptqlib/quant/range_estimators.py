@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .quantizer import QuantSpec, fake_quantize, qparams_from_range
+from ptqlib.quant.quantizer import QuantSpec, fake_quantize, qparams_from_range
 
 METRICS = ("minmax", "mse", "kl", "cosine", "percentile", "lp2.4")
 WEIGHT_METRICS = ("minmax", "mse")

@@ -31,10 +31,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from .aggregate import AVERAGE
-from .data import Split
-from .metrics import per_class_accuracy, predict
-from .trial import TrialConfig, TrialContext
+from ptqlib.analysis.aggregate import AVERAGE
+from ptqlib.data import Split
+from ptqlib.metrics import per_class_accuracy, predict
+from ptqlib.study.trial import TrialConfig, TrialContext
 
 SEVERITIES = {
     "gaussian_noise": (0.04, 0.06, 0.08),
@@ -103,7 +103,7 @@ def robustness_frame(ctx: TrialContext, configs: list[TrialConfig], corruptions:
     clean test split (``corruption`` "none", severity 0) and on every corrupted copy."""
     from tqdm.auto import tqdm
 
-    from .calibset import build_calibration_set
+    from ptqlib.study.calibset import build_calibration_set
 
     models = [("fp", -1, ctx.model)]
     for cfg in configs:

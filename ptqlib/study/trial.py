@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .calibration import calibrate_activations, calibrate_weights
-from .calibset import CalibSpec, build_calibration_set
-from .data import Split, cache_dir, load_split
-from .integer import NoIntegerPath, check_engine, to_integer
-from .metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
-from .models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
-from .qmodel import QuantConfig, QuantizedModel, quantize_model
-from .reconstruction import METHODS, REFERENCE_ONLY, ReconConfig, default_recon, reconstruct
+from ptqlib.quant.calibration import calibrate_activations, calibrate_weights
+from ptqlib.study.calibset import CalibSpec, build_calibration_set
+from ptqlib.data import Split, cache_dir, load_split
+from ptqlib.quant.integer import NoIntegerPath, check_engine, to_integer
+from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
+from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
+from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, quantize_model
+from ptqlib.quant.reconstruction import METHODS, REFERENCE_ONLY, ReconConfig, default_recon, reconstruct
 
-OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.calibration)
+OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.quant.calibration)
 # per-channel asymmetric weights of b bits are the integers q - z in [-(2**b - 1), 2**b - 1]:
 # int8 with zero point 0 holds them all up to 7 bits
 INT8_MAX_W_BITS = 7
@@ -81,7 +81,7 @@ class TrialConfig:
     optimizer: str = "grid"
     seed: int = 0
     recon: ReconConfig | None = None  # reconstruction settings; None for grid search
-    engine: str = "fake"  # evaluation: fake quantization in float32, or int8 kernels (ptqlib.integer)
+    engine: str = "fake"  # evaluation: fake quantization in float32, or int8 kernels (ptqlib.quant.integer)
 
     def __post_init__(self) -> None:
         check_model(self.model)

@@ -1,0 +1,1 @@
+"""Analysis of stored trials: aggregation, statistics, verdicts, robustness, cells and plots."""

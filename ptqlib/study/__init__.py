@@ -1,0 +1,1 @@
+"""The study's trials: settings, calibration sets, one trial, the results store and sweeps."""
