@@ -5,6 +5,6 @@
 set -e
 export PTQ_DATA=/work/shared/data
 cd /tmp/recon-before
-PYTHONPATH=/tmp/recon-before /work/main/.venv/bin/python -m ptqlib.app.cli bench --model resnet20 --data cifar10-jpeg --w-bits 4 --a-bits 4 --calib-size 1024 --optimizer qdrop --iters 200 --threads 1 --json 2>/dev/null > /work/main/results/bench/recon-speed-before.json
+PYTHONPATH=/tmp/recon-before /work/main/.venv/bin/python -m ptqlib.cli bench --model resnet20 --data cifar10-jpeg --w-bits 4 --a-bits 4 --calib-size 1024 --optimizer qdrop --iters 200 --threads 1 --json 2>/dev/null > /work/main/results/bench/recon-speed-before.json
 cd /work/main
 .venv/bin/ptq bench --model resnet20 --data cifar10-jpeg --w-bits 4 --a-bits 4 --calib-size 1024 --optimizer qdrop --iters 200 --threads 1 --json 2>/dev/null > /work/main/results/bench/recon-speed-after.json
