@@ -10,6 +10,17 @@ uses, and every trial, load that tensor and never decode an image again.
 ImageNet-style data keeps the 1000-way label space (the wnid's line in
 ``imagenet-classes.txt``), so a 1000-class model is evaluated 1000-way, and per-class
 accuracy is reported for the classes present.
+
+Images reach a model's input size here, when they are decoded (``image_size``, the model's
+``model_info(name).input_size``), never inside the model: an image whose short side is larger
+than the size has it scaled to ``size / 0.875`` and is centre-cropped (the usual evaluation
+transform); an image no larger has its short side scaled to the size, then centre-cropped. So the
+224x224 test images of ``imagenet-val10`` reach EfficientNet-Lite1/2 scaled up to 240x240 and
+260x260 whole (bilinear), and the short-side-256 images of ``sample1000`` reach them scaled to
+274 and 297 and cropped. The cache is keyed by the size: each resolution is decoded once.
+
+Calibration sets are drawn from a *pool* (:func:`load_calibration_pool`): the dataset's train
+split, or for the ImageNet datasets one of the folders under ``imagenet-calib/``.
 """
 from __future__ import annotations
 
@@ -142,16 +153,108 @@ def load_split(dataset: str, split: str, image_size: int | None = None) -> Split
         return _image_folder(root / split, dataset, split, image_size, class_names=tuple(names))
     if dataset == "cifar10-jpeg":
         return _image_folder(_named_folder(f"cifar10-jpeg/{split}", dataset), dataset, split, 32, CIFAR10_CLASSES)
-    if dataset in ("imagenet-val10", "imagenet-sample1000"):
-        pools = {"imagenet-val10": {"test": "imagenet-val10", "train": "imagenet-calib/nette-train"},
-                 "imagenet-sample1000": {"test": "imagenet-val10", "train": "imagenet-calib/sample1000"}}
-        folder = _named_folder(pools[dataset][split], dataset)
+    if dataset in IMAGENET_DATASETS:  # one test split; the train split is the dataset's default pool
+        if split == "train":
+            return _imagenet_pool(dataset, DEFAULT_POOLS[dataset], image_size)
+        folder = _named_folder("imagenet-val10", dataset)
         return _image_folder(folder, dataset, split, image_size or 224, tuple(imagenet_wnids()))
     if dataset == "cifar10":
         return _cifar10_torchvision(split)
     if dataset == "fashion-mnist":
         return _fashion_mnist(split)
     raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)} or folder:/path")
+
+
+# --- calibration pools ------------------------------------------------------------------------
+
+# The ImageNet calibration pools, folders under $PTQ_DATA: 100 train images of each of the ten
+# test classes (224x224), and one image of each of the 1000 classes (short side 256).
+IMAGENET_POOLS = {"nette-train": "imagenet-calib/nette-train", "sample1000": "imagenet-calib/sample1000"}
+IMAGENET_DATASETS = ("imagenet-val10", "imagenet-sample1000")
+DEFAULT_POOLS = {"imagenet-val10": "nette-train", "imagenet-sample1000": "sample1000"}
+SAMPLE1000_TOP_UP = "nette-train"  # the pool that fills draws larger than sample1000
+
+
+def calibration_pools(dataset: str) -> tuple[str, ...]:
+    """The pool names :func:`load_calibration_pool` accepts for ``dataset``: ``train`` (the
+    dataset's train split) everywhere, and the ImageNet pools for the ImageNet datasets."""
+    return ("train", *IMAGENET_POOLS) if dataset in IMAGENET_DATASETS else ("train",)
+
+
+def load_calibration_pool(dataset: str, pool: str = "train", image_size: int | None = None,
+                          size: int | None = None) -> Split:
+    """The images calibration sets for ``dataset`` are drawn from, at ``image_size``.
+
+    ``pool`` is one of :func:`calibration_pools`:
+
+    - ``train``: the dataset's train split, exactly ``load_split(dataset, "train", image_size)``
+      (for ``imagenet-val10`` the ``nette-train`` folder, for ``imagenet-sample1000`` the
+      ``sample1000`` one);
+    - ``nette-train``: 1000 ImageNet train images, 100 of each of the ten classes of the test
+      split (``imagenet-calib/nette-train``);
+    - ``sample1000``: one ImageNet image of each of the 1000 classes
+      (``imagenet-calib/sample1000``).
+
+    Images are scaled and centre-cropped to ``image_size`` (default 224) as every split is
+    (see the module's docstring), so a pool and the test split reach the model at one size.
+
+    ``size`` is the number of images the draw will take. It changes only ``sample1000``: a
+    draw larger than 1000 takes all its 1000 images and ``size - 1000`` images of
+    ``nette-train``, spread evenly over its ten classes (the first image of each class in file
+    order, then the second, ...); beyond 2000 images the pools are exhausted. Why this rule:
+
+    - the extra images are real ImageNet train images, decoded like the rest, so the draw's
+      activation statistics stay those of natural images; repeating or augmenting sample1000
+      images would put duplicates into the set, which no other pool has;
+    - ``nette-train`` is the only other ImageNet pool; its classes are the ten test classes,
+      so the top-up tilts the set towards them by ``(size - 1000) / size`` (2.3 % of a
+      1024-image draw), spread evenly so that no one test class is favoured;
+    - the top-up is fixed by ``size`` alone, not drawn with the trial's seed: a pool is data,
+      and draws of 1000 or more from it differ between seeds only in their order (as a draw of
+      all 1000 ``nette-train`` images does).
+
+    Draws of at most 1000 images get sample1000 alone (``size`` None: also sample1000 alone).
+    The pool's every class has one image (two or more only for the ten topped-up classes), so
+    class-biased and stratified draws of more than one image a class do not fit it.
+    """
+    pools = calibration_pools(dataset)
+    if pool not in pools:
+        raise DataError(f"unknown calibration pool {pool!r} for {dataset!r}; choose one of {', '.join(pools)}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise DataError(f"calibration size must be a positive integer, got {size!r}")
+    if pool == "train":
+        if dataset not in DEFAULT_POOLS:
+            return load_split(dataset, "train", image_size)
+        pool = DEFAULT_POOLS[dataset]
+    split = _imagenet_pool(dataset, pool, image_size)
+    if pool != "sample1000" or size is None or size <= len(split):
+        return split
+    extra = size - len(split)
+    top_up = _imagenet_pool(dataset, SAMPLE1000_TOP_UP, image_size)
+    if extra > len(top_up):
+        raise DataError(f"a draw of {size} images needs more than the {len(split)} images of sample1000 and the "
+                        f"{len(top_up)} of {SAMPLE1000_TOP_UP}; choose at most {len(split) + len(top_up)}")
+    idx = _round_robin(top_up.labels)[:extra]
+    return Split(torch.cat([split.images, top_up.images[idx]]), torch.cat([split.labels, top_up.labels[idx]]),
+                 split.class_names, f"{dataset}/sample1000+{SAMPLE1000_TOP_UP}[{extra}]")
+
+
+def _imagenet_pool(dataset: str, pool: str, image_size: int | None) -> Split:
+    # the same arguments as load_split's, so that the train split and its pool share a cache entry
+    split = "train" if DEFAULT_POOLS[dataset] == pool else pool
+    folder = _named_folder(IMAGENET_POOLS[pool], dataset)
+    return _image_folder(folder, dataset, split, image_size or 224, tuple(imagenet_wnids()))
+
+
+def _round_robin(labels: torch.Tensor) -> torch.Tensor:
+    """Indices of ``labels`` ordered by rank within their class, then by class: the first image
+    of every class, then the second of every class that has one, ..."""
+    rank = torch.zeros_like(labels)
+    for c in labels.unique():
+        members = torch.nonzero(labels == c).flatten()
+        rank[members] = torch.arange(len(members))
+    order = sorted(range(len(labels)), key=lambda i: (int(rank[i]), int(labels[i]), i))
+    return torch.tensor(order, dtype=torch.int64)
 
 
 # --- image folders ---------------------------------------------------------------------------

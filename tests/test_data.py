@@ -109,3 +109,83 @@ def test_imagenette_wnids_get_torchvisions_names():
     names = data.readable_names(wnids)
     assert len(names) == 1000 and [names[i] for i in index.values()] == [data.class_label(w) for w in index]
     assert data.readable_names(("cat", "n03888257")) == ["cat", "parachute"]
+
+
+def _imagenet_tree(root, sample_sizes=((40, 56), (56, 40), (48, 48), (40, 40), (64, 48))):
+    """A 1000-wnid label space, a test folder of 24x24 images, a ``sample1000`` pool of one
+    non-square image for each of a few classes and a ``nette-train`` pool of two classes (3 and
+    2 images)."""
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    (root / "imagenet-classes.txt").write_text("\n".join(wnids) + "\n")
+    rng = np.random.default_rng(0)
+
+    def save(folder, name, w, h):
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+
+    for k, c in enumerate((7, 990)):
+        for i in range(2):
+            save(root / "imagenet-val10" / wnids[c], f"val_{i}.png", 24, 24)
+        for i in range(3 - k):
+            save(root / "imagenet-calib" / "nette-train" / wnids[c], f"{wnids[c]}_{i}.png", 24, 24)
+    for c, (w, h) in zip((0, 5, 7, 500, 999), sample_sizes):
+        save(root / "imagenet-calib" / "sample1000" / wnids[c], f"{wnids[c]}_x.png", w, h)
+    return wnids
+
+
+def test_calibration_pools_of_imagenet_and_their_resolution(tmp_path, monkeypatch):
+    _imagenet_tree(tmp_path)
+    monkeypatch.setenv("PTQ_DATA", str(tmp_path))
+    assert data.calibration_pools("imagenet-val10") == ("train", "nette-train", "sample1000")
+    assert data.calibration_pools("cifar10-jpeg") == ("train",)
+    sample = data.load_calibration_pool("imagenet-val10", "sample1000", 32)
+    assert sample.num_classes == 1000 and sample.present_classes == [0, 5, 7, 500, 999]
+    assert sample.images.shape == (5, 3, 32, 32)  # non-square images: short side scaled, centre-cropped
+    img = Image.open(tmp_path / "imagenet-calib" / "sample1000" / "n00000000" / "n00000000_x.png").convert("RGB")
+    expected = np.asarray(data._resize_center_crop(img, 32))
+    assert torch.equal(sample.images[0], torch.from_numpy(expected.copy()).permute(2, 0, 1))
+    # the 24x24 images are scaled up to a larger input, whole
+    nette = data.load_calibration_pool("imagenet-val10", "nette-train", 40)
+    assert nette.images.shape == (5, 3, 40, 40) and nette.present_classes == [7, 990]
+    assert load_split("imagenet-val10", "test", 40).images.shape == (4, 3, 40, 40)
+    # 'train' is the dataset's train split, bit for bit (the fingerprint stored trials carry)
+    for dataset, pool in (("imagenet-val10", "nette-train"), ("imagenet-sample1000", "sample1000")):
+        train = load_split(dataset, "train", 32)
+        assert data.load_calibration_pool(dataset, "train", 32).fingerprint() == train.fingerprint()
+        assert data.load_calibration_pool(dataset, pool, 32).fingerprint() == train.fingerprint()
+
+
+def test_sample1000_draws_beyond_the_pool_are_topped_up_evenly_from_nette_train(tmp_path, monkeypatch):
+    _imagenet_tree(tmp_path)
+    monkeypatch.setenv("PTQ_DATA", str(tmp_path))
+    sample = data.load_calibration_pool("imagenet-val10", "sample1000", 32)
+    assert data.load_calibration_pool("imagenet-val10", "sample1000", 32, size=5).fingerprint() == sample.fingerprint()
+    nette = data.load_calibration_pool("imagenet-val10", "nette-train", 32)  # labels 7, 7, 7, 990, 990
+    topped = data.load_calibration_pool("imagenet-val10", "sample1000", 32, size=9)
+    assert len(topped) == 9 and torch.equal(topped.images[:5], sample.images)
+    # the first image of each class, then the second of each, ...
+    assert topped.labels[5:].tolist() == [7, 990, 7, 990]
+    assert torch.equal(topped.images[5:], nette.images[[0, 3, 1, 4]])
+    assert data.load_calibration_pool("imagenet-sample1000", "train", 32, size=9).fingerprint() == topped.fingerprint()
+    assert len(data.load_calibration_pool("imagenet-val10", "sample1000", 32, size=10)) == 10
+    with pytest.raises(DataError, match="choose at most 10"):
+        data.load_calibration_pool("imagenet-val10", "sample1000", 32, size=11)
+    # the other pools do not depend on the size; the draw refuses sizes beyond them
+    assert len(data.load_calibration_pool("imagenet-val10", "nette-train", 32, size=50)) == 5
+
+
+def test_unknown_calibration_pool_is_named(tmp_path, monkeypatch):
+    _imagenet_tree(tmp_path)
+    monkeypatch.setenv("PTQ_DATA", str(tmp_path))
+    with pytest.raises(DataError, match="unknown calibration pool 'sample100' for 'imagenet-val10'; choose one of "
+                                        "train, nette-train, sample1000"):
+        data.load_calibration_pool("imagenet-val10", "sample100")
+    with pytest.raises(DataError, match="choose one of train$"):
+        data.load_calibration_pool("cifar10-jpeg", "sample1000")
+    with pytest.raises(DataError, match="positive integer"):
+        data.load_calibration_pool("imagenet-val10", "sample1000", size=0)
+
+
+def test_train_pool_of_other_datasets_is_their_train_split(tiny_data):
+    pool = data.load_calibration_pool(f"folder:{tiny_data}", "train")
+    assert pool.fingerprint() == load_split(f"folder:{tiny_data}", "train").fingerprint()
