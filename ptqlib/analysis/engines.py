@@ -1,0 +1,272 @@
+"""Simulated against integer evaluation: stored trials of one cell evaluated by fake quantization
+(``engine`` fake) and by the int8 kernels of :mod:`ptqlib.quant.integer` (``engine`` int8),
+paired by calibration seed.
+
+A trial's calibration does not depend on the engine (the same seed draws the same calibration
+set and gives the same scales and zero points), so an int8 trial and the fake trial of the same
+configuration and seed are one quantized model evaluated twice. What is compared:
+
+- **agreement** (:func:`agreement_table`): per seed, the share of test images whose predicted
+  label is the same under both engines, and the accuracies. The claim that the simulation stands
+  for the integer model is tested as a part of the verdicts module's kind
+  (:func:`agreement_part`): the mean agreement over seeds, with a 95 % bootstrap interval over
+  seeds, against a stated target (:data:`TARGET_AGREEMENT`);
+- **per-class differences** (:func:`class_gap`): per class, the mean over seeds of the int8
+  accuracy minus the fake one, with a paired bootstrap interval over seeds, beside the chance
+  band of a single class: the same mean difference on pseudo-classes, the test images split at
+  random into groups of the real classes' sizes (:class:`~ptqlib.analysis.verdicts.ClassData`,
+  the same splits for both engines and every seed);
+- **whether the differences concentrate on classes** (:func:`gap_chance_part`): the largest
+  absolute class difference against the same largest value over pseudo-classes, a permutation
+  test decided as the verdicts module decides its chance parts;
+- **speed** (:func:`bench_table`): the ``ptq bench`` runs that measured both engines, read from
+  their JSON files, and (:func:`stored_seconds`) the median seconds the stored trials took.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ptqlib.analysis.cells import Cell, LevelPredictions, _level_selections, factor_predictions
+from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
+                                      _quantiles, bootstrap_interval, chance_p, decide, decide_chance)
+from ptqlib.study.store import ResultsStore
+
+ENGINES = ["fake", "int8"]
+TARGET_AGREEMENT = 99.9  # % of test images whose prediction the two engines share
+CLAIM = "int8"  # the claim name the parts carry
+
+
+def _empty() -> LevelPredictions:
+    return LevelPredictions({}, {}, None, None, [])
+
+
+def paired_predictions(store: ResultsStore, cell: Cell, trials: int) -> LevelPredictions:
+    """The predictions of ``cell`` under both engines (levels ``"fake"`` and ``"int8"``) on the
+    first ``trials`` seeds that both have, in seed order, on the weights and data of the most
+    recent FP reference of the cell's model and dataset; empty when either engine has no trial."""
+    lp = factor_predictions(store, replace(cell, engine="fake"), "engine", ENGINES, trials=2**31)
+    if set(lp.preds) != set(ENGINES):
+        return _empty()
+    shared = np.intersect1d(lp.seeds["fake"], lp.seeds["int8"])[:trials]
+    if not len(shared):
+        return _empty()
+    preds = {e: lp.preds[e][np.searchsorted(lp.seeds[e], shared)] for e in ENGINES}
+    return LevelPredictions(preds, {e: shared for e in ENGINES}, lp.labels, lp.fp_preds, lp.class_names)
+
+
+def trials_of(lp: LevelPredictions) -> int:
+    """Number of seed pairs in ``lp`` (0 when it is empty)."""
+    return len(lp.seeds["fake"]) if "fake" in lp.seeds else 0
+
+
+def agreement_table(lp: LevelPredictions) -> pd.DataFrame:
+    """One row per seed: the share (%) of test images both engines predict alike, how many differ,
+    each engine's accuracy (%), the int8 minus the fake accuracy (points), and the images only the
+    int8 model gets right (``int8_only``) or only the fake one (``fake_only``)."""
+    columns = ["seed", "images", "agreement", "differing", "fake_acc", "int8_acc", "acc_diff", "int8_only",
+               "fake_only"]
+    if not trials_of(lp):
+        return pd.DataFrame(columns=columns)
+    fake, int8 = lp.preds["fake"], lp.preds["int8"]
+    same = fake == int8
+    fake_ok, int8_ok = fake == lp.labels, int8 == lp.labels
+    images = fake.shape[1]
+    frame = pd.DataFrame({
+        "seed": lp.seeds["fake"], "images": images, "agreement": 100.0 * same.mean(1),
+        "differing": (~same).sum(1), "fake_acc": 100.0 * fake_ok.mean(1), "int8_acc": 100.0 * int8_ok.mean(1),
+        "int8_only": (int8_ok & ~fake_ok).sum(1), "fake_only": (fake_ok & ~int8_ok).sum(1)})
+    frame["acc_diff"] = frame["int8_acc"] - frame["fake_acc"]
+    return frame[columns]
+
+
+def agreement_part(lp: LevelPredictions, target: float = TARGET_AGREEMENT, resamples: int = RESAMPLES,
+                   seed: int = 0) -> Part:
+    """The claim "fake quantization predicts what the int8 model predicts on at least ``target``
+    % of the test images": the mean agreement over seeds with a bootstrap interval over seeds,
+    ``supported`` when the whole interval lies above ``target``, ``contradicted`` when it lies
+    wholly below (:func:`~ptqlib.analysis.verdicts.decide`)."""
+    name = f"agreement of fake and int8 predictions vs {target:g} %"
+    n = trials_of(lp)
+    if n < MIN_TRIALS:
+        return Part(CLAIM, name, NOT_ENOUGH, None, None, None, n, target, ">", "%",
+                    detail=f"{n} seed pairs (needs {MIN_TRIALS})")
+    agree = agreement_table(lp)["agreement"].to_numpy()
+    ci = bootstrap_interval(lambda idx: agree[idx].mean(-1), [n], paired=False, resamples=resamples, seed=seed)
+    below = int((agree < target).sum())
+    return Part(CLAIM, name, decide(ci, target, ">"), float(agree.mean()), ci, None, n, target, ">", "%",
+                detail=f"lowest seed {agree.min():.2f} %; {below} of {n} seeds below {target:g} %")
+
+
+def _class_diffs(data: ClassData, seeds: np.ndarray, draws: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``[trials, classes]`` int8 minus fake accuracy (points) of the real classes and, when
+    ``draws``, ``[draws, classes]`` the mean over trials of the same on pseudo-classes."""
+    real = data.acc("int8", seeds) - data.acc("fake", seeds)
+    if not draws:
+        return real, None
+    (fake, int8), _ = data.pseudo(ENGINES, [seeds, seeds])
+    return real, (int8 - fake).mean(1)
+
+
+def class_gap(lp: LevelPredictions, data: ClassData | None = None, confidence: float = CONFIDENCE,
+              resamples: int = RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """One row per class: the mean over seeds of each engine's accuracy (%), of the int8 minus
+    the fake accuracy (``diff``, points) with a paired percentile bootstrap interval over seeds
+    (``diff_low``/``diff_high``), the mean share (%) of the class's images whose prediction
+    differs, and the chance band of a single class (``chance_low``/``chance_high``: the central
+    ``confidence`` of the mean difference over every pseudo-class of every split). ``outside``:
+    the class's mean difference lies outside the band. ``data``: a :class:`ClassData` of ``lp``
+    (built when not given; pass one to reuse its pseudo-class splits)."""
+    columns = ["class", "images", "trials", "fake_acc", "int8_acc", "diff", "diff_low", "diff_high", "differing",
+               "chance_low", "chance_high", "outside"]
+    n = trials_of(lp)
+    if not n:
+        return pd.DataFrame(columns=columns)
+    data = data or ClassData(lp)
+    seeds = lp.seeds["fake"]
+    real, null = _class_diffs(data, seeds, draws=n >= 2)
+    rng = np.random.default_rng(seed)
+    boot = real[rng.integers(0, n, (resamples, n))].mean(1)  # [resamples, classes]
+    tail = (1 - confidence) / 2
+    low = np.quantile(boot, tail, axis=0, method="inverted_cdf")
+    high = np.quantile(boot, 1 - tail, axis=0, method="inverted_cdf")
+    band = _quantiles(null.ravel(), confidence) if null is not None else (np.nan, np.nan)
+    differ = lp.preds["fake"] != lp.preds["int8"]  # [trials, images]
+    classes = np.unique(lp.labels)
+    diff = real.mean(0)
+    frame = pd.DataFrame({
+        "class": data.names, "images": data.sizes, "trials": n,
+        "fake_acc": data.acc("fake", seeds).mean(0), "int8_acc": data.acc("int8", seeds).mean(0),
+        "diff": diff, "diff_low": low, "diff_high": high,
+        "differing": [100.0 * differ[:, lp.labels == c].mean() for c in classes],
+        "chance_low": band[0], "chance_high": band[1],
+        "outside": (diff < band[0]) | (diff > band[1])})
+    return frame[columns]
+
+
+def gap_chance_part(lp: LevelPredictions, data: ClassData | None = None) -> Part:
+    """The claim "the engines' accuracy differences fall on some classes more than on random
+    groups of as many images": the largest absolute mean class difference (points) against the
+    same largest value over pseudo-classes (permutation p-value; ``supported`` when p < 0.05,
+    ``contradicted`` when p > 0.5: :func:`~ptqlib.analysis.verdicts.decide_chance`)."""
+    name = "largest class difference (int8 - fake) vs chance"
+    n = trials_of(lp)
+    if n < MIN_TRIALS:
+        return Part(CLAIM, name, NOT_ENOUGH, None, None, None, n, None, ">", "points",
+                    detail=f"{n} seed pairs (needs {MIN_TRIALS})")
+    data = data or ClassData(lp)
+    real, null = _class_diffs(data, lp.seeds["fake"], draws=True)
+    mean = real.mean(0)
+    k = int(np.abs(mean).argmax())
+    estimate = float(abs(mean[k]))
+    null_max = np.abs(null).max(-1)
+    p = chance_p(estimate, null_max, ">")
+    return Part(CLAIM, name, decide_chance(p), estimate, None, _quantiles(null_max), n, None, ">", "points",
+                p_chance=p, detail=f"class '{data.names[k]}': {mean[k]:+.2f} points")
+
+
+@dataclass
+class Comparison:
+    """Everything the report shows of one cell: its seed pairs, the per-seed and per-class tables
+    and the two tested parts."""
+
+    label: str
+    lp: LevelPredictions
+    agreement: pd.DataFrame
+    classes: pd.DataFrame
+    parts: list[Part]
+
+    @property
+    def trials(self) -> int:
+        return trials_of(self.lp)
+
+
+def compare(store: ResultsStore, cell: Cell, trials: int, label: str | None = None,
+            chance_draws: int = CHANCE_DRAWS, target: float = TARGET_AGREEMENT) -> Comparison:
+    """:func:`paired_predictions` of ``cell`` and the tables and parts computed from them."""
+    lp = paired_predictions(store, cell, trials)
+    data = ClassData(lp, chance_draws) if trials_of(lp) else None
+    return Comparison(label or cell.model, lp, agreement_table(lp), class_gap(lp, data),
+                      [agreement_part(lp, target), gap_chance_part(lp, data)])
+
+
+def summary(comparisons: list[Comparison]) -> pd.DataFrame:
+    """One row per cell: seed pairs, the mean and lowest agreement (%), seeds below the target,
+    the mean accuracies and their difference with its bootstrap interval, the largest class
+    difference with its chance band and p-value, and the two parts' verdicts."""
+    rows = []
+    for c in comparisons:
+        agree_part, chance_part = c.parts
+        row = {"cell": c.label, "trials": c.trials}
+        if c.trials:
+            a = c.agreement
+            diff = a["acc_diff"].to_numpy()
+            ci = bootstrap_interval(lambda idx: diff[idx].mean(-1), [len(diff)], paired=False)
+            row.update({"agreement": a["agreement"].mean(), "lowest": a["agreement"].min(),
+                        "below_target": int((a["agreement"] < TARGET_AGREEMENT).sum()),
+                        "differing": a["differing"].mean(), "images": int(a["images"].iloc[0]),
+                        "fake_acc": a["fake_acc"].mean(), "int8_acc": a["int8_acc"].mean(),
+                        "acc_diff": diff.mean(), "acc_diff_low": ci[0], "acc_diff_high": ci[1]})
+        row.update({"agreement_verdict": agree_part.verdict, "max_class_diff": chance_part.estimate,
+                    "chance_low": None if chance_part.chance is None else chance_part.chance[0],
+                    "chance_high": None if chance_part.chance is None else chance_part.chance[1],
+                    "p_chance": chance_part.p_chance, "class_verdict": chance_part.verdict})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stored_seconds(store: ResultsStore, cell: Cell, trials: int) -> pd.DataFrame:
+    """Per engine: the number of stored trials of ``cell`` (first ``trials`` seeds) and the median
+    seconds a trial spent calibrating (the int8 conversion included) and evaluating, as the store
+    recorded them (each trial's own run, under whatever else ran on the machine then)."""
+    rows = []
+    for engine, where in _level_selections(store, replace(cell, engine="fake"), "engine", ENGINES):
+        stored = store.trials(**where)
+        if stored.empty:
+            continue
+        first = stored[stored["seed"].isin(sorted(stored["seed"].unique())[:trials])]
+        rows.append({"model": cell.model, "engine": engine, "trials": len(first),
+                     "calib_s": first["calib_s"].median(), "eval_s": first["eval_s"].median()})
+    return pd.DataFrame(rows, columns=["model", "engine", "trials", "calib_s", "eval_s"])
+
+
+BENCH_COLUMNS = ["model", "dataset", "w_bits", "a_bits", "threads", "test_images", "fp_eval_s", "quant_eval_s",
+                 "int8_eval_s", "trial_s", "int8_trial_s", "int8_eval_over_fp_eval", "int8_trial_over_fp_eval",
+                 "int8_agreement", "file"]
+
+
+def bench_table(folder: str | Path = "results/bench") -> pd.DataFrame:
+    """The ``ptq bench`` runs in ``folder`` (``*.json``) that measured the int8 engine: one row
+    each, with the float pass, the fake-quantized and int8 evaluations and whole trials (seconds),
+    the int8 engine's ratios to the float pass and its agreement (share of images)."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and "int8_eval_s" in record:
+            rows.append({**{k: record.get(k) for k in BENCH_COLUMNS}, "file": path.name})
+    return pd.DataFrame(rows, columns=BENCH_COLUMNS)
+
+
+def plot_class_gap(classes: pd.DataFrame, ax=None, title: str = ""):
+    """Per class: the mean int8 minus fake accuracy with its bootstrap interval over seeds, over
+    the chance band of a single class (shaded)."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.gca()
+    x = np.arange(len(classes))
+    if len(classes) and np.isfinite(classes["chance_low"].iloc[0]):
+        ax.axhspan(classes["chance_low"].iloc[0], classes["chance_high"].iloc[0], color="0.85",
+                   label="chance band (pseudo-classes)")
+    ax.axhline(0, color="0.4", lw=0.8)
+    err = np.vstack([classes["diff"] - classes["diff_low"], classes["diff_high"] - classes["diff"]])
+    colors = np.where(classes["outside"].astype(bool), "C3", "C0")
+    ax.errorbar(x, classes["diff"], yerr=err, fmt="none", ecolor="0.3", capsize=3)
+    ax.scatter(x, classes["diff"], c=colors, zorder=3)
+    ax.set_xticks(x, classes["class"], rotation=60, ha="right")
+    ax.set_ylabel("int8 - fake accuracy (points)")
+    ax.set_title(title)
+    return ax

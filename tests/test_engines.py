@@ -1,0 +1,170 @@
+"""Simulated against integer evaluation, on synthetic paired predictions with a known truth.
+
+A fake-quantized trial's predictions are simulated per image; its int8 twin (same seed)
+changes some of them. Changes on 1 % of the images must contradict the 99.9 % agreement claim;
+none must support it. Changes that ignore the image's class must not come out as concentrated
+on classes; changes planted in one class must, and that class must leave its chance band.
+"""
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ptqlib.analysis import engines as E
+from ptqlib.analysis import verdicts as V
+from ptqlib.analysis.cells import Cell, LevelPredictions
+from ptqlib.study.store import ResultsStore, trial_row
+
+K, PER_CLASS, TRIALS = 10, 200, 12
+LABELS = np.repeat(np.arange(K), PER_CLASS)
+NAMES = [f"c{k}" for k in range(K)]
+
+
+def _fake(rng, trials=TRIALS):
+    """``[trials, images]``: each trial right on about 85 % of the images, its own ones."""
+    return np.where(rng.random((trials, len(LABELS))) < 0.85, LABELS, (LABELS + 1) % K)
+
+
+def _int8(rng, fake, change):
+    """The int8 twin of ``fake``: an image changes its prediction with probability ``change``
+    (``[images]``); a changed image the fake model got right becomes wrong, a wrong one right."""
+    moved = rng.random(fake.shape) < change
+    flipped = np.where(fake == LABELS, (LABELS + 1) % K, LABELS)
+    return np.where(moved, flipped, fake)
+
+
+def _pair(fake, int8, seeds=None) -> LevelPredictions:
+    seeds = np.arange(len(fake)) if seeds is None else np.asarray(seeds)
+    return LevelPredictions({"fake": fake, "int8": int8}, {"fake": seeds, "int8": seeds}, LABELS, LABELS.copy(),
+                            NAMES)
+
+
+def test_agreement_table_against_hand_counts():
+    fake = np.tile(LABELS, (2, 1))
+    int8 = fake.copy()
+    int8[1, :3] = 1  # three images of class 0, right under fake, wrong under int8
+    int8[1, 5] = 0  # unchanged: already right
+    table = E.agreement_table(_pair(fake, int8, seeds=[4, 7]))
+    assert table["seed"].tolist() == [4, 7]
+    assert table["differing"].tolist() == [0, 3]
+    assert table["agreement"].tolist() == [100.0, 100.0 * (1 - 3 / len(LABELS))]
+    assert table["fake_only"].tolist() == [0, 3] and table["int8_only"].tolist() == [0, 0]
+    assert table["acc_diff"].iloc[1] == pytest.approx(-300.0 / len(LABELS))
+
+
+def test_agreement_claim_fails_when_one_percent_of_images_change():
+    rng = np.random.default_rng(0)
+    fake = _fake(rng)
+    part = E.agreement_part(_pair(fake, _int8(rng, fake, np.full(len(LABELS), 0.01))))
+    assert part.verdict == V.CONTRADICTED
+    assert part.ci[1] < E.TARGET_AGREEMENT and part.estimate == pytest.approx(99.0, abs=0.3)
+    assert f"{TRIALS} of {TRIALS} seeds below" in part.detail
+
+
+def test_agreement_claim_holds_when_nothing_changes_and_needs_enough_seeds():
+    rng = np.random.default_rng(1)
+    fake = _fake(rng)
+    part = E.agreement_part(_pair(fake, fake.copy()))
+    assert part.verdict == V.SUPPORTED and part.estimate == 100.0 and part.ci == (100.0, 100.0)
+    few = E.agreement_part(_pair(fake[:3], fake[:3].copy()))
+    assert few.verdict == V.NOT_ENOUGH and few.trials == 3
+    assert E.gap_chance_part(_pair(fake[:3], fake[:3].copy())).verdict == V.NOT_ENOUGH
+
+
+def test_changes_regardless_of_class_are_not_concentrated_on_classes():
+    rng = np.random.default_rng(2)
+    fake = _fake(rng)
+    lp = _pair(fake, _int8(rng, fake, np.full(len(LABELS), 0.01)))
+    data = V.ClassData(lp, chance_draws=300)
+    part = E.gap_chance_part(lp, data)
+    assert part.verdict != V.SUPPORTED and part.p_chance >= V.ALPHA
+    assert part.chance[0] <= part.estimate <= part.chance[1]
+    classes = E.class_gap(lp, data)
+    assert len(classes) == K and classes["trials"].eq(TRIALS).all()
+    assert (classes["diff_low"] <= classes["diff"]).all() and (classes["diff"] <= classes["diff_high"]).all()
+    assert classes["outside"].sum() <= 2  # a 95 % band: about one class in twenty outside by chance
+
+
+def test_changes_planted_in_one_class_are_found_beyond_chance():
+    rng = np.random.default_rng(3)
+    fake = _fake(rng)
+    change = np.where(LABELS == 3, 0.05, 0.002)
+    lp = _pair(fake, _int8(rng, fake, change))
+    data = V.ClassData(lp, chance_draws=300)
+    part = E.gap_chance_part(lp, data)
+    assert part.verdict == V.SUPPORTED and part.p_chance < V.ALPHA
+    assert "'c3'" in part.detail and part.estimate > part.chance[1]
+    classes = E.class_gap(lp, data).set_index("class")
+    assert classes.loc["c3", "outside"] and classes.loc["c3", "diff_high"] < 0
+    assert classes.loc["c3", "differing"] == pytest.approx(5.0, abs=1.0)
+    # the other classes lose less than a random group of images, which holds some of c3's
+    assert (classes.drop("c3")["diff"] > classes.loc["c3", "chance_low"]).all()
+
+
+# --- from a store: pairing by seed, the cell's summary, the bench files -------------------------------------
+
+def _store(tmp_path) -> ResultsStore:
+    store = ResultsStore(tmp_path / "s.sqlite")
+    per_class = {n: 100.0 for n in NAMES}
+    ctx = SimpleNamespace(model_name="resnet20", dataset="toy", weights_fp="w", data_fp="d", weights_arg=None,
+                          fp_avg=100.0, fp_per_class=per_class, fp_preds=torch.from_numpy(LABELS), fp_ece=1.0,
+                          test=SimpleNamespace(labels=torch.from_numpy(LABELS)))
+    store.add_fp(ctx)
+    return store
+
+
+def _write(store, cell, preds_by_seed: dict, eval_s: float):
+    ctx = SimpleNamespace(weights_fp="w", data_fp="d", device="cpu")
+    for seed, p in preds_by_seed.items():
+        per_class = {n: 100 * float((p[LABELS == k] == k).mean()) for k, n in enumerate(NAMES)}
+        result = SimpleNamespace(config=replace(cell.trial_config(), seed=seed), per_class=per_class,
+                                 avg=float(np.mean(list(per_class.values()))), calib_counts={}, noise_images=0,
+                                 preds=torch.from_numpy(p), calib_seconds=1.0, eval_seconds=eval_s, ece=1.0)
+        store.add_trial(trial_row(result, ctx))
+
+
+def test_trials_are_paired_by_seed_from_the_store(tmp_path):
+    rng = np.random.default_rng(4)
+    store = _store(tmp_path)
+    cell = Cell("resnet20", "toy")
+    fake = {s: p for s, p in zip(range(10), _fake(rng, 10))}
+    int8 = {s: _int8(rng, fake[s][None], np.full(len(LABELS), 0.01))[0] for s in range(3, 10)}
+    int8[12] = fake[9].copy()  # a seed without a fake twin
+    _write(store, cell, fake, eval_s=10.0)
+    _write(store, replace(cell, engine="int8"), int8, eval_s=1.0)
+    assert E.trials_of(E.paired_predictions(store, replace(cell, model="resnet32"), 20)) == 0
+    lp = E.paired_predictions(store, replace(cell, engine="int8"), 5)  # the cell's own engine is ignored
+    assert lp.seeds["fake"].tolist() == [3, 4, 5, 6, 7]
+    for i, seed in enumerate(range(3, 8)):
+        assert (lp.preds["fake"][i] == fake[seed]).all() and (lp.preds["int8"][i] == int8[seed]).all()
+    comparison = E.compare(store, cell, 20, label="toy cell", chance_draws=50)
+    assert comparison.trials == 7
+    row = E.summary([comparison]).iloc[0]
+    assert row["cell"] == "toy cell" and row["agreement_verdict"] == V.CONTRADICTED
+    assert row["lowest"] <= row["agreement"] < E.TARGET_AGREEMENT and row["below_target"] == 7
+    assert row["acc_diff_low"] <= row["acc_diff"] <= row["acc_diff_high"]
+    seconds = E.stored_seconds(store, cell, 20).set_index("engine")
+    assert seconds.loc["fake", "trials"] == 10 and seconds.loc["int8", "trials"] == 8
+    assert seconds.loc["int8", "eval_s"] == 1.0 and seconds.loc["fake", "eval_s"] == 10.0
+
+
+def test_an_empty_cell_gives_empty_tables(tmp_path):
+    store = _store(tmp_path)
+    comparison = E.compare(store, Cell("resnet20", "toy"), 20)
+    assert comparison.trials == 0 and comparison.agreement.empty and comparison.classes.empty
+    assert {p.verdict for p in comparison.parts} == {V.NOT_ENOUGH}
+    assert E.summary([comparison])["trials"].tolist() == [0]
+
+
+def test_bench_table_reads_the_runs_that_measured_int8(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"model": "resnet20", "dataset": "d", "w_bits": 4, "a_bits": 4,
+                                                 "fp_eval_s": 10.0, "int8_eval_s": 1.0, "int8_agreement": 1.0}))
+    (tmp_path / "b.json").write_text(json.dumps({"model": "resnet20", "eval_s": 3.0}))  # no int8 fields
+    (tmp_path / "c.json").write_text(json.dumps([1, 2]))
+    table = E.bench_table(tmp_path)
+    assert table["file"].tolist() == ["a.json"] and list(table.columns) == E.BENCH_COLUMNS
+    assert table["int8_eval_s"].iloc[0] == 1.0 and pd.isna(table["threads"].iloc[0])
