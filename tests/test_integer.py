@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ptqlib.quant.calibration import calibrate
-from ptqlib.quant.integer import NoIntegerPath, agreement, check_engine, to_integer
+from ptqlib.quant.integer import NoIntegerPath, _integer_weight, agreement, check_engine, to_integer
 from ptqlib.models import CifarResNet, EfficientNetLite0, Normalized
 from ptqlib.quant.qmodel import QuantConfig, quantize_model
 
@@ -103,10 +103,35 @@ def test_efficientnet_lite_layers_match_fake_quantization():
     assert differing <= 1e-4 * total
 
 
-def test_eight_bit_weights_beyond_int8_are_refused_with_the_layer_named():
+def test_eight_bit_weights_split_into_int8_parts_that_sum_to_their_levels():
     qmodel = quantized(cifar_model(), 8, 8)
-    with pytest.raises(NoIntegerPath, match=r"layer net\.layer1\.0\.conv1: 8-bit weights use levels"):
-        to_integer(qmodel)
+    layer = qmodel.graph_module.get_submodule("net.layer1.0.conv1")
+    parts, scale = _integer_weight(layer, "net.layer1.0.conv1")
+    levels = torch.round(layer.effective_weight().detach() / scale.view(-1, 1, 1, 1))
+    assert levels.abs().max() > 127 and len(parts) >= 2  # random weights use the whole 8-bit range
+    assert all(p.dtype == torch.int8 for p in parts) and torch.equal(sum(p.long() for p in parts), levels.long())
+    with torch.no_grad():  # a level of 255 (zero point 0, top level) needs three parts
+        wq = layer.weight_quantizer
+        wq.set_qparams(wq.scale, torch.zeros_like(wq.zero_point))
+        layer.weight.abs_()
+        layer.weight[0, 0, 0, 0] = 1e3
+    parts, scale = _integer_weight(layer, "x")
+    assert len(parts) == 3 and sum(p[0, 0, 0, 0].item() for p in parts) == 255
+
+
+@pytest.mark.parametrize("make,size", [(lambda: cifar_model(depth=3), 32), (lite_model, 64)])
+def test_eight_bit_weights_match_fake_quantization_to_rare_one_level_ties(make, size):
+    qmodel = quantized(make(), 8, 8, calib_images=8, size=size)
+    imodel = to_integer(qmodel)
+    x = torch.rand(8, 3, size, size)
+    total = differing = 0
+    for name, (fake, ints) in layer_levels(qmodel, imodel, x).items():
+        diff = (fake - ints).abs()
+        assert diff.max() <= 1, name
+        total, differing = total + diff.numel(), differing + int((diff > 0).sum())
+    assert differing <= 1e-4 * total
+    with torch.no_grad():
+        assert (qmodel(x).argmax(1) == imodel(x).argmax(1)).double().mean().item() >= 0.99
 
 
 def test_uncalibrated_or_disabled_quantization_is_refused():
@@ -150,9 +175,9 @@ def test_bench_reports_the_int8_engine_beside_fake_quantization(capsys, tiny_dat
         assert res[key] > 0
     assert res["int8_trial_s"] == pytest.approx(res["calib_s"] + res["int8_convert_s"] + res["int8_eval_s"], abs=2e-3)
     assert 0.9 <= res["int8_agreement"] <= 1 and res["int8_max_class_diff"] >= 0
-    assert main([*args, "--w-bits", "8", "--a-bits", "8"]) == 0  # no int8 path: said, and the rest measured
+    assert main([*args, "--w-bits", "8", "--a-bits", "8"]) == 0  # 8-bit weights: split into int8 parts
     res = json.loads(capsys.readouterr().out)
-    assert "8-bit weights use levels" in res["int8_skipped"] and "int8_eval_s" not in res
+    assert "int8_skipped" not in res and res["int8_eval_s"] > 0 and 0.9 <= res["int8_agreement"] <= 1
 
 
 # --- the engine setting -------------------------------------------------------------------------

@@ -28,11 +28,17 @@ What runs where:
   ReLU6 and Hardtanh are oneDNN's clip post-op before the requantization.
 - Weights: our per-channel asymmetric integers ``q - z`` (``q`` in ``[0, 2**b - 1]``) are held
   as symmetric ``int8`` with zero point 0 and our scale: the same real values. oneDNN's int8
-  convolutions take no weight zero point, and ``q - z`` fits ``int8`` for ``b <= 7``; 8-bit
-  weights span 256 levels around their zero point and fit only when the levels actually used
-  do: :func:`to_integer` accepts a layer whose levels fit and refuses one whose levels do not
-  (:class:`NoIntegerPath`), and a trial with the int8 engine refuses ``w_bits`` 8 outright, so
-  that whether a sweep runs never depends on the weights.
+  convolutions take no weight zero point, and ``q - z`` fits ``int8`` for ``b <= 7``. 8-bit
+  weights span ``-255..255`` around their zero point; a layer whose levels do not fit ``int8``
+  is split into ``int8`` parts that sum to them (``q - z = clamp(q - z, -128, 127) + rest``, two
+  parts, three for a level of ±255), and each part runs as a oneDNN convolution that returns its
+  int32 accumulator as float32 (unit scales). Their sum is the exact integer accumulator (while
+  it stays below 2**24 in magnitude, which float32 holds exactly); it is then scaled by
+  ``s_x * s_w``, the bias, activation and residual operand are applied in float and the result
+  is requantized with the fake quantizer's own arithmetic: float32 rounding of the same kind as
+  the fused requantization's, at the cost of one convolution per part and float elementwise
+  passes, for those layers only. (The trial setting ``engine`` int8 still refuses 8-bit
+  weights: :mod:`ptqlib.study.settings`.)
 - The option-A shortcut (stride-2 slicing, zero channels) runs on the ``uint8`` tensor; the
   padded channels hold the zero point, which is the real value 0.
 - Everything our fake-quantized model computes in float stays in float, with the same values:
@@ -224,8 +230,10 @@ def _dequantize_fn(qp: _QParams):
     return dequantize
 
 
-def _integer_weight(layer: QuantConv2d, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's fake-quantized weight as ``int8`` values ``q - z`` and their float scales."""
+def _integer_weight(layer: QuantConv2d, name: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The layer's fake-quantized weight as integers ``q - z`` and their float scales; the
+    integers as ``int8`` parts that sum to them: one part when they fit ``int8``, else two or
+    three (8-bit weights span ``-255..255``; each part is clamped to ``-128..127``)."""
     q = layer.weight_quantizer
     with torch.no_grad():
         w_hat = layer.effective_weight().detach().float().cpu()  # learned rounding included
@@ -233,25 +241,29 @@ def _integer_weight(layer: QuantConv2d, name: str) -> tuple[torch.Tensor, torch.
         v = torch.round(w_hat / scale.view(-1, 1, 1, 1))
         if not torch.equal(v * scale.view(-1, 1, 1, 1), w_hat):
             raise NoIntegerPath(f"layer {name}: its weights are not on its quantization grid")
-    lo, hi = v.min().item(), v.max().item()
-    if lo < -128 or hi > 127:
-        raise NoIntegerPath(f"layer {name}: {q.spec.bits}-bit weights use levels {lo:.0f}..{hi:.0f} around "
-                            "their zero points, beyond int8's -128..127 (int8 kernels take no weight zero "
-                            "point); the int8 engine runs weights of at most 7 bits exactly")
-    return v.to(torch.int8), scale
+    if v.abs().max().item() > 255:
+        raise NoIntegerPath(f"layer {name}: weight levels beyond -255..255 (more than 8 bits)")
+    parts, rest = [], v
+    while not parts or rest.any():
+        part = rest.clamp(-128, 127)
+        parts.append(part.to(torch.int8))
+        rest = rest - part
+    return parts, scale
 
 
 def _conv_fn(layer: QuantConv2d, name: str, chain: _Chain, qin: _QParams, qout: _QParams,
              qother: _QParams | None, other_dies: bool):
-    w_int, w_scale = _integer_weight(layer, name)
+    parts, w_scale = _integer_weight(layer, name)
     if isinstance(layer.padding, str):
         raise NoIntegerPath(f"layer {name}: padding {layer.padding!r} has no integer path (give it as numbers)")
     stride, padding, dilation = list(layer.stride), list(layer.padding), list(layer.dilation)
     groups = layer.groups
-    packed = torch.ops.onednn.qconv_prepack(w_int, w_scale, qin.scale, qin.zero_point, stride, padding, dilation,
-                                            groups, None)
     w_zp = torch.zeros(len(w_scale), dtype=torch.int64)
     bias = None if layer.bias is None else layer.bias.detach().float().cpu().clone()
+    if len(parts) > 1:
+        return _split_conv_fn(parts, w_scale, bias, stride, padding, dilation, groups, chain, qin, qout, qother)
+    packed = torch.ops.onednn.qconv_prepack(parts[0], w_scale, qin.scale, qin.zero_point, stride, padding, dilation,
+                                            groups, None)
     clamp = qout.qmax < 255
     if chain.add is None:
         attr, scalars = chain.unary if chain.unary is not None else ("none", [])
@@ -275,6 +287,39 @@ def _conv_fn(layer: QuantConv2d, name: str, chain: _Chain, qin: _QParams, qout: 
                                                       "sum", 1.0, unary, [], "")
         return y.clamp_(max=qout.qmax) if clamp else y
     return conv_add
+
+
+def _split_conv_fn(parts: list[torch.Tensor], w_scale: torch.Tensor, bias: torch.Tensor | None, stride: list,
+                   padding: list, dilation: list, groups: int, chain: _Chain, qin: _QParams, qout: _QParams,
+                   qother: _QParams | None):
+    """A convolution whose integer weights need more than ``int8``: one oneDNN convolution per
+    ``int8`` part, each returning its int32 accumulator as float32 (unit scales, no bias), summed,
+    then scaled by ``s_x * s_w`` per channel, the bias added, the activation and the residual
+    operand applied in float, and the sum requantized with the fake quantizer's arithmetic."""
+    ones = torch.ones(len(w_scale), dtype=torch.float32)
+    w_zp = torch.zeros(len(w_scale), dtype=torch.int64)
+    packed = [torch.ops.onednn.qconv_prepack(p, ones, 1.0, qin.zero_point, stride, padding, dilation, groups, None)
+              for p in parts]
+    scale = (torch.tensor(qin.scale, dtype=torch.float32) * w_scale).view(1, -1, 1, 1)
+    shift = None if bias is None else bias.view(1, -1, 1, 1)
+    if chain.add is None:  # the activation folds into the requantization's clamp (see _quantize_fn)
+        quantize = _quantize_fn(qout, chain.unary)
+    else:
+        quantize = _quantize_fn(qout, ("relu", []) if chain.post_relu else None)
+        dequantize = _dequantize_fn(qother)
+
+    def accumulate(x: torch.Tensor) -> torch.Tensor:
+        acc = None
+        for p in packed:
+            a = torch.ops.onednn.qconv2d_pointwise(x, 1.0, qin.zero_point, p, ones, w_zp, None, stride, padding,
+                                                   dilation, groups, 1.0, 0, torch.float32, "none", [], "")
+            acc = a if acc is None else acc.add_(a)
+        acc.mul_(scale)
+        return acc.add_(shift) if shift is not None else acc
+
+    if chain.add is None:
+        return lambda x: quantize(accumulate(x))
+    return lambda x, other: quantize(accumulate(x).add_(dequantize(other)))
 
 
 def _act_qparams(aq: ActQuantizer, name: str) -> _QParams:
