@@ -54,6 +54,7 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
                   progress=False)
     ensure_trials(store, replace(cell, optimizer="brecq", variant="reference"), "iters", [2, 4], trials=1,
                   progress=False)
+    ensure_trials(store, cell, "engine", ["fake", "int8"], trials=2, progress=False)
     results = root / "quantize"
     results.mkdir()
     out = subprocess.run([sys.executable, "-m", "ptqlib.app.cli", "quantize", "--data", dataset, "--weights",
@@ -81,6 +82,8 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
         "protect": {**common, "calib_size": 8, "recon_calib_size": 8, "recon_iters": 2, "recon_trials": 2,
                     "exemplars_per_class": 2, "robustness_file": str(results / "robustness.json")},
         "recon_conventions": {**common, "calib_size": 8, "iters": 2, "methods": ["brecq"]},
+        "integer": {"store_path": str(store.path), "cells": [["resnet20", dataset, 4, 4]], "weights": str(weights),
+                    "calib_size": 8, "trials": 2, "chance_draws": 50},
         "conclusions": {**common, "calib_size": 8, "bias_classes": ["ant"], "recon_iters": 2,
                         "recon_trials": 2, "calib_sizes": [8, 16], "chance_draws": 50},
     }

@@ -130,7 +130,7 @@ def _write(store, cell, preds_by_seed: dict, eval_s: float):
 def test_trials_are_paired_by_seed_from_the_store(tmp_path):
     rng = np.random.default_rng(4)
     store = _store(tmp_path)
-    cell = Cell("resnet20", "toy")
+    cell = Cell(model="resnet20", dataset="toy")
     fake = {s: p for s, p in zip(range(10), _fake(rng, 10))}
     int8 = {s: _int8(rng, fake[s][None], np.full(len(LABELS), 0.01))[0] for s in range(3, 10)}
     int8[12] = fake[9].copy()  # a seed without a fake twin
@@ -154,7 +154,7 @@ def test_trials_are_paired_by_seed_from_the_store(tmp_path):
 
 def test_an_empty_cell_gives_empty_tables(tmp_path):
     store = _store(tmp_path)
-    comparison = E.compare(store, Cell("resnet20", "toy"), 20)
+    comparison = E.compare(store, Cell(model="resnet20", dataset="toy"), 20)
     assert comparison.trials == 0 and comparison.agreement.empty and comparison.classes.empty
     assert {p.verdict for p in comparison.parts} == {V.NOT_ENOUGH}
     assert E.summary([comparison])["trials"].tolist() == [0]

@@ -211,10 +211,12 @@ def summary(comparisons: list[Comparison]) -> pd.DataFrame:
                         "differing": a["differing"].mean(), "images": int(a["images"].iloc[0]),
                         "fake_acc": a["fake_acc"].mean(), "int8_acc": a["int8_acc"].mean(),
                         "acc_diff": diff.mean(), "acc_diff_low": ci[0], "acc_diff_high": ci[1]})
-        row.update({"agreement_verdict": agree_part.verdict, "max_class_diff": chance_part.estimate,
-                    "chance_low": None if chance_part.chance is None else chance_part.chance[0],
-                    "chance_high": None if chance_part.chance is None else chance_part.chance[1],
-                    "p_chance": chance_part.p_chance, "class_verdict": chance_part.verdict})
+        band = chance_part.chance or (np.nan, np.nan)
+        row.update({"agreement_verdict": agree_part.verdict,  # NaN: a part without enough seed pairs
+                    "max_class_diff": np.nan if chance_part.estimate is None else chance_part.estimate,
+                    "chance_low": band[0], "chance_high": band[1],
+                    "p_chance": np.nan if chance_part.p_chance is None else chance_part.p_chance,
+                    "class_verdict": chance_part.verdict})
         rows.append(row)
     return pd.DataFrame(rows)
 
