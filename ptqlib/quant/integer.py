@@ -31,13 +31,13 @@ What runs where:
   convolutions take no weight zero point, and ``q - z`` fits ``int8`` for ``b <= 7``. 8-bit
   weights span ``-255..255`` around their zero point; a layer whose levels do not fit ``int8``
   is split into ``int8`` parts that sum to them (``q - z = clamp(q - z, -128, 127) + rest``, two
-  parts, three for a level of ±255), and each part runs as a oneDNN convolution that returns its
-  int32 accumulator as float32 (unit scales). Their sum is the exact integer accumulator (while
-  it stays below 2**24 in magnitude, which float32 holds exactly); it is then scaled by
-  ``s_x * s_w``, the bias, activation and residual operand are applied in float and the result
-  is requantized with the fake quantizer's own arithmetic: float32 rounding of the same kind as
-  the fused requantization's, at the cost of one convolution per part and float elementwise
-  passes, for those layers only. (The trial setting ``engine`` int8 still refuses 8-bit
+  parts, three for a level of ±255). Each part runs as a oneDNN convolution with float32 output
+  (its exact int32 accumulator times ``s_x * s_w``, the bias with the first part), the later
+  parts added onto the first by oneDNN's ``sum`` post-op; the residual operand, if any, is added
+  in float and the result requantized with the fake quantizer's own arithmetic. That is float32
+  rounding of the same kind as the fused requantization's (a part's scaled accumulator is
+  rounded once more before the sum), at the cost of one more convolution per extra part and a
+  few float elementwise passes, for those layers only. (The trial setting ``engine`` int8 still refuses 8-bit
   weights: :mod:`ptqlib.study.settings`.)
 - The option-A shortcut (stride-2 slicing, zero channels) runs on the ``uint8`` tensor; the
   padded channels hold the zero point, which is the real value 0.
@@ -198,8 +198,9 @@ class IntegerModel(nn.Module):
         return f"{self.integer_layers} int8 layers, float: {', '.join(self.float_layers) or 'none'}"
 
 
-def _quantize_fn(qp: _QParams, activation: tuple[str, list[float]] | None = None):
-    """Float -> ``uint8`` with the fake quantizer's arithmetic (``x * (1/s)``, half to even).
+def _quantize_fn(qp: _QParams, activation: tuple[str, list[float]] | None = None, inplace: bool = False):
+    """Float -> ``uint8`` with the fake quantizer's arithmetic (``x * (1/s)``, half to even);
+    ``inplace``: the float input is overwritten on the way.
 
     ``activation`` (ReLU or a clip) applied before the quantization is folded into its clamp:
     rounding is monotone, so ``quantize(clamp(x, a, b)) = clamp(quantize(x), quantize(a),
@@ -214,7 +215,7 @@ def _quantize_fn(qp: _QParams, activation: tuple[str, list[float]] | None = None
         hi = hi if bounds[1] is None else max(min(hi, level(bounds[1])), lo)
 
     def quantize(x: torch.Tensor) -> torch.Tensor:
-        q = torch.mul(x, inv).round_()
+        q = (x.mul_(inv) if inplace else torch.mul(x, inv)).round_()
         if qp.zero_point:
             q.add_(qp.zero_point)
         q = q.clamp_(lo, hi).to(torch.uint8)
@@ -293,29 +294,26 @@ def _split_conv_fn(parts: list[torch.Tensor], w_scale: torch.Tensor, bias: torch
                    padding: list, dilation: list, groups: int, chain: _Chain, qin: _QParams, qout: _QParams,
                    qother: _QParams | None):
     """A convolution whose integer weights need more than ``int8``: one oneDNN convolution per
-    ``int8`` part, each returning its int32 accumulator as float32 (unit scales, no bias), summed,
-    then scaled by ``s_x * s_w`` per channel, the bias added, the activation and the residual
-    operand applied in float, and the sum requantized with the fake quantizer's arithmetic."""
-    ones = torch.ones(len(w_scale), dtype=torch.float32)
+    ``int8`` part, in float32 out (``acc * s_x * s_w``, the bias with the first part), the later
+    parts added by oneDNN's ``sum`` post-op; then the residual operand, if any, in float, and the
+    requantization with the fake quantizer's arithmetic (an activation folded into its clamp)."""
     w_zp = torch.zeros(len(w_scale), dtype=torch.int64)
-    packed = [torch.ops.onednn.qconv_prepack(p, ones, 1.0, qin.zero_point, stride, padding, dilation, groups, None)
-              for p in parts]
-    scale = (torch.tensor(qin.scale, dtype=torch.float32) * w_scale).view(1, -1, 1, 1)
-    shift = None if bias is None else bias.view(1, -1, 1, 1)
-    if chain.add is None:  # the activation folds into the requantization's clamp (see _quantize_fn)
-        quantize = _quantize_fn(qout, chain.unary)
+    packed = [torch.ops.onednn.qconv_prepack(p, w_scale, qin.scale, qin.zero_point, stride, padding, dilation,
+                                             groups, None) for p in parts]
+    if chain.add is None:
+        quantize = _quantize_fn(qout, chain.unary, inplace=True)
     else:
-        quantize = _quantize_fn(qout, ("relu", []) if chain.post_relu else None)
+        quantize = _quantize_fn(qout, ("relu", []) if chain.post_relu else None, inplace=True)
         dequantize = _dequantize_fn(qother)
 
     def accumulate(x: torch.Tensor) -> torch.Tensor:
-        acc = None
-        for p in packed:
-            a = torch.ops.onednn.qconv2d_pointwise(x, 1.0, qin.zero_point, p, ones, w_zp, None, stride, padding,
-                                                   dilation, groups, 1.0, 0, torch.float32, "none", [], "")
-            acc = a if acc is None else acc.add_(a)
-        acc.mul_(scale)
-        return acc.add_(shift) if shift is not None else acc
+        y = torch.ops.onednn.qconv2d_pointwise(x, qin.scale, qin.zero_point, packed[0], w_scale, w_zp, bias, stride,
+                                               padding, dilation, groups, 1.0, 0, torch.float32, "none", [], "")
+        for p in packed[1:]:
+            y.add_(torch.ops.onednn.qconv2d_pointwise(x, qin.scale, qin.zero_point, p, w_scale, w_zp, None, stride,
+                                                      padding, dilation, groups, 1.0, 0, torch.float32, "none", [],
+                                                      ""))
+        return y
 
     if chain.add is None:
         return lambda x: quantize(accumulate(x))
