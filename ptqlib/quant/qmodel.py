@@ -133,8 +133,9 @@ class ActQuantizer(nn.Module):
         if self.keep_prob < 1.0 and self.quantizer.enabled and torch.is_grad_enabled():
             # drawn in the logical (NCHW) order whatever the memory format, so that a seed gives
             # the same masks for channels-last and contiguous tensors
-            keep = torch.rand(x.shape, dtype=x.dtype, device=x.device).lt_(self.keep_prob)
-            return self.quantizer(x, keep if keep.stride() == x.stride() else torch.empty_like(x).copy_(keep))
+            # (compared into a boolean tensor, then laid out like x in one copy)
+            keep = torch.rand(x.shape, dtype=x.dtype, device=x.device) < self.keep_prob
+            return self.quantizer(x, torch.empty_like(x).copy_(keep))
         return self.quantizer(x)
 
 

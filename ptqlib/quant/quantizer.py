@@ -111,35 +111,49 @@ def flat_view(t: torch.Tensor) -> torch.Tensor:
 class _LearnedFakeQuant(torch.autograd.Function):
     """Per-tensor fake quantization with STE gradients for the input and the scale (LSQ), and
     optionally QDrop's random keep mask, in few whole-tensor passes (see
-    :func:`fake_quantize_learned`)."""
+    :func:`fake_quantize_learned`). The forward pass leaves the backward pass two tensors: the
+    0/1 factor of the input's gradient and the per-element derivative of the output by the
+    scale, so that the backward pass is one product and one dot product."""
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin, qmax, keep):  # type: ignore[override]
-        zp = zero_point.to(x.dtype)
         t = torch.mul(x, 1.0 / scale)  # float32 division, as in PyTorch's kernels
         q = torch.round(t)
-        # clamp(q + z, qmin, qmax) - z, computed as clamp(q, qmin - z, qmax - z): exact on integers
-        qc = torch.clamp(q, qmin - zp, qmax - zp)
+        # clamp(q + z, qmin, qmax) - z, computed as clamp(q, qmin - z, qmax - z): exact on integers;
+        # on the CPU with number bounds (a clamp with tensor bounds is several times slower there)
+        if x.device.type == "cpu":
+            z = float(zero_point)
+            qc = torch.clamp(q, qmin - z, qmax - z)
+        else:
+            zp = zero_point.to(x.dtype)
+            qc = torch.clamp(q, qmin - zp, qmax - zp)
         inside = q.eq_(qc)  # 1.0 where nothing was clipped (bounds included), else 0.0
         out = qc * scale
         if keep is not None:  # QDrop: quantized where keep is 1, the input where it is 0
             out = torch.lerp(x, out, keep)  # exact selection for weights 0 and 1
-        ctx.save_for_backward(t, qc, inside, scale, keep)
+        d_scale = None
+        if ctx.needs_input_grad[1]:
+            # d(out)/d(scale): round(x/s) - x/s inside the range, the clipped level (minus z)
+            # outside, 0 where the input was kept as it is; written over t
+            d_scale = torch.sub(qc, t.mul_(inside), out=t)
+            if keep is not None:
+                d_scale.mul_(keep)
+        d_x = inside
+        if keep is not None and ctx.needs_input_grad[0]:
+            d_x = inside.sub_(1).mul_(keep).add_(1)  # d(out)/d(x): 1 - keep * (1 - inside)
+        ctx.save_for_backward(d_x, d_scale, scale)
         return out
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        t, qc, inside, scale, keep = ctx.saved_tensors
-        if grad.stride() != t.stride():  # e.g. a contiguous gradient for a channels-last input
-            grad = torch.empty_like(t).copy_(grad)
+        d_x, d_scale, scale = ctx.saved_tensors
+        if grad.stride() != d_x.stride():  # e.g. a contiguous gradient for a channels-last input
+            grad = torch.empty_like(d_x).copy_(grad)
         grad_x = grad_scale = None
-        g_quant = grad if keep is None else grad * keep  # the part of the gradient through quantization
         if ctx.needs_input_grad[0]:
-            grad_x = g_quant * inside if keep is None else grad - g_quant + g_quant * inside
+            grad_x = grad * d_x
         if ctx.needs_input_grad[1]:
-            # d(out)/d(scale): round(x/s) - x/s inside the range, the clipped level (minus z) outside
-            grad_scale = torch.dot(flat_view(g_quant), flat_view(torch.addcmul(qc, t, inside, value=-1)))
-            grad_scale = grad_scale.reshape(scale.shape)
+            grad_scale = torch.dot(flat_view(grad), flat_view(d_scale)).reshape(scale.shape)
         return grad_x, grad_scale, None, None, None, None
 
 

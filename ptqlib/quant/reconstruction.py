@@ -481,7 +481,7 @@ def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stag
         if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
             # the mask is drawn in the logical (NCHW) order, then laid out like the input
             x = [q if isinstance(f, Const) else
-                 torch.lerp(f[idx], q, torch.empty_like(q).copy_(torch.rand(q.shape, generator=gen).lt_(keep)))
+                 torch.lerp(f[idx], q, torch.empty_like(q).copy_(torch.rand(q.shape, generator=gen) < keep))
                  for q, f in zip(x, fp_in)]
         out = unit(*x)
         if stage.p != 2.0:
