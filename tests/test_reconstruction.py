@@ -308,3 +308,19 @@ def test_reference_adaround_and_qdrop(method):
         assert any(a > 0 and on and keep == 0.5 for a, on, keep in seen)
         assert any(not torch.equal(a, b) for a, b in zip(act_before, act_after))
     assert all(aq.quantizer.enabled for aq in qmodel.act_quantizers())
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3, 0.9])
+def test_keep_mask_is_the_uniform_draw_it_replaces(p):
+    """``keep_mask`` reads the random stream as integers on the CPU: the same mask as comparing
+    ``torch.rand`` with ``p``, from the global or a given generator, in any memory format."""
+    from ptqlib.quant.qmodel import keep_mask
+
+    x = torch.randn(4, 6, 5, 7).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(11)
+    mask = keep_mask(x, p)
+    torch.manual_seed(11)
+    expected = (torch.rand(x.shape) < p).float()
+    assert torch.equal(mask, expected) and mask.stride() == x.stride()
+    gen_mask = keep_mask(x.contiguous(), p, torch.Generator().manual_seed(2))
+    assert torch.equal(gen_mask, (torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) < p).float())

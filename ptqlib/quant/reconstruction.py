@@ -69,7 +69,7 @@ from torch.fx.passes.split_module import split_module
 
 from ptqlib.quant.calibration import calibrate_activations
 from ptqlib.models import BasicBlock, MBConv
-from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel
+from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel, keep_mask
 from ptqlib.quant.quantizer import FakeQuantizer, _broadcast, flat_view, qparams_from_range
 from ptqlib.quant.range_estimators import HistogramObserver, check_metric
 
@@ -470,8 +470,8 @@ def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stag
     from tqdm.auto import tqdm
 
     q_in, fp_in, targets = ([_channels_last(t) for t in ts] for ts in (q_in, fp_in, targets))
-    opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round) if roundings else None
-    opt_act = torch.optim.Adam(act_scales, lr=stage.lr_act) if act_scales else None
+    opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round, foreach=True) if roundings else None
+    opt_act = torch.optim.Adam(act_scales, lr=stage.lr_act, foreach=True) if act_scales else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_act, T_max=stage.iters, eta_min=0) if opt_act else None
     n = _num_images(q_in)
     bar = tqdm(range(stage.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
@@ -479,9 +479,7 @@ def _optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stag
         idx = torch.randint(n, (cfg.batch_size,), generator=gen)
         x = _take(q_in, idx)
         if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
-            # the mask is drawn in the logical (NCHW) order, then laid out like the input
-            x = [q if isinstance(f, Const) else
-                 torch.lerp(f[idx], q, torch.empty_like(q).copy_(torch.rand(q.shape, generator=gen) < keep))
+            x = [q if isinstance(f, Const) else torch.lerp(f[idx], q, keep_mask(q, keep, gen))
                  for q, f in zip(x, fp_in)]
         out = unit(*x)
         if stage.p != 2.0:
