@@ -336,3 +336,8 @@ def build_model(name: str, weights: str | Path | None = None, num_classes: int |
     if weights is not None:
         load_state(net, read_state_dict(weights), str(weights))
     return Normalized(net, mean, std).eval()
+
+# The residual blocks of the models here: the units of block-wise reconstruction (BRECQ, QDrop).
+from torchvision.models import mnasnet as _mnasnet, mobilenetv2 as _mobilenetv2, regnet as _regnet, resnet as _resnet  # noqa: E402,E501
+UNIT_BLOCKS = (BasicBlock, MBConv, _resnet.BasicBlock, _resnet.Bottleneck, _mobilenetv2.InvertedResidual,
+               _mnasnet._InvertedResidual, _regnet.ResBottleneckBlock)

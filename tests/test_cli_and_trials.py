@@ -9,7 +9,7 @@ import torch
 
 from ptqlib.app.cli import main
 from ptqlib.quant.qmodel import QuantConfig
-from ptqlib.quant.reconstruction import ReconConfig
+from ptqlib.quant.recon import ReconConfig
 from ptqlib.study.calibset import CalibSpec
 from ptqlib.study.trial import TrialConfig, TrialContext, check_device
 

@@ -15,7 +15,7 @@ import torch
 
 from ptqlib.study.calibset import CalibSpec
 from ptqlib.quant.qmodel import QuantConfig
-from ptqlib.quant.reconstruction import ReconConfig, reconstruct
+from ptqlib.quant.recon import ReconConfig, reconstruct
 from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import run_sweep
 from ptqlib.study.trial import TrialConfig, TrialContext

@@ -8,7 +8,7 @@ from ptqlib.quant.calibration import calibrate
 from ptqlib.models import CifarResNet, Normalized, build_model
 from ptqlib.quant.qmodel import ActQuantizer, QuantConfig, quantize_model
 from ptqlib.quant.quantizer import QuantSpec, qparams_from_range
-from ptqlib.quant.reconstruction import AdaRound, ReconConfig, beta_at, reconstruct
+from ptqlib.quant.recon import AdaRound, ReconConfig, beta_at, reconstruct
 from ptqlib.quant.quantizer import FakeQuantizer
 
 from .conftest import randomize_bn
@@ -98,7 +98,7 @@ def test_bad_settings_are_refused():
 
 
 def test_units_end_with_their_block():
-    from ptqlib.quant.reconstruction import split_units
+    from ptqlib.quant.recon import split_units
 
     _, qmodel, _ = calibrated()
     split = split_units(qmodel, "block")
@@ -112,7 +112,7 @@ def test_units_end_with_their_block():
 def test_units_on_pytorch_without_tuple_return(monkeypatch):
     """PyTorch 2.11 has no ``split_module(tuple_return=True)``: the units made without it
     must reconstruct exactly as those made with it."""
-    import ptqlib.quant.reconstruction as rec
+    import ptqlib.quant.recon.units as rec
     from torch.fx.passes.split_module import split_module
 
     def old_split_module(m, root_m, split_callback, qualname_map=None, keep_original_order=False):
@@ -132,7 +132,7 @@ def test_units_on_pytorch_without_tuple_return(monkeypatch):
 
 
 def test_interrupted_reconstruction_leaves_a_plain_model(monkeypatch):
-    import ptqlib.quant.reconstruction as rec
+    import ptqlib.quant.recon.optimize as rec
 
     _, qmodel, images = calibrated()
     monkeypatch.setattr(rec, "_optimize", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
@@ -145,7 +145,7 @@ def test_interrupted_reconstruction_leaves_a_plain_model(monkeypatch):
 
 
 def test_mobilenet_v2_gets_the_reference_lambda():
-    from ptqlib.quant.reconstruction import default_recon
+    from ptqlib.quant.recon import default_recon
     from ptqlib.study.trial import TrialConfig
 
     assert default_recon("mobilenet_v2").lam == 0.1 and default_recon("resnet18").lam == 0.01
@@ -153,7 +153,7 @@ def test_mobilenet_v2_gets_the_reference_lambda():
 
 
 def test_class_weights_favour_the_worst_class_and_keep_mean_one():
-    from ptqlib.quant.reconstruction import ClassWeights
+    from ptqlib.quant.recon import ClassWeights
 
     labels = torch.tensor([0, 0, 1, 1, 2, 2, -1])
     cw = ClassWeights(labels, eta=1.0, momentum=0.0)
@@ -214,23 +214,26 @@ def test_same_seed_reproduces_the_earlier_rounding(method):
 
 
 def test_joint_keys_are_unchanged_and_reference_keys_differ():
-    from ptqlib.quant.reconstruction import default_recon
-    from ptqlib.study.trial import TrialConfig
+    from ptqlib.quant.recon import default_recon
+    from ptqlib.quant.qmodel import QuantConfig
+    from ptqlib.study.settings import TrialConfig
+
+    W8A8 = QuantConfig(8, 8)  # the default of TrialConfig when these keys were computed
 
     # keys computed before ReconConfig had a variant (every stored reconstruction ran "joint")
-    assert TrialConfig(optimizer="brecq").key() == "5965e3e68d219d414fc12932"
-    assert TrialConfig(model="mobilenet_v2", optimizer="qdrop", seed=3,
+    assert TrialConfig(quant=W8A8, optimizer="brecq").key() == "5965e3e68d219d414fc12932"
+    assert TrialConfig(quant=W8A8, model="mobilenet_v2", optimizer="qdrop", seed=3,
                        recon=ReconConfig(iters=500, lam=0.1)).key() == "e87513a8648f931f8f852177"
-    assert TrialConfig(optimizer="adaround", recon=ReconConfig(iters=2000, class_weighting="dro")).key() == \
+    assert TrialConfig(quant=W8A8, optimizer="adaround", recon=ReconConfig(iters=2000, class_weighting="dro")).key() == \
         "7813c6b1e05502c866722d9f"
-    assert TrialConfig(optimizer="brecq", recon=default_recon("resnet20")).key() == "5965e3e68d219d414fc12932"
-    ref = TrialConfig(optimizer="brecq", recon=default_recon("resnet20", variant="reference", method="brecq"))
+    assert TrialConfig(quant=W8A8, optimizer="brecq", recon=default_recon("resnet20")).key() == "5965e3e68d219d414fc12932"
+    ref = TrialConfig(quant=W8A8, optimizer="brecq", recon=default_recon("resnet20", variant="reference", method="brecq"))
     assert ref.key() != "5965e3e68d219d414fc12932" and ref.to_dict()["recon"]["variant"] == "reference"
     assert TrialConfig.from_dict(ref.to_dict()) == ref
 
 
 def test_reference_settings_per_model_and_bad_variants_are_refused():
-    from ptqlib.quant.reconstruction import default_recon
+    from ptqlib.quant.recon import default_recon
 
     assert default_recon("mnasnet1_0", variant="reference").lam == 0.2
     assert default_recon("mobilenet_v2", variant="reference").lam == 0.1
@@ -245,17 +248,18 @@ def test_reference_settings_per_model_and_bad_variants_are_refused():
 
 
 def test_reference_brecq_learns_weights_with_float_activations_then_the_steps():
-    import ptqlib.quant.reconstruction as rec
+    import ptqlib.quant.recon.optimize as rec
 
     _, qmodel, images = calibrated()
     before = [aq.quantizer.scale.clone() for aq in qmodel.act_quantizers()]
     seen = []
     optimize = rec._optimize
 
-    def spy(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, *args, **kwargs):
+    def spy(unit, learned, data, cfg, stage, *args, **kwargs):
         enabled = [m.quantizer.enabled for m in unit.modules() if isinstance(m, ActQuantizer)]
-        seen.append((stage.name, len(roundings), len(act_scales), any(enabled), stage.iters, stage.lr_act, stage.p))
-        return optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, *args, **kwargs)
+        seen.append((stage.name, len(learned.roundings), len(learned.act_scales), any(enabled), stage.iters,
+                     stage.lr_act, stage.p))
+        return optimize(unit, learned, data, cfg, stage, *args, **kwargs)
 
     rec._optimize = spy
     try:
@@ -283,17 +287,17 @@ def test_reference_brecq_learns_weights_with_float_activations_then_the_steps():
 
 @pytest.mark.parametrize("method", ["adaround", "qdrop"])
 def test_reference_adaround_and_qdrop(method):
-    import ptqlib.quant.reconstruction as rec
+    import ptqlib.quant.recon.optimize as rec
 
     _, qmodel, images = calibrated()
     act_before = [aq.quantizer.scale.clone() for aq in qmodel.act_quantizers()]
     seen = []
     optimize = rec._optimize
 
-    def spy(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, *args, **kwargs):
+    def spy(unit, learned, data, cfg, stage, *args, **kwargs):
         enabled = [m.quantizer.enabled for m in unit.modules() if isinstance(m, ActQuantizer)]
-        seen.append((len(act_scales), any(enabled), keep))
-        return optimize(unit, roundings, act_scales, q_in, fp_in, targets, keep, cfg, stage, *args, **kwargs)
+        seen.append((len(learned.act_scales), any(enabled), learned.keep))
+        return optimize(unit, learned, data, cfg, stage, *args, **kwargs)
 
     rec._optimize = spy
     try:

@@ -209,7 +209,7 @@ def test_stores_from_before_new_columns_are_migrated(tmp_path):
 def test_later_settings_leave_earlier_keys_alone_and_round_trip():
     from dataclasses import replace
 
-    from ptqlib.quant.reconstruction import ReconConfig
+    from ptqlib.quant.recon import ReconConfig
 
     plain = TrialConfig()
     assert "sampling" not in plain.to_dict()["calib"]  # stores written before stratified sampling keep their keys

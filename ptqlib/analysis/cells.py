@@ -15,7 +15,7 @@ from ptqlib.analysis.aggregate import worst_class
 from ptqlib.study.calibset import CalibSpec
 from ptqlib.data import class_label
 from ptqlib.quant.qmodel import QuantConfig
-from ptqlib.quant.reconstruction import default_recon
+from ptqlib.quant.recon import default_recon
 from ptqlib.study.store import ResultsStore, config_columns
 from ptqlib.study.sweep import expand_grid, run_sweep
 from ptqlib.study.trial import TrialConfig

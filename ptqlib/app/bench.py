@@ -21,7 +21,7 @@ import torch
 from ptqlib.quant.calibration import calibrate, calibrate_activations, calibrate_weights
 from ptqlib.study.calibset import build_calibration_set
 from ptqlib.quant.integer import NoIntegerPath, agreement, check_engine, to_integer
-from ptqlib.quant.reconstruction import REFERENCE_ITERS, reconstruct
+from ptqlib.quant.recon import REFERENCE_ITERS, reconstruct
 from ptqlib.metrics import accuracy, predict
 from ptqlib.quant.qmodel import quantize_model
 from ptqlib.study.trial import TrialConfig, TrialContext

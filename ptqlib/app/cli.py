@@ -21,7 +21,7 @@ from ptqlib.data import DataError
 from ptqlib.models import MODELS, CheckpointError
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
-from ptqlib.quant.reconstruction import METHODS, VARIANTS, default_recon
+from ptqlib.quant.recon import METHODS, VARIANTS, default_recon
 from ptqlib.analysis.robustness import CORRUPTIONS
 from ptqlib.study.trial import DEVICE_ENV, TrialConfig, check_device
 

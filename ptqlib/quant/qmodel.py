@@ -69,7 +69,7 @@ def _is_int(v) -> bool:
 class _QuantWeightLayer(nn.Module):
     """Shared part of quantized Conv2d/Linear: the weight, its quantizer, and a cache of the
     fake-quantized weight used whenever no gradient is needed. During reconstruction a
-    ``rounding`` module (AdaRound, see :mod:`ptqlib.quant.reconstruction`) replaces round-to-nearest."""
+    ``rounding`` module (AdaRound, see :mod:`ptqlib.quant.recon`) replaces round-to-nearest."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, w_bits: int) -> None:
         super().__init__()

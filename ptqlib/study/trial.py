@@ -22,7 +22,7 @@ from ptqlib.quant.integer import NoIntegerPath, check_engine, to_integer
 from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, quantize_model
-from ptqlib.quant.reconstruction import METHODS, REFERENCE_ONLY, ReconConfig, default_recon, reconstruct
+from ptqlib.quant.recon import METHODS, REFERENCE_ONLY, ReconConfig, default_recon, reconstruct
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.quant.calibration)
 # per-channel asymmetric weights of b bits are the integers q - z in [-(2**b - 1), 2**b - 1]:

@@ -5,7 +5,7 @@ torch.set_num_threads(1)
 from ptqlib.study.trial import TrialContext, TrialConfig
 from ptqlib.quant.qmodel import QuantConfig
 from ptqlib.study.calibset import build_calibration_set, CalibSpec
-from ptqlib.quant.reconstruction import default_recon
+from ptqlib.quant.recon import default_recon
 from ptqlib.metrics import predict
 from ptqlib.quant.integer import to_integer, agreement
 

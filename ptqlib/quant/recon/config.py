@@ -1,0 +1,77 @@
+"""Reconstruction settings: methods, variants, :class:`ReconConfig` and the per-model defaults
+(:func:`default_recon`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ptqlib.quant.range_estimators import check_metric
+
+METHODS = ("adaround", "brecq", "qdrop")
+VARIANTS = ("joint", "reference")
+CLASS_WEIGHTINGS = (None, "dro")
+REFERENCE_ITERS = 20_000
+@dataclass(frozen=True)
+class ReconConfig:
+    """Settings of a reconstruction; the defaults are the reference code's (BRECQ/QDrop)."""
+
+    iters: int = REFERENCE_ITERS  # per unit
+    batch_size: int = 32
+    lam: float = 0.01  # rounding regularisation weight (0.1 for MobileNetV2 in the reference)
+    beta_start: float = 20.0
+    beta_end: float = 2.0
+    warmup: float = 0.2  # share of the iterations without the regulariser
+    lr_round: float = 1e-3
+    lr_act: float = 4e-5
+    keep_prob: float = 0.5  # QDrop only
+    act_init_size: int = 256  # calibration images used to initialise the activation ranges
+    class_weighting: str | None = None  # "dro": weight images by their class's current error
+    dro_eta: float = 1.0  # sharpness of the class weights
+    # "joint": rounding and activation steps learned together; "reference": as the reference code
+    variant: str = "joint"
+    # read by the reference variant only (see the module docstring)
+    act_iters: int = 5_000  # BRECQ's second stage (activation steps), per unit
+    lr_act_stage2: float = 4e-4  # its learning rate (main_imagenet.py --lr)
+    act_p: float = 2.4  # its loss: sum over channels of |out - target|^p, averaged
+    act_init_metric: str = "lp2.4"  # activation range search before the steps are learned
+
+    def __post_init__(self) -> None:
+        for name in ("iters", "batch_size", "act_init_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must be in [0, 1), got {self.warmup!r}")
+        if not 0.0 < self.keep_prob <= 1.0:
+            raise ValueError(f"keep_prob must be in (0, 1], got {self.keep_prob!r}")
+        if self.lam < 0 or self.lr_round <= 0 or self.lr_act <= 0 or self.beta_end <= 0:
+            raise ValueError("lam must be >= 0 and learning rates and beta positive")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"unknown class weighting {self.class_weighting!r}; choose none or dro")
+        if self.dro_eta <= 0:
+            raise ValueError(f"dro_eta must be positive, got {self.dro_eta!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown reconstruction variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if isinstance(self.act_iters, bool) or not isinstance(self.act_iters, int) or self.act_iters < 1:
+            raise ValueError(f"act_iters must be a positive integer, got {self.act_iters!r}")
+        if self.lr_act_stage2 <= 0 or self.act_p <= 0:
+            raise ValueError("lr_act_stage2 and act_p must be positive")
+        check_metric(self.act_init_metric)
+
+
+REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric")  # ReconConfig fields
+REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
+
+
+def default_recon(model: str, iters: int = REFERENCE_ITERS, variant: str = "joint",
+                  method: str | None = None) -> ReconConfig:
+    """The settings for ``model``. ``joint``: lambda 0.1 for MobileNetV2, 0.01 otherwise (the
+    study's earlier trials). ``reference``: the reference configs' lambda (also 0.2 for MNASNet),
+    and activation ranges initialised on 64 images for BRECQ (its main_imagenet.py), 256 for
+    QDrop; BRECQ's second stage runs a quarter of the first stage's iterations (5000 for 20000, as
+    the reference), so that fewer iterations shorten both stages alike."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown reconstruction variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant == "joint":
+        return ReconConfig(iters=iters, lam=0.1 if model == "mobilenet_v2" else 0.01)
+    return ReconConfig(iters=iters, lam=REFERENCE_LAMBDAS.get(model, 0.01), variant="reference",
+                       act_init_size=64 if method == "brecq" else 256, act_iters=max(1, iters // 4))

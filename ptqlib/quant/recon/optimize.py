@@ -1,0 +1,263 @@
+"""One unit's reconstruction: what a pass learns (stages), the loss, class weights, and the
+optimisation loop."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, keep_mask
+from ptqlib.quant.quantizer import flat_view, qparams_from_range
+from ptqlib.quant.range_estimators import HistogramObserver
+from ptqlib.quant.recon.config import ReconConfig
+from ptqlib.quant.recon.rounding import AdaRound, beta_at
+from ptqlib.quant.recon.units import Const, _channels_last, _in_order, _num_images, _run, _take
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    """One unit's reconstruction: its output error on the calibration set (see
+    :func:`_output_error`) with round-to-nearest before, and after."""
+
+    name: str
+    layers: int
+    grid_loss: float
+    recon_loss: float
+    iters: int
+    seconds: float
+
+    @property
+    def iters_per_s(self) -> float:
+        return self.iters / self.seconds if self.seconds else math.inf
+
+
+def _output_error(out: torch.Tensor, target: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """The reference's reconstruction loss (``lp_loss``): ``|out - target|^p`` summed over
+    channels, averaged over images and positions (its scale sets the balance with the rounding
+    regulariser); p = 2 for the rounding, 2.4 for BRECQ's activation stage."""
+    diff = out - target
+    return (diff.pow(2) if p == 2.0 else diff.abs().pow(p)).sum(1).mean()
+
+
+def _image_errors(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[B]``: :func:`_output_error` of each image (their mean is the batch's error)."""
+    return (out - target).pow(2).sum(1).reshape(len(out), -1).mean(1)
+
+
+class ClassWeights:
+    """Running per-class output error of a unit and the class weights it implies (DRO)."""
+
+    def __init__(self, labels: torch.Tensor, eta: float, momentum: float = 0.9) -> None:
+        self.labels = labels  # [N] class of each calibration image, -1 for noise images
+        self.classes = labels[labels >= 0].unique()
+        self.eta, self.momentum = eta, momentum
+        self.error = torch.full((max(int(labels.max()) + 1, 1),), float("nan"))  # [num_labels]
+
+    def update(self, idx: torch.Tensor, errors: torch.Tensor) -> None:
+        labels, errors = self.labels[idx], errors.cpu()  # the running errors live on the CPU
+        for c in labels[labels >= 0].unique():
+            batch_mean = errors[labels == c].mean().item()
+            old = self.error[c]
+            self.error[c] = batch_mean if torch.isnan(old) else self.momentum * old + (1 - self.momentum) * batch_mean
+
+    def weights(self) -> torch.Tensor:
+        """``[num_labels]`` weights with mean 1 over the classes seen so far (1 for the others)."""
+        w = torch.ones_like(self.error)
+        seen = self.classes[~torch.isnan(self.error[self.classes])]
+        if len(seen):
+            err = self.error[seen]
+            w[seen] = len(seen) * torch.softmax(self.eta * err / err.mean().clamp_min(1e-12), 0)
+        return w
+
+    def batch_weights(self, idx: torch.Tensor) -> torch.Tensor:
+        labels = self.labels[idx]
+        return torch.where(labels >= 0, self.weights()[labels.clamp_min(0)], torch.ones(len(idx)))
+
+
+@torch.no_grad()
+def _unit_error(unit: nn.Module, inputs: list, targets: list[torch.Tensor]) -> float:
+    outs = _run(unit, inputs)
+    return sum(_output_error(o, t).item() for o, t in zip(outs, targets))
+
+
+@torch.no_grad()
+def _init_act_ranges(unit: nn.Module, act_quantizers: list[ActQuantizer], q_in: list, size: int,
+                     metric: str) -> None:
+    """Set the unit's activation ranges on its quantized inputs, in execution order, each with
+    everything before it quantized (the reference initialises each block this way)."""
+    sample = [t if isinstance(t, Const) else t[:size] for t in q_in]
+    for aq in act_quantizers:
+        aq.observer = HistogramObserver()
+        aq.observing, aq.quantizer.enabled = True, False
+        try:
+            _run(unit, sample)
+        finally:
+            aq.observing, aq.quantizer.enabled = False, True
+        q = aq.quantizer
+        lo, hi = aq.observer.range(metric, q.spec)
+        q.set_qparams(*qparams_from_range(lo, hi, q.spec))
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """What one pass over the units learns, and on what."""
+
+    rounding: bool  # learn the weights' rounding
+    act_steps: bool  # learn the activation step sizes
+    acts_on: bool  # activations quantized (else float) while the pass runs
+    init_acts: bool  # set each unit's activation ranges on its quantized inputs first
+    fp_inputs: bool  # optimise on the float network's unit inputs (else the quantized network's)
+    iters: int
+    lr_act: float
+    p: float  # reconstruction loss: sum over channels of |out - target|^p, averaged
+    init_metric: str | None = None  # None: the trial's metric
+    name: str = ""
+
+
+def _stages(method: str, cfg: ReconConfig) -> list[_Stage]:
+    learn_acts = method != "adaround"
+    if cfg.variant == "joint":
+        return [_Stage(True, learn_acts, True, learn_acts, False, cfg.iters, cfg.lr_act, 2.0)]
+    if method == "qdrop":  # ranges initialised once on the float network (see reconstruct)
+        return [_Stage(True, True, True, False, False, cfg.iters, cfg.lr_act, 2.0)]
+    weights = _Stage(True, False, False, False, False, cfg.iters, cfg.lr_act, 2.0)
+    if method == "adaround":
+        return [weights]
+    return [weights, _Stage(False, True, True, True, True, cfg.act_iters, cfg.lr_act_stage2, cfg.act_p,
+                            cfg.act_init_metric, name="acts ")]
+
+
+def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targets: list[torch.Tensor],
+                      method: str, cfg: ReconConfig, stage: _Stage, metric: str, gen: torch.Generator,
+                      progress: bool, labels: torch.Tensor | None) -> UnitReport:
+    layers = [m for m in unit.modules() if isinstance(m, QUANT_LAYERS) and m.weight_quantizer.enabled]
+    act_quantizers = _in_order(unit, [m for m in unit.modules()
+                                      if isinstance(m, ActQuantizer) and m.quantizer.enabled])
+    if stage.init_acts:
+        _init_act_ranges(unit, act_quantizers, q_in, cfg.act_init_size, stage.init_metric or metric)
+    opt_in = fp_in if stage.fp_inputs else q_in
+    grid_loss = _unit_error(unit, opt_in, targets)
+    frozen = [p for layer in layers for p in layer.parameters(recurse=False) if p.requires_grad]
+    for p in frozen:  # only the rounding and the activation steps are learned
+        p.requires_grad_(False)
+    roundings, act_scales = [], []
+    keep = cfg.keep_prob if method == "qdrop" else 1.0
+    t0 = time.perf_counter()
+    try:
+        if stage.rounding:
+            for layer in layers:
+                layer.rounding = AdaRound(layer.weight, layer.weight_quantizer)
+                roundings.append(layer.rounding)
+        if stage.act_steps:
+            act_scales = [aq.quantizer.learn_scale() for aq in act_quantizers]
+        for aq in act_quantizers:
+            aq.keep_prob = keep
+        class_weights = ClassWeights(labels, cfg.dro_eta) if cfg.class_weighting == "dro" else None
+        if roundings or act_scales:  # else nothing to learn (e.g. BRECQ's second stage on the classifier)
+            _optimize(unit, Learned(roundings, act_scales, keep, class_weights), UnitData(opt_in, fp_in, targets),
+                      cfg, stage, gen, desc=f"{method} {stage.name}{name}", progress=progress)
+    finally:
+        for layer, r in zip(layers, roundings):
+            r.hard = True
+            with torch.no_grad():
+                layer.weight.copy_(r())  # on the grid: re-quantizing is exact
+            layer.rounding = None
+        for aq in act_quantizers:
+            aq.quantizer.freeze_scale()
+            aq.keep_prob = 1.0
+        for p in frozen:
+            p.requires_grad_(True)
+    seconds = time.perf_counter() - t0
+    return UnitReport(stage.name + name, len(layers), grid_loss, _unit_error(unit, opt_in, targets),
+                      stage.iters if roundings or act_scales else 0, seconds)
+
+
+class _SquaredError(torch.autograd.Function):
+    """``sum((out - target)^2) / n`` with one saved difference: two passes forward, one back,
+    and the gradient in the memory format of ``out``."""
+
+    @staticmethod
+    def forward(ctx, out, target, n):  # type: ignore[override]
+        diff = out - target
+        ctx.save_for_backward(diff)
+        ctx.n = n
+        flat = flat_view(diff)
+        return torch.dot(flat, flat) / n
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (diff,) = ctx.saved_tensors
+        return diff * (grad * (2.0 / ctx.n)), None, None
+
+
+def _step_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`_output_error` (squared error summed over channels, averaged over images and
+    positions) for the optimisation step, as one autograd node."""
+    if target.stride() != out.stride():
+        target = torch.empty_like(out).copy_(target)
+    return _SquaredError.apply(out, target, out.numel() // out.shape[1])
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What the optimisation of one unit learns, and how."""
+
+    roundings: list[AdaRound]  # the layers' rounding (empty: weights stay as they are)
+    act_scales: list[nn.Parameter]  # the activation step sizes (empty: ranges stay)
+    keep: float  # QDrop's keep probability: each activation quantized only with it (1: always)
+    class_weights: ClassWeights | None  # "dro" class weighting of the output error, or none
+
+
+@dataclass(frozen=True)
+class UnitData:
+    """A unit's cached tensors, one list entry per unit input or output."""
+
+    inputs: list  # what the unit is optimised on
+    fp_inputs: list  # the float network's inputs, which QDrop mixes in
+    targets: list[torch.Tensor]  # the float network's outputs
+
+
+def _optimize(unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfig, stage: _Stage,
+              gen: torch.Generator, *, desc: str = "", progress: bool = False) -> None:
+    """Learn ``learned`` for ``stage.iters`` iterations on random batches of ``data``."""
+    from tqdm.auto import tqdm
+
+    roundings, act_scales, keep, class_weights = (learned.roundings, learned.act_scales, learned.keep,
+                                                  learned.class_weights)
+    q_in, fp_in, targets = ([_channels_last(t) for t in ts] for ts in (data.inputs, data.fp_inputs, data.targets))
+    opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round, foreach=True) if roundings else None
+    opt_act = torch.optim.Adam(act_scales, lr=stage.lr_act, foreach=True) if act_scales else None
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_act, T_max=stage.iters, eta_min=0) if opt_act else None
+    n = _num_images(q_in)
+    bar = tqdm(range(stage.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
+    for step in bar:
+        idx = torch.randint(n, (cfg.batch_size,), generator=gen)
+        x = _take(q_in, idx)
+        if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
+            x = [q if isinstance(f, Const) else torch.lerp(f[idx], q, keep_mask(q, keep, gen))
+                 for q, f in zip(x, fp_in)]
+        out = unit(*x)
+        if stage.p != 2.0:
+            rec = sum(_output_error(o, t[idx], stage.p) for o, t in zip(out, targets))
+        elif class_weights is None:
+            rec = sum(_step_error(o, t[idx]) for o, t in zip(out, targets))
+        else:
+            errors = sum(_image_errors(o, t[idx]) for o, t in zip(out, targets))  # [B]
+            class_weights.update(idx, errors.detach())
+            rec = (class_weights.batch_weights(idx).to(errors.device) * errors).mean()
+        beta, reg_on = beta_at(step, cfg)
+        loss = rec + cfg.lam * sum(r.regularizer(beta) for r in roundings) if reg_on and roundings else rec
+        for o in (opt, opt_act):
+            if o is not None:
+                o.zero_grad(set_to_none=True)
+        loss.backward()
+        if opt is not None:
+            opt.step()
+        if opt_act is not None:
+            opt_act.step()
+            sched.step()
+        if progress and step % 200 == 0:  # reading the loss waits for the step (a GPU sync)
+            bar.set_postfix(rec=f"{rec.item():.4g}")
