@@ -92,3 +92,23 @@ def test_learned_fake_quant_matches_the_composite_form(zero_point, channels_last
         assert torch.allclose(x.grad, ref_grads[0], rtol=1e-6, atol=0)
         assert torch.allclose(scale.grad, ref_grads[1], rtol=1e-5)
         x.grad = scale.grad = None
+
+
+@pytest.mark.parametrize("learn", ["x", "scale"])
+def test_learned_fake_quant_when_only_the_input_or_only_the_scale_learns(learn):
+    from ptqlib.quant.quantizer import fake_quantize_learned
+
+    torch.manual_seed(1)
+    spec = QuantSpec(4)
+    x = (torch.randn(4, 8, 6, 6) * 2).contiguous(memory_format=torch.channels_last).requires_grad_(learn == "x")
+    scale = torch.tensor(0.3, requires_grad=learn == "scale")
+    zp = torch.tensor(2, dtype=torch.int32)
+    keep = (torch.rand(x.shape) < 0.5).float().contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape)
+    for mask in (None, keep):
+        ref = fake_quantize(x, scale, zp, spec)
+        ref = ref if mask is None else torch.where(mask.bool(), ref, x)
+        (ref_grad,) = torch.autograd.grad(ref, x if learn == "x" else scale, grad)
+        out = fake_quantize_learned(x, scale, zp, spec, mask)
+        (got,) = torch.autograd.grad(out, x if learn == "x" else scale, grad)
+        assert torch.equal(out, ref) and torch.allclose(got, ref_grad, rtol=1e-5, atol=0)

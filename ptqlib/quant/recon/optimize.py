@@ -130,9 +130,11 @@ def _stages(method: str, cfg: ReconConfig) -> list[_Stage]:
                             cfg.act_init_metric, name="acts ")]
 
 
-def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targets: list[torch.Tensor],
+def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targets: list[torch.Tensor], *,
                       method: str, cfg: ReconConfig, stage: _Stage, metric: str, gen: torch.Generator,
                       progress: bool, labels: torch.Tensor | None) -> UnitReport:
+    """Learn one unit's rounding and/or activation steps as ``stage`` says; ``q_in`` and ``fp_in``:
+    its inputs from the quantized and the float network, ``targets`` the float network's outputs."""
     layers = [m for m in unit.modules() if isinstance(m, QUANT_LAYERS) and m.weight_quantizer.enabled]
     act_quantizers = _in_order(unit, [m for m in unit.modules()
                                       if isinstance(m, ActQuantizer) and m.quantizer.enabled])

@@ -64,8 +64,9 @@ def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, la
             qmodel.set_quant_state(weights=True, acts=stage.acts_on)
             if any(isinstance(m, QUANT_LAYERS) for m in unit.modules()):
                 with torch.enable_grad():
-                    reports.append(_reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method, cfg, stage,
-                                                     qmodel.config.metric, gen, progress, labels))
+                    reports.append(_reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method=method, cfg=cfg,
+                                                     stage=stage, metric=qmodel.config.metric, gen=gen,
+                                                     progress=progress, labels=labels))
             q_env[node], fp_env[node] = _run(unit, q_in), fp_out
         elif node.op == "output":
             break
