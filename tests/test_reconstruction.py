@@ -146,7 +146,7 @@ def test_interrupted_reconstruction_leaves_a_plain_model(monkeypatch):
 
 def test_mobilenet_v2_gets_the_reference_lambda():
     from ptqlib.quant.recon import default_recon
-    from ptqlib.study.trial import TrialConfig
+    from ptqlib.study.settings import TrialConfig
 
     assert default_recon("mobilenet_v2").lam == 0.1 and default_recon("resnet18").lam == 0.01
     assert TrialConfig(model="mobilenet_v2", optimizer="brecq").recon.lam == 0.1
@@ -316,8 +316,8 @@ def test_reference_adaround_and_qdrop(method):
 
 @pytest.mark.parametrize("p", [0.5, 0.3, 0.9])
 def test_keep_mask_is_the_uniform_draw_it_replaces(p):
-    """``keep_mask`` reads the random stream as integers on the CPU: the same mask as comparing
-    ``torch.rand`` with ``p``, from the global or a given generator, in any memory format."""
+    """``keep_mask``: the mask of comparing ``torch.rand`` with ``p`` in the logical order, from the
+    global or a given generator, laid out like its tensor."""
     from ptqlib.quant.qmodel import keep_mask
 
     x = torch.randn(4, 6, 5, 7).contiguous(memory_format=torch.channels_last)

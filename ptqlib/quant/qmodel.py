@@ -11,7 +11,7 @@ CIFAR ResNets, torchvision's ResNets, MobileNetV2, MNASNet, RegNetX, EfficientNe
    each ``layer -> [activation]`` chain, or, when that chain feeds a residual add, after
    ``add -> [activation]``. The input image and the network's output logits are not quantized.
 
-Presets (:class:`QuantConfig`): ``reference`` follows ``../shared/docs/method.md`` (first and
+Presets (:class:`QuantConfig`): ``reference`` follows ``book/method.md`` (first and
 last layer weights and the last layer's input at 8 bits); ``full`` puts every quantizer at the
 target bits. Weight and activation quantization switch on and off for the whole model or any
 module scope (a block such as ``net.layer1.0``, or one layer).
@@ -19,7 +19,6 @@ module scope (a block such as ``net.layer1.0``, or one layer).
 from __future__ import annotations
 
 import copy
-import math
 import operator
 from dataclasses import dataclass
 
@@ -142,15 +141,10 @@ QUANT_LAYERS = (QuantConv2d, QuantLinear)
 def keep_mask(like: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """QDrop's random mask for ``like``: 1.0 where ``torch.rand(like.shape) < p``, else 0.0, laid
     out like ``like``. Drawn in the logical (NCHW) order whatever the memory format, so that a seed
-    gives the same mask for channels-last and contiguous tensors. For float32 on the CPU the same
-    random numbers are read as integers: ``torch.rand`` makes each from one 32-bit draw as
-    ``(bits & 0xFFFFFF) * 2**-24``, and ``random_`` on int32 returns those draws, faster."""
-    if like.device.type == "cpu" and like.dtype == torch.float32:
-        bits = torch.empty(like.shape, dtype=torch.int32).random_(generator=generator)
-        threshold = math.ceil(float(torch.tensor(p, dtype=torch.float32)) * 2**24)  # u < p as integers
-        keep = bits.bitwise_and_(0xFFFFFF) < threshold
-    else:
-        keep = torch.rand(like.shape, dtype=like.dtype, device=like.device, generator=generator) < p
+    gives the same mask for channels-last and contiguous tensors; compared into booleans, then
+    laid out and converted in one copy. With a ``generator``, drawn on its device."""
+    device = like.device if generator is None else generator.device
+    keep = torch.rand(like.shape, dtype=like.dtype, device=device, generator=generator) < p
     return torch.empty_like(like).copy_(keep)  # one copy: layout and type
 
 

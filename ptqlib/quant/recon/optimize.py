@@ -230,8 +230,8 @@ def _optimize(unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfi
     roundings, act_scales, keep, class_weights = (learned.roundings, learned.act_scales, learned.keep,
                                                   learned.class_weights)
     q_in, fp_in, targets = ([_channels_last(t) for t in ts] for ts in (data.inputs, data.fp_inputs, data.targets))
-    opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round, foreach=True) if roundings else None
-    opt_act = torch.optim.Adam(act_scales, lr=stage.lr_act, foreach=True) if act_scales else None
+    opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round) if roundings else None
+    opt_act = torch.optim.Adam(act_scales, lr=stage.lr_act) if act_scales else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_act, T_max=stage.iters, eta_min=0) if opt_act else None
     n = _num_images(q_in)
     bar = tqdm(range(stage.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
