@@ -24,13 +24,13 @@ configuration and seed are one quantized model evaluated twice. What is compared
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ptqlib.analysis.files import bench_runs
 from ptqlib.analysis.cells import Cell, LevelPredictions, _level_selections, factor_predictions
 from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
                                       _quantiles, bootstrap_interval, chance_p, decide, decide_chance)
@@ -245,11 +245,8 @@ def bench_table(folder: str | Path = "results/bench") -> pd.DataFrame:
     """The ``ptq bench`` runs in ``folder`` (``*.json``) that measured the int8 engine: one row
     each, with the float pass, the fake-quantized and int8 evaluations and whole trials (seconds),
     the int8 engine's ratios to the float pass and its agreement (share of images)."""
-    rows = []
-    for path in sorted(Path(folder).glob("*.json")):
-        record = json.loads(path.read_text())
-        if isinstance(record, dict) and "int8_eval_s" in record:
-            rows.append({**{k: record.get(k) for k in BENCH_COLUMNS}, "file": path.name})
+    rows = [{**{k: record.get(k) for k in BENCH_COLUMNS}, "file": path.name}
+            for path, record in bench_runs(folder, has="int8_eval_s")]
     return pd.DataFrame(rows, columns=BENCH_COLUMNS)
 
 
