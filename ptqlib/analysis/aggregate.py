@@ -93,3 +93,67 @@ def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
         final = group["worst_mean"].iloc[-1]
         out[method] = int(group.loc[(group["worst_mean"] - final).abs() <= tolerance, "iters"].iloc[0])
     return pd.Series(out, name="converged_iters", dtype=float)
+
+
+def gains_against(per_class: pd.DataFrame, factor: str, base) -> pd.DataFrame:
+    """Each other level of ``factor`` against ``base`` (indexed by level, in the frame's order):
+    the change of the mean average accuracy (points), how many of the classes lose mean
+    accuracy, the largest class loss and its class, and the change of the mean worst-class
+    accuracy. Empty when ``base`` has no trials."""
+    columns = ["average", "classes_losing", "classes", "largest_loss", "largest_loss_class", "worst_class"]
+    means = class_summary(per_class, by=[factor]).pivot(index="class", columns=factor, values="mean")
+    if base not in means.columns:
+        return pd.DataFrame(columns=columns)
+    worst = worst_class(per_class, by=[factor]).set_index(factor)["worst_mean"]
+    rows = {}
+    for level in [lv for lv in dict.fromkeys(per_class[factor]) if lv != base]:  # in the frame's order
+        gain = means[level] - means[base]
+        classes = gain.drop(index=AVERAGE)
+        rows[level] = {"average": gain[AVERAGE], "classes_losing": int((classes < 0).sum()), "classes": len(classes),
+                       "largest_loss": classes.min(), "largest_loss_class": classes.idxmin(),
+                       "worst_class": worst[level] - worst[base]}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
+def ordered_levels(frame: pd.DataFrame, factor: str, levels: list) -> pd.DataFrame:
+    """``frame`` with ``factor`` an ordered categorical in the order of ``levels`` (those present)."""
+    present = set(frame[factor])
+    out = frame.copy()
+    out[factor] = out[factor].astype("category").cat.set_categories([lv for lv in levels if lv in present],
+                                                                    ordered=True)
+    return out
+
+
+def varying_settings(trials: pd.DataFrame, exclude: tuple[str, ...] = ("weights", "seed")) -> list[str]:
+    """The settings (:data:`ptqlib.study.settings.COLUMNS`, in their order, less ``exclude``) that
+    take more than one value among ``trials``; the first setting when none does."""
+    from ptqlib.study.settings import COLUMNS
+
+    shown = [c for c in COLUMNS if c not in exclude and c in trials.columns]
+    return [c for c in shown if trials[c].nunique(dropna=False) > 1] or shown[:1]
+
+
+def _dash_missing(table: pd.DataFrame) -> pd.DataFrame:
+    index = table.index.to_frame(index=False).astype(object)
+    index = index.where(index.notna(), "-")
+    table.index = pd.MultiIndex.from_frame(index) if index.shape[1] > 1 else pd.Index(index.iloc[:, 0])
+    return table
+
+
+def inventory(trials: pd.DataFrame) -> pd.DataFrame:
+    """The stored trials per configuration (by :func:`varying_settings`): how many, their mean
+    average accuracy and mean seconds per trial (calibration plus evaluation); a setting's
+    missing value (no bias class, grid search's iterations) shows as ``-``."""
+    frame = trials.assign(trial_s=trials["calib_s"] + trials["eval_s"])
+    table = frame.groupby(varying_settings(trials), dropna=False).agg(
+        trials=("key", "size"), mean_acc=("avg", "mean"), seconds_per_trial=("trial_s", "mean"))
+    return _dash_missing(table)
+
+
+def ece_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """The expected calibration error (%) of the trials that recorded it (trials stored before it
+    have none): number of trials, mean and std per configuration (by :func:`varying_settings`,
+    model and dataset left out); a setting's missing value shows as ``-``."""
+    recorded = trials[trials["ece"].notna()]
+    keys = varying_settings(recorded, exclude=("model", "dataset", "weights", "seed"))
+    return _dash_missing(recorded.groupby(keys, dropna=False)["ece"].agg(trials="size", mean="mean", std="std"))

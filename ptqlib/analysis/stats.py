@@ -145,3 +145,25 @@ def paired_gain(per_class: pd.DataFrame, factor: str, a, b, confidence: float = 
                      "mean_a": pair[(stat, a)].mean(), "mean_b": pair[(stat, b)].mean(),
                      "diff": diff.mean() if len(diff) else np.nan, "ci_low": low, "ci_high": high, "p": p})
     return pd.DataFrame(rows)
+
+
+def paired_tests(per_class: pd.DataFrame, factor: str, base, levels: list, alpha: float = 0.05) -> dict:
+    """:func:`paired_test` of each level of ``levels`` (other than ``base``) against ``base``, by
+    level, indexed by class; levels without trials, or a ``base`` without trials, are left out."""
+    present = set(per_class[factor])
+    return {lv: paired_test(per_class, factor, base, lv, alpha).set_index("class")
+            for lv in levels if lv != base and {base, lv} <= present}
+
+
+def significant_changes(test: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """From a :func:`paired_test` indexed by class: the mean differences of the classes
+    significantly worse, and of those significantly better."""
+    significant = test[test["significant"]]["mean_diff"]
+    return significant[significant < 0], significant[significant > 0]
+
+
+def marked_differences(tests: dict) -> pd.DataFrame:
+    """Per class (rows) and level (columns): the mean paired difference as ``+0.12``, starred
+    where significant, from :func:`paired_tests`."""
+    return pd.DataFrame({lv: test["mean_diff"].map("{:+.2f}".format) + test["significant"].map({True: "*", False: ""})
+                         for lv, test in tests.items()})
