@@ -12,33 +12,16 @@ recon_dir = "results/recon"
 model = "resnet20"
 
 # %%
-import json
-from pathlib import Path
-
 import matplotlib.pyplot as plt
-import pandas as pd
 
+from ptqlib.analysis.files import quantize_runs
+from ptqlib.analysis.runs import class_drops, gains_over_grid, largest_drops, reconstruction_table, run_summary, sort_runs
 from ptqlib.app.report import publish_table
 
-runs = [json.loads(p.read_text()) for p in Path(results_dir).glob(f"{model}-*.json")]
-runs.sort(key=lambda r: (-r["config"]["quant"]["w_bits"], r["config"]["quant"]["metric"]))
+runs = sort_runs(quantize_runs(results_dir, f"{model}-*.json"))
 assert runs, f"no results for {model} in {results_dir}"
-
-
-def label(run):
-    q = run["config"]["quant"]
-    return f"W{q['w_bits']}A{q['a_bits']} {q['metric']}"
-
-
-fp = pd.Series(runs[0]["fp_per_class"], name="FP")
-per_class = pd.DataFrame({label(r): r["per_class"] for r in runs})
-drop = per_class.rsub(fp, axis=0)
-summary = pd.DataFrame({
-    label(r): {"average %": r["avg"], "drop of the average": r["fp_avg"] - r["avg"],
-               "worst class": r["worst_class"], "worst-class accuracy %": r["worst_class_acc"],
-               "largest class drop": drop[label(r)].max(), "seconds": r["seconds"]}
-    for r in runs}).T
-publish_table(summary.round(2), "summary")
+drop = class_drops(runs)
+publish_table(run_summary(runs).round(2), "summary")
 
 # %%
 ax = drop.plot.bar(figsize=(9, 3.5), width=0.8)
@@ -49,12 +32,11 @@ plt.tight_layout()
 plt.show()
 
 # %%
-for name in drop.columns:
-    avg_drop = summary.loc[name, "drop of the average"]
-    print(f"{name}: the average drops {avg_drop:.2f} points; class '{drop[name].idxmax()}' drops "
-          f"{drop[name].max():.2f} points ({drop[name].max() / max(avg_drop, 1e-9):.1f}x the average drop)"
-          if avg_drop > 0.05 else f"{name}: the average drops {avg_drop:.2f} points; the largest class drop is "
-          f"{drop[name].max():.2f} points ({drop[name].idxmax()})")
+for name, r in largest_drops(runs).iterrows():
+    print(f"{name}: the average drops {r['avg_drop']:.2f} points; class '{r['class']}' drops {r['class_drop']:.2f} "
+          f"points ({r['ratio']:.1f}x the average drop)" if r["ratio"] == r["ratio"] else
+          f"{name}: the average drops {r['avg_drop']:.2f} points; the largest class drop is {r['class_drop']:.2f} "
+          f"points ({r['class']})")
 
 # %% [markdown]
 # ## Reconstruction, one calibration set
@@ -64,29 +46,12 @@ for name in drop.columns:
 # 20 000), from `results/recon/` (`ptq quantize ... --calib-size 1024 --optimizer NAME --iters N --json`).
 
 # %%
-recon_runs = [json.loads(p.read_text()) for p in Path(recon_dir).glob(f"{model}-*.json") if p.stat().st_size]
-assert recon_runs, f"no reconstruction results for {model} in {recon_dir}"
-
-
-def recon_label(run):
-    q, recon = run["config"]["quant"], run["config"].get("recon")
-    return (f"W{q['w_bits']}A{q['a_bits']}", run["config"]["optimizer"], recon["iters"] if recon else None)
-
-
-recon = pd.DataFrame([{"bits": recon_label(r)[0], "optimizer": recon_label(r)[1], "iterations": recon_label(r)[2],
-                       "average %": r["avg"], "FP %": r["fp_avg"], "worst class": r["worst_class"],
-                       "worst-class %": r["worst_class_acc"], "minutes": r["seconds"] / 60} for r in recon_runs])
-order = {"grid": 0, "adaround": 1, "brecq": 2, "qdrop": 3}
-recon = recon.sort_values(["bits", "optimizer"], key=lambda c: c.map(order) if c.name == "optimizer" else c,
-                          ascending=[False, True]).reset_index(drop=True)
+recon = reconstruction_table(quantize_runs(recon_dir, f"{model}-*.json"))
+assert len(recon), f"no reconstruction results for {model} in {recon_dir}"
 publish_table(recon.round(2), "reconstruction")
 
 # %%
-for bits, group in recon.groupby("bits", sort=False):
-    grid = group[group["optimizer"] == "grid"]
-    if grid.empty:
-        continue
-    base = grid["average %"].iloc[0]
-    print(f"{bits}: grid {base:.2f} %; " + "; ".join(
-        f"{r.optimizer} ({r.iterations:.0f} it.) {r['average %'] - base:+.2f} points, worst class {r['worst-class %']:.1f} %"
-        for _, r in group[group["optimizer"] != "grid"].iterrows()))
+for bits, group in gains_over_grid(recon).groupby("bits", sort=False):
+    print(f"{bits}: grid {group['grid %'].iloc[0]:.2f} %; " + "; ".join(
+        f"{r.optimizer} ({r.iterations:.0f} it.) {r.gain:+.2f} points, worst class {r['worst-class %']:.1f} %"
+        for _, r in group.iterrows()))

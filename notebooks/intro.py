@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ptqlib.analysis.aggregate import AVERAGE, class_summary
+from ptqlib.analysis.aggregate import AVERAGE, class_summary, inventory
 from ptqlib.analysis.plotting import drop_boxplot
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
@@ -36,7 +36,8 @@ from ptqlib.analysis.cells import Cell, factor_frame
 from ptqlib.analysis.verdicts import all_parts, class_bands, design_for, headline, load
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
+cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size)
 tidy = factor_frame(store, cell, "noise", [0.0], trials)
 bands = class_bands(load(store, cell, "noise", [0.0], trials))
 assert len(tidy), "the default cell has no trials in the store"
@@ -93,12 +94,5 @@ display(Markdown(headline(all_parts(store, design_for(model, dataset, w_bits=w_b
 # other jobs); `ptq bench` gives controlled timings.
 
 # %%
-trials_frame = store.trials()
-cols = ["model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "noise", "bias_class", "sampling", "optimizer",
-        "variant", "iters", "class_weighting"]
-trials_frame = trials_frame.assign(trial_s=trials_frame["calib_s"] + trials_frame["eval_s"])
-trials_frame = trials_frame.fillna({"bias_class": "-", "variant": "-", "iters": 0, "class_weighting": "-"})
-inventory = trials_frame.groupby(cols).agg(
-    trials=("key", "size"), mean_acc=("avg", "mean"), seconds_per_trial=("trial_s", "mean"))
 pd.set_option("display.max_rows", None)  # the whole inventory, every setting
-publish_table(inventory.round(2), "inventory")
+publish_table(inventory(store.trials()).round(2), "inventory")

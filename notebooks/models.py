@@ -15,29 +15,22 @@ imagenet_model = "efficientnet_lite0"
 imagenet_dataset = "imagenet-val10"
 
 # %%
-import json
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ptqlib.analysis.files import training_cards
+from ptqlib.analysis.runs import card_per_class, latest_fp_reference, training_recipe, weakest_classes
 from ptqlib.app.report import publish_table
 
-cards = {p.stem: json.loads(p.read_text()) for p in sorted(Path(weights_dir).glob("*.json"))}
+cards = training_cards(weights_dir)
 assert cards, f"no training cards in {weights_dir}"
-recipe = pd.DataFrame({
-    name: {"start": Path(c["config"]["init"]).name if c["config"]["init"] else "scratch",
-           "epochs": c["config"]["epochs"], "peak lr": c["config"]["peak_lr"],
-           "minutes (CPU)": round(c["train_seconds"] / 60, 1),
-           "test acc. before %": c["test_accuracy_before"], "test acc. after %": round(c["test_accuracy"], 2)}
-    for name, c in cards.items()}).T
-publish_table(recipe, "recipe")
+publish_table(training_recipe(cards), "recipe")
 
 # %% [markdown]
 # ## Float accuracy of every class
 
 # %%
-per_class = pd.DataFrame({name: c["per_class"] for name, c in cards.items()})
+per_class = card_per_class(cards)
 ax = per_class.plot.bar(figsize=(9, 3.5), width=0.8)
 ax.set_ylabel("FP test accuracy (%)")
 ax.set_ylim(max(0, per_class.values.min() - 10), 100)
@@ -47,9 +40,8 @@ plt.show()
 publish_table(per_class.round(2), "per_class")
 
 # %%
-worst = per_class.idxmin()
 print("Weakest class of each float model:",
-      ", ".join(f"{m}: {worst[m]} ({per_class.loc[worst[m], m]:.1f} %)" for m in per_class.columns))
+      ", ".join(f"{m}: {r['class']} ({r['acc']:.1f} %)" for m, r in weakest_classes(per_class).iterrows()))
 
 # %% [markdown]
 # ## EfficientNet-Lite0 on ImageNet
@@ -69,12 +61,10 @@ print("Weakest class of each float model:",
 from ptqlib.data import class_label
 from ptqlib.study.store import ResultsStore
 
-fp = ResultsStore(store_path).fp_reference()
-fp = fp[(fp["model"] == imagenet_model) & (fp["dataset"] == imagenet_dataset)]
-if fp.empty:
+ref = latest_fp_reference(ResultsStore(store_path), imagenet_model, imagenet_dataset)
+if ref is None:
     print(f"the store has no float reference of {imagenet_model} on {imagenet_dataset}")
 else:
-    ref = fp.sort_values("created").iloc[-1]
     lite0 = pd.Series(ref["per_class"]).rename(index=class_label).sort_values()
     ax = lite0.plot.barh(figsize=(6, 3.2), color="tab:green")
     ax.set_xlabel("FP top-1 accuracy, 1000-way (%)")

@@ -38,16 +38,17 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ptqlib.analysis.aggregate import AVERAGE, class_summary, converged_iters, worst_class
+from ptqlib.analysis.aggregate import class_summary, converged_iters, gains_against, ordered_levels, worst_class
 from ptqlib.analysis.plotting import iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import drop_ci_table, paired_test
+from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_tests, significant_changes
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, iteration_curve, trial_counts
 from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters, variant=variant)
+cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size, iters=iters, variant=variant)
 if compute_missing:
     print(ensure_trials(store, cell, "optimizer", levels, trials))
     for method in curve_methods:
@@ -60,24 +61,17 @@ print("trials per optimizer:", ", ".join(f"{k}: {n}" for k, n in counts.items())
       f"(reconstruction: the {variant} variant, {iters} iterations per unit)")
 
 # %%
-summary = class_summary(frame, by=["optimizer"])
-summary["optimizer"] = summary["optimizer"].astype("category").cat.set_categories(
-    [lv for lv in levels if lv in set(summary["optimizer"])], ordered=True)
+summary = ordered_levels(class_summary(frame, by=["optimizer"]), "optimizer", levels)
 mean_std_lines(summary.sort_values("optimizer"), "optimizer")
 plt.tight_layout()
 plt.show()
 publish_table(summary.pivot(index="class", columns="optimizer", values="mean").round(2), "class_means")
 
 # %%
-worst = worst_class(frame, by=["optimizer"]).set_index("optimizer")
-means = summary.pivot(index="class", columns="optimizer", values="mean")
-if "grid" in means.columns:
-    for opt in [c for c in means.columns if c != "grid"]:
-        gain = means[opt] - means["grid"]
-        per_class = gain.drop(index=AVERAGE)
-        print(f"{opt} vs grid: average {gain[AVERAGE]:+.2f} points; {int((per_class < 0).sum())} of {len(per_class)} "
-              f"classes lose accuracy (largest loss {per_class.min():+.2f}, '{per_class.idxmin()}'); "
-              f"mean worst class {worst.loc[opt, 'worst_mean'] - worst.loc['grid', 'worst_mean']:+.2f} points")
+for opt, g in gains_against(frame, "optimizer", "grid").iterrows():
+    print(f"{opt} vs grid: average {g['average']:+.2f} points; {g['classes_losing']} of {g['classes']} classes lose "
+          f"accuracy (largest loss {g['largest_loss']:+.2f}, '{g['largest_loss_class']}'); "
+          f"mean worst class {g['worst_class']:+.2f} points")
 
 # %% [markdown]
 # ## Paired against grid search
@@ -88,16 +82,11 @@ if "grid" in means.columns:
 # does a reconstruction method make worse than grid search?
 
 # %%
-paired = {opt: paired_test(frame, "optimizer", "grid", opt).set_index("class")
-          for opt in levels if opt != "grid" and {"grid", opt} <= set(frame["optimizer"])}
+paired = paired_tests(frame, "optimizer", "grid", levels)
 for opt, test in paired.items():
-    worse = test[test["significant"] & (test["mean_diff"] < 0)]["mean_diff"]
-    better = test[test["significant"] & (test["mean_diff"] > 0)]["mean_diff"]
-    listed = lambda s: ", ".join(f"{c} {d:+.2f}" for c, d in s.items()) or "none"  # noqa: E731
-    print(f"{opt} vs grid ({test['pairs'].min()} seeds): significantly worse: {listed(worse)}; "
-          f"significantly better: {listed(better)}")
-pd.DataFrame({opt: test["mean_diff"].map("{:+.2f}".format) + test["significant"].map({True: "*", False: ""})
-              for opt, test in paired.items()})
+    worse, better = (", ".join(f"{c} {d:+.2f}" for c, d in s.items()) or "none" for s in significant_changes(test))
+    print(f"{opt} vs grid ({test['pairs'].min()} seeds): significantly worse: {worse}; significantly better: {better}")
+marked_differences(paired)
 
 # %% [markdown]
 # ## Worst-case statistics
@@ -108,7 +97,7 @@ pd.DataFrame({opt: test["mean_diff"].map("{:+.2f}".format) + test["significant"]
 # excludes 0).
 
 # %%
-publish_table(worst.round(2), "worst_class")
+publish_table(worst_class(frame, by=["optimizer"]).set_index("optimizer").round(2), "worst_class")
 
 # %%
 publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")

@@ -36,71 +36,57 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
+from IPython.display import Markdown, display
 
-from ptqlib.analysis.aggregate import worst_class
+from ptqlib.analysis.aggregate import ece_table
+from ptqlib.analysis.cells import Cell
+from ptqlib.analysis.changes import caption, cell_predictions, churn_table, corruption_summary, forgotten_images
 from ptqlib.analysis.conclusions import protects_worst_class
-from ptqlib.data import class_label
-from ptqlib.analysis.plotting import image_grid, worst_class_boxes
+from ptqlib.analysis.files import read_robustness
+from ptqlib.analysis.runs import latest_fp_reference
+from ptqlib.analysis.plotting import delta_heatmap, image_grid, worst_class_boxes
+from ptqlib.analysis.remedies import ensure_remedy_trials, remedy_comparisons
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import churn, modal_predictions, paired_test
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
-recon_cell = Cell(model, dataset, w_bits, a_bits, metric, recon_calib_size, weights=weights, optimizer="brecq",
-                  iters=recon_iters)
+cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size)
+recon_cell = cell.replace(calib_size=recon_calib_size, optimizer="brecq", iters=recon_iters)
 if compute_missing:
-    print(ensure_trials(store, cell, "sampling", ["random", "stratified"], trials))
-    print(ensure_trials(store, recon_cell, "class_weighting", [None, "dro"], recon_trials))
-sampling = factor_frame(store, cell, "sampling", ["random", "stratified"], trials)
-weighting = factor_frame(store, recon_cell, "class_weighting", [None, "dro"], recon_trials)
-weighting["weighting"] = weighting["class_weighting"].fillna("none")
-print("trials per sampling:", ", ".join(f"{k}: {n}" for k, n in trial_counts(sampling, "sampling").items()))
-print(f"BRECQ trials ({recon_calib_size} images, {recon_iters} iterations per block) per weighting:",
-      ", ".join(f"{k}: {n}" for k, n in trial_counts(weighting, "weighting").items()))
+    print(ensure_remedy_trials(store, cell, trials, recon_cell, recon_trials))
+comparisons = remedy_comparisons(store, cell, trials, recon_cell, recon_trials)
 
+# %% [markdown]
+# ## The remedies
+#
+# Each remedy the study's settings declare, against its setting's default on the same seeds:
+# each trial's worst-class and average accuracy, the worst-case statistics per level, each
+# class tested between the two levels, and the verdict. Class-balanced sets are tested with
+# grid search on the default cell, class-weighted reconstruction with BRECQ on the
+# reconstruction's larger calibration sets.
 
 # %%
-def show_remedy(frame: pd.DataFrame, factor: str, base: str, alt: str, name: str, title: str,
-                missing: str = "") -> None:
-    """Worst class and average per trial, the worst-case table, the per-class paired test and
-    the verdict of the remedy ``alt`` against ``base``; ``missing`` says why there may be none."""
-    if frame.empty:
+for c in comparisons:
+    display(Markdown(f"### {c.name}\n\n`{c.factor}` = `{c.alt}` against `{c.base}`: {c.setting.help}."))
+    missing = recon_missing if c.remedy.reconstruction else ""
+    if c.frame.empty:
         print(f"No trials of this comparison for {model} in the store. {missing}".strip())
-        return
-    if not {base, alt} <= set(frame[factor]):
+        continue
+    print(f"trials per {c.factor} ({c.cell.calib_size} calibration images"
+          + (f", {c.cell.iters} iterations per block" if c.remedy.reconstruction else "") + "): "
+          + ", ".join(f"{k}: {n}" for k, n in c.counts().items()))
+    if not c.both:
         print(f"Only one side of this comparison is in the store. {missing}".strip())
-    worst_class_boxes(frame, factor, [base, alt], title=title)
+    worst_class_boxes(c.frame, c.factor, [c.base, c.alt], title=c.title)
     plt.tight_layout()
     plt.show()
-    publish_table(worst_class(frame, by=[factor]).set_index(factor).round(2), f"worst_class_{factor}")
-    if {base, alt} <= set(frame[factor]):
-        publish_table(paired_test(frame, factor, base, alt).round(4), f"paired_{factor}")
-    v = protects_worst_class(frame, factor, base, alt, name)
+    publish_table(c.worst_class().round(2), f"worst_class_{c.factor}")
+    if c.both:
+        publish_table(c.paired().round(4), f"paired_{c.factor}")
+    v = protects_worst_class(c.frame, c.factor, c.base, c.alt, c.name)
     print(f"{v.verdict.capitalize()} -- {v.conclusion}")
     print(v.evidence)
-
-
-# %% [markdown]
-# ## Class-balanced calibration sets
-#
-# Grid search (`mse` ranges) on 256 calibration images: each trial's worst-class and average
-# accuracy, then each class tested between the two samplings.
-
-# %%
-show_remedy(sampling, "sampling", "random", "stratified", "Stratified sampling", f"{model} W{w_bits}A{a_bits} {metric}")
-
-# %% [markdown]
-# ## Class-weighted reconstruction
-#
-# BRECQ on the same calibration sets, with the plain loss and with the class-weighted loss.
-
-# %%
-show_remedy(weighting, "weighting", "none", "dro", "Class-weighted BRECQ", f"{model} W{w_bits}A{a_bits} BRECQ",
-            recon_missing)
 
 # %% [markdown]
 # ## What quantization changes below the accuracy
@@ -112,61 +98,44 @@ show_remedy(weighting, "weighting", "none", "dro", "Class-weighted BRECQ", f"{mo
 # (quantization-identified exemplars, after Hooker et al. 2019).
 
 # %%
-where = {**cell.where(), **(store.latest_fingerprints(model, dataset, weights) or {})}
-runs, preds, fp_preds, labels = store.predictions(**where)
-first = runs["seed"].argsort().to_numpy()[:trials]  # the first seeds, as in the other sections
-runs, preds = runs.iloc[first], preds[first]
-flips = pd.DataFrame([churn(p, fp_preds, labels) for p in preds])
-print(f"{len(preds)} trials: on average {flips['flip_rate'].mean():.2f} % of test predictions change "
+predictions = cell_predictions(store, cell, trials)
+assert predictions is not None, f"the default cell of {model} has no trials in the store"
+flips = churn_table(predictions.preds, predictions.fp_preds, predictions.labels)
+print(f"{len(flips)} trials: on average {flips['flip_rate'].mean():.2f} % of test predictions change "
       f"(std {flips['flip_rate'].std():.2f}); {flips['lost'].mean():.2f} % go from right to wrong and "
       f"{flips['gained'].mean():.2f} % from wrong to right, so {flips['lost_share'].mean():.1f} % of the flips "
       f"were right before.")
-fp_ece = store.fp_reference().set_index(["weights_fp", "data_fp"]).loc[(where["weights_fp"], where["data_fp"]), "ece"]
-print(f"ECE of the FP model: {fp_ece:.2f} %. Quantized, over the trials that recorded it "
+fp = latest_fp_reference(store, model, dataset, weights)
+print(f"ECE of the FP model: {fp['ece']:.2f} %. Quantized, over the trials that recorded it "
       "(trials run before ECE was stored have none):")
-settings = ["w_bits", "a_bits", "metric", "optimizer", "variant", "iters", "calib_size", "noise", "bias_class",
-            "sampling", "class_weighting"]
-recorded = store.trials(model=model, dataset=dataset, weights_fp=where["weights_fp"], data_fp=where["data_fp"])
-recorded = recorded[recorded["ece"].notna()]
-recorded = recorded.fillna({"bias_class": "-", "class_weighting": "-", "variant": "-", "iters": 0})
-publish_table(recorded.groupby(settings)["ece"].agg(trials="size", mean="mean", std="std").round(2), "ece")
+publish_table(ece_table(store.trials(model=model, dataset=dataset, weights_fp=fp["weights_fp"],
+                                     data_fp=fp["data_fp"])).round(2), "ece")
 
 # %%
-mode, agreement = modal_predictions(preds)
-forgotten = np.flatnonzero(mode != fp_preds)
-present = np.unique(labels)  # stored per-class results follow the label order of the present classes
-name = {c: class_label(n) for c, n in zip(present.tolist(), runs.iloc[0]["per_class"])}
-
-
-def label_name(label: int) -> str:
-    return name.get(int(label), f"label {label}")
-
-
-per_class = pd.DataFrame({"test images": [(labels == c).sum() for c in present],
-                          "forgotten": [(labels[forgotten] == c).sum() for c in present]},
-                         index=[name[c] for c in present.tolist()])
-per_class["forgotten %"] = 100 * per_class["forgotten"] / per_class["test images"]
-print(f"{len(forgotten)} test images ({100 * len(forgotten) / len(labels):.2f} %) are forgotten: their modal "
-      f"prediction over {len(preds)} trials differs from the FP model's."
+forgotten = forgotten_images(predictions)
+per_class = forgotten.per_class
+print(f"{len(forgotten.indices)} test images ({100 * len(forgotten.indices) / len(predictions.labels):.2f} %) are "
+      f"forgotten: their modal prediction over {len(predictions.preds)} trials differs from the FP model's."
       + (f" Most: '{per_class['forgotten %'].idxmax()}' ({per_class['forgotten %'].max():.2f} % of its images)."
-         if len(forgotten) else ""))
+         if len(forgotten.indices) else ""))
 publish_table(per_class.round(2), "forgotten")
 
 # %%
 from ptqlib.data import DataError, load_split, readable_names
 from ptqlib.models import model_info
 
+names = predictions.names
 try:
     test = load_split(dataset, "test", model_info(model).input_size)
 except DataError as exc:
     test = None
     print(f"The test images are not available here, so the forgotten images are not shown ({exc}).")
 else:  # predictions outside the test classes (1000-way ImageNet) get their names too
-    name = dict(enumerate(readable_names(test.class_names))) | name
-if test is not None and len(forgotten):
-    shown = np.concatenate([forgotten[labels[forgotten] == c][:exemplars_per_class] for c in present])
-    captions = [f"{label_name(labels[i])}\nFP: {label_name(fp_preds[i])}\nQ: {label_name(mode[i])}\n"
-                f"({100 * agreement[i]:.0f} % of trials)" for i in shown]
+    names = dict(enumerate(readable_names(test.class_names))) | names
+if test is not None and len(forgotten.indices):
+    shown = forgotten.shown(predictions.labels, predictions.classes, exemplars_per_class)
+    captions = [caption(names, predictions.labels[i], predictions.fp_preds[i], forgotten.mode[i],
+                        forgotten.agreement[i]) for i in shown]
     image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
                title="forgotten images, by true class: FP prediction / modal quantized prediction")
     plt.show()
@@ -181,33 +150,24 @@ if test is not None and len(forgotten):
 # the same inputs; text: its std over the quantized models.
 
 # %%
-import json
 from pathlib import Path
 
-from ptqlib.analysis.plotting import delta_heatmap
-from ptqlib.analysis.robustness import quantization_change
-
-path = Path(robustness_file)
-if not path.exists():
-    print(f"{path} does not exist; make it with: ptq robustness --model {model} --data {dataset} "
+if not Path(robustness_file).exists():
+    print(f"{robustness_file} does not exist; make it with: ptq robustness --model {model} --data {dataset} "
           f"--w-bits {w_bits} --a-bits {a_bits} --metric {metric} "
-          f"--calib-size {calib_size} --trials 3 --out {path}")
+          f"--calib-size {calib_size} --trials 3 --out {robustness_file}")
 else:
-    result = json.loads(path.read_text())
-    rob = pd.DataFrame(result["rows"])
-    change, change_std = (f.rename(index=class_label) for f in quantization_change(rob))
-    n_quant = rob.loc[rob["model"] == "quantized", "seed"].nunique()
-    delta_heatmap(change, change_std, "corruption and severity",
-                  f"{result['config']['model']}: quantized - FP accuracy ({n_quant} quantized models)",
+    robustness = read_robustness(robustness_file)
+    summary = corruption_summary(robustness)
+    delta_heatmap(summary.change, summary.change_std, "corruption and severity",
+                  f"{robustness.model}: quantized - FP accuracy ({summary.quantized_models} quantized models)",
                   text_format="{:.2f}")
     plt.xticks(rotation=60, ha="right")
     plt.tight_layout()
     plt.show()
-    fp_avg = rob[rob["model"] == "fp"].groupby(["corruption", "severity"])["acc"].mean()
-    print(f"Computed in {result['seconds'] / 60:.1f} min. Quantization changes the average by "
-          f"{change.loc['Average', 'clean']:+.2f} points on clean images and by {change.loc['Average'].drop('clean').min():+.2f} "
-          f"({change.loc['Average'].drop('clean').idxmin()}) to {change.loc['Average'].drop('clean').max():+.2f} "
-          f"({change.loc['Average'].drop('clean').idxmax()}) on corrupted ones; the largest class loss is "
-          f"{change.drop(index='Average').min().min():+.2f} points ('{change.drop(index='Average').min(axis=1).idxmin()}', "
-          f"{change.drop(index='Average').min().idxmin()}). FP average accuracy per corruption: "
-          + ", ".join(f"{c} {s}: {a:.1f}" for (c, s), a in fp_avg.items()) + ".")
+    (lowest, low), (highest, high) = summary.lowest, summary.highest
+    loss_class, loss_column, loss = summary.class_loss
+    print(f"Computed in {robustness.seconds / 60:.1f} min. Quantization changes the average by {summary.clean:+.2f} "
+          f"points on clean images and by {low:+.2f} ({lowest}) to {high:+.2f} ({highest}) on corrupted ones; the "
+          f"largest class loss is {loss:+.2f} points ('{loss_class}', {loss_column}). FP average accuracy per "
+          "corruption: " + ", ".join(f"{c} {s}: {a:.1f}" for (c, s), a in summary.fp_average.items()) + ".")
