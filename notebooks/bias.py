@@ -32,7 +32,8 @@ from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, level_label
 from ptqlib.analysis.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, bias_p=bias_p, weights=weights)
+cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size, bias_p=bias_p)
 levels = [None, *bias_classes]
 if compute_missing:
     print(ensure_trials(store, cell, "bias_class", levels, trials))

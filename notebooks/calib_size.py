@@ -28,7 +28,7 @@ from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_count
 from ptqlib.analysis.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, weights=weights)
+cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric)
 if compute_missing:
     print(ensure_trials(store, cell, "calib_size", levels, trials))
 frame = factor_frame(store, cell, "calib_size", levels, trials)

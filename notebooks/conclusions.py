@@ -96,7 +96,8 @@ plt.show()
 # -1); contradicted when the worst class's interval lies below 0 or the average's below -1.
 
 # %%
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
+cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size)
 recon_cell = replace(cell, calib_size=max(calib_sizes), optimizer="brecq", iters=recon_iters)
 for v in remedy_verdicts(store, cell, trials, recon_cell, recon_trials):
     print(f"- {v.conclusion}\n   -> {v.verdict} ({v.trials} trials): {v.evidence}\n")

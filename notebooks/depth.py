@@ -30,7 +30,8 @@ from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, models_frame
 
 store = ResultsStore(store_path)
-cell = Cell(models[0], dataset, w_bits, a_bits, metric, calib_size, weights=weights)
+cell = Cell(model=models[0], dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size)
 frames = {factor: models_frame(store, cell, models, factor, levels, trials) for factor, levels in factors.items()}
 frames = {factor: frame for factor, frame in frames.items() if len(frame)}
 assert frames, "no trials of these models in the store"

@@ -63,7 +63,8 @@ from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, factor_frame
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights, iters=iters)
+cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size, iters=iters)
 effects = []
 for method in methods:
     frame = factor_frame(store, replace(cell, optimizer=method), "variant", ["joint", "reference"], trials)

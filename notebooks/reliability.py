@@ -29,7 +29,8 @@ from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame
 
 store = ResultsStore(store_path)
-cell = Cell(model, dataset, w_bits, a_bits, metric, calib_size, weights=weights)
+cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size)
 if compute_missing:
     print(ensure_trials(store, cell, "noise", [0.0], trials))
 tidy = factor_frame(store, cell, "noise", [0.0], trials)
