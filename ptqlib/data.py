@@ -42,9 +42,9 @@ FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
 
 
 # Images per forward pass for evaluation and calibration: as many as fit this many pixels.
-# On a 2-core CPU a batch whose activations overflow the caches runs 2-8x slower (measured:
-# EfficientNet-Lite0 over 500 images at 224x224 took 28 s in batches of 500, 3-6 s in batches
-# of 2-4; ResNet-20 over 10 000 CIFAR images 7.0 s in batches of 500, 3.0 s in batches of 100).
+# A batch whose activations overflow the CPU's caches runs 2-8x slower (EfficientNet-Lite0 over
+# 500 images at 224x224 took 28 s in batches of 500, 3-6 s in batches of 2-4; ResNet-20 over
+# 10 000 CIFAR images 7.0 s in batches of 500, 3.0 s in batches of 100).
 # 2**17 pixels keeps 128 CIFAR images per batch, the batch every stored CIFAR trial was calibrated with.
 PIXELS_PER_BATCH = 2 ** 17
 

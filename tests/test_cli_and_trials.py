@@ -11,7 +11,8 @@ from ptqlib.app.cli import main
 from ptqlib.quant.qmodel import QuantConfig
 from ptqlib.quant.recon import ReconConfig
 from ptqlib.study.calibset import CalibSpec
-from ptqlib.study.trial import TrialConfig, TrialContext, check_device
+from ptqlib.study.settings import TrialConfig
+from ptqlib.study.trial import TrialContext, check_device
 
 
 def run_cli(capsys, *args):

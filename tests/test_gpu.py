@@ -18,7 +18,8 @@ from ptqlib.quant.qmodel import QuantConfig
 from ptqlib.quant.recon import ReconConfig, reconstruct
 from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import run_sweep
-from ptqlib.study.trial import TrialConfig, TrialContext
+from ptqlib.study.settings import TrialConfig
+from ptqlib.study.trial import TrialContext
 
 from .test_reconstruction import calibrated
 

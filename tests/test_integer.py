@@ -186,7 +186,7 @@ def test_fake_engine_keeps_the_keys_stored_before_the_setting_existed():
     import json
 
     from ptqlib.study.calibset import CalibSpec
-    from ptqlib.study.trial import TrialConfig
+    from ptqlib.study.settings import TrialConfig
 
     # computed before TrialConfig had an engine; the first is a key of results/trials.sqlite
     stored = json.loads('{"calib": {"bias_class": null, "bias_p": null, "noise": 0.0, "noise_kind": null, '
@@ -194,16 +194,17 @@ def test_fake_engine_keeps_the_keys_stored_before_the_setting_existed():
                         '"quant": {"a_bits": 4, "metric": "mse", "preset": "reference", "w_bits": 4, '
                         '"weight_metric": "mse"}, "seed": 0, "weights": null}')
     assert TrialConfig.from_dict(stored).key() == "41c6ceacb8b629f2c77ca6e9"
-    assert TrialConfig().key() == "85ed9e2b98a8fad0bb96a69d"
+    assert TrialConfig(quant=QuantConfig(8, 8)).key() == "85ed9e2b98a8fad0bb96a69d"  # the W8A8 default of then
     assert TrialConfig("resnet20", "cifar10-jpeg", quant=QuantConfig(4, 4), seed=7).key() == "5efc2c5ed4f6b8750e617faa"
     assert TrialConfig("efficientnet_lite0", "imagenet-val10", quant=QuantConfig(6, 6), calib=CalibSpec(256, 0.01),
                        seed=3).key() == "7dcbdcb6ae7615c218869fcc"
-    assert TrialConfig("resnet20", "cifar10-jpeg", optimizer="qdrop", seed=1).key() == "e64de7e5bca95f6919e81a5f"
+    assert TrialConfig("resnet20", "cifar10-jpeg", quant=QuantConfig(8, 8), optimizer="qdrop",
+                       seed=1).key() == "e64de7e5bca95f6919e81a5f"
     assert "engine" not in TrialConfig().to_dict()
 
 
 def test_int8_engine_is_part_of_the_key_and_round_trips():
-    from ptqlib.study.trial import TrialConfig
+    from ptqlib.study.settings import TrialConfig
 
     fake, int8 = TrialConfig(quant=QuantConfig(4, 4)), TrialConfig(quant=QuantConfig(4, 4), engine="int8")
     assert int8.key() != fake.key() and int8.to_dict()["engine"] == "int8"
@@ -211,7 +212,7 @@ def test_int8_engine_is_part_of_the_key_and_round_trips():
 
 
 def test_int8_engine_refuses_what_has_no_integer_path_in_one_line():
-    from ptqlib.study.trial import TrialConfig
+    from ptqlib.study.settings import TrialConfig
 
     with pytest.raises(ValueError, match=r"^unknown engine 'int4'; choose one of fake, int8$"):
         TrialConfig(quant=QuantConfig(4, 4), engine="int4")
@@ -245,7 +246,7 @@ def test_int8_trials_are_stored_apart_from_fake_ones(tmp_path, tiny_data, tiny_c
 
     from ptqlib.study.store import ResultsStore
     from ptqlib.study.sweep import run_sweep
-    from ptqlib.study.trial import TrialConfig
+    from ptqlib.study.settings import TrialConfig
 
     from ptqlib.study.calibset import CalibSpec
 

@@ -15,7 +15,7 @@ from ptqlib.app.report import VARIANTS, parse_value, run_section, sections
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, factor_frame, factor_seconds, models_frame
 from ptqlib.study.sweep import expand_grid, run_sweep
-from ptqlib.study.trial import TrialConfig
+from ptqlib.study.settings import TrialConfig
 
 from .conftest import randomize_bn
 

@@ -16,7 +16,7 @@ from ptqlib.quant.qmodel import QuantConfig
 from ptqlib.study.store import ResultsStore, pack_preds, unpack_preds
 from ptqlib.study import sweep
 from ptqlib.study.sweep import expand_grid, run_sweep
-from ptqlib.study.trial import TrialConfig
+from ptqlib.study.settings import TrialConfig
 
 from .conftest import randomize_bn
 
@@ -176,7 +176,7 @@ def test_fill_ece_reruns_old_trials_and_refuses_ones_it_cannot_reproduce(tmp_pat
     after = store.trials().set_index("key")
     assert store.keys_without_ece() == {keys[2]}  # the reproducible one got its ECE back, exactly
     assert after.loc[keys[0], "ece"] == before.loc[keys[0], "ece"] and len(after) == 3
-    ctx = sweep._context(base)  # the same context on another device (meta: no CUDA here)
+    ctx = sweep.context(base)  # the same context on another device (meta: no CUDA here)
     with monkeypatch.context() as m:
         m.setattr(ctx, "device", torch.device("meta"))
         with pytest.raises(ValueError, match="fill_ece reruns stored CPU trials .* device 'meta' cannot give"):

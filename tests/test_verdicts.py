@@ -17,7 +17,8 @@ from scipy import stats as sps
 
 from ptqlib.analysis import verdicts as V
 from ptqlib.analysis.stats import holm
-from ptqlib.study.store import ResultsStore, config_columns, pack_preds, row_key
+from ptqlib.study.settings import columns as config_columns
+from ptqlib.study.store import ResultsStore, pack_preds, row_key
 from ptqlib.analysis.cells import Cell, LevelPredictions, level_cell
 
 K, PER_CLASS, TRIALS = 10, 300, 30

@@ -1,6 +1,6 @@
 """The study's design: the default cell and the one-factor-at-a-time variations.
 
-Each factor of ``../shared/docs/method.md`` is varied alone, everything else at its default.
+Each factor of the study (``book/method.md``) is varied alone, everything else at its default.
 Notebooks select a factor's cells from the store with :func:`factor_frame` and, when asked,
 compute the missing trials with :func:`ensure_trials`.
 """
@@ -12,61 +12,13 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import worst_class
-from ptqlib.study.calibset import CalibSpec
 from ptqlib.data import class_label
-from ptqlib.quant.qmodel import QuantConfig
-from ptqlib.quant.recon import default_recon
-from ptqlib.study.store import ResultsStore, config_columns
+from ptqlib.study import settings
+from ptqlib.study.settings import Cell
+from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import expand_grid, run_sweep
-from ptqlib.study.trial import TrialConfig
 
-FACTOR_LEVELS = {  # the levels the study uses (CIFAR-10)
-    "noise": [0.0, 0.01, 0.05, 0.1, 0.5],
-    "calib_size": [1, 32, 256, 1024],
-    "w_bits": [8, 6, 4],
-    "metric": ["minmax", "mse", "kl", "cosine"],
-    "optimizer": ["grid", "adaround", "brecq", "qdrop"],
-}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """The default quantization setting, against which one factor at a time is varied."""
-
-    model: str = "resnet20"
-    dataset: str = "cifar10-jpeg"
-    w_bits: int = 4
-    a_bits: int = 4
-    metric: str = "mse"
-    calib_size: int = 256
-    noise: float = 0.0
-    bias_class: str | None = None
-    bias_p: float = 0.5
-    sampling: str = "random"  # or "stratified" (class-balanced calibration sets)
-    preset: str = "reference"
-    weights: str | None = None  # None: the project's default weights for the dataset
-    optimizer: str = "grid"
-    iters: int = 20_000  # reconstruction iterations per unit (ignored by grid search)
-    class_weighting: str | None = None  # "dro": class-weighted reconstruction (ignored by grid search)
-    variant: str = "joint"  # reconstruction variant: "joint" or "reference" (ignored by grid search)
-    engine: str = "fake"  # evaluation engine: "fake" or "int8" (ptqlib.quant.integer)
-
-    def trial_config(self) -> TrialConfig:
-        recon = None
-        if self.optimizer != "grid":
-            recon = replace(default_recon(self.model, self.iters, self.variant, self.optimizer),
-                            class_weighting=self.class_weighting)
-        return TrialConfig(self.model, self.dataset, self.weights,
-                           QuantConfig(self.w_bits, self.a_bits, self.preset, self.metric),
-                           CalibSpec(self.calib_size, self.noise, bias_class=self.bias_class, bias_p=self.bias_p,
-                                     sampling=self.sampling),
-                           self.optimizer, recon=recon, engine=self.engine)
-
-    def where(self) -> dict:
-        """Store filters selecting this cell's trials (every configuration column but the seed)."""
-        where = config_columns(self.trial_config())
-        del where["seed"]
-        return where
+FACTOR_LEVELS = settings.STUDY_LEVELS
 
 
 def level_cell(cell: Cell, factor: str, level) -> Cell:
@@ -77,11 +29,8 @@ def level_cell(cell: Cell, factor: str, level) -> Cell:
 
 
 def level_label(factor: str, level) -> str:
-    """How a report names a level: bias levels by their readable class, the unbiased draw
-    "balanced"; other levels as they are."""
-    if factor == "bias_class":
-        return "balanced" if level is None or pd.isna(level) else class_label(level)
-    return str(level)
+    """How a report names a level of ``factor`` (its setting's declared label)."""
+    return settings.label(factor, level)
 
 
 def _level_selections(store: ResultsStore, cell: Cell, factor: str, levels: list):

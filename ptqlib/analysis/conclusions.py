@@ -16,6 +16,7 @@ import pandas as pd
 from ptqlib.analysis.stats import paired_gain
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, factor_frame
+from ptqlib.study import settings
 from ptqlib.analysis.verdicts import CONTRADICTED, EFFECTS, INCONCLUSIVE, MIN_TRIALS, NOT_ENOUGH, SUPPORTED, Effects
 
 @dataclass(frozen=True)
@@ -54,12 +55,15 @@ def protects_worst_class(frame: pd.DataFrame, factor: str, base, alt, name: str,
 
 
 def remedy_verdicts(store: ResultsStore, cell: Cell, trials: int, recon_cell: Cell, recon_trials: int) -> list[Verdict]:
-    """This project's two remedies (section "Can PTQ protect the worst class?"): stratified
-    calibration sets against random ones in ``cell``, and class-weighted against plain
-    reconstruction in ``recon_cell``."""
-    sampling = factor_frame(store, cell, "sampling", ["random", "stratified"], trials)
-    weighting = factor_frame(store, recon_cell, "class_weighting", [None, "dro"], recon_trials)
-    weighting["weighting"] = weighting["class_weighting"].fillna("none")
-    return [protects_worst_class(sampling, "sampling", "random", "stratified", "Stratified calibration sampling"),
-            protects_worst_class(weighting, "weighting", "none", "dro",
-                                 f"Class-weighted {recon_cell.optimizer.upper()}")]
+    """Each candidate remedy the settings declare (section "Can PTQ protect the worst class?")
+    against its setting's default: in ``cell``, or in ``recon_cell`` for remedies of
+    reconstruction."""
+    verdicts = []
+    for setting, remedy in settings.remedies():
+        on, n = (recon_cell, recon_trials) if remedy.reconstruction else (cell, trials)
+        frame = factor_frame(store, on, setting.name, [setting.default, remedy.level], n)
+        frame[setting.name] = frame[setting.name].map(setting.label)
+        name = remedy.name if not remedy.reconstruction else f"{remedy.name} ({on.optimizer.upper()})"
+        verdicts.append(protects_worst_class(frame, setting.name, setting.label(setting.default),
+                                             setting.label(remedy.level), name))
+    return verdicts

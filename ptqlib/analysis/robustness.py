@@ -34,7 +34,8 @@ from PIL import Image
 from ptqlib.analysis.aggregate import AVERAGE
 from ptqlib.data import Split
 from ptqlib.metrics import per_class_accuracy, predict
-from ptqlib.study.trial import TrialConfig, TrialContext
+from ptqlib.study.settings import TrialConfig
+from ptqlib.study.trial import TrialContext
 
 SEVERITIES = {
     "gaussian_noise": (0.04, 0.06, 0.08),

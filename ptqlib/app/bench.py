@@ -24,7 +24,8 @@ from ptqlib.quant.integer import NoIntegerPath, agreement, check_engine, to_inte
 from ptqlib.quant.recon import REFERENCE_ITERS, reconstruct
 from ptqlib.metrics import accuracy, predict
 from ptqlib.quant.qmodel import quantize_model
-from ptqlib.study.trial import TrialConfig, TrialContext
+from ptqlib.study.settings import TrialConfig
+from ptqlib.study.trial import TrialContext
 
 
 def _timed(fn):

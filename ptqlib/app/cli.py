@@ -11,85 +11,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import replace
 import sys
 from pathlib import Path
 
-from ptqlib.study.calibset import SAMPLINGS, CalibSpec
-from ptqlib.data import DataError
-from ptqlib.models import MODELS, CheckpointError
-from ptqlib.quant.qmodel import PRESETS, QuantConfig
-from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
-from ptqlib.quant.recon import METHODS, VARIANTS, default_recon
 from ptqlib.analysis.robustness import CORRUPTIONS
-from ptqlib.study.trial import DEVICE_ENV, TrialConfig, check_device
+from ptqlib.data import DataError
+from ptqlib.models import CheckpointError
+from ptqlib.study import settings
+from ptqlib.study.settings import TrialConfig
+from ptqlib.study.store import DEFAULT_STORE
+from ptqlib.study.trial import DEVICE_ENV, check_device
 
 
 def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
-    """Trial options; with ``many`` the factors of the study take several values (a grid)."""
-    n = "+" if many else None
-    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)}")
-    p.add_argument("--data", default="cifar10-jpeg",
-                   help="dataset name (cifar10, cifar10-jpeg, imagenet-val10, imagenet-sample1000, "
-                        "fashion-mnist; folders under $PTQ_DATA) or folder:/path")
-    p.add_argument("--weights", default=None, help="checkpoint path (default: the project's weights for the data)")
-    p.add_argument("--w-bits", type=int, default=[4] if many else 4, nargs=n)
-    p.add_argument("--a-bits", type=int, default=[4] if many else 4, nargs=n)
-    p.add_argument("--metric", default=["mse"] if many else "mse", nargs=n,
-                   help=f"activation range metric: {', '.join(METRICS)}")
-    p.add_argument("--weight-metric", default="mse", help=f"weight range metric: {', '.join(WEIGHT_METRICS)}")
-    p.add_argument("--preset", default=["reference"] if many else "reference", nargs=n,
-                   help=f"one of {', '.join(PRESETS)}")
-    p.add_argument("--calib-size", type=int, default=[256] if many else 256, nargs=n)
-    p.add_argument("--noise", type=float, default=[0.0] if many else 0.0, nargs=n,
-                   help="fraction of calibration images replaced by noise")
-    p.add_argument("--noise-kind", default="uniform", help="uniform or gaussian noise images")
-    p.add_argument("--bias-class", default=[None] if many else None, nargs=n,
-                   help="class drawn with probability --bias-p")
-    p.add_argument("--bias-p", type=float, default=[0.5] if many else 0.5, nargs=n)
-    p.add_argument("--sampling", default=["random"] if many else "random", nargs=n,
-                   help=f"calibration draw: {', '.join(SAMPLINGS)} (class-balanced)")
-    p.add_argument("--optimizer", default=["grid"] if many else "grid", nargs=n,
-                   help=f"grid (observer range search) or a reconstruction: {', '.join(METHODS)}")
-    p.add_argument("--iters", type=int, default=20_000, help="reconstruction iterations per unit")
-    p.add_argument("--variant", default="joint",
-                   help=f"reconstruction variant: {', '.join(VARIANTS)} (joint: rounding and activation steps "
-                        "learned together; reference: as the reference code runs each method)")
-    p.add_argument("--class-weighting", default=None, choices=["dro"],
-                   help="reconstruction loss weighted towards the classes reconstructed worst")
-    p.add_argument("--engine", default="fake",
-                   help="evaluation: fake (fake quantization in float32, every stored trial) or int8 (the same "
-                        "quantized model on int8 kernels; CIFAR ResNets and efficientnet_lite0, weights up to 7 bits)")
-    p.add_argument("--seed", type=int, default=0, help="the (first) seed")
+    """One option per trial setting (``ptqlib.study.settings``); with ``many`` the factors of the
+    study take several values (a grid)."""
+    settings.add_arguments(p, many)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default=None, help=f"cpu, cuda or cuda:N (default: ${DEVICE_ENV}, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _trial_config(args: argparse.Namespace, first: bool = False) -> TrialConfig:
-    """The trial of the options; ``first`` takes the first level of many-valued options."""
-    pick = (lambda v: v[0] if isinstance(v, list) else v) if first else (lambda v: v)
-    quant = QuantConfig(pick(args.w_bits), pick(args.a_bits), pick(args.preset), pick(args.metric),
-                        args.weight_metric)
-    bias_class = pick(args.bias_class)
-    bias_class = None if bias_class is None or bias_class.lower() == "none" else bias_class
-    calib = CalibSpec(pick(args.calib_size), pick(args.noise), args.noise_kind, bias_class, pick(args.bias_p),
-                      pick(args.sampling))
-    optimizer = pick(args.optimizer)
-    recon = _recon(args, optimizer) if optimizer != "grid" else None
-    return TrialConfig(args.model, args.data, args.weights, quant, calib, optimizer, args.seed, recon, args.engine)
-
-
-def _recon(args: argparse.Namespace, method: str):
-    return replace(default_recon(args.model, args.iters, args.variant, method), class_weighting=args.class_weighting)
+def _trial_config(args: argparse.Namespace) -> TrialConfig:
+    return settings.from_args(args)[0]
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     from ptqlib.study.trial import TrialContext
 
     cfg = _trial_config(args)
-    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, args.device)
     res = ctx.run(cfg)
     if args.json:
         print(json.dumps({"config": cfg.to_dict(), "weights": ctx.weights, "avg": res.avg,
@@ -159,7 +111,7 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     if not out.parent.is_dir():
         raise ValueError(f"folder {str(out.parent)!r} does not exist")
     cfg = _trial_config(args)
-    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights)
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, args.device)
     t0 = time.perf_counter()
     configs = [replace(cfg, seed=s) for s in range(cfg.seed, cfg.seed + args.trials)]
     frame = robustness_frame(ctx, configs, tuple(args.corruptions))
@@ -184,16 +136,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from ptqlib.study.store import ResultsStore
     from ptqlib.study.sweep import expand_grid, run_sweep
 
-    base = _trial_config(args, first=True)
-    factors = {name: values for name, values in (
-        ("w_bits", args.w_bits), ("a_bits", args.a_bits), ("metric", args.metric), ("preset", args.preset),
-        ("calib_size", args.calib_size), ("noise", args.noise), ("bias_class", args.bias_class),
-        ("bias_p", args.bias_p), ("sampling", args.sampling), ("optimizer", args.optimizer)) if len(values) > 1}
-    if "bias_class" in factors:  # "none" stands for the balanced draw
-        factors["bias_class"] = [None if v.lower() == "none" else v for v in factors["bias_class"]]
-    configs = expand_grid(base, factors, range(args.seed, args.seed + args.trials))  # validates every cell
-    configs = [replace(c, recon=_recon(args, c.optimizer)) if c.optimizer != "grid" else c for c in configs]
-    counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler, fill_ece=args.fill_ece)
+    base, factors = settings.from_args(args)
+    configs = expand_grid(base, factors, range(base.seed, base.seed + args.trials))  # validates every cell
+    counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler, fill_ece=args.fill_ece,
+                       device=args.device)
     print(json.dumps({"store": args.store, **counts}))
 
 
@@ -234,10 +180,22 @@ def _positive_int(text: str) -> int:
 def cmd_results(args: argparse.Namespace) -> None:
     from ptqlib.study.store import ResultsStore
 
-    if not Path(args.store).exists():
-        raise ValueError(f"results store {args.store!r} does not exist")
-    out = ResultsStore(args.store).export(args.out)
-    print(f"wrote {out}")
+    if args.action == "export":
+        if not Path(args.store).exists():
+            raise ValueError(f"results store {args.store!r} does not exist")
+        if not args.out:
+            raise ValueError("export needs --out FILE (.csv or .parquet)")
+        print(f"wrote {ResultsStore(args.store).export(args.out)}")
+    elif args.action == "merge":
+        if not args.source:
+            raise ValueError("merge needs --from STORE")
+        store = ResultsStore(args.store)
+        print(json.dumps({"store": args.store, "new_trials": sum(store.merge(s) for s in args.source)}))
+    else:
+        if not args.name:
+            raise ValueError("pack needs --name NAME (letters, digits, '-' and '_')")
+        part = ResultsStore(args.store).pack(args.name)
+        print(f"wrote {part}" if part else "nothing to pack: every row is in a part already")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a grid of factors x seeds into the results store")
     _add_trial_args(p, many=True)
     p.add_argument("--trials", type=_positive_int, default=50, help="seeds per grid cell (seed, seed+1, ...)")
-    p.add_argument("--store", default="results/trials.sqlite")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
     p.add_argument("--workers", type=int, default=1, help="Dask worker processes (1: run here)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.add_argument("--fill-ece", action="store_true",
@@ -272,16 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
                                         "interval and chance band")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="dataset of the trials (cifar10-jpeg, imagenet-val10, ...)")
-    p.add_argument("--store", default="results/trials.sqlite")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
     p.add_argument("--trials", type=_positive_int, default=50, help="first seeds of each cell used")
     p.add_argument("--chance-draws", type=_positive_int, default=1000,
                    help="random splits of the test images into pseudo-classes")
     p.add_argument("--json", action="store_true", help="a JSON list of parts")
     p.set_defaults(func=cmd_verdicts)
-    p = sub.add_parser("results", help="export the results store")
-    p.add_argument("action", choices=["export"])
-    p.add_argument("--store", default="results/trials.sqlite")
-    p.add_argument("--out", required=True, help="output .csv or .parquet (one row per trial and class)")
+    p = sub.add_parser("results", help="export the results store; merge other stores into it; pack its new rows "
+                                       "into a part file to commit")
+    p.add_argument("action", choices=["export", "merge", "pack"])
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--out", default=None, help="export: output .csv or .parquet (one row per trial and class)")
+    p.add_argument("--from", dest="source", nargs="+", default=None, help="merge: stores whose rows to add")
+    p.add_argument("--name", default=None, help="pack: the new part's name (results/trials/NNNN-NAME.sqlite)")
     p.set_defaults(func=cmd_results)
     p = sub.add_parser("train", help="fine-tune or train a CIFAR ResNet")
     p.add_argument("--model", default="resnet20")
@@ -314,7 +275,6 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         if getattr(args, "device", None) is not None:
             check_device(args.device)
-            os.environ[DEVICE_ENV] = args.device  # every trial context, Dask workers included, uses it
         args.func(args)
     except (ValueError, DataError, CheckpointError, OSError, ImportError) as exc:
         print(f"ptq: error: {exc}", file=sys.stderr)

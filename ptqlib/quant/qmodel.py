@@ -42,8 +42,8 @@ ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 class QuantConfig:
     """Everything that decides how a model is quantized by grid search (observer) calibration."""
 
-    w_bits: int = 8
-    a_bits: int = 8
+    w_bits: int = 4
+    a_bits: int = 4
     preset: str = "reference"
     metric: str = "mse"  # how activation ranges are chosen
     weight_metric: str = "mse"

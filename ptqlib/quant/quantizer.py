@@ -3,7 +3,7 @@
     x_q   = clamp(round(x / s) + z, q_min, q_max)
     x_hat = s * (x_q - z)
 
-as in ``../shared/docs/method.md``. The operation order (``x * (1/s)``, round half to even)
+as in ``book/method.md``. The operation order (``x * (1/s)``, round half to even)
 is the one of PyTorch's ``torch.fake_quantize_per_{tensor,channel}_affine`` kernels, so that on
 the same scale and zero point both give bit-identical results (see tests/test_quantizer.py).
 Gradients pass straight through the rounding (STE, Bengio et al. 2013) and are zero outside

@@ -5,7 +5,7 @@ max), so the calibration set never has to sit in memory as raw activations. When
 falls outside the current histogram range, the range doubles (as often as needed) and
 neighbouring bins are merged exactly: every old bin edge is also a new bin edge.
 
-The metrics follow ``../shared/docs/method.md``:
+The metrics follow ``book/method.md``:
 
 - ``minmax``: the exact min and max seen.
 - ``mse``: 100 candidate ranges ``[t*min, t*max]``, ``t = 1/100 .. 1``; keep the one with the

@@ -1,6 +1,6 @@
 """Seeded calibration sets: random draws with optional noise images and class bias.
 
-The study's factors (``../shared/docs/method.md``):
+The study's factors (``book/method.md``):
 
 - **size**: ``size`` images drawn without replacement from a labelled pool (the train split);
 - **noise**: a fraction of the drawn images replaced by generated noise images of the same
@@ -9,7 +9,7 @@ The study's factors (``../shared/docs/method.md``):
 
 Besides the study's random draws, ``sampling="stratified"`` draws class-balanced sets (every
 class of the pool gets ``size // classes`` images, the remainder goes to randomly chosen
-classes): a candidate remedy for the worst class (issue 7), not part of the original protocol.
+classes): a candidate remedy for the worst class, not part of the original protocol.
 
 The same :class:`CalibSpec` and seed give the same images, bit for bit.
 """

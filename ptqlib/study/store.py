@@ -29,33 +29,51 @@ import pandas as pd
 import torch
 
 from ptqlib import __version__
-from ptqlib.study.trial import TrialConfig, TrialContext, TrialResult
+from ptqlib.study import settings
+from ptqlib.study.settings import TrialConfig
+from ptqlib.study.trial import TrialContext, TrialResult
 
 DEFAULT_STORE = Path("results/trials.sqlite")
-CONFIG_COLUMNS = ("model", "dataset", "weights", "preset", "w_bits", "a_bits", "metric", "weight_metric",
-                  "optimizer", "iters", "calib_size", "noise", "noise_kind", "bias_class", "bias_p", "sampling",
-                  "class_weighting", "variant", "engine", "seed")
-FILTER_COLUMNS = (*CONFIG_COLUMNS, "weights_fp", "data_fp")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS trials (
-    key TEXT PRIMARY KEY, config_key TEXT NOT NULL, config TEXT NOT NULL,
-    model TEXT, dataset TEXT, weights TEXT, preset TEXT, w_bits INTEGER, a_bits INTEGER, metric TEXT,
-    weight_metric TEXT, optimizer TEXT, iters INTEGER, calib_size INTEGER, noise REAL, noise_kind TEXT, bias_class TEXT,
-    bias_p REAL, sampling TEXT NOT NULL DEFAULT 'random', class_weighting TEXT, variant TEXT, engine TEXT, seed INTEGER,
-    avg REAL NOT NULL, worst_class TEXT NOT NULL, worst_acc REAL NOT NULL, per_class TEXT NOT NULL,
-    calib_counts TEXT NOT NULL, noise_images INTEGER NOT NULL, preds BLOB NOT NULL,
-    calib_s REAL, eval_s REAL, version TEXT, data_fp TEXT, weights_fp TEXT, created REAL, ece REAL, device TEXT);
+RESULT_COLUMNS = (("avg", "REAL NOT NULL"), ("worst_class", "TEXT NOT NULL"), ("worst_acc", "REAL NOT NULL"),
+                  ("per_class", "TEXT NOT NULL"), ("calib_counts", "TEXT NOT NULL"), ("noise_images", "INTEGER NOT NULL"),
+                  ("preds", "BLOB NOT NULL"), ("calib_s", "REAL"), ("eval_s", "REAL"), ("version", "TEXT"),
+                  ("data_fp", "TEXT"), ("weights_fp", "TEXT"), ("created", "REAL"), ("ece", "REAL"),
+                  ("device", "TEXT"))  # device NULL: stored before it was recorded (all CPU)
+TABLES = """
 CREATE TABLE IF NOT EXISTS fp_reference (
     model TEXT, dataset TEXT, weights_fp TEXT, data_fp TEXT, weights TEXT, avg REAL, per_class TEXT,
     preds BLOB, created REAL, ece REAL, PRIMARY KEY (model, dataset, weights_fp, data_fp));
 CREATE TABLE IF NOT EXISTS test_labels (data_fp TEXT PRIMARY KEY, labels BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS parts (name TEXT PRIMARY KEY, loaded REAL);
+CREATE TABLE IF NOT EXISTS packed (row TEXT PRIMARY KEY, part TEXT NOT NULL);
 """
-# columns added after stores were first written: (table, column, definition)
-MIGRATIONS = (("trials", "iters", "INTEGER"), ("trials", "sampling", "TEXT NOT NULL DEFAULT 'random'"),
-              ("trials", "class_weighting", "TEXT"), ("trials", "ece", "REAL"), ("fp_reference", "ece", "REAL"),
-              ("trials", "device", "TEXT"),  # device: NULL for trials stored before it was recorded (all CPU)
-              ("trials", "variant", "TEXT"),  # variant: NULL for grid search and the joint reconstruction
-              ("trials", "engine", "TEXT"))  # engine: NULL for fake quantization (every trial stored before it)
+
+
+def schema() -> str:
+    """The store's tables; the trials' configuration columns are the declared settings."""
+    columns = ", ".join(f"{name} {sql}" for name, sql in (*settings.column_sql(), *RESULT_COLUMNS))
+    return f"CREATE TABLE IF NOT EXISTS trials (key TEXT PRIMARY KEY, config_key TEXT NOT NULL, " \
+           f"config TEXT NOT NULL, {columns});\n{TABLES}"
+
+
+def migrations() -> list[tuple[str, str, str]]:
+    """Columns a store written before they existed gets on opening: every setting and result
+    column that may be NULL (or has a default), and the float reference's ECE."""
+    return [*(("trials", name, sql) for name, sql in (*settings.column_sql(), *RESULT_COLUMNS)
+              if "NOT NULL" not in sql or "DEFAULT" in sql), ("fp_reference", "ece", "REAL")]
+
+
+def filter_columns() -> tuple[str, ...]:
+    return (*settings.COLUMNS, "weights_fp", "data_fp")
+
+
+PART_TABLES = {"trials": "key", "fp_reference": "model || '|' || dataset || '|' || weights_fp || '|' || data_fp",
+               "test_labels": "data_fp"}  # each table's rows, and what names a row
+# columns a store written before they existed gets on opening: every setting and result column
+# that may be NULL (or has a default), and the float reference's ECE
+MIGRATIONS = (*(("trials", name, sql) for name, sql in (*settings.column_sql(), *RESULT_COLUMNS)
+                if "NOT NULL" not in sql or "DEFAULT" in sql),
+              ("fp_reference", "ece", "REAL"))
 
 
 def pack_preds(preds: torch.Tensor) -> bytes:
@@ -67,17 +85,12 @@ def unpack_preds(blob: bytes) -> np.ndarray:
     return np.frombuffer(zlib.decompress(blob), dtype=np.uint16).astype(np.int64)
 
 
-def config_columns(cfg: TrialConfig) -> dict:
-    q, c = cfg.quant, cfg.calib
-    return {"model": cfg.model, "dataset": cfg.dataset, "weights": cfg.weights, "preset": q.preset,
-            "w_bits": q.w_bits, "a_bits": q.a_bits, "metric": q.metric, "weight_metric": q.weight_metric,
-            "optimizer": cfg.optimizer, "iters": cfg.recon.iters if cfg.recon else None, "calib_size": c.size,
-            "noise": c.noise, "noise_kind": c.noise_kind,
-            "bias_class": c.bias_class, "bias_p": c.bias_p, "sampling": c.sampling,
-            "class_weighting": cfg.recon.class_weighting if cfg.recon else None,
-            # NULL for the joint variant, as in the rows stored before the column existed
-            "variant": cfg.recon.variant if cfg.recon and cfg.recon.variant != "joint" else None,
-            "engine": None if cfg.engine == "fake" else cfg.engine, "seed": cfg.seed}  # NULL: fake, as stored before
+def _copy_sql(con: sqlite3.Connection, src: str, dst: str, table: str, where: str = "") -> str:
+    """Copy rows of ``table`` from schema ``src`` to ``dst`` by column name (a part written before
+    a column existed leaves it NULL); rows ``dst`` has are kept."""
+    src_columns = {row[1] for row in con.execute(f"PRAGMA {src}.table_info({table})")}
+    names = ", ".join(row[1] for row in con.execute(f"PRAGMA {dst}.table_info({table})") if row[1] in src_columns)
+    return f"INSERT OR IGNORE INTO {dst}.{table} ({names}) SELECT {names} FROM {src}.{table} {where}"
 
 
 def row_key(cfg: TrialConfig, weights_fp: str, data_fp: str) -> str:
@@ -90,7 +103,7 @@ def trial_row(result: TrialResult, ctx: TrialContext) -> dict:
     cfg = result.config
     worst = min(result.per_class, key=result.per_class.get)
     return {"key": row_key(cfg, ctx.weights_fp, ctx.data_fp), "config_key": cfg.key(),
-            "config": json.dumps(cfg.to_dict(), sort_keys=True), **config_columns(cfg),
+            "config": json.dumps(cfg.to_dict(), sort_keys=True), **settings.columns(cfg),
             "avg": result.avg, "worst_class": worst, "worst_acc": result.per_class[worst],
             "per_class": json.dumps(result.per_class), "calib_counts": json.dumps(result.calib_counts),
             "noise_images": result.noise_images, "preds": pack_preds(result.preds),
@@ -100,14 +113,85 @@ def trial_row(result: TrialResult, ctx: TrialContext) -> dict:
 
 
 class ResultsStore:
+    """The SQLite store at ``path``, and beside it the folder of its committed parts (``path``
+    without its suffix: ``results/trials/`` for ``results/trials.sqlite``).
+
+    Sweeps write trials into the SQLite file, one transaction each. What is committed to the
+    repository are the parts: :meth:`pack` writes the rows no part holds yet into a new part file,
+    which is never changed afterwards, so a commit of results adds about the size of its new trials.
+    Opening a store loads the parts it has not loaded yet (:meth:`load_parts`), so a fresh clone's
+    first use builds the SQLite file from the parts; nothing is recomputed."""
+
     def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
         self.path = Path(path)
+        self.parts_dir = self.path.with_suffix("")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as con:
-            con.executescript(SCHEMA)
-            for table, column, definition in MIGRATIONS:
+            con.executescript(schema())
+            for table, column, definition in migrations():
                 if column not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
                     con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        self.load_parts()
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.parts_dir.glob("*.sqlite")) if self.parts_dir.is_dir() else []
+
+    def load_parts(self) -> list[str]:
+        """Load every part not loaded before (rows the store has are kept); returns their names."""
+        with self._connection() as con:
+            loaded = {name for (name,) in con.execute("SELECT name FROM parts")}
+        new = [p for p in self.part_files() if p.name not in loaded]
+        for part in new:
+            with self._connection() as con:
+                con.execute("ATTACH DATABASE ? AS part", (f"{part.resolve().as_uri()}?immutable=1",))
+                for table, row in PART_TABLES.items():
+                    con.execute(_copy_sql(con, "part", "main", table))
+                    con.execute(f"INSERT OR IGNORE INTO main.packed SELECT {row}, ? FROM part.{table}", (part.name,))
+                con.execute("INSERT INTO main.parts VALUES (?, ?)", (part.name, time.time()))
+        return [p.name for p in new]
+
+    def merge(self, other: str | Path) -> int:
+        """Copy the rows of another store (e.g. one a separate sweep or machine wrote) that this one
+        lacks; returns the number of new trials."""
+        if not Path(other).is_file():
+            raise ValueError(f"results store {str(other)!r} does not exist")
+        before = len(self.existing_keys())
+        with self._connection() as con:
+            con.execute("ATTACH DATABASE ? AS other", (f"{Path(other).resolve().as_uri()}?mode=ro",))
+            for table in PART_TABLES:
+                con.execute(_copy_sql(con, "other", "main", table))
+        return len(self.existing_keys()) - before
+
+    def pack(self, name: str) -> Path | None:
+        """Write the rows that no part holds yet into a new part ``NNNN-name.sqlite`` (the next
+        number); None when there is nothing new. The part is written under a temporary name and
+        renamed when complete."""
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"part name {name!r}: use letters, digits, '-' and '_'")
+        with self._connection() as con:
+            new = sum(con.execute(f"SELECT count(*) FROM {table} WHERE {row} NOT IN (SELECT row FROM packed)"
+                                  ).fetchone()[0] for table, row in PART_TABLES.items())
+        if not new:
+            return None
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name.split("-")[0]) for p in self.part_files() if p.name.split("-")[0].isdigit()]
+        final = self.parts_dir / f"{1 + max(numbers, default=0):04d}-{name}.sqlite"
+        tmp = final.with_name(final.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        with sqlite3.connect(tmp) as part:
+            part.executescript(schema())
+        part.close()
+        with self._connection() as con:
+            con.execute("ATTACH DATABASE ? AS part", (str(tmp),))
+            for table, row in PART_TABLES.items():
+                con.execute(_copy_sql(con, "main", "part", table, f"WHERE {row} NOT IN (SELECT row FROM main.packed)"))
+                con.execute(f"INSERT INTO main.packed SELECT {row}, ? FROM part.{table}", (final.name,))
+            con.execute("INSERT INTO main.parts VALUES (?, ?)", (final.name, time.time()))
+        with sqlite3.connect(tmp) as part:  # compact, one self-contained file
+            part.execute("VACUUM")
+        part.close()
+        tmp.replace(final)
+        return final
 
     @contextmanager
     def _connection(self):
@@ -195,12 +279,11 @@ class ResultsStore:
 
     def trials(self, with_preds: bool = False, **where) -> pd.DataFrame:
         """One row per trial; ``where`` filters on configuration columns (``w_bits=4``)."""
-        unknown = set(where) - set(FILTER_COLUMNS)
+        unknown = set(where) - set(filter_columns())
         if unknown:
-            raise ValueError(f"cannot filter on {sorted(unknown)}; columns: {', '.join(FILTER_COLUMNS)}")
-        cols = "key, config_key, config, " + ", ".join(CONFIG_COLUMNS) + \
-            ", avg, worst_class, worst_acc, per_class, calib_counts, noise_images, calib_s, eval_s, version, " \
-            "data_fp, weights_fp, created, ece, device" + (", preds" if with_preds else "")
+            raise ValueError(f"cannot filter on {sorted(unknown)}; columns: {', '.join(filter_columns())}")
+        results = [name for name, _ in RESULT_COLUMNS if name != "preds" or with_preds]
+        cols = ", ".join(["key", "config_key", "config", *settings.COLUMNS, *results])
         clauses = " AND ".join(f"{k} IS ?" for k in where)
         sql = f"SELECT {cols} FROM trials" + (f" WHERE {clauses}" if where else "") + " ORDER BY key"
         with self._connection() as con:
@@ -224,9 +307,9 @@ class ResultsStore:
         for t in trials.itertuples():
             ref = fp.get((t.model, t.dataset, t.weights_fp, t.data_fp), {})
             for cls, acc in t.per_class.items():
-                rows.append({**{c: getattr(t, c) for c in CONFIG_COLUMNS}, "key": t.key, "class": cls,
+                rows.append({**{c: getattr(t, c) for c in settings.COLUMNS}, "key": t.key, "class": cls,
                              "acc": acc, "fp_acc": ref.get(cls, np.nan), "drop": ref.get(cls, np.nan) - acc})
-        return pd.DataFrame(rows, columns=[*CONFIG_COLUMNS, "key", "class", "acc", "fp_acc", "drop"])
+        return pd.DataFrame(rows, columns=[*settings.COLUMNS, "key", "class", "acc", "fp_acc", "drop"])
 
     def export(self, path: str | Path) -> Path:
         """Write the tidy per-class frame to ``.csv`` or ``.parquet``."""

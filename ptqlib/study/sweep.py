@@ -12,22 +12,14 @@ from dataclasses import replace
 from typing import Iterable
 
 from ptqlib.study.store import ResultsStore, row_key, trial_row
-from ptqlib.study.trial import TrialConfig, TrialContext, default_device
-
-QUANT_FACTORS = ("w_bits", "a_bits", "preset", "metric", "weight_metric")
-CALIB_FACTORS = {"calib_size": "size", "noise": "noise", "noise_kind": "noise_kind",
-                 "bias_class": "bias_class", "bias_p": "bias_p", "sampling": "sampling"}
-FACTORS = (*QUANT_FACTORS, *CALIB_FACTORS, "optimizer")
-
+from ptqlib.study import settings
+from ptqlib.study.settings import TrialConfig
+from ptqlib.study.trial import TrialContext, default_device
 
 def with_factor(cfg: TrialConfig, name: str, value) -> TrialConfig:
-    if name in QUANT_FACTORS:
-        return replace(cfg, quant=replace(cfg.quant, **{name: value}))
-    if name in CALIB_FACTORS:
-        return replace(cfg, calib=replace(cfg.calib, **{CALIB_FACTORS[name]: value}))
-    if name == "optimizer":
-        return replace(cfg, optimizer=value)
-    raise ValueError(f"unknown sweep factor {name!r}; choose from {', '.join(FACTORS)}")
+    if name not in settings.FACTORS:
+        raise ValueError(f"unknown sweep factor {name!r}; choose from {', '.join(settings.FACTORS)}")
+    return settings.with_value(cfg, name, value)
 
 
 def expand_grid(base: TrialConfig, factors: dict[str, list], seeds: Iterable[int]) -> list[TrialConfig]:
@@ -45,28 +37,31 @@ def expand_grid(base: TrialConfig, factors: dict[str, list], seeds: Iterable[int
 _CONTEXTS: dict[tuple, TrialContext] = {}
 
 
-def _context(cfg: TrialConfig) -> TrialContext:
-    key = (cfg.model, cfg.dataset, cfg.weights, default_device())
+def context(cfg: TrialConfig, device: str | None = None) -> TrialContext:
+    """The trial context of ``cfg``'s model, dataset and weights on ``device`` (default: :func:`default_device`),
+    made once per process."""
+    key = (cfg.model, cfg.dataset, cfg.weights, device or default_device())
     if key not in _CONTEXTS:
         _CONTEXTS[key] = TrialContext(*key)
     return _CONTEXTS[key]
 
 
-def run_one(cfg_dict: dict) -> dict:
+def run_one(cfg_dict: dict, device: str | None = None) -> dict:
     """Run one trial from its configuration dict; returns the store row (runs on any worker)."""
     cfg = TrialConfig.from_dict(cfg_dict)
-    ctx = _context(cfg)
+    ctx = context(cfg, device)
     return trial_row(ctx.run(cfg), ctx)
 
 
 def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1, scheduler: str | None = None,
-              progress: bool = True, fill_ece: bool = False) -> dict:
+              progress: bool = True, fill_ece: bool = False, device: str | None = None) -> dict:
     """Run the trials of ``configs`` missing from ``store``; with ``fill_ece``, also rerun the
-    stored ones that predate ECE to record it (see :meth:`ResultsStore.fill_ece`). Returns counts."""
+    stored ones that predate ECE to record it (see :meth:`ResultsStore.fill_ece`). Trials run on
+    ``device`` (default: :func:`default_device`). Returns counts."""
     from tqdm.auto import tqdm
 
     for cfg in {(c.model, c.dataset, c.weights): c for c in configs}.values():
-        ctx = _context(cfg)
+        ctx = context(cfg, device)
         if fill_ece and ctx.device.type != "cpu":
             raise ValueError(f"fill_ece reruns stored CPU trials and keeps only exact reproductions, which "
                              f"device {str(ctx.device)!r} cannot give; run it on the CPU (--device cpu)")
@@ -74,7 +69,7 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
     done = store.existing_keys()
     keyed = {}
     for cfg in configs:
-        ctx = _context(cfg)
+        ctx = context(cfg, device)
         keyed.setdefault(row_key(cfg, ctx.weights_fp, ctx.data_fp), cfg)
     refill = store.keys_without_ece() & set(keyed) if fill_ece else set()
     todo = [cfg for key, cfg in keyed.items() if key not in done or key in refill]
@@ -88,23 +83,24 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
 
     if workers <= 1 and scheduler is None:
         for cfg in todo:
-            save(run_one(cfg.to_dict()))
+            save(run_one(cfg.to_dict(), device))
             bar.update()
     else:
-        _run_distributed(todo, save, workers, scheduler, bar)
+        _run_distributed(todo, save, workers, scheduler, bar, device)
     bar.close()
     counts = {"requested": len(keyed), "already_done": len(keyed) - len(todo) + len(refill), "ran": len(todo) - len(refill)}
     return counts | ({"ece_filled": len(refill)} if fill_ece else {})
 
 
-def _run_distributed(todo: list[TrialConfig], save, workers: int, scheduler: str | None, bar) -> None:
+def _run_distributed(todo: list[TrialConfig], save, workers: int, scheduler: str | None, bar,
+                     device: str | None) -> None:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None, env={"OMP_NUM_THREADS": "1"})
     client = Client(scheduler or cluster)
     try:
-        futures = client.map(run_one, [c.to_dict() for c in todo], pure=False)
+        futures = client.map(run_one, [c.to_dict() for c in todo], device=device, pure=False)
         for future in as_completed(futures):
             save(future.result())
             bar.update()

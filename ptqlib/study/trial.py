@@ -8,27 +8,23 @@ the float model's predictions (cached on disk, keyed by the weights and the data
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from ptqlib.quant.calibration import calibrate_activations, calibrate_weights
-from ptqlib.study.calibset import CalibSpec, build_calibration_set
+from ptqlib.study.calibset import build_calibration_set
 from ptqlib.data import Split, cache_dir, load_split
-from ptqlib.quant.integer import NoIntegerPath, check_engine, to_integer
+from ptqlib.quant.integer import to_integer
 from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, quantize_model
-from ptqlib.quant.recon import METHODS, REFERENCE_ONLY, ReconConfig, default_recon, reconstruct
+from ptqlib.quant.recon import reconstruct
+from ptqlib.study.settings import TrialConfig
 
-OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.quant.calibration)
-# per-channel asymmetric weights of b bits are the integers q - z in [-(2**b - 1), 2**b - 1]:
-# int8 with zero point 0 holds them all up to 7 bits
-INT8_MAX_W_BITS = 7
-DEVICE_ENV = "PTQ_DEVICE"  # the default device of trials (cpu when unset); `ptq --device` sets it
+DEVICE_ENV = "PTQ_DEVICE"  # the default device of trials when none is given (cpu when unset)
 
 
 def default_device() -> str:
@@ -66,63 +62,6 @@ def _synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so that a timer reads the work's end (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-@dataclass(frozen=True)
-class TrialConfig:
-    """Everything that changes a trial's result, besides the exact weights and data (whose
-    fingerprints the results store adds to the key)."""
-
-    model: str = "resnet20"
-    dataset: str = "cifar10-jpeg"
-    weights: str | None = None  # a checkpoint path; None: the project's default for the data
-    quant: QuantConfig = field(default_factory=QuantConfig)
-    calib: CalibSpec = field(default_factory=CalibSpec)
-    optimizer: str = "grid"
-    seed: int = 0
-    recon: ReconConfig | None = None  # reconstruction settings; None for grid search
-    engine: str = "fake"  # evaluation: fake quantization in float32, or int8 kernels (ptqlib.quant.integer)
-
-    def __post_init__(self) -> None:
-        check_model(self.model)
-        check_engine(self.engine, self.model)
-        if self.engine == "int8" and self.quant.w_bits > INT8_MAX_W_BITS:
-            raise NoIntegerPath(f"engine 'int8' runs weights of at most {INT8_MAX_W_BITS} bits exactly (int8 kernels "
-                                f"take no weight zero point), got w_bits={self.quant.w_bits}; use engine 'fake'")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.optimizer == "grid":
-            object.__setattr__(self, "recon", None)
-        elif self.recon is None:
-            object.__setattr__(self, "recon", default_recon(self.model))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        # settings added later are left out at their defaults, so earlier trials keep their keys
-        if d["recon"] is None:
-            del d["recon"]
-        else:
-            if d["recon"]["class_weighting"] is None:
-                del d["recon"]["class_weighting"], d["recon"]["dro_eta"]
-            if d["recon"]["variant"] == "joint":  # the settings only the reference variant reads go too
-                for name in ("variant", *REFERENCE_ONLY):
-                    del d["recon"][name]
-        if d["calib"]["sampling"] == "random":
-            del d["calib"]["sampling"]
-        if d["engine"] == "fake":
-            del d["engine"]
-        return d
-
-    def key(self) -> str:
-        """Canonical hash of the whole configuration, seed included."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrialConfig":
-        recon = ReconConfig(**d["recon"]) if d.get("recon") else None
-        return cls(**{**d, "quant": QuantConfig(**d["quant"]), "calib": CalibSpec(**d["calib"]), "recon": recon})
 
 
 @dataclass(frozen=True)

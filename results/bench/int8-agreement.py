@@ -2,7 +2,8 @@
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from ptqlib.study.trial import TrialContext, TrialConfig
+from ptqlib.study.settings import TrialConfig
+from ptqlib.study.trial import TrialContext
 from ptqlib.quant.qmodel import QuantConfig
 from ptqlib.study.calibset import build_calibration_set, CalibSpec
 from ptqlib.quant.recon import default_recon

@@ -7,14 +7,15 @@ trials are exactly those of `ptq sweep --model efficientnet_lite0 --data imagene
 """
 import argparse
 import sys
+import json
 import time
 from dataclasses import replace
 
 import torch
 
-from ptqlib.app.cli import _trial_config, build_parser
 from ptqlib.study.store import ResultsStore
-from ptqlib.study.sweep import _context, run_sweep
+from ptqlib.study.settings import trial_config
+from ptqlib.study.sweep import context, run_sweep
 
 EXPECTED = {"data_fp": "b3deab149ba0bbae-5a1218c3dbc538a8", "weights_fp": "74669a006ddf192e"}
 
@@ -23,16 +24,16 @@ p.add_argument("--lane", type=int, required=True)
 p.add_argument("--lanes", type=int, required=True)
 p.add_argument("--store", required=True)
 p.add_argument("--seeds", type=int, default=50)
-p.add_argument("--extra", default="", help="extra ptq sweep options (smoke tests only)")
+p.add_argument("--extra", default="", help="extra settings as JSON, e.g. '{\"iters\": 2}' (smoke tests only)")
 a = p.parse_args()
 torch.set_num_threads(1)
 
-common = ("sweep --model efficientnet_lite0 --data imagenet-val10 --w-bits 6 --a-bits 6 --optimizer brecq "
-          "--calib-size 1000 --iters 500 " + a.extra).split()
-plain = _trial_config(build_parser().parse_args(common), first=True)
-dro = _trial_config(build_parser().parse_args(common + ["--class-weighting", "dro"]), first=True)
+common = dict(model="efficientnet_lite0", dataset="imagenet-val10", w_bits=6, a_bits=6, optimizer="brecq",
+              calib_size=1000, iters=500, **json.loads(a.extra or "{}"))
+plain = trial_config(**common)
+dro = trial_config(**common, class_weighting="dro")
 store = ResultsStore(a.store)
-ctx = _context(plain)
+ctx = context(plain)
 print(f"lane {a.lane}: device {ctx.device}, data_fp {ctx.data_fp}, weights_fp {ctx.weights_fp}, "
       f"fp_avg {ctx.fp_avg:.2f}", flush=True)
 if not a.extra and (ctx.data_fp, ctx.weights_fp) != (EXPECTED["data_fp"], EXPECTED["weights_fp"]):

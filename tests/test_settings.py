@@ -1,0 +1,124 @@
+"""Settings declared once: a new setting reaches the command line, the key, the store and its
+frames; the committed store's keys and columns are what the declarations give; the store's
+committed parts grow by the new rows only."""
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ptqlib.app.cli import main
+from ptqlib.study import settings
+from ptqlib.study.settings import Setting, TrialConfig
+from ptqlib.study.store import ResultsStore
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = sorted((ROOT / "results" / "trials").glob("*.sqlite"))
+
+
+TOY = Setting("keep_prob", float, 0.5, "QDrop's probability of keeping an activation quantized", "recon.keep_prob",
+              factor=True, sql="REAL", stored_null=0.5)  # a ReconConfig field no setting declares
+
+
+def test_a_declared_setting_round_trips_cli_trial_store_frame(tiny_data, tiny_checkpoint, tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    ResultsStore(path)  # a store written before the setting existed
+    before = settings.trial_config(optimizer="qdrop", seed=3).key()
+    settings.register(TOY)
+    assert settings.trial_config(optimizer="qdrop", seed=3).key() == before  # declaring it changes no key
+    try:
+        _round_trip(path, tiny_data, tiny_checkpoint, capsys)
+    finally:
+        settings.unregister(TOY.name)
+    assert "keep_prob" not in settings.NAMES
+
+
+def _round_trip(path, tiny_data, tiny_checkpoint, capsys):
+    assert "keep_prob" not in {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(trials)")}
+    args = ["sweep", "--data", f"folder:{tiny_data}", "--weights", str(tiny_checkpoint), "--calib-size", "8",
+            "--optimizer", "qdrop", "--iters", "2", "--keep-prob", "0.4", "0.5", "--trials", "1", "--store", str(path)]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["ran"] == 2
+    store = ResultsStore(path)  # migrated: the column was added
+    changed, default = store.trials(keep_prob=0.4), store.trials(keep_prob=None)
+    assert len(changed) == len(default) == 1
+    assert json.loads(changed["config"].iloc[0])["recon"]["keep_prob"] == 0.4
+    assert json.loads(default["config"].iloc[0])["recon"]["keep_prob"] == 0.5  # stored NULL, keyed as before
+    frame = store.per_class(keep_prob=0.4)
+    assert set(frame["keep_prob"]) == {0.4} and len(frame) == 3  # one row per class
+    cfg = TrialConfig.from_dict(json.loads(changed["config"].iloc[0]))
+    assert cfg.recon.keep_prob == 0.4 and settings.values(cfg)["keep_prob"] == 0.4
+    assert settings.trial_config(**settings.values(cfg)).key() == changed["config_key"].iloc[0]
+    assert main(args) == 0 and json.loads(capsys.readouterr().out)["ran"] == 0  # resumed: nothing to run
+
+
+def test_a_sweep_refuses_an_unknown_factor():
+    with pytest.raises(ValueError, match="unknown setting 'bits'; choose from model, dataset"):
+        settings.trial_config(bits=4)
+    with pytest.raises(ValueError, match="setting 'seed' is declared already"):
+        settings.register(settings.BY_NAME["seed"])
+
+
+def test_one_default_for_each_setting():
+    from ptqlib.quant.qmodel import QuantConfig
+    from ptqlib.study.calibset import CalibSpec
+
+    cfg = TrialConfig()
+    assert settings.values(cfg) == settings.defaults()
+    assert (QuantConfig().w_bits, CalibSpec().size) == (settings.BY_NAME["w_bits"].default,
+                                                        settings.BY_NAME["calib_size"].default)
+    assert settings.Cell().trial_config() == cfg
+
+
+@pytest.mark.skipif(not PARTS, reason="no committed store parts")
+def test_every_committed_trial_keeps_its_key_and_columns(tmp_path):
+    """The committed rows, read as they are: each stored configuration gives its stored key, and
+    the flat settings rebuild the same trial and the same store columns."""
+    con = sqlite3.connect(f"{PARTS[0].as_uri()}?immutable=1", uri=True)
+    names = list(settings.COLUMNS)
+    rows = con.execute(f"SELECT config_key, config, {', '.join(names)} FROM trials").fetchall()
+    assert len(rows) > 3000
+    for config_key, config, *stored in rows:
+        cfg = TrialConfig.from_dict(json.loads(config))
+        assert cfg.key() == config_key
+        assert settings.trial_config(**settings.values(cfg)).key() == config_key
+        assert list(settings.columns(cfg).values()) == stored
+
+
+def _fake_trial(store: ResultsStore, key: str) -> None:
+    store.add_trial({"key": key, "config_key": key, "config": "{}", "avg": 1.0, "worst_class": "a",
+                     "worst_acc": 1.0, "per_class": "{}", "calib_counts": "{}", "noise_images": 0, "preds": b""})
+
+
+def test_parts_hold_each_row_once_and_build_a_fresh_store(tmp_path):
+    store = ResultsStore(tmp_path / "trials.sqlite")
+    for k in ("a", "b"):
+        _fake_trial(store, k)
+    first = store.pack("first")
+    assert first.name == "0001-first.sqlite" and store.pack("again") is None
+    before = first.read_bytes()
+    _fake_trial(store, "c")
+    second = store.pack("second")
+    assert second.name == "0002-second.sqlite"
+    in_part = lambda p: {k for (k,) in sqlite3.connect(p).execute("SELECT key FROM trials")}  # noqa: E731
+    assert in_part(first) == {"a", "b"} and in_part(second) == {"c"}  # the new rows only
+    fresh = ResultsStore(tmp_path / "clone" / "trials.sqlite")
+    assert fresh.existing_keys() == set()
+    fresh.parts_dir.mkdir()
+    for part in (first, second):
+        (fresh.parts_dir / part.name).write_bytes(part.read_bytes())
+    assert ResultsStore(fresh.path).existing_keys() == {"a", "b", "c"}  # loaded on opening
+    assert ResultsStore(fresh.path).load_parts() == [] and first.read_bytes() == before  # once; parts unchanged
+    assert ResultsStore(fresh.path).pack("nothing") is None
+    with pytest.raises(ValueError, match="part name 'a b'"):
+        store.pack("a b")
+
+
+def test_merge_adds_the_rows_a_store_lacks(tmp_path):
+    main_store, other = ResultsStore(tmp_path / "m.sqlite"), ResultsStore(tmp_path / "o.sqlite")
+    _fake_trial(main_store, "a")
+    for k in ("a", "b"):
+        _fake_trial(other, k)
+    assert main_store.merge(other.path) == 1 and main_store.existing_keys() == {"a", "b"}
+    with pytest.raises(ValueError, match="does not exist"):
+        main_store.merge(tmp_path / "missing.sqlite")
