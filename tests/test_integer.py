@@ -218,9 +218,7 @@ def test_int8_engine_refuses_what_has_no_integer_path_in_one_line():
         TrialConfig(quant=QuantConfig(4, 4), engine="int4")
     with pytest.raises(ValueError, match=r"^engine 'int8' has no integer path for model 'mobilenet_v2'"):
         TrialConfig(model="mobilenet_v2", dataset="imagenet-val10", quant=QuantConfig(4, 4), engine="int8")
-    with pytest.raises(ValueError, match=r"^engine 'int8' runs weights of at most 7 bits exactly .* got w_bits=8"):
-        TrialConfig(quant=QuantConfig(8, 8), engine="int8")
-    TrialConfig(quant=QuantConfig(7, 8), engine="int8")
+    TrialConfig(quant=QuantConfig(8, 8), engine="int8")  # 8-bit weights run as int8 parts
 
 
 def test_cli_engine_option(capsys, tiny_data, tiny_checkpoint):
@@ -236,9 +234,9 @@ def test_cli_engine_option(capsys, tiny_data, tiny_checkpoint):
     int8 = json.loads(capsys.readouterr().out)
     assert int8["config"]["engine"] == "int8" and "engine" not in fake["config"]
     assert abs(int8["avg"] - fake["avg"]) <= 100 / 24 + 1e-9  # 24 test images: at most one differs here
-    assert main([*args, "--engine", "int8", "--w-bits", "8"]) == 2
+    assert main([*args, "--engine", "int8", "--model", "resnet18"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ptq: error: engine 'int8' runs weights of at most 7 bits") and "\n" not in err
+    assert err.startswith("ptq: error: engine 'int8' has no integer path for model 'resnet18'") and "\n" not in err
 
 
 def test_int8_trials_are_stored_apart_from_fake_ones(tmp_path, tiny_data, tiny_checkpoint):

@@ -341,7 +341,7 @@ def test_side_by_side_and_its_matrix(tmp_path):
     assert len(ax.get_yticklabels()) == len(table)
 
 
-def test_iteration_curve_on_shared_seeds_and_the_converged_count(tmp_path):
+def test_iteration_curve_pairs_each_count_with_the_largest_and_the_converged_count(tmp_path):
     import pandas as pd
 
     from ptqlib.analysis.aggregate import converged_iters
@@ -354,14 +354,20 @@ def test_iteration_curve_on_shared_seeds_and_the_converged_count(tmp_path):
         _write(store, replace(cell, optimizer="brecq", iters=iters),
                _trials(rng, fp, lambda t: np.full(len(LABELS), 0.1 if iters == 500 else 0.05), trials=trials))
     curve = iteration_curve(store, cell, ["brecq", "qdrop"], [500, 2000], trials=50)
-    assert list(curve["iters"]) == [500, 2000] and list(curve["trials"]) == [3, 3]
+    assert list(curve["iters"]) == [500, 2000] and list(curve["trials"]) == [4, 3]  # every seed of each count
+    assert list(curve["pairs"]) == [3, 3]  # against the largest count: the seeds both have
     assert curve["avg_mean"].iloc[1] > curve["avg_mean"].iloc[0]
+    assert curve["worst_diff"].iloc[0] < 0 and curve["diff_low"].iloc[0] <= curve["worst_diff"].iloc[0]
+    assert np.isnan(curve["diff_low"].iloc[1])  # the largest count against itself
     joint = iteration_curve(store, replace(cell, variant="joint"), ["brecq"], [500, 2000], trials=50)
     assert joint.empty  # the variant is part of the selection
-    hand = pd.DataFrame({"method": ["a"] * 4 + ["b"], "iters": [500, 2000, 5000, 20000, 500],
-                         "worst_mean": [70.0, 73.0, 73.5, 73.6, 60.0]})
-    got = converged_iters(hand)  # within 0.3 points of 73.6: 73.5 at 5000
+    nan = np.nan
+    hand = pd.DataFrame({"method": ["a"] * 4 + ["b"] + ["c"] * 2, "iters": [500, 2000, 5000, 20000, 500, 2000, 5000],
+                         "diff_low": [-3.6, -0.6, -0.2, nan, nan, -1.0, nan],
+                         "diff_high": [-2.5, -0.1, 0.1, nan, nan, 0.9, nan]})
+    got = converged_iters(hand)  # a: 5000's interval lies within 0.3 points of 20000's worst class
     assert got["a"] == 5000 and np.isnan(got["b"])
+    assert np.isnan(got["c"])  # a mean change near 0 with a wide interval is not convergence
     assert converged_iters(hand, tolerance=0.7)["a"] == 2000
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ptqlib.analysis.aggregate import worst_class
+from ptqlib.analysis.aggregate import AVERAGE, worst_class
+from ptqlib.analysis.stats import bootstrap_mean_ci
 from ptqlib.data import class_label
 from ptqlib.study import settings
 from ptqlib.study.settings import Cell
@@ -134,19 +135,29 @@ def trial_counts(frame: pd.DataFrame, factor: str) -> pd.Series:
 def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int],
                     trials: int) -> pd.DataFrame:
     """Per reconstruction method and iteration count (the cell's other settings, its variant
-    included): trials, the mean average and worst-class accuracy over them (with the std of
-    the worst class) and the median minutes a trial spent calibrating. Only the seeds every
-    count of a method has are used, so the counts compare the same calibration sets."""
+    included), over the first ``trials`` seeds each count has: trials, the mean average and
+    worst-class accuracy (with the std of the worst class) and the median minutes a trial spent
+    calibrating. Against the largest count, on the seeds both counts share: ``pairs`` and the mean
+    paired change of the worst class (``worst_diff``, this count minus the largest) with its 95 %
+    bootstrap interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs)."""
+    columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes", "pairs", "worst_diff",
+               "diff_low", "diff_high"]
     rows = []
     for method in methods:
         frame = factor_frame(store, replace(cell, optimizer=method), "iters", iters, trials)
         if frame.empty:
             continue
-        shared = set.intersection(*(set(g["seed"]) for _, g in frame.groupby("iters")))
-        frame = frame[frame["seed"].isin(shared)]
         stats = worst_class(frame, by=["iters"])[["iters", "trials", "avg_mean", "worst_mean", "worst_std"]]
         seconds = factor_seconds(store, replace(cell, optimizer=method), "iters", iters, trials)
         stats = stats.merge(seconds[["iters", "calib_s"]], on="iters", how="left")
-        rows.append(stats.assign(method=method, minutes=stats.pop("calib_s") / 60))
-    columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes"]
+        stats = stats.assign(method=method, minutes=stats.pop("calib_s") / 60)
+        worst = frame[frame["class"] != AVERAGE].groupby(["iters", "seed"])["acc"].min().unstack("iters")
+        largest = worst.columns.max()
+        for i, count in enumerate(stats["iters"]):
+            both = worst[[count, largest]].dropna()
+            diff = (both[count] - both[largest]).to_numpy()
+            low, high = bootstrap_mean_ci(diff) if len(diff) >= 2 and count != largest else (np.nan, np.nan)
+            stats.loc[i, ["pairs", "worst_diff", "diff_low", "diff_high"]] = [
+                len(diff), diff.mean() if len(diff) else np.nan, low, high]
+        rows.append(stats)
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)

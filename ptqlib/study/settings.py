@@ -30,16 +30,13 @@ from typing import Any, Callable
 
 from ptqlib.data import class_label
 from ptqlib.models import MODELS, check_model
-from ptqlib.quant.integer import ENGINES, NoIntegerPath, check_engine
+from ptqlib.quant.integer import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
 from ptqlib.quant.recon import METHODS, REFERENCE_ITERS, REFERENCE_ONLY, VARIANTS, ReconConfig, default_recon
 from ptqlib.study.calibset import NOISE_KINDS, SAMPLINGS, CalibSpec
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.quant.calibration)
-# per-channel asymmetric weights of b bits are the integers q - z in [-(2**b - 1), 2**b - 1]:
-# int8 with zero point 0 holds them all up to 7 bits
-INT8_MAX_W_BITS = 7
 _ALWAYS = object()  # a marker: the setting is always part of the key
 
 
@@ -131,7 +128,7 @@ SETTINGS: tuple[Setting, ...] = (
             "together; reference: as the reference code runs each method)", "recon.variant", choices=VARIANTS,
             omit_at=VARIANTS[0], omit_also=tuple(f"recon.{n}" for n in REFERENCE_ONLY), stored_null=VARIANTS[0]),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, or the same model on int8 kernels "
-            "(CIFAR ResNets and efficientnet_lite0, weights up to 7 bits)", "engine", choices=ENGINES,
+            "(CIFAR ResNets and efficientnet_lite0)", "engine", choices=ENGINES,
             omit_at=ENGINES[0], stored_null=ENGINES[0]),
     Setting("seed", int, 0, "the (first) seed", "seed", sql="INTEGER"),
 )
@@ -189,9 +186,6 @@ class TrialConfig:
     def __post_init__(self) -> None:
         check_model(self.model)
         check_engine(self.engine, self.model)
-        if self.engine == "int8" and self.quant.w_bits > INT8_MAX_W_BITS:
-            raise NoIntegerPath(f"engine 'int8' runs weights of at most {INT8_MAX_W_BITS} bits exactly (int8 kernels "
-                                f"take no weight zero point), got w_bits={self.quant.w_bits}; use engine 'fake'")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.optimizer == "grid":
