@@ -34,6 +34,11 @@ class ReconConfig:
     act_p: float = 2.4  # its loss: sum over channels of |out - target|^p, averaged
     act_init_metric: str = "lp2.4"  # activation range search before the steps are learned
 
+    @property
+    def weights_classes(self) -> bool:
+        """Whether the loss weights images by their class (needs the calibration labels)."""
+        return self.class_weighting == "dro"
+
     def __post_init__(self) -> None:
         for name in ("iters", "batch_size", "act_init_size"):
             value = getattr(self, name)

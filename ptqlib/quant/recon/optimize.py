@@ -157,7 +157,7 @@ def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targe
             act_scales = [aq.quantizer.learn_scale() for aq in act_quantizers]
         for aq in act_quantizers:
             aq.keep_prob = keep
-        class_weights = ClassWeights(labels, cfg.dro_eta) if cfg.class_weighting == "dro" else None
+        class_weights = ClassWeights(labels, cfg.dro_eta) if cfg.weights_classes else None
         if roundings or act_scales:  # else nothing to learn (e.g. BRECQ's second stage on the classifier)
             _optimize(unit, Learned(roundings, act_scales, keep, class_weights), UnitData(opt_in, fp_in, targets),
                       cfg, stage, gen, desc=f"{method} {stage.name}{name}", progress=progress)

@@ -22,7 +22,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     ``acts ...``)."""
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
-    if cfg.class_weighting == "dro" and (labels is None or len(labels) != len(images)):
+    if cfg.weights_classes and (labels is None or len(labels) != len(images)):
         raise ValueError("class-weighted reconstruction needs the class label of every calibration image")
     torch.manual_seed(seed)  # QDrop's element-wise drops inside units use the global generator
     gen = torch.Generator().manual_seed(seed)
