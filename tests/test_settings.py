@@ -75,14 +75,17 @@ def test_every_committed_trial_keeps_its_key_and_columns(tmp_path):
     """The committed rows, read as they are: each stored configuration gives its stored key, and
     the flat settings rebuild the same trial and the same store columns."""
     con = sqlite3.connect(f"{PARTS[0].as_uri()}?immutable=1", uri=True)
-    names = list(settings.COLUMNS)
+    present = {r[1] for r in con.execute("PRAGMA table_info(trials)")}
+    names = [n for n in settings.COLUMNS if n in present]  # a setting declared later: NULL in these rows
     rows = con.execute(f"SELECT config_key, config, {', '.join(names)} FROM trials").fetchall()
     assert len(rows) > 3000
     for config_key, config, *stored in rows:
         cfg = TrialConfig.from_dict(json.loads(config))
         assert cfg.key() == config_key
         assert settings.trial_config(**settings.values(cfg)).key() == config_key
-        assert list(settings.columns(cfg).values()) == stored
+        columns = settings.columns(cfg)
+        assert [columns[n] for n in names] == stored
+        assert all(columns[n] is None for n in settings.COLUMNS if n not in present)
 
 
 def _fake_trial(store: ResultsStore, key: str) -> None:
@@ -122,3 +125,14 @@ def test_merge_adds_the_rows_a_store_lacks(tmp_path):
     assert main_store.merge(other.path) == 1 and main_store.existing_keys() == {"a", "b"}
     with pytest.raises(ValueError, match="does not exist"):
         main_store.merge(tmp_path / "missing.sqlite")
+
+
+def test_the_calibration_pool_setting_keeps_earlier_keys_and_is_checked_before_any_work():
+    imagenet = dict(model="efficientnet_lite0", dataset="imagenet-val10", w_bits=6, a_bits=6)
+    train = settings.trial_config(**imagenet)
+    sample = settings.trial_config(**imagenet, pool="sample1000")
+    assert "pool" not in train.to_dict()["calib"] and sample.to_dict()["calib"]["pool"] == "sample1000"
+    assert train.key() == TrialConfig.from_dict(json.loads(json.dumps(train.to_dict()))).key() != sample.key()
+    assert settings.columns(train)["pool"] is None and settings.columns(sample)["pool"] == "sample1000"
+    with pytest.raises(ValueError, match="unknown calibration pool 'sample1000' for 'cifar10-jpeg'; choose one of train"):
+        settings.trial_config(pool="sample1000")

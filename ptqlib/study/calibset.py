@@ -38,6 +38,7 @@ class CalibSpec:
     bias_class: str | None = None  # class name drawn with probability bias_p
     bias_p: float | None = DEFAULT_BIAS_P
     sampling: str = "random"  # or "stratified": class-balanced
+    pool: str = "train"  # the images drawn from: the dataset's train split, or another pool (ptqlib.data)
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
@@ -59,6 +60,8 @@ class CalibSpec:
             object.__setattr__(self, "bias_p", DEFAULT_BIAS_P)
         elif not 0.0 <= self.bias_p <= 1.0:
             raise ValueError(f"bias probability must be in [0, 1], got {self.bias_p!r}")
+        if not isinstance(self.pool, str) or not self.pool:
+            raise ValueError(f"calibration pool must be a pool name, got {self.pool!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
         if self.sampling == "stratified" and self.bias_class is not None:

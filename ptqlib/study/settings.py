@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ptqlib.data import class_label
+from ptqlib.data import calibration_pools, class_label
 from ptqlib.models import MODELS, check_model
 from ptqlib.quant.integer import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
@@ -120,6 +120,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sampling", str, SAMPLINGS[0], "calibration draw (stratified: class-balanced)", "calib.sampling",
             choices=SAMPLINGS, factor=True, sql="TEXT NOT NULL DEFAULT 'random'", omit_at=SAMPLINGS[0],
             remedy=Remedy("stratified", "Stratified calibration sampling")),
+    Setting("pool", str, _default_of(CalibSpec, "pool"), "the images calibration sets are drawn from: train (the "
+            "dataset's train split; nette-train for imagenet-val10) or, for ImageNet, sample1000 (one image of each "
+            "of the 1000 classes, topped up from nette-train above 1000)", "calib.pool", factor=True,
+            omit_at="train", stored_null="train"),
     Setting("class_weighting", _optional_str, None, "reconstruction loss weighted towards the classes "
             "reconstructed worst", "recon.class_weighting", choices=(None, "dro"), omit_at=None,
             omit_also=("recon.dro_eta",), stored_null=None, label=lambda v: "none" if v is None or v != v else v,
@@ -185,6 +189,9 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         check_model(self.model)
+        if self.calib.pool not in calibration_pools(self.dataset):
+            raise ValueError(f"unknown calibration pool {self.calib.pool!r} for {self.dataset!r}; choose one of "
+                             f"{', '.join(calibration_pools(self.dataset))}")
         check_engine(self.engine, self.model)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from ptqlib.quant.calibration import calibrate_activations, calibrate_weights
-from ptqlib.study.calibset import build_calibration_set
-from ptqlib.data import Split, cache_dir, load_split
+from ptqlib.study.calibset import CalibSpec, build_calibration_set
+from ptqlib.data import Split, cache_dir, load_calibration_pool, load_split
 from ptqlib.quant.integer import to_integer
 from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
@@ -114,6 +114,7 @@ class TrialContext:
         size = model_info(model).input_size
         self.test: Split = load_split(dataset, "test", size)
         self.pool: Split = load_split(dataset, "train", size)
+        self._pools: dict[tuple[str, int], Split] = {}
         num_classes = self.test.num_classes if model in CIFAR_DEPTHS else None
         self.model = build_model(model, self.weights, num_classes=num_classes,
                                  in_channels=self.test.images.shape[1]).to(self.device)
@@ -127,6 +128,17 @@ class TrialContext:
         self.fp_per_class = self.named(per_class_accuracy(self.fp_preds, self.test.labels, self.classes))
         self.fp_avg = accuracy(self.fp_preds, self.test.labels)
         self._weight_qparams: dict[QuantConfig, list[tuple[str, torch.Tensor, torch.Tensor]]] = {}
+
+    def pool_for(self, spec: CalibSpec) -> Split:
+        """The images ``spec`` draws from: the train split, or another of the dataset's pools
+        (loaded once; a pool that a large draw tops up is kept per size)."""
+        if spec.pool == "train":
+            return self.pool
+        key = (spec.pool, spec.size)
+        if key not in self._pools:
+            self._pools[key] = load_calibration_pool(self.dataset, spec.pool, model_info(self.model_name).input_size,
+                                                     size=spec.size)
+        return self._pools[key]
 
     def _check_label_space(self) -> None:
         with torch.no_grad():
@@ -191,7 +203,7 @@ class TrialContext:
             raise ValueError(f"engine 'int8' evaluates on the CPU's int8 kernels; device {str(self.device)!r} "
                              "is not supported, use device cpu")
         t0 = time.perf_counter()
-        calib = build_calibration_set(self.pool, cfg.calib, cfg.seed)
+        calib = build_calibration_set(self.pool_for(cfg.calib), cfg.calib, cfg.seed)
         qmodel = self.quantize(cfg, calib.images, calib.labels)
         if cfg.engine == "int8":
             qmodel = to_integer(qmodel.cpu())  # conversion counts as calibration time
