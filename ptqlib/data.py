@@ -49,6 +49,21 @@ FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
 PIXELS_PER_BATCH = 2 ** 17
 
 
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """Images as the models take them: uint8 levels 0..255 become floats in [0, 1] (a new
+    tensor); float images are returned as float32."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file renamed when complete: a reader never
+    sees a partial file, and concurrent writers of the same content do not collide."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 def inference_batch_size(images: torch.Tensor) -> int:
     """Images per forward pass for ``images`` ``[N, C, H, W]`` (at least 1)."""
     return max(1, PIXELS_PER_BATCH // (images.shape[-2] * images.shape[-1]))
@@ -109,8 +124,7 @@ class Split:
         return digest.hexdigest()[:16]
 
     def float_images(self, idx: torch.Tensor | slice | None = None) -> torch.Tensor:
-        images = self.images if idx is None else self.images[idx]
-        return images.float().div_(255)
+        return to_float(self.images if idx is None else self.images[idx])
 
 
 def data_root() -> Path | None:
@@ -291,7 +305,7 @@ def _image_folder(folder: Path, dataset: str, split: str, image_size: int | None
         raise DataError(f"images in {str(folder)!r} differ in size ({sorted(shapes)[:3]}); give an image size")
     images = torch.stack(decoded)
     labels = torch.tensor([index[c] for c, _ in items], dtype=torch.int64)
-    _save_atomic({"images": images, "labels": labels}, cached)
+    save_atomic({"images": images, "labels": labels}, cached)
     return Split(images, labels, names, f"{dataset}/{split}")
 
 
@@ -321,13 +335,6 @@ def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
 def _progress(items, desc):
     from tqdm.auto import tqdm
     return tqdm(items, desc=desc, unit="img", leave=False, mininterval=1.0)
-
-
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 # --- torchvision CIFAR-10 and Fashion-MNIST ---------------------------------------------------

@@ -32,7 +32,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from ptqlib.analysis.aggregate import AVERAGE
-from ptqlib.data import Split
+from ptqlib.data import Split, to_float
 from ptqlib.metrics import per_class_accuracy, predict
 from ptqlib.study.settings import TrialConfig
 from ptqlib.study.trial import TrialContext
@@ -52,13 +52,13 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _noise(images: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
-    x = images.float() / 255
+    x = to_float(images)
     return _to_uint8(x + sigma * torch.randn(x.shape, generator=gen))
 
 
 def _blur(images: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
     size = 2 * math.ceil(3 * sigma) + 1
-    return _to_uint8(TF.gaussian_blur(images.float() / 255, [size, size], [sigma, sigma]))
+    return _to_uint8(TF.gaussian_blur(to_float(images), [size, size], [sigma, sigma]))
 
 
 def _jpeg(images: torch.Tensor, quality: int, gen: torch.Generator) -> torch.Tensor:
@@ -73,13 +73,13 @@ def _jpeg(images: torch.Tensor, quality: int, gen: torch.Generator) -> torch.Ten
 
 
 def _contrast(images: torch.Tensor, c: float, gen: torch.Generator) -> torch.Tensor:
-    x = images.float() / 255
+    x = to_float(images)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return _to_uint8((x - mean) * c + mean)
 
 
 def _brightness(images: torch.Tensor, delta: float, gen: torch.Generator) -> torch.Tensor:
-    return _to_uint8(images.float() / 255 + delta)
+    return _to_uint8(to_float(images) + delta)
 
 
 OPERATIONS: dict[str, Callable] = {"gaussian_noise": _noise, "gaussian_blur": _blur, "jpeg": _jpeg,

@@ -22,6 +22,7 @@ from ptqlib.quant.calibration import calibrate, calibrate_activations, calibrate
 from ptqlib.study.calibset import build_calibration_set
 from ptqlib.quant.integer import NoIntegerPath, agreement, check_engine, to_integer
 from ptqlib.quant.recon import REFERENCE_ITERS, reconstruct
+from ptqlib.data import to_float
 from ptqlib.metrics import accuracy, predict
 from ptqlib.quant.qmodel import quantize_model
 from ptqlib.study.settings import TrialConfig
@@ -50,13 +51,13 @@ def torch_ao_trial(model: torch.nn.Module, calib: torch.Tensor, w_bits: int, a_b
                                       quant_max=2 ** (w_bits - 1) - 1, dtype=torch.qint8,
                                       qscheme=torch.per_channel_affine, ch_axis=0))
     prepared = prepare_qat_fx(copy.deepcopy(model).train(), QConfigMapping().set_global(qconfig),
-                              example_inputs=(calib[:1].float() / 255,))
+                              example_inputs=(to_float(calib[:1]),))
     prepared.eval()
     prepared.apply(enable_observer)
     prepared.apply(disable_fake_quant)
     with torch.no_grad():
         for start in range(0, len(calib), 128):
-            prepared(calib[start:start + 128].float() / 255)
+            prepared(to_float(calib[start:start + 128]))
     prepared.apply(disable_observer)
     prepared.apply(enable_fake_quant)
     return prepared

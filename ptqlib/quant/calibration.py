@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ptqlib.data import inference_batch_size
+from ptqlib.data import inference_batch_size, to_float
 from ptqlib.quant.qmodel import QuantizedModel
 from ptqlib.quant.quantizer import qparams_from_range
 from ptqlib.quant.range_estimators import HistogramObserver, weight_range
@@ -42,7 +42,7 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
     device = next(qmodel.parameters()).device
     try:
         for start in range(0, len(images), batch_size):
-            qmodel(_as_float(images[start:start + batch_size]).to(device))
+            qmodel(to_float(images[start:start + batch_size]).to(device))
     finally:
         for aq in act_quantizers:
             aq.observing = False
@@ -58,7 +58,3 @@ def calibrate(qmodel: QuantizedModel, images: torch.Tensor) -> QuantizedModel:
     calibrate_activations(qmodel, images)
     qmodel.set_quant_state(weights=True, acts=True)
     return qmodel
-
-
-def _as_float(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()

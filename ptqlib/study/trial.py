@@ -16,7 +16,7 @@ import torch
 
 from ptqlib.quant.calibration import calibrate_activations, calibrate_weights
 from ptqlib.study.calibset import CalibSpec, build_calibration_set
-from ptqlib.data import Split, cache_dir, load_calibration_pool, load_split
+from ptqlib.data import Split, cache_dir, load_calibration_pool, load_split, save_atomic
 from ptqlib.quant.integer import to_integer
 from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
@@ -162,10 +162,7 @@ class TrialContext:
             cached = torch.load(path, weights_only=True)
             return cached["preds"], cached["confidence"]
         preds, confidence = predict_with_confidence(self.model, self.test)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"preds": preds, "confidence": confidence}, tmp)
-        tmp.replace(path)
+        save_atomic({"preds": preds, "confidence": confidence}, path)
         return preds, confidence
 
     def named(self, per_class: dict[int, float]) -> dict[str, float]:

@@ -7,6 +7,7 @@ import operator
 import torch
 import torch.fx as fx
 
+from ptqlib.data import to_float
 from ptqlib.quant.calibration import calibrate_activations
 from ptqlib.quant.qmodel import QUANT_LAYERS, QuantizedModel
 from ptqlib.quant.recon.config import METHODS, ReconConfig
@@ -28,7 +29,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     gen = torch.Generator().manual_seed(seed)
     split = split_units(qmodel, "layer" if method == "adaround" else "block")
     device = next(qmodel.parameters()).device
-    data = (images.float().div(255) if images.dtype == torch.uint8 else images.float()).to(device)
+    data = to_float(images).to(device)
     if cfg.variant == "reference" and method == "qdrop":
         # QDrop's main_imagenet.py: every activation range from the float network on 256 images at once
         calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric)
