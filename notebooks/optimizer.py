@@ -129,9 +129,12 @@ else:
     for (v, method), group in curves.groupby(["variant", "method"], sort=False):
         converged = converged_iters(group, tolerance).iloc[0]
         largest = group.loc[group["iters"].idxmax()]
-        print(f"{v} {method}: counts {', '.join(map(str, group['iters']))}; against {largest['iters']} "
-              + "; ".join(f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] ({r.pairs:.0f} seeds)"
-                          for r in group.itertuples() if r.iters != largest["iters"] and r.pairs > 0)
+        compared = [f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] ({r.pairs:.0f} seeds)"
+                    for r in group.itertuples() if r.pairs > 0]
+        if not compared:
+            print(f"{v} {method}: a single count ({largest['iters']}) or no shared seeds: no convergence to read")
+            continue
+        print(f"{v} {method}: worst class against {largest['iters']} iterations: " + "; ".join(compared)
               + (f" -> converged at {int(converged)}" if converged == converged
                  else f" -> no smaller count shown within {tolerance} points"))
 

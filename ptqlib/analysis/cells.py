@@ -154,9 +154,12 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
         worst = frame[frame["class"] != AVERAGE].groupby(["iters", "seed"])["acc"].min().unstack("iters")
         largest = worst.columns.max()
         for i, count in enumerate(stats["iters"]):
+            if count == largest:
+                stats.loc[i, ["pairs", "worst_diff", "diff_low", "diff_high"]] = np.nan
+                continue
             both = worst[[count, largest]].dropna()
             diff = (both[count] - both[largest]).to_numpy()
-            low, high = bootstrap_mean_ci(diff) if len(diff) >= 2 and count != largest else (np.nan, np.nan)
+            low, high = bootstrap_mean_ci(diff) if len(diff) >= 2 else (np.nan, np.nan)
             stats.loc[i, ["pairs", "worst_diff", "diff_low", "diff_high"]] = [
                 len(diff), diff.mean() if len(diff) else np.nan, low, high]
         rows.append(stats)
