@@ -34,7 +34,7 @@ def level_label(factor: str, level) -> str:
     return settings.label(factor, level)
 
 
-def _level_selections(store: ResultsStore, cell: Cell, factor: str, levels: list):
+def level_selections(store: ResultsStore, cell: Cell, factor: str, levels: list):
     """``(level, store filters)`` of each level of ``factor``, on the weights and data of the most
     recent FP reference of the cell's model and dataset; levels impossible for the cell (e.g. 1 %
     noise of 8 images) are left out: they have no trials."""
@@ -55,7 +55,7 @@ def factor_frame(store: ResultsStore, cell: Cell, factor: str, levels: list, tri
     """Tidy per-class rows of the first ``trials`` seeds of each level of ``factor``, on the
     weights and data of the most recent FP reference of the cell's model and dataset."""
     frames, columns = [], []
-    for level, where in _level_selections(store, cell, factor, levels):
+    for level, where in level_selections(store, cell, factor, levels):
         tidy = store.per_class(**where)
         columns = list(tidy.columns)
         if tidy.empty:  # left out: an empty frame in the concat would turn every column to object dtype
@@ -86,7 +86,7 @@ def factor_predictions(store: ResultsStore, cell: Cell, factor: str, levels: lis
     """The predictions behind :func:`factor_frame` (same levels, same first ``trials`` seeds);
     levels without trials are left out."""
     preds, seeds, labels, fp_preds, names = {}, {}, None, None, []
-    for level, where in _level_selections(store, cell, factor, levels):
+    for level, where in level_selections(store, cell, factor, levels):
         if store.trials(**where).empty:
             continue
         rows, level_preds, fp_preds, labels = store.predictions(**where)
@@ -102,7 +102,7 @@ def factor_seconds(store: ResultsStore, cell: Cell, factor: str, levels: list, t
     """Per level of ``factor`` (the trials of :func:`factor_frame`): the number of trials and the
     median seconds a trial spent calibrating (reconstruction included) and evaluating."""
     rows = []
-    for level, where in _level_selections(store, cell, factor, levels):
+    for level, where in level_selections(store, cell, factor, levels):
         stored = store.trials(**where)
         if stored.empty:
             continue

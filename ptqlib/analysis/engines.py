@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.files import bench_runs
-from ptqlib.analysis.cells import Cell, LevelPredictions, _level_selections, factor_predictions
+from ptqlib.analysis.cells import Cell, LevelPredictions, level_selections, factor_predictions
 from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
                                       _quantiles, bootstrap_interval, chance_p, decide, decide_chance)
 from ptqlib.study.store import ResultsStore
@@ -226,7 +226,7 @@ def stored_seconds(store: ResultsStore, cell: Cell, trials: int) -> pd.DataFrame
     seconds a trial spent calibrating (the int8 conversion included) and evaluating, as the store
     recorded them (each trial's own run, under whatever else ran on the machine then)."""
     rows = []
-    for engine, where in _level_selections(store, replace(cell, engine="fake"), "engine", ENGINES):
+    for engine, where in level_selections(store, replace(cell, engine="fake"), "engine", ENGINES):
         stored = store.trials(**where)
         if stored.empty:
             continue

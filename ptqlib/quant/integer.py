@@ -78,7 +78,7 @@ from torch import nn
 
 from ptqlib.metrics import per_class_accuracy
 from ptqlib.models import CIFAR_DEPTHS, ShortcutA
-from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantizedModel, _is_add
+from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantizedModel, is_add
 
 # models whose every quantized layer between the first and the last activation quantizer has
 # an integer path (verified by tests and by the agreement measured on the test sets)
@@ -150,7 +150,7 @@ def _chain(conv: fx.Node, modules: dict[str, nn.Module]) -> _Chain | None:
     u = _only_user(n)
     if u is not None and (kind := _activation_kind(u, modules)) is not None:
         n, unary, u = u, kind, _only_user(u)
-    if u is not None and unary is None and _is_add(u) and len(u.args) == 2 and not u.kwargs:
+    if u is not None and unary is None and is_add(u) and len(u.args) == 2 and not u.kwargs:
         other = u.args[1] if u.args[0] is n else u.args[0]
         if not isinstance(other, fx.Node) or other is n:
             return None

@@ -196,7 +196,7 @@ def _is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_method" and node.target in ("relu", "relu_", "clamp")
 
 
-def _is_add(node: fx.Node) -> bool:
+def is_add(node: fx.Node) -> bool:
     if node.op == "call_function":
         return node.target in ADD_FUNCTIONS
     return node.op == "call_method" and node.target in ("add", "add_")
@@ -214,7 +214,7 @@ def _chain_end(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
         return n
 
     end = through_activations(node)
-    if (u := _only_user(end)) is not None and _is_add(u):
+    if (u := _only_user(end)) is not None and is_add(u):
         end = through_activations(u)
     return end
 

@@ -79,7 +79,7 @@ class _RoundSTE(torch.autograd.Function):
         return grad
 
 
-def _broadcast(t: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+def broadcast(t: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
     shape = [1] * x.dim()
     shape[axis] = -1
     return t.reshape(shape)
@@ -88,8 +88,8 @@ def _broadcast(t: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """Differentiable fake quantization (STE); gradients reach ``x`` and ``scale``."""
     if spec.per_channel:
-        scale = _broadcast(scale, x, spec.ch_axis)
-        zero_point = _broadcast(zero_point, x, spec.ch_axis)
+        scale = broadcast(scale, x, spec.ch_axis)
+        zero_point = broadcast(zero_point, x, spec.ch_axis)
     zero_point = zero_point.to(x.dtype)
     x_int = _RoundSTE.apply(x * (1.0 / scale)) + zero_point
     # clamp with the gradient of PyTorch's kernels: 1 inside [qmin, qmax] (bounds included), 0 outside
@@ -174,8 +174,8 @@ def fake_quantize_inference(x: torch.Tensor, scale: torch.Tensor, zero_point: to
     arithmetic. On CPU this is several times faster than PyTorch's fused
     ``fake_quantize_per_tensor_affine`` kernel, which also writes a gradient mask."""
     if spec.per_channel:
-        scale = _broadcast(scale, x, spec.ch_axis)
-        zero_point = _broadcast(zero_point, x, spec.ch_axis)
+        scale = broadcast(scale, x, spec.ch_axis)
+        zero_point = broadcast(zero_point, x, spec.ch_axis)
     inv_scale = 1.0 / scale  # float32 division, as in PyTorch's kernels
     out = torch.mul(x, inv_scale).round_()
     if spec.per_channel or zero_point.item() != 0:

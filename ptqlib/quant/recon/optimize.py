@@ -14,7 +14,7 @@ from ptqlib.quant.quantizer import flat_view, qparams_from_range
 from ptqlib.quant.range_estimators import HistogramObserver
 from ptqlib.quant.recon.config import ReconConfig
 from ptqlib.quant.recon.rounding import AdaRound, beta_at
-from ptqlib.quant.recon.units import Const, _channels_last, _in_order, _num_images, _run, _take
+from ptqlib.quant.recon.units import Const, to_channels_last, in_order, num_images, run_unit, take
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class ClassWeights:
 
 @torch.no_grad()
 def _unit_error(unit: nn.Module, inputs: list, targets: list[torch.Tensor]) -> float:
-    outs = _run(unit, inputs)
+    outs = run_unit(unit, inputs)
     return sum(_output_error(o, t).item() for o, t in zip(outs, targets))
 
 
@@ -93,7 +93,7 @@ def _init_act_ranges(unit: nn.Module, act_quantizers: list[ActQuantizer], q_in: 
         aq.observer = HistogramObserver()
         aq.observing, aq.quantizer.enabled = True, False
         try:
-            _run(unit, sample)
+            run_unit(unit, sample)
         finally:
             aq.observing, aq.quantizer.enabled = False, True
         q = aq.quantizer
@@ -117,7 +117,7 @@ class _Stage:
     name: str = ""
 
 
-def _stages(method: str, cfg: ReconConfig) -> list[_Stage]:
+def stages_for(method: str, cfg: ReconConfig) -> list[_Stage]:
     learn_acts = method != "adaround"
     if cfg.variant == "joint":
         return [_Stage(True, learn_acts, True, learn_acts, False, cfg.iters, cfg.lr_act, 2.0)]
@@ -130,13 +130,13 @@ def _stages(method: str, cfg: ReconConfig) -> list[_Stage]:
                             cfg.act_init_metric, name="acts ")]
 
 
-def _reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targets: list[torch.Tensor], *,
+def reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, targets: list[torch.Tensor], *,
                       method: str, cfg: ReconConfig, stage: _Stage, metric: str, gen: torch.Generator,
                       progress: bool, labels: torch.Tensor | None) -> UnitReport:
     """Learn one unit's rounding and/or activation steps as ``stage`` says; ``q_in`` and ``fp_in``:
     its inputs from the quantized and the float network, ``targets`` the float network's outputs."""
     layers = [m for m in unit.modules() if isinstance(m, QUANT_LAYERS) and m.weight_quantizer.enabled]
-    act_quantizers = _in_order(unit, [m for m in unit.modules()
+    act_quantizers = in_order(unit, [m for m in unit.modules()
                                       if isinstance(m, ActQuantizer) and m.quantizer.enabled])
     if stage.init_acts:
         _init_act_ranges(unit, act_quantizers, q_in, cfg.act_init_size, stage.init_metric or metric)
@@ -229,15 +229,15 @@ def _optimize(unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfi
 
     roundings, act_scales, keep, class_weights = (learned.roundings, learned.act_scales, learned.keep,
                                                   learned.class_weights)
-    q_in, fp_in, targets = ([_channels_last(t) for t in ts] for ts in (data.inputs, data.fp_inputs, data.targets))
+    q_in, fp_in, targets = ([to_channels_last(t) for t in ts] for ts in (data.inputs, data.fp_inputs, data.targets))
     opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round) if roundings else None
     opt_act = torch.optim.Adam(act_scales, lr=stage.lr_act) if act_scales else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_act, T_max=stage.iters, eta_min=0) if opt_act else None
-    n = _num_images(q_in)
+    n = num_images(q_in)
     bar = tqdm(range(stage.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
     for step in bar:
         idx = torch.randint(n, (cfg.batch_size,), generator=gen)
-        x = _take(q_in, idx)
+        x = take(q_in, idx)
         if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
             x = [q if isinstance(f, Const) else torch.lerp(f[idx], q, keep_mask(q, keep, gen))
                  for q, f in zip(x, fp_in)]

@@ -11,8 +11,8 @@ from ptqlib.data import to_float
 from ptqlib.quant.calibration import calibrate_activations
 from ptqlib.quant.qmodel import QUANT_LAYERS, QuantizedModel
 from ptqlib.quant.recon.config import METHODS, ReconConfig
-from ptqlib.quant.recon.optimize import UnitReport, _reconstruct_unit, _stages
-from ptqlib.quant.recon.units import Const, _run, split_units
+from ptqlib.quant.recon.optimize import UnitReport, reconstruct_unit, stages_for
+from ptqlib.quant.recon.units import Const, run_unit, split_units
 
 
 def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: ReconConfig, seed: int = 0,
@@ -35,7 +35,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
         calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric)
     reports = []
     try:
-        for stage in _stages(method, cfg):
+        for stage in stages_for(method, cfg):
             reports += _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels)
     finally:
         qmodel.set_quant_state(weights=True, acts=True)
@@ -61,14 +61,14 @@ def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, la
             unit = split.get_submodule(node.target)
             q_in, fp_in = [q_env[a] for a in node.args], [fp_env[a] for a in node.args]
             qmodel.set_quant_state(weights=False, acts=False)
-            fp_out = _run(unit, fp_in)
+            fp_out = run_unit(unit, fp_in)
             qmodel.set_quant_state(weights=True, acts=stage.acts_on)
             if any(isinstance(m, QUANT_LAYERS) for m in unit.modules()):
                 with torch.enable_grad():
-                    reports.append(_reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method=method, cfg=cfg,
+                    reports.append(reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method=method, cfg=cfg,
                                                      stage=stage, metric=qmodel.config.metric, gen=gen,
                                                      progress=progress, labels=labels))
-            q_env[node], fp_env[node] = _run(unit, q_in), fp_out
+            q_env[node], fp_env[node] = run_unit(unit, q_in), fp_out
         elif node.op == "output":
             break
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ptqlib.quant.quantizer import FakeQuantizer, _broadcast
+from ptqlib.quant.quantizer import FakeQuantizer, broadcast
 from ptqlib.quant.recon.config import ReconConfig
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch: h(V) = clip(sigmoid(V)(zeta - gamma) + gamma, 0, 1)
@@ -20,8 +20,8 @@ class AdaRound(nn.Module):
     def __init__(self, weight: torch.Tensor, quantizer: FakeQuantizer) -> None:
         super().__init__()
         spec = quantizer.spec
-        scale = _broadcast(quantizer.scale, weight, 0).detach()
-        zp = _broadcast(quantizer.zero_point, weight, 0).to(weight.dtype)
+        scale = broadcast(quantizer.scale, weight, 0).detach()
+        zp = broadcast(quantizer.zero_point, weight, 0).to(weight.dtype)
         scaled = weight.detach() * (1.0 / scale)
         floor = torch.floor(scaled)
         rest = scaled - floor  # in [0, 1): round-to-nearest is h = (rest >= 0.5)

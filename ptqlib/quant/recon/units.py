@@ -73,27 +73,27 @@ class Const:
         self.value = value
 
 
-def _take(inputs: list, idx) -> list[torch.Tensor]:
+def take(inputs: list, idx) -> list[torch.Tensor]:
     return [t.value if isinstance(t, Const) else t[idx] for t in inputs]
 
 
-def _num_images(inputs: list) -> int:
+def num_images(inputs: list) -> int:
     return next(len(t) for t in inputs if not isinstance(t, Const))
 
 
 @torch.no_grad()
-def _run(unit: nn.Module, inputs: list, batch: int = 128) -> list[torch.Tensor]:
-    outs = [unit(*_take(inputs, slice(i, i + batch))) for i in range(0, _num_images(inputs), batch)]
+def run_unit(unit: nn.Module, inputs: list, batch: int = 128) -> list[torch.Tensor]:
+    outs = [unit(*take(inputs, slice(i, i + batch))) for i in range(0, num_images(inputs), batch)]
     return [torch.cat(parts) for parts in zip(*outs)]
 
 
-def _in_order(unit: nn.Module, act_quantizers: list[ActQuantizer]) -> list[ActQuantizer]:
+def in_order(unit: nn.Module, act_quantizers: list[ActQuantizer]) -> list[ActQuantizer]:
     """The unit's activation quantizers in execution order."""
     order = {id(unit.get_submodule(n.target)): i for i, n in enumerate(unit.graph.nodes) if n.op == "call_module"}
     return sorted(act_quantizers, key=lambda aq: order.get(id(aq), 0))
 
 
-def _channels_last(t):
+def to_channels_last(t):
     """4-D cached activations in channels-last memory order, where the CPU's convolutions run
     about twice as fast for the narrow early layers; other inputs as they are."""
     if isinstance(t, torch.Tensor) and t.dim() == 4:
