@@ -34,7 +34,7 @@ def _add_trial_args(p: argparse.ArgumentParser, many: bool = False) -> None:
 
 
 def _trial_config(args: argparse.Namespace) -> TrialConfig:
-    return settings.from_args(args)[0]
+    return settings.trial_config(**settings.from_args(args)[0])
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -137,7 +137,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from ptqlib.study.sweep import expand_grid, run_sweep
 
     base, factors = settings.from_args(args)
-    configs = expand_grid(base, factors, range(base.seed, base.seed + args.trials))  # validates every cell
+    configs = expand_grid(base, factors, range(base["seed"], base["seed"] + args.trials))  # validates every cell
     counts = run_sweep(configs, ResultsStore(args.store), args.workers, args.scheduler, fill_ece=args.fill_ece,
                        device=args.device)
     print(json.dumps({"store": args.store, **counts}))

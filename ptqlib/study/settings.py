@@ -314,13 +314,14 @@ def add_arguments(parser: argparse.ArgumentParser, many: bool = False) -> None:
                             default=[s.default] if many_levels else s.default, help=s.describe())
 
 
-def from_args(args: argparse.Namespace) -> tuple[TrialConfig, dict[str, list]]:
-    """The trial of parsed options (the first level of each factor) and the factors given more
-    than one level."""
+def from_args(args: argparse.Namespace) -> tuple[dict, dict[str, list]]:
+    """The flat setting values of parsed options (the first level of each factor; checked by
+    building their trial) and the factors given more than one level."""
     given = {s.name: getattr(args, s.name) for s in SETTINGS}
     factors = {name: v for name, v in given.items() if isinstance(v, list) and len(v) > 1}
     first = {name: v[0] if isinstance(v, list) else v for name, v in given.items()}
-    return trial_config(**first), factors
+    trial_config(**first)
+    return first, factors
 
 
 # --- what reports derive -------------------------------------------------------------------------

@@ -8,7 +8,6 @@ process, the only one that writes the store.
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from typing import Iterable
 
 from ptqlib.study.store import ResultsStore, row_key, trial_row
@@ -16,22 +15,17 @@ from ptqlib.study import settings
 from ptqlib.study.settings import TrialConfig
 from ptqlib.study.trial import TrialContext, default_device
 
-def with_factor(cfg: TrialConfig, name: str, value) -> TrialConfig:
-    if name not in settings.FACTORS:
-        raise ValueError(f"unknown sweep factor {name!r}; choose from {', '.join(settings.FACTORS)}")
-    return settings.with_value(cfg, name, value)
-
-
-def expand_grid(base: TrialConfig, factors: dict[str, list], seeds: Iterable[int]) -> list[TrialConfig]:
-    """Every combination of the factor levels, for every seed (seed varies fastest)."""
+def expand_grid(base: TrialConfig | dict, factors: dict[str, list], seeds: Iterable[int]) -> list[TrialConfig]:
+    """Every combination of the factor levels, for every seed (seed varies fastest). ``base`` is a
+    trial or flat setting values; flat values keep settings that ``base``'s own trial leaves out
+    (the iterations of a grid-search base whose optimizer is a factor)."""
+    unknown = set(factors) - set(settings.FACTORS)
+    if unknown:
+        raise ValueError(f"unknown sweep factor {sorted(unknown)[0]!r}; choose from {', '.join(settings.FACTORS)}")
+    flat = settings.values(base) if isinstance(base, TrialConfig) else dict(base)
     names = list(factors)
-    configs = []
-    for levels in itertools.product(*(factors[n] for n in names)):
-        cfg = base
-        for name, value in zip(names, levels):
-            cfg = with_factor(cfg, name, value)
-        configs.extend(replace(cfg, seed=s) for s in seeds)
-    return configs
+    return [settings.trial_config(**{**flat, **dict(zip(names, levels)), "seed": s})
+            for levels in itertools.product(*(factors[n] for n in names)) for s in seeds]
 
 
 _CONTEXTS: dict[tuple, TrialContext] = {}
