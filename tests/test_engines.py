@@ -164,7 +164,9 @@ def test_bench_table_reads_the_runs_that_measured_int8(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"model": "resnet20", "dataset": "d", "w_bits": 4, "a_bits": 4,
                                                  "fp_eval_s": 10.0, "int8_eval_s": 1.0, "int8_agreement": 1.0}))
     (tmp_path / "b.json").write_text(json.dumps({"model": "resnet20", "eval_s": 3.0}))  # no int8 fields
-    (tmp_path / "c.json").write_text(json.dumps([1, 2]))
     table = E.bench_table(tmp_path)
     assert table["file"].tolist() == ["a.json"] and list(table.columns) == E.BENCH_COLUMNS
     assert table["int8_eval_s"].iloc[0] == 1.0 and pd.isna(table["threads"].iloc[0])
+    (tmp_path / "c.json").write_text(json.dumps([1, 2]))  # not a record: an error naming the file
+    with pytest.raises(ValueError, match="c.json holds a JSON list, not an object"):
+        E.bench_table(tmp_path)
