@@ -8,8 +8,8 @@
 # times with randomly drawn calibration sets and measure the accuracy of **every class** and
 # of the **worst class**, not only the average.
 #
-# Every number and sentence below is computed from the results store (`results/trials.sqlite`)
-# by the `ptqlib` package of this repository; `make report` regenerates the book and
+# Every number and sentence below is computed from the results store (`results/trials.sqlite`,
+# built on first use from the parts committed in `results/trials/`) by the `ptqlib` package of this repository; `make report` regenerates the book and
 # `ptq section NAME -p KEY VALUE` reruns one section with new parameters.
 
 # %% tags=["parameters"]
