@@ -8,7 +8,7 @@ Everything else is derived from :data:`SETTINGS`:
 
 - the ``ptq`` options (:func:`add_arguments`) and the trial of a command line (:func:`from_args`);
 - a trial from flat values (:func:`trial_config`) and back (:func:`values`), so sweeps vary any
-  factor by name (:func:`with_value`) and a study cell is a set of flat values (:data:`Cell`);
+  factor by name (``ptqlib.study.sweep.expand_grid``) and a study cell is a set of flat values (:data:`Cell`);
 - the trial's key (:func:`key_dict`: settings added after trials were stored are left out at their
   default, so those trials keep their keys);
 - the store's configuration columns and their migrations (:func:`columns`, :data:`COLUMNS`,
@@ -263,12 +263,6 @@ def values(cfg: TrialConfig) -> dict:
         value = _get(cfg, s.path)
         out[s.name] = s.default if value is None else value
     return out
-
-
-def with_value(cfg: TrialConfig, name: str, value) -> TrialConfig:
-    """``cfg`` with one setting changed (reconstruction settings re-derived from it)."""
-    setting(name)
-    return trial_config(**{**values(cfg), name: value})
 
 
 def key_dict(cfg: TrialConfig) -> dict:
