@@ -328,3 +328,74 @@ def test_keep_mask_is_the_uniform_draw_it_replaces(p):
     assert torch.equal(mask, expected) and mask.stride() == x.stride()
     gen_mask = keep_mask(x.contiguous(), p, torch.Generator().manual_seed(2))
     assert torch.equal(gen_mask, (torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) < p).float())
+
+
+@pytest.mark.parametrize("method", ["adaround", "brecq", "qdrop"])
+@pytest.mark.parametrize("variant", ["joint", "reference"])
+def test_the_graph_step_on_fixed_buffers_is_the_eager_step(method, variant, monkeypatch):
+    """The step a GPU captures as a CUDA graph (batch indices drawn up front, beta and learning
+    rate written into fixed buffers, the regulariser weighted 0 during the warm-up), run eagerly
+    here: the same rounding and step sizes as the eager step from the same seed. QDrop's input
+    masks come from another generator there, so its result only comes close."""
+    from ptqlib.quant.recon import optimize
+
+    _, a, images = calibrated()
+    b = copy.deepcopy(a)
+    cfg = ReconConfig(iters=40, batch_size=8, variant=variant, act_iters=20, act_init_size=32)
+    units = {}
+    for mode, model in (("eager", a), ("static", b)):
+        monkeypatch.setattr(optimize, "STEP_MODE", mode)
+        units[mode] = reconstruct(model, images, method, cfg, seed=3, progress=False)
+    if method == "qdrop":
+        for ue, us in zip(units["eager"], units["static"]):
+            assert us.recon_loss == pytest.approx(ue.recon_loss, rel=0.25), ue.name
+            assert us.recon_loss < us.grid_loss
+        return
+    for (_, la), (_, lb) in zip(a.quant_layers(), b.quant_layers()):
+        assert torch.equal(la.weight, lb.weight)
+    for qa, qb in zip(a.act_quantizers(), b.act_quantizers()):
+        assert torch.allclose(qa.quantizer.scale, qb.quantizer.scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["adaround", "brecq", "qdrop"])
+def test_a_reconstruction_stopped_after_a_unit_resumes_to_the_same_result(method, tmp_path, monkeypatch):
+    """Stopped in the middle (after a few units; for BRECQ's reference variant, in its second
+    pass), a reconstruction started again with its checkpoint ends where an uninterrupted one
+    does, and reconstructs only the units it had not finished."""
+    from ptqlib.quant.recon import passes
+
+    _, whole, images = calibrated()
+    stopped, resumed = copy.deepcopy(whole), copy.deepcopy(whole)
+    cfg = ReconConfig(iters=12, batch_size=8, variant="reference", act_iters=6, act_init_size=32)
+    expected = reconstruct(whole, images, method, cfg, seed=3, progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+    real, calls = passes.reconstruct_unit, []
+    stop_at = 14 if method == "brecq" else 5  # BRECQ: 11 units in its first pass
+
+    def stopping(*args, **kwargs):
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(passes, "reconstruct_unit", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(stopped, images, method, cfg, seed=3, progress=False, checkpoint=ckpt)
+    assert ckpt.exists()
+    calls.clear()
+    stop_at = -1
+    reports = reconstruct(resumed, images, method, cfg, seed=3, progress=False, checkpoint=ckpt)
+    assert len(calls) == len(expected) - (14 if method == "brecq" else 5)
+    assert not ckpt.exists()
+    assert [r.name for r in reports] == [r.name for r in expected]
+    assert [r.recon_loss for r in reports] == pytest.approx([r.recon_loss for r in expected], rel=1e-6)
+    for (_, la), (_, lb) in zip(whole.quant_layers(), resumed.quant_layers()):
+        assert torch.equal(la.weight, lb.weight)
+    for qa, qb in zip(whole.act_quantizers(), resumed.act_quantizers()):
+        assert torch.equal(qa.quantizer.scale, qb.quantizer.scale)
+    # a checkpoint of another reconstruction is refused
+    monkeypatch.setattr(passes, "reconstruct_unit", real)
+    other = passes._Checkpoint(ckpt, method, cfg, seed=4, images=images, device=torch.device("cpu"))
+    other.save(passes._Resume(0, {}, {}, [], []), torch.Generator())
+    with pytest.raises(ValueError, match="another reconstruction"):
+        reconstruct(copy.deepcopy(stopped), images, method, cfg, seed=3, progress=False, checkpoint=ckpt)

@@ -290,6 +290,38 @@ class QuantizedModel(nn.Module):
             raise ValueError(f"no quantized layer in scope {scope!r}")
 
 
+_STATE_ENTRIES = ("weight", "bias", "scale", "zero_point")  # what calibration and reconstruction set
+
+
+def quant_state(qmodel: QuantizedModel) -> dict[str, torch.Tensor]:
+    """What calibration and reconstruction set in ``qmodel``, on the CPU: every quantized layer's
+    weight and bias and every quantizer's scale and zero point, by qualified name (observers'
+    histograms left out). With the same model and :class:`QuantConfig`, :func:`load_quant_state`
+    makes another quantized copy compute the same, e.g. one reconstructed on another machine."""
+    return {name: t.detach().cpu().clone() for name, t in qmodel.state_dict().items()
+            if name.rsplit(".", 1)[-1] in _STATE_ENTRIES}
+
+
+@torch.no_grad()
+def load_quant_state(qmodel: QuantizedModel, state: dict[str, torch.Tensor]) -> None:
+    """Set ``qmodel`` to ``state`` (from :func:`quant_state` of a model quantized alike); its
+    quantizers count as calibrated, their on/off switches stay as they are."""
+    own = {name: t for name, t in qmodel.state_dict().items() if name.rsplit(".", 1)[-1] in _STATE_ENTRIES}
+    if set(own) != set(state):
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        raise ValueError(f"quantized state does not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    modules = dict(qmodel.named_modules())
+    for name, module in modules.items():
+        if isinstance(module, FakeQuantizer):
+            module.set_qparams(state[f"{name}.scale"], state[f"{name}.zero_point"])
+    for name, t in qmodel.named_parameters():
+        if name in state:
+            t.copy_(state[name])
+    for name, t in qmodel.named_buffers():
+        if name in state and not isinstance(modules[name.rsplit(".", 1)[0]], FakeQuantizer):
+            t.copy_(state[name])
+
+
 def _in_scope(name: str, scope: str) -> bool:
     return not scope or name == scope or name.startswith(scope + ".")
 

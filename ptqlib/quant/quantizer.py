@@ -178,7 +178,9 @@ def fake_quantize_inference(x: torch.Tensor, scale: torch.Tensor, zero_point: to
         zero_point = broadcast(zero_point, x, spec.ch_axis)
     inv_scale = 1.0 / scale  # float32 division, as in PyTorch's kernels
     out = torch.mul(x, inv_scale).round_()
-    if spec.per_channel or zero_point.item() != 0:
+    # reading the zero point waits for a GPU (and cannot be captured in a CUDA graph): there the
+    # general form, exact for a zero point of 0 too
+    if spec.per_channel or x.device.type != "cpu" or zero_point.item() != 0:
         zp = zero_point.to(x.dtype)
         return out.add_(zp).clamp_(spec.qmin, spec.qmax).sub_(zp).mul_(scale)
     return out.clamp_(spec.qmin, spec.qmax).mul_(scale)

@@ -98,8 +98,9 @@ def row_key(cfg: TrialConfig, weights_fp: str, data_fp: str) -> str:
     return hashlib.sha256(f"{cfg.key()}|{weights_fp}|{data_fp}".encode()).hexdigest()[:24]
 
 
-def trial_row(result: TrialResult, ctx: TrialContext) -> dict:
-    """Everything stored of a trial, as plain values (picklable across processes)."""
+def trial_row(result: TrialResult, ctx: TrialContext, device: str | None = None) -> dict:
+    """Everything stored of a trial, as plain values (picklable across processes). ``device``:
+    where its quantization ran, if not on ``ctx``'s device (a reconstruction run elsewhere)."""
     cfg = result.config
     worst = min(result.per_class, key=result.per_class.get)
     return {"key": row_key(cfg, ctx.weights_fp, ctx.data_fp), "config_key": cfg.key(),
@@ -109,7 +110,7 @@ def trial_row(result: TrialResult, ctx: TrialContext) -> dict:
             "noise_images": result.noise_images, "preds": pack_preds(result.preds),
             "calib_s": result.calib_seconds, "eval_s": result.eval_seconds, "version": __version__,
             "data_fp": ctx.data_fp, "weights_fp": ctx.weights_fp, "created": time.time(), "ece": result.ece,
-            "device": str(ctx.device)}
+            "device": device or str(ctx.device)}
 
 
 class ResultsStore:

@@ -11,11 +11,12 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from ptqlib.quant.calibration import calibrate_activations, calibrate_weights
-from ptqlib.study.calibset import CalibSpec, build_calibration_set
+from ptqlib.study.calibset import CalibSet, CalibSpec, build_calibration_set
 from ptqlib.data import Split, cache_dir, load_calibration_pool, load_split, save_atomic
 from ptqlib.quant.integer import to_integer
 from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
@@ -51,7 +52,7 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def _full_float32_on_cuda() -> None:
+def full_float32_on_cuda() -> None:
     """No TF32 in CUDA convolutions and matmuls (a global setting): TF32 keeps ~10 mantissa bits,
     enough to move fake-quantized values across rounding boundaries."""
     torch.backends.cudnn.allow_tf32 = False
@@ -109,7 +110,7 @@ class TrialContext:
         self.model_name, self.dataset, self.weights_arg = check_model(model), dataset, weights
         self.device = check_device(device or default_device())
         if self.device.type == "cuda":
-            _full_float32_on_cuda()
+            full_float32_on_cuda()
         self.weights = resolve_weights(model, dataset, weights)
         size = model_info(model).input_size
         self.test: Split = load_split(dataset, "test", size)
@@ -168,15 +169,30 @@ class TrialContext:
     def named(self, per_class: dict[int, float]) -> dict[str, float]:
         return {self.test.class_names[c]: a for c, a in per_class.items()}
 
-    def quantize(self, cfg: TrialConfig, images: torch.Tensor, labels: torch.Tensor | None = None) -> QuantizedModel:
-        """Grid search on all calibration images; or, for reconstruction, ranges initialised on
-        the first ``act_init_size`` images and then reconstruction on all of them."""
+    def calibration_set(self, cfg: TrialConfig) -> CalibSet:
+        return build_calibration_set(self.pool_for(cfg.calib), cfg.calib, cfg.seed)
+
+    def calibrated(self, cfg: TrialConfig, images: torch.Tensor) -> QuantizedModel:
+        """The quantized model with its ranges set: by grid search on all calibration images, or,
+        before reconstruction, activation ranges initialised on the first ``act_init_size``."""
         qmodel = self._with_weight_ranges(cfg.quant)
         calibrate_activations(qmodel, images if cfg.recon is None else images[:cfg.recon.act_init_size])
         qmodel.set_quant_state(weights=True, acts=True)
-        if cfg.recon is not None:
-            reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed, labels=labels)
         return qmodel
+
+    def quantize(self, cfg: TrialConfig, images: torch.Tensor, labels: torch.Tensor | None = None) -> QuantizedModel:
+        """:meth:`calibrated`, then the reconstruction of ``cfg`` (if any) on all the images."""
+        qmodel = self.calibrated(cfg, images)
+        if cfg.recon is not None:
+            reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed, labels=labels,
+                        checkpoint=self.checkpoint_path(cfg))
+        return qmodel
+
+    def checkpoint_path(self, cfg: TrialConfig) -> Path:
+        """Where a reconstruction trial saves its progress after each unit, so that a stopped
+        trial started again resumes there (see :func:`ptqlib.quant.recon.reconstruct`)."""
+        ident = hashlib.sha256(f"{cfg.key()}|{self.weights_fp}|{self.data_fp}".encode()).hexdigest()[:24]
+        return cache_dir() / "recon" / f"{ident}.pt"
 
     def _with_weight_ranges(self, quant: QuantConfig) -> QuantizedModel:
         """A quantized copy of the model with its weight ranges set. They depend only on the
@@ -195,15 +211,26 @@ class TrialContext:
         return qmodel
 
     def run(self, cfg: TrialConfig) -> TrialResult:
+        self._check(cfg)
+        t0 = time.perf_counter()
+        calib = self.calibration_set(cfg)
+        qmodel = self.quantize(cfg, calib.images, calib.labels)
+        _synchronize(self.device)
+        return self.evaluate(cfg, qmodel, calib, time.perf_counter() - t0)
+
+    def _check(self, cfg: TrialConfig) -> None:
         assert (cfg.model, cfg.dataset) == (self.model_name, self.dataset), "trial does not match its context"
         if cfg.engine == "int8" and self.device.type != "cpu":
             raise ValueError(f"engine 'int8' evaluates on the CPU's int8 kernels; device {str(self.device)!r} "
                              "is not supported, use device cpu")
+
+    def evaluate(self, cfg: TrialConfig, qmodel: QuantizedModel, calib: CalibSet, calib_seconds: float) -> TrialResult:
+        """The trial's result from its quantized model (for the ``int8`` engine, converted first;
+        the conversion counts as calibration time) and the seconds its quantization took."""
+        self._check(cfg)
         t0 = time.perf_counter()
-        calib = build_calibration_set(self.pool_for(cfg.calib), cfg.calib, cfg.seed)
-        qmodel = self.quantize(cfg, calib.images, calib.labels)
         if cfg.engine == "int8":
-            qmodel = to_integer(qmodel.cpu())  # conversion counts as calibration time
+            qmodel = to_integer(qmodel.cpu())
         _synchronize(self.device)
         t1 = time.perf_counter()
         preds, confidence = predict_with_confidence(qmodel, self.test)
@@ -211,5 +238,4 @@ class TrialContext:
         per_class = self.named(per_class_accuracy(preds, self.test.labels, self.classes))
         ece = expected_calibration_error(confidence, preds == self.test.labels)
         return TrialResult(cfg, accuracy(preds, self.test.labels), per_class, self.fp_avg, self.fp_per_class,
-                           preds, calib.class_counts, calib.noise_images, t1 - t0, t2 - t1, ece)
-
+                           preds, calib.class_counts, calib.noise_images, calib_seconds + t1 - t0, t2 - t1, ece)

@@ -3,6 +3,7 @@ optimisation loop."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -222,44 +223,202 @@ class UnitData:
     targets: list[torch.Tensor]  # the float network's outputs
 
 
+# How a step runs: "auto" (a CUDA graph on a GPU when no class weights are learned, else eager),
+# "eager", or "static" (the graph's step on fixed buffers, run eagerly: what tests check on a CPU)
+STEP_MODE = "auto"
+
+
+def _step_mode(device: torch.device, class_weights: ClassWeights | None) -> str:
+    if STEP_MODE != "auto":
+        return STEP_MODE
+    if device.type == "cuda" and class_weights is None and os.environ.get("PTQ_CUDA_GRAPHS", "1") != "0":
+        return "graph"
+    return "eager"
+
+
 def _optimize(unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfig, stage: _Stage,
               gen: torch.Generator, *, desc: str = "", progress: bool = False) -> None:
     """Learn ``learned`` for ``stage.iters`` iterations on random batches of ``data``."""
     from tqdm.auto import tqdm
 
-    roundings, act_scales, keep, class_weights = (learned.roundings, learned.act_scales, learned.keep,
-                                                  learned.class_weights)
-    q_in, fp_in, targets = ([to_channels_last(t) for t in ts] for ts in (data.inputs, data.fp_inputs, data.targets))
-    opt = torch.optim.Adam([r.logits for r in roundings], lr=cfg.lr_round) if roundings else None
-    opt_act = torch.optim.Adam(act_scales, lr=stage.lr_act) if act_scales else None
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_act, T_max=stage.iters, eta_min=0) if opt_act else None
-    n = num_images(q_in)
+    device = next(t for t in data.inputs if not isinstance(t, Const)).device
+    mode = _step_mode(device, learned.class_weights)
+    steps = (_EagerSteps(unit, learned, data, cfg, stage, gen) if mode == "eager" else
+             _StaticSteps(unit, learned, data, cfg, stage, gen, graph=mode == "graph"))
     bar = tqdm(range(stage.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
     for step in bar:
-        idx = torch.randint(n, (cfg.batch_size,), generator=gen)
-        x = take(q_in, idx)
+        rec = steps(step)
+        if progress and step % 200 == 0:  # reading the loss waits for the step (a GPU sync)
+            bar.set_postfix(rec=f"{rec.item():.4g}")
+
+
+class _EagerSteps:
+    """The optimisation step as plain PyTorch code, one call per iteration."""
+
+    def __init__(self, unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfig, stage: _Stage,
+                 gen: torch.Generator) -> None:
+        self.unit, self.learned, self.cfg, self.stage, self.gen = unit, learned, cfg, stage, gen
+        self.q_in, self.fp_in, self.targets = ([to_channels_last(t) for t in ts]
+                                               for ts in (data.inputs, data.fp_inputs, data.targets))
+        self.n = num_images(self.q_in)
+        self.opt = torch.optim.Adam([r.logits for r in learned.roundings], lr=cfg.lr_round) if learned.roundings else None
+        self.opt_act = torch.optim.Adam(learned.act_scales, lr=stage.lr_act) if learned.act_scales else None
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_act, T_max=stage.iters, eta_min=0)
+                      if self.opt_act else None)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        roundings, keep, class_weights = self.learned.roundings, self.learned.keep, self.learned.class_weights
+        idx = torch.randint(self.n, (self.cfg.batch_size,), generator=self.gen)
+        x = take(self.q_in, idx)
         if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
-            x = [q if isinstance(f, Const) else torch.lerp(f[idx], q, keep_mask(q, keep, gen))
-                 for q, f in zip(x, fp_in)]
-        out = unit(*x)
-        if stage.p != 2.0:
-            rec = sum(_output_error(o, t[idx], stage.p) for o, t in zip(out, targets))
+            x = [q if isinstance(f, Const) else torch.lerp(f[idx], q, keep_mask(q, keep, self.gen))
+                 for q, f in zip(x, self.fp_in)]
+        out = self.unit(*x)
+        if self.stage.p != 2.0:
+            rec = sum(_output_error(o, t[idx], self.stage.p) for o, t in zip(out, self.targets))
         elif class_weights is None:
-            rec = sum(_step_error(o, t[idx]) for o, t in zip(out, targets))
+            rec = sum(_step_error(o, t[idx]) for o, t in zip(out, self.targets))
         else:
-            errors = sum(_image_errors(o, t[idx]) for o, t in zip(out, targets))  # [B]
+            errors = sum(_image_errors(o, t[idx]) for o, t in zip(out, self.targets))  # [B]
             class_weights.update(idx, errors.detach())
             rec = (class_weights.batch_weights(idx).to(errors.device) * errors).mean()
-        beta, reg_on = beta_at(step, cfg)
-        loss = rec + cfg.lam * sum(r.regularizer(beta) for r in roundings) if reg_on and roundings else rec
-        for o in (opt, opt_act):
+        beta, reg_on = beta_at(step, self.cfg)
+        loss = rec + self.cfg.lam * sum(r.regularizer(beta) for r in roundings) if reg_on and roundings else rec
+        for o in (self.opt, self.opt_act):
             if o is not None:
                 o.zero_grad(set_to_none=True)
         loss.backward()
-        if opt is not None:
-            opt.step()
-        if opt_act is not None:
-            opt_act.step()
+        if self.opt is not None:
+            self.opt.step()
+        if self.opt_act is not None:
+            self.opt_act.step()
+            self.sched.step()
+        return rec
+
+
+class _StaticSteps:
+    """The same step (without class weights) on fixed buffers, so that a GPU can capture it once
+    as a CUDA graph and replay it: per iteration only the buffers change (the batch's indices,
+    ``beta``, the regulariser's weight, the activation learning rate), written by device-side
+    copies and fills that do not wait for the GPU. The batch indices are drawn up front from the
+    same generator, which gives the eager step's sequence. What differs from the eager step:
+    QDrop's masks at the unit's input are drawn on the unit's device from its default generator
+    (as its drops inside the unit always are), not from the reconstruction's CPU generator; the
+    regulariser is added with weight 0 during the warm-up instead of left out; ``beta`` and the
+    learning rate are tensors; and on a GPU Adam runs its ``capturable`` form. Without QDrop the
+    result is the eager step's (a test checks it on the CPU); a graph replays QDrop's drops with
+    new random numbers each time (PyTorch's graph-safe generator).
+
+    With ``graph=False`` the step runs eagerly on the buffers; with ``graph=True`` the first
+    iterations run eagerly on a side stream (as PyTorch's whole-network capture asks), the next
+    is captured and every later one replayed. If the capture fails the steps go on eagerly."""
+
+    WARMUP = 3
+
+    def __init__(self, unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfig, stage: _Stage,
+                 gen: torch.Generator, graph: bool = False) -> None:
+        assert learned.class_weights is None, "class weights are updated on the CPU: eager steps only"
+        self.unit, self.learned, self.cfg, self.stage = unit, learned, cfg, stage
+        self.q_in, self.fp_in, self.targets = ([to_channels_last(t) for t in ts]
+                                               for ts in (data.inputs, data.fp_inputs, data.targets))
+        device = next(t for t in self.q_in if not isinstance(t, Const)).device
+        self.all_idx = torch.randint(num_images(self.q_in), (stage.iters, cfg.batch_size), generator=gen).to(device)
+        self.idx = torch.zeros(cfg.batch_size, dtype=torch.long, device=device)
+        self.beta = torch.tensor(cfg.beta_start, device=device)
+        self.reg_weight = torch.tensor(0.0, device=device)
+        self.opt = (torch.optim.Adam([r.logits for r in learned.roundings], lr=cfg.lr_round, capturable=graph)
+                    if learned.roundings else None)
+        self.opt_act, self.lrs = None, None
+        if learned.act_scales:
+            self.lr = torch.tensor(stage.lr_act, device=device)
+            self.opt_act = torch.optim.Adam(learned.act_scales, lr=self.lr, capturable=graph)
+            self.lrs = _cosine_lrs(stage.lr_act, stage.iters)
+        self.graph = torch.cuda.CUDAGraph() if graph else None
+        self.captured = False
+        self.rec: torch.Tensor | None = None
+
+    def _fill(self, step: int) -> None:
+        """Write iteration ``step``'s batch and schedules into the buffers."""
+        self.idx.copy_(self.all_idx[step])
+        beta, reg_on = beta_at(step, self.cfg)
+        self.beta.fill_(beta)
+        self.reg_weight.fill_(self.cfg.lam if reg_on else 0.0)
+        if self.lrs is not None:
+            self.lr.fill_(self.lrs[step])
+
+    def _step(self) -> torch.Tensor:
+        x = take(self.q_in, self.idx)
+        keep = self.learned.keep
+        if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
+            x = [q if isinstance(f, Const) else torch.lerp(f[self.idx], q, keep_mask(q, keep))
+                 for q, f in zip(x, self.fp_in)]
+        out = self.unit(*x)
+        if self.stage.p != 2.0:
+            rec = sum(_output_error(o, t[self.idx], self.stage.p) for o, t in zip(out, self.targets))
+        else:
+            rec = sum(_step_error(o, t[self.idx]) for o, t in zip(out, self.targets))
+        roundings = self.learned.roundings
+        loss = rec + self.reg_weight * sum(r.regularizer(self.beta) for r in roundings) if roundings else rec
+        loss.backward()
+        for o in (self.opt, self.opt_act):
+            if o is not None:
+                o.step()
+        return rec
+
+    def _zero_grad(self) -> None:
+        for o in (self.opt, self.opt_act):
+            if o is not None:
+                o.zero_grad(set_to_none=True)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        self._fill(step)
+        if self.graph is None:
+            self._zero_grad()
+            self.rec = self._step()
+        elif step < self.WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._zero_grad()
+                self.rec = self._step()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            if not self.captured:
+                self._capture()
+            if self.graph is not None:
+                self.graph.replay()
+        return self.rec
+
+    def _capture(self) -> None:
+        """Record one step (the buffers already hold this iteration's values); a failed capture
+        leaves the remaining steps eager."""
+        import warnings
+
+        self.captured = True
+        self._zero_grad()
+        try:
+            with torch.cuda.graph(self.graph):
+                self.rec = self._step()
+        except Exception as err:  # an operation that cannot be captured: keep going without the graph
+            warnings.warn(f"CUDA graph capture failed ({err}); the reconstruction steps run eagerly", stacklevel=2)
+            self.graph = None
+            torch.cuda.synchronize()
+            self._zero_grad()
+            self.rec = self._step()
+
+
+def _cosine_lrs(lr: float, iters: int) -> list[float]:
+    """The learning rate of every iteration under ``CosineAnnealingLR(T_max=iters, eta_min=0)``,
+    computed by the scheduler itself so that the values equal the eager step's."""
+    import warnings
+
+    param = nn.Parameter(torch.zeros(()))
+    opt = torch.optim.SGD([param], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iters, eta_min=0)
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stepping the scheduler without optimising
+        for _ in range(iters):
+            lrs.append(opt.param_groups[0]["lr"])
             sched.step()
-        if progress and step % 200 == 0:  # reading the loss waits for the step (a GPU sync)
-            bar.set_postfix(rec=f"{rec.item():.4g}")
+    return lrs

@@ -2,25 +2,36 @@
 the network quantized up to it."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import operator
+from pathlib import Path
 
 import torch
 import torch.fx as fx
 
-from ptqlib.data import to_float
+from ptqlib.data import save_atomic, to_float
 from ptqlib.quant.calibration import calibrate_activations
-from ptqlib.quant.qmodel import QUANT_LAYERS, QuantizedModel
+from ptqlib.quant.qmodel import QUANT_LAYERS, QuantizedModel, load_quant_state, quant_state
 from ptqlib.quant.recon.config import METHODS, ReconConfig
 from ptqlib.quant.recon.optimize import UnitReport, reconstruct_unit, stages_for
 from ptqlib.quant.recon.units import Const, run_unit, split_units
 
 
 def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: ReconConfig, seed: int = 0,
-                progress: bool = True, labels: torch.Tensor | None = None) -> list[UnitReport]:
+                progress: bool = True, labels: torch.Tensor | None = None,
+                checkpoint: str | Path | None = None) -> list[UnitReport]:
     """Reconstruct a calibrated quantized model unit by unit on ``images`` (uint8 or float);
     ``labels`` (``[N]``, -1 for noise images) are needed by ``class_weighting="dro"``. One report
     per unit and pass (BRECQ's reference variant makes two passes; the second's units are named
-    ``acts ...``)."""
+    ``acts ...``).
+
+    With ``checkpoint`` (a file path), the state after every reconstructed unit is saved there: the
+    model's weights and quantizer parameters, the random generators and the reports so far. A
+    reconstruction started again with the same model, images, settings and seed resumes after the
+    last saved unit and ends where an uninterrupted one would have; the file is deleted when the
+    reconstruction completes."""
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
     if cfg.weights_classes and (labels is None or len(labels) != len(images)):
@@ -33,18 +44,103 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     if cfg.variant == "reference" and method == "qdrop":
         # QDrop's main_imagenet.py: every activation range from the float network on 256 images at once
         calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric)
-    reports = []
+    saver = _Checkpoint(checkpoint, method, cfg, seed, images, device) if checkpoint is not None else None
+    resume = saver.restore(gen) if saver is not None and saver.exists() else None
+    reports = [] if resume is None else resume.reports
     try:
-        for stage in stages_for(method, cfg):
-            reports += _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels)
+        for i, stage in enumerate(stages_for(method, cfg)):
+            if resume is not None and i < resume.stage:
+                continue  # a finished pass: its effect is in the state restored below
+            if resume is not None and i == resume.stage:
+                load_quant_state(qmodel, resume.start)
+                done, finished = set(resume.done), _unit_loader(qmodel, resume.state)
+            else:
+                done, finished = set(), None
+            start = quant_state(qmodel) if saver is not None else None
+
+            def save(name: str, new: list[UnitReport], i: int = i, done: set = done, start=start) -> None:
+                done.add(name)
+                saver.save(_Resume(i, start, quant_state(qmodel), sorted(done), reports + new), gen)
+
+            reports = reports + _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels,
+                                                  skip=done, on_skip=finished,
+                                                  after_unit=None if saver is None else save)
     finally:
         qmodel.set_quant_state(weights=True, acts=True)
+    if saver is not None:
+        saver.remove()
     return reports
 
 
-def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels) -> list[UnitReport]:
+@dataclasses.dataclass
+class _Resume:
+    """Where a reconstruction stopped: in pass ``stage``, which began in state ``start``, after
+    the units ``done`` of that pass, in state ``state``."""
+
+    stage: int
+    start: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]
+    done: list[str]
+    reports: list[UnitReport]
+
+
+def _unit_loader(qmodel: QuantizedModel, state: dict[str, torch.Tensor]):
+    """``load(unit)``: set the weights and quantizers of ``unit``'s modules from ``state``."""
+    names = {id(m): name for name, m in qmodel.named_modules()}
+
+    def load(unit: torch.nn.Module) -> None:
+        prefixes = tuple(names[id(m)] + "." for m in unit.modules() if id(m) in names and names[id(m)])
+        current = quant_state(qmodel)
+        load_quant_state(qmodel, current | {k: v for k, v in state.items() if k.startswith(prefixes)})
+
+    return load
+
+
+class _Checkpoint:
+    """The file of a reconstruction's progress (see :func:`reconstruct`), tied to its method,
+    settings, seed and images: a file left by another reconstruction is refused, not resumed."""
+
+    def __init__(self, path: str | Path, method: str, cfg: ReconConfig, seed: int, images: torch.Tensor,
+                 device: torch.device) -> None:
+        self.path, self.device = Path(path), device
+        digest = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+        self.ident = json.dumps({"method": method, "recon": dataclasses.asdict(cfg), "seed": seed,
+                                 "images": digest}, sort_keys=True)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def save(self, resume: _Resume, gen: torch.Generator) -> None:
+        save_atomic({"ident": self.ident, "stage": resume.stage, "start": resume.start, "state": resume.state,
+                     "done": resume.done, "reports": [dataclasses.asdict(r) for r in resume.reports],
+                     "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
+                    self.path)
+
+    def restore(self, gen: torch.Generator) -> _Resume:
+        """The saved progress; sets the random generators to where they were."""
+        saved = torch.load(self.path, weights_only=True)
+        if saved["ident"] != self.ident:
+            raise ValueError(f"checkpoint {self.path} belongs to another reconstruction "
+                             f"({saved['ident']}); remove it to start afresh")
+        gen.set_state(saved["gen"])
+        torch.set_rng_state(saved["rng"])
+        if saved["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        return _Resume(saved["stage"], saved["start"], saved["state"], list(saved["done"]),
+                       [UnitReport(**r) for r in saved["reports"]])
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels, skip=frozenset(),
+                      on_skip=None, after_unit=None) -> list[UnitReport]:
     """One pass over the units in order: each unit's inputs come from the network quantized up to
-    it (already reconstructed in this pass), its targets from the float network."""
+    it (already reconstructed in this pass), its targets from the float network. Units named in
+    ``skip`` were reconstructed before a resumption: once their float outputs are computed,
+    ``on_skip(unit)`` sets them to their reconstructed state. ``after_unit(name, reports)`` is
+    called after each unit this call reconstructs, with the reports of the pass so far."""
     remaining = {node: len(node.users) for node in split.graph.nodes}
     q_env: dict[fx.Node, object] = {}
     fp_env: dict[fx.Node, object] = {}
@@ -63,12 +159,17 @@ def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, la
             qmodel.set_quant_state(weights=False, acts=False)
             fp_out = run_unit(unit, fp_in)
             qmodel.set_quant_state(weights=True, acts=stage.acts_on)
-            if any(isinstance(m, QUANT_LAYERS) for m in unit.modules()):
+            learns = node.target not in skip and any(isinstance(m, QUANT_LAYERS) for m in unit.modules())
+            if node.target in skip and on_skip is not None:
+                on_skip(unit)
+            if learns:
                 with torch.enable_grad():
                     reports.append(reconstruct_unit(node.target, unit, q_in, fp_in, fp_out, method=method, cfg=cfg,
                                                      stage=stage, metric=qmodel.config.metric, gen=gen,
                                                      progress=progress, labels=labels))
             q_env[node], fp_env[node] = run_unit(unit, q_in), fp_out
+            if learns and after_unit is not None:
+                after_unit(node.target, reports)
         elif node.op == "output":
             break
         else:
