@@ -9,6 +9,7 @@
 store_path = "results/trials.sqlite"
 model = "resnet20"
 dataset = "cifar10-jpeg"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet, else train)
 weights = None  # None: the project's default weights for the dataset
 w_bits = 4
 a_bits = 4
@@ -32,7 +33,7 @@ from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, level_label
 from ptqlib.analysis.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
-cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size, bias_p=bias_p)
 levels = [None, *bias_classes]
 if compute_missing:

@@ -8,6 +8,7 @@
 store_path = "results/trials.sqlite"
 model = "resnet20"
 dataset = "cifar10-jpeg"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet, else train)
 weights = None  # None: the project's default weights for the dataset
 metric = "mse"
 calib_size = 256
@@ -27,7 +28,7 @@ from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_count
 from ptqlib.analysis.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
-cell = Cell(model=model, dataset=dataset, weights=weights, metric=metric, calib_size=calib_size)
+cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, metric=metric, calib_size=calib_size)
 if compute_missing:
     print(ensure_trials(store, cell, "w_bits", levels, trials))
 frame = factor_frame(store, cell, "w_bits", levels, trials)

@@ -20,6 +20,7 @@
 store_path = "results/trials.sqlite"
 model = "resnet20"
 dataset = "cifar10-jpeg"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet, else train)
 weights = None
 w_bits = 4
 a_bits = 4
@@ -35,6 +36,7 @@ trials = 50
 chance_draws = 1000
 compare = ["resnet20", "resnet32", "resnet44", "resnet56"]  # models shown side by side on this dataset
 compare_imagenet = ["efficientnet_lite0"]  # and beside them, on imagenet-val10 at its own default cell
+imagenet_pool = "train"  # their calibration pool: the 10-class one holds their 50-trial cells
 
 # %%
 from dataclasses import replace
@@ -54,7 +56,7 @@ store = ResultsStore(store_path)
 settings = dict(w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size, weights=weights, trials=trials,
                 bias_classes=tuple(bias_classes), bias_size=bias_calib_size, sizes=tuple(calib_sizes),
                 bit_widths=tuple(bit_widths), recon_size=max(calib_sizes), recon_iters=recon_iters)
-design = design_for(model, dataset, **settings)
+design = design_for(model, dataset, pool=pool, **settings)
 parts = all_parts(store, design, chance_draws)
 display(Markdown(findings(parts, f"{model} on {dataset}")))
 display(Markdown(f"Claim 4 rests on reconstructions at {recon_iters} iterations per unit ({max(calib_sizes)} "
@@ -80,7 +82,8 @@ publish_table(parts_frame(parts).set_index(["claim", "part"]), "parts")
 
 # %%
 designs = {f"{m}": replace(design, cell=replace(design.cell, model=m)) for m in compare}
-designs |= {f"{m} (ImageNet)": design_for(m, "imagenet-val10", trials=trials, recon_iters=recon_iters)
+designs |= {f"{m} (ImageNet, pool {imagenet_pool})": design_for(m, "imagenet-val10", pool=imagenet_pool, trials=trials,
+                                                                 recon_iters=recon_iters)
             for m in compare_imagenet}
 table = side_by_side(store, designs, chance_draws)
 verdict_matrix(table, "The study's claims, part by part")
@@ -96,7 +99,7 @@ plt.show()
 # -1); contradicted when the worst class's interval lies below 0 or the average's below -1.
 
 # %%
-cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size)
 recon_cell = replace(cell, calib_size=max(calib_sizes), optimizer="brecq", iters=recon_iters)
 for v in remedy_verdicts(store, cell, trials, recon_cell, recon_trials):

@@ -11,6 +11,7 @@
 store_path = "results/trials.sqlite"
 models = ["resnet20", "resnet32", "resnet44", "resnet56"]
 dataset = "cifar10-jpeg"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet, else train)
 weights = None  # None: each model's project weights for the dataset
 w_bits = 4
 a_bits = 4
@@ -30,7 +31,7 @@ from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, models_frame
 
 store = ResultsStore(store_path)
-cell = Cell(model=models[0], dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+cell = Cell(model=models[0], dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size)
 frames = {factor: models_frame(store, cell, models, factor, levels, trials) for factor, levels in factors.items()}
 frames = {factor: frame for factor, frame in frames.items() if len(frame)}
@@ -83,7 +84,7 @@ from dataclasses import replace
 from ptqlib.analysis.plotting import verdict_matrix
 from ptqlib.analysis.verdicts import design_for, side_by_side
 
-design = design_for(models[0], dataset, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,
+design = design_for(models[0], dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,
                     weights=weights, trials=trials)
 table = side_by_side(store, {m: replace(design, cell=replace(design.cell, model=m)) for m in models})
 verdict_matrix(table, f"{dataset}: the study's claims at each depth")

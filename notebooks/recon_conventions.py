@@ -34,6 +34,7 @@
 store_path = "results/trials.sqlite"
 model = "resnet20"
 dataset = "cifar10-jpeg"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet, else train)
 weights = None
 w_bits = 4
 a_bits = 4
@@ -63,7 +64,7 @@ from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, factor_frame
 
 store = ResultsStore(store_path)
-cell = Cell(model=model, dataset=dataset, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size, iters=iters)
 effects = []
 for method in methods:

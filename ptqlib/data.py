@@ -195,6 +195,14 @@ def calibration_pools(dataset: str) -> tuple[str, ...]:
     return ("train", *IMAGENET_POOLS) if dataset in IMAGENET_DATASETS else ("train",)
 
 
+def default_pool(dataset: str) -> str:
+    """The pool a trial on ``dataset`` draws from when none is named: ``sample1000`` (one image
+    of every ImageNet class) for ImageNet test splits of fewer classes, as the study draws from
+    all of ImageNet's classes; ``train`` elsewhere (for ``imagenet-sample1000`` that is the same
+    images)."""
+    return "sample1000" if dataset in IMAGENET_DATASETS and dataset != "imagenet-sample1000" else "train"
+
+
 def load_calibration_pool(dataset: str, pool: str = "train", image_size: int | None = None,
                           size: int | None = None) -> Split:
     """The images calibration sets for ``dataset`` are drawn from, at ``image_size``.

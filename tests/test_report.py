@@ -76,7 +76,7 @@ def test_variant_runs_its_section_with_its_parameters_and_title(tiny_store, tmp_
     out = run_section("noise_lite0", params, tmp_path)
     assert out.name == "noise_lite0.ipynb"
     cells = json.loads(out.read_text())["cells"]
-    assert "".join(cells[0]["source"]).startswith("# Noise in the calibration set: EfficientNet-Lite0 on ImageNet\n")
+    assert "".join(cells[0]["source"]).startswith("# Noise in the calibration set: EfficientNet-Lite0 on ImageNet (10-class calibration pool)\n")
     injected = "".join(next(c for c in cells if "injected-parameters" in c["metadata"].get("tags", []))["source"])
     assert "levels = [0.0, 0.25]" in injected and 'model = "resnet20"' in injected
     assert VARIANTS["noise_lite0"].parameters["model"] == "efficientnet_lite0"

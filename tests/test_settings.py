@@ -63,8 +63,11 @@ def test_one_default_for_each_setting():
     from ptqlib.quant.qmodel import QuantConfig
     from ptqlib.study.calibset import CalibSpec
 
+    from ptqlib.data import default_pool
+
     cfg = TrialConfig()
-    assert settings.values(cfg) == settings.defaults()
+    # the pool's default (None) is the dataset's own pool, resolved when the trial is built
+    assert settings.values(cfg) == settings.defaults() | {"pool": default_pool(cfg.dataset)}
     assert (QuantConfig().w_bits, CalibSpec().size) == (settings.BY_NAME["w_bits"].default,
                                                         settings.BY_NAME["calib_size"].default)
     assert settings.Cell().trial_config() == cfg
@@ -129,10 +132,27 @@ def test_merge_adds_the_rows_a_store_lacks(tmp_path):
 
 def test_the_calibration_pool_setting_keeps_earlier_keys_and_is_checked_before_any_work():
     imagenet = dict(model="efficientnet_lite0", dataset="imagenet-val10", w_bits=6, a_bits=6)
-    train = settings.trial_config(**imagenet)
+    train = settings.trial_config(**imagenet, pool="train")
     sample = settings.trial_config(**imagenet, pool="sample1000")
     assert "pool" not in train.to_dict()["calib"] and sample.to_dict()["calib"]["pool"] == "sample1000"
     assert train.key() == TrialConfig.from_dict(json.loads(json.dumps(train.to_dict()))).key() != sample.key()
     assert settings.columns(train)["pool"] is None and settings.columns(sample)["pool"] == "sample1000"
     with pytest.raises(ValueError, match="unknown calibration pool 'sample1000' for 'cifar10-jpeg'; choose one of train"):
         settings.trial_config(pool="sample1000")
+
+
+def test_imagenet_trials_draw_from_the_1000_class_pool_unless_told_otherwise():
+    from ptqlib.analysis.verdicts import design_for
+    from ptqlib.study.settings import Cell, trial_config
+
+    lite = dict(model="efficientnet_lite0", dataset="imagenet-val10", w_bits=6, a_bits=6)
+    default, named = trial_config(**lite), trial_config(**lite, pool="sample1000")
+    assert default.calib.pool == "sample1000" and default.key() == named.key()
+    ten = trial_config(**lite, pool="train")  # the 10-class pool keeps the key it always had
+    assert ten.calib.pool == "train" and "pool" not in ten.to_dict()["calib"]
+    assert trial_config(model="resnet20", dataset="cifar10-jpeg").calib.pool == "train"
+    assert Cell(model="efficientnet_lite0", dataset="imagenet-val10").where()["pool"] == "sample1000"
+    assert Cell(model="resnet20", dataset="cifar10-jpeg").where()["pool"] is None  # stored NULL: train
+    design = design_for("efficientnet_lite0", "imagenet-val10")
+    assert design.cell.trial_config().calib.pool == "sample1000" and design.bias_pool == "train"
+    assert design_for("efficientnet_lite0", "imagenet-val10", pool="train").cell.pool == "train"

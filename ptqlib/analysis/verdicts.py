@@ -501,6 +501,7 @@ class Design:
     trials: int = 50
     bias_classes: tuple[str, ...] = ("airplane", "bird", "cat", "ship")
     bias_size: int | None = None  # calibration images of the bias cells (None: the cell's)
+    bias_pool: str | None = None  # the pool the bias cells draw from (None: the cell's)
     noise_levels: tuple[float, ...] = (0.01, 0.05, 0.1)
     sizes: tuple[int, ...] = (32, 256, 1024)
     bit_widths: tuple[int, ...] = (8, 6, 4)
@@ -522,15 +523,16 @@ IMAGENET_BIAS = ("n01440764", "n02979186", "n03028079", "n03445777")  # tench, c
 
 def design_for(model: str, dataset: str, **overrides) -> Design:
     """The study's cells for ``model`` on ``dataset``: W4A4 MSE with 256 images on CIFAR-10;
-    W6A6 on ImageNet (W8A8 loses nothing there), whose 10-class pool of 1000 images caps sizes
-    at 1000 and takes the bias cells at 128 images. ``overrides``: fields of :class:`Cell`
-    (``w_bits=6``) or of :class:`Design` (``trials=20``)."""
+    W6A6 on ImageNet (W8A8 loses nothing there), sizes up to 1000, and the bias cells at 128
+    images from the 10-class pool (``train``, 100 images a class; the 1000-class pool holds one
+    image of each class, too few for a biased draw). ``overrides``: fields of :class:`Cell`
+    (``w_bits=6``, ``pool="train"``) or of :class:`Design` (``trials=20``)."""
     cell_fields = {k: overrides.pop(k) for k in list(overrides)
                    if k in Cell.__dataclass_fields__ and k not in ("model", "dataset")}
     if dataset.startswith("imagenet"):
         defaults = {"w_bits": 6, "a_bits": 6}
-        extra = dict(bias_classes=IMAGENET_BIAS, bias_size=128, sizes=(32, 256, 1000), bit_widths=(8, 6),
-                     recon_size=1000)
+        extra = dict(bias_classes=IMAGENET_BIAS, bias_size=128, bias_pool="train", sizes=(32, 256, 1000),
+                     bit_widths=(8, 6), recon_size=1000)
     else:
         defaults, extra = {"w_bits": 4, "a_bits": 4}, {}
     unknown = set(overrides) - set(Design.__dataclass_fields__)
@@ -550,7 +552,7 @@ def all_parts(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DR
     default = stored(cell, "noise", [0.0, *d.noise_levels])
     parts += drop_parts("1", "1a", default, 0.0, e) + variability_parts("1", "1b", default, 0.0, e)
     parts += factor_parts("2", "noise", default, 0.0, list(d.noise_levels), e)
-    bias_cell = replace(cell, calib_size=d.bias_size or cell.calib_size)
+    bias_cell = replace(cell, calib_size=d.bias_size or cell.calib_size, pool=d.bias_pool or cell.pool)
     bias = stored(bias_cell, "bias_class", [None, *d.bias_classes])
     parts += factor_parts("2", "bias_class", bias, None, list(d.bias_classes), e)
     sizes = stored(cell, "calib_size", sorted({*d.sizes, cell.calib_size}))
@@ -616,7 +618,7 @@ def load(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int
 
 
 def class_bands(data: ClassData, confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """Per level and class: the mean drop against FP and the std over trials, beside the chance
+    """Per level and class (with its test images): the mean drop against FP and the std over trials, beside the chance
     band of a single class, i.e. the central ``confidence`` of the same numbers over every
     pseudo-class of every split (``drop_low``/``drop_high``, ``std_low``/``std_high``). A class
     outside its band is affected more (or less) than a random group of as many images."""
@@ -632,10 +634,11 @@ def class_bands(data: ClassData, confidence: float = CONFIDENCE) -> pd.DataFrame
         s_low, s_high = _quantiles(null_std, confidence)
         drops, stds = (fp - acc).mean(0), acc.std(0, ddof=1)
         for k, name in enumerate(data.names):
-            rows.append({"level": level, "class": name, "trials": len(acc), "mean_drop": drops[k], "std": stds[k],
+            rows.append({"level": level, "class": name, "images": int(data.sizes[k]), "trials": len(acc),
+                         "mean_drop": drops[k], "std": stds[k],
                          "drop_low": d_low, "drop_high": d_high, "std_low": s_low, "std_high": s_high})
-    return pd.DataFrame(rows, columns=["level", "class", "trials", "mean_drop", "std", "drop_low", "drop_high",
-                                       "std_low", "std_high"])
+    return pd.DataFrame(rows, columns=["level", "class", "images", "trials", "mean_drop", "std", "drop_low",
+                                       "drop_high", "std_low", "std_high"])
 
 
 # --- reading the verdicts ---------------------------------------------------------------------

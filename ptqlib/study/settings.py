@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ptqlib.data import calibration_pools, class_label
+from ptqlib.data import calibration_pools, class_label, default_pool
 from ptqlib.models import MODELS, check_model
 from ptqlib.quant.integer import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
@@ -120,9 +120,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sampling", str, SAMPLINGS[0], "calibration draw (stratified: class-balanced)", "calib.sampling",
             choices=SAMPLINGS, factor=True, sql="TEXT NOT NULL DEFAULT 'random'", omit_at=SAMPLINGS[0],
             remedy=Remedy("stratified", "Stratified calibration sampling")),
-    Setting("pool", str, _default_of(CalibSpec, "pool"), "the images calibration sets are drawn from: train (the "
-            "dataset's train split; nette-train for imagenet-val10) or, for ImageNet, sample1000 (one image of each "
-            "of the 1000 classes, topped up from nette-train above 1000)", "calib.pool", factor=True,
+    Setting("pool", _optional_str, None, "the images calibration sets are drawn from: train (the dataset's train "
+            "split; nette-train for imagenet-val10) or, for ImageNet, sample1000 (one image of each of the 1000 "
+            "classes, topped up from nette-train above 1000); default: sample1000 for imagenet-val10, else train",
+            "calib.pool", factor=True,
             omit_at="train", stored_null="train"),
     Setting("class_weighting", _optional_str, None, "reconstruction loss weighted towards the classes "
             "reconstructed worst", "recon.class_weighting", choices=(None, "dro"), omit_at=None,
@@ -235,6 +236,8 @@ def trial_config(**given) -> TrialConfig:
     if unknown:
         raise ValueError(f"unknown setting {sorted(unknown)[0]!r}; choose from {', '.join(NAMES)}")
     v = {**defaults(), **given}
+    if v["pool"] is None:
+        v["pool"] = default_pool(v["dataset"])
     nested: dict[str, dict] = {"quant": {}, "calib": {}, "recon": {}}
     top = {}
     for s in SETTINGS:

