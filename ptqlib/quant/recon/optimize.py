@@ -347,6 +347,15 @@ class _StaticSteps:
             self.lr.fill_(self.lrs[step])
 
     def _step(self) -> torch.Tensor:
+        loss, rec = self._loss()
+        loss.backward()
+        for o in (self.opt, self.opt_act):
+            if o is not None:
+                o.step()
+        return rec
+
+    def _loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's loss and its reconstruction part, from the buffers."""
         x = take(self.q_in, self.idx)
         keep = self.learned.keep
         if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
@@ -359,11 +368,7 @@ class _StaticSteps:
             rec = sum(_step_error(o, t[self.idx]) for o, t in zip(out, self.targets))
         roundings = self.learned.roundings
         loss = rec + self.reg_weight * sum(r.regularizer(self.beta) for r in roundings) if roundings else rec
-        loss.backward()
-        for o in (self.opt, self.opt_act):
-            if o is not None:
-                o.step()
-        return rec
+        return loss, rec
 
     def _zero_grad(self) -> None:
         for o in (self.opt, self.opt_act):
