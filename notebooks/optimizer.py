@@ -116,6 +116,9 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # `tolerance` points either way (an equivalence test: a count whose interval is too wide, for lack
 # of seeds, is not called converged). Minutes are the median time a trial spent calibrating
 # (reconstruction included) with the threads it ran with; compare counts, not absolute times.
+# The reference's own count is 20,000: where the store has no trial at 20,000 yet, each method is
+# compared with its largest stored count, which the lines below name, and "converged" means
+# converged relative to that count only.
 
 # %%
 curves = pd.concat([iteration_curve(store, replace(cell, variant=v), curve_methods, curve_iters, curve_trials)
