@@ -90,3 +90,27 @@ def test_a_stopped_reconstruction_trial_resumes_from_its_last_unit(tmp_path, bas
     resumed = ctx.run(cfg)
     assert len(calls) == 11 - 3 and not ctx.checkpoint_path(cfg).exists()  # 11 units: stem, 9 blocks, classifier
     assert torch.equal(resumed.preds, expected.preds) and resumed.per_class == expected.per_class
+
+
+def test_the_offload_commands_export_run_and_import(tmp_path, base, capsys):
+    import json
+
+    from ptqlib.app.cli import main
+
+    common = ["--data", base.dataset, "--weights", base.weights, "--w-bits", "4", "--a-bits", "4",
+              "--calib-size", "16", "--iters", "6", "--variant", "reference"]
+    store, bundle, results = tmp_path / "s.sqlite", tmp_path / "b.pt", tmp_path / "r.pt"
+    assert main(["offload", "export", *common, "--optimizer", "adaround", "qdrop", "--trials", "2",
+                 "--out", str(bundle), "--store", str(store)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["jobs"] == 4
+    assert main(["offload", "run", "--bundle", str(bundle), "--out", str(results)]) == 0
+    assert len(torch.load(results, weights_only=True)) == 4
+    assert main(["offload", "run", "--bundle", str(bundle), "--out", str(results)]) == 0  # nothing left to run
+    assert len(torch.load(results, weights_only=True)) == 4
+    assert main(["offload", "import", "--results", str(results), "--store", str(store)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["added"] == 4
+    assert main(["offload", "export", *common, "--optimizer", "adaround", "qdrop", "--trials", "2",
+                 "--out", str(tmp_path / "again.pt"), "--store", str(store)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["jobs"] == 0  # all stored already
+    assert main(["offload", "run", "--bundle", str(bundle)]) == 2  # one clear line, no traceback
+    assert "run needs --bundle FILE and --out FILE" in capsys.readouterr().err

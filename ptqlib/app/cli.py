@@ -143,6 +143,46 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(json.dumps({"store": args.store, **counts}))
 
 
+def cmd_offload(args: argparse.Namespace) -> None:
+    """Reconstruction trials split across machines (see :mod:`ptqlib.study.offload`)."""
+    import torch
+
+    from ptqlib.data import save_atomic
+    from ptqlib.study.offload import export_jobs, import_results, load_bundle, run_job
+    from ptqlib.study.store import ResultsStore, row_key
+    from ptqlib.study.sweep import context, expand_grid
+
+    if args.action == "export":
+        if not args.out:
+            raise ValueError("export needs --out FILE (the bundle to take to the other machine)")
+        base, factors = settings.from_args(args)
+        configs = expand_grid(base, factors, range(base["seed"], base["seed"] + args.trials))
+        done = ResultsStore(args.store).existing_keys() if Path(args.store).exists() else set()
+        todo = [c for c in configs if row_key(c, context(c, "cpu").weights_fp, context(c, "cpu").data_fp) not in done]
+        if not todo:
+            print(json.dumps({"requested": len(configs), "jobs": 0, "note": "every trial is in the store already"}))
+            return
+        bundle = export_jobs(todo, args.out)
+        print(json.dumps({"requested": len(configs), "jobs": len(bundle["jobs"]), "bundle": args.out}))
+    elif args.action == "run":
+        if not (args.bundle and args.out):
+            raise ValueError("run needs --bundle FILE and --out FILE")
+        bundle = load_bundle(args.bundle)
+        results = torch.load(args.out, weights_only=True) if Path(args.out).exists() else []
+        finished = {json.dumps(r["config"], sort_keys=True) for r in results}
+        for i, job in enumerate(bundle["jobs"]):
+            if json.dumps(job["config"], sort_keys=True) in finished:
+                continue  # a rerun after a stop goes on with the jobs not yet done
+            results.append(run_job(bundle, i, args.device or "cpu", progress=True))
+            save_atomic(results, Path(args.out))
+            print(json.dumps({"job": i, "seconds": round(results[-1]["recon_seconds"], 1)}), flush=True)
+    else:
+        if not args.results:
+            raise ValueError("import needs --results FILE [FILE ...] (written by 'ptq offload run')")
+        results = [r for path in args.results for r in torch.load(path, weights_only=True)]
+        print(json.dumps({"store": args.store, **import_results(results, ResultsStore(args.store))}))
+
+
 def cmd_verdicts(args: argparse.Namespace) -> None:
     from ptqlib.models import check_model
     from ptqlib.study.store import ResultsStore
@@ -219,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fill-ece", action="store_true",
                    help="also rerun stored trials that predate ECE; record it where the rerun reproduces them")
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("offload", help="reconstruction trials on another machine: export their calibrated models "
+                                       "(here), run the reconstructions (there, e.g. --device cuda), import the "
+                                       "results (here)")
+    p.add_argument("action", choices=["export", "run", "import"])
+    _add_trial_args(p, many=True)
+    p.add_argument("--trials", type=_positive_int, default=50, help="export: seeds per grid cell")
+    p.add_argument("--store", default=str(DEFAULT_STORE), help="export: trials stored here are left out; "
+                                                                "import: the store to add to")
+    p.add_argument("--out", default=None, help="export: the bundle to write; run: the results file (resumed)")
+    p.add_argument("--bundle", default=None, help="run: the bundle written by export")
+    p.add_argument("--results", nargs="+", default=None, help="import: results files written by run")
+    p.set_defaults(func=cmd_offload)
     p = sub.add_parser("robustness", help="per-class accuracy of FP and quantized models on corrupted test images")
     _add_trial_args(p)
     p.add_argument("--trials", type=int, default=3, help="quantized models (seeds --seed, --seed+1, ...)")
