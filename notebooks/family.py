@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ptqlib.analysis.aggregate import reliability_summary
-from ptqlib.analysis.cells import Cell, models_frame
+from ptqlib.analysis.cells import Cell, models_frame, models_summaries
 from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
 from ptqlib.analysis.verdicts import class_bands, design_for, load, side_by_side
 from ptqlib.app.report import publish_table
@@ -42,13 +42,8 @@ store = ResultsStore(store_path)
 cell = Cell(model=models[0], dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size)
 print(f"calibration pool: {cell.trial_config().calib.pool}")
-frames = {factor: models_frame(store, cell, models, factor, levels, trials) for factor, levels in factors.items()}
-frames = {factor: frame for factor, frame in frames.items() if len(frame)}
-assert frames, "no trials of these models in the store"
-summaries = {factor: reliability_summary(frame, ["model", factor]) for factor, frame in frames.items()}
-counts = pd.DataFrame({f"{factor}={lv}": s[s[factor] == lv].set_index("model")["trials"]
-                       for factor, s in summaries.items() for lv in factors[factor]})
-counts = counts.reindex(models).fillna(0).astype(int)
+summaries, counts = models_summaries(store, cell, models, factors, trials)
+assert summaries, "no trials of these models in the store"
 publish_table(counts.T, "trials")  # trials per cell (the default cell appears under each factor)
 
 # %% [markdown]

@@ -74,7 +74,8 @@ plt.show()
 # every model):
 
 # %%
-display(Markdown(headline(all_parts(store, design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric,
+display(Markdown(headline(all_parts(store, design_for(model, dataset,
+        pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric,
                                                       calib_size=calib_size, weights=weights, trials=trials)))))
 
 # %% [markdown]

@@ -29,7 +29,8 @@ from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_count
 from ptqlib.analysis.verdicts import class_bands, load
 
 store = ResultsStore(store_path)
-cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, calib_size=calib_size)
+cell = Cell(model=model, dataset=dataset,
+            pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, calib_size=calib_size)
 if compute_missing:
     print(ensure_trials(store, cell, "metric", levels, trials))
 frame = factor_frame(store, cell, "metric", levels, trials)

@@ -220,3 +220,19 @@ def test_later_settings_leave_earlier_keys_alone_and_round_trip():
     for cfg in (plain, recon, stratified, dro):
         assert TrialConfig.from_dict(cfg.to_dict()) == cfg
     assert len({c.key() for c in (plain, recon, stratified, dro)}) == 4
+
+
+def test_models_summaries_count_trials_per_model_and_cell(tmp_path, sweep_setup):
+    from dataclasses import replace
+
+    from ptqlib.analysis.cells import Cell, models_summaries
+
+    base, path = sweep_setup
+    store = ResultsStore(tmp_path / "s.sqlite")
+    run_sweep([replace(base, seed=s) for s in (0, 1)], store, progress=False)
+    cell = Cell(model="resnet20", dataset=base.dataset, weights=str(path), w_bits=4, a_bits=4, calib_size=8)
+    summaries, counts = models_summaries(store, cell, ["resnet20", "resnet32"],
+                                         {"calib_size": [8, 16], "metric": ["kl"]}, trials=5)
+    assert list(summaries) == ["calib_size"]  # no model has a trial of the kl cell
+    assert counts.loc["resnet20", "calib_size=8"] == 2 and counts.loc["resnet20", "calib_size=16"] == 0
+    assert counts.loc["resnet32"].sum() == 0 and summaries["calib_size"]["trials"].tolist() == [2]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ptqlib.analysis.aggregate import AVERAGE, worst_class
+from ptqlib.analysis.aggregate import AVERAGE, reliability_summary, worst_class
 from ptqlib.analysis.stats import bootstrap_mean_ci
 from ptqlib.data import class_label
 from ptqlib.study import settings
@@ -119,6 +119,18 @@ def models_frame(store: ResultsStore, cell: Cell, models: list[str], factor: str
     frames = [factor_frame(store, replace(cell, model=m), factor, levels, trials) for m in models]
     stored = [f for f in frames if len(f)]
     return pd.concat(stored, ignore_index=True) if stored else frames[0]
+
+
+def models_summaries(store: ResultsStore, cell: Cell, models: list[str], factors: dict[str, list],
+                     trials: int) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Each factor's :func:`~ptqlib.analysis.aggregate.reliability_summary` over ``models`` and its
+    levels (factors no model has trials of left out), and the trials of every model (rows) in
+    every cell ``factor=level`` (columns; the default cell appears under each factor)."""
+    frames = {factor: models_frame(store, cell, models, factor, levels, trials) for factor, levels in factors.items()}
+    summaries = {factor: reliability_summary(frame, ["model", factor]) for factor, frame in frames.items() if len(frame)}
+    counts = pd.DataFrame({f"{factor}={lv}": s[s[factor] == lv].set_index("model")["trials"]
+                           for factor, s in summaries.items() for lv in factors[factor]}, index=models)
+    return summaries, counts.reindex(models).fillna(0).astype(int).rename_axis("model")
 
 
 def ensure_trials(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int, **sweep_kwargs) -> dict:
