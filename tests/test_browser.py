@@ -79,6 +79,8 @@ def _tiny_inputs(root: Path, tiny_data: Path) -> dict:
                       "curve_iters": [2, 4], "curve_trials": 1, "reference_iters": 2, "reference_trials": 2},
         "depth": {**common, "models": ["resnet20"], "calib_size": 8,
                   "factors": {"calib_size": [8, 16], "metric": ["mse", "minmax"], "w_bits": [8, 4]}},
+        "family": {**common, "models": ["resnet20"], "calib_size": 8, "w_bits": 4, "a_bits": 4,
+                   "factors": {"calib_size": [8, 16], "w_bits": [8, 4]}, "chance_draws": 50},
         "protect": {**common, "calib_size": 8, "recon_calib_size": 8, "recon_iters": 2, "recon_trials": 2,
                     "exemplars_per_class": 2, "robustness_file": str(results / "robustness.json")},
         "recon_conventions": {**common, "calib_size": 8, "iters": 2, "methods": ["brecq"]},
