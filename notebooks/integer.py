@@ -26,8 +26,9 @@
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
+# [model, dataset, weight bits, activation bits] and optionally the calibration pool (default: the dataset's)
 cells = [["resnet20", "cifar10-jpeg", 4, 4], ["resnet32", "cifar10-jpeg", 4, 4], ["resnet44", "cifar10-jpeg", 4, 4],
-         ["resnet56", "cifar10-jpeg", 4, 4], ["efficientnet_lite0", "imagenet-val10", 6, 6]]
+         ["resnet56", "cifar10-jpeg", 4, 4], ["efficientnet_lite0", "imagenet-val10", 6, 6, "train"]]
 weights = None  # None: each model's project weights for the dataset
 metric = "mse"
 calib_size = 256
@@ -47,8 +48,9 @@ from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
 
 store = ResultsStore(store_path)
-cell_of = {f"{m} W{w}A{a}": Cell(model=m, dataset=d, w_bits=w, a_bits=a, metric=metric, calib_size=calib_size,
-                                   weights=weights) for m, d, w, a in cells}
+cell_of = {f"{m} W{w}A{a}" + (f" ({pool[0]} pool)" if pool else ""):
+           Cell(model=m, dataset=d, pool=pool[0] if pool else None, w_bits=w, a_bits=a, metric=metric,
+                calib_size=calib_size, weights=weights) for m, d, w, a, *pool in cells}
 comparisons = [engines.compare(store, cell, trials, label=label, chance_draws=chance_draws)
                for label, cell in cell_of.items()]
 missing = [c.label for c in comparisons if not c.trials]
