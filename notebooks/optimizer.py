@@ -106,19 +106,19 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # %% [markdown]
 # ## How many iterations?
 #
-# Each method at several iteration counts per unit on the first seeds' calibration sets (only
-# the seeds every count of a method has), in both variants: `joint` (rounding and activation
+# Each method at several iteration counts per unit on the first seeds' calibration sets (each
+# count over the seeds it has), in both variants: `joint` (rounding and activation
 # steps learned together, the trials above) and `reference` (each method as its reference code
 # runs it: BRECQ in two stages, AdaRound with float activations, QDrop with ranges set on the
 # float network; see [the conventions](recon_conventions)). Each count is compared with the
-# largest on the seeds both have: the mean paired change of the worst class, with its 95 %
-# bootstrap interval. A count is taken as converged when that whole interval lies within
-# `tolerance` points either way (an equivalence test: a count whose interval is too wide, for lack
-# of seeds, is not called converged). Minutes are the median time a trial spent calibrating
-# (reconstruction included) with the threads it ran with; compare counts, not absolute times.
-# The reference's own count is 20,000: where the store has no trial at 20,000 yet, each method is
-# compared with its largest stored count, which the lines below name, and "converged" means
-# converged relative to that count only.
+# reference count, the largest with at least three trials, on the seeds both have: the mean
+# paired change of the worst class, with its 95 % bootstrap interval. A count is taken as
+# converged when that whole interval lies within `tolerance` points either way (an equivalence
+# test: a count whose interval is too wide, for lack of seeds, is not called converged). Minutes
+# are the median time a trial spent calibrating (reconstruction included) with the threads it
+# ran with; compare counts, not absolute times. The reference code's own count is 20,000: until
+# the store has three trials at 20,000, the lines below name the smaller count each method is
+# compared with, and "converged" means converged relative to that count only.
 
 # %%
 curves = pd.concat([iteration_curve(store, replace(cell, variant=v), curve_methods, curve_iters, curve_trials)
@@ -132,13 +132,13 @@ else:
     publish_table(curves.round(2), "iterations")
     for (v, method), group in curves.groupby(["variant", "method"], sort=False):
         converged = converged_iters(group, tolerance).iloc[0]
-        largest = group.loc[group["iters"].idxmax()]
+        reference = int(group["reference"].iloc[0])
         compared = [f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] ({r.pairs:.0f} seeds)"
                     for r in group.itertuples() if r.pairs > 0]
         if not compared:
-            print(f"{v} {method}: a single count ({largest['iters']}) or no shared seeds: no convergence to read")
+            print(f"{v} {method}: a single count ({reference}) or no shared seeds: no convergence to read")
             continue
-        print(f"{v} {method}: worst class against {largest['iters']} iterations: " + "; ".join(compared)
+        print(f"{v} {method}: worst class against {reference} iterations: " + "; ".join(compared)
               + (f" -> converged at {int(converged)}" if converged == converged
                  else f" -> no smaller count shown within {tolerance} points"))
 

@@ -361,6 +361,15 @@ def test_iteration_curve_pairs_each_count_with_the_largest_and_the_converged_cou
     assert np.isnan(curve["diff_low"].iloc[1])  # the largest count against itself
     joint = iteration_curve(store, replace(cell, variant="joint"), ["brecq"], [500, 2000], trials=50)
     assert joint.empty  # the variant is part of the selection
+    # a count with fewer than min_reference_trials trials is shown but is not the yardstick
+    _write(store, replace(cell, optimizer="brecq", iters=5000),
+           _trials(rng, fp, lambda t: np.full(len(LABELS), 0.05), trials=1))
+    curve = iteration_curve(store, cell, ["brecq"], [500, 2000, 5000], trials=50)
+    assert list(curve["reference"]) == [2000] * 3 and list(curve["trials"]) == [4, 3, 1]
+    assert curve["pairs"].iloc[0] == 3 and curve["pairs"].iloc[2] == 1 and np.isnan(curve["diff_low"].iloc[2])
+    assert converged_iters(curve.assign(diff_low=[-0.1, np.nan, -0.1], diff_high=[0.1, np.nan, 0.1]))["brecq"] == 500
+    curve = iteration_curve(store, cell, ["brecq"], [500, 2000, 5000], trials=50, min_reference_trials=1)
+    assert list(curve["reference"]) == [5000] * 3
     nan = np.nan
     hand = pd.DataFrame({"method": ["a"] * 4 + ["b"] + ["c"] * 2, "iters": [500, 2000, 5000, 20000, 500, 2000, 5000],
                          "diff_low": [-3.6, -0.6, -0.2, nan, nan, -1.0, nan],

@@ -82,14 +82,16 @@ def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.Dat
 
 def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
     """Per method of an :func:`ptqlib.analysis.cells.iteration_curve`: the smallest iteration count
-    shown equivalent to the largest, that is whose paired change of the worst class against the
-    largest count has its whole 95 % interval within ``tolerance`` points either way. NaN where
-    no smaller count is shown equivalent: too few shared seeds, an interval too wide, or a real
-    change (the largest count cannot be told from a count that is still improving)."""
+    shown equivalent to the reference count (its ``reference`` column; without one, the largest),
+    that is whose paired change of the worst class against it has its whole 95 % interval within
+    ``tolerance`` points either way. NaN where no smaller count is shown equivalent: too few shared
+    seeds, an interval too wide, or a real change (the reference cannot be told from a count that
+    is still improving)."""
     out = {}
     for method, group in curve.groupby("method", sort=False):
         group = group.sort_values("iters")
-        within = group[(group["iters"] < group["iters"].max()) & (group["diff_low"] >= -tolerance)
+        reference = group["reference"] if "reference" in group else group["iters"].max()
+        within = group[(group["iters"] < reference) & (group["diff_low"] >= -tolerance)
                        & (group["diff_high"] <= tolerance)]
         out[method] = float(within["iters"].iloc[0]) if len(within) else np.nan
     return pd.Series(out, name="converged_iters", dtype=float)

@@ -145,15 +145,16 @@ def trial_counts(frame: pd.DataFrame, factor: str) -> pd.Series:
 
 
 def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int],
-                    trials: int) -> pd.DataFrame:
+                    trials: int, min_reference_trials: int = 3) -> pd.DataFrame:
     """Per reconstruction method and iteration count (the cell's other settings, its variant
     included), over the first ``trials`` seeds each count has: trials, the mean average and
     worst-class accuracy (with the std of the worst class) and the median minutes a trial spent
-    calibrating. Against the largest count, on the seeds both counts share: ``pairs`` and the mean
-    paired change of the worst class (``worst_diff``, this count minus the largest) with its 95 %
-    bootstrap interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs)."""
-    columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes", "pairs", "worst_diff",
-               "diff_low", "diff_high"]
+    calibrating. Against the ``reference`` count, the largest with at least
+    ``min_reference_trials`` trials (else the largest), on the seeds both counts share: ``pairs``
+    and the mean paired change of the worst class (``worst_diff``, this count minus the reference)
+    with its 95 % bootstrap interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs)."""
+    columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes", "reference", "pairs",
+               "worst_diff", "diff_low", "diff_high"]
     rows = []
     for method in methods:
         frame = factor_frame(store, replace(cell, optimizer=method), "iters", iters, trials)
@@ -164,13 +165,15 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
         stats = stats.merge(seconds[["iters", "calib_s"]], on="iters", how="left")
         stats = stats.assign(method=method, minutes=stats.pop("calib_s") / 60)
         worst = frame[frame["class"] != AVERAGE].groupby(["iters", "seed"])["acc"].min().unstack("iters")
-        largest = worst.columns.max()
+        enough = [c for c in worst.columns if worst[c].notna().sum() >= min_reference_trials]
+        reference = max(enough) if enough else worst.columns.max()
+        stats["reference"] = reference
         for i, count in enumerate(stats["iters"]):
-            if count == largest:
+            if count == reference:
                 stats.loc[i, ["pairs", "worst_diff", "diff_low", "diff_high"]] = np.nan
                 continue
-            both = worst[[count, largest]].dropna()
-            diff = (both[count] - both[largest]).to_numpy()
+            both = worst[[count, reference]].dropna()
+            diff = (both[count] - both[reference]).to_numpy()
             low, high = bootstrap_mean_ci(diff) if len(diff) >= 2 else (np.nan, np.nan)
             stats.loc[i, ["pairs", "worst_diff", "diff_low", "diff_high"]] = [
                 len(diff), diff.mean() if len(diff) else np.nan, low, high]
