@@ -366,7 +366,7 @@ def test_a_reconstruction_stopped_after_a_unit_resumes_to_the_same_result(method
 
     _, whole, images = calibrated()
     stopped, resumed = copy.deepcopy(whole), copy.deepcopy(whole)
-    cfg = ReconConfig(iters=12, batch_size=8, variant="reference", act_iters=6, act_init_size=32)
+    cfg = ReconConfig(iters=12, batch_size=8, variant="reference", act_iters=6, act_init_size=32, fp_weights="kept")
     expected = reconstruct(whole, images, method, cfg, seed=3, progress=False)
     ckpt = tmp_path / "ckpt.pt"
     real, calls = passes.reconstruct_unit, []
@@ -399,3 +399,28 @@ def test_a_reconstruction_stopped_after_a_unit_resumes_to_the_same_result(method
     other.save(passes._Resume(0, {}, {}, [], []), torch.Generator())
     with pytest.raises(ValueError, match="another reconstruction"):
         reconstruct(copy.deepcopy(stopped), images, method, cfg, seed=3, progress=False, checkpoint=ckpt)
+
+
+@pytest.mark.parametrize("fp_weights", ["kept", "current"])
+def test_brecqs_second_pass_targets_the_float_network_with_the_kept_weights(fp_weights, monkeypatch):
+    """As the reference code (``org_weight``), BRECQ's second pass learns the activation steps
+    against the float network's outputs; with ``current`` (the earlier trials) against the
+    network whose weights the first pass rounded."""
+    from ptqlib.quant.recon import passes
+
+    model, qmodel, images = calibrated()
+    targets, real = {}, passes.reconstruct_unit
+
+    def spy(name, unit, q_in, fp_in, fp_out, **kw):
+        targets[(kw["stage"].name, name)] = fp_out[0].clone()
+        return real(name, unit, q_in, fp_in, fp_out, **kw)
+
+    monkeypatch.setattr(passes, "reconstruct_unit", spy)
+    cfg = ReconConfig(iters=30, batch_size=8, variant="reference", act_iters=5, act_init_size=32, fp_weights=fp_weights)
+    reconstruct(qmodel, images, "brecq", cfg, progress=False)
+    last = [name for stage, name in targets if stage == "acts "][-1]  # the classifier
+    with torch.no_grad():
+        logits = model(images)
+    first_pass, second_pass = targets[("", last)], targets[("acts ", last)]
+    assert torch.allclose(first_pass, logits, atol=1e-4)  # the first pass always sees the float network
+    assert torch.allclose(second_pass, logits, atol=1e-4) == (fp_weights == "kept")

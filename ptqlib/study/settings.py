@@ -33,7 +33,7 @@ from ptqlib.models import MODELS, check_model
 from ptqlib.quant.integer import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
-from ptqlib.quant.recon import METHODS, REFERENCE_ITERS, REFERENCE_ONLY, VARIANTS, ReconConfig, default_recon
+from ptqlib.quant.recon import FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, VARIANTS, ReconConfig, default_recon
 from ptqlib.study.calibset import NOISE_KINDS, SAMPLINGS, CalibSpec
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.quant.calibration)
@@ -132,6 +132,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("variant", str, VARIANTS[0], "reconstruction variant (joint: rounding and activation steps learned "
             "together; reference: as the reference code runs each method)", "recon.variant", choices=VARIANTS,
             omit_at=VARIANTS[0], omit_also=tuple(f"recon.{n}" for n in REFERENCE_ONLY), stored_null=VARIANTS[0]),
+    Setting("fp_weights", str, FP_WEIGHTS[0], "the float network of BRECQ's reference variant (its targets, and "
+            "its second pass's inputs): kept (the float weights kept aside, as the reference code) or current (the "
+            "weights the first pass rounded; the trials stored before this setting); other methods cannot tell them "
+            "apart", "recon.fp_weights", choices=FP_WEIGHTS, omit_at="current", stored_null="current"),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, or the same model on int8 kernels "
             "(CIFAR ResNets and efficientnet_lite0)", "engine", choices=ENGINES,
             omit_at=ENGINES[0], stored_null=ENGINES[0]),
@@ -200,6 +204,9 @@ class TrialConfig:
             object.__setattr__(self, "recon", None)
         elif self.recon is None:
             object.__setattr__(self, "recon", default_recon(self.model))
+        if self.recon is not None and not (self.optimizer == "brecq" and self.recon.variant == "reference"):
+            # only BRECQ's second pass can tell the float networks apart: one key for the others
+            object.__setattr__(self, "recon", dataclasses.replace(self.recon, fp_weights="current"))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
@@ -280,7 +287,7 @@ def key_dict(cfg: TrialConfig) -> dict:
         if _get(cfg, s.path) == s.omit_at:
             for path in (s.path, *s.omit_also):
                 group, _, attr = path.rpartition(".")
-                del (d[group] if group else d)[attr]
+                (d[group] if group else d).pop(attr, None)  # another setting may have left it out already
     return d
 
 

@@ -28,7 +28,9 @@ BRECQ's and QDrop's residual blocks (the first and last layers units of their ow
   (``iters``); then the activation step sizes only (``act_iters``, a quarter of ``iters``: 5000 for
   20000 as in the reference; Adam lr
   ``lr_act_stage2`` = 4e-4 with cosine decay, loss ``|out - target|^2.4`` summed over channels),
-  on the float network's unit inputs and outputs, with the weights hard-rounded; each unit's
+  on the float network's unit inputs and outputs (the float weights kept aside, as the
+  reference's ``org_weight``: ``fp_weights="kept"``; trials stored before that setting used the
+  weights rounded by the first pass, ``"current"``), with the weights hard-rounded; each unit's
   ranges first set on its quantized inputs (64 images, ``lp2.4`` search).
 - **QDrop**: as the joint variant (rounding and steps together, drops at the input and inside),
   except that every activation range is initialised once, before reconstruction, on the float
@@ -53,13 +55,13 @@ and what is constant within a unit (``floor(w/s) + z``, broadcast scales) comput
 iteration count is the one knob that trades time for quality; the reference uses 20 000 per
 unit.
 """
-from ptqlib.quant.recon.config import (CLASS_WEIGHTINGS, METHODS, REFERENCE_ITERS, REFERENCE_LAMBDAS, REFERENCE_ONLY,
-                                       VARIANTS, ReconConfig, default_recon)
+from ptqlib.quant.recon.config import (CLASS_WEIGHTINGS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_LAMBDAS,
+                                       REFERENCE_ONLY, VARIANTS, ReconConfig, default_recon)
 from ptqlib.quant.recon.optimize import ClassWeights, UnitReport
 from ptqlib.quant.recon.passes import reconstruct
 from ptqlib.quant.recon.rounding import AdaRound, beta_at
 from ptqlib.quant.recon.units import split_units
 
-__all__ = ["AdaRound", "CLASS_WEIGHTINGS", "ClassWeights", "METHODS", "REFERENCE_ITERS", "REFERENCE_LAMBDAS",
+__all__ = ["AdaRound", "CLASS_WEIGHTINGS", "ClassWeights", "FP_WEIGHTS", "METHODS", "REFERENCE_ITERS", "REFERENCE_LAMBDAS",
            "REFERENCE_ONLY", "ReconConfig", "UnitReport", "VARIANTS", "beta_at", "default_recon", "reconstruct",
            "split_units"]

@@ -8,6 +8,7 @@ from ptqlib.quant.range_estimators import check_metric
 
 METHODS = ("adaround", "brecq", "qdrop")
 VARIANTS = ("joint", "reference")
+FP_WEIGHTS = ("kept", "current")
 CLASS_WEIGHTINGS = (None, "dro")
 REFERENCE_ITERS = 20_000
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class ReconConfig:
     lr_act_stage2: float = 4e-4  # its learning rate (main_imagenet.py --lr)
     act_p: float = 2.4  # its loss: sum over channels of |out - target|^p, averaged
     act_init_metric: str = "lp2.4"  # activation range search before the steps are learned
+    # the weights of the float network (the targets; BRECQ's second-pass inputs): "kept", the
+    # float weights kept aside, as the reference code does; or "current", the weights the layers
+    # hold, which after BRECQ's first pass are the rounded ones. Only BRECQ's second pass can
+    # tell them apart (a single pass computes each unit's float output before changing the unit)
+    fp_weights: str = "current"
 
     @property
     def weights_classes(self) -> bool:
@@ -61,9 +67,11 @@ class ReconConfig:
         if self.lr_act_stage2 <= 0 or self.act_p <= 0:
             raise ValueError("lr_act_stage2 and act_p must be positive")
         check_metric(self.act_init_metric)
+        if self.fp_weights not in FP_WEIGHTS:
+            raise ValueError(f"unknown fp_weights {self.fp_weights!r}; choose one of {', '.join(FP_WEIGHTS)}")
 
 
-REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric")  # ReconConfig fields
+REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric", "fp_weights")  # ReconConfig fields
 REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
 
 
@@ -73,10 +81,12 @@ def default_recon(model: str, iters: int = REFERENCE_ITERS, variant: str = "join
     study's earlier trials). ``reference``: the reference configs' lambda (also 0.2 for MNASNet),
     and activation ranges initialised on 64 images for BRECQ (its main_imagenet.py), 256 for
     QDrop; BRECQ's second stage runs a quarter of the first stage's iterations (5000 for 20000, as
-    the reference), so that fewer iterations shorten both stages alike."""
+    the reference), so that fewer iterations shorten both stages alike, on the float network of the
+    kept float weights (``fp_weights="kept"``)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown reconstruction variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if variant == "joint":
         return ReconConfig(iters=iters, lam=0.1 if model == "mobilenet_v2" else 0.01)
     return ReconConfig(iters=iters, lam=REFERENCE_LAMBDAS.get(model, 0.01), variant="reference",
-                       act_init_size=64 if method == "brecq" else 256, act_iters=max(1, iters // 4))
+                       act_init_size=64 if method == "brecq" else 256, act_iters=max(1, iters // 4),
+                       fp_weights="kept" if method == "brecq" else "current")

@@ -2,6 +2,7 @@
 the network quantized up to it."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -44,6 +45,9 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     if cfg.variant == "reference" and method == "qdrop":
         # QDrop's main_imagenet.py: every activation range from the float network on 256 images at once
         calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric)
+    # the float network's weights, kept aside before any unit changes them (see ReconConfig.fp_weights)
+    kept = {id(layer): layer.weight.detach().clone() for _, layer in qmodel.quant_layers()} \
+        if cfg.fp_weights == "kept" else None
     saver = _Checkpoint(checkpoint, method, cfg, seed, images, device) if checkpoint is not None else None
     resume = saver.restore(gen) if saver is not None and saver.exists() else None
     reports = [] if resume is None else resume.reports
@@ -63,7 +67,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
                 saver.save(_Resume(i, start, quant_state(qmodel), sorted(done), reports + new), gen)
 
             reports = reports + _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels,
-                                                  skip=done, on_skip=finished,
+                                                  skip=done, on_skip=finished, kept=kept,
                                                   after_unit=None if saver is None else save)
     finally:
         qmodel.set_quant_state(weights=True, acts=True)
@@ -135,12 +139,13 @@ class _Checkpoint:
 
 
 def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels, skip=frozenset(),
-                      on_skip=None, after_unit=None) -> list[UnitReport]:
+                      on_skip=None, kept=None, after_unit=None) -> list[UnitReport]:
     """One pass over the units in order: each unit's inputs come from the network quantized up to
     it (already reconstructed in this pass), its targets from the float network. Units named in
     ``skip`` were reconstructed before a resumption: once their float outputs are computed,
     ``on_skip(unit)`` sets them to their reconstructed state. ``after_unit(name, reports)`` is
-    called after each unit this call reconstructs, with the reports of the pass so far."""
+    called after each unit this call reconstructs, with the reports of the pass so far. ``kept``
+    (by layer id): the float weights the float network runs with instead of the layers' own."""
     remaining = {node: len(node.users) for node in split.graph.nodes}
     q_env: dict[fx.Node, object] = {}
     fp_env: dict[fx.Node, object] = {}
@@ -157,7 +162,8 @@ def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, la
             unit = split.get_submodule(node.target)
             q_in, fp_in = [q_env[a] for a in node.args], [fp_env[a] for a in node.args]
             qmodel.set_quant_state(weights=False, acts=False)
-            fp_out = run_unit(unit, fp_in)
+            with _weights(unit, kept):
+                fp_out = run_unit(unit, fp_in)
             qmodel.set_quant_state(weights=True, acts=stage.acts_on)
             learns = node.target not in skip and any(isinstance(m, QUANT_LAYERS) for m in unit.modules())
             if node.target in skip and on_skip is not None:
@@ -180,3 +186,19 @@ def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, la
                 q_env.pop(arg, None)
                 fp_env.pop(arg, None)
     return reports
+
+
+@contextlib.contextmanager
+def _weights(unit: torch.nn.Module, kept: dict[int, torch.Tensor] | None):
+    """``unit``'s layers with the ``kept`` weights (by layer id) for the duration; none: as they are."""
+    layers = [m for m in unit.modules() if isinstance(m, QUANT_LAYERS)] if kept is not None else []
+    own = [layer.weight.detach().clone() for layer in layers]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.copy_(kept[id(layer)])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, w in zip(layers, own):
+                layer.weight.copy_(w)
