@@ -25,7 +25,9 @@ iters = 500
 trials = 50
 variant = "joint"  # the reconstruction variant compared above: "joint" or "reference"
 curve_methods = ["adaround", "brecq", "qdrop"]  # the iteration-count study
-curve_variants = ["joint", "reference"]
+# the curves: a name, the cell's changes and optionally the methods (default: curve_methods)
+curve_series = {"joint": {"variant": "joint"}, "reference": {"variant": "reference"},
+                "reference, fp_weights=current": {"variant": "reference", "fp_weights": "current", "methods": ["brecq"]}}
 curve_iters = [500, 2000, 5000, 20000]
 curve_trials = 10
 tolerance = 0.3  # converged: mean worst class within this many points of the largest count's
@@ -110,7 +112,9 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # count over the seeds it has), in both variants: `joint` (rounding and activation
 # steps learned together, the trials above) and `reference` (each method as its reference code
 # runs it: BRECQ in two stages, AdaRound with float activations, QDrop with ranges set on the
-# float network; see [the conventions](recon_conventions)). Each count is compared with the
+# float network; see [the conventions](recon_conventions)); BRECQ's earlier reference trials,
+# whose second pass ran on the float network of the rounded weights (`fp_weights=current`), are
+# their own curve. Each count is compared with the
 # reference count, the largest with at least three trials, on the seeds both have: the mean
 # paired change of the worst class, with its 95 % bootstrap interval. A count is taken as
 # converged when that whole interval lies within `tolerance` points either way (an equivalence
@@ -121,8 +125,9 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # compared with, and "converged" means converged relative to that count only.
 
 # %%
-curves = pd.concat([iteration_curve(store, replace(cell, variant=v), curve_methods, curve_iters, curve_trials)
-                    .assign(variant=v) for v in curve_variants], ignore_index=True)
+curves = pd.concat([iteration_curve(store, replace(cell, **{k: v for k, v in spec.items() if k != "methods"}),
+                                    spec.get("methods", curve_methods), curve_iters, curve_trials).assign(variant=name)
+                    for name, spec in curve_series.items()], ignore_index=True)
 if curves.empty:
     print("no reconstruction trials at these iteration counts in the store")
 else:

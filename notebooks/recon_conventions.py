@@ -16,7 +16,7 @@
 # | BRECQ: what is learned | stage 1: rounding only, activations float (`act_quant=False`, `iters_w` 20000); stage 2: activation step sizes only (`iters_a` 5000) | rounding and step sizes together, one pass | as the reference: two passes |
 # | BRECQ stage-2 learning rate | `--lr` default 4e-4 in `main_imagenet.py` (the function default in `block_recon.py` is 4e-5, overridden), cosine decay | (none: steps learned in the one pass, lr 4e-5) | 4e-4, cosine over 5000 |
 # | BRECQ stage-2 loss | `lp_loss` p = 2.4: `|out - tgt|^p` summed over channels, mean (`--p 2.4`) | squared error (p = 2) | p = 2.4 |
-# | BRECQ stage-2 data | `asym=False`: the float network's block inputs and outputs (quantization off uses the kept float weights, `org_weight`) | quantized inputs, float targets | inputs and targets of the network with activations in float but the weights as stage 1 rounded them (quantization off leaves the rounded weights in place): a remaining difference, not yet measured |
+# | BRECQ stage-2 data | `asym=False`: the float network's block inputs and outputs (quantization off uses the kept float weights, `org_weight`) | quantized inputs, float targets | as the reference (`fp_weights=kept`); the trials stored before that setting ran on the network whose weights stage 1 had rounded (`fp_weights=current`): the difference is measured below |
 # | BRECQ activation-range init | one forward of the whole quantized network (hard-rounded weights) on 64 images; each quantizer initialised on its first call, later ones see earlier ones quantized; `scale_method='mse'`: 80 candidates `[min, max] * (1 - 0.01 i)`, score mean `|x - q(x)|^2.4` on the raw tensor | per unit, on its quantized inputs (256 images), the trial's metric (`mse`: 100 candidates `t = 0.01..1`, squared error on a 2048-bin histogram) | per unit on its quantized inputs (64 images, earlier units' steps already learned), `lp2.4` on the histogram (100 candidates down to 1 %, not 80 down to 21 %) |
 # | AdaRound: activations during reconstruction | float (BRECQ code's `layer_reconstruction` with `act_quant=False`; paper: weights only) | quantized with grid ranges | float |
 # | QDrop: what is learned | rounding and LSQ step sizes jointly (`recon.py`: `w_opt` Adam default lr, `a_opt` Adam `scale_lr` 4e-5, cosine) | same | same |
@@ -77,3 +77,23 @@ if effects:
     publish_table(table.round(3), "variant_effect")
 else:
     print(f"no method has trials of both variants at {iters} iterations in the store")
+
+# %% [markdown]
+# ## The measured effect of BRECQ's second-pass float network
+#
+# BRECQ in the `reference` variant with its second pass on the float network of the kept float
+# weights (`fp_weights=kept`, as the reference code) against the same on the network of the
+# weights its first pass rounded (`current`, the earlier trials), on the same calibration sets,
+# at `iters` iterations per unit: the mean per-seed difference (kept minus current, points) of
+# the average and of each trial's worst class, with a 95 % bootstrap interval over the seeds and
+# the Wilcoxon signed-rank p-value.
+
+# %%
+frame = factor_frame(store, replace(cell, optimizer="brecq", variant="reference"), "fp_weights", ["current", "kept"],
+                     trials)
+if set(frame.get("fp_weights", [])) >= {"current", "kept"}:
+    table = paired_gain(frame, "fp_weights", "current", "kept").set_index("statistic")
+    publish_table(table.rename(columns={"mean_a": "current", "mean_b": "kept", "diff": "kept - current"}).round(3),
+                  "fp_weights_effect")
+else:
+    print(f"BRECQ has no trials of both fp_weights settings at {iters} iterations in the store")
