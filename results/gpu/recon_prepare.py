@@ -1,8 +1,9 @@
 """Write the bundle of reconstruction jobs for the GPU (run here, where the data is).
 
 The jobs are the iteration curve's 20,000-iteration trials: ResNet-20 on CIFAR-10, W4A4,
-1,024 calibration images, the reference variant of AdaRound, BRECQ and QDrop, seeds 0-4 (the
-stored 500/2,000/5,000-iteration trials of the same cell have seeds 0-2 at least). Each is the
+1,024 calibration images, the reference variant of AdaRound, BRECQ (fp_weights=kept) and QDrop,
+seeds 0-4 (the stored 500/2,000/5,000-iteration trials of the same cell have seeds 0-2 at least;
+BRECQ's stored ones ran fp_weights=current). Each is the
 trial of ``ptq sweep --model resnet20 --dataset cifar10-jpeg --w-bits 4 --a-bits 4 --calib-size
 1024 --optimizer M --variant reference --iters 20000 --seeds S``.
 
@@ -26,11 +27,11 @@ assert set(stored) == set(METHODS), stored.keys()
 configs = []
 for seed in SEEDS:  # seed-major: the lanes take their jobs in this order
     for m in METHODS:
-        # the stored cell's rule (its BRECQ trials predate fp_weights: "current", so these are too)
+        # the stored cell's rule, but for BRECQ's float network: its stored trials predate fp_weights
+        # (they ran "current"); these run the reference's ("kept", the default)
         rule = replace(default_recon("resnet20", 5000, "reference", m), fp_weights="current")
         assert stored[m].recon == rule, m
-        configs.append(replace(stored[m], seed=seed,
-                               recon=replace(default_recon("resnet20", ITERS, "reference", m), fp_weights="current")))
+        configs.append(replace(stored[m], seed=seed, recon=default_recon("resnet20", ITERS, "reference", m)))
 bundle = export_jobs(configs, sys.argv[1])
 print(f"{len(bundle['jobs'])} jobs, {len(bundle['images'])} calibration draws -> {sys.argv[1]}")
 for job in bundle["jobs"]:
