@@ -156,3 +156,20 @@ def test_imagenet_trials_draw_from_the_1000_class_pool_unless_told_otherwise():
     design = design_for("efficientnet_lite0", "imagenet-val10")
     assert design.cell.trial_config().calib.pool == "sample1000" and design.bias_pool == "train"
     assert design_for("efficientnet_lite0", "imagenet-val10", pool="train").cell.pool == "train"
+
+
+def test_fp_weights_is_part_of_the_key_of_brecqs_reference_variant_only():
+    from ptqlib.study.settings import trial_config
+
+    cell = dict(model="resnet20", dataset="cifar10-jpeg", calib_size=1024, iters=500)
+    kept = trial_config(**cell, optimizer="brecq", variant="reference")
+    current = trial_config(**cell, optimizer="brecq", variant="reference", fp_weights="current")
+    assert kept.recon.fp_weights == "kept" and kept.key() != current.key()
+    assert "fp_weights" not in current.to_dict()["recon"]  # the stored trials' key: they ran "current"
+    for other in (dict(optimizer="qdrop", variant="reference"), dict(optimizer="adaround", variant="reference"),
+                  dict(optimizer="brecq")):
+        a, b = (trial_config(**cell, **other, fp_weights=v) for v in ("kept", "current"))
+        assert a.key() == b.key() and a.recon.fp_weights == "current"  # cannot matter: one key
+    assert settings.columns(current)["fp_weights"] is None and settings.columns(kept)["fp_weights"] == "kept"
+    with pytest.raises(ValueError, match="fp_weights"):
+        trial_config(**cell, optimizer="brecq", variant="reference", fp_weights="float")
