@@ -114,3 +114,18 @@ def test_the_offload_commands_export_run_and_import(tmp_path, base, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["jobs"] == 0  # all stored already
     assert main(["offload", "run", "--bundle", str(bundle)]) == 2  # one clear line, no traceback
     assert "run needs --bundle FILE and --out FILE" in capsys.readouterr().err
+
+
+def test_run_jobs_takes_one_methods_jobs_and_starts_none_past_its_deadline(tmp_path, base):
+    import time
+
+    from ptqlib.study.offload import run_jobs
+
+    configs = [replace(base, seed=s, optimizer=m) for s in (0, 1) for m in ("adaround", "qdrop")]
+    bundle = load_bundle(export_jobs(configs, tmp_path / "b.pt") and tmp_path / "b.pt")
+    lines = []
+    assert run_jobs(bundle, tmp_path / "late.pt", "cpu", deadline=time.time() - 1, log=lines.append) == []
+    assert "not started" in lines[0] and not (tmp_path / "late.pt").exists()
+    done = run_jobs(bundle, tmp_path / "r.pt", "cpu", optimizer="qdrop", log=lines.append)
+    assert [r["config"]["optimizer"] for r in done] == ["qdrop", "qdrop"]
+    assert len(run_jobs(bundle, tmp_path / "r.pt", "cpu", log=lines.append)) == 4  # the adaround jobs added

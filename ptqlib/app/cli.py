@@ -147,8 +147,7 @@ def cmd_offload(args: argparse.Namespace) -> None:
     """Reconstruction trials split across machines (see :mod:`ptqlib.study.offload`)."""
     import torch
 
-    from ptqlib.data import save_atomic
-    from ptqlib.study.offload import export_jobs, import_results, load_bundle, run_job
+    from ptqlib.study.offload import export_jobs, import_results, load_bundle, run_jobs
     from ptqlib.study.store import ResultsStore, row_key
     from ptqlib.study.sweep import context, expand_grid
 
@@ -158,7 +157,7 @@ def cmd_offload(args: argparse.Namespace) -> None:
         base, factors = settings.from_args(args)
         configs = expand_grid(base, factors, range(base["seed"], base["seed"] + args.trials))
         done = ResultsStore(args.store).existing_keys() if Path(args.store).exists() else set()
-        todo = [c for c in configs if row_key(c, context(c, "cpu").weights_fp, context(c, "cpu").data_fp) not in done]
+        todo = [c for c in configs if row_key(c, (ctx := context(c, "cpu")).weights_fp, ctx.data_fp) not in done]
         if not todo:
             print(json.dumps({"requested": len(configs), "jobs": 0, "note": "every trial is in the store already"}))
             return
@@ -167,15 +166,8 @@ def cmd_offload(args: argparse.Namespace) -> None:
     elif args.action == "run":
         if not (args.bundle and args.out):
             raise ValueError("run needs --bundle FILE and --out FILE")
-        bundle = load_bundle(args.bundle)
-        results = torch.load(args.out, weights_only=True) if Path(args.out).exists() else []
-        finished = {json.dumps(r["config"], sort_keys=True) for r in results}
-        for i, job in enumerate(bundle["jobs"]):
-            if json.dumps(job["config"], sort_keys=True) in finished:
-                continue  # a rerun after a stop goes on with the jobs not yet done
-            results.append(run_job(bundle, i, args.device or "cpu", progress=True))
-            save_atomic(results, Path(args.out))
-            print(json.dumps({"job": i, "seconds": round(results[-1]["recon_seconds"], 1)}), flush=True)
+        run_jobs(load_bundle(args.bundle), args.out, args.device or "cpu", progress=True,
+                 log=lambda line: print(line, flush=True))
     else:
         if not args.results:
             raise ValueError("import needs --results FILE [FILE ...] (written by 'ptq offload run')")

@@ -16,18 +16,20 @@ that on the CPU the three steps give the same predictions as one run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from ptqlib.data import save_atomic
 from ptqlib.models import build_model
 from ptqlib.quant.qmodel import QuantizedModel, load_quant_state, quant_state, quantize_model
 from ptqlib.quant.recon import reconstruct
 from ptqlib.study.settings import TrialConfig
 from ptqlib.study.store import ResultsStore, row_key, trial_row
-from ptqlib.study.trial import check_device, full_float32_on_cuda
+from ptqlib.study.trial import check_device, full_float32_on_cuda, synchronize
 
 FORMAT = 1
 
@@ -91,20 +93,47 @@ def run_job(bundle: dict, index: int, device: str, progress: bool = False) -> di
     """Reconstruct job ``index`` of ``bundle`` on ``device``; returns what :func:`import_results` reads."""
     job = bundle["jobs"][index]
     cfg = TrialConfig.from_dict(job["config"])
-    if check_device(device).type == "cuda":
+    dev = check_device(device)
+    if dev.type == "cuda":
         full_float32_on_cuda()  # as a trial on the device runs
     qmodel = rebuild(bundle, job, device)
     t0 = time.perf_counter()
     reports = reconstruct(qmodel, bundle["images"][job["draw"]], cfg.optimizer, cfg.recon, seed=cfg.seed,
                           labels=bundle["labels"][job["draw"]], progress=progress)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(dev)
     seconds = time.perf_counter() - t0
-    return {"config": job["config"], "device": device.split(":")[0], "seconds": seconds + job["seconds"],
+    return {"config": job["config"], "device": dev.type, "seconds": seconds + job["seconds"],
             "recon_seconds": seconds, "state": quant_state(qmodel), "data_fp": bundle["data_fp"],
-            "weights_fp": bundle["weights_fp"],
-            "units": [{"name": r.name, "grid_loss": r.grid_loss, "recon_loss": r.recon_loss, "iters": r.iters,
-                       "seconds": r.seconds} for r in reports]}
+            "weights_fp": bundle["weights_fp"], "units": [dataclasses.asdict(r) for r in reports]}
+
+
+def run_jobs(bundle: dict, out: str | Path, device: str, optimizer: str | None = None,
+             deadline: float | None = None, progress: bool = False, log=print) -> list[dict]:
+    """Run the jobs of ``bundle`` (only ``optimizer``'s, if given) that the results file ``out``
+    does not hold yet, in order, rewriting ``out`` with every result after each job: a run
+    stopped in the middle keeps its finished jobs and, started again, goes on with the others.
+    With ``deadline`` (seconds since the epoch) a job starts only if the last one's duration, with
+    a 10 % margin, fits before it. Returns every result in ``out``."""
+    out = Path(out)
+    results = torch.load(out, weights_only=True) if out.exists() else []
+    finished = {json.dumps(r["config"], sort_keys=True) for r in results}
+    last = 0.0
+    for i, job in enumerate(bundle["jobs"]):
+        if json.dumps(job["config"], sort_keys=True) in finished or \
+                (optimizer is not None and job["config"]["optimizer"] != optimizer):
+            continue
+        if deadline is not None and last * 1.1 > deadline - time.time():
+            log(f"job {i} not started: {deadline - time.time():.0f} s left, the last took {last:.0f} s")
+            break
+        t0 = time.time()
+        results.append(run_job(bundle, i, device, progress=progress))
+        last = time.time() - t0
+        save_atomic(results, out)
+        res = results[-1]
+        log(f"job {i} ({res['config']['optimizer']}, seed {res['config']['seed']}) on {res['device']}: "
+            f"{res['recon_seconds']:.1f} s, {sum(u['iters'] for u in res['units']) / res['recon_seconds']:.0f} "
+            f"it/s over {len(res['units'])} units")
+    return results
 
 
 def import_results(results: list[dict], store: ResultsStore, device: str = "cpu") -> dict:

@@ -224,6 +224,11 @@ class TrialConfig:
         return cls(**{**d, "quant": QuantConfig(**d["quant"]), "calib": CalibSpec(**d["calib"]), "recon": recon})
 
 
+def row_key(cfg: TrialConfig, weights_fp: str, data_fp: str) -> str:
+    """The store key of a trial: its configuration and the exact weights and data."""
+    return hashlib.sha256(f"{cfg.key()}|{weights_fp}|{data_fp}".encode()).hexdigest()[:24]
+
+
 def setting(name: str) -> Setting:
     if name not in BY_NAME:
         raise ValueError(f"unknown setting {name!r}; choose from {', '.join(NAMES)}")

@@ -16,7 +16,6 @@ missing trial, and the second copy is dropped).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -30,7 +29,7 @@ import torch
 
 from ptqlib import __version__
 from ptqlib.study import settings
-from ptqlib.study.settings import TrialConfig
+from ptqlib.study.settings import TrialConfig, row_key  # noqa: F401 (row_key: the store's key, defined with the settings)
 from ptqlib.study.trial import TrialContext, TrialResult
 
 DEFAULT_STORE = Path("results/trials.sqlite")
@@ -91,11 +90,6 @@ def _copy_sql(con: sqlite3.Connection, src: str, dst: str, table: str, where: st
     src_columns = {row[1] for row in con.execute(f"PRAGMA {src}.table_info({table})")}
     names = ", ".join(row[1] for row in con.execute(f"PRAGMA {dst}.table_info({table})") if row[1] in src_columns)
     return f"INSERT OR IGNORE INTO {dst}.{table} ({names}) SELECT {names} FROM {src}.{table} {where}"
-
-
-def row_key(cfg: TrialConfig, weights_fp: str, data_fp: str) -> str:
-    """The store key of a trial: its configuration and the exact weights and data."""
-    return hashlib.sha256(f"{cfg.key()}|{weights_fp}|{data_fp}".encode()).hexdigest()[:24]
 
 
 def trial_row(result: TrialResult, ctx: TrialContext, device: str | None = None) -> dict:

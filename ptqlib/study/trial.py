@@ -23,7 +23,7 @@ from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accur
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, quantize_model
 from ptqlib.quant.recon import reconstruct
-from ptqlib.study.settings import TrialConfig
+from ptqlib.study.settings import TrialConfig, row_key
 
 DEVICE_ENV = "PTQ_DEVICE"  # the default device of trials when none is given (cpu when unset)
 
@@ -59,7 +59,7 @@ def full_float32_on_cuda() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so that a timer reads the work's end (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -191,8 +191,7 @@ class TrialContext:
     def checkpoint_path(self, cfg: TrialConfig) -> Path:
         """Where a reconstruction trial saves its progress after each unit, so that a stopped
         trial started again resumes there (see :func:`ptqlib.quant.recon.reconstruct`)."""
-        ident = hashlib.sha256(f"{cfg.key()}|{self.weights_fp}|{self.data_fp}".encode()).hexdigest()[:24]
-        return cache_dir() / "recon" / f"{ident}.pt"
+        return cache_dir() / "recon" / f"{row_key(cfg, self.weights_fp, self.data_fp)}.pt"
 
     def _with_weight_ranges(self, quant: QuantConfig) -> QuantizedModel:
         """A quantized copy of the model with its weight ranges set. They depend only on the
@@ -215,7 +214,7 @@ class TrialContext:
         t0 = time.perf_counter()
         calib = self.calibration_set(cfg)
         qmodel = self.quantize(cfg, calib.images, calib.labels)
-        _synchronize(self.device)
+        synchronize(self.device)
         return self.evaluate(cfg, qmodel, calib, time.perf_counter() - t0)
 
     def _check(self, cfg: TrialConfig) -> None:
@@ -231,7 +230,7 @@ class TrialContext:
         t0 = time.perf_counter()
         if cfg.engine == "int8":
             qmodel = to_integer(qmodel.cpu())
-        _synchronize(self.device)
+        synchronize(self.device)
         t1 = time.perf_counter()
         preds, confidence = predict_with_confidence(qmodel, self.test)
         t2 = time.perf_counter()  # predictions are back on the CPU: nothing left queued

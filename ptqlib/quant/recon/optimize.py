@@ -204,6 +204,14 @@ def _step_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _SquaredError.apply(out, target, out.numel() // out.shape[1])
 
 
+def _batch_error(out: list[torch.Tensor], targets: list[torch.Tensor], idx: torch.Tensor, p: float) -> torch.Tensor:
+    """The step's reconstruction error of a batch: the unit's outputs against the targets of the
+    images ``idx``, :func:`_step_error` for p = 2, else :func:`_output_error` with ``p``."""
+    if p != 2.0:
+        return sum(_output_error(o, t[idx], p) for o, t in zip(out, targets))
+    return sum(_step_error(o, t[idx]) for o, t in zip(out, targets))
+
+
 @dataclass(frozen=True)
 class Learned:
     """What the optimisation of one unit learns, and how."""
@@ -274,10 +282,8 @@ class _EagerSteps:
             x = [q if isinstance(f, Const) else torch.lerp(f[idx], q, keep_mask(q, keep, self.gen))
                  for q, f in zip(x, self.fp_in)]
         out = self.unit(*x)
-        if self.stage.p != 2.0:
-            rec = sum(_output_error(o, t[idx], self.stage.p) for o, t in zip(out, self.targets))
-        elif class_weights is None:
-            rec = sum(_step_error(o, t[idx]) for o, t in zip(out, self.targets))
+        if class_weights is None or self.stage.p != 2.0:  # class weights weigh squared errors only
+            rec = _batch_error(out, self.targets, idx, self.stage.p)
         else:
             errors = sum(_image_errors(o, t[idx]) for o, t in zip(out, self.targets))  # [B]
             class_weights.update(idx, errors.detach())
@@ -361,11 +367,7 @@ class _StaticSteps:
         if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
             x = [q if isinstance(f, Const) else torch.lerp(f[self.idx], q, keep_mask(q, keep))
                  for q, f in zip(x, self.fp_in)]
-        out = self.unit(*x)
-        if self.stage.p != 2.0:
-            rec = sum(_output_error(o, t[self.idx], self.stage.p) for o, t in zip(out, self.targets))
-        else:
-            rec = sum(_step_error(o, t[self.idx]) for o, t in zip(out, self.targets))
+        rec = _batch_error(self.unit(*x), self.targets, self.idx, self.stage.p)
         roundings = self.learned.roundings
         loss = rec + self.reg_weight * sum(r.regularizer(self.beta) for r in roundings) if roundings else rec
         return loss, rec
