@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ptqlib.quant.quantizer import QuantSpec, fake_quantize, qparams_from_range
+from ptqlib.quant.qmodel import WEIGHT_SPEC
 from ptqlib.quant.range_estimators import HistogramObserver, kl_threshold, weight_range
 
 
@@ -136,3 +137,38 @@ def test_unknown_metric_is_refused():
         obs.range("l1", QuantSpec(4))
     with pytest.raises(ValueError, match="'kl'"):
         weight_range(torch.randn(2, 3), QuantSpec(4, per_channel=True), "kl")
+
+
+def _reference_weight_search(channel: torch.Tensor, bits: int) -> tuple[float, float]:
+    """The BRECQ code's per-channel weight search, written from its description: candidates
+    [min, max] * (1 - 0.01 i) for i < 80, score mean |w - q(w)|^2.4, the first best kept;
+    returns that candidate's (scale, zero point)."""
+    levels = 2 ** bits
+    w_min, w_max = channel.min(), channel.max()
+    best, out = math.inf, None
+    for i in range(80):
+        c_max, c_min = w_max * (1.0 - i * 0.01), w_min * (1.0 - i * 0.01)
+        delta = (c_max - c_min) / (levels - 1)
+        zp = torch.round(-c_min / delta)
+        q = (torch.clamp(torch.round(channel / delta) + zp, 0, levels - 1) - zp) * delta
+        score = (channel - q).abs().pow(2.4).mean().item()
+        if score < best:
+            best, out = score, (delta.item(), zp.item())
+    return out
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_the_lp24_weight_search_is_the_reference_codes(bits):
+    torch.manual_seed(bits)
+    w = torch.randn(16, 8, 3, 3) * torch.rand(16, 1, 1, 1) + 0.02 * torch.randn(16, 1, 1, 1)
+    w[3, 0, 0, 0] = 6.0  # an outlier: the search clips it
+    # both signs in every channel, as BN-folded weights (a one-signed channel's range is widened to 0 here)
+    assert (w.amin((1, 2, 3)) < 0).all() and (w.amax((1, 2, 3)) > 0).all()
+    spec = WEIGHT_SPEC.with_bits(bits)
+    lo, hi = weight_range(w, spec, "lp2.4")
+    scale, zp = qparams_from_range(lo, hi, spec)
+    for c in range(16):
+        ref_scale, ref_zp = _reference_weight_search(w[c].flatten(), bits)
+        assert scale[c].item() == pytest.approx(ref_scale, rel=1e-5) and zp[c].item() == ref_zp
+    if bits == 4:  # another search: other ranges on this tensor
+        assert not torch.equal(hi, weight_range(w, spec, "mse")[1])

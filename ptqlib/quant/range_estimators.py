@@ -17,7 +17,13 @@ The metrics follow ``book/method.md``:
 - ``lp2.4``: the ``mse`` candidates scored by ``sum |x - q(x)|^2.4`` (the L_p norm of LAPQ,
   Nahshan et al. 2019), the activation range search of the BRECQ and QDrop code.
 
-Weights are estimated per output channel directly on the tensor (``minmax`` or ``mse``).
+Weights are estimated per output channel directly on the tensor: ``minmax``; ``mse`` (the
+candidates above, squared error); ``lp2.4``, the BRECQ code's weight search (its
+``UniformAffineQuantizer`` with ``scale_method='mse'``): 80 candidates ``[min, max] * (1 - 0.01 i)``,
+``i = 0 .. 79`` (down to 21 % of the range, not 1 %), scored by ``sum |w - q(w)|^2.4``, the
+first best kept (the widest, where the ``mse`` search keeps the narrowest). As everywhere
+here, a channel's range is widened to contain 0 (the reference code leaves a one-signed
+channel's range as it is; BN-folded convolution weights have both signs).
 
 Exact zeros (ReLU's dead units) are counted apart from the histogram: they are always
 representable exactly, so MSE and cosine count them at 0 and KL leaves them out.
@@ -36,7 +42,8 @@ from torch import nn
 from ptqlib.quant.quantizer import QuantSpec, fake_quantize, qparams_from_range
 
 METRICS = ("minmax", "mse", "kl", "cosine", "percentile", "lp2.4")
-WEIGHT_METRICS = ("minmax", "mse")
+WEIGHT_METRICS = ("minmax", "mse", "lp2.4")
+REFERENCE_WEIGHT_CANDIDATES = 80  # the BRECQ code's weight range search: [min, max] * (1 - 0.01 i), i < 80
 NUM_BINS = 2048
 NUM_CANDIDATES = 100
 PERCENTILE = 99.99
@@ -249,13 +256,17 @@ def weight_range(weight: torch.Tensor, spec: QuantSpec, metric: str = "mse") -> 
     lo, hi = flat.min(1).values, flat.max(1).values
     if metric == "minmax":
         return lo, hi
+    if metric == "lp2.4":  # widest first, as the reference loops
+        shrink, p = [1.0 - 0.01 * i for i in range(REFERENCE_WEIGHT_CANDIDATES)], 2.4
+    else:
+        shrink, p = [i / NUM_CANDIDATES for i in range(1, NUM_CANDIDATES + 1)], 2.0
     best_err = torch.full_like(lo, math.inf)
     best_lo, best_hi = lo.clone(), hi.clone()
-    for i in range(1, NUM_CANDIDATES + 1):
-        t = i / NUM_CANDIDATES
+    for t in shrink:
         c_lo, c_hi = lo * t, hi * t
         scale, zp = qparams_from_range(c_lo, c_hi, spec)
-        err = ((fake_quantize(flat, scale, zp, spec) - flat) ** 2).sum(1)
+        diff = fake_quantize(flat, scale, zp, spec) - flat
+        err = (diff ** 2 if p == 2.0 else diff.abs().pow(p)).sum(1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_lo = torch.where(better, c_lo, best_lo)
