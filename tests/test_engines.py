@@ -3,7 +3,10 @@
 A fake-quantized trial's predictions are simulated per image; its int8 twin (same seed)
 changes some of them. Changes on 1 % of the images must contradict the 99.9 % agreement claim;
 none must support it. Changes that ignore the image's class must not come out as concentrated
-on classes; changes planted in one class must, and that class must leave its chance band.
+on classes; changes planted in one class must, and that class must leave its chance band. An int8
+twin that moves ten times as many predictions as a reordered fake twin (the float-noise yardstick)
+must support the claim that int8 moves more than float noise; one that moves a tenth as many must
+contradict it.
 """
 import json
 from dataclasses import replace
@@ -170,3 +173,49 @@ def test_bench_table_reads_the_runs_that_measured_int8(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps([1, 2]))  # not a record: an error naming the file
     with pytest.raises(ValueError, match="c.json holds a JSON list, not an object"):
         E.bench_table(tmp_path)
+
+
+def _three(fake, int8, reordered) -> LevelPredictions:
+    seeds = np.arange(len(fake))
+    return LevelPredictions({"fake": fake, "int8": int8, E.REORDERED: reordered},
+                            {e: seeds for e in ("fake", "int8", E.REORDERED)}, LABELS, LABELS.copy(), NAMES)
+
+
+@pytest.mark.parametrize("int8_rate, noise_rate, verdict", [(0.01, 0.001, V.SUPPORTED), (0.001, 0.01, V.CONTRADICTED)])
+def test_int8_is_judged_against_the_fake_models_own_float_noise(int8_rate, noise_rate, verdict):
+    rng = np.random.default_rng(5)
+    fake = _fake(rng)
+    int8 = _int8(rng, fake, np.full(len(LABELS), int8_rate))
+    reordered = _int8(rng, fake, np.full(len(LABELS), noise_rate))
+    part = E.noise_part(_three(fake, int8, reordered))
+    assert part.verdict == verdict and part.ci[0] <= part.estimate <= part.ci[1]
+    expected = (int8_rate - noise_rate) * len(LABELS)
+    assert part.estimate == pytest.approx(expected, abs=0.3 * abs(expected))
+
+
+def test_equal_int8_and_float_noise_is_not_called_either_way_and_needs_all_three_engines():
+    rng = np.random.default_rng(6)
+    fake = _fake(rng)
+    rate = np.full(len(LABELS), 0.005)
+    part = E.noise_part(_three(fake, _int8(rng, fake, rate), _int8(rng, fake, rate)))
+    assert part.verdict == V.INCONCLUSIVE and part.ci[0] < 0 < part.ci[1]
+    assert E.noise_part(_pair(fake, fake.copy())).verdict == V.NOT_ENOUGH  # no reordered trials
+    assert "images" in V.describe(part)
+
+
+def test_the_float_noise_part_reads_the_reordered_trials_from_the_store(tmp_path):
+    rng = np.random.default_rng(7)
+    store = _store(tmp_path)
+    cell = Cell(model="resnet20", dataset="toy")
+    fake = {s: p for s, p in zip(range(8), _fake(rng, 8))}
+    rate = np.full(len(LABELS), 0.02)
+    _write(store, cell, fake, eval_s=10.0)
+    _write(store, replace(cell, engine="int8"), {s: _int8(rng, fake[s][None], rate)[0] for s in range(8)}, eval_s=1.0)
+    assert E.compare(store, cell, 20, chance_draws=50).parts[2].verdict == V.NOT_ENOUGH
+    _write(store, replace(cell, engine=E.REORDERED), {s: fake[s].copy() for s in range(1, 8)}, eval_s=10.0)
+    comparison = E.compare(store, cell, 20, chance_draws=50)
+    noise = comparison.parts[2]
+    assert noise.trials == 7 and noise.verdict == V.SUPPORTED  # the reordered twin changes nothing
+    row = E.summary([comparison]).iloc[0]
+    assert row["noise_trials"] == 7 and row["noise_verdict"] == V.SUPPORTED
+    assert row["noise_low"] <= row["noise_diff"] <= row["noise_high"]

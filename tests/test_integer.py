@@ -144,7 +144,7 @@ def test_uncalibrated_or_disabled_quantization_is_refused():
 def test_engine_names_and_models_are_checked():
     assert check_engine("fake", "resnet18") == "fake"
     assert check_engine("int8", "resnet20") == "int8"
-    with pytest.raises(ValueError, match="unknown engine 'int4'; choose one of fake, int8"):
+    with pytest.raises(ValueError, match="unknown engine 'int4'; choose one of fake, int8, fake-reordered"):
         check_engine("int4")
     with pytest.raises(NoIntegerPath, match="no integer path for model 'resnet18'"):
         check_engine("int8", "resnet18")
@@ -214,7 +214,7 @@ def test_int8_engine_is_part_of_the_key_and_round_trips():
 def test_int8_engine_refuses_what_has_no_integer_path_in_one_line():
     from ptqlib.study.settings import TrialConfig
 
-    with pytest.raises(ValueError, match=r"^unknown engine 'int4'; choose one of fake, int8$"):
+    with pytest.raises(ValueError, match=r"^unknown engine 'int4'; choose one of fake, int8, fake-reordered$"):
         TrialConfig(quant=QuantConfig(4, 4), engine="int4")
     with pytest.raises(ValueError, match=r"^engine 'int8' has no integer path for model 'mobilenet_v2'"):
         TrialConfig(model="mobilenet_v2", dataset="imagenet-val10", quant=QuantConfig(4, 4), engine="int8")
@@ -234,6 +234,9 @@ def test_cli_engine_option(capsys, tiny_data, tiny_checkpoint):
     int8 = json.loads(capsys.readouterr().out)
     assert int8["config"]["engine"] == "int8" and "engine" not in fake["config"]
     assert abs(int8["avg"] - fake["avg"]) <= 100 / 24 + 1e-9  # 24 test images: at most one differs here
+    assert main([*args, "--engine", "fake-reordered"]) == 0  # the same fake model in another float order
+    reordered = json.loads(capsys.readouterr().out)
+    assert reordered["config"]["engine"] == "fake-reordered" and abs(reordered["avg"] - fake["avg"]) <= 100 / 24 + 1e-9
     assert main([*args, "--engine", "int8", "--model", "resnet18"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ptq: error: engine 'int8' has no integer path for model 'resnet18'") and "\n" not in err

@@ -19,6 +19,12 @@ configuration and seed are one quantized model evaluated twice. What is compared
 - **whether the differences concentrate on classes** (:func:`gap_chance_part`): the largest
   absolute class difference against the same largest value over pseudo-classes, a permutation
   test decided as the verdicts module decides its chance parts;
+- **the simulation's own float noise** (:func:`noise_part`): where the cell also has trials of
+  the ``fake-reordered`` engine (the same fake-quantized model summed in another float order),
+  the images the int8 model predicts differently from fake quantization against the images
+  the reordered fake model predicts differently, per seed: the claim "the int8 engine moves more
+  predictions than float32 rounding alone does" is supported when the interval of the mean
+  per-seed difference lies above 0, contradicted when it lies below;
 - **speed** (:func:`bench_table`): the ``ptq bench`` runs that measured both engines, read from
   their JSON files, and (:func:`stored_seconds`) the median seconds the stored trials took.
 """
@@ -37,6 +43,7 @@ from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_
 from ptqlib.study.store import ResultsStore
 
 ENGINES = ["fake", "int8"]
+REORDERED = "fake-reordered"  # the float-noise yardstick (ptqlib.quant.integer.Reordered)
 TARGET_AGREEMENT = 99.9  # % of test images whose prediction the two engines share
 CLAIM = "int8"  # the claim name the parts carry
 
@@ -45,18 +52,23 @@ def _empty() -> LevelPredictions:
     return LevelPredictions({}, {}, None, None, [])
 
 
-def paired_predictions(store: ResultsStore, cell: Cell, trials: int) -> LevelPredictions:
-    """The predictions of ``cell`` under both engines (levels ``"fake"`` and ``"int8"``) on the
-    first ``trials`` seeds that both have, in seed order, on the weights and data of the most
-    recent FP reference of the cell's model and dataset; empty when either engine has no trial."""
-    lp = factor_predictions(store, replace(cell, engine="fake"), "engine", ENGINES, trials=2**31)
-    if set(lp.preds) != set(ENGINES):
+def paired_predictions(store: ResultsStore, cell: Cell, trials: int,
+                       engines: list[str] = ENGINES) -> LevelPredictions:
+    """The predictions of ``cell`` under each of ``engines`` (levels, e.g. ``"fake"`` and
+    ``"int8"``) on the first ``trials`` seeds that all have, in seed order, on the weights and
+    data of the most recent FP reference of the cell's model and dataset; empty when an engine
+    has no trial."""
+    lp = factor_predictions(store, replace(cell, engine="fake"), "engine", engines, trials=2**31)
+    if set(lp.preds) != set(engines):
         return _empty()
-    shared = np.intersect1d(lp.seeds["fake"], lp.seeds["int8"])[:trials]
+    shared = lp.seeds[engines[0]]
+    for e in engines[1:]:
+        shared = np.intersect1d(shared, lp.seeds[e])
+    shared = shared[:trials]
     if not len(shared):
         return _empty()
-    preds = {e: lp.preds[e][np.searchsorted(lp.seeds[e], shared)] for e in ENGINES}
-    return LevelPredictions(preds, {e: shared for e in ENGINES}, lp.labels, lp.fp_preds, lp.class_names)
+    preds = {e: lp.preds[e][np.searchsorted(lp.seeds[e], shared)] for e in engines}
+    return LevelPredictions(preds, {e: shared for e in engines}, lp.labels, lp.fp_preds, lp.class_names)
 
 
 def trials_of(lp: LevelPredictions) -> int:
@@ -169,10 +181,32 @@ def gap_chance_part(lp: LevelPredictions, data: ClassData | None = None) -> Part
                 p_chance=p, detail=f"class '{data.names[k]}': {mean[k]:+.2f} points")
 
 
+def noise_part(lp: LevelPredictions, resamples: int = RESAMPLES, seed: int = 0) -> Part:
+    """The claim "the int8 engine moves more predictions away from fake quantization's than
+    float32 rounding alone does": per seed, the images predicted differently by the int8 model
+    minus those predicted differently by the reordered fake model (both against fake
+    quantization), their mean with a bootstrap interval over seeds, ``supported`` above 0,
+    ``contradicted`` below. ``lp``: :func:`paired_predictions` of the engines fake, int8 and
+    :data:`REORDERED`."""
+    name = "int8 vs float-noise disagreement (images)"
+    n = trials_of(lp) if REORDERED in lp.preds else 0
+    if n < MIN_TRIALS:
+        return Part(CLAIM, name, NOT_ENOUGH, None, None, None, n, 0.0, ">", "images",
+                    detail=f"{n} seeds with all three engines (needs {MIN_TRIALS})")
+    fake = lp.preds["fake"]
+    int8 = (lp.preds["int8"] != fake).sum(1)
+    noise = (lp.preds[REORDERED] != fake).sum(1)
+    diff = (int8 - noise).astype(float)
+    ci = bootstrap_interval(lambda idx: diff[idx].mean(-1), [n], paired=False, resamples=resamples, seed=seed)
+    return Part(CLAIM, name, decide(ci, 0.0, ">"), float(diff.mean()), ci, None, n, 0.0, ">", "images",
+                detail=f"int8 differs from fake on {int8.mean():.1f} images a seed, the reordered fake model "
+                       f"on {noise.mean():.1f}")
+
+
 @dataclass
 class Comparison:
     """Everything the report shows of one cell: its seed pairs, the per-seed and per-class tables
-    and the two tested parts."""
+    and the three tested parts (agreement, class concentration, float noise)."""
 
     label: str
     lp: LevelPredictions
@@ -190,17 +224,20 @@ def compare(store: ResultsStore, cell: Cell, trials: int, label: str | None = No
     """:func:`paired_predictions` of ``cell`` and the tables and parts computed from them."""
     lp = paired_predictions(store, cell, trials)
     data = ClassData(lp, chance_draws) if trials_of(lp) else None
+    noise = paired_predictions(store, cell, trials, [*ENGINES, REORDERED])
     return Comparison(label or cell.model, lp, agreement_table(lp), class_gap(lp, data),
-                      [agreement_part(lp, target), gap_chance_part(lp, data)])
+                      [agreement_part(lp, target), gap_chance_part(lp, data), noise_part(noise)])
 
 
 def summary(comparisons: list[Comparison]) -> pd.DataFrame:
     """One row per cell: seed pairs, the mean and lowest agreement (%), seeds below the target,
     the mean accuracies and their difference with its bootstrap interval, the largest class
-    difference with its chance band and p-value, and the two parts' verdicts."""
+    difference with its chance band and p-value, the int8 minus the float-noise disagreement
+    (images a seed, on the seeds with all three engines) with its interval, and the three
+    parts' verdicts."""
     rows = []
     for c in comparisons:
-        agree_part, chance_part = c.parts
+        agree_part, chance_part, noise = c.parts
         row = {"cell": c.label, "trials": c.trials}
         if c.trials:
             a = c.agreement
@@ -216,7 +253,10 @@ def summary(comparisons: list[Comparison]) -> pd.DataFrame:
                     "max_class_diff": np.nan if chance_part.estimate is None else chance_part.estimate,
                     "chance_low": band[0], "chance_high": band[1],
                     "p_chance": np.nan if chance_part.p_chance is None else chance_part.p_chance,
-                    "class_verdict": chance_part.verdict})
+                    "class_verdict": chance_part.verdict,
+                    "noise_trials": noise.trials, "noise_diff": np.nan if noise.estimate is None else noise.estimate,
+                    "noise_low": noise.ci[0] if noise.ci else np.nan, "noise_high": noise.ci[1] if noise.ci else np.nan,
+                    "noise_verdict": noise.verdict})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -92,7 +92,7 @@ class Part:
     trials: int  # trials per level (the smallest level) the part rests on
     effect: float | None  # the stated effect size; None: a chance part
     direction: str  # ">": the claim needs the estimate above the effect (or chance); "<": below
-    unit: str  # "x" (a ratio) or "points"
+    unit: str  # "x" (a ratio), "points", "%" or "images"
     p_chance: float | None = None  # share of pseudo-class splits at least as extreme as the estimate
     detail: str = ""
 
@@ -647,7 +647,7 @@ def describe(part: Part) -> str:
     """A part's numbers in words: estimate, interval, chance band and its p-value, trials."""
     if part.estimate is None:
         return f"{part.part}: {part.detail}"
-    unit = "x" if part.unit == "x" else " points"
+    unit = {"x": "x", "%": " %", "images": " images"}.get(part.unit, " points")
     text = f"{part.part}: {part.estimate:.2f}{unit}"
     if part.ci is not None and not np.isnan(part.ci[0]):
         text += f" (95 % interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"

@@ -83,7 +83,11 @@ from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantConv2d, Quantiz
 # models whose every quantized layer between the first and the last activation quantizer has
 # an integer path (verified by tests and by the agreement measured on the test sets)
 INTEGER_MODELS = (*CIFAR_DEPTHS, "efficientnet_lite0")
-ENGINES = ("fake", "int8")
+# "fake-reordered": fake quantization again, on channels-last tensors in batches of
+# REORDERED_BATCH: the same arithmetic summed in another float order, a yardstick of how far the
+# fake-quantized model's predictions move on float32 rounding alone (see :class:`Reordered`)
+ENGINES = ("fake", "int8", "fake-reordered")
+REORDERED_BATCH = 7
 
 
 class NoIntegerPath(ValueError):
@@ -98,6 +102,19 @@ def check_engine(engine: str, model: str | None = None) -> str:
         raise NoIntegerPath(f"engine 'int8' has no integer path for model {model!r}; "
                             f"it runs {', '.join(INTEGER_MODELS)} (use engine 'fake')")
     return engine
+
+
+class Reordered(nn.Module):
+    """``model`` evaluated on channels-last inputs (its convolutions then sum in another order),
+    meant for batches of :data:`REORDERED_BATCH` (other kernels, other blocking): the values of
+    fake quantization up to float32 rounding, which is all that the int8 engine changes too."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
 
 
 @dataclass(frozen=True)
