@@ -20,9 +20,12 @@
 #
 # For each cell: how many test images get the same prediction from both engines (the claim
 # tested: at least 99.9 %, as a mean over seeds with a 95 % bootstrap interval), how each class's
-# accuracy moves from fake to int8 (with intervals over seeds), and whether those moves fall on
+# accuracy moves from fake to int8 (with intervals over seeds), whether those moves fall on
 # some classes more than on random groups of as many test images (the pseudo-classes of
-# [the method](method)).
+# [the method](method)), and whether the int8 model moves more predictions than float32
+# rounding alone moves: the chance yardstick of the engine `fake-reordered`, the same
+# fake-quantized model evaluated again on channels-last batches of 7 (other kernels, another
+# summation order; `ptqlib.quant.integer.Reordered`), on the same seeds.
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -65,8 +68,9 @@ publish_table(summary.set_index("cell").round(4), "summary")
 # Per cell: seed pairs, the mean and lowest share of images (%) on which the engines agree and
 # how many seeds fall below 99.9 %, the mean number of differing images, both accuracies and
 # their difference (int8 minus fake, points, with a bootstrap interval over seeds), the largest
-# mean class difference against its chance band, and the two verdicts. The chance test runs once
-# per cell: over five cells, a p-value just under 0.05 in one of them is weak evidence.
+# mean class difference against its chance band, the int8 minus the float-noise disagreement
+# (images a seed) with its interval, and the three verdicts. The chance test runs once per cell:
+# over five cells, a p-value just under 0.05 in one of them is weak evidence.
 
 # %%
 for _, row in summary.iterrows():
@@ -77,6 +81,12 @@ for _, row in summary.iterrows():
           f"95 % interval {row['acc_diff_low']:+.3f} to {row['acc_diff_high']:+.3f}); largest class difference "
           f"{row['max_class_diff']:.3f} points, chance {row['chance_low']:.3f} to {row['chance_high']:.3f} "
           f"(p = {row['p_chance']:.3f}): concentrated on classes {row['class_verdict']}.")
+    if row["noise_trials"]:
+        print(f"    Against float noise ({row['noise_trials']} seeds with a fake-reordered trial): int8 moves "
+              f"{row['noise_diff']:+.1f} images a seed more than reordering the float sums does (95 % interval "
+              f"{row['noise_low']:+.1f} to {row['noise_high']:+.1f}): int8 adds disagreement {row['noise_verdict']}.")
+    else:
+        print("    Against float noise: no fake-reordered trials of this cell in the store.")
 
 # %% [markdown]
 # ## Agreement per seed
@@ -125,10 +135,13 @@ publish_table(classes.set_index(["cell", "class"]).round(3), "classes")
 # %% [markdown]
 # ## The tested parts
 #
-# The two parts per cell, as the [conclusions](conclusions) test theirs: the agreement against
+# The three parts per cell, as the [conclusions](conclusions) test theirs: the agreement against
 # its stated target (supported when the whole interval lies above it, contradicted when it
-# lies below), and the largest class difference against chance (supported when fewer than 5 %
-# of random splits give as large a difference, contradicted when more than half do).
+# lies below); the largest class difference against chance (supported when fewer than 5 %
+# of random splits give as large a difference, contradicted when more than half do); and the
+# images the int8 model predicts differently from fake quantization minus those the reordered
+# fake model predicts differently, per seed (supported, "int8 moves more than float noise", when
+# the interval of the mean lies above 0; contradicted when it lies below).
 
 # %%
 parts = pd.concat([parts_frame(c.parts).assign(cell=c.label) for c in comparisons], ignore_index=True)
@@ -147,10 +160,12 @@ publish_table(parts.drop(columns="claim").set_index(["cell", "part"]), "parts")
 # network and on the calibration: on the CIFAR ResNets most seeds agree on all or all but a few
 # images and a few seeds on clearly fewer (the strip plot), while EfficientNet-Lite0 amplifies
 # such moves layer by layer (a depthwise convolution's large BN-folded weights turn one level of its input
-# into several of its output) and does the same with the fake-quantized model's own float noise:
-# the same fake model evaluated on channels-last batches of 7 instead of contiguous batches of
-# 128 disagrees with itself on about 5 % of the 500 images (`results/bench/README.md`). Its
-# disagreement here is that noise, not a property of integer kernels.
+# into several of its output) and does the same with the fake-quantized model's own float noise.
+# The third part measures that noise on every cell: the same fake model evaluated on
+# channels-last batches of 7 instead of contiguous batches of 128 (`fake-reordered` trials, same
+# seeds). Where the int8 model moves no more predictions than reordering does, the disagreement
+# is float32 rounding amplified by the network, not a property of integer kernels; where it moves
+# more, the int8 path itself adds to it.
 
 # %% [markdown]
 # ## Speed
