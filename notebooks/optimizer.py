@@ -39,6 +39,7 @@ compute_missing = False
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import class_summary, converged_iters, gains_against, ordered_levels, worst_class
@@ -120,13 +121,18 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # converged when that whole interval lies within `tolerance` points either way (an equivalence
 # test: a count whose interval is too wide, for lack of seeds, is not called converged). Minutes
 # are the median time a trial spent calibrating (reconstruction included) with the threads it
-# ran with; compare counts, not absolute times. The reference code's own count is 20,000: until
+# ran with; compare counts, not absolute times. Where a count is not shown converged, the line
+# says about how many seeds would show it, if the mean change and its spread over seeds held
+# (normal approximation; `seeds_needed` in the table): the worst class moves by most of a point
+# from seed to seed, so an equivalence at 0.3 points takes tens of seeds even where the mean
+# change is near 0. The reference code's own count is 20,000: until
 # the store has three trials at 20,000, the lines below name the smaller count each method is
 # compared with, and "converged" means converged relative to that count only.
 
 # %%
 curves = pd.concat([iteration_curve(store, replace(cell, **{k: v for k, v in spec.items() if k != "methods"}),
-                                    spec.get("methods", curve_methods), curve_iters, curve_trials).assign(variant=name)
+                                    spec.get("methods", curve_methods), curve_iters, curve_trials,
+                                    tolerance=tolerance).assign(variant=name)
                     for name, spec in curve_series.items()], ignore_index=True)
 if curves.empty:
     print("no reconstruction trials at these iteration counts in the store")
@@ -138,7 +144,9 @@ else:
     for (v, method), group in curves.groupby(["variant", "method"], sort=False):
         converged = converged_iters(group, tolerance).iloc[0]
         reference = int(group["reference"].iloc[0])
-        compared = [f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] ({r.pairs:.0f} seeds)"
+        compared = [f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] ({r.pairs:.0f} seeds"
+                    + (f"; ~{r.seeds_needed:.0f} would show it within {tolerance}" if np.isfinite(r.seeds_needed)
+                       and r.seeds_needed > r.pairs else "") + ")"
                     for r in group.itertuples() if r.pairs > 0]
         if not compared:
             print(f"{v} {method}: a single count ({reference}) or no shared seeds: no convergence to read")

@@ -359,6 +359,7 @@ def test_iteration_curve_pairs_each_count_with_the_largest_and_the_converged_cou
     assert curve["avg_mean"].iloc[1] > curve["avg_mean"].iloc[0]
     assert curve["worst_diff"].iloc[0] < 0 and curve["diff_low"].iloc[0] <= curve["worst_diff"].iloc[0]
     assert np.isnan(curve["diff_low"].iloc[1])  # the largest count against itself
+    assert curve["diff_sd"].iloc[0] >= 0 and curve["seeds_needed"].iloc[0] >= 2  # or inf: beyond the tolerance
     joint = iteration_curve(store, replace(cell, variant="joint"), ["brecq"], [500, 2000], trials=50)
     assert joint.empty  # the variant is part of the selection
     # a count with fewer than min_reference_trials trials is shown but is not the yardstick

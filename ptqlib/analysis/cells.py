@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import AVERAGE, reliability_summary, worst_class
-from ptqlib.analysis.stats import bootstrap_mean_ci
+from ptqlib.analysis.stats import bootstrap_mean_ci, seeds_for_equivalence
 from ptqlib.data import class_label
 from ptqlib.study import settings
 from ptqlib.study.settings import Cell
@@ -145,16 +145,19 @@ def trial_counts(frame: pd.DataFrame, factor: str) -> pd.Series:
 
 
 def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int],
-                    trials: int, min_reference_trials: int = 3) -> pd.DataFrame:
+                    trials: int, min_reference_trials: int = 3, tolerance: float = 0.3) -> pd.DataFrame:
     """Per reconstruction method and iteration count (the cell's other settings, its variant
     included), over the first ``trials`` seeds each count has: trials, the mean average and
     worst-class accuracy (with the std of the worst class) and the median minutes a trial spent
     calibrating. Against the ``reference`` count, the largest with at least
     ``min_reference_trials`` trials (else the largest), on the seeds both counts share: ``pairs``
     and the mean paired change of the worst class (``worst_diff``, this count minus the reference)
-    with its 95 % bootstrap interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs)."""
+    with its 95 % bootstrap interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs),
+    the paired changes' standard deviation (``diff_sd``) and about how many seeds would show the
+    count within ``tolerance`` points of the reference if that mean and spread held
+    (``seeds_needed``: :func:`~ptqlib.analysis.stats.seeds_for_equivalence`)."""
     columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes", "reference", "pairs",
-               "worst_diff", "diff_low", "diff_high"]
+               "worst_diff", "diff_low", "diff_high", "diff_sd", "seeds_needed"]
     rows = []
     for method in methods:
         frame = factor_frame(store, replace(cell, optimizer=method), "iters", iters, trials)
@@ -169,13 +172,15 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
         reference = max(enough) if enough else worst.columns.max()
         stats["reference"] = reference
         for i, count in enumerate(stats["iters"]):
+            paired = ["pairs", "worst_diff", "diff_low", "diff_high", "diff_sd", "seeds_needed"]
             if count == reference:
-                stats.loc[i, ["pairs", "worst_diff", "diff_low", "diff_high"]] = np.nan
+                stats.loc[i, paired] = np.nan
                 continue
             both = worst[[count, reference]].dropna()
             diff = (both[count] - both[reference]).to_numpy()
             low, high = bootstrap_mean_ci(diff) if len(diff) >= 2 else (np.nan, np.nan)
-            stats.loc[i, ["pairs", "worst_diff", "diff_low", "diff_high"]] = [
-                len(diff), diff.mean() if len(diff) else np.nan, low, high]
+            mean = diff.mean() if len(diff) else np.nan
+            sd = diff.std(ddof=1) if len(diff) >= 2 else np.nan
+            stats.loc[i, paired] = [len(diff), mean, low, high, sd, seeds_for_equivalence(mean, sd, tolerance)]
         rows.append(stats)
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)

@@ -38,6 +38,21 @@ def bootstrap_mean_ci(values: np.ndarray, confidence: float = 0.95, n_resamples:
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def seeds_for_equivalence(mean: float, sd: float, tolerance: float, confidence: float = 0.95) -> float:
+    """About how many paired seeds a mean difference needs before its ``confidence`` interval
+    (normal approximation, ``mean +- z * sd / sqrt(n)``) fits within ``tolerance`` either way, if
+    the observed ``mean`` and per-seed ``sd`` held: ``ceil((z * sd / (tolerance - |mean|))**2)``,
+    at least 2. Infinite when ``|mean| >= tolerance`` (no number of seeds shows it equivalent),
+    NaN when ``sd`` is unknown."""
+    if not np.isfinite(sd) or not np.isfinite(mean):
+        return np.nan
+    margin = tolerance - abs(mean)
+    if margin <= 0:
+        return np.inf
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    return float(max(2, np.ceil((z * sd / margin) ** 2)))
+
+
 def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
             n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per class (and level of ``by``): mean accuracy drop against FP with a bootstrap CI over
