@@ -166,7 +166,8 @@ def test_seeds_for_equivalence_follows_the_normal_interval_and_refuses_what_no_s
     assert seeds_for_equivalence(0.1, 0.5, 0.3) == 25
     assert seeds_for_equivalence(-0.1, 0.5, 0.3) == 25  # either direction
     assert seeds_for_equivalence(0.0, 0.01, 0.3) == 2  # at least a pair
-    assert seeds_for_equivalence(0.3, 0.5, 0.3) == np.inf and seeds_for_equivalence(-0.5, 0.1, 0.3) == np.inf
+    assert seeds_for_equivalence(0.3, 0.5, 0.3) == np.inf and seeds_for_equivalence(-0.1 - 0.2, 0.5, 0.3) == np.inf
+    assert seeds_for_equivalence(-0.5, 0.1, 0.3) == np.inf
     assert np.isnan(seeds_for_equivalence(0.1, np.nan, 0.3))
     # at that many seeds, intervals of simulated paired changes (mean 0.1, sd 0.5) fit within
     # 0.3 points about half the time (the interval's half-width equals the margin on average);

@@ -47,7 +47,7 @@ def seeds_for_equivalence(mean: float, sd: float, tolerance: float, confidence: 
     if not np.isfinite(sd) or not np.isfinite(mean):
         return np.nan
     margin = tolerance - abs(mean)
-    if margin <= 0:
+    if margin <= 1e-9 * max(1.0, tolerance):  # at the tolerance, up to rounding of the mean
         return np.inf
     z = stats.norm.ppf(0.5 + confidence / 2)
     return float(max(2, np.ceil((z * sd / margin) ** 2)))
