@@ -60,24 +60,16 @@ conventions = {"BRECQ's second-pass float network": ["fp_weights", "current", "k
 # %%
 from dataclasses import replace
 
-import pandas as pd
-
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import paired_gain
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import Cell, factor_frame
+from ptqlib.analysis.cells import Cell, paired_effects
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size, iters=iters)
-effects = []
-for method in methods:
-    frame = factor_frame(store, replace(cell, optimizer=method), "variant", ["joint", "reference"], trials)
-    if set(frame.get("variant", [])) >= {"joint", "reference"}:
-        effects.append(paired_gain(frame, "variant", "joint", "reference").assign(method=method))
-if effects:
-    table = pd.concat(effects, ignore_index=True).set_index(["method", "statistic"])
-    table = table.rename(columns={"mean_a": "joint", "mean_b": "reference", "diff": "reference - joint"})
+table, missing = paired_effects(store, cell, {"variant": ["variant", "joint", "reference", methods]}, trials)
+if len(table):
+    table = table.droplevel("comparison").rename(columns={"a": "joint", "b": "reference", "b - a": "reference - joint"})
     publish_table(table.round(3), "variant_effect")
 else:
     print(f"no method has trials of both variants at {iters} iterations in the store")
@@ -100,19 +92,9 @@ else:
 #   `MSEObserver` (also L_2.4, a 2-D search); `lp2.4` stands for both here.
 
 # %%
-rows, missing = [], []
-for convention, (factor, ours, theirs, on) in conventions.items():
-    for method in on:
-        frame = factor_frame(store, replace(cell, optimizer=method, variant="reference"), factor, [ours, theirs],
-                             trials)
-        if set(frame.get(factor, [])) >= {ours, theirs}:
-            rows.append(paired_gain(frame, factor, ours, theirs).assign(convention=f"{convention} ({theirs} - {ours})",
-                                                                        method=method))
-        else:
-            missing.append(f"{convention} ({method})")
-if rows:
-    table = pd.concat(rows, ignore_index=True).set_index(["convention", "method", "statistic"])
-    table = table.rename(columns={"mean_a": "ours", "mean_b": "reference's", "diff": "reference's - ours"})
-    publish_table(table.round(3), "convention_effects")
+table, missing = paired_effects(store, replace(cell, variant="reference"), conventions, trials)
+if len(table):
+    publish_table(table.rename(columns={"a": "ours", "b": "reference's", "b - a": "reference's - ours"}).round(3),
+                  "convention_effects")
 if missing:
     print(f"not measured at {iters} iterations (no trials of both settings in the store): " + "; ".join(missing))

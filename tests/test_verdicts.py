@@ -386,3 +386,23 @@ def test_level_labels():
 
     assert level_label("bias_class", None) == level_label("bias_class", float("nan")) == "balanced"
     assert level_label("bias_class", "n01440764") == "tench" and level_label("noise", 0.1) == "0.1"
+
+
+def test_paired_effects_measure_one_setting_at_a_time_and_list_what_is_missing(tmp_path):
+    from ptqlib.analysis.cells import paired_effects
+
+    rng = np.random.default_rng(3)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy", calib_size=1024, iters=500, variant="reference")
+    for metric, loss in (("mse", 0.2), ("lp2.4", 0.05)):  # the second setting loses far fewer images
+        _write(store, replace(cell, optimizer="brecq", weight_metric=metric),
+               _trials(rng, fp, lambda t: np.full(len(LABELS), loss), trials=6))
+    _write(store, replace(cell, optimizer="qdrop"), _trials(rng, fp, lambda t: np.full(len(LABELS), 0.1), trials=6))
+    table, missing = paired_effects(store, cell, {"weights": ["weight_metric", "mse", "lp2.4", ["brecq", "qdrop"]]},
+                                    trials=50)
+    assert missing == ["weights (qdrop)"]
+    worst = table.loc[("weights (lp2.4 - mse)", "brecq", "worst class")]
+    assert worst["pairs"] == 6 and worst["b - a"] > 5 and worst["ci_low"] > 0 and worst["b"] > worst["a"]
+    empty, missing = paired_effects(store, replace(cell, model="resnet32"), {"w": ["weight_metric", "mse", "lp2.4",
+                                                                                   ["brecq"]]}, trials=50)
+    assert empty.empty and missing == ["w (brecq)"]

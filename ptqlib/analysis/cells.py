@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import AVERAGE, reliability_summary, worst_class
-from ptqlib.analysis.stats import bootstrap_mean_ci, seeds_for_equivalence
+from ptqlib.analysis.stats import bootstrap_mean_ci, paired_gain, seeds_for_equivalence
 from ptqlib.data import class_label
 from ptqlib.study import settings
 from ptqlib.study.settings import Cell
@@ -142,6 +142,27 @@ def ensure_trials(store: ResultsStore, cell: Cell, factor: str, levels: list, tr
 
 def trial_counts(frame: pd.DataFrame, factor: str) -> pd.Series:
     return frame.groupby(factor, dropna=False)["key"].nunique().rename("trials")
+
+
+def paired_effects(store: ResultsStore, cell: Cell, comparisons: dict, trials: int) -> tuple[pd.DataFrame, list[str]]:
+    """Settings measured one at a time. ``comparisons``: ``name -> (setting, a, b, methods)``; for
+    each method, ``cell`` with that optimizer and ``setting`` at ``a`` against ``b`` on the seeds
+    both have (first ``trials`` seeds of each): :func:`~ptqlib.analysis.stats.paired_gain` of ``b``
+    against ``a`` (average and worst class). Returns the table indexed by comparison (``name (b -
+    a)``), method and statistic, with columns ``a``, ``b`` and ``b - a`` for the means and their
+    difference, and the ``name (method)`` of the comparisons without trials of both settings."""
+    rows, missing = [], []
+    for name, (factor, a, b, methods) in comparisons.items():
+        for method in methods:
+            frame = factor_frame(store, replace(cell, optimizer=method), factor, [a, b], trials)
+            if set(frame.get(factor, [])) >= {a, b}:
+                rows.append(paired_gain(frame, factor, a, b).assign(comparison=f"{name} ({b} - {a})", method=method))
+            else:
+                missing.append(f"{name} ({method})")
+    if not rows:
+        return pd.DataFrame(), missing
+    table = pd.concat(rows, ignore_index=True).set_index(["comparison", "method", "statistic"])
+    return table.rename(columns={"mean_a": "a", "mean_b": "b", "diff": "b - a"}), missing
 
 
 def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int],
