@@ -84,7 +84,8 @@ for _, row in summary.iterrows():
     if row["noise_trials"]:
         print(f"    Against float noise ({row['noise_trials']} seeds with a fake-reordered trial): int8 moves "
               f"{row['noise_diff']:+.1f} images a seed more than reordering the float sums does (95 % interval "
-              f"{row['noise_low']:+.1f} to {row['noise_high']:+.1f}): int8 adds disagreement {row['noise_verdict']}.")
+              f"{row['noise_low']:+.1f} to {row['noise_high']:+.1f}); 'int8 moves more than float noise': "
+              f"{row['noise_verdict']}.")
     else:
         print("    Against float noise: no fake-reordered trials of this cell in the store.")
 
