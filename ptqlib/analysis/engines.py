@@ -58,8 +58,13 @@ def paired_predictions(store: ResultsStore, cell: Cell, trials: int,
     ``"int8"``) on the first ``trials`` seeds that all have, in seed order, on the weights and
     data of the most recent FP reference of the cell's model and dataset; empty when an engine
     has no trial."""
-    lp = factor_predictions(store, replace(cell, engine="fake"), "engine", engines, trials=2**31)
-    if set(lp.preds) != set(engines):
+    return _paired(factor_predictions(store, replace(cell, engine="fake"), "engine", engines, trials=2**31), engines,
+                   trials)
+
+
+def _paired(lp: LevelPredictions, engines: list[str], trials: int) -> LevelPredictions:
+    """``lp`` restricted to ``engines`` and to the first ``trials`` seeds all of them have."""
+    if not set(engines) <= set(lp.preds):
         return _empty()
     shared = lp.seeds[engines[0]]
     for e in engines[1:]:
@@ -222,9 +227,10 @@ class Comparison:
 def compare(store: ResultsStore, cell: Cell, trials: int, label: str | None = None,
             chance_draws: int = CHANCE_DRAWS, target: float = TARGET_AGREEMENT) -> Comparison:
     """:func:`paired_predictions` of ``cell`` and the tables and parts computed from them."""
-    lp = paired_predictions(store, cell, trials)
+    every = [*ENGINES, REORDERED]  # read once, paired twice
+    stored = factor_predictions(store, replace(cell, engine="fake"), "engine", every, trials=2**31)
+    lp, noise = _paired(stored, ENGINES, trials), _paired(stored, every, trials)
     data = ClassData(lp, chance_draws) if trials_of(lp) else None
-    noise = paired_predictions(store, cell, trials, [*ENGINES, REORDERED])
     return Comparison(label or cell.model, lp, agreement_table(lp), class_gap(lp, data),
                       [agreement_part(lp, target), gap_chance_part(lp, data), noise_part(noise)])
 

@@ -16,8 +16,8 @@ FBGEMM (``torch.ops.quantized.conv2d``, the other engine of PyTorch's x86 backen
 weight zero point per output channel, so 8-bit asymmetric weights would fit one kernel; measured
 against exact integer arithmetic, its ordinary convolutions agree exactly on full-range uint8
 activations, but its depthwise kernels add pairs of ``uint8 x int8`` products in saturating
-16-bit lanes and go wrong once activations exceed 127 (up to 41 levels off at 8 bits), and it
-fuses no residual sum. It also needs the ``quint8`` tensor types that PyTorch has deprecated.
+16-bit lanes and go wrong once activations exceed 127 (tens of levels off on a few to 25 % of
+the outputs: ``results/bench/fbgemm-zero-points.py``), and it fuses no residual sum. It also needs the ``quint8`` tensor types that PyTorch has deprecated.
 
 What runs where:
 
