@@ -406,3 +406,41 @@ def test_paired_effects_measure_one_setting_at_a_time_and_list_what_is_missing(t
     empty, missing = paired_effects(store, replace(cell, model="resnet32"), {"w": ["weight_metric", "mse", "lp2.4",
                                                                                    ["brecq"]]}, trials=50)
     assert empty.empty and missing == ["w (brecq)"]
+
+
+def test_chosen_iters_asks_the_target_count_a_close_mean_and_a_bounded_shortfall():
+    import pandas as pd
+
+    from ptqlib.analysis.aggregate import chosen_iters
+
+    nan = np.nan
+    hand = pd.DataFrame({
+        "method": ["a"] * 4 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2,
+        "iters": [500, 2000, 5000, 20000, 500, 5000, 20000, 500, 5000, 500, 20000],
+        "reference": [20000] * 7 + [5000] * 2 + [20000] * 2,
+        "pairs": [3, 3, 3, nan, 3, 3, nan, 3, nan, 2, nan],
+        "worst_diff": [-2.0, -0.1, -0.05, nan, 0.1, -0.2, nan, 0.0, nan, 0.0, nan],
+        "diff_low": [-3.0, -1.4, -0.6, nan, -2.5, -0.9, nan, -0.2, nan, -0.2, nan],
+        "diff_high": [-1.0, 1.2, 0.5, nan, 2.7, 0.5, nan, 0.2, nan, 0.2, nan]})
+    got = chosen_iters(hand)
+    # a: 500 falls short; 2000's mean is close but its interval allows a 1.4-point shortfall; 5000 qualifies
+    assert got.loc["a", "chosen"] == 5000 and "5000" in got.loc["a", "why"]
+    assert got.loc["b", "chosen"] == 5000  # 500's mean is close by chance, its interval is not
+    assert np.isnan(got.loc["c", "chosen"]) and "fewer than 3" in got.loc["c", "why"]  # no trials at the target
+    assert np.isnan(got.loc["d", "chosen"])  # two shared seeds are not enough
+    assert chosen_iters(hand, margin=1.5).loc["a", "chosen"] == 2000
+    assert np.isnan(chosen_iters(hand, tolerance=0.01).loc["a", "chosen"])  # -0.05 is not within 0.01
+
+
+def test_study_iters_waits_for_every_method_and_takes_the_largest_count():
+    import pandas as pd
+
+    from ptqlib.analysis.aggregate import study_iters
+
+    choices = pd.DataFrame({"method": ["a", "a", "b", "c"], "chosen": [5000.0, np.nan, 2000.0, np.nan]}).set_index("method")
+    count, line = study_iters(choices, ["a", "b", "c"])
+    assert np.isnan(count) and "no qualifying count for c" in line and "a 5000" in line
+    count, line = study_iters(choices, ["a", "b"])
+    assert count == 5000 and "5000 iterations per unit" in line
+    count, line = study_iters(choices, ["a", "d"])  # a method without any curve is pending too
+    assert np.isnan(count) and "for d" in line

@@ -97,6 +97,52 @@ def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
     return pd.Series(out, name="converged_iters", dtype=float)
 
 
+def chosen_iters(curve: pd.DataFrame, target: int = 20000, tolerance: float = 0.3, margin: float = 1.0,
+                 min_pairs: int = 3) -> pd.DataFrame:
+    """The iteration count to run a study at, per method of an
+    :func:`ptqlib.analysis.cells.iteration_curve` whose reference count is ``target`` (the
+    reference code's count): the smallest count, on at least ``min_pairs`` seeds shared with
+    ``target``, whose mean paired change of the worst class is within ``tolerance`` points of
+    ``target``'s either way *and* whose 95 % interval rules out a shortfall of more than ``margin``
+    points (``diff_low >= -margin``: a non-inferiority test at that margin). Weaker than
+    :func:`converged_iters` (which asks the whole interval to lie within ``tolerance``) and
+    meant for a decision, not a claim: a count chosen here may still cost up to ``margin`` points
+    of worst class. Columns ``chosen`` (NaN where no count qualifies) and ``why``."""
+    rows = []
+    for method, group in curve.groupby("method", sort=False):
+        group = group.sort_values("iters")
+        reference = int(group["reference"].iloc[0]) if "reference" in group else int(group["iters"].max())
+        if reference != target:
+            rows.append((method, np.nan, f"{target} has fewer than {min_pairs} trials (largest with them: {reference})"))
+            continue
+        chosen, why = np.nan, f"no count below {target} within {tolerance} points with a shortfall under {margin}"
+        for r in group[group["iters"] < target].itertuples():
+            if not r.pairs >= min_pairs:
+                continue
+            if abs(r.worst_diff) <= tolerance and r.diff_low >= -margin:
+                chosen = float(r.iters)
+                why = (f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] against {target} "
+                       f"on {int(r.pairs)} seeds: within {tolerance}, shortfall under {margin}")
+                break
+        rows.append((method, chosen, why))
+    return pd.DataFrame(rows, columns=["method", "chosen", "why"]).set_index("method")
+
+
+def study_iters(choices: pd.DataFrame, methods: list[str]) -> tuple[float, str]:
+    """One count for every method of a study, from :func:`chosen_iters` tables (one or several
+    stacked, indexed by method): per method the smallest count any of its curves qualifies, then
+    the largest of those over ``methods``, so that every method runs at a count it qualified at or
+    above. NaN, and a line saying which methods have no qualifying count, until all have one."""
+    per_method = choices.groupby(level=0)["chosen"].min().reindex(methods)
+    done = ", ".join(f"{m} {int(c)}" for m, c in per_method.dropna().items())
+    if per_method.isna().any():
+        pending = ", ".join(per_method[per_method.isna()].index)
+        return np.nan, f"study-wide count: none yet; no qualifying count for {pending}" + (
+            f" (chosen so far: {done})" if done else "")
+    count = float(per_method.max())
+    return count, f"study-wide count: {int(count)} iterations per unit (per method: {done})"
+
+
 def gains_against(per_class: pd.DataFrame, factor: str, base) -> pd.DataFrame:
     """Each other level of ``factor`` against ``base`` (indexed by level, in the frame's order):
     the change of the mean average accuracy (points), how many of the classes lose mean
