@@ -219,3 +219,42 @@ def test_the_float_noise_part_reads_the_reordered_trials_from_the_store(tmp_path
     row = E.summary([comparison]).iloc[0]
     assert row["noise_trials"] == 7 and row["noise_verdict"] == V.SUPPORTED
     assert row["noise_low"] <= row["noise_diff"] <= row["noise_high"]
+
+
+def _exact(fake, int8, exact) -> LevelPredictions:
+    seeds = np.arange(len(fake))
+    return LevelPredictions({"fake": fake, "int8": int8, E.EXACT: exact},
+                            {e: seeds for e in ("fake", "int8", E.EXACT)}, LABELS, LABELS.copy(), NAMES)
+
+
+@pytest.mark.parametrize("fake_rate, int8_rate, verdict", [(0.01, 0.001, V.SUPPORTED), (0.001, 0.01, V.CONTRADICTED),
+                                                           (0.005, 0.005, V.INCONCLUSIVE)])
+def test_exact_arithmetic_says_which_engine_strays(fake_rate, int8_rate, verdict):
+    rng = np.random.default_rng(8)
+    exact = _fake(rng)
+    fake = _int8(rng, exact, np.full(len(LABELS), fake_rate))  # predictions moved away from exact ones
+    int8 = _int8(rng, exact, np.full(len(LABELS), int8_rate))
+    part = E.exact_part(_exact(fake, int8, exact))
+    assert part.verdict == verdict and part.ci[0] <= part.estimate <= part.ci[1]
+    if verdict != V.INCONCLUSIVE:
+        expected = (fake_rate - int8_rate) * len(LABELS)
+        assert part.estimate == pytest.approx(expected, abs=0.3 * abs(expected))
+    assert E.exact_part(_pair(fake, int8)).verdict == V.NOT_ENOUGH  # no float64 trials
+
+
+def test_the_exact_part_reads_the_float64_trials_from_the_store(tmp_path):
+    rng = np.random.default_rng(9)
+    store = _store(tmp_path)
+    cell = Cell(model="resnet20", dataset="toy")
+    fake = {s: p for s, p in zip(range(8), _fake(rng, 8))}
+    rate = np.full(len(LABELS), 0.02)
+    _write(store, cell, fake, eval_s=10.0)
+    _write(store, replace(cell, engine="int8"), {s: _int8(rng, fake[s][None], rate)[0] for s in range(8)}, eval_s=1.0)
+    assert E.compare(store, cell, 20, chance_draws=50).parts[3].verdict == V.NOT_ENOUGH
+    _write(store, replace(cell, engine=E.EXACT), {s: fake[s].copy() for s in range(2, 8)}, eval_s=50.0)
+    comparison = E.compare(store, cell, 20, chance_draws=50)
+    exact = comparison.parts[3]
+    assert exact.trials == 6 and exact.verdict == V.CONTRADICTED  # exact equals fake: int8 is the one that strays
+    row = E.summary([comparison]).iloc[0]
+    assert row["exact_trials"] == 6 and row["exact_verdict"] == V.CONTRADICTED
+    assert row["exact_low"] <= row["exact_diff"] <= row["exact_high"] < 0

@@ -144,7 +144,7 @@ def test_uncalibrated_or_disabled_quantization_is_refused():
 def test_engine_names_and_models_are_checked():
     assert check_engine("fake", "resnet18") == "fake"
     assert check_engine("int8", "resnet20") == "int8"
-    with pytest.raises(ValueError, match="unknown engine 'int4'; choose one of fake, int8, fake-reordered"):
+    with pytest.raises(ValueError, match="unknown engine 'int4'; choose one of fake, int8, fake-reordered, fake-float64"):
         check_engine("int4")
     with pytest.raises(NoIntegerPath, match="no integer path for model 'resnet18'"):
         check_engine("int8", "resnet18")
@@ -214,7 +214,7 @@ def test_int8_engine_is_part_of_the_key_and_round_trips():
 def test_int8_engine_refuses_what_has_no_integer_path_in_one_line():
     from ptqlib.study.settings import TrialConfig
 
-    with pytest.raises(ValueError, match=r"^unknown engine 'int4'; choose one of fake, int8, fake-reordered$"):
+    with pytest.raises(ValueError, match=r"^unknown engine 'int4'; choose one of fake, int8, fake-reordered, fake-float64$"):
         TrialConfig(quant=QuantConfig(4, 4), engine="int4")
     with pytest.raises(ValueError, match=r"^engine 'int8' has no integer path for model 'mobilenet_v2'"):
         TrialConfig(model="mobilenet_v2", dataset="imagenet-val10", quant=QuantConfig(4, 4), engine="int8")
@@ -237,6 +237,9 @@ def test_cli_engine_option(capsys, tiny_data, tiny_checkpoint):
     assert main([*args, "--engine", "fake-reordered"]) == 0  # the same fake model in another float order
     reordered = json.loads(capsys.readouterr().out)
     assert reordered["config"]["engine"] == "fake-reordered" and abs(reordered["avg"] - fake["avg"]) <= 100 / 24 + 1e-9
+    assert main([*args, "--engine", "fake-float64"]) == 0  # the same fake model in float64
+    wide = json.loads(capsys.readouterr().out)
+    assert wide["config"]["engine"] == "fake-float64" and abs(wide["avg"] - fake["avg"]) <= 100 / 24 + 1e-9
     assert main([*args, "--engine", "int8", "--model", "resnet18"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ptq: error: engine 'int8' has no integer path for model 'resnet18'") and "\n" not in err
@@ -294,3 +297,22 @@ def test_a_residual_operand_read_later_is_not_overwritten():
     with torch.no_grad():
         fake, ints = qmodel(x), imodel(x)
     assert torch.allclose(fake, ints, atol=1e-4 * fake.abs().max().item())
+
+
+def test_float64_engine_keeps_the_weights_levels_and_rounds_activations_in_float64():
+    from ptqlib.quant.integer import Float64
+    from ptqlib.quant.qmodel import QUANT_LAYERS
+
+    qmodel = quantized(cifar_model(depth=3), 4, 4)
+    exact = Float64(qmodel)
+    pairs = [(a, b) for a, b in zip(qmodel.modules(), exact.model.modules()) if isinstance(a, QUANT_LAYERS)]
+    assert pairs and all(a.weight_quantizer.enabled and not b.weight_quantizer.enabled for a, b in pairs)
+    for a, b in pairs:  # the copy holds the original's grid values; the original still quantizes
+        assert b.weight.dtype == torch.float64 and torch.equal(b.weight, a.effective_weight().double())
+    x = torch.rand(256, 3, 32, 32)
+    with torch.no_grad():
+        fake, wide = qmodel(x), exact(x)
+    assert wide.dtype == torch.float64 and fake.dtype == torch.float32
+    same = (fake.argmax(1) == wide.argmax(1)).double().mean().item()
+    assert same >= 0.99  # float32 and float64 differ only on near-ties
+    assert (wide - fake.double()).abs().max() < 0.5 * fake.abs().max()

@@ -25,6 +25,12 @@ configuration and seed are one quantized model evaluated twice. What is compared
   the reordered fake model predicts differently, per seed: the claim "the int8 engine moves more
   predictions than float32 rounding alone does" is supported when the interval of the mean
   per-seed difference lies above 0, contradicted when it lies below;
+- **which side of the disagreement is rounding** (:func:`exact_part`): where the cell also has
+  trials of the ``fake-float64`` engine (the same fake-quantized model in float64: exact
+  arithmetic within float64 rounding), the images float32 fake quantization predicts differently
+  from exact arithmetic against those the int8 model predicts differently from it, per seed: the
+  claim "float32 fake quantization strays from exact arithmetic more often than the int8 kernels
+  do" is supported above 0, contradicted below;
 - **speed** (:func:`bench_table`): the ``ptq bench`` runs that measured both engines, read from
   their JSON files, and (:func:`stored_seconds`) the median seconds the stored trials took.
 """
@@ -44,6 +50,7 @@ from ptqlib.study.store import ResultsStore
 
 ENGINES = ["fake", "int8"]
 REORDERED = "fake-reordered"  # the float-noise yardstick (ptqlib.quant.integer.Reordered)
+EXACT = "fake-float64"  # exact arithmetic within float64 rounding (ptqlib.quant.integer.Float64)
 TARGET_AGREEMENT = 99.9  # % of test images whose prediction the two engines share
 CLAIM = "int8"  # the claim name the parts carry
 
@@ -208,10 +215,33 @@ def noise_part(lp: LevelPredictions, resamples: int = RESAMPLES, seed: int = 0) 
                        f"on {noise.mean():.1f}")
 
 
+def exact_part(lp: LevelPredictions, resamples: int = RESAMPLES, seed: int = 0) -> Part:
+    """The claim "float32 fake quantization strays from exact arithmetic more often than the int8
+    kernels do": per seed, the images fake quantization predicts differently from the float64
+    model (:data:`EXACT`) minus those the int8 model predicts differently from it, their mean
+    with a bootstrap interval over seeds, ``supported`` above 0 (the disagreement of the two
+    engines is then mostly the simulation's float32 rounding), ``contradicted`` below (mostly the
+    int8 kernels' requantization). ``lp``: :func:`paired_predictions` of the engines fake, int8
+    and :data:`EXACT`."""
+    name = "fake minus int8 disagreement with exact arithmetic (images)"
+    n = trials_of(lp) if EXACT in lp.preds else 0
+    if n < MIN_TRIALS:
+        return Part(CLAIM, name, NOT_ENOUGH, None, None, None, n, 0.0, ">", "images",
+                    detail=f"{n} seeds with fake, int8 and {EXACT} trials (needs {MIN_TRIALS})")
+    exact = lp.preds[EXACT]
+    fake = (lp.preds["fake"] != exact).sum(1)
+    int8 = (lp.preds["int8"] != exact).sum(1)
+    diff = (fake - int8).astype(float)
+    ci = bootstrap_interval(lambda idx: diff[idx].mean(-1), [n], paired=False, resamples=resamples, seed=seed)
+    return Part(CLAIM, name, decide(ci, 0.0, ">"), float(diff.mean()), ci, None, n, 0.0, ">", "images",
+                detail=f"exact arithmetic differs from fake on {fake.mean():.1f} images a seed, from int8 "
+                       f"on {int8.mean():.1f}")
+
+
 @dataclass
 class Comparison:
     """Everything the report shows of one cell: its seed pairs, the per-seed and per-class tables
-    and the three tested parts (agreement, class concentration, float noise)."""
+    and the four tested parts (agreement, class concentration, float noise, exact arithmetic)."""
 
     label: str
     lp: LevelPredictions
@@ -227,23 +257,25 @@ class Comparison:
 def compare(store: ResultsStore, cell: Cell, trials: int, label: str | None = None,
             chance_draws: int = CHANCE_DRAWS, target: float = TARGET_AGREEMENT) -> Comparison:
     """:func:`paired_predictions` of ``cell`` and the tables and parts computed from them."""
-    every = [*ENGINES, REORDERED]  # read once, paired twice
+    every = [*ENGINES, REORDERED, EXACT]  # read once, paired three times
     stored = factor_predictions(store, replace(cell, engine="fake"), "engine", every, trials=2**31)
-    lp, noise = _paired(stored, ENGINES, trials), _paired(stored, every, trials)
+    lp = _paired(stored, ENGINES, trials)
+    noise, exact = _paired(stored, [*ENGINES, REORDERED], trials), _paired(stored, [*ENGINES, EXACT], trials)
     data = ClassData(lp, chance_draws) if trials_of(lp) else None
     return Comparison(label or cell.model, lp, agreement_table(lp), class_gap(lp, data),
-                      [agreement_part(lp, target), gap_chance_part(lp, data), noise_part(noise)])
+                      [agreement_part(lp, target), gap_chance_part(lp, data), noise_part(noise), exact_part(exact)])
 
 
 def summary(comparisons: list[Comparison]) -> pd.DataFrame:
     """One row per cell: seed pairs, the mean and lowest agreement (%), seeds below the target,
     the mean accuracies and their difference with its bootstrap interval, the largest class
     difference with its chance band and p-value, the int8 minus the float-noise disagreement
-    (images a seed, on the seeds with all three engines) with its interval, and the three
-    parts' verdicts."""
+    (images a seed, on the seeds with all three engines) with its interval, the fake minus the
+    int8 disagreement with exact arithmetic (images a seed, on the seeds with a ``fake-float64``
+    trial) with its interval, and the four parts' verdicts."""
     rows = []
     for c in comparisons:
-        agree_part, chance_part, noise = c.parts
+        agree_part, chance_part, noise, exact = c.parts
         row = {"cell": c.label, "trials": c.trials}
         if c.trials:
             a = c.agreement
@@ -262,7 +294,11 @@ def summary(comparisons: list[Comparison]) -> pd.DataFrame:
                     "class_verdict": chance_part.verdict,
                     "noise_trials": noise.trials, "noise_diff": np.nan if noise.estimate is None else noise.estimate,
                     "noise_low": noise.ci[0] if noise.ci else np.nan, "noise_high": noise.ci[1] if noise.ci else np.nan,
-                    "noise_verdict": noise.verdict})
+                    "noise_verdict": noise.verdict,
+                    "exact_trials": exact.trials,
+                    "exact_diff": np.nan if exact.estimate is None else exact.estimate,
+                    "exact_low": exact.ci[0] if exact.ci else np.nan,
+                    "exact_high": exact.ci[1] if exact.ci else np.nan, "exact_verdict": exact.verdict})
         rows.append(row)
     return pd.DataFrame(rows)
 

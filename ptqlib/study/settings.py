@@ -137,8 +137,9 @@ SETTINGS: tuple[Setting, ...] = (
             "weights the first pass rounded; the trials stored before this setting); other methods cannot tell them "
             "apart", "recon.fp_weights", choices=FP_WEIGHTS, omit_at="current", stored_null="current"),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, the same model on int8 kernels "
-            "(CIFAR ResNets and efficientnet_lite0), or fake quantization in another float order (channels-last "
-            "batches of 7: the simulation's own float noise)", "engine", choices=ENGINES,
+            "(CIFAR ResNets and efficientnet_lite0), fake quantization in another float order (channels-last "
+            "batches of 7: the simulation's own float noise), or in float64 (exact arithmetic within float64 "
+            "rounding, slow)", "engine", choices=ENGINES,
             omit_at=ENGINES[0], stored_null=ENGINES[0]),
     Setting("seed", int, 0, "the (first) seed", "seed", sql="INTEGER"),
 )

@@ -18,7 +18,7 @@ import torch
 from ptqlib.quant.calibration import calibrate_activations, calibrate_weights
 from ptqlib.study.calibset import CalibSet, CalibSpec, build_calibration_set
 from ptqlib.data import Split, cache_dir, load_calibration_pool, load_split, save_atomic
-from ptqlib.quant.integer import REORDERED_BATCH, Reordered, to_integer
+from ptqlib.quant.integer import REORDERED_BATCH, Float64, Reordered, to_integer
 from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, quantize_model
@@ -233,6 +233,8 @@ class TrialContext:
             qmodel = to_integer(qmodel.cpu())
         elif cfg.engine == "fake-reordered":
             qmodel, batch_size = Reordered(qmodel), REORDERED_BATCH
+        elif cfg.engine == "fake-float64":
+            qmodel = Float64(qmodel)
         synchronize(self.device)
         t1 = time.perf_counter()
         preds, confidence = predict_with_confidence(qmodel, self.test, batch_size)
