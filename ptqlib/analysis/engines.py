@@ -298,7 +298,8 @@ def summary(comparisons: list[Comparison]) -> pd.DataFrame:
                     "exact_trials": exact.trials,
                     "exact_diff": np.nan if exact.estimate is None else exact.estimate,
                     "exact_low": exact.ci[0] if exact.ci else np.nan,
-                    "exact_high": exact.ci[1] if exact.ci else np.nan, "exact_verdict": exact.verdict})
+                    "exact_high": exact.ci[1] if exact.ci else np.nan, "exact_verdict": exact.verdict,
+                    "exact_detail": exact.detail})
         rows.append(row)
     return pd.DataFrame(rows)
 
