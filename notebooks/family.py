@@ -21,7 +21,9 @@ w_bits = 6
 a_bits = 6
 metric = "mse"
 calib_size = 256
-factors = {"calib_size": [1, 32, 256, 1024], "metric": ["minmax", "mse", "kl", "cosine"], "w_bits": [8, 6]}
+factors = {"calib_size": [1, 32, 256, 1024], "metric": ["minmax", "mse", "kl", "cosine"], "w_bits": [8, 6],
+           "noise": [0.0, 0.1, 0.5]}
+mixed_bits = [[4, 8]]  # [weight bits, activation bits] cells besides the factor's WnAn levels
 trials = 50
 chance_draws = 1000
 
@@ -92,6 +94,21 @@ if varied:
         axes[0, col].set_title(f"varying {factor}")
     plt.tight_layout()
     plt.show()
+
+# %% [markdown]
+# Mixed bit-widths (weights at fewer bits than activations, the usual deployment compromise): per
+# model, the same summary at each `[weight bits, activation bits]` of `mixed_bits`, once the
+# store has trials of it.
+
+# %%
+mixed = {f"W{w}A{a}": models_frame(store, replace(cell, w_bits=w, a_bits=a), models, "noise", [0.0], trials)
+         for w, a in mixed_bits}
+mixed = pd.concat([reliability_summary(f, ["model"]).assign(bits=b) for b, f in mixed.items() if len(f)],
+                  ignore_index=True) if any(len(f) for f in mixed.values()) else pd.DataFrame()
+if mixed.empty:
+    print("no trials of", ", ".join(f"W{w}A{a}" for w, a in mixed_bits), "in the store yet")
+else:
+    publish_table(mixed.set_index(["bits", "model"]).round(2), "summary_mixed_bits")
 
 # %% [markdown]
 # ## The study's claims on each model
