@@ -25,9 +25,9 @@
 # [the method](method)), and whether the int8 model moves more predictions than float32
 # rounding alone moves: the chance yardstick of the engine `fake-reordered`, the same
 # fake-quantized model evaluated again on channels-last batches of 7 (other kernels, another
-# summation order; `ptqlib.quant.integer.Reordered`), on the same seeds. Last, which of the two
+# summation order; `ptqlib.quant.evaluation.Reordered`), on the same seeds. Last, which of the two
 # engines strays from exact arithmetic: the engine `fake-float64` evaluates the same
-# fake-quantized model in float64 (`ptqlib.quant.integer.Float64`: the weights' grid values,
+# fake-quantized model in float64 (`ptqlib.quant.evaluation.Float64`: the weights' grid values,
 # every activation rounded from a float64 value, exact within float64 rounding), and per seed the
 # images fake quantization predicts differently from it are set against those the int8 model
 # predicts differently from it.

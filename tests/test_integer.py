@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from ptqlib.quant.calibration import calibrate
-from ptqlib.quant.integer import NoIntegerPath, _integer_weight, agreement, check_engine, to_integer
+from ptqlib.quant.evaluation import check_engine
+from ptqlib.quant.integer import NoIntegerPath, _integer_weight, agreement, to_integer
 from ptqlib.models import CifarResNet, EfficientNetLite0, Normalized
 from ptqlib.quant.qmodel import QuantConfig, quantize_model
 
@@ -300,7 +301,7 @@ def test_a_residual_operand_read_later_is_not_overwritten():
 
 
 def test_float64_engine_keeps_the_weights_levels_and_rounds_activations_in_float64():
-    from ptqlib.quant.integer import Float64
+    from ptqlib.quant.evaluation import Float64
     from ptqlib.quant.qmodel import QUANT_LAYERS
 
     qmodel = quantized(cifar_model(depth=3), 4, 4)

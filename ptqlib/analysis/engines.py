@@ -49,8 +49,8 @@ from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_
 from ptqlib.study.store import ResultsStore
 
 ENGINES = ["fake", "int8"]
-REORDERED = "fake-reordered"  # the float-noise yardstick (ptqlib.quant.integer.Reordered)
-EXACT = "fake-float64"  # exact arithmetic within float64 rounding (ptqlib.quant.integer.Float64)
+REORDERED = "fake-reordered"  # the float-noise yardstick (ptqlib.quant.evaluation.Reordered)
+EXACT = "fake-float64"  # exact arithmetic within float64 rounding (ptqlib.quant.evaluation.Float64)
 TARGET_AGREEMENT = 99.9  # % of test images whose prediction the two engines share
 CLAIM = "int8"  # the claim name the parts carry
 

@@ -20,7 +20,8 @@ import torch
 
 from ptqlib.quant.calibration import calibrate, calibrate_activations, calibrate_weights
 from ptqlib.study.calibset import build_calibration_set
-from ptqlib.quant.integer import NoIntegerPath, agreement, check_engine, to_integer
+from ptqlib.quant.evaluation import check_engine
+from ptqlib.quant.integer import NoIntegerPath, agreement, to_integer
 from ptqlib.quant.recon import REFERENCE_ITERS, reconstruct
 from ptqlib.data import to_float
 from ptqlib.metrics import accuracy, predict

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from ptqlib.data import calibration_pools, class_label, default_pool
 from ptqlib.models import MODELS, check_model
-from ptqlib.quant.integer import ENGINES, check_engine
+from ptqlib.quant.evaluation import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
 from ptqlib.quant.recon import FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, VARIANTS, ReconConfig, default_recon
@@ -192,7 +192,7 @@ class TrialConfig:
     optimizer: str = BY_NAME["optimizer"].default
     seed: int = BY_NAME["seed"].default
     recon: ReconConfig | None = None  # reconstruction settings; None for grid search
-    engine: str = BY_NAME["engine"].default  # evaluation: fake quantization in float32, or int8 kernels (ptqlib.quant.integer)
+    engine: str = BY_NAME["engine"].default  # evaluation: fake quantization in float32, int8 kernels, ... (ptqlib.quant.evaluation)
 
     def __post_init__(self) -> None:
         check_model(self.model)

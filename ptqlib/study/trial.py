@@ -18,7 +18,7 @@ import torch
 from ptqlib.quant.calibration import calibrate_activations, calibrate_weights
 from ptqlib.study.calibset import CalibSet, CalibSpec, build_calibration_set
 from ptqlib.data import Split, cache_dir, load_calibration_pool, load_split, save_atomic
-from ptqlib.quant.integer import REORDERED_BATCH, Float64, Reordered, to_integer
+from ptqlib.quant.evaluation import evaluated
 from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, quantize_model
@@ -224,17 +224,12 @@ class TrialContext:
                              "is not supported, use device cpu")
 
     def evaluate(self, cfg: TrialConfig, qmodel: QuantizedModel, calib: CalibSet, calib_seconds: float) -> TrialResult:
-        """The trial's result from its quantized model (for the ``int8`` engine, converted first;
-        the conversion counts as calibration time) and the seconds its quantization took."""
+        """The trial's result from its quantized model, evaluated by the trial's engine
+        (:mod:`ptqlib.quant.evaluation`; building the engine's model, e.g. the int8 conversion,
+        counts as calibration time) and the seconds its quantization took."""
         self._check(cfg)
         t0 = time.perf_counter()
-        batch_size = None
-        if cfg.engine == "int8":
-            qmodel = to_integer(qmodel.cpu())
-        elif cfg.engine == "fake-reordered":
-            qmodel, batch_size = Reordered(qmodel), REORDERED_BATCH
-        elif cfg.engine == "fake-float64":
-            qmodel = Float64(qmodel)
+        qmodel, batch_size = evaluated(cfg.engine, qmodel)
         synchronize(self.device)
         t1 = time.perf_counter()
         preds, confidence = predict_with_confidence(qmodel, self.test, batch_size)
