@@ -171,6 +171,10 @@ else:
 # counts, so every method runs at the same count; while a method lacks three trials at
 # `target_iters`, there is no study-wide count yet. A count chosen this way may still cost up to
 # `choice_margin` points of worst class; that is the price of affording the cells at all.
+# BRECQ's 20,000-iteration trials ran with its second pass on the rounded weights' float network
+# (`fp_weights=current`); its count is read from that curve, which runs the same two passes on
+# the same iteration counts (the [conventions page](recon_conventions) measures what the float
+# network of the second pass changes at 500 iterations).
 
 # %%
 reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves
