@@ -424,3 +424,45 @@ def test_brecqs_second_pass_targets_the_float_network_with_the_kept_weights(fp_w
     first_pass, second_pass = targets[("", last)], targets[("acts ", last)]
     assert torch.allclose(first_pass, logits, atol=1e-4)  # the first pass always sees the float network
     assert torch.allclose(second_pass, logits, atol=1e-4) == (fp_weights == "kept")
+
+
+def test_randperm_batches_hold_no_image_twice_and_keep_every_earlier_key_and_checkpoint():
+    import json
+
+    from ptqlib.quant.recon import passes
+    from ptqlib.quant.recon.optimize import batch_indices
+    from ptqlib.study.settings import columns, trial_config
+
+    perm = [batch_indices(40, 32, "randperm", torch.Generator().manual_seed(s)) for s in range(20)]
+    assert all(len(set(p.tolist())) == 32 for p in perm)  # no image twice in a batch
+    drawn = [batch_indices(40, 32, "randint", torch.Generator().manual_seed(s)) for s in range(20)]
+    assert any(len(set(d.tolist())) < 32 for d in drawn)  # with replacement: repeats are the rule here
+    assert torch.equal(drawn[3], torch.randint(40, (32,), generator=torch.Generator().manual_seed(3)))
+    cell = dict(optimizer="brecq", variant="reference", iters=500, calib_size=1024)
+    default, perm_cfg = trial_config(**cell), trial_config(**cell, batch_draw="randperm")
+    assert "batch_draw" not in default.to_dict()["recon"] and default.key() != perm_cfg.key()
+    assert columns(default)["batch_draw"] is None and columns(perm_cfg)["batch_draw"] == "randperm"
+    with pytest.raises(ValueError, match="unknown batch_draw 'shuffle'; choose one of randint, randperm"):
+        trial_config(**cell, batch_draw="shuffle")
+    # a checkpoint's identity leaves the field out at the value every earlier reconstruction ran with
+    images = torch.zeros(4, 3, 8, 8)
+    ident = json.loads(passes._Checkpoint("x", "brecq", ReconConfig(), 0, images, torch.device("cpu")).ident)
+    assert "batch_draw" not in ident["recon"]
+    ident = json.loads(passes._Checkpoint("x", "brecq", ReconConfig(batch_draw="randperm"), 0, images,
+                                          torch.device("cpu")).ident)
+    assert ident["recon"]["batch_draw"] == "randperm"
+
+
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_randperm_reconstruction_runs_in_both_step_modes_and_differs_from_randint(mode, monkeypatch):
+    from ptqlib.quant.recon import optimize
+
+    monkeypatch.setattr(optimize, "STEP_MODE", mode)
+    _, a, images = calibrated()
+    b = copy.deepcopy(a)
+    reports = {}
+    for how, model in (("randint", a), ("randperm", b)):
+        cfg = ReconConfig(iters=30, batch_size=8, batch_draw=how)
+        reports[how] = reconstruct(model, images, "adaround", cfg, seed=3, progress=False)
+    assert all(r.recon_loss < r.grid_loss * 1.05 for r in reports["randperm"])
+    assert any(not torch.equal(la.weight, lb.weight) for (_, la), (_, lb) in zip(a.quant_layers(), b.quant_layers()))

@@ -33,7 +33,7 @@ from ptqlib.models import MODELS, check_model
 from ptqlib.quant.evaluation import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
-from ptqlib.quant.recon import FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, VARIANTS, ReconConfig, default_recon
+from ptqlib.quant.recon import BATCH_DRAWS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, VARIANTS, ReconConfig, default_recon
 from ptqlib.study.calibset import NOISE_KINDS, SAMPLINGS, CalibSpec
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.quant.calibration)
@@ -136,6 +136,10 @@ SETTINGS: tuple[Setting, ...] = (
             "its second pass's inputs): kept (the float weights kept aside, as the reference code) or current (the "
             "weights the first pass rounded; the trials stored before this setting); other methods cannot tell them "
             "apart", "recon.fp_weights", choices=FP_WEIGHTS, omit_at="current", stored_null="current"),
+    Setting("batch_draw", str, BATCH_DRAWS[0], "how a reconstruction step draws its batch: randint (indices "
+            "with replacement, QDrop's code; every trial stored before this setting) or randperm (a random "
+            "permutation's first images, none twice: BRECQ's code)", "recon.batch_draw", choices=BATCH_DRAWS,
+            omit_at=BATCH_DRAWS[0], stored_null=BATCH_DRAWS[0]),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, the same model on int8 kernels "
             "(CIFAR ResNets and efficientnet_lite0), fake quantization in another float order (channels-last "
             "batches of 7: the simulation's own float noise), or in float64 (exact arithmetic within float64 "

@@ -9,6 +9,7 @@ from ptqlib.quant.range_estimators import check_metric
 METHODS = ("adaround", "brecq", "qdrop")
 VARIANTS = ("joint", "reference")
 FP_WEIGHTS = ("kept", "current")
+BATCH_DRAWS = ("randint", "randperm")
 CLASS_WEIGHTINGS = (None, "dro")
 REFERENCE_ITERS = 20_000
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class ReconConfig:
     # hold, which after BRECQ's first pass are the rounded ones. Only BRECQ's second pass can
     # tell them apart (a single pass computes each unit's float output before changing the unit)
     fp_weights: str = "current"
+    # how a step's batch indices are drawn from the seeded generator: "randint" (with replacement,
+    # QDrop's code and every stored trial) or "randperm" (the first batch_size of a random
+    # permutation, no image twice in a batch: BRECQ's code)
+    batch_draw: str = "randint"
 
     @property
     def weights_classes(self) -> bool:
@@ -67,10 +72,15 @@ class ReconConfig:
         if self.lr_act_stage2 <= 0 or self.act_p <= 0:
             raise ValueError("lr_act_stage2 and act_p must be positive")
         check_metric(self.act_init_metric)
+        if self.batch_draw not in BATCH_DRAWS:
+            raise ValueError(f"unknown batch_draw {self.batch_draw!r}; choose one of {', '.join(BATCH_DRAWS)}")
         if self.fp_weights not in FP_WEIGHTS:
             raise ValueError(f"unknown fp_weights {self.fp_weights!r}; choose one of {', '.join(FP_WEIGHTS)}")
 
 
+# fields added after reconstructions were checkpointed, left out of a checkpoint's identity at
+# these values (the value every earlier reconstruction ran with), so that those still resume
+LATER_FIELDS = {"batch_draw": "randint"}
 REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric", "fp_weights")  # ReconConfig fields
 REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
 

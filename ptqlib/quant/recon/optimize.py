@@ -260,6 +260,14 @@ def _optimize(unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfi
             bar.set_postfix(rec=f"{rec.item():.4g}")
 
 
+def batch_indices(n: int, size: int, how: str, gen: torch.Generator) -> torch.Tensor:
+    """One step's ``size`` image indices out of ``n``: ``randint`` (with replacement) or
+    ``randperm`` (the first ``size`` of a random permutation: no image twice, as BRECQ's code)."""
+    if how == "randperm":
+        return torch.randperm(n, generator=gen)[:size]
+    return torch.randint(n, (size,), generator=gen)
+
+
 class _EagerSteps:
     """The optimisation step as plain PyTorch code, one call per iteration."""
 
@@ -276,7 +284,7 @@ class _EagerSteps:
 
     def __call__(self, step: int) -> torch.Tensor:
         roundings, keep, class_weights = self.learned.roundings, self.learned.keep, self.learned.class_weights
-        idx = torch.randint(self.n, (self.cfg.batch_size,), generator=self.gen)
+        idx = batch_indices(self.n, self.cfg.batch_size, self.cfg.batch_draw, self.gen)
         x = take(self.q_in, idx)
         if keep < 1.0:  # QDrop: the unit's input is quantized only with probability keep_prob
             x = [q if isinstance(f, Const) else torch.lerp(f[idx], q, keep_mask(q, keep, self.gen))
@@ -328,7 +336,12 @@ class _StaticSteps:
         self.q_in, self.fp_in, self.targets = ([to_channels_last(t) for t in ts]
                                                for ts in (data.inputs, data.fp_inputs, data.targets))
         device = next(t for t in self.q_in if not isinstance(t, Const)).device
-        self.all_idx = torch.randint(num_images(self.q_in), (stage.iters, cfg.batch_size), generator=gen).to(device)
+        n = num_images(self.q_in)
+        if cfg.batch_draw == "randint":  # one draw: the same sequence as the eager steps' draws
+            self.all_idx = torch.randint(n, (stage.iters, cfg.batch_size), generator=gen).to(device)
+        else:
+            self.all_idx = torch.stack([batch_indices(n, cfg.batch_size, cfg.batch_draw, gen)
+                                        for _ in range(stage.iters)]).to(device)
         self.idx = torch.zeros(cfg.batch_size, dtype=torch.long, device=device)
         self.beta = torch.tensor(cfg.beta_start, device=device)
         self.reg_weight = torch.tensor(0.0, device=device)

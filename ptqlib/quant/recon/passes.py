@@ -15,7 +15,7 @@ import torch.fx as fx
 from ptqlib.data import save_atomic, to_float
 from ptqlib.quant.calibration import calibrate_activations
 from ptqlib.quant.qmodel import QUANT_LAYERS, QuantizedModel, load_quant_state, quant_state
-from ptqlib.quant.recon.config import METHODS, ReconConfig
+from ptqlib.quant.recon.config import LATER_FIELDS, METHODS, ReconConfig
 from ptqlib.quant.recon.optimize import UnitReport, reconstruct_unit, stages_for
 from ptqlib.quant.recon.units import Const, run_unit, split_units
 
@@ -108,7 +108,8 @@ class _Checkpoint:
                  device: torch.device) -> None:
         self.path, self.device = Path(path), device
         digest = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-        self.ident = json.dumps({"method": method, "recon": dataclasses.asdict(cfg), "seed": seed,
+        recon = {k: v for k, v in dataclasses.asdict(cfg).items() if LATER_FIELDS.get(k, object()) != v}
+        self.ident = json.dumps({"method": method, "recon": recon, "seed": seed,
                                  "images": digest}, sort_keys=True)
 
     def exists(self) -> bool:
