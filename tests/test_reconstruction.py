@@ -466,3 +466,43 @@ def test_randperm_reconstruction_runs_in_both_step_modes_and_differs_from_randin
         reports[how] = reconstruct(model, images, "adaround", cfg, seed=3, progress=False)
     assert all(r.recon_loss < r.grid_loss * 1.05 for r in reports["randperm"])
     assert any(not torch.equal(la.weight, lb.weight) for (_, la), (_, lb) in zip(a.quant_layers(), b.quant_layers()))
+
+
+def test_lsq_step_gradient_is_the_plain_one_times_its_factor_and_keeps_earlier_keys():
+    from ptqlib.quant.qmodel import ACT_SPEC
+    from ptqlib.quant.quantizer import fake_quantize_learned
+    from ptqlib.study.settings import trial_config
+
+    spec = ACT_SPEC.with_bits(4)
+    x = torch.randn(4, 3, 5, 5) * 2
+    grads = []
+    for factor in (1.0, (x.numel() * spec.qmax) ** -0.5):
+        scale = torch.tensor(0.3, requires_grad=True)
+        fake_quantize_learned(x, scale, torch.tensor(2), spec, grad_factor=factor).square().sum().backward()
+        grads.append(scale.grad.item())
+    assert grads[1] == pytest.approx(grads[0] * (x.numel() * spec.qmax) ** -0.5, rel=1e-6) and grads[0] != 0
+    cell = dict(optimizer="qdrop", variant="reference", iters=500, calib_size=1024)
+    plain, lsq = trial_config(**cell), trial_config(**cell, step_grad="lsq")
+    assert "step_grad" not in plain.to_dict()["recon"] and plain.key() != lsq.key()
+    with pytest.raises(ValueError, match="unknown step_grad 'sqrt'; choose one of plain, lsq"):
+        trial_config(**cell, step_grad="sqrt")
+
+
+def test_lsq_step_gradient_reaches_the_learned_steps_and_is_switched_off_after(monkeypatch):
+    from ptqlib.quant import quantizer as Q
+
+    seen = []
+    real = Q.fake_quantize_learned
+
+    def spy(x, scale, zero_point, spec, keep=None, grad_factor=1.0):
+        seen.append(grad_factor)
+        return real(x, scale, zero_point, spec, keep, grad_factor)
+
+    monkeypatch.setattr(Q, "fake_quantize_learned", spy)
+    _, qmodel, images = calibrated()
+    reconstruct(qmodel, images, "qdrop", ReconConfig(iters=4, batch_size=8, step_grad="lsq"), seed=3, progress=False)
+    assert seen and all(0 < f < 0.05 for f in seen)  # 1/sqrt(numel * 15) of an 8-image batch
+    assert not any(aq.quantizer.grad_scaling for aq in qmodel.act_quantizers())
+    seen.clear()
+    reconstruct(qmodel, images, "qdrop", ReconConfig(iters=4, batch_size=8), seed=3, progress=False)
+    assert seen and set(seen) == {1.0}

@@ -116,7 +116,8 @@ class _LearnedFakeQuant(torch.autograd.Function):
     scale, so that the backward pass is one product and one dot product."""
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, qmin, qmax, keep):  # type: ignore[override]
+    def forward(ctx, x, scale, zero_point, qmin, qmax, keep, grad_factor=1.0):  # type: ignore[override]
+        ctx.grad_factor = grad_factor
         t = torch.mul(x, 1.0 / scale)  # float32 division, as in PyTorch's kernels
         q = torch.round(t)
         # clamp(q + z, qmin, qmax) - z, computed as clamp(q, qmin - z, qmax - z): exact on integers;
@@ -154,17 +155,21 @@ class _LearnedFakeQuant(torch.autograd.Function):
             grad_x = grad * d_x
         if ctx.needs_input_grad[1]:
             grad_scale = torch.dot(flat_view(grad), flat_view(d_scale)).reshape(scale.shape)
-        return grad_x, grad_scale, None, None, None, None
+            if ctx.grad_factor != 1.0:
+                grad_scale = grad_scale * ctx.grad_factor
+        return grad_x, grad_scale, None, None, None, None, None
 
 
 def fake_quantize_learned(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec,
-                          keep: torch.Tensor | None = None) -> torch.Tensor:
+                          keep: torch.Tensor | None = None, grad_factor: float = 1.0) -> torch.Tensor:
     """:func:`fake_quantize` for a per-tensor quantizer, as one autograd node: the same values
     and, up to floating-point summation order, the same gradients for ``x`` and ``scale``.
     ``keep`` (0/1, the shape of ``x``): QDrop's mask, the output is quantized where it is 1 and
-    ``x`` where it is 0. Whole-tensor passes, no ``torch.where`` (slow on the CPU)."""
+    ``x`` where it is 0. ``grad_factor`` multiplies the scale's gradient (LSQ's
+    ``1 / sqrt(numel * qmax)``, Esser et al. 2020). Whole-tensor passes, no ``torch.where`` (slow
+    on the CPU)."""
     assert not spec.per_channel, "per-tensor quantizers only"
-    return _LearnedFakeQuant.apply(x, scale, zero_point, spec.qmin, spec.qmax, keep)
+    return _LearnedFakeQuant.apply(x, scale, zero_point, spec.qmin, spec.qmax, keep, grad_factor)
 
 
 @torch.no_grad()
@@ -202,6 +207,7 @@ class FakeQuantizer(nn.Module):
         self._enabled = False
         self.calibrated = False
         self.generation = 0  # bumped on every change, so cached quantized tensors can tell
+        self.grad_scaling = False  # a learned scale's gradient times 1/sqrt(numel * qmax) (LSQ)
 
     @property
     def enabled(self) -> bool:
@@ -250,7 +256,8 @@ class FakeQuantizer(nn.Module):
             if self.spec.per_channel:
                 assert keep is None, "a keep mask needs a per-tensor quantizer"
                 return fake_quantize(x, self.scale, self.zero_point, self.spec)
-            return fake_quantize_learned(x, self.scale, self.zero_point, self.spec, keep)
+            factor = (x.numel() * self.spec.qmax) ** -0.5 if self.grad_scaling else 1.0
+            return fake_quantize_learned(x, self.scale, self.zero_point, self.spec, keep, factor)
         out = fake_quantize_inference(x, self.scale, self.zero_point, self.spec)
         return out if keep is None else torch.lerp(x, out, keep)
 

@@ -33,7 +33,8 @@ from ptqlib.models import MODELS, check_model
 from ptqlib.quant.evaluation import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
-from ptqlib.quant.recon import BATCH_DRAWS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, VARIANTS, ReconConfig, default_recon
+from ptqlib.quant.recon import (BATCH_DRAWS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, STEP_GRADS,
+                                VARIANTS, ReconConfig, default_recon)
 from ptqlib.study.calibset import NOISE_KINDS, SAMPLINGS, CalibSpec
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.quant.calibration)
@@ -140,6 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
             "with replacement, QDrop's code; every trial stored before this setting) or randperm (a random "
             "permutation's first images, none twice: BRECQ's code)", "recon.batch_draw", choices=BATCH_DRAWS,
             omit_at=BATCH_DRAWS[0], stored_null=BATCH_DRAWS[0]),
+    Setting("step_grad", str, STEP_GRADS[0], "the gradient of learned activation steps: plain (every trial stored "
+            "before this setting) or lsq (times 1/sqrt(numel * qmax), LSQ's factor, as QDrop's code)",
+            "recon.step_grad", choices=STEP_GRADS, omit_at=STEP_GRADS[0], stored_null=STEP_GRADS[0]),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, the same model on int8 kernels "
             "(CIFAR ResNets and efficientnet_lite0), fake quantization in another float order (channels-last "
             "batches of 7: the simulation's own float noise), or in float64 (exact arithmetic within float64 "

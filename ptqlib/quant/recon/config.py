@@ -10,6 +10,7 @@ METHODS = ("adaround", "brecq", "qdrop")
 VARIANTS = ("joint", "reference")
 FP_WEIGHTS = ("kept", "current")
 BATCH_DRAWS = ("randint", "randperm")
+STEP_GRADS = ("plain", "lsq")
 CLASS_WEIGHTINGS = (None, "dro")
 REFERENCE_ITERS = 20_000
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class ReconConfig:
     # QDrop's code and every stored trial) or "randperm" (the first batch_size of a random
     # permutation, no image twice in a batch: BRECQ's code)
     batch_draw: str = "randint"
+    # the learned activation steps' gradient: "plain" (every stored trial) or "lsq", times
+    # 1/sqrt(numel * qmax) of the quantized tensor (LSQ's factor, as QDrop's code); under Adam a
+    # constant factor c only turns Adam's epsilon into epsilon / c
+    step_grad: str = "plain"
 
     @property
     def weights_classes(self) -> bool:
@@ -72,6 +77,8 @@ class ReconConfig:
         if self.lr_act_stage2 <= 0 or self.act_p <= 0:
             raise ValueError("lr_act_stage2 and act_p must be positive")
         check_metric(self.act_init_metric)
+        if self.step_grad not in STEP_GRADS:
+            raise ValueError(f"unknown step_grad {self.step_grad!r}; choose one of {', '.join(STEP_GRADS)}")
         if self.batch_draw not in BATCH_DRAWS:
             raise ValueError(f"unknown batch_draw {self.batch_draw!r}; choose one of {', '.join(BATCH_DRAWS)}")
         if self.fp_weights not in FP_WEIGHTS:
@@ -80,7 +87,7 @@ class ReconConfig:
 
 # fields added after reconstructions were checkpointed, left out of a checkpoint's identity at
 # these values (the value every earlier reconstruction ran with), so that those still resume
-LATER_FIELDS = {"batch_draw": "randint"}
+LATER_FIELDS = {"batch_draw": "randint", "step_grad": "plain"}
 REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric", "fp_weights")  # ReconConfig fields
 REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
 

@@ -156,6 +156,8 @@ def reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, target
                 roundings.append(layer.rounding)
         if stage.act_steps:
             act_scales = [aq.quantizer.learn_scale() for aq in act_quantizers]
+            for aq in act_quantizers:
+                aq.quantizer.grad_scaling = cfg.step_grad == "lsq"
         for aq in act_quantizers:
             aq.keep_prob = keep
         class_weights = ClassWeights(labels, cfg.dro_eta) if cfg.weights_classes else None
@@ -170,6 +172,7 @@ def reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, target
             layer.rounding = None
         for aq in act_quantizers:
             aq.quantizer.freeze_scale()
+            aq.quantizer.grad_scaling = False
             aq.keep_prob = 1.0
         for p in frozen:
             p.requires_grad_(True)
