@@ -484,6 +484,8 @@ def test_lsq_step_gradient_is_the_plain_one_times_its_factor_and_keeps_earlier_k
     cell = dict(optimizer="qdrop", variant="reference", iters=500, calib_size=1024)
     plain, lsq = trial_config(**cell), trial_config(**cell, step_grad="lsq")
     assert "step_grad" not in plain.to_dict()["recon"] and plain.key() != lsq.key()
+    ada = dict(cell, optimizer="adaround")
+    assert trial_config(**ada, step_grad="lsq").key() == trial_config(**ada).key()  # no steps learned: one key
     with pytest.raises(ValueError, match="unknown step_grad 'sqrt'; choose one of plain, lsq"):
         trial_config(**cell, step_grad="sqrt")
 

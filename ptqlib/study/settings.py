@@ -217,6 +217,9 @@ class TrialConfig:
         if self.recon is not None and not (self.optimizer == "brecq" and self.recon.variant == "reference"):
             # only BRECQ's second pass can tell the float networks apart: one key for the others
             object.__setattr__(self, "recon", dataclasses.replace(self.recon, fp_weights="current"))
+        if self.optimizer == "adaround" and self.recon.step_grad != "plain":
+            # AdaRound learns no activation steps: their gradient cannot matter, one key
+            object.__setattr__(self, "recon", dataclasses.replace(self.recon, step_grad="plain"))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
