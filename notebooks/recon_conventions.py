@@ -17,7 +17,7 @@
 # | BRECQ stage-2 learning rate | `--lr` default 4e-4 in `main_imagenet.py` (the function default in `block_recon.py` is 4e-5, overridden), cosine decay | (none: steps learned in the one pass, lr 4e-5) | 4e-4, cosine over 5000 |
 # | BRECQ stage-2 loss | `lp_loss` p = 2.4: `|out - tgt|^p` summed over channels, mean (`--p 2.4`) | squared error (p = 2) | p = 2.4 |
 # | BRECQ stage-2 data | `asym=False`: the float network's block inputs and outputs (quantization off uses the kept float weights, `org_weight`) | quantized inputs, float targets | as the reference (`fp_weights=kept`); the trials stored before that setting ran on the network whose weights stage 1 had rounded (`fp_weights=current`): the difference is measured below |
-# | BRECQ activation-range init | one forward of the whole quantized network (hard-rounded weights) on 64 images; each quantizer initialised on its first call, later ones see earlier ones quantized; `scale_method='mse'`: 80 candidates `[min, max] * (1 - 0.01 i)`, score mean `|x - q(x)|^2.4` on the raw tensor | per unit, on its quantized inputs (256 images), the trial's metric (`mse`: 100 candidates `t = 0.01..1`, squared error on a 2048-bin histogram) | per unit on its quantized inputs (64 images, earlier units' steps already learned), `lp2.4` on the histogram (100 candidates down to 1 %, not 80 down to 21 %) |
+# | BRECQ activation-range init | one forward of the whole quantized network (hard-rounded weights) on 64 images; each quantizer initialised on its first call, later ones see earlier ones quantized; `scale_method='mse'`: 80 candidates `[min, max] * (1 - 0.01 i)`, score mean `|x - q(x)|^2.4` on the raw tensor | per unit, on its quantized inputs (256 images), the trial's metric (`mse`: 100 candidates `t = 0.01..1`, squared error on a 2048-bin histogram) | per unit on its quantized inputs (64 images, earlier units' steps already learned), `lp2.4` on the histogram (100 candidates down to 1 %, not 80 down to 21 %); the whole-network initialisation is `--act-init network`: the difference is measured below |
 # | AdaRound: activations during reconstruction | float (BRECQ code's `layer_reconstruction` with `act_quant=False`; paper: weights only) | quantized with grid ranges | float |
 # | QDrop: what is learned | rounding and LSQ step sizes jointly (`recon.py`: `w_opt` Adam default lr, `a_opt` Adam `scale_lr` 4e-5, cosine) | same | same |
 # | QDrop: drop placement | unit input (`torch.where(rand < drop_prob, quant_inp, fp_inp)`) and every `post_act_fake_quantize` inside the unit, `drop_prob` 0.5 = probability of keeping the quantized value | same | same |
@@ -47,7 +47,8 @@ trials = 50
 conventions = {"BRECQ's second-pass float network": ["fp_weights", "current", "kept", ["brecq"]],
                "weight range search": ["weight_metric", "mse", "lp2.4", ["adaround", "brecq", "qdrop"]],
                "batch sampling": ["batch_draw", "randint", "randperm", ["brecq"]],
-               "LSQ gradient scaling": ["step_grad", "plain", "lsq", ["qdrop"]]}
+               "LSQ gradient scaling": ["step_grad", "plain", "lsq", ["qdrop"]],
+               "BRECQ's activation-range initialisation": ["act_init", "unit", "network", ["brecq"]]}
 
 # %% [markdown]
 # ## The measured effect of the variant
@@ -99,6 +100,11 @@ else:
 #   by `1/sqrt(numel * qmax)` of the quantized tensor (`lsq`); ours leaves it as it is (`plain`).
 #   Under Adam that only makes epsilon weigh `sqrt(numel * qmax)` times more (about 3e-5 instead
 #   of 1e-8 for a 32-image batch of 16 channels at 32x32 and 4 bits); measured on QDrop.
+# - **BRECQ's activation-range initialisation** (`act_init`): its code sets every range once,
+#   before the second pass, on the whole weight-quantized network, each quantizer after the ones
+#   before it are quantized (`network`); ours sets each unit's just before that unit is learned,
+#   on its quantized inputs, after the earlier units' steps were learned (`unit`). Both search
+#   `lp2.4` on the histogram (the reference searches the raw tensor: not settable here).
 
 # %%
 table, missing = paired_effects(store, replace(cell, variant="reference"), conventions, trials)

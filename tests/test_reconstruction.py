@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import operator
 
 import pytest
@@ -508,3 +509,62 @@ def test_lsq_step_gradient_reaches_the_learned_steps_and_is_switched_off_after(m
     seen.clear()
     reconstruct(qmodel, images, "qdrop", ReconConfig(iters=4, batch_size=8), seed=3, progress=False)
     assert seen and set(seen) == {1.0}
+
+
+def test_network_range_init_sets_each_range_on_the_network_quantized_before_it():
+    from ptqlib.quant.range_estimators import HistogramObserver
+    from ptqlib.quant.recon.passes import _init_network_ranges
+
+    _, qmodel, images = calibrated()
+    x = images[:16]
+    _init_network_ranges(qmodel, x, "lp2.4")
+    aqs = qmodel.act_quantizers()
+    assert all(aq.quantizer.enabled and aq.quantizer.calibrated for aq in aqs)
+    inputs = {}
+    hooks = [aq.register_forward_hook(lambda m, i, o: inputs.__setitem__(id(m), i[0].detach().clone())) for aq in aqs]
+    with torch.no_grad():
+        qmodel(x)  # every quantizer on: each one's input is the network quantized up to it
+    for h in hooks:
+        h.remove()
+    for aq in aqs:
+        obs = HistogramObserver()
+        obs(inputs[id(aq)])
+        scale, zero_point = qparams_from_range(*obs.range("lp2.4", aq.quantizer.spec), aq.quantizer.spec)
+        assert torch.equal(aq.quantizer.scale, scale) and torch.equal(aq.quantizer.zero_point, zero_point)
+
+
+def test_network_range_init_runs_brecqs_second_pass_resumes_and_keeps_keys(tmp_path, monkeypatch):
+    from ptqlib.quant.recon import passes
+    from ptqlib.study.settings import trial_config
+
+    _, a, images = calibrated()
+    b, stopped, resumed = copy.deepcopy(a), copy.deepcopy(a), copy.deepcopy(a)
+    unit = ReconConfig(iters=12, batch_size=8, variant="reference", act_iters=6, act_init_size=32, fp_weights="kept")
+    network = dataclasses.replace(unit, act_init="network")
+    reconstruct(a, images, "brecq", unit, seed=3, progress=False)
+    expected = reconstruct(b, images, "brecq", network, seed=3, progress=False)
+    assert any(not torch.equal(qa.quantizer.scale, qb.quantizer.scale)
+               for qa, qb in zip(a.act_quantizers(), b.act_quantizers()))
+    ckpt, real, calls = tmp_path / "ckpt.pt", passes.reconstruct_unit, []
+
+    def stopping(*args, **kwargs):
+        if len(calls) == 14:  # in the second pass
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(passes, "reconstruct_unit", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(stopped, images, "brecq", network, seed=3, progress=False, checkpoint=ckpt)
+    monkeypatch.setattr(passes, "reconstruct_unit", real)
+    reports = reconstruct(resumed, images, "brecq", network, seed=3, progress=False, checkpoint=ckpt)
+    assert [r.recon_loss for r in reports] == pytest.approx([r.recon_loss for r in expected], rel=1e-6)
+    for qa, qb in zip(b.act_quantizers(), resumed.act_quantizers()):
+        assert torch.equal(qa.quantizer.scale, qb.quantizer.scale)
+    cell = dict(variant="reference", iters=500, calib_size=1024)
+    assert trial_config(**cell, optimizer="brecq").key() != trial_config(**cell, optimizer="brecq",
+                                                                          act_init="network").key()
+    assert "act_init" not in trial_config(**cell, optimizer="brecq").to_dict()["recon"]
+    for other in ("adaround", "qdrop"):  # nothing of theirs reads it in the reference variant: one key
+        assert trial_config(**cell, optimizer=other).key() == trial_config(**cell, optimizer=other,
+                                                                            act_init="network").key()

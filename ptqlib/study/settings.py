@@ -33,7 +33,7 @@ from ptqlib.models import MODELS, check_model
 from ptqlib.quant.evaluation import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
-from ptqlib.quant.recon import (BATCH_DRAWS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, STEP_GRADS,
+from ptqlib.quant.recon import (ACT_INITS, BATCH_DRAWS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, STEP_GRADS,
                                 VARIANTS, ReconConfig, default_recon)
 from ptqlib.study.calibset import NOISE_KINDS, SAMPLINGS, CalibSpec
 
@@ -144,6 +144,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("step_grad", str, STEP_GRADS[0], "the gradient of learned activation steps: plain (every trial stored "
             "before this setting) or lsq (times 1/sqrt(numel * qmax), LSQ's factor, as QDrop's code)",
             "recon.step_grad", choices=STEP_GRADS, omit_at=STEP_GRADS[0], stored_null=STEP_GRADS[0]),
+    Setting("act_init", str, ACT_INITS[0], "where a reconstruction pass that learns activation steps sets their "
+            "ranges first: unit (each unit's, on its quantized inputs, just before it is learned; every trial "
+            "stored before this setting) or network (all at once before the pass, on the whole weight-quantized "
+            "network: BRECQ's code); QDrop's reference variant sets them on the float network either way",
+            "recon.act_init", choices=ACT_INITS, omit_at=ACT_INITS[0], stored_null=ACT_INITS[0]),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, the same model on int8 kernels "
             "(CIFAR ResNets and efficientnet_lite0), fake quantization in another float order (channels-last "
             "batches of 7: the simulation's own float noise), or in float64 (exact arithmetic within float64 "
@@ -220,6 +225,11 @@ class TrialConfig:
         if self.optimizer == "adaround" and self.recon.step_grad != "plain":
             # AdaRound learns no activation steps: their gradient cannot matter, one key
             object.__setattr__(self, "recon", dataclasses.replace(self.recon, step_grad="plain"))
+        if self.recon is not None and self.recon.act_init != "unit" and (
+                self.optimizer == "adaround" or (self.optimizer == "qdrop" and self.recon.variant == "reference")):
+            # no pass of these sets ranges before learning steps (QDrop's reference variant sets them
+            # once on the float network): the setting cannot matter, one key
+            object.__setattr__(self, "recon", dataclasses.replace(self.recon, act_init="unit"))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 

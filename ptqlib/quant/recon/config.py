@@ -11,6 +11,7 @@ VARIANTS = ("joint", "reference")
 FP_WEIGHTS = ("kept", "current")
 BATCH_DRAWS = ("randint", "randperm")
 STEP_GRADS = ("plain", "lsq")
+ACT_INITS = ("unit", "network")
 CLASS_WEIGHTINGS = (None, "dro")
 REFERENCE_ITERS = 20_000
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class ReconConfig:
     # 1/sqrt(numel * qmax) of the quantized tensor (LSQ's factor, as QDrop's code); under Adam a
     # constant factor c only turns Adam's epsilon into epsilon / c
     step_grad: str = "plain"
+    # where a pass that learns activation steps first sets their ranges: "unit" (each unit's on its
+    # quantized inputs, just before the unit is learned; every stored trial) or "network" (all of
+    # them once, before the pass, on the whole weight-quantized network: BRECQ's code)
+    act_init: str = "unit"
 
     @property
     def weights_classes(self) -> bool:
@@ -77,6 +82,8 @@ class ReconConfig:
         if self.lr_act_stage2 <= 0 or self.act_p <= 0:
             raise ValueError("lr_act_stage2 and act_p must be positive")
         check_metric(self.act_init_metric)
+        if self.act_init not in ACT_INITS:
+            raise ValueError(f"unknown act_init {self.act_init!r}; choose one of {', '.join(ACT_INITS)}")
         if self.step_grad not in STEP_GRADS:
             raise ValueError(f"unknown step_grad {self.step_grad!r}; choose one of {', '.join(STEP_GRADS)}")
         if self.batch_draw not in BATCH_DRAWS:
@@ -87,7 +94,7 @@ class ReconConfig:
 
 # fields added after reconstructions were checkpointed, left out of a checkpoint's identity at
 # these values (the value every earlier reconstruction ran with), so that those still resume
-LATER_FIELDS = {"batch_draw": "randint", "step_grad": "plain"}
+LATER_FIELDS = {"batch_draw": "randint", "step_grad": "plain", "act_init": "unit"}
 REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric", "fp_weights")  # ReconConfig fields
 REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
 

@@ -15,6 +15,8 @@ import torch.fx as fx
 from ptqlib.data import save_atomic, to_float
 from ptqlib.quant.calibration import calibrate_activations
 from ptqlib.quant.qmodel import QUANT_LAYERS, QuantizedModel, load_quant_state, quant_state
+from ptqlib.quant.quantizer import qparams_from_range
+from ptqlib.quant.range_estimators import HistogramObserver
 from ptqlib.quant.recon.config import LATER_FIELDS, METHODS, ReconConfig
 from ptqlib.quant.recon.optimize import UnitReport, reconstruct_unit, stages_for
 from ptqlib.quant.recon.units import Const, run_unit, split_units
@@ -60,6 +62,10 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
                 done, finished = set(resume.done), _unit_loader(qmodel, resume.state)
             else:
                 done, finished = set(), None
+                if stage.init_acts and cfg.act_init == "network":
+                    _init_network_ranges(qmodel, data[:cfg.act_init_size], stage.init_metric or qmodel.config.metric)
+            if stage.init_acts and cfg.act_init == "network":
+                stage = dataclasses.replace(stage, init_acts=False)  # set once, above, not per unit
             start = quant_state(qmodel) if saver is not None else None
 
             def save(name: str, new: list[UnitReport], i: int = i, done: set = done, start=start) -> None:
@@ -74,6 +80,25 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     if saver is not None:
         saver.remove()
     return reports
+
+
+@torch.no_grad()
+def _init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: str) -> None:
+    """Every activation range set as BRECQ's code sets them before its second pass: on the whole
+    network, weights quantized, in execution order, each quantizer on its input with the ones
+    before it already quantized (the reference does it on the first call of one forward pass;
+    here one forward pass per quantizer, the same values)."""
+    qmodel.set_quant_state(weights=True, acts=False)
+    for aq in qmodel.act_quantizers():
+        aq.observer = HistogramObserver()
+        aq.observing = True
+        try:
+            qmodel(images)
+        finally:
+            aq.observing = False
+        q = aq.quantizer
+        q.set_qparams(*qparams_from_range(*aq.observer.range(metric, q.spec), q.spec))
+        q.enabled = True
 
 
 @dataclasses.dataclass
