@@ -28,7 +28,7 @@
 # | reconstruction loss (rounding) | `lp_loss` p = 2 (sum over channels, mean) | same | same |
 # | batch sampling | BRECQ `randperm(N)[:32]`; QDrop `randint(N, (32,))` | `randint` with a seeded generator | same; BRECQ's draw is `--batch-draw randperm`: the difference is measured below |
 # | weight ranges | BRECQ: per channel, 80 shrink candidates, L_2.4; QDrop: `MSEObserver` per channel, 2-D search, L_2.4 | per channel, 100 shrink candidates, squared error (`weight_metric=mse`) | same as joint; the BRECQ code's search is `--weight-metric lp2.4`: the difference is measured below |
-# | first layer | BRECQ `set_first_last_layer_to_8bit`: first and last weights 8 bit, first layer's output and last layer's input 8 bit, first layer not reconstructed (`ignore_reconstruction`); QDrop: first/last weights 8 bit, last layer's input 8 bit, all reconstructed | `reference` preset: first/last weights and last layer's input 8 bit, all reconstructed | same as joint |
+# | first layer | BRECQ `set_first_last_layer_to_8bit`: first and last weights 8 bit, first layer's output and last layer's input 8 bit, first layer not reconstructed (`ignore_reconstruction`); QDrop: first/last weights 8 bit, last layer's input 8 bit, all reconstructed | `reference` preset: first/last weights and last layer's input 8 bit, all reconstructed | same as joint; BRECQ's treatment is `--first-layer brecq`: the difference is measured below |
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -48,7 +48,8 @@ conventions = {"BRECQ's second-pass float network": ["fp_weights", "current", "k
                "weight range search": ["weight_metric", "mse", "lp2.4", ["adaround", "brecq", "qdrop"]],
                "batch sampling": ["batch_draw", "randint", "randperm", ["brecq"]],
                "LSQ gradient scaling": ["step_grad", "plain", "lsq", ["qdrop"]],
-               "BRECQ's activation-range initialisation": ["act_init", "unit", "network", ["brecq"]]}
+               "BRECQ's activation-range initialisation": ["act_init", "unit", "network", ["brecq"]],
+               "BRECQ's first layer": ["first_layer", "ours", "brecq", ["brecq"]]}
 
 # %% [markdown]
 # ## The measured effect of the variant
@@ -105,6 +106,9 @@ else:
 #   before it are quantized (`network`); ours sets each unit's just before that unit is learned,
 #   on its quantized inputs, after the earlier units' steps were learned (`unit`). Both search
 #   `lp2.4` on the histogram (the reference searches the raw tensor: not settable here).
+# - **BRECQ's first layer** (`first_layer`): its code quantizes the first layer's output at 8
+#   bits and leaves the layer out of reconstruction (`brecq`); ours reconstructs it and keeps its
+#   output at the activation bit-width (`ours`); QDrop's code treats it as ours does.
 
 # %%
 table, missing = paired_effects(store, replace(cell, variant="reference"), conventions, trials)

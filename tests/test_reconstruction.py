@@ -568,3 +568,50 @@ def test_network_range_init_runs_brecqs_second_pass_resumes_and_keeps_keys(tmp_p
     for other in ("adaround", "qdrop"):  # nothing of theirs reads it in the reference variant: one key
         assert trial_config(**cell, optimizer=other).key() == trial_config(**cell, optimizer=other,
                                                                             act_init="network").key()
+
+
+@pytest.mark.parametrize("method", ["adaround", "brecq", "qdrop"])
+def test_brecqs_first_layer_is_kept_out_of_reconstruction_with_an_8_bit_output(method, monkeypatch):
+    from ptqlib.quant.recon import passes
+    from ptqlib.study.settings import trial_config
+
+    _, qmodel, images = calibrated()
+    _, first = qmodel.quant_layers()[0]
+    before = first.weight.detach().clone()
+    names = []
+    real = passes.reconstruct_unit
+    monkeypatch.setattr(passes, "reconstruct_unit", lambda *a, **k: names.append(a[0]) or real(*a, **k))
+    cfg = ReconConfig(iters=8, batch_size=8, variant="reference", act_iters=4, act_init_size=32, first_layer="brecq")
+    reconstruct(qmodel, images, method, cfg, seed=3, progress=False)
+    assert torch.equal(first.weight, before)  # round-to-nearest, as calibrated
+    first_out = qmodel.act_quantizers()[0].quantizer
+    assert first_out.spec.bits == 8 and first_out.calibrated and qmodel.act_quantizers()[1].quantizer.spec.bits == 4
+    assert names and "submod_0" not in names  # the first unit, which holds the first layer, is never learned
+    cell = dict(variant="reference", iters=500, calib_size=1024, optimizer=method)
+    assert trial_config(**cell).key() != trial_config(**cell, first_layer="brecq").key()
+    assert "first_layer" not in trial_config(**cell).to_dict()["recon"]
+
+
+def test_brecqs_first_layer_survives_a_stop_and_resume(tmp_path, monkeypatch):
+    from ptqlib.quant.recon import passes
+
+    _, whole, images = calibrated()
+    stopped, resumed = copy.deepcopy(whole), copy.deepcopy(whole)
+    cfg = ReconConfig(iters=12, batch_size=8, variant="reference", act_iters=6, act_init_size=32, first_layer="brecq")
+    expected = reconstruct(whole, images, "brecq", cfg, seed=3, progress=False)
+    ckpt, real, calls = tmp_path / "ckpt.pt", passes.reconstruct_unit, []
+
+    def stopping(*args, **kwargs):
+        if len(calls) == 12:  # in the second pass
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(passes, "reconstruct_unit", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(stopped, images, "brecq", cfg, seed=3, progress=False, checkpoint=ckpt)
+    monkeypatch.setattr(passes, "reconstruct_unit", real)
+    reports = reconstruct(resumed, images, "brecq", cfg, seed=3, progress=False, checkpoint=ckpt)
+    assert [r.recon_loss for r in reports] == pytest.approx([r.recon_loss for r in expected], rel=1e-6)
+    for qa, qb in zip(whole.act_quantizers(), resumed.act_quantizers()):
+        assert qa.quantizer.spec == qb.quantizer.spec and torch.equal(qa.quantizer.scale, qb.quantizer.scale)

@@ -33,7 +33,7 @@ from ptqlib.models import MODELS, check_model
 from ptqlib.quant.evaluation import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
-from ptqlib.quant.recon import (ACT_INITS, BATCH_DRAWS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, STEP_GRADS,
+from ptqlib.quant.recon import (ACT_INITS, BATCH_DRAWS, FIRST_LAYERS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, STEP_GRADS,
                                 VARIANTS, ReconConfig, default_recon)
 from ptqlib.study.calibset import NOISE_KINDS, SAMPLINGS, CalibSpec
 
@@ -149,6 +149,10 @@ SETTINGS: tuple[Setting, ...] = (
             "stored before this setting) or network (all at once before the pass, on the whole weight-quantized "
             "network: BRECQ's code); QDrop's reference variant sets them on the float network either way",
             "recon.act_init", choices=ACT_INITS, omit_at=ACT_INITS[0], stored_null=ACT_INITS[0]),
+    Setting("first_layer", str, FIRST_LAYERS[0], "the first quantized layer in a reconstruction: ours "
+            "(reconstructed, output at the activation bit-width; every trial stored before this setting) or brecq "
+            "(output at 8 bits, left out of reconstruction: BRECQ's code)", "recon.first_layer",
+            choices=FIRST_LAYERS, omit_at=FIRST_LAYERS[0], stored_null=FIRST_LAYERS[0]),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, the same model on int8 kernels "
             "(CIFAR ResNets and efficientnet_lite0), fake quantization in another float order (channels-last "
             "batches of 7: the simulation's own float noise), or in float64 (exact arithmetic within float64 "

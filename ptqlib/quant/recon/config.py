@@ -12,6 +12,7 @@ FP_WEIGHTS = ("kept", "current")
 BATCH_DRAWS = ("randint", "randperm")
 STEP_GRADS = ("plain", "lsq")
 ACT_INITS = ("unit", "network")
+FIRST_LAYERS = ("ours", "brecq")
 CLASS_WEIGHTINGS = (None, "dro")
 REFERENCE_ITERS = 20_000
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class ReconConfig:
     # quantized inputs, just before the unit is learned; every stored trial) or "network" (all of
     # them once, before the pass, on the whole weight-quantized network: BRECQ's code)
     act_init: str = "unit"
+    # the first quantized layer: "ours" (reconstructed, its output at the activation bit-width;
+    # every stored trial) or "brecq" (output at 8 bits, not reconstructed: BRECQ's code)
+    first_layer: str = "ours"
 
     @property
     def weights_classes(self) -> bool:
@@ -82,6 +86,8 @@ class ReconConfig:
         if self.lr_act_stage2 <= 0 or self.act_p <= 0:
             raise ValueError("lr_act_stage2 and act_p must be positive")
         check_metric(self.act_init_metric)
+        if self.first_layer not in FIRST_LAYERS:
+            raise ValueError(f"unknown first_layer {self.first_layer!r}; choose one of {', '.join(FIRST_LAYERS)}")
         if self.act_init not in ACT_INITS:
             raise ValueError(f"unknown act_init {self.act_init!r}; choose one of {', '.join(ACT_INITS)}")
         if self.step_grad not in STEP_GRADS:
@@ -94,7 +100,7 @@ class ReconConfig:
 
 # fields added after reconstructions were checkpointed, left out of a checkpoint's identity at
 # these values (the value every earlier reconstruction ran with), so that those still resume
-LATER_FIELDS = {"batch_draw": "randint", "step_grad": "plain", "act_init": "unit"}
+LATER_FIELDS = {"batch_draw": "randint", "step_grad": "plain", "act_init": "unit", "first_layer": "ours"}
 REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric", "fp_weights")  # ReconConfig fields
 REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
 

@@ -47,6 +47,8 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     if cfg.variant == "reference" and method == "qdrop":
         # QDrop's main_imagenet.py: every activation range from the float network on 256 images at once
         calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric)
+    fixed = (_first_layer_as_brecq(qmodel, data[:cfg.act_init_size], cfg.act_init_metric),) \
+        if cfg.first_layer == "brecq" else ()
     # the float network's weights, kept aside before any unit changes them (see ReconConfig.fp_weights)
     kept = {id(layer): layer.weight.detach().clone() for _, layer in qmodel.quant_layers()} \
         if cfg.fp_weights == "kept" else None
@@ -73,7 +75,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
                 saver.save(_Resume(i, start, quant_state(qmodel), sorted(done), reports + new), gen)
 
             reports = reports + _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels,
-                                                  skip=done, on_skip=finished, kept=kept,
+                                                  skip=done, on_skip=finished, kept=kept, fixed=fixed,
                                                   after_unit=None if saver is None else save)
     finally:
         qmodel.set_quant_state(weights=True, acts=True)
@@ -99,6 +101,28 @@ def _init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: s
         q = aq.quantizer
         q.set_qparams(*qparams_from_range(*aq.observer.range(metric, q.spec), q.spec))
         q.enabled = True
+
+
+@torch.no_grad()
+def _first_layer_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: str) -> torch.nn.Module:
+    """The first layer as BRECQ's code treats it (``set_first_last_layer_to_8bit``,
+    ``ignore_reconstruction``): its output quantized at 8 bits, the range searched with ``metric``
+    on ``images`` (the first quantizer's input depends on no other quantizer), and the layer
+    itself left out of reconstruction. Returns that layer."""
+    _, first = qmodel.quant_layers()[0]
+    aq = qmodel.act_quantizers()[0]  # in execution order: the first layer's output
+    q = aq.quantizer
+    q.set_bits(8)
+    qmodel.set_quant_state(weights=True, acts=False)
+    aq.observer = HistogramObserver()
+    aq.observing = True
+    try:
+        qmodel(images)
+    finally:
+        aq.observing = False
+    q.set_qparams(*qparams_from_range(*aq.observer.range(metric, q.spec), q.spec))
+    qmodel.set_quant_state(weights=True, acts=True)
+    return first
 
 
 @dataclasses.dataclass
@@ -165,13 +189,14 @@ class _Checkpoint:
 
 
 def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels, skip=frozenset(),
-                      on_skip=None, kept=None, after_unit=None) -> list[UnitReport]:
+                      on_skip=None, kept=None, after_unit=None, fixed=()) -> list[UnitReport]:
     """One pass over the units in order: each unit's inputs come from the network quantized up to
     it (already reconstructed in this pass), its targets from the float network. Units named in
     ``skip`` were reconstructed before a resumption: once their float outputs are computed,
     ``on_skip(unit)`` sets them to their reconstructed state. ``after_unit(name, reports)`` is
     called after each unit this call reconstructs, with the reports of the pass so far. ``kept``
-    (by layer id): the float weights the float network runs with instead of the layers' own."""
+    (by layer id): the float weights the float network runs with instead of the layers' own.
+    A unit holding a layer of ``fixed`` is not reconstructed."""
     remaining = {node: len(node.users) for node in split.graph.nodes}
     q_env: dict[fx.Node, object] = {}
     fp_env: dict[fx.Node, object] = {}
@@ -191,7 +216,8 @@ def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, la
             with _weights(unit, kept):
                 fp_out = run_unit(unit, fp_in)
             qmodel.set_quant_state(weights=True, acts=stage.acts_on)
-            learns = node.target not in skip and any(isinstance(m, QUANT_LAYERS) for m in unit.modules())
+            learns = (node.target not in skip and any(isinstance(m, QUANT_LAYERS) for m in unit.modules())
+                      and not any(m is f for m in unit.modules() for f in fixed))
             if node.target in skip and on_skip is not None:
                 on_skip(unit)
             if learns:
