@@ -615,3 +615,16 @@ def test_brecqs_first_layer_survives_a_stop_and_resume(tmp_path, monkeypatch):
     assert [r.recon_loss for r in reports] == pytest.approx([r.recon_loss for r in expected], rel=1e-6)
     for qa, qb in zip(whole.act_quantizers(), resumed.act_quantizers()):
         assert qa.quantizer.spec == qb.quantizer.spec and torch.equal(qa.quantizer.scale, qb.quantizer.scale)
+
+
+def test_every_activation_quantizer_of_a_cifar_resnet_sees_non_negative_inputs():
+    """Why QDrop's 2-D (range x zero point) search never runs on the CIFAR ResNets: its observer
+    takes the 1-D search for one-sided data, and every quantized activation follows a ReLU."""
+    _, qmodel, images = calibrated()
+    lows = []
+    hooks = [aq.register_forward_hook(lambda m, i, o: lows.append(float(i[0].min()))) for aq in qmodel.act_quantizers()]
+    with torch.no_grad():
+        qmodel(images * 4 - 2)  # inputs far outside the images' range
+    for h in hooks:
+        h.remove()
+    assert len(lows) == len(qmodel.act_quantizers()) and min(lows) >= 0.0
