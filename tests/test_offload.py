@@ -90,6 +90,7 @@ def test_a_stopped_reconstruction_trial_resumes_from_its_last_unit(tmp_path, bas
     resumed = ctx.run(cfg)
     assert len(calls) == 11 - 3 and not ctx.checkpoint_path(cfg).exists()  # 11 units: stem, 9 blocks, classifier
     assert torch.equal(resumed.preds, expected.preds) and resumed.per_class == expected.per_class
+    assert ctx.earlier_seconds > 0 and resumed.calib_seconds > ctx.earlier_seconds  # the stopped run's units count
 
 
 def test_the_offload_commands_export_run_and_import(tmp_path, base, capsys):

@@ -389,6 +389,8 @@ def test_a_reconstruction_stopped_after_a_unit_resumes_to_the_same_result(method
     assert len(calls) == len(expected) - (14 if method == "brecq" else 5)
     assert not ckpt.exists()
     assert [r.name for r in reports] == [r.name for r in expected]
+    done_before = 14 if method == "brecq" else 5
+    assert [r.resumed for r in reports] == [True] * done_before + [False] * (len(reports) - done_before)
     assert [r.recon_loss for r in reports] == pytest.approx([r.recon_loss for r in expected], rel=1e-6)
     for (_, la), (_, lb) in zip(whole.quant_layers(), resumed.quant_layers()):
         assert torch.equal(la.weight, lb.weight)

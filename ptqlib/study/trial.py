@@ -116,6 +116,7 @@ class TrialContext:
         self.test: Split = load_split(dataset, "test", size)
         self.pool: Split = load_split(dataset, "train", size)
         self._pools: dict[tuple[str, int], Split] = {}
+        self.earlier_seconds = 0.0  # see quantize
         num_classes = self.test.num_classes if model in CIFAR_DEPTHS else None
         self.model = build_model(model, self.weights, num_classes=num_classes,
                                  in_channels=self.test.images.shape[1]).to(self.device)
@@ -181,11 +182,15 @@ class TrialContext:
         return qmodel
 
     def quantize(self, cfg: TrialConfig, images: torch.Tensor, labels: torch.Tensor | None = None) -> QuantizedModel:
-        """:meth:`calibrated`, then the reconstruction of ``cfg`` (if any) on all the images."""
+        """:meth:`calibrated`, then the reconstruction of ``cfg`` (if any) on all the images.
+        ``earlier_seconds`` is then what the units restored from a checkpoint took in the run
+        that reconstructed them (0 for a reconstruction that ran whole here)."""
         qmodel = self.calibrated(cfg, images)
+        self.earlier_seconds = 0.0
         if cfg.recon is not None:
-            reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed, labels=labels,
-                        checkpoint=self.checkpoint_path(cfg))
+            reports = reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed, labels=labels,
+                                  checkpoint=self.checkpoint_path(cfg))
+            self.earlier_seconds = sum(r.seconds for r in reports if r.resumed)
         return qmodel
 
     def checkpoint_path(self, cfg: TrialConfig) -> Path:
@@ -215,7 +220,8 @@ class TrialContext:
         calib = self.calibration_set(cfg)
         qmodel = self.quantize(cfg, calib.images, calib.labels)
         synchronize(self.device)
-        return self.evaluate(cfg, qmodel, calib, time.perf_counter() - t0)
+        # a resumed reconstruction counts the units an earlier run did, as they took then
+        return self.evaluate(cfg, qmodel, calib, time.perf_counter() - t0 + self.earlier_seconds)
 
     def _check(self, cfg: TrialConfig) -> None:
         assert (cfg.model, cfg.dataset) == (self.model_name, self.dataset), "trial does not match its context"

@@ -29,6 +29,7 @@ class UnitReport:
     recon_loss: float
     iters: int
     seconds: float
+    resumed: bool = False  # restored from a checkpoint: reconstructed by an earlier, stopped run
 
     @property
     def iters_per_s(self) -> float:

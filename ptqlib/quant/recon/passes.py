@@ -182,7 +182,7 @@ class _Checkpoint:
         if saved["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
         return _Resume(saved["stage"], saved["start"], saved["state"], list(saved["done"]),
-                       [UnitReport(**r) for r in saved["reports"]])
+                       [UnitReport(**{**r, "resumed": True}) for r in saved["reports"]])
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
