@@ -124,7 +124,9 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # converged when that whole interval lies within `tolerance` points either way (an equivalence
 # test: a count whose interval is too wide, for lack of seeds, is not called converged). Minutes
 # are the median time a trial spent calibrating (reconstruction included) with the threads it
-# ran with; compare counts, not absolute times. Where a count is not shown converged, the line
+# ran with; compare counts, not absolute times (some 20,000-iteration trials were stopped and
+# resumed from their checkpoints before trials recorded the stopped run's units, and count only
+# the resumed part: their minutes are too low, which the median damps but does not remove). Where a count is not shown converged, the line
 # says about how many seeds would show it, if the mean change and its spread over seeds held
 # (normal approximation; `seeds_needed` in the table): the worst class moves by most of a point
 # from seed to seed, so an equivalence at 0.3 points takes tens of seeds even where the mean
