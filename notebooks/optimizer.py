@@ -120,14 +120,16 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # whose second pass ran on the float network of the rounded weights (`fp_weights=current`), are
 # their own curve. Each count is compared with the
 # reference count, the largest with at least three trials, on the seeds both have: the mean
-# paired change of the worst class, with its 95 % bootstrap interval. A count is taken as
+# paired change of the worst class, with its 95 % Student-t interval (on three to ten seeds the
+# percentile bootstrap is far too narrow: a resample of three values has only ten distinct
+# means; `ptqlib.analysis.stats.t_mean_ci`). A count is taken as
 # converged when that whole interval lies within `tolerance` points either way (an equivalence
 # test: a count whose interval is too wide, for lack of seeds, is not called converged). Minutes
 # are the median time a trial spent calibrating (reconstruction included) with the threads it
 # ran with; compare counts, not absolute times (some 20,000-iteration trials were stopped and
 # resumed from their checkpoints before trials recorded the stopped run's units, and count only
-# the resumed part: their minutes are too low, which the median damps but does not remove). Where a count is not shown converged, the line
-# says about how many seeds would show it, if the mean change and its spread over seeds held
+# the resumed part: their minutes are too low, which the median damps but does not remove).
+# Where a count is not shown converged, the line says about how many seeds would show it, if the mean change and its spread over seeds held
 # (normal approximation; `seeds_needed` in the table): the worst class moves by most of a point
 # from seed to seed, so an equivalence at 0.3 points takes tens of seeds even where the mean
 # change is near 0. The reference code's own count is 20,000: until

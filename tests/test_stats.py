@@ -180,3 +180,17 @@ def test_seeds_for_equivalence_follows_the_normal_interval_and_refuses_what_no_s
             half = 1.96 * d.std(ddof=1) / np.sqrt(n)
             fits.append(abs(d.mean()) + half <= 0.3)
         assert low <= np.mean(fits) <= high
+
+
+def test_the_t_interval_keeps_its_coverage_on_three_seeds_where_the_bootstrap_does_not():
+    from ptqlib.analysis.stats import bootstrap_mean_ci, t_mean_ci
+
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0.0, 1.0, (400, 3))  # three paired seeds, true mean change 0
+    t_cover = np.mean([lo <= 0 <= hi for lo, hi in map(t_mean_ci, samples)])
+    boot_cover = np.mean([lo <= 0 <= hi for lo, hi in (bootstrap_mean_ci(s, n_resamples=200) for s in samples)])
+    assert 0.92 <= t_cover <= 0.98  # about its stated 95 %
+    assert boot_cover < 0.85  # the percentile bootstrap of 3 values covers far less
+    lo, hi = t_mean_ci([1.0, 2.0, 3.0])
+    assert (lo + hi) / 2 == pytest.approx(2.0) and hi - lo == pytest.approx(2 * 4.302653 / np.sqrt(3), rel=1e-5)
+    assert np.isnan(t_mean_ci([1.0])[0])

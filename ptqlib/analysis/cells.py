@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import AVERAGE, reliability_summary, worst_class
-from ptqlib.analysis.stats import bootstrap_mean_ci, paired_gain, seeds_for_equivalence
+from ptqlib.analysis.stats import paired_gain, seeds_for_equivalence, t_mean_ci
 from ptqlib.data import class_label
 from ptqlib.study import settings
 from ptqlib.study.settings import Cell
@@ -173,7 +173,7 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
     calibrating. Against the ``reference`` count, the largest with at least
     ``min_reference_trials`` trials (else the largest), on the seeds both counts share: ``pairs``
     and the mean paired change of the worst class (``worst_diff``, this count minus the reference)
-    with its 95 % bootstrap interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs),
+    with its 95 % Student-t interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs),
     the paired changes' standard deviation (``diff_sd``) and about how many seeds would show the
     count within ``tolerance`` points of the reference if that mean and spread held
     (``seeds_needed``: :func:`~ptqlib.analysis.stats.seeds_for_equivalence`)."""
@@ -199,7 +199,7 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
                 continue
             both = worst[[count, reference]].dropna()
             diff = (both[count] - both[reference]).to_numpy()
-            low, high = bootstrap_mean_ci(diff) if len(diff) >= 2 else (np.nan, np.nan)
+            low, high = t_mean_ci(diff)  # few seeds: a t interval, not the bootstrap (see t_mean_ci)
             mean = diff.mean() if len(diff) else np.nan
             sd = diff.std(ddof=1) if len(diff) >= 2 else np.nan
             stats.loc[i, paired] = [len(diff), mean, low, high, sd, seeds_for_equivalence(mean, sd, tolerance)]
