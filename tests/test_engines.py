@@ -175,10 +175,11 @@ def test_bench_table_reads_the_runs_that_measured_int8(tmp_path):
         E.bench_table(tmp_path)
 
 
-def _three(fake, int8, reordered) -> LevelPredictions:
+def _three(fake, int8, third, engine=E.REORDERED) -> LevelPredictions:
+    """Predictions of fake, int8 and a third engine (the reordered or the float64 model) per seed."""
     seeds = np.arange(len(fake))
-    return LevelPredictions({"fake": fake, "int8": int8, E.REORDERED: reordered},
-                            {e: seeds for e in ("fake", "int8", E.REORDERED)}, LABELS, LABELS.copy(), NAMES)
+    return LevelPredictions({"fake": fake, "int8": int8, engine: third},
+                            {e: seeds for e in ("fake", "int8", engine)}, LABELS, LABELS.copy(), NAMES)
 
 
 @pytest.mark.parametrize("int8_rate, noise_rate, verdict", [(0.01, 0.001, V.SUPPORTED), (0.001, 0.01, V.CONTRADICTED)])
@@ -203,30 +204,6 @@ def test_equal_int8_and_float_noise_is_not_called_either_way_and_needs_all_three
     assert "images" in V.describe(part)
 
 
-def test_the_float_noise_part_reads_the_reordered_trials_from_the_store(tmp_path):
-    rng = np.random.default_rng(7)
-    store = _store(tmp_path)
-    cell = Cell(model="resnet20", dataset="toy")
-    fake = {s: p for s, p in zip(range(8), _fake(rng, 8))}
-    rate = np.full(len(LABELS), 0.02)
-    _write(store, cell, fake, eval_s=10.0)
-    _write(store, replace(cell, engine="int8"), {s: _int8(rng, fake[s][None], rate)[0] for s in range(8)}, eval_s=1.0)
-    assert E.compare(store, cell, 20, chance_draws=50).parts[2].verdict == V.NOT_ENOUGH
-    _write(store, replace(cell, engine=E.REORDERED), {s: fake[s].copy() for s in range(1, 8)}, eval_s=10.0)
-    comparison = E.compare(store, cell, 20, chance_draws=50)
-    noise = comparison.parts[2]
-    assert noise.trials == 7 and noise.verdict == V.SUPPORTED  # the reordered twin changes nothing
-    row = E.summary([comparison]).iloc[0]
-    assert row["noise_trials"] == 7 and row["noise_verdict"] == V.SUPPORTED
-    assert row["noise_low"] <= row["noise_diff"] <= row["noise_high"]
-
-
-def _exact(fake, int8, exact) -> LevelPredictions:
-    seeds = np.arange(len(fake))
-    return LevelPredictions({"fake": fake, "int8": int8, E.EXACT: exact},
-                            {e: seeds for e in ("fake", "int8", E.EXACT)}, LABELS, LABELS.copy(), NAMES)
-
-
 @pytest.mark.parametrize("fake_rate, int8_rate, verdict", [(0.01, 0.001, V.SUPPORTED), (0.001, 0.01, V.CONTRADICTED),
                                                            (0.005, 0.005, V.INCONCLUSIVE)])
 def test_exact_arithmetic_says_which_engine_strays(fake_rate, int8_rate, verdict):
@@ -234,7 +211,7 @@ def test_exact_arithmetic_says_which_engine_strays(fake_rate, int8_rate, verdict
     exact = _fake(rng)
     fake = _int8(rng, exact, np.full(len(LABELS), fake_rate))  # predictions moved away from exact ones
     int8 = _int8(rng, exact, np.full(len(LABELS), int8_rate))
-    part = E.exact_part(_exact(fake, int8, exact))
+    part = E.exact_part(_three(fake, int8, exact, E.EXACT))
     assert part.verdict == verdict and part.ci[0] <= part.estimate <= part.ci[1]
     if verdict != V.INCONCLUSIVE:
         expected = (fake_rate - int8_rate) * len(LABELS)
@@ -242,19 +219,24 @@ def test_exact_arithmetic_says_which_engine_strays(fake_rate, int8_rate, verdict
     assert E.exact_part(_pair(fake, int8)).verdict == V.NOT_ENOUGH  # no float64 trials
 
 
-def test_the_exact_part_reads_the_float64_trials_from_the_store(tmp_path):
-    rng = np.random.default_rng(9)
+def test_the_float_noise_and_exact_parts_read_their_trials_from_the_store(tmp_path):
+    rng = np.random.default_rng(7)
     store = _store(tmp_path)
     cell = Cell(model="resnet20", dataset="toy")
     fake = {s: p for s, p in zip(range(8), _fake(rng, 8))}
     rate = np.full(len(LABELS), 0.02)
     _write(store, cell, fake, eval_s=10.0)
     _write(store, replace(cell, engine="int8"), {s: _int8(rng, fake[s][None], rate)[0] for s in range(8)}, eval_s=1.0)
-    assert E.compare(store, cell, 20, chance_draws=50).parts[3].verdict == V.NOT_ENOUGH
+    parts = E.compare(store, cell, 20, chance_draws=50).parts
+    assert parts[2].verdict == parts[3].verdict == V.NOT_ENOUGH  # neither yardstick stored yet
+    _write(store, replace(cell, engine=E.REORDERED), {s: fake[s].copy() for s in range(1, 8)}, eval_s=10.0)
     _write(store, replace(cell, engine=E.EXACT), {s: fake[s].copy() for s in range(2, 8)}, eval_s=50.0)
     comparison = E.compare(store, cell, 20, chance_draws=50)
-    exact = comparison.parts[3]
+    noise, exact = comparison.parts[2:]
+    assert noise.trials == 7 and noise.verdict == V.SUPPORTED  # the reordered twin changes nothing
     assert exact.trials == 6 and exact.verdict == V.CONTRADICTED  # exact equals fake: int8 is the one that strays
     row = E.summary([comparison]).iloc[0]
+    assert row["noise_trials"] == 7 and row["noise_verdict"] == V.SUPPORTED
+    assert row["noise_low"] <= row["noise_diff"] <= row["noise_high"]
     assert row["exact_trials"] == 6 and row["exact_verdict"] == V.CONTRADICTED
     assert row["exact_low"] <= row["exact_diff"] <= row["exact_high"] < 0

@@ -112,3 +112,23 @@ def test_learned_fake_quant_when_only_the_input_or_only_the_scale_learns(learn):
         out = fake_quantize_learned(x, scale, zp, spec, mask)
         (got,) = torch.autograd.grad(out, x if learn == "x" else scale, grad)
         assert torch.equal(out, ref) and torch.allclose(got, ref_grad, rtol=1e-5, atol=0)
+
+
+def test_learned_fake_quantization_traces_without_a_graph_break():
+    """Under torch.compile the clamp takes tensor bounds: reading the zero point as a number
+    would break the graph (the eager CPU path reads it, for speed)."""
+    import torch._dynamo
+
+    from ptqlib.quant.quantizer import QuantSpec, fake_quantize_learned
+
+    spec = QuantSpec(bits=4)
+    scale = torch.tensor(0.1, requires_grad=True)
+
+    def step(x):
+        return fake_quantize_learned(x, scale, torch.tensor(3, dtype=torch.int32), spec).square().sum()
+
+    x = torch.randn(2, 3, 4, 4)
+    explained = torch._dynamo.explain(step)(x)
+    assert explained.graph_break_count == 0
+    torch._dynamo.reset()
+    assert torch.equal(step(x), step(x))

@@ -121,8 +121,9 @@ class _LearnedFakeQuant(torch.autograd.Function):
         t = torch.mul(x, 1.0 / scale)  # float32 division, as in PyTorch's kernels
         q = torch.round(t)
         # clamp(q + z, qmin, qmax) - z, computed as clamp(q, qmin - z, qmax - z): exact on integers;
-        # on the CPU with number bounds (a clamp with tensor bounds is several times slower there)
-        if x.device.type == "cpu":
+        # on the CPU with number bounds (a clamp with tensor bounds is several times slower there),
+        # except under torch.compile, where reading the zero point would break the graph
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():
             z = float(zero_point)
             qc = torch.clamp(q, qmin - z, qmax - z)
         else:

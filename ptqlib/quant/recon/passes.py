@@ -14,7 +14,7 @@ import torch.fx as fx
 
 from ptqlib.data import save_atomic, to_float
 from ptqlib.quant.calibration import calibrate_activations
-from ptqlib.quant.qmodel import QUANT_LAYERS, QuantizedModel, load_quant_state, quant_state
+from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel, load_quant_state, quant_state
 from ptqlib.quant.quantizer import qparams_from_range
 from ptqlib.quant.range_estimators import HistogramObserver
 from ptqlib.quant.recon.config import LATER_FIELDS, METHODS, ReconConfig
@@ -85,6 +85,19 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
 
 
 @torch.no_grad()
+def _set_range(qmodel: QuantizedModel, aq: ActQuantizer, images: torch.Tensor, metric: str) -> None:
+    """``aq``'s range searched with ``metric`` on its input in one forward pass of ``images``
+    through ``qmodel`` as it is switched now."""
+    aq.observer = HistogramObserver()
+    aq.observing = True
+    try:
+        qmodel(images)
+    finally:
+        aq.observing = False
+    q = aq.quantizer
+    q.set_qparams(*qparams_from_range(*aq.observer.range(metric, q.spec), q.spec))
+
+
 def _init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: str) -> None:
     """Every activation range set as BRECQ's code sets them before its second pass: on the whole
     network, weights quantized, in execution order, each quantizer on its input with the ones
@@ -92,18 +105,10 @@ def _init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: s
     here one forward pass per quantizer, the same values)."""
     qmodel.set_quant_state(weights=True, acts=False)
     for aq in qmodel.act_quantizers():
-        aq.observer = HistogramObserver()
-        aq.observing = True
-        try:
-            qmodel(images)
-        finally:
-            aq.observing = False
-        q = aq.quantizer
-        q.set_qparams(*qparams_from_range(*aq.observer.range(metric, q.spec), q.spec))
-        q.enabled = True
+        _set_range(qmodel, aq, images, metric)
+        aq.quantizer.enabled = True
 
 
-@torch.no_grad()
 def _first_layer_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: str) -> torch.nn.Module:
     """The first layer as BRECQ's code treats it (``set_first_last_layer_to_8bit``,
     ``ignore_reconstruction``): its output quantized at 8 bits, the range searched with ``metric``
@@ -111,16 +116,9 @@ def _first_layer_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: 
     itself left out of reconstruction. Returns that layer."""
     _, first = qmodel.quant_layers()[0]
     aq = qmodel.act_quantizers()[0]  # in execution order: the first layer's output
-    q = aq.quantizer
-    q.set_bits(8)
+    aq.quantizer.set_bits(8)
     qmodel.set_quant_state(weights=True, acts=False)
-    aq.observer = HistogramObserver()
-    aq.observing = True
-    try:
-        qmodel(images)
-    finally:
-        aq.observing = False
-    q.set_qparams(*qparams_from_range(*aq.observer.range(metric, q.spec), q.spec))
+    _set_range(qmodel, aq, images, metric)
     qmodel.set_quant_state(weights=True, acts=True)
     return first
 
