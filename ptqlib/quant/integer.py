@@ -64,9 +64,11 @@ input levels, 1 to 10 output elements in 10^6 (ResNet-20 and EfficientNet-Lite0 
 parts are identical. How often a moved level changes a prediction depends on the network: on
 ResNet-20 W4A4 none of the 10,000 CIFAR-10 test images changes; EfficientNet-Lite0 amplifies such
 moves layer by layer (a level of a depthwise convolution's input, times a large BN-folded weight,
-moves several levels of its output), and at W6A6 16 of its 500 imagenet-val10 images change. That
-is the fake-quantized model's own float noise, not the integer kernels': the same fake-quantized
-Lite0 run on channels-last tensors in batches of 7 disagrees with itself on 23 of the 500. A value
+moves several levels of its output), and at W6A6 16 of its 500 imagenet-val10 images change. The
+simulation has float noise of the same size: the same fake-quantized Lite0 run on channels-last
+tensors in batches of 7 disagrees with itself on 23 of the 500. Which of the two is nearer the
+exact result is measured against the model in float64
+(:class:`ptqlib.quant.evaluation.Float64`), per cell and seed, on the book's integer page. A value
 that repeats (a channel over a saturated, uniform region) repeats its near-tie too: in a
 QDrop-reconstructed ResNet-20 one channel's output sits at 4.5000004 levels on many pixels; fake
 quantization rounds it up, as exact arithmetic does, oneDNN's float32 requantization (1 ulp off)
