@@ -57,7 +57,8 @@ conventions = {"BRECQ's second-pass float network": ["fp_weights", "current", "k
 # Each method in its `reference` variant against its `joint` variant on the same calibration
 # sets (the seeds both have), at `iters` iterations per unit: the mean per-seed difference
 # (reference minus joint, points) of the average and of each trial's worst class, with a 95 %
-# bootstrap interval over the seeds and the Wilcoxon signed-rank p-value. This is the effect of
+# Student-t interval over the seeds (ten or so: a percentile bootstrap would be too narrow) and
+# the Wilcoxon signed-rank p-value. This is the effect of
 # all the differences of the table together; those that can be set either way are measured one at a
 # time below.
 
@@ -84,7 +85,7 @@ else:
 # Each convention below can be set either way in the `reference` variant (a setting of the trial,
 # part of its key); its effect is measured as the variant's was: the same calibration sets, at
 # `iters` iterations per unit, the mean per-seed difference (the reference's convention minus
-# ours, points) of the average and of each trial's worst class, with a 95 % bootstrap interval
+# ours, points) of the average and of each trial's worst class, with a 95 % Student-t interval
 # over the seeds and the Wilcoxon signed-rank p-value (chance alone: differences centred on
 # zero). A convention without trials of both settings in the store is listed as not measured.
 #

@@ -194,3 +194,16 @@ def test_the_t_interval_keeps_its_coverage_on_three_seeds_where_the_bootstrap_do
     lo, hi = t_mean_ci([1.0, 2.0, 3.0])
     assert (lo + hi) / 2 == pytest.approx(2.0) and hi - lo == pytest.approx(2 * 4.302653 / np.sqrt(3), rel=1e-5)
     assert np.isnan(t_mean_ci([1.0])[0])
+
+
+def test_paired_gain_takes_a_t_interval_on_request_and_refuses_other_names():
+    from ptqlib.analysis.stats import paired_gain, t_mean_ci
+
+    rows = [{"level": lv, "seed": s, "class": c, "acc": 70.0 + s + (1.5 * s if lv == "b" else 0) + c}
+            for lv in ("a", "b") for s in range(4) for c in range(3)]
+    frame = pd.DataFrame(rows)
+    gain = paired_gain(frame, "level", "a", "b", interval="t").set_index("statistic")
+    assert (gain.loc["worst class", "ci_low"], gain.loc["worst class", "ci_high"]) == \
+        pytest.approx(t_mean_ci(1.5 * np.arange(4)))
+    with pytest.raises(ValueError, match="unknown interval 'normal'; choose bootstrap or t"):
+        paired_gain(frame, "level", "a", "b", interval="normal")

@@ -147,7 +147,8 @@ def trial_counts(frame: pd.DataFrame, factor: str) -> pd.Series:
 def paired_effects(store: ResultsStore, cell: Cell, comparisons: dict, trials: int) -> tuple[pd.DataFrame, list[str]]:
     """Settings measured one at a time. ``comparisons``: ``name -> (setting, a, b, methods)``; for
     each method, ``cell`` with that optimizer and ``setting`` at ``a`` against ``b`` on the seeds
-    both have (first ``trials`` seeds of each): :func:`~ptqlib.analysis.stats.paired_gain` of ``b``
+    both have (first ``trials`` seeds of each): :func:`~ptqlib.analysis.stats.paired_gain` (Student-t
+    intervals: these comparisons have ten seeds or so) of ``b``
     against ``a`` (average and worst class). Returns the table indexed by comparison (``name (b -
     a)``), method and statistic, with columns ``a``, ``b`` and ``b - a`` for the means and their
     difference, and the ``name (method)`` of the comparisons without trials of both settings."""
@@ -156,7 +157,8 @@ def paired_effects(store: ResultsStore, cell: Cell, comparisons: dict, trials: i
         for method in methods:
             frame = factor_frame(store, replace(cell, optimizer=method), factor, [a, b], trials)
             if set(frame.get(factor, [])) >= {a, b}:
-                rows.append(paired_gain(frame, factor, a, b).assign(comparison=f"{name} ({b} - {a})", method=method))
+                rows.append(paired_gain(frame, factor, a, b, interval="t")
+                            .assign(comparison=f"{name} ({b} - {a})", method=method))
             else:
                 missing.append(f"{name} ({method})")
     if not rows:

@@ -154,10 +154,14 @@ def drop_ci_table(per_class: pd.DataFrame, factor: str, confidence: float = 0.95
     return table.loc[order, [lv for lv in per_class[factor].unique() if lv in table.columns]]
 
 
-def paired_gain(per_class: pd.DataFrame, factor: str, a, b, confidence: float = 0.95) -> pd.DataFrame:
+def paired_gain(per_class: pd.DataFrame, factor: str, a, b, confidence: float = 0.95,
+                interval: str = "bootstrap") -> pd.DataFrame:
     """Setting ``b`` against ``a`` on the seeds both have, for the average and for each trial's
-    worst class: the mean per-seed difference (``b - a``, points) with a percentile bootstrap
-    interval over the seeds and the Wilcoxon signed-rank p-value."""
+    worst class: the mean per-seed difference (``b - a``, points) with an interval over the seeds
+    (``interval``: ``bootstrap``, percentile, or ``t``, Student's, for a few costly seeds; see
+    :func:`t_mean_ci`) and the Wilcoxon signed-rank p-value."""
+    if interval not in ("bootstrap", "t"):
+        raise ValueError(f"unknown interval {interval!r}; choose bootstrap or t")
     classes = per_class[per_class["class"] != AVERAGE]
     per_trial = classes.groupby([factor, "seed"], dropna=False)["acc"].agg(worst="min", average="mean").reset_index()
     wide = per_trial.pivot(index="seed", columns=factor, values=["average", "worst"])
@@ -167,7 +171,7 @@ def paired_gain(per_class: pd.DataFrame, factor: str, a, b, confidence: float = 
             raise ValueError(f"levels {a!r} and {b!r} of {factor} must both be in the results")
         pair = wide[[(stat, a), (stat, b)]].dropna()
         diff = (pair[(stat, b)] - pair[(stat, a)]).to_numpy()
-        low, high = bootstrap_mean_ci(diff, confidence)
+        low, high = bootstrap_mean_ci(diff, confidence) if interval == "bootstrap" else t_mean_ci(diff, confidence)
         p = 1.0 if len(diff) < 2 or np.all(diff == 0) else float(stats.wilcoxon(diff).pvalue)
         rows.append({"statistic": "worst class" if stat == "worst" else stat, "pairs": len(diff),
                      "mean_a": pair[(stat, a)].mean(), "mean_b": pair[(stat, b)].mean(),
