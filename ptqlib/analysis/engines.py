@@ -296,7 +296,7 @@ def summary(comparisons: list[Comparison]) -> pd.DataFrame:
                     "class_verdict": chance_part.verdict,
                     "noise_trials": noise.trials, "noise_diff": np.nan if noise.estimate is None else noise.estimate,
                     "noise_low": noise.ci[0] if noise.ci else np.nan, "noise_high": noise.ci[1] if noise.ci else np.nan,
-                    "noise_verdict": noise.verdict,
+                    "noise_verdict": noise.verdict, "noise_detail": noise.detail,
                     "exact_trials": exact.trials,
                     "exact_diff": np.nan if exact.estimate is None else exact.estimate,
                     "exact_low": exact.ci[0] if exact.ci else np.nan,
