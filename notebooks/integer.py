@@ -87,24 +87,8 @@ for _, row in summary.iterrows():
           f"95 % interval {row['acc_diff_low']:+.3f} to {row['acc_diff_high']:+.3f}); largest class difference "
           f"{row['max_class_diff']:.3f} points, chance {row['chance_low']:.3f} to {row['chance_high']:.3f} "
           f"(p = {row['p_chance']:.3f}): concentrated on classes {row['class_verdict']}.")
-    if row["noise_trials"] and not np.isfinite(row["noise_diff"]):
-        print(f"    Against float noise: {row['noise_detail']}.")
-    elif row["noise_trials"]:
-        print(f"    Against float noise ({row['noise_trials']} seeds with a fake-reordered trial): int8 moves "
-              f"{row['noise_diff']:+.1f} images a seed more than reordering the float sums does (95 % interval "
-              f"{row['noise_low']:+.1f} to {row['noise_high']:+.1f}); 'int8 moves more than float noise': "
-              f"{row['noise_verdict']}.")
-    else:
-        print("    Against float noise: no fake-reordered trials of this cell in the store.")
-    if row["exact_trials"] and not np.isfinite(row["exact_diff"]):
-        print(f"    Against exact arithmetic: {row['exact_detail']}.")
-    elif row["exact_trials"]:
-        print(f"    Against exact arithmetic ({row['exact_trials']} seeds with a fake-float64 trial): "
-              f"{row['exact_detail']}; fake minus int8 {row['exact_diff']:+.1f} images a seed (95 % interval "
-              f"{row['exact_low']:+.1f} to {row['exact_high']:+.1f}); 'the float32 simulation strays from exact "
-              f"arithmetic more often than int8': {row['exact_verdict']}.")
-    else:
-        print("    Against exact arithmetic: no fake-float64 trials of this cell in the store.")
+    for line in engines.yardstick_lines(row):
+        print("    " + line)
 
 # %% [markdown]
 # ## Agreement per seed

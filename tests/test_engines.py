@@ -240,3 +240,16 @@ def test_the_float_noise_and_exact_parts_read_their_trials_from_the_store(tmp_pa
     assert row["noise_low"] <= row["noise_diff"] <= row["noise_high"]
     assert row["exact_trials"] == 6 and row["exact_verdict"] == V.CONTRADICTED
     assert row["exact_low"] <= row["exact_diff"] <= row["exact_high"] < 0
+
+
+def test_yardstick_lines_say_estimate_missing_seeds_or_missing_trials():
+    row = pd.Series({"noise_trials": 7, "noise_diff": 2.5, "noise_low": -1.0, "noise_high": 6.0,
+                     "noise_verdict": V.INCONCLUSIVE, "noise_detail": "int8 differs from fake on 3.0 images a seed",
+                     "exact_trials": 3, "exact_diff": np.nan, "exact_low": np.nan, "exact_high": np.nan,
+                     "exact_verdict": V.NOT_ENOUGH, "exact_detail": "3 seeds with fake, int8 and fake-float64 trials"})
+    noise, exact = E.yardstick_lines(row)
+    assert noise.startswith("Against float noise (7 seeds") and "+2.5 images a seed" in noise and "-1.0 to +6.0" in noise
+    assert exact == "Against exact arithmetic: 3 seeds with fake, int8 and fake-float64 trials." and "nan" not in exact
+    without = row.copy()
+    without["noise_trials"] = 0
+    assert E.yardstick_lines(without)[0] == f"Against float noise: no {E.REORDERED} trials of this cell in the store."

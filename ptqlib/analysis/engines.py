@@ -306,6 +306,30 @@ def summary(comparisons: list[Comparison]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_YARDSTICKS = (  # summary prefix, what it is measured against, its engine, the claim its part tests
+    ("noise", "float noise", REORDERED, "int8 moves more predictions than reordering the float sums"),
+    ("exact", "exact arithmetic", EXACT, "the float32 simulation strays from exact arithmetic more often than int8"),
+)
+
+
+def yardstick_lines(row: pd.Series) -> list[str]:
+    """One line per yardstick of a :func:`summary` row: the part's estimate (images a seed) with
+    its interval and verdict, what is missing when it has too few seeds, or that the cell has no
+    trials of the yardstick's engine."""
+    lines = []
+    for prefix, against, engine, claim in _YARDSTICKS:
+        trials, diff = row[f"{prefix}_trials"], row[f"{prefix}_diff"]
+        if not trials:
+            lines.append(f"Against {against}: no {engine} trials of this cell in the store.")
+        elif not np.isfinite(diff):
+            lines.append(f"Against {against}: {row[f'{prefix}_detail']}.")
+        else:
+            lines.append(f"Against {against} ({trials} seeds with a {engine} trial): {row[f'{prefix}_detail']}; "
+                         f"{diff:+.1f} images a seed (95 % interval {row[f'{prefix}_low']:+.1f} to "
+                         f"{row[f'{prefix}_high']:+.1f}); '{claim}': {row[f'{prefix}_verdict']}.")
+    return lines
+
+
 def stored_seconds(store: ResultsStore, cell: Cell, trials: int) -> pd.DataFrame:
     """Per engine: the number of stored trials of ``cell`` (first ``trials`` seeds) and the median
     seconds a trial spent calibrating (the int8 conversion included) and evaluating, as the store
