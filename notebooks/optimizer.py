@@ -130,7 +130,7 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # resumed from their checkpoints before trials recorded the stopped run's units, and count only
 # the resumed part: their minutes are too low, which the median damps but does not remove).
 # Where a count is not shown converged, the line says about how many seeds would show it, if the mean change and its spread over seeds held
-# (normal approximation; `seeds_needed` in the table): the worst class moves by most of a point
+# (with the same t interval; `seeds_needed` in the table): the worst class moves by most of a point
 # from seed to seed, so an equivalence at 0.3 points takes tens of seeds even where the mean
 # change is near 0. The reference code's own count is 20,000: until
 # the store has three trials at 20,000, the lines below name the smaller count each method is

@@ -159,12 +159,13 @@ def test_paired_gain_of_the_average_and_the_worst_class():
     assert np.isclose(out.loc["worst class", "p"], 2 / 2**6)  # six positive pairs: exact two-sided p
 
 
-def test_seeds_for_equivalence_follows_the_normal_interval_and_refuses_what_no_seed_count_shows():
+def test_seeds_for_equivalence_follows_the_t_interval_and_refuses_what_no_seed_count_shows():
     from ptqlib.analysis.stats import seeds_for_equivalence
 
-    # 1.96 * 0.5 / (0.3 - 0.1) = 4.9, squared 24.0: 25 seeds
-    assert seeds_for_equivalence(0.1, 0.5, 0.3) == 25
-    assert seeds_for_equivalence(-0.1, 0.5, 0.3) == 25  # either direction
+    # t(26) * 0.5 / sqrt(27) = 0.1978 <= 0.3 - 0.1, while t(25) * 0.5 / sqrt(26) = 0.2019: 27 seeds
+    # (the normal approximation says 25)
+    assert seeds_for_equivalence(0.1, 0.5, 0.3) == 27
+    assert seeds_for_equivalence(-0.1, 0.5, 0.3) == 27  # either direction
     assert seeds_for_equivalence(0.0, 0.01, 0.3) == 2  # at least a pair
     assert seeds_for_equivalence(0.3, 0.5, 0.3) == np.inf and seeds_for_equivalence(-0.1 - 0.2, 0.5, 0.3) == np.inf
     assert seeds_for_equivalence(-0.5, 0.1, 0.3) == np.inf
@@ -173,11 +174,11 @@ def test_seeds_for_equivalence_follows_the_normal_interval_and_refuses_what_no_s
     # 0.3 points about half the time (the interval's half-width equals the margin on average);
     # at a quarter of them, hardly ever
     rng = np.random.default_rng(0)
-    for n, low, high in ((25, 0.3, 0.8), (6, 0.0, 0.1)):
+    for n, low, high in ((27, 0.3, 0.8), (7, 0.0, 0.1)):
         fits = []
         for _ in range(400):
             d = rng.normal(0.1, 0.5, n)
-            half = 1.96 * d.std(ddof=1) / np.sqrt(n)
+            half = scipy_stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
             fits.append(abs(d.mean()) + half <= 0.3)
         assert low <= np.mean(fits) <= high
 

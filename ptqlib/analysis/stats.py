@@ -52,18 +52,21 @@ def t_mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, floa
 
 
 def seeds_for_equivalence(mean: float, sd: float, tolerance: float, confidence: float = 0.95) -> float:
-    """About how many paired seeds a mean difference needs before its ``confidence`` interval
-    (normal approximation, ``mean +- z * sd / sqrt(n)``) fits within ``tolerance`` either way, if
-    the observed ``mean`` and per-seed ``sd`` held: ``ceil((z * sd / (tolerance - |mean|))**2)``,
-    at least 2. Infinite when ``|mean| >= tolerance`` (no number of seeds shows it equivalent),
-    NaN when ``sd`` is unknown."""
+    """About how many paired seeds a mean difference needs before its ``confidence`` Student-t
+    interval (:func:`t_mean_ci`: ``mean +- t(n - 1) * sd / sqrt(n)``) fits within ``tolerance``
+    either way, if the observed ``mean`` and per-seed ``sd`` held: the smallest such ``n``, at
+    least 2. Infinite when ``|mean| >= tolerance`` (no number of seeds shows it equivalent), NaN
+    when ``sd`` is unknown."""
     if not np.isfinite(sd) or not np.isfinite(mean):
         return np.nan
     margin = tolerance - abs(mean)
     if margin <= 1e-9 * max(1.0, tolerance):  # at the tolerance, up to rounding of the mean
         return np.inf
     z = stats.norm.ppf(0.5 + confidence / 2)
-    return float(max(2, np.ceil((z * sd / margin) ** 2)))
+    n = max(2, int(np.ceil((z * sd / margin) ** 2)))  # the normal answer: t needs at least as many
+    while stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n) > margin:
+        n += 1
+    return float(n)
 
 
 def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
