@@ -223,17 +223,8 @@ class TrialConfig:
             object.__setattr__(self, "recon", None)
         elif self.recon is None:
             object.__setattr__(self, "recon", default_recon(self.model))
-        if self.recon is not None and not (self.optimizer == "brecq" and self.recon.variant == "reference"):
-            # only BRECQ's second pass can tell the float networks apart: one key for the others
-            object.__setattr__(self, "recon", dataclasses.replace(self.recon, fp_weights="current"))
-        if self.optimizer == "adaround" and self.recon.step_grad != "plain":
-            # AdaRound learns no activation steps: their gradient cannot matter, one key
-            object.__setattr__(self, "recon", dataclasses.replace(self.recon, step_grad="plain"))
-        if self.recon is not None and self.recon.act_init != "unit" and (
-                self.optimizer == "adaround" or (self.optimizer == "qdrop" and self.recon.variant == "reference")):
-            # no pass of these sets ranges before learning steps (QDrop's reference variant sets them
-            # once on the float network): the setting cannot matter, one key
-            object.__setattr__(self, "recon", dataclasses.replace(self.recon, act_init="unit"))
+        if self.recon is not None:  # settings this method cannot tell apart at their stored value: one key
+            object.__setattr__(self, "recon", self.recon.for_method(self.optimizer))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 

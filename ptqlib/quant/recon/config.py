@@ -2,6 +2,7 @@
 (:func:`default_recon`)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ptqlib.quant.range_estimators import check_metric
@@ -58,6 +59,22 @@ class ReconConfig:
     # the first quantized layer: "ours" (reconstructed, its output at the activation bit-width;
     # every stored trial) or "brecq" (output at 8 bits, not reconstructed: BRECQ's code)
     first_layer: str = "ours"
+
+    def for_method(self, method: str) -> "ReconConfig":
+        """These settings with those ``method`` cannot tell apart at the value every earlier trial
+        ran with, so that one trial key serves them: ``fp_weights`` (only BRECQ's second pass, in
+        the reference variant, reads it), ``step_grad`` (AdaRound learns no activation steps) and
+        ``act_init`` (AdaRound sets no ranges before learning; QDrop's reference variant sets
+        them once on the float network)."""
+        reference = self.variant == "reference"
+        same = {}
+        if not (method == "brecq" and reference):
+            same["fp_weights"] = "current"
+        if method == "adaround":
+            same["step_grad"] = "plain"
+        if method == "adaround" or (method == "qdrop" and reference):
+            same["act_init"] = "unit"
+        return dataclasses.replace(self, **same)
 
     @property
     def weights_classes(self) -> bool:
