@@ -17,11 +17,11 @@
 # | BRECQ stage-2 learning rate | `--lr` default 4e-4 in `main_imagenet.py` (the function default in `block_recon.py` is 4e-5, overridden), cosine decay | (none: steps learned in the one pass, lr 4e-5) | 4e-4, cosine over 5000 |
 # | BRECQ stage-2 loss | `lp_loss` p = 2.4: `|out - tgt|^p` summed over channels, mean (`--p 2.4`) | squared error (p = 2) | p = 2.4 |
 # | BRECQ stage-2 data | `asym=False`: the float network's block inputs and outputs (quantization off uses the kept float weights, `org_weight`) | quantized inputs, float targets | as the reference (`fp_weights=kept`); the trials stored before that setting ran on the network whose weights stage 1 had rounded (`fp_weights=current`): the difference is measured below |
-# | BRECQ activation-range init | one forward of the whole quantized network (hard-rounded weights) on 64 images; each quantizer initialised on its first call, later ones see earlier ones quantized; `scale_method='mse'`: 80 candidates `[min, max] * (1 - 0.01 i)`, score mean `|x - q(x)|^2.4` on the raw tensor | per unit, on its quantized inputs (256 images), the trial's metric (`mse`: 100 candidates `t = 0.01..1`, squared error on a 2048-bin histogram) | per unit on its quantized inputs (64 images, earlier units' steps already learned), `lp2.4` on the histogram (100 candidates down to 1 %, not 80 down to 21 %); the whole-network initialisation is `--act-init network`: the difference is measured below |
+# | BRECQ activation-range init | one forward of the whole quantized network (hard-rounded weights) on 64 images; each quantizer initialised on its first call, later ones see earlier ones quantized; `scale_method='mse'`: 80 candidates `[min, max] * (1 - 0.01 i)`, score mean `|x - q(x)|^2.4` on the raw tensor | per unit, on its quantized inputs (256 images), the trial's metric (`mse`: 100 candidates `t = 0.01..1`, squared error on a 2048-bin histogram) | per unit on its quantized inputs (64 images, earlier units' steps already learned), `lp2.4` on the histogram (100 candidates down to 1 %, not 80 down to 21 %); the whole-network initialisation is `--act-init network`, the raw-tensor scoring `--act-search tensor`: both measured below |
 # | AdaRound: activations during reconstruction | float (BRECQ code's `layer_reconstruction` with `act_quant=False`; paper: weights only) | quantized with grid ranges | float |
 # | QDrop: what is learned | rounding and LSQ step sizes jointly (`recon.py`: `w_opt` Adam default lr, `a_opt` Adam `scale_lr` 4e-5, cosine) | same | same |
 # | QDrop: drop placement | unit input (`torch.where(rand < drop_prob, quant_inp, fp_inp)`) and every `post_act_fake_quantize` inside the unit, `drop_prob` 0.5 = probability of keeping the quantized value | same | same |
-# | QDrop activation-range init | observers on the float network, 256 images in one batch, `MSEObserver` (p = 2.4, 100 candidates; 1-D search for one-sided data, 2-D range x zero-point search otherwise) | per unit on quantized inputs, trial metric | float network, 256 images, `lp2.4` on the histogram (1-D candidates only) (on the CIFAR ResNets every activation quantizer's input is non-negative, so QDrop's code runs its 1-D search there, over the same 100 candidates as `lp2.4`; what differs is the raw tensor against our 2048-bin histogram: not settable, not measured) |
+# | QDrop activation-range init | observers on the float network, 256 images in one batch, `MSEObserver` (p = 2.4, 100 candidates; 1-D search for one-sided data, 2-D range x zero-point search otherwise) | per unit on quantized inputs, trial metric | float network, 256 images, `lp2.4` on the histogram (1-D candidates only) (on the CIFAR ResNets every activation quantizer's input is non-negative, so QDrop's code runs its 1-D search there, over the same 100 candidates as `lp2.4`; what differs is the raw tensor against our 2048-bin histogram: `--act-search tensor` scores the raw values, measured below) |
 # | LSQ gradient scaling | `grad_factor = 1/sqrt(numel * qmax)` on the step's gradient (QDrop) | none | none; QDrop's factor is `--step-grad lsq` (under Adam a constant factor c only turns epsilon into epsilon / c): the difference is measured below |
 # | lambda (rounding regulariser) | 0.01; MobileNetV2 0.1 (BRECQ README, QDrop config); MNASNet 0.2 (QDrop config); ResNet-18/50, RegNetX 0.01 | 0.01, MobileNetV2 0.1 | reference values |
 # | iterations, batch | 20000 per unit, batch 32, `b_range` (20, 2), warm-up 0.2 | `--iters` (stored trials: 500), 32, same | same |
@@ -49,7 +49,8 @@ conventions = {"BRECQ's second-pass float network": ["fp_weights", "current", "k
                "batch sampling": ["batch_draw", "randint", "randperm", ["brecq"]],
                "LSQ gradient scaling": ["step_grad", "plain", "lsq", ["qdrop"]],
                "BRECQ's activation-range initialisation": ["act_init", "unit", "network", ["brecq"]],
-               "BRECQ's first layer": ["first_layer", "ours", "brecq", ["brecq"]]}
+               "BRECQ's first layer": ["first_layer", "ours", "brecq", ["brecq"]],
+               "activation range search on the raw values": ["act_search", "histogram", "tensor", ["brecq", "qdrop"]]}
 
 # %% [markdown]
 # ## The measured effect of the variant
@@ -106,10 +107,16 @@ else:
 #   before the second pass, on the whole weight-quantized network, each quantizer after the ones
 #   before it are quantized (`network`); ours sets each unit's just before that unit is learned,
 #   on its quantized inputs, after the earlier units' steps were learned (`unit`). Both search
-#   `lp2.4` on the histogram (the reference searches the raw tensor: not settable here).
+#   `lp2.4` on the histogram (the reference searches the raw tensor: the next but one item).
 # - **BRECQ's first layer** (`first_layer`): its code quantizes the first layer's output at 8
 #   bits and leaves the layer out of reconstruction (`brecq`); ours reconstructs it and keeps its
 #   output at the activation bit-width (`ours`); QDrop's code treats it as ours does.
+# - **Activation range search on the raw values** (`act_search`): the reference code scores each
+#   candidate range on the calibration batch's activation tensor itself (`tensor`); ours on a
+#   2048-bin histogram of it, bin centres standing for the values (`histogram`), which keeps one
+#   pass over any number of images. Same candidates (QDrop's; BRECQ's code stops at 21 % of the
+#   range) and metric (`lp2.4` in the reference variant); every range search of the
+#   reconstruction switches, the initial one before it included. Measured on BRECQ and QDrop.
 
 # %%
 table, missing = paired_effects(store, replace(cell, variant="reference"), conventions, trials)

@@ -172,3 +172,52 @@ def test_the_lp24_weight_search_is_the_reference_codes(bits):
         assert scale[c].item() == pytest.approx(ref_scale, rel=1e-5) and zp[c].item() == ref_zp
     if bits == 4:  # another search: other ranges on this tensor
         assert not torch.equal(hi, weight_range(w, spec, "mse")[1])
+
+
+@pytest.mark.parametrize("metric", ["mse", "lp2.4", "cosine"])
+def test_tensor_observer_keeps_the_candidate_with_the_least_error_on_the_raw_values(metric):
+    """The raw-value search against its definition, written out in float64: every candidate range
+    ``t * [min, max]``, each value quantized, the error summed (zeros, negatives and two batches
+    included); the first best kept."""
+    from ptqlib.quant.range_estimators import NUM_CANDIDATES, TensorObserver
+
+    g = torch.Generator().manual_seed(7)
+    batches = [torch.randn(500, generator=g) * 2 - 0.5, torch.relu(torch.randn(300, generator=g)) * 5]
+    obs = TensorObserver()
+    for b in batches:
+        obs(b)
+    spec = QuantSpec(3)
+    x = torch.cat(batches)
+    scores = []
+    for i in range(1, NUM_CANDIDATES + 1):
+        lo, hi = x.min().double() * i / NUM_CANDIDATES, x.max().double() * i / NUM_CANDIDATES
+        scale, zp = qparams_from_range(lo.float(), hi.float(), spec)
+        q = (torch.clamp(torch.round(x * (1.0 / scale)) + zp, spec.qmin, spec.qmax) - zp) * scale
+        d = (x - q).double()
+        scores.append(float(d.pow(2).sum()) if metric == "mse" else float(d.abs().pow(2.4).sum()) if metric == "lp2.4"
+                      else 1 - float((x.double() * q.double()).sum() / (x.double().norm() * q.double().norm())))
+    best = min(range(NUM_CANDIDATES), key=lambda k: (scores[k], k))
+    lo, hi = obs.range(metric, spec)
+    assert hi.item() == pytest.approx(float(x.max()) * (best + 1) / NUM_CANDIDATES, rel=1e-6)
+    assert lo.item() == pytest.approx(float(x.min()) * (best + 1) / NUM_CANDIDATES, rel=1e-6)
+
+
+def test_tensor_and_histogram_searches_can_choose_different_ranges_and_tensor_refuses_histogram_metrics():
+    """300 log-normal values at 2 bits: bin centres stand for the values well enough to keep the
+    same candidate for most samples, not for all (here the histogram keeps a narrower range)."""
+    from ptqlib.quant.range_estimators import TensorObserver, check_act_search
+
+    x = torch.exp(torch.randn(300, generator=torch.Generator().manual_seed(54)) * 1.5)
+    hist, tensor = HistogramObserver(), TensorObserver()
+    hist(x)
+    tensor(x)
+    spec = QuantSpec(2)
+    assert hist.range("minmax", spec)[1] == tensor.range("minmax", spec)[1]
+    assert hist.range("mse", spec)[1] < tensor.range("mse", spec)[1]
+    for metric in ("kl", "percentile"):
+        with pytest.raises(ValueError, match=f"cannot run metric '{metric}'; choose one of minmax, mse, cosine, lp2.4"):
+            check_act_search("tensor", metric)
+        with pytest.raises(ValueError, match="unknown calibration metric"):
+            tensor.range(metric, spec)
+    with pytest.raises(ValueError, match="unknown act_search 'raw'; choose one of histogram, tensor"):
+        check_act_search("raw")

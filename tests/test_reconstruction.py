@@ -576,6 +576,40 @@ def test_brecqs_first_layer_is_kept_out_of_reconstruction_with_an_8_bit_output(m
     assert "first_layer" not in trial_config(**cell).to_dict()["recon"]
 
 
+@pytest.mark.parametrize("method", ["adaround", "brecq", "qdrop"])
+def test_tensor_act_search_scores_every_range_search_of_a_reconstruction_on_raw_values(method, monkeypatch):
+    """With ``act_search="tensor"`` no range search of the reconstruction reads a histogram: the
+    QDrop code's float-network initialisation, BRECQ's per-unit ranges, BRECQ's first layer."""
+    from ptqlib.quant import range_estimators as R
+    from ptqlib.study.settings import trial_config
+
+    made = []
+
+    class Spy(R.TensorObserver):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    class Forbidden(R.HistogramObserver):
+        def __init__(self):
+            raise AssertionError("a histogram search in a reconstruction with act_search='tensor'")
+
+    _, qmodel, images = calibrated()
+    monkeypatch.setitem(R.OBSERVERS, "tensor", Spy)
+    monkeypatch.setitem(R.OBSERVERS, "histogram", Forbidden)
+    cfg = ReconConfig(iters=8, batch_size=8, variant="reference", act_iters=4, act_init_size=32, first_layer="brecq",
+                      act_search="tensor")
+    reconstruct(qmodel, images, method, cfg, seed=3, progress=False)
+    expected = {"adaround": 1, "qdrop": len(qmodel.act_quantizers()) + 1}.get(method)  # BRECQ: per unit
+    assert made and all(not o.empty for o in made) and (expected is None or len(made) == expected)
+    cell = dict(variant="reference", iters=500, calib_size=1024, optimizer=method)
+    assert trial_config(**cell).key() != trial_config(**cell, act_search="tensor").key()
+    assert "act_search" not in trial_config(**cell).to_dict()["recon"]
+    with pytest.raises(ValueError, match="act_search 'tensor' scores candidate ranges on the raw values and cannot "
+                                         "run metric 'kl'"):
+        trial_config(**cell, act_search="tensor", metric="kl")
+
+
 # the first pass learns 11 units (10 with BRECQ's first layer, which it leaves out): stop in the second
 @pytest.mark.parametrize("setting, stop_after", [({"act_init": "network"}, 14), ({"first_layer": "brecq"}, 12)])
 def test_brecqs_reference_conventions_survive_a_stop_and_resume(setting, stop_after, tmp_path, monkeypatch):

@@ -135,7 +135,7 @@ def run_recon_bench(cfg: TrialConfig, log=lambda *_: None) -> dict:
     t0 = time.perf_counter()
     qmodel = quantize_model(ctx.model, cfg.quant)
     calibrate_weights(qmodel)
-    calibrate_activations(qmodel, images[:cfg.recon.act_init_size])
+    calibrate_activations(qmodel, images[:cfg.recon.act_init_size], search=cfg.recon.act_search)
     qmodel.set_quant_state(weights=True, acts=True)
     t1 = time.perf_counter()
     reports = reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed)

@@ -13,7 +13,7 @@ import torch
 from ptqlib.data import inference_batch_size, to_float
 from ptqlib.quant.qmodel import QuantizedModel
 from ptqlib.quant.quantizer import qparams_from_range
-from ptqlib.quant.range_estimators import HistogramObserver, weight_range
+from ptqlib.quant.range_estimators import OBSERVERS, weight_range
 
 
 @torch.no_grad()
@@ -26,18 +26,20 @@ def calibrate_weights(qmodel: QuantizedModel) -> None:
 
 @torch.no_grad()  # not inference_mode: the qparams must stay usable by autograd later
 def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_size: int | None = None,
-                          metric: str | None = None) -> None:
+                          metric: str | None = None, search: str = "histogram") -> None:
     """``images``: ``[N, C, H, W]``, uint8 (0..255) or float in ``[0, 1]``. The observers'
     histograms depend on how the images are split into batches (a batch beyond the current
     range re-bins), so ``batch_size`` (None: ``inference_batch_size``) is part of the result.
-    ``metric``: the range metric (None: the model's ``config.metric``)."""
+    ``metric``: the range metric (None: the model's ``config.metric``); ``search``: what it scores
+    the candidate ranges on (``ptqlib.quant.range_estimators.OBSERVERS``: the histogram, or the raw
+    values)."""
     if len(images) == 0:
         raise ValueError("the calibration set is empty")
     batch_size = batch_size or inference_batch_size(images)
     act_quantizers = qmodel.act_quantizers()
     qmodel.set_quant_state(weights=False, acts=False)
     for aq in act_quantizers:
-        aq.observer = HistogramObserver()  # statistics stay on the CPU whatever the device
+        aq.observer = OBSERVERS[search]()  # statistics stay on the CPU whatever the device
         aq.observing = True
     device = next(qmodel.parameters()).device
     try:

@@ -30,6 +30,11 @@ representable exactly, so MSE and cosine count them at 0 and KL leaves them out.
 The histogram's resolution is the price of a single pass: its range is the first batch's
 max doubled as often as later batches need, so the data fills between half and all of the
 2048 bins.
+
+:class:`TensorObserver` keeps the raw values instead and scores the same candidates on them (as
+the BRECQ and QDrop code search activation ranges, on one calibration batch's tensor): exact, at
+the cost of holding every observed value. It serves the metrics that score candidates
+(``TENSOR_METRICS``); ``kl`` and ``percentile`` are defined on the histogram here.
 """
 from __future__ import annotations
 
@@ -39,10 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ptqlib.quant.quantizer import QuantSpec, fake_quantize, qparams_from_range
+from ptqlib.quant.quantizer import QuantSpec, fake_quantize, fake_quantize_inference, qparams_from_range
 
 METRICS = ("minmax", "mse", "kl", "cosine", "percentile", "lp2.4")
 WEIGHT_METRICS = ("minmax", "mse", "lp2.4")
+TENSOR_METRICS = ("minmax", "mse", "cosine", "lp2.4")  # those a TensorObserver scores
 REFERENCE_WEIGHT_CANDIDATES = 80  # the BRECQ code's weight range search: [min, max] * (1 - 0.01 i), i < 80
 NUM_BINS = 2048
 NUM_CANDIDATES = 100
@@ -146,6 +152,59 @@ class HistogramObserver(nn.Module):
         return _search_range(counts, values, lo, hi, spec, metric)
 
 
+class TensorObserver(nn.Module):
+    """Keeps every value passed through ``forward`` (on the CPU) and scores the candidate ranges
+    of :class:`HistogramObserver`'s search on those values themselves rather than on bin centres.
+    Exact zeros are left out of the scoring: zero is exactly representable under every candidate,
+    so they add nothing to any score."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[torch.Tensor] = []
+        self.min_val, self.max_val = torch.tensor(float("inf")), torch.tensor(float("-inf"))
+
+    @property
+    def empty(self) -> bool:
+        return not self.values
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.detach().float().reshape(-1).cpu()
+        if flat.numel() == 0:
+            return x
+        bmin, bmax = torch.aminmax(flat)
+        self.min_val, self.max_val = torch.minimum(self.min_val, bmin), torch.maximum(self.max_val, bmax)
+        self.values.append(flat[flat != 0])
+        return x
+
+    def range(self, metric: str, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(lo, hi)`` range chosen by ``metric`` (one of ``TENSOR_METRICS``) for ``spec``."""
+        check_metric(metric, TENSOR_METRICS)
+        if self.empty:
+            raise RuntimeError("observer saw no data: the calibration pass did not reach this layer")
+        lo, hi = self.min_val.clone(), self.max_val.clone()
+        if metric == "minmax":
+            return lo, hi
+        return _search_range_on_values(torch.cat(self.values), lo, hi, spec, metric)
+
+
+OBSERVERS = {"histogram": HistogramObserver, "tensor": TensorObserver}
+ACT_SEARCHES = tuple(OBSERVERS)  # what an activation range search scores its candidates on
+
+
+def check_act_search(search: str, *metrics: str) -> str:
+    """``search`` (one of ``ACT_SEARCHES``), refused with one line if it cannot run ``metrics``."""
+    if search not in OBSERVERS:
+        raise ValueError(f"unknown act_search {search!r}; choose one of {', '.join(ACT_SEARCHES)}")
+    if search == "tensor":
+        for metric in metrics:
+            if metric not in TENSOR_METRICS:
+                raise ValueError(f"act_search 'tensor' scores candidate ranges on the raw values and cannot run "
+                                 f"metric {metric!r}; choose one of {', '.join(TENSOR_METRICS)}, or act_search "
+                                 "histogram")
+    return search
+
+
 def _candidate_ranges(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     t = torch.arange(1, NUM_CANDIDATES + 1, dtype=torch.float64) / NUM_CANDIDATES
     return lo.double() * t, hi.double() * t
@@ -174,6 +233,29 @@ def _search_range(counts, values, lo, hi, spec, metric):
         norms = torch.sqrt((counts * values**2).sum() * (counts * quantized**2).sum(1))
         score = 1 - dot / norms.clamp_min(1e-30)
     best = int(torch.argmin(score))
+    return cand_lo[best].float(), cand_hi[best].float()
+
+
+def _search_range_on_values(values, lo, hi, spec, metric):
+    """:func:`_search_range` with one count per value, one candidate at a time (the values may be
+    millions): each value quantized in float32 as the quantizer does, the error summed in float64;
+    the first (narrowest) best candidate kept, as there."""
+    cand_lo, cand_hi = _candidate_ranges(lo, hi)
+    per_tensor = QuantSpec(spec.bits, spec.symmetric, spec.signed)
+    norm = values.double().square().sum() if metric == "cosine" else None
+    scores = []
+    for c_lo, c_hi in zip(cand_lo.float(), cand_hi.float()):
+        scale, zp = qparams_from_range(c_lo, c_hi, per_tensor)
+        quantized = fake_quantize_inference(values, scale, zp, per_tensor)
+        if metric == "mse":
+            scores.append(torch.sub(values, quantized).double().square().sum())
+        elif metric == "lp2.4":
+            scores.append(torch.sub(values, quantized).abs_().double().pow_(2.4).sum())
+        else:  # cosine distance
+            q = quantized.double()
+            dot = (values.double() * q).sum()
+            scores.append(1 - dot / torch.sqrt(norm * q.square().sum()).clamp_min(1e-30))
+    best = int(torch.argmin(torch.stack(scores)))
     return cand_lo[best].float(), cand_hi[best].float()
 
 

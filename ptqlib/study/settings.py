@@ -32,7 +32,7 @@ from ptqlib.data import calibration_pools, class_label, default_pool
 from ptqlib.models import MODELS, check_model
 from ptqlib.quant.evaluation import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
-from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS
+from ptqlib.quant.range_estimators import ACT_SEARCHES, METRICS, WEIGHT_METRICS, check_act_search
 from ptqlib.quant.recon import (ACT_INITS, BATCH_DRAWS, FIRST_LAYERS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, STEP_GRADS,
                                 VARIANTS, ReconConfig, default_recon)
 from ptqlib.study.calibset import NOISE_KINDS, SAMPLINGS, CalibSpec
@@ -153,6 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
             "(reconstructed, output at the activation bit-width; every trial stored before this setting) or brecq "
             "(output at 8 bits, left out of reconstruction: BRECQ's code)", "recon.first_layer",
             choices=FIRST_LAYERS, omit_at=FIRST_LAYERS[0], stored_null=FIRST_LAYERS[0]),
+    Setting("act_search", str, ACT_SEARCHES[0], "what a reconstruction's activation range searches score their "
+            "candidate ranges on: histogram (2048 bins, bin centres for the values; every trial stored before this "
+            "setting) or tensor (the raw values, as the reference code; metrics minmax, mse, cosine, lp2.4)",
+            "recon.act_search", choices=ACT_SEARCHES, omit_at=ACT_SEARCHES[0], stored_null=ACT_SEARCHES[0]),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, the same model on int8 kernels "
             "(CIFAR ResNets and efficientnet_lite0), fake quantization in another float order (channels-last "
             "batches of 7: the simulation's own float noise), or in float64 (exact arithmetic within float64 "
@@ -225,6 +229,7 @@ class TrialConfig:
             object.__setattr__(self, "recon", default_recon(self.model))
         if self.recon is not None:  # settings this method cannot tell apart at their stored value: one key
             object.__setattr__(self, "recon", self.recon.for_method(self.optimizer))
+            check_act_search(self.recon.act_search, self.quant.metric)  # the ranges set before reconstruction
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 

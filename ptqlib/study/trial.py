@@ -177,7 +177,10 @@ class TrialContext:
         """The quantized model with its ranges set: by grid search on all calibration images, or,
         before reconstruction, activation ranges initialised on the first ``act_init_size``."""
         qmodel = self._with_weight_ranges(cfg.quant)
-        calibrate_activations(qmodel, images if cfg.recon is None else images[:cfg.recon.act_init_size])
+        if cfg.recon is None:
+            calibrate_activations(qmodel, images)
+        else:
+            calibrate_activations(qmodel, images[:cfg.recon.act_init_size], search=cfg.recon.act_search)
         qmodel.set_quant_state(weights=True, acts=True)
         return qmodel
 

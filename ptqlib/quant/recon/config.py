@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ptqlib.quant.range_estimators import check_metric
+from ptqlib.quant.range_estimators import check_act_search, check_metric
 
 METHODS = ("adaround", "brecq", "qdrop")
 VARIANTS = ("joint", "reference")
@@ -59,6 +59,10 @@ class ReconConfig:
     # the first quantized layer: "ours" (reconstructed, its output at the activation bit-width;
     # every stored trial) or "brecq" (output at 8 bits, not reconstructed: BRECQ's code)
     first_layer: str = "ours"
+    # what the reconstruction's activation range searches (the initial ones included) score their
+    # candidates on: "histogram" (2048 bins, bin centres standing for the values; every stored
+    # trial) or "tensor" (the raw values, as the reference code)
+    act_search: str = "histogram"
 
     def for_method(self, method: str) -> "ReconConfig":
         """These settings with those ``method`` cannot tell apart at the value every earlier trial
@@ -103,6 +107,7 @@ class ReconConfig:
         if self.lr_act_stage2 <= 0 or self.act_p <= 0:
             raise ValueError("lr_act_stage2 and act_p must be positive")
         check_metric(self.act_init_metric)
+        check_act_search(self.act_search, self.act_init_metric)
         if self.first_layer not in FIRST_LAYERS:
             raise ValueError(f"unknown first_layer {self.first_layer!r}; choose one of {', '.join(FIRST_LAYERS)}")
         if self.act_init not in ACT_INITS:
@@ -117,7 +122,8 @@ class ReconConfig:
 
 # fields added after reconstructions were checkpointed, left out of a checkpoint's identity at
 # these values (the value every earlier reconstruction ran with), so that those still resume
-LATER_FIELDS = {"batch_draw": "randint", "step_grad": "plain", "act_init": "unit", "first_layer": "ours"}
+LATER_FIELDS = {"batch_draw": "randint", "step_grad": "plain", "act_init": "unit", "first_layer": "ours",
+                "act_search": "histogram"}
 REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric", "fp_weights")  # ReconConfig fields
 REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, keep_mask
 from ptqlib.quant.quantizer import flat_view, qparams_from_range
-from ptqlib.quant.range_estimators import HistogramObserver
+from ptqlib.quant.range_estimators import OBSERVERS
 from ptqlib.quant.recon.config import ReconConfig
 from ptqlib.quant.recon.rounding import AdaRound, beta_at
 from ptqlib.quant.recon.units import Const, to_channels_last, in_order, num_images, run_unit, take
@@ -87,12 +87,12 @@ def _unit_error(unit: nn.Module, inputs: list, targets: list[torch.Tensor]) -> f
 
 @torch.no_grad()
 def _init_act_ranges(unit: nn.Module, act_quantizers: list[ActQuantizer], q_in: list, size: int,
-                     metric: str) -> None:
+                     metric: str, search: str) -> None:
     """Set the unit's activation ranges on its quantized inputs, in execution order, each with
     everything before it quantized (the reference initialises each block this way)."""
     sample = [t if isinstance(t, Const) else t[:size] for t in q_in]
     for aq in act_quantizers:
-        aq.observer = HistogramObserver()
+        aq.observer = OBSERVERS[search]()
         aq.observing, aq.quantizer.enabled = True, False
         try:
             run_unit(unit, sample)
@@ -141,7 +141,7 @@ def reconstruct_unit(name: str, unit: nn.Module, q_in: list, fp_in: list, target
     act_quantizers = in_order(unit, [m for m in unit.modules()
                                       if isinstance(m, ActQuantizer) and m.quantizer.enabled])
     if stage.init_acts:
-        _init_act_ranges(unit, act_quantizers, q_in, cfg.act_init_size, stage.init_metric or metric)
+        _init_act_ranges(unit, act_quantizers, q_in, cfg.act_init_size, stage.init_metric or metric, cfg.act_search)
     opt_in = fp_in if stage.fp_inputs else q_in
     grid_loss = _unit_error(unit, opt_in, targets)
     frozen = [p for layer in layers for p in layer.parameters(recurse=False) if p.requires_grad]

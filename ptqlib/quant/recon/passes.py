@@ -16,7 +16,7 @@ from ptqlib.data import save_atomic, to_float
 from ptqlib.quant.calibration import calibrate_activations
 from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel, load_quant_state, quant_state
 from ptqlib.quant.quantizer import qparams_from_range
-from ptqlib.quant.range_estimators import HistogramObserver
+from ptqlib.quant.range_estimators import OBSERVERS
 from ptqlib.quant.recon.config import LATER_FIELDS, METHODS, ReconConfig
 from ptqlib.quant.recon.optimize import UnitReport, reconstruct_unit, stages_for
 from ptqlib.quant.recon.units import Const, run_unit, split_units
@@ -46,8 +46,8 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     data = to_float(images).to(device)
     if cfg.variant == "reference" and method == "qdrop":
         # QDrop's main_imagenet.py: every activation range from the float network on 256 images at once
-        calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric)
-    fixed = (_first_layer_as_brecq(qmodel, data[:cfg.act_init_size], cfg.act_init_metric),) \
+        calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric, search=cfg.act_search)
+    fixed = (_first_layer_as_brecq(qmodel, data[:cfg.act_init_size], cfg.act_init_metric, cfg.act_search),) \
         if cfg.first_layer == "brecq" else ()
     # the float network's weights, kept aside before any unit changes them (see ReconConfig.fp_weights)
     kept = {id(layer): layer.weight.detach().clone() for _, layer in qmodel.quant_layers()} \
@@ -65,7 +65,8 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
             else:
                 done, finished = set(), None
                 if stage.init_acts and cfg.act_init == "network":
-                    _init_network_ranges(qmodel, data[:cfg.act_init_size], stage.init_metric or qmodel.config.metric)
+                    _init_network_ranges(qmodel, data[:cfg.act_init_size], stage.init_metric or qmodel.config.metric,
+                                         cfg.act_search)
             if stage.init_acts and cfg.act_init == "network":
                 stage = dataclasses.replace(stage, init_acts=False)  # set once, above, not per unit
             start = quant_state(qmodel) if saver is not None else None
@@ -85,10 +86,10 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
 
 
 @torch.no_grad()
-def _set_range(qmodel: QuantizedModel, aq: ActQuantizer, images: torch.Tensor, metric: str) -> None:
-    """``aq``'s range searched with ``metric`` on its input in one forward pass of ``images``
-    through ``qmodel`` as it is switched now."""
-    aq.observer = HistogramObserver()
+def _set_range(qmodel: QuantizedModel, aq: ActQuantizer, images: torch.Tensor, metric: str, search: str) -> None:
+    """``aq``'s range searched with ``metric`` (on ``search``, the histogram or the raw values) on its
+    input in one forward pass of ``images`` through ``qmodel`` as it is switched now."""
+    aq.observer = OBSERVERS[search]()
     aq.observing = True
     try:
         qmodel(images)
@@ -98,18 +99,19 @@ def _set_range(qmodel: QuantizedModel, aq: ActQuantizer, images: torch.Tensor, m
     q.set_qparams(*qparams_from_range(*aq.observer.range(metric, q.spec), q.spec))
 
 
-def _init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: str) -> None:
+def _init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: str, search: str = "histogram") -> None:
     """Every activation range set as BRECQ's code sets them before its second pass: on the whole
     network, weights quantized, in execution order, each quantizer on its input with the ones
     before it already quantized (the reference does it on the first call of one forward pass;
     here one forward pass per quantizer, the same values)."""
     qmodel.set_quant_state(weights=True, acts=False)
     for aq in qmodel.act_quantizers():
-        _set_range(qmodel, aq, images, metric)
+        _set_range(qmodel, aq, images, metric, search)
         aq.quantizer.enabled = True
 
 
-def _first_layer_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: str) -> torch.nn.Module:
+def _first_layer_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: str,
+                         search: str = "histogram") -> torch.nn.Module:
     """The first layer as BRECQ's code treats it (``set_first_last_layer_to_8bit``,
     ``ignore_reconstruction``): its output quantized at 8 bits, the range searched with ``metric``
     on ``images`` (the first quantizer's input depends on no other quantizer), and the layer
@@ -118,7 +120,7 @@ def _first_layer_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: 
     aq = qmodel.act_quantizers()[0]  # in execution order: the first layer's output
     aq.quantizer.set_bits(8)
     qmodel.set_quant_state(weights=True, acts=False)
-    _set_range(qmodel, aq, images, metric)
+    _set_range(qmodel, aq, images, metric, search)
     qmodel.set_quant_state(weights=True, acts=True)
     return first
 
