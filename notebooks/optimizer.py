@@ -175,10 +175,14 @@ else:
 # counts, so every method runs at the same count; while a method lacks three trials at
 # `target_iters`, there is no study-wide count yet. A count chosen this way may still cost up to
 # `choice_margin` points of worst class; that is the price of affording the cells at all.
-# BRECQ's 20,000-iteration trials ran with its second pass on the rounded weights' float network
-# (`fp_weights=current`); its count is read from that curve, which runs the same two passes on
-# the same iteration counts (the [conventions page](recon_conventions) measures what the float
-# network of the second pass changes at 500 iterations).
+# BRECQ has two curves, one per float network of its second pass (`fp_weights=kept`, the
+# reference's, and `current`, the rounded weights' network, on which its first 20,000-iteration
+# trials ran; the [conventions page](recon_conventions) measures the difference at 500
+# iterations): every curve of a method with three seeds at `target_iters` must qualify a count,
+# and the method takes the largest; a curve short of that says nothing yet. Up to three counts
+# per curve are tried in turn, each at the 95 % level and without a correction for the
+# several tries: a count can pass by chance a little more often than one test in forty, which
+# the margin, not the test, is meant to absorb.
 
 # %%
 reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves

@@ -183,3 +183,34 @@ def test_sweep_gives_every_reconstruction_level_the_asked_iterations(capsys, tin
     assert code == 0
     rows = ResultsStore(store).trials()
     assert sorted(zip(rows["optimizer"], rows["iters"].fillna(0))) == [("brecq", 3), ("grid", 0)]
+
+
+def test_a_trial_with_raw_value_range_search_reads_no_histogram_and_keeps_no_observed_values(
+        tiny_data, tiny_checkpoint, monkeypatch):
+    """``act_search="tensor"`` reaches the ranges set before reconstruction as well as those of the
+    reconstruction (QDrop's reference variant sets both); afterwards no quantizer holds what it
+    observed."""
+    from ptqlib.quant import range_estimators as R
+
+    class Forbidden(R.HistogramObserver):
+        def __init__(self):
+            raise AssertionError("a histogram search in a trial with act_search='tensor'")
+
+    made = []
+
+    class Spy(R.TensorObserver):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    ctx = TrialContext("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint))
+    recon = ReconConfig(iters=4, batch_size=4, variant="reference", act_init_size=8, act_search="tensor")
+    cfg = TrialConfig("resnet20", f"folder:{tiny_data}", str(tiny_checkpoint), QuantConfig(4, 4), CalibSpec(8),
+                      optimizer="qdrop", seed=1, recon=recon)
+    monkeypatch.setitem(R.OBSERVERS, "histogram", Forbidden)
+    monkeypatch.setitem(R.OBSERVERS, "tensor", Spy)
+    calib = ctx.calibration_set(cfg)
+    qmodel = ctx.quantize(cfg, calib.images, calib.labels)
+    quantizers = qmodel.act_quantizers()
+    assert len(made) == 2 * len(quantizers)  # before reconstruction, then QDrop's float-network ranges
+    assert all(aq.observer is None and not aq.observing for aq in quantizers)

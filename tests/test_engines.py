@@ -252,4 +252,5 @@ def test_yardstick_lines_say_estimate_missing_seeds_or_missing_trials():
     assert exact == "Against exact arithmetic: 3 seeds with fake, int8 and fake-float64 trials." and "nan" not in exact
     without = row.copy()
     without["noise_trials"] = 0
-    assert E.yardstick_lines(without)[0] == f"Against float noise: no {E.REORDERED} trials of this cell in the store."
+    assert E.yardstick_lines(without)[0] == (f"Against float noise: no {E.REORDERED} trial of this cell shares a seed "
+                                             "with its fake and int8 trials.")

@@ -193,7 +193,7 @@ def test_tensor_observer_keeps_the_candidate_with_the_least_error_on_the_raw_val
         lo, hi = x.min().double() * i / NUM_CANDIDATES, x.max().double() * i / NUM_CANDIDATES
         scale, zp = qparams_from_range(lo.float(), hi.float(), spec)
         q = (torch.clamp(torch.round(x * (1.0 / scale)) + zp, spec.qmin, spec.qmax) - zp) * scale
-        d = (x - q).double()
+        d = x.double() - q.double()
         scores.append(float(d.pow(2).sum()) if metric == "mse" else float(d.abs().pow(2.4).sum()) if metric == "lp2.4"
                       else 1 - float((x.double() * q.double()).sum() / (x.double().norm() * q.double().norm())))
     best = min(range(NUM_CANDIDATES), key=lambda k: (scores[k], k))

@@ -471,6 +471,22 @@ def test_randperm_reconstruction_runs_in_both_step_modes_and_differs_from_randin
     assert any(not torch.equal(la.weight, lb.weight) for (_, la), (_, lb) in zip(a.quant_layers(), b.quant_layers()))
 
 
+def test_randperm_with_fewer_images_than_a_batch_gives_the_same_rounding_in_both_step_modes(monkeypatch):
+    """With 5 calibration images and batches of 8, a permutation's first 8 are all 5 images: each
+    step mode's batch is those 5 (the static steps' index buffer is sized by the draw, not the
+    setting), so both learn the same rounding."""
+    from ptqlib.quant.recon import optimize
+
+    _, a, images = calibrated()
+    b = copy.deepcopy(a)
+    cfg = ReconConfig(iters=6, batch_size=8, batch_draw="randperm")
+    for mode, model in (("eager", a), ("static", b)):
+        monkeypatch.setattr(optimize, "STEP_MODE", mode)
+        reconstruct(model, images[:5], "adaround", cfg, seed=3, progress=False)
+    assert all(torch.allclose(la.weight, lb.weight, atol=1e-6) for (_, la), (_, lb) in zip(a.quant_layers(),
+                                                                                          b.quant_layers()))
+
+
 def test_lsq_step_gradient_is_the_plain_one_times_its_factor_and_keeps_earlier_keys():
     from ptqlib.quant.qmodel import ACT_SPEC
     from ptqlib.quant.quantizer import fake_quantize_learned
@@ -600,8 +616,11 @@ def test_tensor_act_search_scores_every_range_search_of_a_reconstruction_on_raw_
     cfg = ReconConfig(iters=8, batch_size=8, variant="reference", act_iters=4, act_init_size=32, first_layer="brecq",
                       act_search="tensor")
     reconstruct(qmodel, images, method, cfg, seed=3, progress=False)
-    expected = {"adaround": 1, "qdrop": len(qmodel.act_quantizers()) + 1}.get(method)  # BRECQ: per unit
-    assert made and all(not o.empty for o in made) and (expected is None or len(made) == expected)
+    # AdaRound: BRECQ's first layer only; QDrop: every range on the float network, and the first layer's;
+    # BRECQ: the first layer's, then every range of the units its second pass learns (all the others)
+    expected = {"adaround": 1, "qdrop": len(qmodel.act_quantizers()) + 1, "brecq": len(qmodel.act_quantizers())}
+    assert len(made) == expected[method] and all(not o.empty for o in made)
+    assert all(aq.observer is None for aq in qmodel.act_quantizers())
     cell = dict(variant="reference", iters=500, calib_size=1024, optimizer=method)
     assert trial_config(**cell).key() != trial_config(**cell, act_search="tensor").key()
     assert "act_search" not in trial_config(**cell).to_dict()["recon"]

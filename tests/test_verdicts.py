@@ -426,21 +426,29 @@ def test_chosen_iters_asks_the_target_count_a_close_mean_and_a_bounded_shortfall
     # a: 500 falls short; 2000's mean is close but its interval allows a 1.4-point shortfall; 5000 qualifies
     assert got.loc["a", "chosen"] == 5000 and "5000" in got.loc["a", "why"]
     assert got.loc["b", "chosen"] == 5000  # 500's mean is close by chance, its interval is not
-    assert np.isnan(got.loc["c", "chosen"]) and "fewer than 3" in got.loc["c", "why"]  # no trials at the target
+    assert np.isnan(got.loc["c", "chosen"]) and "too few trials" in got.loc["c", "why"]  # no trials at the target
+    assert got["reached"].tolist() == [True, True, False, True]
     assert np.isnan(got.loc["d", "chosen"])  # two shared seeds are not enough
     assert chosen_iters(hand, margin=1.5).loc["a", "chosen"] == 2000
     assert np.isnan(chosen_iters(hand, tolerance=0.01).loc["a", "chosen"])  # -0.05 is not within 0.01
 
 
-def test_study_iters_waits_for_every_method_and_takes_the_largest_count():
+def test_study_iters_waits_for_every_method_and_curve_and_takes_the_largest_count():
     import pandas as pd
 
     from ptqlib.analysis.aggregate import study_iters
 
-    choices = pd.DataFrame({"method": ["a", "a", "b", "c"], "chosen": [5000.0, np.nan, 2000.0, np.nan]}).set_index("method")
+    # a: a second curve short of the target says nothing; b: two curves, the larger count;
+    # c: no count; e: one of its two curves at the target qualifies no count
+    choices = pd.DataFrame({"method": ["a", "a", "b", "b", "c", "e", "e"],
+                            "chosen": [5000.0, np.nan, 500.0, 2000.0, np.nan, 500.0, np.nan],
+                            "reached": [True, False, True, True, True, True, True]}).set_index("method")
     count, line = study_iters(choices, ["a", "b", "c"])
-    assert np.isnan(count) and "no qualifying count for c" in line and "a 5000" in line
+    assert np.isnan(count) and "no qualifying count for c" in line and "a 5000" in line and "b 2000" in line
     count, line = study_iters(choices, ["a", "b"])
     assert count == 5000 and "5000 iterations per unit" in line
+    assert study_iters(choices, ["b"])[0] == 2000  # not 500: its other curve needs 2000
+    count, line = study_iters(choices, ["b", "e"])
+    assert np.isnan(count) and "for e" in line
     count, line = study_iters(choices, ["a", "d"])  # a method without any curve is pending too
     assert np.isnan(count) and "for d" in line

@@ -107,13 +107,16 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, tolerance: float = 0.
     points (``diff_low >= -margin``: a non-inferiority test at that margin). Weaker than
     :func:`converged_iters` (which asks the whole interval to lie within ``tolerance``) and
     meant for a decision, not a claim: a count chosen here may still cost up to ``margin`` points
-    of worst class. Columns ``chosen`` (NaN where no count qualifies) and ``why``."""
+    of worst class. Columns ``chosen`` (NaN where no count qualifies), ``why``, and ``reached``:
+    whether the curve's reference count is ``target`` (else it has too few trials there and
+    says nothing about the choice)."""
     rows = []
     for method, group in curve.groupby("method", sort=False):
         group = group.sort_values("iters")
         reference = int(group["reference"].iloc[0]) if "reference" in group else int(group["iters"].max())
         if reference != target:
-            rows.append((method, np.nan, f"{target} has fewer than {min_pairs} trials (largest with them: {reference})"))
+            rows.append((method, np.nan, f"{target} iterations: too few trials for the curve's reference count "
+                                         f"(its reference: {reference})", False))
             continue
         chosen, why = np.nan, f"no count below {target} within {tolerance} points with a shortfall under {margin}"
         for r in group[group["iters"] < target].itertuples():
@@ -124,16 +127,20 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, tolerance: float = 0.
                 why = (f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] against {target} "
                        f"on {int(r.pairs)} seeds: within {tolerance}, shortfall under {margin}")
                 break
-        rows.append((method, chosen, why))
-    return pd.DataFrame(rows, columns=["method", "chosen", "why"]).set_index("method")
+        rows.append((method, chosen, why, True))
+    return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
 
 
 def study_iters(choices: pd.DataFrame, methods: list[str]) -> tuple[float, str]:
     """One count for every method of a study, from :func:`chosen_iters` tables (one or several
-    stacked, indexed by method): per method the smallest count any of its curves qualifies, then
-    the largest of those over ``methods``, so that every method runs at a count it qualified at or
-    above. NaN, and a line saying which methods have no qualifying count, until all have one."""
-    per_method = choices.groupby(level=0)["chosen"].min().reindex(methods)
+    stacked, indexed by method, e.g. one per convention a method ran under): per method, every
+    curve that reached the target count must qualify a count, and the method's count is the
+    largest of theirs (curves short of the target say nothing); then the largest over
+    ``methods``, so that every method runs at a count each of its curves qualified at or below.
+    NaN, and a line saying which methods have no qualifying count, until all have one."""
+    reached = choices[choices["reached"].astype(bool)]
+    per_method = reached.groupby(level=0)["chosen"].agg(lambda c: c.max() if c.notna().all() else np.nan)
+    per_method = per_method.reindex(methods)
     done = ", ".join(f"{m} {int(c)}" for m, c in per_method.dropna().items())
     if per_method.isna().any():
         pending = ", ".join(per_method[per_method.isna()].index)

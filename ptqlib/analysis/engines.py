@@ -320,7 +320,7 @@ def yardstick_lines(row: pd.Series) -> list[str]:
     for prefix, against, engine, claim in _YARDSTICKS:
         trials, diff = row[f"{prefix}_trials"], row[f"{prefix}_diff"]
         if not trials:
-            lines.append(f"Against {against}: no {engine} trials of this cell in the store.")
+            lines.append(f"Against {against}: no {engine} trial of this cell shares a seed with its fake and int8 trials.")
         elif not np.isfinite(diff):
             lines.append(f"Against {against}: {row[f'{prefix}_detail']}.")
         else:

@@ -13,7 +13,7 @@ import torch
 from ptqlib.data import inference_batch_size, to_float
 from ptqlib.quant.qmodel import QuantizedModel
 from ptqlib.quant.quantizer import qparams_from_range
-from ptqlib.quant.range_estimators import OBSERVERS, weight_range
+from ptqlib.quant.range_estimators import weight_range
 
 
 @torch.no_grad()
@@ -39,8 +39,7 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
     act_quantizers = qmodel.act_quantizers()
     qmodel.set_quant_state(weights=False, acts=False)
     for aq in act_quantizers:
-        aq.observer = OBSERVERS[search]()  # statistics stay on the CPU whatever the device
-        aq.observing = True
+        aq.start_observing(search)  # statistics stay on the CPU whatever the device
     device = next(qmodel.parameters()).device
     try:
         for start in range(0, len(images), batch_size):
@@ -49,9 +48,7 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
         for aq in act_quantizers:
             aq.observing = False
     for aq in act_quantizers:
-        q = aq.quantizer
-        lo, hi = aq.observer.range(metric or qmodel.config.metric, q.spec)
-        q.set_qparams(*qparams_from_range(lo, hi, q.spec))
+        aq.set_observed_range(metric or qmodel.config.metric)
 
 
 def calibrate(qmodel: QuantizedModel, images: torch.Tensor) -> QuantizedModel:

@@ -27,8 +27,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ptqlib.quant.quantizer import MAX_BITS, MIN_BITS, FakeQuantizer, QuantSpec
-from ptqlib.quant.range_estimators import METRICS, WEIGHT_METRICS, HistogramObserver, check_metric
+from ptqlib.quant.quantizer import MAX_BITS, MIN_BITS, FakeQuantizer, QuantSpec, qparams_from_range
+from ptqlib.quant.range_estimators import METRICS, OBSERVERS, WEIGHT_METRICS, check_metric
 
 PRESETS = ("reference", "full")
 WEIGHT_SPEC = QuantSpec(bits=8, symmetric=False, per_channel=True, ch_axis=0)
@@ -115,17 +115,33 @@ class QuantLinear(_QuantWeightLayer):
 class ActQuantizer(nn.Module):
     """An activation quantization point: observes during calibration, quantizes afterwards.
 
-    ``keep_prob < 1`` (QDrop, Wei et al. 2022) keeps each element quantized only with that
+    A range search is :meth:`start_observing`, forward passes, then :meth:`set_observed_range`,
+    which turns the observer's statistics into the quantizer's scale and zero point and drops
+    them. ``keep_prob < 1`` (QDrop, Wei et al. 2022) keeps each element quantized only with that
     probability, and only while gradients are computed (reconstruction), never in evaluation.
     """
 
     def __init__(self, a_bits: int, scope: str) -> None:
         super().__init__()
         self.scope = scope  # qualified name of the module whose output this is
-        self.observer = HistogramObserver()
+        self.observer: nn.Module | None = None  # between start_observing and set_observed_range
         self.quantizer = FakeQuantizer(ACT_SPEC.with_bits(a_bits))
         self.observing = False
         self.keep_prob = 1.0
+
+    def start_observing(self, search: str = "histogram") -> None:
+        """Record what passes through from now on, in a new observer of kind ``search``
+        (:data:`ptqlib.quant.range_estimators.OBSERVERS`: a histogram, or the raw values)."""
+        self.observer = OBSERVERS[search]()
+        self.observing = True
+
+    def set_observed_range(self, metric: str) -> None:
+        """Stop observing and set the quantizer's range, chosen by ``metric`` from what was
+        observed; the observer is dropped (a raw-value observer holds every value it saw)."""
+        self.observing = False
+        q = self.quantizer
+        q.set_qparams(*qparams_from_range(*self.observer.range(metric, q.spec), q.spec))
+        self.observer = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:

@@ -242,19 +242,19 @@ def _search_range_on_values(values, lo, hi, spec, metric):
     the first (narrowest) best candidate kept, as there."""
     cand_lo, cand_hi = _candidate_ranges(lo, hi)
     per_tensor = QuantSpec(spec.bits, spec.symmetric, spec.signed)
-    norm = values.double().square().sum() if metric == "cosine" else None
+    exact = values.double()
+    norm = exact.square().sum() if metric == "cosine" else None
     scores = []
     for c_lo, c_hi in zip(cand_lo.float(), cand_hi.float()):
         scale, zp = qparams_from_range(c_lo, c_hi, per_tensor)
-        quantized = fake_quantize_inference(values, scale, zp, per_tensor)
+        quantized = fake_quantize_inference(values, scale, zp, per_tensor).double()
         if metric == "mse":
-            scores.append(torch.sub(values, quantized).double().square().sum())
+            scores.append(torch.sub(exact, quantized).square_().sum())
         elif metric == "lp2.4":
-            scores.append(torch.sub(values, quantized).abs_().double().pow_(2.4).sum())
+            scores.append(torch.sub(exact, quantized).abs_().pow_(2.4).sum())
         else:  # cosine distance
-            q = quantized.double()
-            dot = (values.double() * q).sum()
-            scores.append(1 - dot / torch.sqrt(norm * q.square().sum()).clamp_min(1e-30))
+            dot = (exact * quantized).sum()
+            scores.append(1 - dot / torch.sqrt(norm * quantized.square().sum()).clamp_min(1e-30))
     best = int(torch.argmin(torch.stack(scores)))
     return cand_lo[best].float(), cand_hi[best].float()
 

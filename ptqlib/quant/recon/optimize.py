@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, keep_mask
-from ptqlib.quant.quantizer import flat_view, qparams_from_range
-from ptqlib.quant.range_estimators import OBSERVERS
+from ptqlib.quant.quantizer import flat_view
 from ptqlib.quant.recon.config import ReconConfig
 from ptqlib.quant.recon.rounding import AdaRound, beta_at
 from ptqlib.quant.recon.units import Const, to_channels_last, in_order, num_images, run_unit, take
@@ -92,15 +91,13 @@ def _init_act_ranges(unit: nn.Module, act_quantizers: list[ActQuantizer], q_in: 
     everything before it quantized (the reference initialises each block this way)."""
     sample = [t if isinstance(t, Const) else t[:size] for t in q_in]
     for aq in act_quantizers:
-        aq.observer = OBSERVERS[search]()
-        aq.observing, aq.quantizer.enabled = True, False
+        aq.start_observing(search)
+        aq.quantizer.enabled = False
         try:
             run_unit(unit, sample)
         finally:
             aq.observing, aq.quantizer.enabled = False, True
-        q = aq.quantizer
-        lo, hi = aq.observer.range(metric, q.spec)
-        q.set_qparams(*qparams_from_range(lo, hi, q.spec))
+        aq.set_observed_range(metric)
 
 
 @dataclass(frozen=True)
@@ -346,7 +343,7 @@ class _StaticSteps:
         else:
             self.all_idx = torch.stack([batch_indices(n, cfg.batch_size, cfg.batch_draw, gen)
                                         for _ in range(stage.iters)]).to(device)
-        self.idx = torch.zeros(cfg.batch_size, dtype=torch.long, device=device)
+        self.idx = torch.zeros(self.all_idx.shape[1], dtype=torch.long, device=device)  # randperm: min(n, batch)
         self.beta = torch.tensor(cfg.beta_start, device=device)
         self.reg_weight = torch.tensor(0.0, device=device)
         self.opt = (torch.optim.Adam([r.logits for r in learned.roundings], lr=cfg.lr_round, capturable=graph)

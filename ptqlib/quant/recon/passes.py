@@ -15,8 +15,6 @@ import torch.fx as fx
 from ptqlib.data import save_atomic, to_float
 from ptqlib.quant.calibration import calibrate_activations
 from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel, load_quant_state, quant_state
-from ptqlib.quant.quantizer import qparams_from_range
-from ptqlib.quant.range_estimators import OBSERVERS
 from ptqlib.quant.recon.config import LATER_FIELDS, METHODS, ReconConfig
 from ptqlib.quant.recon.optimize import UnitReport, reconstruct_unit, stages_for
 from ptqlib.quant.recon.units import Const, run_unit, split_units
@@ -89,14 +87,12 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
 def _set_range(qmodel: QuantizedModel, aq: ActQuantizer, images: torch.Tensor, metric: str, search: str) -> None:
     """``aq``'s range searched with ``metric`` (on ``search``, the histogram or the raw values) on its
     input in one forward pass of ``images`` through ``qmodel`` as it is switched now."""
-    aq.observer = OBSERVERS[search]()
-    aq.observing = True
+    aq.start_observing(search)
     try:
         qmodel(images)
     finally:
         aq.observing = False
-    q = aq.quantizer
-    q.set_qparams(*qparams_from_range(*aq.observer.range(metric, q.spec), q.spec))
+    aq.set_observed_range(metric)
 
 
 def _init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: str, search: str = "histogram") -> None:
