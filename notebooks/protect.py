@@ -45,7 +45,7 @@ from ptqlib.analysis.changes import caption, cell_predictions, churn_table, corr
 from ptqlib.analysis.conclusions import protects_worst_class
 from ptqlib.analysis.files import read_robustness
 from ptqlib.analysis.runs import latest_fp_reference
-from ptqlib.analysis.plotting import delta_heatmap, image_grid, worst_class_boxes
+from ptqlib.analysis.plotting import delta_heatmap, image_grid, photo_figure, worst_class_boxes
 from ptqlib.analysis.remedies import ensure_remedy_trials, remedy_comparisons
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
@@ -137,9 +137,8 @@ if test is not None and len(forgotten.indices):
     shown = forgotten.shown(predictions.labels, predictions.classes, exemplars_per_class)
     captions = [caption(names, predictions.labels[i], predictions.fp_preds[i], forgotten.mode[i],
                         forgotten.agreement[i]) for i in shown]
-    image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
-               title="forgotten images, by true class: FP prediction / modal quantized prediction")
-    plt.show()
+    display(photo_figure(image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
+                                    title="forgotten images, by true class: FP prediction / modal quantized prediction")))
 
 # %% [markdown]
 # ## Corrupted inputs

@@ -113,6 +113,20 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title:
     return fig
 
 
+def photo_figure(fig, quality: int = 85):
+    """``fig`` as a JPEG image for a notebook's output (``IPython.display.Image``), the figure
+    closed. Photographs in a PNG take megabytes (an ImageNet grid above 2 MB); a page that is
+    re-executed and committed again would carry them into the repository's history each time."""
+    import io
+
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg", pil_kwargs={"quality": quality})
+    plt.close(fig)
+    return Image(data=buffer.getvalue(), format="jpeg")
+
+
 def chance_strip(bands: pd.DataFrame, value: str, xlabel: str, title: str = "", ax=None):
     """Each class's ``value`` (``"mean_drop"`` or ``"std"``) at each level as a dot, over the grey
     chance band of a single class (columns ``{short}_low``/``{short}_high`` of
