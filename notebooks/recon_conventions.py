@@ -27,7 +27,7 @@
 # | iterations, batch | 20000 per unit, batch 32, `b_range` (20, 2), warm-up 0.2 | `--iters` (stored trials: 500), 32, same | same |
 # | reconstruction loss (rounding) | `lp_loss` p = 2 (sum over channels, mean) | same | same |
 # | batch sampling | BRECQ `randperm(N)[:32]`; QDrop `randint(N, (32,))` | `randint` with a seeded generator | same; BRECQ's draw is `--batch-draw randperm`: the difference is measured below |
-# | weight ranges | BRECQ: per channel, 80 shrink candidates, L_2.4; QDrop: `MSEObserver` per channel, 2-D search, L_2.4 | per channel, 100 shrink candidates, squared error (`weight_metric=mse`) | same as joint; the BRECQ code's search is `--weight-metric lp2.4`: the difference is measured below |
+# | weight ranges | BRECQ: per channel, 80 shrink candidates, L_2.4; QDrop: `MSEObserver` per channel, 2-D search (100 widths x every zero point), L_2.4 | per channel, 100 shrink candidates, squared error (`weight_metric=mse`) | same as joint; the BRECQ code's search is `--weight-metric lp2.4`, the QDrop code's `--weight-metric lp2.4-2d`: both measured below |
 # | first layer | BRECQ `set_first_last_layer_to_8bit`: first and last weights 8 bit, first layer's output and last layer's input 8 bit, first layer not reconstructed (`ignore_reconstruction`); QDrop: first/last weights 8 bit, last layer's input 8 bit, all reconstructed | `reference` preset: first/last weights and last layer's input 8 bit, all reconstructed | same as joint; BRECQ's treatment is `--first-layer brecq`: the difference is measured below |
 
 # %% tags=["parameters"]
@@ -50,7 +50,8 @@ conventions = {"BRECQ's second-pass float network": ["fp_weights", "current", "k
                "LSQ gradient scaling": ["step_grad", "plain", "lsq", ["qdrop"]],
                "BRECQ's activation-range initialisation": ["act_init", "unit", "network", ["brecq"]],
                "BRECQ's first layer": ["first_layer", "ours", "brecq", ["brecq"]],
-               "activation range search on the raw values": ["act_search", "histogram", "tensor", ["brecq", "qdrop"]]}
+               "activation range search on the raw values": ["act_search", "histogram", "tensor", ["brecq", "qdrop"]],
+               "QDrop's weight range search": ["weight_metric", "mse", "lp2.4-2d", ["qdrop"]]}
 
 # %% [markdown]
 # ## The measured effect of the variant
@@ -94,8 +95,11 @@ else:
 #   reference) against the weights its first pass rounded (`current`, the earlier trials).
 # - **Weight range search** (`weight_metric`): the BRECQ code's per-channel search (`lp2.4`: 80
 #   candidates from the full range down to 21 %, `|w - q(w)|^2.4`) against ours (`mse`: 100
-#   candidates down to 1 %, squared error). QDrop's code searches weights with its own
-#   `MSEObserver` (also L_2.4, a 2-D search); `lp2.4` stands for both here.
+#   candidates down to 1 %, squared error), measured on all three methods.
+# - **QDrop's weight range search** (`weight_metric`): the QDrop code's `MSEObserver` on each
+#   output channel, width and zero point searched together (100 widths of the channel's span
+#   times every zero point of the grid, `|w - q(w)|^2.4`: `lp2.4-2d`) against ours; measured on
+#   QDrop, whose code it is.
 # - **Batch sampling** (`batch_draw`): BRECQ's code draws each step's 32 images as the start of
 #   a random permutation (`randperm`: no image twice in a batch) where ours, like QDrop's code,
 #   draws them with replacement (`randint`); measured on BRECQ, whose code it is.

@@ -221,3 +221,35 @@ def test_tensor_and_histogram_searches_can_choose_different_ranges_and_tensor_re
             tensor.range(metric, spec)
     with pytest.raises(ValueError, match="unknown act_search 'raw'; choose one of histogram, tensor"):
         check_act_search("raw")
+
+
+def test_qdrops_weight_search_keeps_each_channels_first_best_range_and_zero_point():
+    """``lp2.4-2d`` against the QDrop code's 2-D search written out channel by channel: 100
+    widths of the channel's span times every zero point, in that order, score ``|w - q(w)|^2.4``,
+    the first best kept; a one-signed tensor gets the 1-D search over thresholds instead."""
+    spec = WEIGHT_SPEC.with_bits(2)
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(3, 2, 3, 3, generator=g) * torch.tensor([0.2, 1.0, 3.0]).reshape(3, 1, 1, 1) + 0.3
+
+    def score(row, lo, hi):
+        s, z = qparams_from_range(torch.tensor(lo), torch.tensor(hi), QuantSpec(2))
+        q = (torch.clamp(torch.round(row * (1.0 / s)) + z, 0, 3) - z) * s
+        return float((q - row).abs().pow(2.4).sum())
+
+    lo, hi = weight_range(w, spec, "lp2.4-2d")
+    for c, row in enumerate(w.reshape(3, -1)):
+        span = float(max(row.max(), 0)) - float(min(row.min(), 0))
+        best = None
+        for i in range(1, 101):
+            width = span / 100 * i
+            for zp in range(4):
+                cand = (-zp * width / 3, width - zp * width / 3)
+                err = score(row, *cand)
+                if best is None or err < best[0]:
+                    best = (err, cand)
+        assert lo[c].item() == pytest.approx(best[1][0], rel=1e-5, abs=1e-7)
+        assert hi[c].item() == pytest.approx(best[1][1], rel=1e-5)
+    positive = w.abs()
+    lo, hi = weight_range(positive, spec, "lp2.4-2d")
+    assert torch.all(lo == 0) and torch.all(hi <= positive.reshape(3, -1).max(1).values * (1 + 1e-6))
+    assert not torch.equal(weight_range(w, spec, "lp2.4-2d")[1], weight_range(w, spec, "lp2.4")[1])

@@ -23,7 +23,12 @@ candidates above, squared error); ``lp2.4``, the BRECQ code's weight search (its
 ``i = 0 .. 79`` (down to 21 % of the range, not 1 %), scored by ``sum |w - q(w)|^2.4``, the
 first best kept (the widest, where the ``mse`` search keeps the narrowest). As everywhere
 here, a channel's range is widened to contain 0 (the reference code leaves a one-signed
-channel's range as it is; BN-folded convolution weights have both signs).
+channel's range as it is; BN-folded convolution weights have both signs). ``lp2.4-2d``, the
+QDrop code's weight search (its ``MSEObserver`` per channel): range and zero point searched
+together, 100 ranges ``i/100`` of the channel's span (its range widened to contain 0) times every
+zero point of the grid (16 at 4 bits, 256 at 8), scored by ``sum |w - q(w)|^2.4``, the first best
+kept in that order; a tensor of one sign only gets QDrop's 1-D search instead (100 ranges
+``[0, t]`` or ``[-t, 0]``, ``t`` up to its largest magnitude).
 
 Exact zeros (ReLU's dead units) are counted apart from the histogram: they are always
 representable exactly, so MSE and cosine count them at 0 and KL leaves them out.
@@ -47,7 +52,7 @@ from torch import nn
 from ptqlib.quant.quantizer import QuantSpec, fake_quantize, fake_quantize_inference, qparams_from_range
 
 METRICS = ("minmax", "mse", "kl", "cosine", "percentile", "lp2.4")
-WEIGHT_METRICS = ("minmax", "mse", "lp2.4")
+WEIGHT_METRICS = ("minmax", "mse", "lp2.4", "lp2.4-2d")
 TENSOR_METRICS = ("minmax", "mse", "cosine", "lp2.4")  # those a TensorObserver scores
 REFERENCE_WEIGHT_CANDIDATES = 80  # the BRECQ code's weight range search: [min, max] * (1 - 0.01 i), i < 80
 NUM_BINS = 2048
@@ -338,6 +343,8 @@ def weight_range(weight: torch.Tensor, spec: QuantSpec, metric: str = "mse") -> 
     lo, hi = flat.min(1).values, flat.max(1).values
     if metric == "minmax":
         return lo, hi
+    if metric == "lp2.4-2d":
+        return _range_and_zero_point_search(flat, spec)
     if metric == "lp2.4":  # widest first, as the reference loops
         shrink, p = [1.0 - 0.01 * i for i in range(REFERENCE_WEIGHT_CANDIDATES)], 2.4
     else:
@@ -349,6 +356,40 @@ def weight_range(weight: torch.Tensor, spec: QuantSpec, metric: str = "mse") -> 
         scale, zp = qparams_from_range(c_lo, c_hi, spec)
         diff = fake_quantize(flat, scale, zp, spec) - flat
         err = (diff ** 2 if p == 2.0 else diff.abs().pow(p)).sum(1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_lo = torch.where(better, c_lo, best_lo)
+        best_hi = torch.where(better, c_hi, best_hi)
+    return best_lo, best_hi
+
+
+def _range_and_zero_point_search(flat: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The QDrop code's per-channel weight search (``MSEObserver.perform_2D_search``, and
+    ``perform_1D_search`` for a tensor of one sign) on ``flat`` (``[channels, values]``): every
+    candidate ``(lo, hi)``, in the reference's order, scored by ``sum |w - q(w)|^2.4`` per channel,
+    the first best kept."""
+    lo = flat.min(1).values.clamp(max=0.0)
+    hi = flat.max(1).values.clamp(min=0.0)
+
+    def candidates():
+        if bool((flat >= 0).all()) or bool((flat <= 0).all()):  # one sign: a threshold on that side
+            positive, span = bool((flat >= 0).all()), torch.maximum(-lo, hi)
+            for i in range(1, NUM_CANDIDATES + 1):
+                t = span / NUM_CANDIDATES * i
+                yield (torch.zeros_like(t), t) if positive else (-t, torch.zeros_like(t))
+            return
+        span = hi - lo
+        for i in range(1, NUM_CANDIDATES + 1):
+            width = span / NUM_CANDIDATES * i
+            step = width / float(spec.qmax - spec.qmin)
+            for zp in range(spec.qmin, spec.qmax + 1):
+                yield -zp * step, width - zp * step
+
+    best_err = torch.full_like(lo, math.inf)
+    best_lo, best_hi = lo.clone(), hi.clone()
+    for c_lo, c_hi in candidates():
+        scale, zp = qparams_from_range(c_lo, c_hi, spec)
+        err = (fake_quantize(flat, scale, zp, spec) - flat).abs().pow(2.4).sum(1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_lo = torch.where(better, c_lo, best_lo)
