@@ -56,7 +56,7 @@ class QuantConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         check_metric(self.metric, METRICS)
-        check_metric(self.weight_metric, WEIGHT_METRICS)
+        check_metric(self.weight_metric, WEIGHT_METRICS, "weight metric")
 
 
 def _is_int(v) -> bool:

@@ -60,9 +60,9 @@ NUM_CANDIDATES = 100
 PERCENTILE = 99.99
 
 
-def check_metric(metric: str, allowed: tuple[str, ...] = METRICS) -> str:
+def check_metric(metric: str, allowed: tuple[str, ...] = METRICS, what: str = "calibration metric") -> str:
     if metric not in allowed:
-        raise ValueError(f"unknown calibration metric {metric!r}; choose one of {', '.join(allowed)}")
+        raise ValueError(f"unknown {what} {metric!r}; choose one of {', '.join(allowed)}")
     return metric
 
 
@@ -337,7 +337,7 @@ def _kl_range(hist, width, spec, lo, hi):
 @torch.no_grad()
 def weight_range(weight: torch.Tensor, spec: QuantSpec, metric: str = "mse") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel ``(lo, hi)`` of a weight tensor, chosen by ``metric``."""
-    check_metric(metric, WEIGHT_METRICS)
+    check_metric(metric, WEIGHT_METRICS, "weight metric")
     assert spec.per_channel and spec.ch_axis == 0, "weights are quantized per output channel"
     flat = weight.detach().reshape(weight.shape[0], -1).float()
     lo, hi = flat.min(1).values, flat.max(1).values
