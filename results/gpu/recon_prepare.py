@@ -1,39 +1,37 @@
 """Write the bundle of reconstruction jobs for the GPU (run here, where the data is).
 
-The jobs are the iteration curve's 20,000-iteration trials: ResNet-20 on CIFAR-10, W4A4,
-1,024 calibration images, the reference variant of AdaRound, BRECQ (fp_weights=kept) and QDrop,
-seeds 0-4 (the stored 500/2,000/5,000-iteration trials of the same cell have seeds 0-2 at least;
-BRECQ's stored ones ran fp_weights=current). Each is the
-trial of ``ptq sweep --model resnet20 --dataset cifar10-jpeg --w-bits 4 --a-bits 4 --calib-size
-1024 --optimizer M --variant reference --iters 20000 --seeds S``.
+The jobs are the iteration curve's 20,000-iteration trials the count decision still waits for
+(ResNet-20 on CIFAR-10, W4A4, 1,024 calibration images, the reference variant), in priority
+order, each left out if the store holds it already: AdaRound seeds 3-14 (its curve is the
+widest), BRECQ with the reference's float network (``fp_weights=kept``) seeds 0-14 and with the
+rounded one (``current``, its stored curve) seeds 3-14, QDrop seeds 3-9. Each is the trial of
+``ptq sweep --model resnet20 --data cifar10-jpeg --w-bits 4 --a-bits 4 --calib-size 1024
+--optimizer M --variant reference --iters 20000 [--fp-weights F] --seed S``.
 
     PTQ_DATA=../shared/data python results/gpu/recon_prepare.py .gpu/recon-jobs.pt
 """
-import json
-import sqlite3
 import sys
-from dataclasses import replace
 
-from ptqlib.quant.recon import default_recon
 from ptqlib.study.offload import export_jobs
-from ptqlib.study.settings import TrialConfig
+from ptqlib.study.settings import row_key, trial_config
+from ptqlib.study.store import ResultsStore
+from ptqlib.study.sweep import context
 
-ITERS, SEEDS, METHODS = 20_000, range(5), ("adaround", "brecq", "qdrop")
-con = sqlite3.connect("results/trials.sqlite")
-stored = {m: TrialConfig.from_dict(json.loads(c)) for m, c in con.execute(
-    "SELECT optimizer, config FROM trials WHERE model = 'resnet20' AND variant = 'reference' AND iters = 5000 "
-    "AND calib_size = 1024 AND w_bits = 4 AND a_bits = 4 AND seed = 0")}
-assert set(stored) == set(METHODS), stored.keys()
-configs = []
-for seed in SEEDS:  # seed-major: the lanes take their jobs in this order
-    for m in METHODS:
-        # the stored cell's rule, but for BRECQ's float network: its stored trials predate fp_weights
-        # (they ran "current"); these run the reference's ("kept", the default)
-        rule = replace(default_recon("resnet20", 5000, "reference", m), fp_weights="current")
-        assert stored[m].recon == rule, m
-        configs.append(replace(stored[m], seed=seed, recon=default_recon("resnet20", ITERS, "reference", m)))
+CELL = dict(model="resnet20", dataset="cifar10-jpeg", w_bits=4, a_bits=4, calib_size=1024, variant="reference",
+            iters=20_000)
+PRIORITY = [({"optimizer": "adaround"}, range(3, 15)),
+            ({"optimizer": "brecq", "fp_weights": "kept"}, range(0, 15)),
+            ({"optimizer": "brecq", "fp_weights": "current"}, range(3, 15)),
+            ({"optimizer": "qdrop"}, range(3, 10))]
+
+store = ResultsStore("results/trials.sqlite")
+done = store.existing_keys()
+ctx = context(trial_config(**CELL, optimizer="qdrop"), "cpu")
+configs = [cfg for setting, seeds in PRIORITY for seed in seeds
+           for cfg in [trial_config(**CELL, **setting, seed=seed)]
+           if row_key(cfg, ctx.weights_fp, ctx.data_fp) not in done]
 bundle = export_jobs(configs, sys.argv[1])
-print(f"{len(bundle['jobs'])} jobs, {len(bundle['images'])} calibration draws -> {sys.argv[1]}")
+print(f"{len(bundle['jobs'])} jobs (stored trials left out), {len(bundle['images'])} calibration draws -> {sys.argv[1]}")
 for job in bundle["jobs"]:
-    print(TrialConfig.from_dict(job["config"]).key(), job["config"]["optimizer"], job["config"]["seed"],
-          job["config"]["recon"]["iters"], job["config"]["recon"]["act_iters"])
+    c = job["config"]
+    print(c["optimizer"], c["recon"].get("fp_weights", "current"), c["seed"], c["recon"]["iters"], c["recon"]["act_iters"])

@@ -1,8 +1,10 @@
 #!/bin/bash
-# On the GPU machine, from the repo root: three lanes (AdaRound, BRECQ, QDrop) of the bundle's
-# reconstruction jobs until LANE_SECONDS have passed, tests/test_gpu.py beside them. Everything
-# is written under $OUT as it happens, so a run stopped by its time limit keeps what it did.
+# On the GPU machine, from the repo root: LANES lanes (default 4) sharing the bundle's
+# reconstruction jobs (lane k takes jobs k, k + LANES, ...: the bundle is in priority order) until
+# LANE_SECONDS have passed, tests/test_gpu.py beside them. Everything is written under $OUT as it
+# happens, so a run stopped by its time limit keeps what it did.
 T=${LANE_SECONDS:-480}
+N=${LANES:-4}
 cd "$(dirname "$0")/../.." || exit 1
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1 PYTHONPATH=$PWD OMP_NUM_THREADS=1
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
@@ -10,9 +12,9 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
   python3 -c "import sys, torch; print(sys.version, torch.__version__, torch.cuda.is_available())"; } > $OUT/env.txt 2>&1
 cat $OUT/env.txt
 start=$(date +%s); deadline=$((start + T)); pids=()
-for m in adaround brecq qdrop; do
-  timeout $((T + 20)) python3 results/gpu/recon_lanes.py --bundle .gpu/recon-jobs.pt --method $m \
-      --out $OUT/$m.pt --deadline $deadline ${SMOKE_ITERS:+--iters $SMOKE_ITERS} 2>&1 | sed -u "s/^/[$m] /" >> $OUT/lanes.log &
+for k in $(seq 0 $((N - 1))); do
+  timeout $((T + 20)) python3 results/gpu/recon_lanes.py --bundle .gpu/recon-jobs.pt --lane $k --lanes $N \
+      --out $OUT/lane$k.pt --deadline $deadline ${SMOKE_ITERS:+--iters $SMOKE_ITERS} 2>&1 | sed -u "s/^/[$k] /" >> $OUT/lanes.log &
   pids+=($!)
 done
 timeout 200 python3 -m pytest tests/test_gpu.py -q -p no:cacheprovider > $OUT/test_gpu.log 2>&1 &
