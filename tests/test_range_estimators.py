@@ -223,33 +223,55 @@ def test_tensor_and_histogram_searches_can_choose_different_ranges_and_tensor_re
         check_act_search("raw")
 
 
-def test_qdrops_weight_search_keeps_each_channels_first_best_range_and_zero_point():
-    """``lp2.4-2d`` against the QDrop code's 2-D search written out channel by channel: 100
-    widths of the channel's span times every zero point, in that order, score ``|w - q(w)|^2.4``,
-    the first best kept; a one-signed tensor gets the 1-D search over thresholds instead."""
-    spec = WEIGHT_SPEC.with_bits(2)
-    g = torch.Generator().manual_seed(3)
-    w = torch.randn(3, 2, 3, 3, generator=g) * torch.tensor([0.2, 1.0, 3.0]).reshape(3, 1, 1, 1) + 0.3
+def _qdrop_weight_search(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The QDrop code's ``MSEObserver`` on a per-channel weight, ported loop for loop (its
+    ``perform_2D_search``, or ``perform_1D_search`` for a tensor of one sign; mean score, strict
+    ``<``), with this project's ``qparams_from_range`` and fake quantization."""
+    spec = QuantSpec(bits, per_channel=True)
+    y = w.reshape(w.shape[0], -1)
+    x_min, x_max = y.min(1).values, y.max(1).values
+    one_side = "pos" if bool(y.min() >= 0) else "neg" if bool(y.max() <= 0) else "no"
+    best_score = torch.full_like(x_min, 1e10)
+    best_min, best_max = x_min.clone(), x_max.clone()
 
-    def score(row, lo, hi):
-        s, z = qparams_from_range(torch.tensor(lo), torch.tensor(hi), QuantSpec(2))
-        q = (torch.clamp(torch.round(row * (1.0 / s)) + z, 0, 3) - z) * s
-        return float((q - row).abs().pow(2.4).sum())
+    def visit(new_min, new_max):
+        nonlocal best_score, best_min, best_max
+        scale, zp = qparams_from_range(new_min, new_max, spec)
+        score = (fake_quantize(y, scale, zp, spec) - y).abs().pow(2.4).mean(1)
+        best_min = torch.where(score < best_score, new_min, best_min)
+        best_max = torch.where(score < best_score, new_max, best_max)
+        best_score = torch.minimum(score, best_score)
 
-    lo, hi = weight_range(w, spec, "lp2.4-2d")
-    for c, row in enumerate(w.reshape(3, -1)):
-        span = float(max(row.max(), 0)) - float(min(row.min(), 0))
-        best = None
+    if one_side == "no":
+        x_max, x_min = torch.clamp(x_max, min=0), torch.clamp(x_min, max=0)
+        xrange = x_max - x_min
         for i in range(1, 101):
-            width = span / 100 * i
-            for zp in range(4):
-                cand = (-zp * width / 3, width - zp * width / 3)
-                err = score(row, *cand)
-                if best is None or err < best[0]:
-                    best = (err, cand)
-        assert lo[c].item() == pytest.approx(best[1][0], rel=1e-5, abs=1e-7)
-        assert hi[c].item() == pytest.approx(best[1][1], rel=1e-5)
-    positive = w.abs()
-    lo, hi = weight_range(positive, spec, "lp2.4-2d")
-    assert torch.all(lo == 0) and torch.all(hi <= positive.reshape(3, -1).max(1).values * (1 + 1e-6))
-    assert not torch.equal(weight_range(w, spec, "lp2.4-2d")[1], weight_range(w, spec, "lp2.4")[1])
+            tmp_max = xrange / 100 * i
+            tmp_delta = tmp_max / float(spec.qmax - spec.qmin)
+            for zp in range(spec.qmin, spec.qmax + 1):
+                visit(torch.zeros_like(x_min) - zp * tmp_delta, tmp_max - zp * tmp_delta)
+    else:
+        xrange = torch.max(x_min.abs(), x_max)
+        for i in range(1, 101):
+            thres = xrange / 100 * i
+            visit(torch.zeros_like(x_min) if one_side == "pos" else -thres,
+                  torch.zeros_like(x_max) if one_side == "neg" else thres)
+    return best_min, best_max
+
+
+def test_qdrops_weight_search_is_the_reference_codes_search():
+    """``lp2.4-2d`` against the QDrop code's search ported loop for loop: two-signed, positive
+    and negative tensors, at 2 and 4 bits; the last channel ties two zero points exactly
+    (values +-1: the grids of zero point 1 and 2 mirror each other), where the first best is kept."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 2, 3, 3, generator=g) * torch.tensor([0.2, 1.0, 3.0, 1.0]).reshape(4, 1, 1, 1) + 0.3
+    w[3] = torch.tensor([-1.0, 1.0]).repeat(9).reshape(2, 3, 3)
+    for bits in (2, 4):
+        spec = WEIGHT_SPEC.with_bits(bits)
+        for tensor in (w, w.abs(), -w.abs()):
+            lo, hi = weight_range(tensor, spec, "lp2.4-2d")
+            ref_lo, ref_hi = _qdrop_weight_search(tensor, bits)
+            assert torch.equal(lo, ref_lo) and torch.equal(hi, ref_hi)
+    lo, hi = weight_range(w, WEIGHT_SPEC.with_bits(2), "lp2.4-2d")
+    assert -lo[3] < hi[3]  # of the tied pair, zero point 1 (the first): one step below 0, two above
+    assert not torch.equal(weight_range(w, WEIGHT_SPEC.with_bits(2), "lp2.4")[1], hi)

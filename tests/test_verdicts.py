@@ -414,26 +414,28 @@ def test_chosen_iters_asks_the_target_count_a_close_mean_and_a_bounded_shortfall
     from ptqlib.analysis.aggregate import chosen_iters
 
     nan = np.nan
-    hand = pd.DataFrame({
-        "method": ["a"] * 4 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2,
-        "iters": [500, 2000, 5000, 20000, 500, 5000, 20000, 500, 5000, 500, 20000],
-        "reference": [20000] * 7 + [5000] * 2 + [20000] * 2,
-        "pairs": [3, 3, 3, nan, 3, 3, nan, 3, nan, 2, nan],
-        "worst_diff": [-2.0, -0.1, -0.05, nan, 0.1, -0.2, nan, 0.0, nan, 0.0, nan],
-        "diff_low": [-3.0, -1.4, -0.6, nan, -2.5, -0.9, nan, -0.2, nan, -0.2, nan],
-        "diff_high": [-1.0, 1.2, 0.5, nan, 2.7, 0.5, nan, 0.2, nan, 0.2, nan]})
+    hand = pd.DataFrame({  # e: 20000 is the curve's reference only because no count has 3 trials
+        "method": ["a"] * 4 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2 + ["e"] * 2,
+        "iters": [500, 2000, 5000, 20000, 500, 5000, 20000, 500, 5000, 500, 20000, 500, 20000],
+        "trials": [10, 3, 3, 3, 10, 3, 3, 10, 3, 10, 3, 2, 2],
+        "reference": [20000] * 7 + [5000] * 2 + [20000] * 4,
+        "pairs": [3, 3, 3, nan, 3, 3, nan, 3, nan, 2, nan, 2, nan],
+        "worst_diff": [-2.0, -0.1, -0.05, nan, 0.1, -0.2, nan, 0.0, nan, 0.0, nan, 0.0, nan],
+        "diff_low": [-3.0, -1.4, -0.6, nan, -2.5, -0.9, nan, -0.2, nan, -0.2, nan, -0.1, nan],
+        "diff_high": [-1.0, 1.2, 0.5, nan, 2.7, 0.5, nan, 0.2, nan, 0.2, nan, 0.1, nan]})
     got = chosen_iters(hand)
     # a: 500 falls short; 2000's mean is close but its interval allows a 1.4-point shortfall; 5000 qualifies
     assert got.loc["a", "chosen"] == 5000 and "5000" in got.loc["a", "why"]
     assert got.loc["b", "chosen"] == 5000  # 500's mean is close by chance, its interval is not
-    assert np.isnan(got.loc["c", "chosen"]) and "too few trials" in got.loc["c", "why"]  # no trials at the target
-    assert got["reached"].tolist() == [True, True, False, True]
+    assert np.isnan(got.loc["c", "chosen"]) and "0 trials, fewer than 3" in got.loc["c", "why"]  # none at the target
+    assert np.isnan(got.loc["e", "chosen"]) and "2 trials, fewer than 3" in got.loc["e", "why"]
+    assert got["reached"].tolist() == [True, True, False, True, False]  # c and e say nothing yet
     assert np.isnan(got.loc["d", "chosen"])  # two shared seeds are not enough
     assert chosen_iters(hand, margin=1.5).loc["a", "chosen"] == 2000
     assert np.isnan(chosen_iters(hand, tolerance=0.01).loc["a", "chosen"])  # -0.05 is not within 0.01
 
 
-def test_study_iters_waits_for_every_method_and_curve_and_takes_the_largest_count():
+def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_takes_the_largest_count():
     import pandas as pd
 
     from ptqlib.analysis.aggregate import study_iters

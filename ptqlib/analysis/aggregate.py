@@ -108,15 +108,18 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, tolerance: float = 0.
     :func:`converged_iters` (which asks the whole interval to lie within ``tolerance``) and
     meant for a decision, not a claim: a count chosen here may still cost up to ``margin`` points
     of worst class. Columns ``chosen`` (NaN where no count qualifies), ``why``, and ``reached``:
-    whether the curve's reference count is ``target`` (else it has too few trials there and
-    says nothing about the choice)."""
+    whether the curve has ``min_pairs`` trials at ``target`` (else it says nothing about the
+    choice yet)."""
     rows = []
     for method, group in curve.groupby("method", sort=False):
         group = group.sort_values("iters")
         reference = int(group["reference"].iloc[0]) if "reference" in group else int(group["iters"].max())
-        if reference != target:
-            rows.append((method, np.nan, f"{target} iterations: too few trials for the curve's reference count "
-                                         f"(its reference: {reference})", False))
+        at_target = group.loc[group["iters"] == target, "trials"]
+        have = int(at_target.iloc[0]) if len(at_target) else 0
+        if have < min_pairs or reference != target:
+            why = (f"{target} iterations: {have} trials, fewer than {min_pairs}" if have < min_pairs
+                   else f"the curve's reference count is {reference}, not {target}")
+            rows.append((method, np.nan, why, False))
             continue
         chosen, why = np.nan, f"no count below {target} within {tolerance} points with a shortfall under {margin}"
         for r in group[group["iters"] < target].itertuples():

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptqlib.quant.quantizer import MAX_BITS, MIN_BITS, FakeQuantizer, QuantSpec, qparams_from_range
-from ptqlib.quant.range_estimators import METRICS, OBSERVERS, WEIGHT_METRICS, check_metric
+from ptqlib.quant.range_estimators import METRICS, OBSERVERS, WEIGHT_METRICS, check_act_search, check_metric
 
 PRESETS = ("reference", "full")
 WEIGHT_SPEC = QuantSpec(bits=8, symmetric=False, per_channel=True, ch_axis=0)
@@ -132,7 +132,7 @@ class ActQuantizer(nn.Module):
     def start_observing(self, search: str = "histogram") -> None:
         """Record what passes through from now on, in a new observer of kind ``search``
         (:data:`ptqlib.quant.range_estimators.OBSERVERS`: a histogram, or the raw values)."""
-        self.observer = OBSERVERS[search]()
+        self.observer = OBSERVERS[check_act_search(search)]()
         self.observing = True
 
     def set_observed_range(self, metric: str) -> None:

@@ -367,7 +367,10 @@ def _range_and_zero_point_search(flat: torch.Tensor, spec: QuantSpec) -> tuple[t
     """The QDrop code's per-channel weight search (``MSEObserver.perform_2D_search``, and
     ``perform_1D_search`` for a tensor of one sign) on ``flat`` (``[channels, values]``): every
     candidate ``(lo, hi)``, in the reference's order, scored by ``sum |w - q(w)|^2.4`` per channel,
-    the first best kept."""
+    the first best kept. Two details differ from the reference, without effect on ordinary
+    channels: the sum where it takes the mean (the same order, unless dividing makes two sums
+    equal), and the smallest scale (float32's epsilon where it floors at 1e-8)."""
+    assert not spec.symmetric, "a search over zero points needs an asymmetric grid"
     lo = flat.min(1).values.clamp(max=0.0)
     hi = flat.max(1).values.clamp(min=0.0)
 

@@ -6,7 +6,7 @@ order, each left out if the store holds it already: AdaRound seeds 3-14 (its cur
 widest), BRECQ with the reference's float network (``fp_weights=kept``) seeds 0-14 and with the
 rounded one (``current``, its stored curve) seeds 3-14, QDrop seeds 3-9. Each is the trial of
 ``ptq sweep --model resnet20 --data cifar10-jpeg --w-bits 4 --a-bits 4 --calib-size 1024
---optimizer M --variant reference --iters 20000 [--fp-weights F] --seed S``.
+--optimizer M --variant reference --iters 20000 [--fp-weights F] --seed S --trials 1``.
 
     PTQ_DATA=../shared/data python results/gpu/recon_prepare.py .gpu/recon-jobs.pt
 """
