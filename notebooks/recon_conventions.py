@@ -128,7 +128,8 @@ if len(table):
     publish_table(table.rename(columns={"a": "ours", "b": "reference's", "b - a": "reference's - ours"}).round(3),
                   "convention_effects")
 if missing:
-    print(f"not measured at {iters} iterations (no trials of both settings in the store): " + "; ".join(missing))
+    print(f"not measured at {iters} iterations (fewer than three seeds with trials of both settings): "
+          + "; ".join(missing))
 
 # %% [markdown]
 # ## A difference left unset

@@ -406,6 +406,8 @@ def test_paired_effects_measure_one_setting_at_a_time_and_list_what_is_missing(t
     empty, missing = paired_effects(store, replace(cell, model="resnet32"), {"w": ["weight_metric", "mse", "lp2.4",
                                                                                    ["brecq"]]}, trials=50)
     assert empty.empty and missing == ["w (brecq)"]
+    _, missing = paired_effects(store, cell, {"weights": ["weight_metric", "mse", "lp2.4", ["brecq"]]}, trials=2)
+    assert missing == ["weights (brecq: 2 shared seeds)"]  # too few for an interval
 
 
 def test_chosen_iters_asks_the_target_count_a_close_mean_and_a_bounded_shortfall():

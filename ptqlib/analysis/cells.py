@@ -144,23 +144,28 @@ def trial_counts(frame: pd.DataFrame, factor: str) -> pd.Series:
     return frame.groupby(factor, dropna=False)["key"].nunique().rename("trials")
 
 
-def paired_effects(store: ResultsStore, cell: Cell, comparisons: dict, trials: int) -> tuple[pd.DataFrame, list[str]]:
+def paired_effects(store: ResultsStore, cell: Cell, comparisons: dict, trials: int,
+                   min_pairs: int = 3) -> tuple[pd.DataFrame, list[str]]:
     """Settings measured one at a time. ``comparisons``: ``name -> (setting, a, b, methods)``; for
     each method, ``cell`` with that optimizer and ``setting`` at ``a`` against ``b`` on the seeds
     both have (first ``trials`` seeds of each): :func:`~ptqlib.analysis.stats.paired_gain` (Student-t
     intervals: these comparisons have ten seeds or so) of ``b``
     against ``a`` (average and worst class). Returns the table indexed by comparison (``name (b -
     a)``), method and statistic, with columns ``a``, ``b`` and ``b - a`` for the means and their
-    difference, and the ``name (method)`` of the comparisons without trials of both settings."""
+    difference, and the ``name (method)`` of the comparisons without trials of both settings on
+    at least ``min_pairs`` shared seeds (fewer give no usable interval: two equal differences
+    would give one of zero width)."""
     rows, missing = [], []
     for name, (factor, a, b, methods) in comparisons.items():
         for method in methods:
             frame = factor_frame(store, replace(cell, optimizer=method), factor, [a, b], trials)
-            if set(frame.get(factor, [])) >= {a, b}:
-                rows.append(paired_gain(frame, factor, a, b, interval="t")
-                            .assign(comparison=f"{name} ({b} - {a})", method=method))
+            gain = (paired_gain(frame, factor, a, b, interval="t") if set(frame.get(factor, [])) >= {a, b}
+                    else pd.DataFrame())
+            if len(gain) and gain["pairs"].min() >= min_pairs:
+                rows.append(gain.assign(comparison=f"{name} ({b} - {a})", method=method))
             else:
-                missing.append(f"{name} ({method})")
+                pairs = int(gain["pairs"].min()) if len(gain) else 0
+                missing.append(f"{name} ({method}" + (f": {pairs} shared seeds)" if pairs else ")"))
     if not rows:
         return pd.DataFrame(), missing
     table = pd.concat(rows, ignore_index=True).set_index(["comparison", "method", "statistic"])
