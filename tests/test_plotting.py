@@ -62,16 +62,19 @@ def test_image_grid_shows_each_image_with_its_caption():
     assert [ax.get_title() for ax in shown] == [f"img {i}" for i in range(5)]
 
 
-def test_photo_figure_is_a_jpeg_of_the_figure_and_closes_it():
+def test_photo_figure_takes_the_smaller_encoding_and_closes_the_figure():
     import matplotlib.pyplot as plt
 
     from ptqlib.analysis.plotting import image_grid, photo_figure
 
-    images = np.random.default_rng(0).integers(0, 256, (4, 3, 64, 64), dtype=np.uint8)
-    fig = image_grid(images, [f"img {i}" for i in range(4)], columns=2)
+    noisy = np.random.default_rng(0).integers(0, 256, (4, 3, 64, 64), dtype=np.uint8)  # photo-like detail
+    fig = image_grid(noisy, [f"img {i}" for i in range(4)], columns=2)
     shown = photo_figure(fig)
     assert shown.format == "jpeg" and shown.data[:2] == b"\xff\xd8"  # the JPEG start-of-image marker
     assert not plt.fignum_exists(fig.number)
+    flat = np.zeros((4, 3, 8, 8), dtype=np.uint8)  # flat colour compresses better without loss
+    shown = photo_figure(image_grid(flat, [f"img {i}" for i in range(4)], columns=2))
+    assert shown.format == "png" and shown.data[:4] == b"\x89PNG"
 
 
 def test_summary_lines_one_line_per_model_in_the_given_level_order():

@@ -114,17 +114,22 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title:
 
 
 def photo_figure(fig, quality: int = 85):
-    """``fig`` as a JPEG image for a notebook's output (``IPython.display.Image``), the figure
-    closed. Photographs in a PNG take megabytes (an ImageNet grid above 2 MB); a page that is
-    re-executed and committed again would carry them into the repository's history each time."""
+    """``fig`` as an image for a notebook's output (``IPython.display.Image``), in the smaller of
+    PNG and JPEG, the figure closed. Photographs in a PNG take megabytes (an ImageNet grid above
+    2 MB, 0.45 MB as a JPEG), which a page re-executed and committed again would carry into the
+    repository's history each time; enlarged 32-pixel images are smaller as a PNG."""
     import io
 
     from IPython.display import Image
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="jpeg", pil_kwargs={"quality": quality})
+    encoded = {}
+    for fmt, kwargs in (("png", {}), ("jpeg", {"pil_kwargs": {"quality": quality}})):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, **kwargs)
+        encoded[fmt] = buffer.getvalue()
     plt.close(fig)
-    return Image(data=buffer.getvalue(), format="jpeg")
+    fmt = min(encoded, key=lambda f: len(encoded[f]))
+    return Image(data=encoded[fmt], format=fmt)
 
 
 def chance_strip(bands: pd.DataFrame, value: str, xlabel: str, title: str = "", ax=None):
