@@ -45,9 +45,9 @@ from ptqlib.analysis.changes import caption, cell_predictions, churn_table, corr
 from ptqlib.analysis.conclusions import protects_worst_class
 from ptqlib.analysis.files import read_robustness
 from ptqlib.analysis.runs import latest_fp_reference
-from ptqlib.analysis.plotting import delta_heatmap, image_grid, photo_figure, worst_class_boxes
+from ptqlib.analysis.plotting import delta_heatmap, image_grid, worst_class_boxes
 from ptqlib.analysis.remedies import ensure_remedy_trials, remedy_comparisons
-from ptqlib.app.report import publish_table
+from ptqlib.app.report import publish_figure, publish_table, published_figure
 from ptqlib.study.store import ResultsStore
 
 store = ResultsStore(store_path)
@@ -129,16 +129,20 @@ names = predictions.names
 try:
     test = load_split(dataset, "test", model_info(model).input_size)
 except DataError as exc:
-    test = None
-    print(f"The test images are not available here, so the forgotten images are not shown ({exc}).")
+    test, missing_data = None, exc
 else:  # predictions outside the test classes (1000-way ImageNet) get their names too
     names = dict(enumerate(readable_names(test.class_names))) | names
 if test is not None and len(forgotten.indices):
     shown = forgotten.shown(predictions.labels, predictions.classes, exemplars_per_class)
     captions = [caption(names, predictions.labels[i], predictions.fp_preds[i], forgotten.mode[i],
                         forgotten.agreement[i]) for i in shown]
-    display(photo_figure(image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
-                                    title="forgotten images, by true class: FP prediction / modal quantized prediction")))
+    display(publish_figure(image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
+                                      title="forgotten images, by true class: FP prediction / modal quantized "
+                                            "prediction"), "forgotten"))
+elif test is None and published_figure("forgotten") is not None:  # drawn by an execution with the images
+    display(published_figure("forgotten"))
+elif test is None:
+    print(f"The test images are not available here, so the forgotten images are not shown ({missing_data}).")
 
 # %% [markdown]
 # ## Corrupted inputs

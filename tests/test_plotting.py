@@ -3,6 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from ptqlib.analysis.aggregate import class_summary, heatmap_data
@@ -62,19 +63,41 @@ def test_image_grid_shows_each_image_with_its_caption():
     assert [ax.get_title() for ax in shown] == [f"img {i}" for i in range(5)]
 
 
-def test_photo_figure_takes_the_smaller_encoding_and_closes_the_figure():
+def test_encode_figure_takes_the_smaller_encoding_and_closes_the_figure():
     import matplotlib.pyplot as plt
 
-    from ptqlib.analysis.plotting import image_grid, photo_figure
+    from ptqlib.analysis.plotting import encode_figure, image_grid
 
     noisy = np.random.default_rng(0).integers(0, 256, (4, 3, 64, 64), dtype=np.uint8)  # photo-like detail
     fig = image_grid(noisy, [f"img {i}" for i in range(4)], columns=2)
-    shown = photo_figure(fig)
-    assert shown.format == "jpeg" and shown.data[:2] == b"\xff\xd8"  # the JPEG start-of-image marker
+    ext, data = encode_figure(fig)
+    assert ext == "jpg" and data[:2] == b"\xff\xd8"  # the JPEG start-of-image marker
     assert not plt.fignum_exists(fig.number)
     flat = np.zeros((4, 3, 8, 8), dtype=np.uint8)  # flat colour compresses better without loss
-    shown = photo_figure(image_grid(flat, [f"img {i}" for i in range(4)], columns=2))
-    assert shown.format == "png" and shown.data[:4] == b"\x89PNG"
+    ext, data = encode_figure(image_grid(flat, [f"img {i}" for i in range(4)], columns=2))
+    assert ext == "png" and data[:4] == b"\x89PNG"
+
+
+def test_a_published_figure_is_shown_by_reference_and_found_again_without_its_data(tmp_path, monkeypatch):
+    """In a section run, the figure goes beside the page and the notebook shows a reference to it;
+    a later execution that cannot draw it (no data) shows the same reference, so the notebook's
+    bytes do not change; outside a section run the image itself is shown."""
+    import matplotlib.pyplot as plt
+
+    from ptqlib.app import report
+
+    monkeypatch.delenv(report._FIGURES_ENV, raising=False)
+    assert report.publish_figure(plt.figure(), "grid").format in ("png", "jpeg")  # no section: inline
+    assert report.published_figure("grid") is None
+    monkeypatch.setenv(report._FIGURES_ENV, str(tmp_path / "figures"))
+    monkeypatch.setenv(report._SECTION_ENV, "protect")
+    assert report.published_figure("grid") is None  # nothing drawn yet
+    drawn = report.publish_figure(plt.figure(), "grid")
+    files = list((tmp_path / "figures").glob("protect-grid.*"))
+    assert len(files) == 1 and f'src="_static/figures/{files[0].name}"' in drawn.data
+    assert report.published_figure("grid").data == drawn.data
+    with pytest.raises(ValueError, match="figure name 'a b'"):
+        report.publish_figure(plt.figure(), "a b")
 
 
 def test_summary_lines_one_line_per_model_in_the_given_level_order():

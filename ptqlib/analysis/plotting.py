@@ -113,23 +113,20 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, title:
     return fig
 
 
-def photo_figure(fig, quality: int = 85):
-    """``fig`` as an image for a notebook's output (``IPython.display.Image``), in the smaller of
-    PNG and JPEG, the figure closed. Photographs in a PNG take megabytes (an ImageNet grid above
-    2 MB, 0.45 MB as a JPEG), which a page re-executed and committed again would carry into the
-    repository's history each time; enlarged 32-pixel images are smaller as a PNG."""
+def encode_figure(fig, quality: int = 85) -> tuple[str, bytes]:
+    """``fig`` encoded in the smaller of PNG and JPEG (``(extension, bytes)``), the figure closed.
+    Photographs in a PNG take megabytes (an ImageNet grid above 2 MB, 0.45 MB as a JPEG);
+    enlarged 32-pixel images are smaller as a PNG."""
     import io
 
-    from IPython.display import Image
-
     encoded = {}
-    for fmt, kwargs in (("png", {}), ("jpeg", {"pil_kwargs": {"quality": quality}})):
+    for fmt, kwargs in (("png", {}), ("jpg", {"pil_kwargs": {"quality": quality}})):
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, **kwargs)
         encoded[fmt] = buffer.getvalue()
     plt.close(fig)
     fmt = min(encoded, key=lambda f: len(encoded[f]))
-    return Image(data=encoded[fmt], format=fmt)
+    return fmt, encoded[fmt]
 
 
 def chance_strip(bands: pd.DataFrame, value: str, xlabel: str, title: str = "", ax=None):

@@ -36,6 +36,8 @@ BOOK = ROOT / "book"
 TABLES = Path("_static") / "tables"  # beside the pages; Sphinx copies _static into the HTML
 # Set while ``run_section`` executes a notebook, read by ``publish_table`` in its kernel.
 _TABLES_ENV, _SECTION_ENV = "PTQ_REPORT_TABLES", "PTQ_REPORT_SECTION"
+FIGURES = Path("_static") / "figures"  # figures a page shows by reference (publish_figure)
+_FIGURES_ENV = "PTQ_REPORT_FIGURES"
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,8 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
         tables = Path(tmp) / "tables"
         tables.mkdir()
         jupytext.write(notebook, source)
-        saved = {key: os.environ.get(key) for key in (_TABLES_ENV, _SECTION_ENV)}
-        os.environ.update({_TABLES_ENV: str(tables), _SECTION_ENV: name})
+        saved = {key: os.environ.get(key) for key in (_TABLES_ENV, _SECTION_ENV, _FIGURES_ENV)}
+        os.environ.update({_TABLES_ENV: str(tables), _SECTION_ENV: name, _FIGURES_ENV: str(output_dir / FIGURES)})
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
                                        cwd=str(ROOT), kernel_name="python3", progress_bar=False)
@@ -199,6 +201,44 @@ def publish_table(frame, name: str) -> None:
             raise ValueError(f"table name {name!r}: letters, digits, '_' and '-' only")
         frame.to_csv(Path(folder) / f"{section}-{name}.csv", lineterminator="\n")
     display(frame)
+
+
+def _figure_reference(file: Path):
+    from IPython.display import HTML
+
+    return HTML(f'<img src="{(FIGURES / file.name).as_posix()}" alt="{file.stem}" style="max-width: 100%">')
+
+
+def publish_figure(fig, name: str):
+    """What a notebook displays for ``fig`` (a matplotlib figure, closed here). In a section
+    executed by ``run_section``: the figure written beside the page as ``SECTION-name.png`` or
+    ``.jpg`` (the smaller, :func:`ptqlib.analysis.plotting.encode_figure`) under ``_static/figures``
+    and shown by reference, so the notebook does not carry its bytes and stays the same when a
+    later execution cannot draw it (:func:`published_figure`); elsewhere the image itself."""
+    from IPython.display import Image
+
+    from ptqlib.analysis.plotting import encode_figure
+
+    ext, data = encode_figure(fig)
+    folder, section = os.environ.get(_FIGURES_ENV), os.environ.get(_SECTION_ENV)
+    if not (folder and section):
+        return Image(data=data, format="jpeg" if ext == "jpg" else "png")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"figure name {name!r}: letters, digits, '_' and '-' only")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for old in Path(folder).glob(f"{section}-{name}.*"):
+        old.unlink()
+    target = Path(folder) / f"{section}-{name}.{ext}"
+    target.write_bytes(data)
+    return _figure_reference(target)
+
+
+def published_figure(name: str):
+    """The reference :func:`publish_figure` displayed for ``name`` in this section, if an earlier
+    execution (one that could draw it, e.g. with the data) wrote it; else None."""
+    folder, section = os.environ.get(_FIGURES_ENV), os.environ.get(_SECTION_ENV)
+    found = sorted(Path(folder).glob(f"{section}-{name}.*")) if folder and section else []
+    return _figure_reference(found[0]) if found else None
 
 
 def _shell_value(value) -> str:
