@@ -139,10 +139,12 @@ if test is not None and len(forgotten.indices):
     display(publish_figure(image_grid(test.images[shown].numpy(), captions, columns=exemplars_per_class,
                                       title="forgotten images, by true class: FP prediction / modal quantized "
                                             "prediction"), "forgotten"))
-elif test is None and published_figure("forgotten") is not None:  # drawn by an execution with the images
-    display(published_figure("forgotten"))
-elif test is None:
-    print(f"The test images are not available here, so the forgotten images are not shown ({missing_data}).")
+elif test is None:  # the figure an execution with the images published, if one did
+    committed = published_figure("forgotten")
+    if committed is not None:
+        display(committed)
+    else:
+        print(f"The test images are not available here, so the forgotten images are not shown ({missing_data}).")
 
 # %% [markdown]
 # ## Corrupted inputs

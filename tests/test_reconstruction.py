@@ -531,11 +531,11 @@ def test_lsq_step_gradient_reaches_the_learned_steps_and_is_switched_off_after(m
 
 def test_network_range_init_sets_each_range_on_the_network_quantized_before_it():
     from ptqlib.quant.range_estimators import HistogramObserver
-    from ptqlib.quant.recon.passes import _init_network_ranges
+    from ptqlib.quant.recon.passes import init_network_ranges
 
     _, qmodel, images = calibrated()
     x = images[:16]
-    _init_network_ranges(qmodel, x, "lp2.4")
+    init_network_ranges(qmodel, x, "lp2.4")
     aqs = qmodel.act_quantizers()
     assert all(aq.quantizer.enabled and aq.quantizer.calibrated for aq in aqs)
     inputs = {}
@@ -670,3 +670,40 @@ def test_every_activation_quantizer_of_a_cifar_resnet_sees_non_negative_inputs()
     for h in hooks:
         h.remove()
     assert len(lows) == len(qmodel.act_quantizers()) and min(lows) >= 0.0
+
+
+def test_a_raw_value_calibration_over_budget_observes_its_quantizers_in_groups_with_the_same_ranges(monkeypatch):
+    """The raw-value activation search holds every value it scores: over the budget the
+    quantizers are observed a group at a time (one float pass per group), and since the float
+    model's activations do not depend on which quantizers observe them, every range is the same
+    as in one pass."""
+    from ptqlib.quant import calibration as C
+
+    model, _, images = calibrated()
+    ranges, passes = {}, {}
+    for budget in (None, 1):  # the default holds everything here; 1 value: one quantizer per group
+        qmodel = quantize_model(model, QuantConfig(4, 4))
+        C.calibrate_weights(qmodel)
+        if budget is not None:
+            monkeypatch.setattr(C, "TENSOR_VALUES_BUDGET", budget)
+        calls = []
+        qmodel.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
+        C.calibrate_activations(qmodel, images, batch_size=16, search="tensor")
+        ranges[budget] = [(aq.quantizer.scale.clone(), aq.quantizer.zero_point.clone()) for aq in qmodel.act_quantizers()]
+        passes[budget] = calls
+    count = len(ranges[None])
+    assert passes[None] == [1] + [16] * 4  # the one-image size probe, then one pass
+    assert passes[1] == [1] + [16] * 4 * count  # one pass per quantizer
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ranges[None], ranges[1]))
+
+
+def test_a_direct_reconstruction_refuses_the_raw_value_search_with_a_histogram_metric_before_any_work():
+    """``reconstruct`` itself (not only the trial configuration) refuses ``act_search='tensor'``
+    with a model metric the raw values cannot score, in one line naming both, before learning."""
+    model, _, images = calibrated()
+    qmodel = calibrate(quantize_model(model, QuantConfig(4, 4, metric="kl")), images)
+    before = copy.deepcopy(qmodel.state_dict())
+    with pytest.raises(ValueError, match="act_search 'tensor' scores candidate ranges on the raw values and cannot "
+                                         "run metric 'kl'"):
+        reconstruct(qmodel, images, "qdrop", ReconConfig(iters=4, batch_size=8, act_search="tensor"), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in qmodel.state_dict().items())

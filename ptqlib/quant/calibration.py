@@ -38,17 +38,49 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
     batch_size = batch_size or inference_batch_size(images)
     act_quantizers = qmodel.act_quantizers()
     qmodel.set_quant_state(weights=False, acts=False)
-    for aq in act_quantizers:
-        aq.start_observing(search)  # statistics stay on the CPU whatever the device
     device = next(qmodel.parameters()).device
+    # the float model's activations do not depend on which quantizers observe them, so a raw-value
+    # search may observe its quantizers a group at a time, one pass per group, with the same result
+    groups = [act_quantizers] if search == "histogram" else _within_budget(qmodel, act_quantizers, images, device)
+    for group in groups:
+        for aq in group:
+            aq.start_observing(search)  # statistics stay on the CPU whatever the device
+        try:
+            for start in range(0, len(images), batch_size):
+                qmodel(to_float(images[start:start + batch_size]).to(device))
+        finally:
+            for aq in group:
+                aq.observing = False
+        for aq in group:
+            aq.set_observed_range(metric or qmodel.config.metric)
+
+
+TENSOR_VALUES_BUDGET = 2**28  # float32 values a raw-value search may hold at once (1 GiB)
+
+
+def _within_budget(qmodel: QuantizedModel, act_quantizers: list, images: torch.Tensor, device,
+                   budget: int | None = None) -> list[list]:
+    """``act_quantizers`` in consecutive groups whose raw values over ``images`` (their sizes
+    read from one image) stay within ``budget`` (None: ``TENSOR_VALUES_BUDGET``); a quantizer
+    larger than the budget alone makes a group."""
+    budget = TENSOR_VALUES_BUDGET if budget is None else budget
+    sizes: dict[int, int] = {}
+    hooks = [aq.register_forward_pre_hook(lambda m, args: sizes.__setitem__(id(m), args[0][:1].numel()))
+             for aq in act_quantizers]
     try:
-        for start in range(0, len(images), batch_size):
-            qmodel(to_float(images[start:start + batch_size]).to(device))
+        qmodel(to_float(images[:1]).to(device))
     finally:
-        for aq in act_quantizers:
-            aq.observing = False
+        for hook in hooks:
+            hook.remove()
+    groups, held = [[]], 0
     for aq in act_quantizers:
-        aq.set_observed_range(metric or qmodel.config.metric)
+        size = sizes.get(id(aq), 0) * len(images)
+        if groups[-1] and held + size > budget:
+            groups.append([])
+            held = 0
+        groups[-1].append(aq)
+        held += size
+    return groups
 
 
 def calibrate(qmodel: QuantizedModel, images: torch.Tensor) -> QuantizedModel:

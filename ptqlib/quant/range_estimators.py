@@ -223,20 +223,27 @@ def _quantize_values(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s
     return fake_quantize(grid, scale, zp, per_candidate).double()
 
 
+def _score(values, quantized, metric, counts=None):
+    """The error of ``quantized`` (candidates along the first dimension, or one candidate) against
+    the float64 ``values`` (last dimension) under ``metric`` (mse, lp2.4 or cosine distance), each
+    value weighted by ``counts`` (``None``: once each). Lower is better."""
+    if metric == "cosine":
+        weighted = values if counts is None else counts * values
+        squares = values**2 if counts is None else counts * values**2
+        quantized_squares = quantized**2 if counts is None else counts * quantized**2
+        dot = (weighted * quantized).sum(-1)
+        return 1 - dot / torch.sqrt(squares.sum() * quantized_squares.sum(-1)).clamp_min(1e-30)
+    error = (values - quantized) ** 2 if metric == "mse" else (values - quantized).abs() ** 2.4
+    return (error if counts is None else counts * error).sum(-1)
+
+
 def _search_range(counts, values, lo, hi, spec, metric):
     """``counts[k]`` values equal to ``values[k]`` (exact zeros, then bin centres)."""
     cand_lo, cand_hi = _candidate_ranges(lo, hi)
     keep = counts > 0
     counts, values = counts[keep], values[keep]
     quantized = _quantize_values(values, cand_lo, cand_hi, spec)  # [candidates, nonzero bins]
-    if metric == "mse":
-        score = (counts * (values - quantized) ** 2).sum(1)
-    elif metric == "lp2.4":
-        score = (counts * (values - quantized).abs() ** 2.4).sum(1)
-    else:  # cosine distance
-        dot = (counts * values * quantized).sum(1)
-        norms = torch.sqrt((counts * values**2).sum() * (counts * quantized**2).sum(1))
-        score = 1 - dot / norms.clamp_min(1e-30)
+    score = _score(values, quantized, metric, counts)
     best = int(torch.argmin(score))
     return cand_lo[best].float(), cand_hi[best].float()
 
@@ -248,18 +255,10 @@ def _search_range_on_values(values, lo, hi, spec, metric):
     cand_lo, cand_hi = _candidate_ranges(lo, hi)
     per_tensor = QuantSpec(spec.bits, spec.symmetric, spec.signed)
     exact = values.double()
-    norm = exact.square().sum() if metric == "cosine" else None
     scores = []
     for c_lo, c_hi in zip(cand_lo.float(), cand_hi.float()):
         scale, zp = qparams_from_range(c_lo, c_hi, per_tensor)
-        quantized = fake_quantize_inference(values, scale, zp, per_tensor).double()
-        if metric == "mse":
-            scores.append(torch.sub(exact, quantized).square_().sum())
-        elif metric == "lp2.4":
-            scores.append(torch.sub(exact, quantized).abs_().pow_(2.4).sum())
-        else:  # cosine distance
-            dot = (exact * quantized).sum()
-            scores.append(1 - dot / torch.sqrt(norm * quantized.square().sum()).clamp_min(1e-30))
+        scores.append(_score(exact, fake_quantize_inference(values, scale, zp, per_tensor).double(), metric))
     best = int(torch.argmin(torch.stack(scores)))
     return cand_lo[best].float(), cand_hi[best].float()
 

@@ -7,7 +7,7 @@
 # PTQ_DATA=/work/shared/data .venv/bin/python results/bench/act-candidates.py
 import torch
 from ptqlib.data import to_float
-from ptqlib.quant.recon.passes import _init_network_ranges
+from ptqlib.quant.recon.passes import init_network_ranges
 from ptqlib.study.settings import trial_config
 from ptqlib.study.trial import TrialContext
 
@@ -24,7 +24,7 @@ for search in ("histogram", "tensor"):
         maxima = {}
         hooks = [aq.register_forward_hook(lambda m, i, o: maxima.__setitem__(m.scope, float(i[0].max())))
                  for aq in qmodel.act_quantizers()]
-        _init_network_ranges(qmodel, to_float(calib.images[:64]), "lp2.4", search)
+        init_network_ranges(qmodel, to_float(calib.images[:64]), "lp2.4", search)
         for h in hooks:
             h.remove()
         for aq in qmodel.act_quantizers():

@@ -15,6 +15,7 @@ import torch.fx as fx
 from ptqlib.data import save_atomic, to_float
 from ptqlib.quant.calibration import calibrate_activations
 from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel, load_quant_state, quant_state
+from ptqlib.quant.range_estimators import check_act_search
 from ptqlib.quant.recon.config import LATER_FIELDS, METHODS, ReconConfig
 from ptqlib.quant.recon.optimize import UnitReport, reconstruct_unit, stages_for
 from ptqlib.quant.recon.units import Const, run_unit, split_units
@@ -35,6 +36,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     reconstruction completes."""
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
+    check_act_search(cfg.act_search, qmodel.config.metric)  # the searches that fall back to the model's metric
     if cfg.weights_classes and (labels is None or len(labels) != len(images)):
         raise ValueError("class-weighted reconstruction needs the class label of every calibration image")
     torch.manual_seed(seed)  # QDrop's element-wise drops inside units use the global generator
@@ -63,7 +65,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
             else:
                 done, finished = set(), None
                 if stage.init_acts and cfg.act_init == "network":
-                    _init_network_ranges(qmodel, data[:cfg.act_init_size], stage.init_metric or qmodel.config.metric,
+                    init_network_ranges(qmodel, data[:cfg.act_init_size], stage.init_metric or qmodel.config.metric,
                                          cfg.act_search)
             if stage.init_acts and cfg.act_init == "network":
                 stage = dataclasses.replace(stage, init_acts=False)  # set once, above, not per unit
@@ -95,7 +97,7 @@ def _set_range(qmodel: QuantizedModel, aq: ActQuantizer, images: torch.Tensor, m
     aq.set_observed_range(metric)
 
 
-def _init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: str, search: str = "histogram") -> None:
+def init_network_ranges(qmodel: QuantizedModel, images: torch.Tensor, metric: str, search: str = "histogram") -> None:
     """Every activation range set as BRECQ's code sets them before its second pass: on the whole
     network, weights quantized, in execution order, each quantizer on its input with the ones
     before it already quantized (the reference does it on the first call of one forward pass;
