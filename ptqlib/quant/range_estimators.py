@@ -112,7 +112,8 @@ class HistogramObserver(nn.Module):
         lo, hi = self.lo_edge, self.bound.item()
         counts = torch.histc(x_det, bins=self.num_bins, min=lo, max=hi).double().cpu()
         self.hist += counts
-        self.zeros += (x_det == 0).sum().double().cpu()
+        small = x_det.numel() < 2**31  # an int32 sum of booleans is faster than the default int64 one
+        self.zeros += (x_det == 0).sum(dtype=torch.int32 if small else torch.int64).double().cpu()
         return x
 
     def _grow(self, need_signed: bool, need_bound: float) -> None:
