@@ -674,27 +674,54 @@ def test_every_activation_quantizer_of_a_cifar_resnet_sees_non_negative_inputs()
 
 def test_a_raw_value_calibration_over_budget_observes_its_quantizers_in_groups_with_the_same_ranges(monkeypatch):
     """The raw-value activation search holds every value it scores: over the budget the
-    quantizers are observed a group at a time (one float pass per group), and since the float
-    model's activations do not depend on which quantizers observe them, every range is the same
-    as in one pass."""
+    quantizers are observed a group at a time (one float pass per group, in order, each group as
+    large as the budget allows), and since the float model's activations do not depend on which
+    quantizers observe them, every range is the same as in one pass. A model in training mode is
+    calibrated in eval mode and given back in training mode, its size probe hooks removed."""
     from ptqlib.quant import calibration as C
 
     model, _, images = calibrated()
-    ranges, passes = {}, {}
-    for budget in (None, 1):  # the default holds everything here; 1 value: one quantizer per group
+    probe = quantize_model(model, QuantConfig(4, 4))
+    per_image = []
+    for aq in probe.act_quantizers():
+        aq.register_forward_hook(lambda m, args, out: per_image.append(args[0].numel()))
+    probe(images[:1])
+    sizes = [n * len(images) for n in per_image]
+    count = len(sizes)
+    two = sizes[0] + sizes[1]  # the first two quantizers fill a group; the rest by the same rule
+    expected, held = [[]], 0
+    for k, size in enumerate(sizes):
+        if expected[-1] and held + size > two:
+            expected, held = expected + [[]], 0
+        expected[-1].append(k)
+        held += size
+    assert expected[0] == [0, 1] and 2 < len(expected) < count
+
+    ranges, passes, grouped = {}, {}, {}
+    real = C._within_budget
+    for budget in (None, two, 1):  # None: the default holds everything here; 1: one quantizer per group
         qmodel = quantize_model(model, QuantConfig(4, 4))
         C.calibrate_weights(qmodel)
-        if budget is not None:
-            monkeypatch.setattr(C, "TENSOR_VALUES_BUDGET", budget)
+        monkeypatch.setattr(C, "TENSOR_VALUES_BUDGET", C.TENSOR_VALUES_BUDGET if budget is None else budget)
+        monkeypatch.setattr(C, "_within_budget", lambda *a, **k: grouped.setdefault(budget, real(*a, **k)))
         calls = []
         qmodel.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
+        if budget == 1:
+            qmodel.train()
         C.calibrate_activations(qmodel, images, batch_size=16, search="tensor")
         ranges[budget] = [(aq.quantizer.scale.clone(), aq.quantizer.zero_point.clone()) for aq in qmodel.act_quantizers()]
         passes[budget] = calls
-    count = len(ranges[None])
+        if budget == 1:
+            assert all(m.training for m in qmodel.modules())
+        assert not any(aq._forward_pre_hooks for aq in qmodel.act_quantizers())
+    index = {id(aq): k for k, aq in enumerate(qmodel.act_quantizers())}
+    assert [[index[id(aq)] for aq in g] for g in grouped[1]] == [[k] for k in range(count)]
+    assert len(grouped[None]) == 1 and len(grouped[two]) == len(expected)
     assert passes[None] == [1] + [16] * 4  # the one-image size probe, then one pass
+    assert passes[two] == [1] + [16] * 4 * len(expected)
     assert passes[1] == [1] + [16] * 4 * count  # one pass per quantizer
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ranges[None], ranges[1]))
+    for budget in (two, 1):
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ranges[None], ranges[budget]))
 
 
 def test_a_direct_reconstruction_refuses_the_raw_value_search_with_a_histogram_metric_before_any_work():
@@ -707,3 +734,7 @@ def test_a_direct_reconstruction_refuses_the_raw_value_search_with_a_histogram_m
                                          "run metric 'kl'"):
         reconstruct(qmodel, images, "qdrop", ReconConfig(iters=4, batch_size=8, act_search="tensor"), progress=False)
     assert all(torch.equal(before[k], v) for k, v in qmodel.state_dict().items())
+    # the searches of these use the reference's own metric (lp2.4), not the model's: they run
+    for method, extra in (("adaround", {}), ("adaround", {"first_layer": "brecq"}), ("qdrop", {"variant": "reference"})):
+        cfg = ReconConfig(iters=2, batch_size=8, act_search="tensor", act_init_size=16, **extra)
+        reconstruct(copy.deepcopy(qmodel), images, method, cfg, progress=False)

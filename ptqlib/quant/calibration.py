@@ -4,7 +4,9 @@ Weights: per output channel, on the weight tensor (``config.weight_metric``, MSE
 Activations: one pass of the *float* model over the calibration images, every activation
 quantization point feeding its observer batch by batch; then each observer turns its
 histogram into a range with ``config.metric``. This is the observer flow of
-``torch.ao.quantization`` and costs one FP forward pass over the calibration set.
+``torch.ao.quantization`` and costs one FP forward pass over the calibration set (a search on
+the raw values instead of histograms: one pass per group of quantizers whose values fit a memory
+budget, after a one-image pass that reads their sizes).
 """
 from __future__ import annotations
 
@@ -39,23 +41,30 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
     act_quantizers = qmodel.act_quantizers()
     qmodel.set_quant_state(weights=False, acts=False)
     device = next(qmodel.parameters()).device
-    # the float model's activations do not depend on which quantizers observe them, so a raw-value
-    # search may observe its quantizers a group at a time, one pass per group, with the same result
-    groups = [act_quantizers] if search == "histogram" else _within_budget(qmodel, act_quantizers, images, device)
-    for group in groups:
-        for aq in group:
-            aq.start_observing(search)  # statistics stay on the CPU whatever the device
-        try:
-            for start in range(0, len(images), batch_size):
-                qmodel(to_float(images[start:start + batch_size]).to(device))
-        finally:
+    training = qmodel.training
+    qmodel.eval()  # the passes below must leave the model as they found it (batch norm statistics)
+    try:
+        # the float model's activations (in eval mode) do not depend on which quantizers observe them,
+        # so a raw-value search observes its quantizers a group at a time, one pass per group
+        groups = [act_quantizers] if search == "histogram" else _within_budget(qmodel, act_quantizers, images, device)
+        for group in groups:
             for aq in group:
-                aq.observing = False
-        for aq in group:
-            aq.set_observed_range(metric or qmodel.config.metric)
+                aq.start_observing(search)  # statistics stay on the CPU whatever the device
+            try:
+                for start in range(0, len(images), batch_size):
+                    qmodel(to_float(images[start:start + batch_size]).to(device))
+            finally:
+                for aq in group:
+                    aq.observing = False
+            for aq in group:
+                aq.set_observed_range(metric or qmodel.config.metric)
+    finally:
+        qmodel.train(training)
 
 
-TENSOR_VALUES_BUDGET = 2**28  # float32 values a raw-value search may hold at once (1 GiB)
+# float32 values a raw-value search holds during one pass (1 GiB); scoring one quantizer's candidates
+# then needs a few times that quantizer's own values more (a float64 copy and temporaries)
+TENSOR_VALUES_BUDGET = 2**28
 
 
 def _within_budget(qmodel: QuantizedModel, act_quantizers: list, images: torch.Tensor, device,
@@ -64,8 +73,8 @@ def _within_budget(qmodel: QuantizedModel, act_quantizers: list, images: torch.T
     read from one image) stay within ``budget`` (None: ``TENSOR_VALUES_BUDGET``); a quantizer
     larger than the budget alone makes a group."""
     budget = TENSOR_VALUES_BUDGET if budget is None else budget
-    sizes: dict[int, int] = {}
-    hooks = [aq.register_forward_pre_hook(lambda m, args: sizes.__setitem__(id(m), args[0][:1].numel()))
+    sizes: dict[int, int] = {}  # values per image (a quantizer called twice in a pass counts twice)
+    hooks = [aq.register_forward_pre_hook(lambda m, args: sizes.__setitem__(id(m), sizes.get(id(m), 0) + args[0].numel()))
              for aq in act_quantizers]
     try:
         qmodel(to_float(images[:1]).to(device))

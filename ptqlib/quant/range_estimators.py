@@ -224,18 +224,22 @@ def _quantize_values(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s
     return fake_quantize(grid, scale, zp, per_candidate).double()
 
 
-def _score(values, quantized, metric, counts=None):
+def _score(values, quantized, metric, counts=None, norm=None):
     """The error of ``quantized`` (candidates along the first dimension, or one candidate) against
     the float64 ``values`` (last dimension) under ``metric`` (mse, lp2.4 or cosine distance), each
-    value weighted by ``counts`` (``None``: once each). Lower is better."""
+    value weighted by ``counts`` (``None``: once each); ``norm``, for cosine: the weighted sum of
+    the squared values (:func:`_norm`). Lower is better."""
     if metric == "cosine":
-        weighted = values if counts is None else counts * values
-        squares = values**2 if counts is None else counts * values**2
         quantized_squares = quantized**2 if counts is None else counts * quantized**2
-        dot = (weighted * quantized).sum(-1)
-        return 1 - dot / torch.sqrt(squares.sum() * quantized_squares.sum(-1)).clamp_min(1e-30)
-    error = (values - quantized) ** 2 if metric == "mse" else (values - quantized).abs() ** 2.4
+        dot = ((values if counts is None else counts * values) * quantized).sum(-1)
+        return 1 - dot / torch.sqrt(norm * quantized_squares.sum(-1)).clamp_min(1e-30)
+    error = values - quantized
+    error = error.square_() if metric == "mse" else error.abs_().pow_(2.4)
     return (error if counts is None else counts * error).sum(-1)
+
+
+def _norm(values, counts=None):
+    return (values**2 if counts is None else counts * values**2).sum()
 
 
 def _search_range(counts, values, lo, hi, spec, metric):
@@ -244,7 +248,7 @@ def _search_range(counts, values, lo, hi, spec, metric):
     keep = counts > 0
     counts, values = counts[keep], values[keep]
     quantized = _quantize_values(values, cand_lo, cand_hi, spec)  # [candidates, nonzero bins]
-    score = _score(values, quantized, metric, counts)
+    score = _score(values, quantized, metric, counts, _norm(values, counts) if metric == "cosine" else None)
     best = int(torch.argmin(score))
     return cand_lo[best].float(), cand_hi[best].float()
 
@@ -256,10 +260,11 @@ def _search_range_on_values(values, lo, hi, spec, metric):
     cand_lo, cand_hi = _candidate_ranges(lo, hi)
     per_tensor = QuantSpec(spec.bits, spec.symmetric, spec.signed)
     exact = values.double()
+    norm = _norm(exact) if metric == "cosine" else None
     scores = []
     for c_lo, c_hi in zip(cand_lo.float(), cand_hi.float()):
         scale, zp = qparams_from_range(c_lo, c_hi, per_tensor)
-        scores.append(_score(exact, fake_quantize_inference(values, scale, zp, per_tensor).double(), metric))
+        scores.append(_score(exact, fake_quantize_inference(values, scale, zp, per_tensor).double(), metric, norm=norm))
     best = int(torch.argmin(torch.stack(scores)))
     return cand_lo[best].float(), cand_hi[best].float()
 

@@ -36,7 +36,8 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     reconstruction completes."""
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
-    check_act_search(cfg.act_search, qmodel.config.metric)  # the searches that fall back to the model's metric
+    if any(stage.init_acts and stage.init_metric is None for stage in stages_for(method, cfg)):
+        check_act_search(cfg.act_search, qmodel.config.metric)  # those range searches use the model's metric
     if cfg.weights_classes and (labels is None or len(labels) != len(images)):
         raise ValueError("class-weighted reconstruction needs the class label of every calibration image")
     torch.manual_seed(seed)  # QDrop's element-wise drops inside units use the global generator
