@@ -159,6 +159,20 @@ def test_paired_gain_of_the_average_and_the_worst_class():
     assert np.isclose(out.loc["worst class", "p"], 2 / 2**6)  # six positive pairs: exact two-sided p
 
 
+def test_seeds_for_noninferiority_follows_the_lower_end_of_the_t_interval():
+    from scipy import stats as st
+
+    from ptqlib.analysis.stats import seeds_for_noninferiority
+
+    n = seeds_for_noninferiority(0.6, 1.25, 1.0)
+    low = lambda k: 0.6 - st.t.ppf(0.975, k - 1) * 1.25 / np.sqrt(k)  # noqa: E731
+    assert low(n) >= -1.0 and low(n - 1) < -1.0 and n == 5
+    assert seeds_for_noninferiority(-0.5, 1.25, 1.0) > seeds_for_noninferiority(0.5, 1.25, 1.0)  # a mean below 0 needs more
+    assert seeds_for_noninferiority(-1.0, 0.1, 1.0) == np.inf and seeds_for_noninferiority(-2.0, 0.1, 1.0) == np.inf
+    assert seeds_for_noninferiority(0.0, 0.01, 1.0) == 2
+    assert np.isnan(seeds_for_noninferiority(0.0, np.nan, 1.0))
+
+
 def test_seeds_for_equivalence_follows_the_t_interval_and_refuses_what_no_seed_count_shows():
     from ptqlib.analysis.stats import seeds_for_equivalence
 

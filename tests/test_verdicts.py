@@ -433,6 +433,17 @@ def test_chosen_iters_asks_the_target_count_a_close_mean_and_a_bounded_shortfall
     assert np.isnan(got.loc["e", "chosen"]) and "2 trials, fewer than 3" in got.loc["e", "why"]
     assert got["reached"].tolist() == [True, True, False, True, False]  # c and e say nothing yet
     assert np.isnan(got.loc["d", "chosen"])  # two shared seeds are not enough
+    # where no count qualifies, the line says what each tried count failed and, given the spread,
+    # about how many seeds would bound its shortfall
+    failing = hand.assign(diff_sd=1.25)
+    failing.loc[failing["method"] == "a", ["worst_diff", "diff_low", "diff_high"]] = [
+        [0.6, -1.39, 2.59], [0.5, -1.1, 2.1], [-1.5, -3.0, 0.0], [nan, nan, nan]]
+    why = chosen_iters(failing).loc["a", "why"]
+    assert np.isnan(chosen_iters(failing).loc["a", "chosen"])
+    assert why.startswith("no count below 20000 within 0.3 points with a shortfall under 1.0: 500: +0.60 [-1.39, +2.59]")
+    assert "500: +0.60 [-1.39, +2.59] on 3 seeds (mean outside 0.3; shortfall bound beyond -1.0 (~5 seeds" in why
+    assert "2000: +0.50 [-1.10, +2.10] on 3 seeds (mean outside 0.3; shortfall bound beyond -1.0 (~6 seeds" in why
+    assert "5000: -1.50 [-3.00, +0.00] on 3 seeds (mean outside 0.3; shortfall bound beyond -1.0)" in why  # never
     assert chosen_iters(hand, margin=1.5).loc["a", "chosen"] == 2000
     assert np.isnan(chosen_iters(hand, tolerance=0.01).loc["a", "chosen"])  # -0.05 is not within 0.01
 

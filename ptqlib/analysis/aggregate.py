@@ -107,9 +107,13 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, tolerance: float = 0.
     points (``diff_low >= -margin``: a non-inferiority test at that margin). Weaker than
     :func:`converged_iters` (which asks the whole interval to lie within ``tolerance``) and
     meant for a decision, not a claim: a count chosen here may still cost up to ``margin`` points
-    of worst class. Columns ``chosen`` (NaN where no count qualifies), ``why``, and ``reached``:
+    of worst class. Columns ``chosen`` (NaN where no count qualifies), ``why`` (where none does:
+    each count tried, its numbers and what it failed, with about how many seeds would bound its
+    shortfall if its mean and spread held, from the curve's ``diff_sd``), and ``reached``:
     whether the curve has ``min_pairs`` trials at ``target`` (else it says nothing about the
     choice yet)."""
+    from ptqlib.analysis.stats import seeds_for_noninferiority  # stats builds on this module
+
     rows = []
     for method, group in curve.groupby("method", sort=False):
         group = group.sort_values("iters")
@@ -121,15 +125,24 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, tolerance: float = 0.
                    else f"the curve's reference count is {reference}, not {target}")
             rows.append((method, np.nan, why, False))
             continue
-        chosen, why = np.nan, f"no count below {target} within {tolerance} points with a shortfall under {margin}"
+        chosen, failed = np.nan, []
         for r in group[group["iters"] < target].itertuples():
             if not r.pairs >= min_pairs:
                 continue
+            numbers = f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] on {int(r.pairs)} seeds"
             if abs(r.worst_diff) <= tolerance and r.diff_low >= -margin:
                 chosen = float(r.iters)
-                why = (f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] against {target} "
-                       f"on {int(r.pairs)} seeds: within {tolerance}, shortfall under {margin}")
+                why = f"{numbers} against {target}: within {tolerance}, shortfall under {margin}"
                 break
+            reasons = [f"mean outside {tolerance}"] if abs(r.worst_diff) > tolerance else []
+            if r.diff_low < -margin:
+                needed = seeds_for_noninferiority(r.worst_diff, getattr(r, "diff_sd", np.nan), margin)
+                reasons.append(f"shortfall bound beyond -{margin}" + (
+                    f" (~{needed:.0f} seeds would bound it if mean and spread held)" if np.isfinite(needed) else ""))
+            failed.append(f"{numbers} ({'; '.join(reasons)})")
+        else:
+            why = (f"no count below {target} within {tolerance} points with a shortfall under {margin}"
+                   + (": " + ", ".join(failed) if failed else ""))
         rows.append((method, chosen, why, True))
     return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
 

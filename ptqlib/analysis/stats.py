@@ -59,12 +59,27 @@ def seeds_for_equivalence(mean: float, sd: float, tolerance: float, confidence: 
     when ``sd`` is unknown."""
     if not np.isfinite(sd) or not np.isfinite(mean):
         return np.nan
-    margin = tolerance - abs(mean)
-    if margin <= 1e-9 * max(1.0, tolerance):  # at the tolerance, up to rounding of the mean
+    return _seeds_for_half_width(sd, tolerance - abs(mean), tolerance, confidence)
+
+
+def seeds_for_noninferiority(mean: float, sd: float, margin: float, confidence: float = 0.95) -> float:
+    """About how many paired seeds a mean difference needs before the lower end of its
+    ``confidence`` Student-t interval lies at ``-margin`` or above (a shortfall of more than
+    ``margin`` ruled out), if the observed ``mean`` and per-seed ``sd`` held: the smallest such
+    ``n``, at least 2. Infinite when ``mean <= -margin``, NaN when ``sd`` is unknown."""
+    if not np.isfinite(sd) or not np.isfinite(mean):
+        return np.nan
+    return _seeds_for_half_width(sd, mean + margin, margin, confidence)
+
+
+def _seeds_for_half_width(sd: float, room: float, scale: float, confidence: float) -> float:
+    """The smallest ``n >= 2`` whose interval half-width ``t(n - 1) * sd / sqrt(n)`` is at most
+    ``room``; infinite when ``room`` is 0 or less (up to rounding at ``scale``)."""
+    if room <= 1e-9 * max(1.0, scale):
         return np.inf
     z = stats.norm.ppf(0.5 + confidence / 2)
-    n = max(2, int(np.ceil((z * sd / margin) ** 2)))  # the normal answer: t needs at least as many
-    while stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n) > margin:
+    n = max(2, int(np.ceil((z * sd / room) ** 2)))  # the normal answer: t needs at least as many
+    while stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n) > room:
         n += 1
     return float(n)
 
