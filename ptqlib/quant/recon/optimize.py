@@ -258,7 +258,7 @@ def _optimize(unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfi
     for step in bar:
         rec = steps(step)
         if progress and step % 200 == 0:  # reading the loss waits for the step (a GPU sync)
-            bar.set_postfix(rec=f"{rec.item():.4g}")
+            bar.set_postfix(rec=f"{rec.item():.4g}", refresh=False)  # shown at the bar's next refresh
 
 
 def batch_indices(n: int, size: int, how: str, gen: torch.Generator) -> torch.Tensor:
