@@ -155,8 +155,9 @@ SETTINGS: tuple[Setting, ...] = (
             choices=FIRST_LAYERS, omit_at=FIRST_LAYERS[0], stored_null=FIRST_LAYERS[0]),
     Setting("act_search", str, ACT_SEARCHES[0], "what a reconstruction's activation range searches score their "
             "candidate ranges on: histogram (2048 bins, bin centres for the values; every trial stored before this "
-            "setting) or tensor (the raw values, as the reference code; metrics minmax, mse, cosine, lp2.4; the "
-            "first search holds every activation of its images at once: gigabytes for ImageNet models)",
+            "setting) or tensor (the raw values, as the reference code; metrics minmax, mse, cosine, lp2.4; it "
+            "holds the values it scores, so a whole-network search observes its quantizers in groups of at most "
+            "1 GiB of values, one float pass per group)",
             "recon.act_search", choices=ACT_SEARCHES, omit_at=ACT_SEARCHES[0], stored_null=ACT_SEARCHES[0]),
     Setting("engine", str, ENGINES[0], "evaluation: fake quantization in float32, the same model on int8 kernels "
             "(CIFAR ResNets and efficientnet_lite0), fake quantization in another float order (channels-last "
