@@ -159,18 +159,41 @@ def test_paired_gain_of_the_average_and_the_worst_class():
     assert np.isclose(out.loc["worst class", "p"], 2 / 2**6)  # six positive pairs: exact two-sided p
 
 
-def test_seeds_for_noninferiority_follows_the_lower_end_of_the_t_interval():
-    from scipy import stats as st
+def test_welch_interval_and_equivalence_bound_agree_with_scipys_one_sided_tests():
+    from ptqlib.analysis.stats import equivalence_bound, welch_diff_ci
 
-    from ptqlib.analysis.stats import seeds_for_noninferiority
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(74.6, 0.7, 10), rng.normal(73.6, 0.4, 5)
+    diff, low, high = welch_diff_ci(a, b)
+    assert diff == pytest.approx(a.mean() - b.mean()) and low < diff < high
+    bound = equivalence_bound(a, b)
+    assert bound == pytest.approx(max(abs(v) for v in welch_diff_ci(a, b, 0.90)[1:]))
+    # TOST at 5 %: both one-sided tests reject just above the bound, one does not just below it
+    for margin, shown in ((bound + 1e-6, True), (bound - 1e-6, False)):
+        p_low = scipy_stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
+        p_high = scipy_stats.ttest_ind(a - margin, b, equal_var=False, alternative="less").pvalue
+        assert (max(p_low, p_high) < 0.05) == shown
+    # the bound fails a real difference and a too-small sample, and passes a close one on many seeds
+    assert equivalence_bound(rng.normal(2.0, 0.5, 50), rng.normal(0.0, 0.5, 50)) > 1.0
+    assert equivalence_bound([-0.5, 0.0, 0.5], [-0.5, 0.0, 0.5]) > 0.3  # equal means, three seeds: not shown
+    assert equivalence_bound(rng.normal(0.0, 0.5, 200), rng.normal(0.0, 0.5, 200)) < 0.3
+    assert np.isnan(equivalence_bound([1.0], [1.0, 2.0])) and np.isnan(welch_diff_ci([1.0], [2.0, 3.0])[1])
+    assert welch_diff_ci([1.0, 1.0], [0.0, 0.0]) == (1.0, 1.0, 1.0)  # no spread at all
 
-    n = seeds_for_noninferiority(0.6, 1.25, 1.0)
-    low = lambda k: 0.6 - st.t.ppf(0.975, k - 1) * 1.25 / np.sqrt(k)  # noqa: E731
-    assert low(n) >= -1.0 and low(n - 1) < -1.0 and n == 5
-    assert seeds_for_noninferiority(-0.5, 1.25, 1.0) > seeds_for_noninferiority(0.5, 1.25, 1.0)  # a mean below 0 needs more
-    assert seeds_for_noninferiority(-1.0, 0.1, 1.0) == np.inf and seeds_for_noninferiority(-2.0, 0.1, 1.0) == np.inf
-    assert seeds_for_noninferiority(0.0, 0.01, 1.0) == 2
-    assert np.isnan(seeds_for_noninferiority(0.0, np.nan, 1.0))
+
+def test_seeds_for_welch_equivalence_is_where_the_bound_reaches_the_margin():
+    from ptqlib.analysis.stats import equivalence_bound, seeds_for_welch_equivalence
+
+    n = seeds_for_welch_equivalence(0.2, 0.7, 0.5, 1.0)
+    # samples with exactly those means and spreads: n a side shows it within 1.0, n - 1 does not
+    def sample(mean, sd, k):
+        z = np.linspace(-1, 1, k)
+        return mean + sd * (z - z.mean()) / z.std(ddof=1)
+    assert equivalence_bound(sample(0.2, 0.7, int(n)), sample(0.0, 0.5, int(n))) <= 1.0
+    assert equivalence_bound(sample(0.2, 0.7, int(n) - 1), sample(0.0, 0.5, int(n) - 1)) > 1.0
+    assert seeds_for_welch_equivalence(-0.2, 0.7, 0.5, 1.0) == n  # either direction
+    assert seeds_for_welch_equivalence(1.0, 0.7, 0.5, 1.0) == np.inf and seeds_for_welch_equivalence(-1.5, 0.1, 0.1, 1.0) == np.inf
+    assert seeds_for_welch_equivalence(0.0, 0.0, 0.0, 1.0) == 2 and np.isnan(seeds_for_welch_equivalence(0.0, np.nan, 0.5, 1.0))
 
 
 def test_seeds_for_equivalence_follows_the_t_interval_and_refuses_what_no_seed_count_shows():

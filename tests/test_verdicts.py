@@ -410,7 +410,7 @@ def test_paired_effects_measure_one_setting_at_a_time_and_list_what_is_missing(t
     assert missing == ["weights (brecq: 2 shared seeds)"]  # too few for an interval
 
 
-def test_chosen_iters_asks_the_target_count_a_close_mean_and_a_bounded_shortfall():
+def test_chosen_iters_asks_the_target_count_and_an_equivalence_within_the_margin():
     import pandas as pd
 
     from ptqlib.analysis.aggregate import chosen_iters
@@ -419,33 +419,49 @@ def test_chosen_iters_asks_the_target_count_a_close_mean_and_a_bounded_shortfall
     hand = pd.DataFrame({  # e: 20000 is the curve's reference only because no count has 3 trials
         "method": ["a"] * 4 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2 + ["e"] * 2,
         "iters": [500, 2000, 5000, 20000, 500, 5000, 20000, 500, 5000, 500, 20000, 500, 20000],
-        "trials": [10, 3, 3, 3, 10, 3, 3, 10, 3, 10, 3, 2, 2],
+        "trials": [10, 10, 3, 5, 10, 3, 5, 10, 3, 2, 5, 10, 2],
         "reference": [20000] * 7 + [5000] * 2 + [20000] * 4,
-        "pairs": [3, 3, 3, nan, 3, 3, nan, 3, nan, 2, nan, 2, nan],
-        "worst_diff": [-2.0, -0.1, -0.05, nan, 0.1, -0.2, nan, 0.0, nan, 0.0, nan, 0.0, nan],
-        "diff_low": [-3.0, -1.4, -0.6, nan, -2.5, -0.9, nan, -0.2, nan, -0.2, nan, -0.1, nan],
-        "diff_high": [-1.0, 1.2, 0.5, nan, 2.7, 0.5, nan, 0.2, nan, 0.2, nan, 0.1, nan]})
+        "all_diff": [-2.0, -0.1, -0.05, nan, 1.5, 0.2, nan, 0.0, nan, 0.0, nan, 0.0, nan],
+        "all_low": [-3.0, -0.8, -0.6, nan, 0.6, -0.5, nan, -0.2, nan, -0.2, nan, -0.1, nan],
+        "all_high": [-1.0, 0.6, 0.5, nan, 2.4, 0.9, nan, 0.2, nan, 0.2, nan, 0.1, nan],
+        "equivalent_within": [2.8, 0.7, 0.5, nan, 2.2, 0.8, nan, 0.2, nan, 0.2, nan, 0.1, nan],
+        "equivalence_seeds": [np.inf, 6, 4, nan, np.inf, 5, nan, 2, nan, 2, nan, 2, nan]})
     got = chosen_iters(hand)
-    # a: 500 falls short; 2000's mean is close but its interval allows a 1.4-point shortfall; 5000 qualifies
-    assert got.loc["a", "chosen"] == 5000 and "5000" in got.loc["a", "why"]
-    assert got.loc["b", "chosen"] == 5000  # 500's mean is close by chance, its interval is not
+    # a: 500 falls short by 2 points; 2000 is shown within 1 point either way, and is chosen
+    assert got.loc["a", "chosen"] == 2000 and got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000")
+    assert "500: -2.00 [-3.00, -1.00] (10 against 5 trials), within 2.80 (no seed count shows it within 1.0 at this difference)" in \
+        got.loc["a", "why"]
+    # b: 500 is better than 20000 by more than the margin: it does not measure what 20000 does
+    assert got.loc["b", "chosen"] == 5000
     assert np.isnan(got.loc["c", "chosen"]) and "0 trials, fewer than 3" in got.loc["c", "why"]  # none at the target
     assert np.isnan(got.loc["e", "chosen"]) and "2 trials, fewer than 3" in got.loc["e", "why"]
     assert got["reached"].tolist() == [True, True, False, True, False]  # c and e say nothing yet
-    assert np.isnan(got.loc["d", "chosen"])  # two shared seeds are not enough
-    # where no count qualifies, the line says what each tried count failed and, given the spread,
-    # about how many seeds would bound its shortfall
-    failing = hand.assign(diff_sd=1.25)
-    failing.loc[failing["method"] == "a", ["worst_diff", "diff_low", "diff_high"]] = [
-        [0.6, -1.39, 2.59], [0.5, -1.1, 2.1], [-1.5, -3.0, 0.0], [nan, nan, nan]]
-    why = chosen_iters(failing).loc["a", "why"]
-    assert np.isnan(chosen_iters(failing).loc["a", "chosen"])
-    assert why.startswith("no count below 20000 within 0.3 points with a shortfall under 1.0: 500: +0.60 [-1.39, +2.59]")
-    assert "500: +0.60 [-1.39, +2.59] on 3 seeds (mean outside 0.3; shortfall bound beyond -1.0 (~5 seeds" in why
-    assert "2000: +0.50 [-1.10, +2.10] on 3 seeds (mean outside 0.3; shortfall bound beyond -1.0 (~6 seeds" in why
-    assert "5000: -1.50 [-3.00, +0.00] on 3 seeds (mean outside 0.3; shortfall bound beyond -1.0)" in why  # never
-    assert chosen_iters(hand, margin=1.5).loc["a", "chosen"] == 2000
-    assert np.isnan(chosen_iters(hand, tolerance=0.01).loc["a", "chosen"])  # -0.05 is not within 0.01
+    assert np.isnan(got.loc["d", "chosen"])  # two trials at 500 are not enough
+    assert chosen_iters(hand, margin=0.6).loc["a", "chosen"] == 5000
+    none = chosen_iters(hand, margin=0.4).loc["a"]
+    assert np.isnan(none["chosen"]) and none["why"].startswith("no count below 20000 shown within 0.4 points: 500")
+    assert "2000: -0.10 [-0.80, +0.60] (10 against 5 trials), within 0.70 (~6 seeds at each count" in none["why"]
+
+
+def test_chosen_iters_on_a_stored_curve_skips_a_short_count_and_fails_without_enough_seeds(tmp_path):
+    from ptqlib.analysis.aggregate import chosen_iters
+    from ptqlib.analysis.cells import iteration_curve
+
+    rng = np.random.default_rng(5)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy", calib_size=1024, variant="reference")
+    loss = {500: 0.3, 2000: 0.05, 20000: 0.05}  # 500 iterations lose far more images than 2000 and 20000
+    for iters, trials in ((500, 8), (2000, 8), (20000, 8)):
+        _write(store, replace(cell, optimizer="qdrop", iters=iters),
+               _trials(rng, fp, lambda t: np.full(len(LABELS), loss[iters]), trials=trials))
+    curve = iteration_curve(store, cell, ["qdrop"], [500, 2000, 20000], trials=50)
+    first = curve.iloc[0]
+    assert first["all_diff"] < -10 and first["all_high"] < 0 and first["equivalent_within"] > 10
+    got = chosen_iters(curve, margin=3.0).loc["qdrop"]
+    assert got["chosen"] == 2000 and got["reached"]
+    # with three seeds a count the point estimate puts close is not yet shown close
+    few = iteration_curve(store, cell, ["qdrop"], [500, 2000, 20000], trials=3)
+    assert np.isnan(chosen_iters(few, margin=0.5).loc["qdrop", "chosen"])
 
 
 def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_takes_the_largest_count():

@@ -97,53 +97,48 @@ def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
     return pd.Series(out, name="converged_iters", dtype=float)
 
 
-def chosen_iters(curve: pd.DataFrame, target: int = 20000, tolerance: float = 0.3, margin: float = 1.0,
-                 min_pairs: int = 3) -> pd.DataFrame:
+def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, min_trials: int = 3) -> pd.DataFrame:
     """The iteration count to run a study at, per method of an
     :func:`ptqlib.analysis.cells.iteration_curve` whose reference count is ``target`` (the
-    reference code's count): the smallest count, on at least ``min_pairs`` seeds shared with
-    ``target``, whose mean paired change of the worst class is within ``tolerance`` points of
-    ``target``'s either way *and* whose 95 % interval rules out a shortfall of more than ``margin``
-    points (``diff_low >= -margin``: a non-inferiority test at that margin). Weaker than
-    :func:`converged_iters` (which asks the whole interval to lie within ``tolerance``) and
-    meant for a decision, not a claim: a count chosen here may still cost up to ``margin`` points
-    of worst class. Columns ``chosen`` (NaN where no count qualifies), ``why`` (where none does:
-    each count tried, its numbers and what it failed, with about how many seeds would bound its
-    shortfall if its mean and spread held, from the curve's ``diff_sd``), and ``reached``:
-    whether the curve has ``min_pairs`` trials at ``target`` (else it says nothing about the
-    choice yet)."""
-    from ptqlib.analysis.stats import seeds_for_noninferiority  # stats builds on this module
-
+    reference code's count): the smallest count with at least ``min_trials`` trials whose mean
+    worst class is shown within ``margin`` points of ``target``'s either way by Welch's two
+    one-sided tests at 5 % on every trial of both (``equivalent_within <= margin``:
+    :func:`ptqlib.analysis.stats.equivalence_bound`). A count that is better than ``target`` by
+    more than the margin does not qualify either: it would not measure what ``target`` measures.
+    Meant for a decision, not a claim of convergence (:func:`converged_iters` asks for the far
+    smaller ``tolerance`` on the shared seeds). Columns ``chosen`` (NaN where no count qualifies), ``why`` (each
+    count tried, its numbers and, where it fails, about how many seeds a count would need if the
+    means and spreads held) and ``reached``: whether the curve has ``min_trials`` trials at
+    ``target`` (else it says nothing about the choice yet)."""
     rows = []
     for method, group in curve.groupby("method", sort=False):
         group = group.sort_values("iters")
         reference = int(group["reference"].iloc[0]) if "reference" in group else int(group["iters"].max())
         at_target = group.loc[group["iters"] == target, "trials"]
         have = int(at_target.iloc[0]) if len(at_target) else 0
-        if have < min_pairs or reference != target:
-            why = (f"{target} iterations: {have} trials, fewer than {min_pairs}" if have < min_pairs
+        if have < min_trials or reference != target:
+            why = (f"{target} iterations: {have} trials, fewer than {min_trials}" if have < min_trials
                    else f"the curve's reference count is {reference}, not {target}")
             rows.append((method, np.nan, why, False))
             continue
-        chosen, failed = np.nan, []
+        chosen, tried = np.nan, []
         for r in group[group["iters"] < target].itertuples():
-            if not r.pairs >= min_pairs:
+            if not r.trials >= min_trials:
                 continue
-            numbers = f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] on {int(r.pairs)} seeds"
-            if abs(r.worst_diff) <= tolerance and r.diff_low >= -margin:
+            numbers = (f"{r.iters}: {r.all_diff:+.2f} [{r.all_low:+.2f}, {r.all_high:+.2f}] "
+                       f"({int(r.trials)} against {have} trials), within {r.equivalent_within:.2f}")
+            if r.equivalent_within <= margin:
                 chosen = float(r.iters)
-                why = f"{numbers} against {target}: within {tolerance}, shortfall under {margin}"
+                tried.append(numbers)
                 break
-            reasons = [f"mean outside {tolerance}"] if abs(r.worst_diff) > tolerance else []
-            if r.diff_low < -margin:
-                needed = seeds_for_noninferiority(r.worst_diff, getattr(r, "diff_sd", np.nan), margin)
-                reasons.append(f"shortfall bound beyond -{margin}" + (
-                    f" (~{needed:.0f} seeds would bound it if mean and spread held)" if np.isfinite(needed) else ""))
-            failed.append(f"{numbers} ({'; '.join(reasons)})")
-        else:
-            why = (f"no count below {target} within {tolerance} points with a shortfall under {margin}"
-                   + (": " + ", ".join(failed) if failed else ""))
-        rows.append((method, chosen, why, True))
+            seeds = getattr(r, "equivalence_seeds", np.nan)
+            tried.append(numbers + (f" (~{seeds:.0f} seeds at each count would show it within {margin})"
+                                    if np.isfinite(seeds) else
+                                    f" (no seed count shows it within {margin} at this difference)"
+                                    if seeds == np.inf else ""))
+        head = (f"{int(chosen)}: shown within {margin} points of {target}" if chosen == chosen
+                else f"no count below {target} shown within {margin} points")
+        rows.append((method, chosen, head + (": " + "; ".join(tried) if tried else ""), True))
     return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
 
 

@@ -62,16 +62,6 @@ def seeds_for_equivalence(mean: float, sd: float, tolerance: float, confidence: 
     return _seeds_for_half_width(sd, tolerance - abs(mean), tolerance, confidence)
 
 
-def seeds_for_noninferiority(mean: float, sd: float, margin: float, confidence: float = 0.95) -> float:
-    """About how many paired seeds a mean difference needs before the lower end of its
-    ``confidence`` Student-t interval lies at ``-margin`` or above (a shortfall of more than
-    ``margin`` ruled out), if the observed ``mean`` and per-seed ``sd`` held: the smallest such
-    ``n``, at least 2. Infinite when ``mean <= -margin``, NaN when ``sd`` is unknown."""
-    if not np.isfinite(sd) or not np.isfinite(mean):
-        return np.nan
-    return _seeds_for_half_width(sd, mean + margin, margin, confidence)
-
-
 def _seeds_for_half_width(sd: float, room: float, scale: float, confidence: float) -> float:
     """The smallest ``n >= 2`` whose interval half-width ``t(n - 1) * sd / sqrt(n)`` is at most
     ``room``; infinite when ``room`` is 0 or less (up to rounding at ``scale``)."""
@@ -82,6 +72,55 @@ def _seeds_for_half_width(sd: float, room: float, scale: float, confidence: floa
     while stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n) > room:
         n += 1
     return float(n)
+
+
+def welch_diff_ci(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """The difference of two samples' means, ``mean(a) - mean(b)``, with its Welch confidence
+    interval (:func:`scipy.stats.ttest_ind` with ``equal_var=False``: unequal variances and
+    sizes, Welch-Satterthwaite degrees of freedom): ``(diff, low, high)``. The interval is NaN
+    with fewer than two values on a side; with no spread on either side it is the difference
+    itself."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean()) if len(a) and len(b) else np.nan
+    if len(a) < 2 or len(b) < 2:
+        return diff, np.nan, np.nan
+    if a.std() == 0 and b.std() == 0:
+        return diff, diff, diff
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    return diff, float(ci.low), float(ci.high)
+
+
+def equivalence_bound(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> float:
+    """The smallest margin ``d`` at which Welch's two one-sided tests at level ``alpha`` (TOST,
+    Schuirmann 1987: mean(a) - mean(b) > -d and < d, both rejected) show the two means within
+    ``d`` of each other: the end of the ``1 - 2 alpha`` Welch interval (:func:`welch_diff_ci`)
+    farther from 0. Two samples are shown equivalent within ``d`` when this is below ``d``;
+    a difference of exactly 0 measured on few seeds still gets a wide bound. NaN with fewer
+    than two values on a side."""
+    _, low, high = welch_diff_ci(a, b, 1 - 2 * alpha)
+    return float(max(abs(low), abs(high))) if np.isfinite(low) else np.nan
+
+
+def seeds_for_welch_equivalence(diff: float, sd_a: float, sd_b: float, margin: float, alpha: float = 0.05) -> float:
+    """About how many seeds *each* of two samples needs before :func:`equivalence_bound` falls
+    within ``margin``, if the observed difference of means and the two standard deviations held:
+    the smallest ``n >= 2`` with ``t(1 - alpha, df) * sqrt((sd_a**2 + sd_b**2) / n)`` at most
+    ``margin - |diff|`` (``df`` Welch-Satterthwaite's for ``n`` a side). Infinite when
+    ``|diff| >= margin``, NaN when a standard deviation is unknown."""
+    if not all(np.isfinite(v) for v in (diff, sd_a, sd_b)):
+        return np.nan
+    room = margin - abs(diff)
+    if room <= 1e-9 * max(1.0, margin):
+        return np.inf
+    var = sd_a ** 2 + sd_b ** 2
+    if var == 0:
+        return 2.0
+    n = max(2, int(np.ceil((stats.norm.ppf(1 - alpha) ** 2) * var / room ** 2)))
+    while True:
+        df = var ** 2 * (n - 1) / (sd_a ** 4 + sd_b ** 4)
+        if stats.t.ppf(1 - alpha, df) * np.sqrt(var / n) <= room:
+            return float(n)
+        n += 1
 
 
 def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
