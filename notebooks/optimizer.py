@@ -49,8 +49,7 @@ from ptqlib.analysis.aggregate import (chosen_iters, class_summary, converged_it
                                       study_iters, worst_class)
 from ptqlib.analysis.plotting import iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import (drop_ci_table, marked_differences, paired_tests, seeds_for_welch_equivalence,
-                                  significant_changes)
+from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_tests, significant_changes
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, iteration_curve, trial_counts
 from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim
@@ -141,7 +140,7 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # %%
 curves = pd.concat([iteration_curve(store, replace(cell, **{k: v for k, v in spec.items() if k != "methods"}),
                                     spec.get("methods", curve_methods), curve_iters, curve_trials,
-                                    tolerance=tolerance, margin=choice_margin).assign(variant=name)
+                                    tolerance=tolerance).assign(variant=name)
                     for name, spec in curve_series.items()], ignore_index=True)
 if curves.empty:
     print("no reconstruction trials at these iteration counts in the store")
@@ -167,30 +166,28 @@ else:
 # %% [markdown]
 # ### The count the study runs at
 #
-# Convergence in the strict sense above needs tens of seeds per count, at up to an hour and a
-# half a trial here, so the count the study's reconstruction cells run at is a decision made on
-# weaker evidence, and stated as one. It uses every trial of both counts, not only the seeds they
-# share: the cheap counts have more seeds than `target_iters`, and a shared calibration set pairs
-# the worst class little (the ratio printed below: the paired changes' spread, `diff_sd`, over
-# the spread two independent samples would have, from the two counts' `worst_std`: near 1,
-# pairing gains nothing; well below 1, a paired interval would be the narrower; above 1, the two
-# counts' worst classes would move against each other on a shared calibration set, which would
-# make the Welch interval too narrow, but on three to five pairs a spread is known only to within
-# a factor of about two, and no mechanism for that is known). For the
-# `study_curve` curve (the configuration the cells run), per method: the smallest count with at
-# least three trials whose mean worst class is shown within `choice_margin` points of
-# `target_iters`'s **either way** by Welch's two one-sided tests at 5 % (TOST: the 90 % Welch
-# interval of the difference lies inside ±`choice_margin`; `equivalent_within` in the table is
-# the smallest margin each count is shown within). A count that is better than `target_iters`
-# by more than the margin does not qualify either: its cells would not measure what the
-# reference's reconstructions give. The margin is about one trial's seed-to-seed spread of the
-# worst class (0.4 to 1.4 points in the table); the `tolerance` of 0.3 points asked for at first
-# would take the seeds printed below at each count, at both it and `target_iters`, most of them
-# at an hour or more a trial here. The study takes the largest of the methods' counts, so every
-# method runs at the same count; while a method lacks three trials at `target_iters`, there is no
-# study-wide count yet. The other curves get a count by the same rule, for reading only. Counts
-# are tried in turn without a correction for the several tries: a count can pass by chance a
-# little more often than one test in twenty, which the margin, not the test, is meant to absorb.
+# Convergence in the strict sense above needs tens of seeds per count, and a trial at
+# `target_iters` costs the minutes in the table, so the count the study's reconstruction cells
+# run at is a decision made on weaker evidence, and stated as one. It uses the curve's trials of
+# both counts (the first `curve_trials` seeds of each), not only the seeds they share, because
+# the cheap counts have more seeds than `target_iters`: the **partially overlapping samples
+# t-test** (Derrick, Russ, Toher and White 2017; `ptqlib.analysis.stats.mean_difference`) takes
+# the shared seeds as pairs, through the correlation of their worst classes (`all_r` in the
+# table; a negative one widens the interval), and the other seeds as independent; with every seed
+# shared it is the paired t-test, with none Welch's. For the `study_curve` curve (the
+# configuration the cells run), per method: the smallest count with at least three trials whose
+# mean worst class is shown within `choice_margin` points of `target_iters`'s **either way** by
+# the two one-sided tests (TOST), each count tried at 5 % divided by the number of counts tried
+# (Bonferroni: taking the first of several tries that passes would otherwise pass by chance
+# more often than the 5 % of one test). `equivalent_within` in the table is the margin a count
+# is shown within at 5 % uncorrected; the `why` column gives the corrected one. A count that is
+# better than `target_iters` by more than the margin does not qualify either: its cells would
+# not measure what the reference's reconstructions give. The margin is about one trial's
+# seed-to-seed spread of the worst class (the range of `worst_std` is printed below); the
+# lines after it say what the `tolerance` of the strict sense would take instead. The study
+# takes the largest of the methods' counts, so every method runs at the same count; while a
+# method lacks three trials at `target_iters`, there is no study-wide count yet. The other
+# curves get a count by the same rule, for reading only.
 
 # %%
 reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves
@@ -201,22 +198,13 @@ if choices is None or choices.empty:
 else:
     publish_table(choices.reset_index()[["variant", "method", "chosen", "why"]].set_index(["variant", "method"]),
                   "chosen_iters")
-    with_target = reference_curves.merge(
-        reference_curves.loc[reference_curves["iters"] == target_iters, ["variant", "method", "worst_std"]],
-        on=["variant", "method"], suffixes=("", "_target"))
-    ratio = with_target["diff_sd"] / np.hypot(with_target["worst_std"], with_target["worst_std_target"])
-    print(f"paired spread over independent spread, {int(ratio.notna().sum())} counts: median {ratio.median():.2f}, "
-          f"range {ratio.min():.2f} to {ratio.max():.2f}")
-    for r in reference_curves[reference_curves["variant"] == study_curve].itertuples():
-        target_sd = reference_curves.loc[(reference_curves["variant"] == study_curve)
-                                         & (reference_curves["method"] == r.method)
-                                         & (reference_curves["iters"] == target_iters), "worst_std"]
-        if r.iters < target_iters and len(target_sd) and np.isfinite(r.all_diff):
-            need = seeds_for_welch_equivalence(r.all_diff, r.worst_std, target_sd.iloc[0], tolerance)
-            print(f"{r.method} {r.iters}: within {tolerance} points would take "
-                  + (f"~{need:.0f} seeds at {r.iters} and at {target_iters}" if need <= 1000
-                     else f"over 1,000 seeds at {r.iters} and at {target_iters}" if np.isfinite(need)
-                     else "more seeds than any count: the difference itself is larger"))
+    study = reference_curves[reference_curves["variant"] == study_curve]
+    print(f"{study_curve}: worst class std over seeds {study['worst_std'].min():.2f} to {study['worst_std'].max():.2f} "
+          f"points; minutes a trial at {target_iters}: "
+          + ", ".join(f"{r.method} {r.minutes:.0f}" for r in study[study["iters"] == target_iters].itertuples()))
+    strict = chosen_iters(study, target_iters, tolerance)
+    for method, r in strict.iterrows():
+        print(f"within {tolerance} instead, {method}: {r.why}")
     print(study_iters(choices[choices["variant"] == study_curve], curve_methods)[1])
 
 # %% [markdown]

@@ -159,41 +159,52 @@ def test_paired_gain_of_the_average_and_the_worst_class():
     assert np.isclose(out.loc["worst class", "p"], 2 / 2**6)  # six positive pairs: exact two-sided p
 
 
-def test_welch_interval_and_equivalence_bound_agree_with_scipys_one_sided_tests():
-    from ptqlib.analysis.stats import equivalence_bound, welch_diff_ci
+def test_mean_difference_is_welchs_test_without_shared_seeds_and_the_paired_test_with_all():
+    from ptqlib.analysis.stats import mean_difference, t_mean_ci
 
     rng = np.random.default_rng(0)
-    a, b = rng.normal(74.6, 0.7, 10), rng.normal(73.6, 0.4, 5)
-    diff, low, high = welch_diff_ci(a, b)
-    assert diff == pytest.approx(a.mean() - b.mean()) and low < diff < high
-    bound = equivalence_bound(a, b)
-    assert bound == pytest.approx(max(abs(v) for v in welch_diff_ci(a, b, 0.90)[1:]))
-    # TOST at 5 %: both one-sided tests reject just above the bound, one does not just below it
+    a = pd.Series(rng.normal(74.6, 0.7, 10), index=range(10))
+    b = pd.Series(rng.normal(73.6, 0.4, 5), index=range(10, 15))  # no seed in common
+    d = mean_difference(a, b)
+    welch = scipy_stats.ttest_ind(a, b, equal_var=False)
+    assert d.diff == pytest.approx(a.mean() - b.mean()) and d.shared == 0 and d.r == 0
+    assert d.df == pytest.approx(welch.df) and d.diff / d.se == pytest.approx(welch.statistic)
+    assert d.interval() == pytest.approx(tuple(welch.confidence_interval(0.95)))
+    # TOST at 5 %: both one-sided Welch tests reject just above the bound, one does not just below it
+    bound = d.equivalence_bound()
     for margin, shown in ((bound + 1e-6, True), (bound - 1e-6, False)):
         p_low = scipy_stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
         p_high = scipy_stats.ttest_ind(a - margin, b, equal_var=False, alternative="less").pvalue
         assert (max(p_low, p_high) < 0.05) == shown
-    # the bound fails a real difference and a too-small sample, and passes a close one on many seeds
-    assert equivalence_bound(rng.normal(2.0, 0.5, 50), rng.normal(0.0, 0.5, 50)) > 1.0
-    assert equivalence_bound([-0.5, 0.0, 0.5], [-0.5, 0.0, 0.5]) > 0.3  # equal means, three seeds: not shown
-    assert equivalence_bound(rng.normal(0.0, 0.5, 200), rng.normal(0.0, 0.5, 200)) < 0.3
-    assert np.isnan(equivalence_bound([1.0], [1.0, 2.0])) and np.isnan(welch_diff_ci([1.0], [2.0, 3.0])[1])
-    assert welch_diff_ci([1.0, 1.0], [0.0, 0.0]) == (1.0, 1.0, 1.0)  # no spread at all
+    # every seed shared: the paired t-test on the differences
+    c = pd.Series(rng.normal(74.0, 0.7, 10), index=range(10))
+    paired = mean_difference(a, c)
+    assert paired.df == 9 and paired.interval() == pytest.approx(t_mean_ci((a - c).to_numpy()))
+    assert paired.paired_sd == pytest.approx((a - c).std(ddof=1))
 
 
-def test_seeds_for_welch_equivalence_is_where_the_bound_reaches_the_margin():
-    from ptqlib.analysis.stats import equivalence_bound, seeds_for_welch_equivalence
+def test_mean_difference_widens_for_shared_seeds_that_move_against_each_other():
+    from ptqlib.analysis.stats import mean_difference
 
-    n = seeds_for_welch_equivalence(0.2, 0.7, 0.5, 1.0)
-    # samples with exactly those means and spreads: n a side shows it within 1.0, n - 1 does not
-    def sample(mean, sd, k):
-        z = np.linspace(-1, 1, k)
-        return mean + sd * (z - z.mean()) / z.std(ddof=1)
-    assert equivalence_bound(sample(0.2, 0.7, int(n)), sample(0.0, 0.5, int(n))) <= 1.0
-    assert equivalence_bound(sample(0.2, 0.7, int(n) - 1), sample(0.0, 0.5, int(n) - 1)) > 1.0
-    assert seeds_for_welch_equivalence(-0.2, 0.7, 0.5, 1.0) == n  # either direction
-    assert seeds_for_welch_equivalence(1.0, 0.7, 0.5, 1.0) == np.inf and seeds_for_welch_equivalence(-1.5, 0.1, 0.1, 1.0) == np.inf
-    assert seeds_for_welch_equivalence(0.0, 0.0, 0.0, 1.0) == 2 and np.isnan(seeds_for_welch_equivalence(0.0, np.nan, 0.5, 1.0))
+    base = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+    b = pd.Series(np.r_[base, 0.3, -0.3], index=range(7))
+    along = pd.Series(np.r_[base, 0.2, -0.2, 0.4, -0.4], index=[0, 1, 2, 3, 4, 10, 11, 12, 13])
+    against = pd.Series(np.r_[-base, 0.2, -0.2, 0.4, -0.4], index=along.index)
+    apart = pd.Series(along.to_numpy(), index=range(20, 29))  # the same values, no seed shared
+    assert mean_difference(along, b).r > 0.9 and mean_difference(against, b).r < -0.9
+    se = {name: mean_difference(x, b).se for name, x in (("along", along), ("against", against), ("apart", apart))}
+    assert se["along"] < se["apart"] < se["against"]
+    # degenerate samples: no interval, no bound
+    assert np.isnan(mean_difference(pd.Series([1.0]), b).se)
+    flat = mean_difference(pd.Series([1.0, 1.0, 1.0]), pd.Series([0.0, 0.0]))
+    assert flat.diff == 1.0 and np.isnan(flat.equivalence_bound()) and np.isnan(flat.interval()[0])
+    # the bound fails a real difference and too few seeds, and passes a close one on many
+    rng = np.random.default_rng(1)
+    draw = lambda mean, n: pd.Series(rng.normal(mean, 0.5, n))  # noqa: E731
+    assert mean_difference(draw(2.0, 50), draw(0.0, 50)).equivalence_bound() > 1.0
+    three = mean_difference(pd.Series([-0.5, 0.0, 0.5]), pd.Series([-0.5, 0.0, 0.5], index=[3, 4, 5]))
+    assert three.diff == 0 and three.equivalence_bound() > 0.3  # equal means on three seeds each: not shown
+    assert mean_difference(draw(0.0, 200), draw(0.0, 200)).equivalence_bound() < 0.3
 
 
 def test_seeds_for_equivalence_follows_the_t_interval_and_refuses_what_no_seed_count_shows():

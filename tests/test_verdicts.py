@@ -412,38 +412,46 @@ def test_paired_effects_measure_one_setting_at_a_time_and_list_what_is_missing(t
 
 def test_chosen_iters_asks_the_target_count_and_an_equivalence_within_the_margin():
     import pandas as pd
+    from scipy import stats
 
     from ptqlib.analysis.aggregate import chosen_iters
 
+    def curve(method, reference, *counts):  # counts: (iters, trials, diff, se, df)
+        rows = [dict(method=method, iters=i, trials=n, reference=reference, all_diff=d, all_se=se, all_df=df,
+                     all_low=d - 2 * se, all_high=d + 2 * se, paired_sd=1.0) for i, n, d, se, df in counts]
+        return pd.DataFrame(rows)
+
     nan = np.nan
-    hand = pd.DataFrame({  # e: 20000 is the curve's reference only because no count has 3 trials
-        "method": ["a"] * 4 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2 + ["e"] * 2,
-        "iters": [500, 2000, 5000, 20000, 500, 5000, 20000, 500, 5000, 500, 20000, 500, 20000],
-        "trials": [10, 10, 3, 5, 10, 3, 5, 10, 3, 2, 5, 10, 2],
-        "reference": [20000] * 7 + [5000] * 2 + [20000] * 4,
-        "all_diff": [-2.0, -0.1, -0.05, nan, 1.5, 0.2, nan, 0.0, nan, 0.0, nan, 0.0, nan],
-        "all_low": [-3.0, -0.8, -0.6, nan, 0.6, -0.5, nan, -0.2, nan, -0.2, nan, -0.1, nan],
-        "all_high": [-1.0, 0.6, 0.5, nan, 2.4, 0.9, nan, 0.2, nan, 0.2, nan, 0.1, nan],
-        "equivalent_within": [2.8, 0.7, 0.5, nan, 2.2, 0.8, nan, 0.2, nan, 0.2, nan, 0.1, nan],
-        "equivalence_seeds": [np.inf, 6, 4, nan, np.inf, 5, nan, 2, nan, 2, nan, 2, nan]})
+    target = (20000, 5, nan, nan, nan)
+    hand = pd.concat([
+        curve("a", 20000, (500, 10, -2.0, 0.3, 12), (2000, 10, -0.1, 0.2, 12), (5000, 3, -0.05, 0.5, 4), target),
+        curve("b", 20000, (500, 10, 1.5, 0.3, 12), (5000, 3, 0.2, 0.2, 4), target),  # 500: better by 1.5
+        curve("c", 5000, (500, 10, 0.0, 0.1, 12), (5000, 3, nan, nan, nan)),  # nothing at 20000
+        curve("d", 20000, (500, 2, 0.0, 0.1, 12), target),  # too few trials at 500
+        curve("e", 20000, (500, 10, 0.0, 0.1, 12), (20000, 2, nan, nan, nan)),
+        curve("f", 20000, (500, 10, 0.2, 0.4, 10), target),  # within 1 at 5 %, not at 2.5 %
+        curve("g", 20000, (500, 10, 0.2, 0.4, 10), (2000, 10, 0.2, 0.4, 10), target),  # two tries: 2.5 % each
+        curve("h", 40000, (500, 10, 0.0, 0.1, 12), target, (40000, 3, nan, nan, nan))], ignore_index=True)
+    assert 0.2 + stats.t.ppf(0.95, 10) * 0.4 < 1.0 < 0.2 + stats.t.ppf(0.975, 10) * 0.4  # what f and g rest on
     got = chosen_iters(hand)
-    # a: 500 falls short by 2 points; 2000 is shown within 1 point either way, and is chosen
-    assert got.loc["a", "chosen"] == 2000 and got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000")
-    assert "500: -2.00 [-3.00, -1.00] (10 against 5 trials), within 2.80 (no seed count shows it within 1.0 at this difference)" in \
-        got.loc["a", "why"]
-    # b: 500 is better than 20000 by more than the margin: it does not measure what 20000 does
-    assert got.loc["b", "chosen"] == 5000
-    assert np.isnan(got.loc["c", "chosen"]) and "0 trials, fewer than 3" in got.loc["c", "why"]  # none at the target
+    # a: 500 falls short by 2 points; 2000 is shown within 1 point either way at 5 % / 3, and is chosen
+    assert got.loc["a", "chosen"] == 2000
+    assert got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000 (each of 3 tries at 0.0167): 500: "
+                                          "-2.00 [-2.60, -1.40] (10 against 5 trials), within 2.")
+    assert "(no seed count shows it within 1.0 at this difference)" in got.loc["a", "why"]
+    assert got.loc["b", "chosen"] == 5000  # better than the target by more than the margin is not equivalent
+    assert got.loc["f", "chosen"] == 500 and np.isnan(got.loc["g", "chosen"])  # the tries share the 5 %
+    assert "(~" in got.loc["g", "why"] and "seeds run at both would show it within 1.0)" in got.loc["g", "why"]
+    assert np.isnan(got.loc["c", "chosen"]) and "0 trials, fewer than 3" in got.loc["c", "why"]
     assert np.isnan(got.loc["e", "chosen"]) and "2 trials, fewer than 3" in got.loc["e", "why"]
-    assert got["reached"].tolist() == [True, True, False, True, False]  # c and e say nothing yet
-    assert np.isnan(got.loc["d", "chosen"])  # two trials at 500 are not enough
-    assert chosen_iters(hand, margin=0.6).loc["a", "chosen"] == 5000
-    none = chosen_iters(hand, margin=0.4).loc["a"]
-    assert np.isnan(none["chosen"]) and none["why"].startswith("no count below 20000 shown within 0.4 points: 500")
-    assert "2000: -0.10 [-0.80, +0.60] (10 against 5 trials), within 0.70 (~6 seeds at each count" in none["why"]
+    assert np.isnan(got.loc["h", "chosen"]) and "reference count is 40000, not 20000" in got.loc["h", "why"]
+    assert np.isnan(got.loc["d", "chosen"]) and got.loc["d", "why"].endswith("fewer than 3 trials: 500")
+    assert got["reached"].tolist() == [True, True, False, True, False, True, True, False]
+    assert chosen_iters(hand, margin=3.0).loc["a", "chosen"] == 500
+    assert np.isnan(chosen_iters(hand, margin=0.4).loc["a", "chosen"])
 
 
-def test_chosen_iters_on_a_stored_curve_skips_a_short_count_and_fails_without_enough_seeds(tmp_path):
+def test_chosen_iters_on_a_stored_curve_chooses_the_count_that_matches_and_waits_for_seeds(tmp_path):
     from ptqlib.analysis.aggregate import chosen_iters
     from ptqlib.analysis.cells import iteration_curve
 
@@ -451,12 +459,13 @@ def test_chosen_iters_on_a_stored_curve_skips_a_short_count_and_fails_without_en
     store, fp = _store(tmp_path, rng)
     cell = Cell("resnet20", "toy", calib_size=1024, variant="reference")
     loss = {500: 0.3, 2000: 0.05, 20000: 0.05}  # 500 iterations lose far more images than 2000 and 20000
-    for iters, trials in ((500, 8), (2000, 8), (20000, 8)):
+    for iters in loss:
         _write(store, replace(cell, optimizer="qdrop", iters=iters),
-               _trials(rng, fp, lambda t: np.full(len(LABELS), loss[iters]), trials=trials))
+               _trials(rng, fp, lambda t: np.full(len(LABELS), loss[iters]), trials=8))
     curve = iteration_curve(store, cell, ["qdrop"], [500, 2000, 20000], trials=50)
     first = curve.iloc[0]
     assert first["all_diff"] < -10 and first["all_high"] < 0 and first["equivalent_within"] > 10
+    assert first["all_df"] == 7  # every seed shared: the paired test
     got = chosen_iters(curve, margin=3.0).loc["qdrop"]
     assert got["chosen"] == 2000 and got["reached"]
     # with three seeds a count the point estimate puts close is not yet shown close

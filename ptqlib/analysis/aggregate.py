@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 AVERAGE = "Average"
 
@@ -97,19 +98,26 @@ def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
     return pd.Series(out, name="converged_iters", dtype=float)
 
 
-def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, min_trials: int = 3) -> pd.DataFrame:
+def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, min_trials: int = 3,
+                 alpha: float = 0.05) -> pd.DataFrame:
     """The iteration count to run a study at, per method of an
     :func:`ptqlib.analysis.cells.iteration_curve` whose reference count is ``target`` (the
     reference code's count): the smallest count with at least ``min_trials`` trials whose mean
-    worst class is shown within ``margin`` points of ``target``'s either way by Welch's two
-    one-sided tests at 5 % on every trial of both (``equivalent_within <= margin``:
-    :func:`ptqlib.analysis.stats.equivalence_bound`). A count that is better than ``target`` by
-    more than the margin does not qualify either: it would not measure what ``target`` measures.
-    Meant for a decision, not a claim of convergence (:func:`converged_iters` asks for the far
-    smaller ``tolerance`` on the shared seeds). Columns ``chosen`` (NaN where no count qualifies), ``why`` (each
-    count tried, its numbers and, where it fails, about how many seeds a count would need if the
-    means and spreads held) and ``reached``: whether the curve has ``min_trials`` trials at
-    ``target`` (else it says nothing about the choice yet)."""
+    worst class is shown within ``margin`` points of ``target``'s either way by the two
+    one-sided tests on the curve's trials of both counts (the ``all_*`` columns: the partially
+    overlapping samples t-test), each at ``alpha`` divided by the number of counts tried
+    (Bonferroni: the first of several tries to pass is a false pass at most ``alpha`` of the
+    time). A count better than ``target`` by more than the margin does not qualify either: it
+    would not measure what ``target`` measures. Meant for a decision, not a claim of convergence
+    (:func:`converged_iters` asks for the far smaller ``tolerance`` on the shared seeds).
+    Columns ``chosen`` (NaN where no count qualifies), ``why`` (each count tried, its difference
+    with the 95 % interval, the margin it is shown within and, where that is beyond ``margin``,
+    about how many seeds run at both counts would show it if the difference, the spreads and
+    their correlation held; counts skipped for too few trials) and ``reached``: whether the
+    curve's reference count is ``target`` with ``min_trials`` trials (else it says nothing
+    about the choice yet)."""
+    from ptqlib.analysis.stats import seeds_for_equivalence  # stats builds on this module
+
     rows = []
     for method, group in curve.groupby("method", sort=False):
         group = group.sort_values("iters")
@@ -121,24 +129,31 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
                    else f"the curve's reference count is {reference}, not {target}")
             rows.append((method, np.nan, why, False))
             continue
-        chosen, tried = np.nan, []
-        for r in group[group["iters"] < target].itertuples():
-            if not r.trials >= min_trials:
-                continue
+        below = group[group["iters"] < target]
+        tried = below[below["trials"] >= min_trials]
+        level = alpha / max(len(tried), 1)
+        chosen, lines = np.nan, []
+        for r in tried.itertuples():
+            bound = (abs(r.all_diff) + stats.t.ppf(1 - level, r.all_df) * r.all_se
+                     if np.isfinite(r.all_se) and r.all_se > 0 else np.nan)
             numbers = (f"{r.iters}: {r.all_diff:+.2f} [{r.all_low:+.2f}, {r.all_high:+.2f}] "
-                       f"({int(r.trials)} against {have} trials), within {r.equivalent_within:.2f}")
-            if r.equivalent_within <= margin:
+                       f"({int(r.trials)} against {have} trials), within {bound:.2f}")
+            if bound <= margin:
                 chosen = float(r.iters)
-                tried.append(numbers)
+                lines.append(numbers)
                 break
-            seeds = getattr(r, "equivalence_seeds", np.nan)
-            tried.append(numbers + (f" (~{seeds:.0f} seeds at each count would show it within {margin})"
+            seeds = seeds_for_equivalence(r.all_diff, r.paired_sd, margin, 1 - 2 * level)
+            lines.append(numbers + (f" (~{seeds:.0f} seeds run at both would show it within {margin})"
                                     if np.isfinite(seeds) else
                                     f" (no seed count shows it within {margin} at this difference)"
                                     if seeds == np.inf else ""))
+        skipped = below.loc[below["trials"] < min_trials, "iters"]
         head = (f"{int(chosen)}: shown within {margin} points of {target}" if chosen == chosen
                 else f"no count below {target} shown within {margin} points")
-        rows.append((method, chosen, head + (": " + "; ".join(tried) if tried else ""), True))
+        rows.append((method, chosen, head + f" (each of {len(tried)} tries at {level:.3g})"
+                     + (": " + "; ".join(lines) if lines else "")
+                     + (f"; fewer than {min_trials} trials: " + ", ".join(str(int(i)) for i in skipped)
+                        if len(skipped) else ""), True))
     return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
 
 

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import AVERAGE, reliability_summary, worst_class
-from ptqlib.analysis.stats import (equivalence_bound, paired_gain, seeds_for_equivalence, seeds_for_welch_equivalence,
-                                  t_mean_ci, welch_diff_ci)
+from ptqlib.analysis.stats import mean_difference, paired_gain, seeds_for_equivalence, t_mean_ci
 from ptqlib.data import class_label
 from ptqlib.study import settings
 from ptqlib.study.settings import Cell
@@ -174,8 +173,7 @@ def paired_effects(store: ResultsStore, cell: Cell, comparisons: dict, trials: i
 
 
 def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int],
-                    trials: int, min_reference_trials: int = 3, tolerance: float = 0.3,
-                    margin: float = 1.0) -> pd.DataFrame:
+                    trials: int, min_reference_trials: int = 3, tolerance: float = 0.3) -> pd.DataFrame:
     """Per reconstruction method and iteration count (the cell's other settings, its variant
     included), over the first ``trials`` seeds each count has: trials, the mean average and
     worst-class accuracy (with the std of the worst class) and the median minutes a trial spent
@@ -185,18 +183,17 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
     with its 95 % Student-t interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs),
     the paired changes' standard deviation (``diff_sd``) and about how many seeds would show the
     count within ``tolerance`` points of the reference if that mean and spread held
-    (``seeds_needed``: :func:`~ptqlib.analysis.stats.seeds_for_equivalence`). And on every trial
-    of both counts, not only the shared seeds (Welch's interval takes the two counts' trials as
-    independent; a seed both ran shares its calibration set, and a positive dependence between its
-    two worst classes would only make the interval wider than it needs to be): the difference of
-    the mean worst class (``all_diff``) with its 95 % Welch interval (``all_low``, ``all_high``),
-    the margin within which the two are shown equivalent by Welch's two one-sided tests at 5 %
-    (``equivalent_within``: :func:`~ptqlib.analysis.stats.equivalence_bound`) and about how many
-    seeds each count would need to show it within ``margin`` if the means and spreads held
-    (``equivalence_seeds``: :func:`~ptqlib.analysis.stats.seeds_for_welch_equivalence`)."""
+    (``seeds_needed``: :func:`~ptqlib.analysis.stats.seeds_for_equivalence`). And on all the
+    trials of both counts, the shared seeds paired and the others not (the partially overlapping
+    samples t-test, :func:`~ptqlib.analysis.stats.mean_difference`): the difference of the mean
+    worst class (``all_diff``), its standard error and degrees of freedom (``all_se``,
+    ``all_df``), its 95 % interval (``all_low``, ``all_high``), the correlation of the shared
+    seeds' worst classes (``all_r``), the spread a paired difference would have
+    (``paired_sd``), and the margin within which the two counts are shown equivalent by the two
+    one-sided tests at 5 % (``equivalent_within``)."""
     columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes", "reference", "pairs",
-               "worst_diff", "diff_low", "diff_high", "diff_sd", "seeds_needed", "all_diff", "all_low", "all_high",
-               "equivalent_within", "equivalence_seeds"]
+               "worst_diff", "diff_low", "diff_high", "diff_sd", "seeds_needed", "all_diff", "all_se", "all_df",
+               "all_low", "all_high", "all_r", "paired_sd", "equivalent_within"]
     rows = []
     for method in methods:
         frame = factor_frame(store, replace(cell, optimizer=method), "iters", iters, trials)
@@ -212,15 +209,12 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
         stats["reference"] = reference
         for i, count in enumerate(stats["iters"]):
             paired = ["pairs", "worst_diff", "diff_low", "diff_high", "diff_sd", "seeds_needed"]
-            unpaired = ["all_diff", "all_low", "all_high", "equivalent_within", "equivalence_seeds"]
+            unpaired = ["all_diff", "all_se", "all_df", "all_low", "all_high", "all_r", "paired_sd", "equivalent_within"]
             if count == reference:
                 stats.loc[i, paired + unpaired] = np.nan
                 continue
-            this, yardstick = worst[count].dropna().to_numpy(), worst[reference].dropna().to_numpy()
-            sds = [v.std(ddof=1) if len(v) >= 2 else np.nan for v in (this, yardstick)]
-            all_diff, all_low, all_high = welch_diff_ci(this, yardstick)
-            stats.loc[i, unpaired] = [all_diff, all_low, all_high, equivalence_bound(this, yardstick),
-                                      seeds_for_welch_equivalence(all_diff, *sds, margin)]
+            d = mean_difference(worst[count], worst[reference])
+            stats.loc[i, unpaired] = [d.diff, d.se, d.df, *d.interval(), d.r, d.paired_sd, d.equivalence_bound()]
             both = worst[[count, reference]].dropna()
             diff = (both[count] - both[reference]).to_numpy()
             low, high = t_mean_ci(diff)  # few seeds: a t interval, not the bootstrap (see t_mean_ci)

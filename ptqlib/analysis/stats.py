@@ -18,6 +18,8 @@ predicted labels.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -74,53 +76,63 @@ def _seeds_for_half_width(sd: float, room: float, scale: float, confidence: floa
     return float(n)
 
 
-def welch_diff_ci(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """The difference of two samples' means, ``mean(a) - mean(b)``, with its Welch confidence
-    interval (:func:`scipy.stats.ttest_ind` with ``equal_var=False``: unequal variances and
-    sizes, Welch-Satterthwaite degrees of freedom): ``(diff, low, high)``. The interval is NaN
-    with fewer than two values on a side; with no spread on either side it is the difference
-    itself."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = float(a.mean() - b.mean()) if len(a) and len(b) else np.nan
-    if len(a) < 2 or len(b) < 2:
-        return diff, np.nan, np.nan
-    if a.std() == 0 and b.std() == 0:
-        return diff, diff, diff
-    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
-    return diff, float(ci.low), float(ci.high)
+@dataclass(frozen=True)
+class MeanDifference:
+    """``mean(a) - mean(b)`` of two samples keyed by seed, some seeds in both (partially
+    overlapping samples): its standard error and degrees of freedom (:func:`mean_difference`),
+    the correlation of the shared seeds' values and the spread a paired difference would have
+    (``paired_sd``, from the two spreads and that correlation)."""
+
+    diff: float
+    se: float
+    df: float
+    r: float
+    paired_sd: float
+    shared: int
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """The two-sided Student-t interval ``diff +- t(df) * se`` (NaN without a spread)."""
+        if not (np.isfinite(self.se) and self.se > 0):
+            return (np.nan, np.nan)
+        half = stats.t.ppf(0.5 + confidence / 2, self.df) * self.se
+        return (self.diff - half, self.diff + half)
+
+    def equivalence_bound(self, alpha: float = 0.05) -> float:
+        """The smallest margin ``d`` at which the two one-sided tests at level ``alpha`` (TOST,
+        Schuirmann 1987: the difference is above ``-d`` and below ``d``, both shown) show the
+        two means within ``d``: the end of the ``1 - 2 alpha`` interval farther from 0,
+        ``|diff| + t(1 - alpha, df) * se``. NaN without a spread."""
+        low, high = self.interval(1 - 2 * alpha)
+        return float(max(abs(low), abs(high))) if np.isfinite(low) else np.nan
 
 
-def equivalence_bound(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> float:
-    """The smallest margin ``d`` at which Welch's two one-sided tests at level ``alpha`` (TOST,
-    Schuirmann 1987: mean(a) - mean(b) > -d and < d, both rejected) show the two means within
-    ``d`` of each other: the end of the ``1 - 2 alpha`` Welch interval (:func:`welch_diff_ci`)
-    farther from 0. Two samples are shown equivalent within ``d`` when this is below ``d``;
-    a difference of exactly 0 measured on few seeds still gets a wide bound. NaN with fewer
-    than two values on a side."""
-    _, low, high = welch_diff_ci(a, b, 1 - 2 * alpha)
-    return float(max(abs(low), abs(high))) if np.isfinite(low) else np.nan
-
-
-def seeds_for_welch_equivalence(diff: float, sd_a: float, sd_b: float, margin: float, alpha: float = 0.05) -> float:
-    """About how many seeds *each* of two samples needs before :func:`equivalence_bound` falls
-    within ``margin``, if the observed difference of means and the two standard deviations held:
-    the smallest ``n >= 2`` with ``t(1 - alpha, df) * sqrt((sd_a**2 + sd_b**2) / n)`` at most
-    ``margin - |diff|`` (``df`` Welch-Satterthwaite's for ``n`` a side). Infinite when
-    ``|diff| >= margin``, NaN when a standard deviation is unknown."""
-    if not all(np.isfinite(v) for v in (diff, sd_a, sd_b)):
-        return np.nan
-    room = margin - abs(diff)
-    if room <= 1e-9 * max(1.0, margin):
-        return np.inf
-    var = sd_a ** 2 + sd_b ** 2
-    if var == 0:
-        return 2.0
-    n = max(2, int(np.ceil((stats.norm.ppf(1 - alpha) ** 2) * var / room ** 2)))
-    while True:
-        df = var ** 2 * (n - 1) / (sd_a ** 4 + sd_b ** 4)
-        if stats.t.ppf(1 - alpha, df) * np.sqrt(var / n) <= room:
-            return float(n)
-        n += 1
+def mean_difference(a: pd.Series, b: pd.Series) -> MeanDifference:
+    """The difference of the means of ``a`` and ``b`` (values indexed by seed), every value of
+    both used, with the partially overlapping samples t-test's standard error and degrees of
+    freedom (Derrick, Russ, Toher and White 2017, "Test statistics for the comparison of means for
+    two samples that include both paired observations and independent observations", JMASM
+    16(1), the unequal-variance statistic): ``se**2 = sa**2/na + sb**2/nb - 2 r sa sb nab/(na nb)``
+    with ``r`` the correlation over the ``nab`` seeds both have (0 with fewer than two or no
+    spread); with no shared seed it is Welch's test, with every seed shared the paired t-test.
+    NaN standard error with fewer than two values on a side or no spread on either."""
+    a, b = a.dropna().astype(float), b.dropna().astype(float)
+    na, nb = len(a), len(b)
+    diff = float(a.mean() - b.mean()) if na and nb else np.nan
+    shared = a.index.intersection(b.index)
+    nab = len(shared)
+    if na < 2 or nb < 2:
+        return MeanDifference(diff, np.nan, np.nan, np.nan, np.nan, nab)
+    sa, sb = float(a.std(ddof=1)), float(b.std(ddof=1))
+    pa, pb = a[shared], b[shared]
+    r = float(np.corrcoef(pa, pb)[0, 1]) if nab >= 2 and pa.std() > 0 and pb.std() > 0 else 0.0
+    paired_sd = float(np.sqrt(max(sa ** 2 + sb ** 2 - 2 * r * sa * sb, 0.0)))
+    var = sa ** 2 / na + sb ** 2 / nb - 2 * r * sa * sb * nab / (na * nb)
+    if sa == 0 and sb == 0:
+        return MeanDifference(diff, np.nan, np.nan, r, paired_sd, nab)
+    welch_df = (sa ** 2 / na + sb ** 2 / nb) ** 2 / ((sa ** 2 / na) ** 2 / (na - 1) + (sb ** 2 / nb) ** 2 / (nb - 1))
+    alone = (na - nab) + (nb - nab)  # values whose seed the other sample lacks
+    df = welch_df if nab == 0 else (nab - 1) + (welch_df - nab + 1) / (alone + 2 * nab) * alone
+    return MeanDifference(diff, float(np.sqrt(max(var, 0.0))), float(df), r, paired_sd, nab)
 
 
 def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
