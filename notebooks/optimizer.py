@@ -47,7 +47,7 @@ import pandas as pd
 
 from ptqlib.analysis.aggregate import (chosen_iters, class_summary, converged_iters, gains_against, ordered_levels,
                                       study_iters, worst_class)
-from ptqlib.analysis.plotting import iteration_lines, mean_std_lines
+from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_tests, significant_changes
 from ptqlib.study.store import ResultsStore
@@ -182,7 +182,8 @@ else:
 # more often than the 5 % of one test). `equivalent_within` in the table is the margin a count
 # is shown within at 5 % uncorrected; the `why` column gives the corrected one. A count that is
 # better than `target_iters` by more than the margin does not qualify either: its cells would
-# not measure what the reference's reconstructions give. The margin is about one trial's
+# not measure what the reference's reconstructions give. The figure shows each count's
+# difference with its 95 % interval against the band of ±`choice_margin`. The margin is about one trial's
 # seed-to-seed spread of the worst class (the range of `worst_std` is printed below); the
 # lines after it say what the `tolerance` of the strict sense would take instead. The study
 # takes the largest of the methods' counts, so every method runs at the same count; while a
@@ -199,6 +200,10 @@ else:
     publish_table(choices.reset_index()[["variant", "method", "chosen", "why"]].set_index(["variant", "method"]),
                   "chosen_iters")
     study = reference_curves[reference_curves["variant"] == study_curve]
+    equivalence_lines(study, choice_margin)
+    plt.title(f"{study_curve}: each count against {target_iters} (95 % intervals)", fontsize=9)
+    plt.tight_layout()
+    plt.show()
     print(f"{study_curve}: worst class std over seeds {study['worst_std'].min():.2f} to {study['worst_std'].max():.2f} "
           f"points; minutes a trial at {target_iters}: "
           + ", ".join(f"{r.method} {r.minutes:.0f}" for r in study[study["iters"] == target_iters].itertuples()))

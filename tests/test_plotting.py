@@ -110,3 +110,18 @@ def test_summary_lines_one_line_per_model_in_the_given_level_order():
     m1, m2 = (c.lines[0] for c in ax.containers)  # each errorbar's data line
     assert list(m1.get_ydata()) == [70.0, 60.0]  # level 8 first, as asked
     assert np.isnan(m2.get_ydata()[0]) and m2.get_ydata()[1] == 65.0  # m2 has no level 8
+
+
+def test_equivalence_lines_one_line_per_method_with_the_margin_band():
+    from ptqlib.analysis.plotting import equivalence_lines
+
+    nan = np.nan
+    curve = pd.DataFrame({"method": ["a", "a", "a", "b", "b"], "iters": [500, 2000, 20000, 500, 20000],
+                          "reference": [20000] * 5, "all_diff": [1.0, -0.2, nan, 0.3, nan],
+                          "all_low": [0.2, -1.5, nan, -0.9, nan], "all_high": [1.8, 1.1, nan, 1.5, nan]})
+    ax = equivalence_lines(curve, margin=1.0)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["within 1.0 points", "a", "b"]
+    a, b = (c.lines[0] for c in ax.containers)
+    assert list(a.get_ydata()) == [1.0, -0.2] and list(b.get_ydata()) == [0.3]  # the reference count is not drawn
+    assert ax.get_ylabel() == "worst class minus 20000's (points)"
