@@ -119,22 +119,24 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # runs it: BRECQ in two stages, AdaRound with float activations, QDrop with ranges set on the
 # float network; see [the conventions](recon_conventions)); BRECQ's earlier reference trials,
 # whose second pass ran on the float network of the rounded weights (`fp_weights=current`), are
-# their own curve. Each count is compared with the
-# reference count, the largest with at least three trials, on the seeds both have: the mean
-# paired change of the worst class, with its 95 % Student-t interval (on three to ten seeds the
-# percentile bootstrap is far too narrow: a resample of three values has only ten distinct
-# means; `ptqlib.analysis.stats.t_mean_ci`). A count is taken as
-# converged when that whole interval lies within `tolerance` points either way (an equivalence
-# test: a count whose interval is too wide, for lack of seeds, is not called converged). Minutes
-# are the median time a trial spent calibrating (reconstruction included) with the threads it
-# ran with; compare counts, not absolute times (some 20,000-iteration trials were stopped and
-# resumed from their checkpoints before trials recorded the stopped run's units, and count only
-# the resumed part: their minutes are too low, which the median damps but does not remove).
-# Where a count is not shown converged, the line says about how many seeds would show it, if the mean change and its spread over seeds held
-# (with the same t interval; `seeds_needed` in the table): the worst class moves by most of a point
-# from seed to seed, so an equivalence at 0.3 points takes tens of seeds even where the mean
-# change is near 0. The reference code's own count is 20,000: until
-# the store has three trials at 20,000, the lines below name the smaller count each method is
+# their own curve. Each count is compared with the reference count, the largest with at least
+# three trials, on the trials of both (the first `curve_trials` seeds of each): the change of the
+# mean worst class with its 95 % interval from the **partially overlapping samples t-test**
+# (Derrick, Russ, Toher and White 2017; `ptqlib.analysis.stats.mean_difference`), which takes
+# the seeds both counts ran as pairs, through the correlation of their worst classes (`shared_r`
+# in the table; a negative one widens the interval), and the other seeds as independent; with
+# every seed shared it is the paired t-test, with none Welch's. A count is taken as converged
+# when that whole interval lies within `tolerance` points either way (an equivalence test: a
+# count whose interval is too wide, for lack of seeds, is not called converged). Minutes are the
+# median time a trial spent calibrating (reconstruction included) with the threads it ran with;
+# compare counts, not absolute times (some 20,000-iteration trials were stopped and resumed from
+# their checkpoints before trials recorded the stopped run's units, and count only the resumed
+# part: their minutes are too low, which the median damps but does not remove). Where a count is
+# not shown converged, the line says about how many seeds run at both counts would show it, if
+# the change, the spreads and their correlation held (`seeds_needed` in the table): the worst
+# class moves by most of a point from seed to seed, so an equivalence at 0.3 points takes tens of
+# seeds even where the change is near 0. The reference code's own count is 20,000: until the
+# store has three trials at 20,000, the lines below name the smaller count each method is
 # compared with, and "converged" means converged relative to that count only.
 
 # %%
@@ -152,12 +154,13 @@ else:
     for (v, method), group in curves.groupby(["variant", "method"], sort=False):
         converged = converged_iters(group, tolerance).iloc[0]
         reference = int(group["reference"].iloc[0])
-        compared = [f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] ({r.pairs:.0f} seeds"
-                    + (f"; ~{r.seeds_needed:.0f} would show it within {tolerance}" if np.isfinite(r.seeds_needed)
-                       and r.seeds_needed > r.pairs else "") + ")"
-                    for r in group.itertuples() if r.pairs > 0]
+        compared = [f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] ({r.trials:.0f} against "
+                    f"{int(group.loc[group['iters'] == reference, 'trials'].iloc[0])} trials, {r.shared:.0f} shared"
+                    + (f"; ~{r.seeds_needed:.0f} at both would show it within {tolerance}"
+                       if np.isfinite(r.seeds_needed) and r.seeds_needed > r.trials else "") + ")"
+                    for r in group.itertuples() if np.isfinite(r.diff_low)]
         if not compared:
-            print(f"{v} {method}: a single count ({reference}) or no shared seeds: no convergence to read")
+            print(f"{v} {method}: a single count ({reference}) or too few trials: no convergence to read")
             continue
         print(f"{v} {method}: worst class against {reference} iterations: " + "; ".join(compared)
               + (f" -> converged at {int(converged)}" if converged == converged
@@ -168,27 +171,23 @@ else:
 #
 # Convergence in the strict sense above needs tens of seeds per count, and a trial at
 # `target_iters` costs the minutes in the table, so the count the study's reconstruction cells
-# run at is a decision made on weaker evidence, and stated as one. It uses the curve's trials of
-# both counts (the first `curve_trials` seeds of each), not only the seeds they share, because
-# the cheap counts have more seeds than `target_iters`: the **partially overlapping samples
-# t-test** (Derrick, Russ, Toher and White 2017; `ptqlib.analysis.stats.mean_difference`) takes
-# the shared seeds as pairs, through the correlation of their worst classes (`all_r` in the
-# table; a negative one widens the interval), and the other seeds as independent; with every seed
-# shared it is the paired t-test, with none Welch's. For the `study_curve` curve (the
-# configuration the cells run), per method: the smallest count with at least three trials whose
-# mean worst class is shown within `choice_margin` points of `target_iters`'s **either way** by
-# the two one-sided tests (TOST), each count tried at 5 % divided by the number of counts tried
-# (Bonferroni: taking the first of several tries that passes would otherwise pass by chance
-# more often than the 5 % of one test). `equivalent_within` in the table is the margin a count
-# is shown within at 5 % uncorrected; the `why` column gives the corrected one. A count that is
-# better than `target_iters` by more than the margin does not qualify either: its cells would
-# not measure what the reference's reconstructions give. The figure shows each count's
-# difference with its 95 % interval against the band of ±`choice_margin`. The margin is about one trial's
-# seed-to-seed spread of the worst class (the range of `worst_std` is printed below); the
-# lines after it say what the `tolerance` of the strict sense would take instead. The study
-# takes the largest of the methods' counts, so every method runs at the same count; while a
-# method lacks three trials at `target_iters`, there is no study-wide count yet. The other
-# curves get a count by the same rule, for reading only.
+# run at is a decision made on weaker evidence, and stated as one, with the same comparison
+# (every trial of both counts: the cheap counts have more seeds than `target_iters`). For the
+# `study_curve` curve (the configuration the cells run), per method: the smallest count with at
+# least three trials whose mean worst class is shown within `choice_margin` points of
+# `target_iters`'s **either way** by the two one-sided tests (TOST), each count tried at 5 %
+# divided by the number of counts tried (Bonferroni: taking the first of several tries that
+# passes would otherwise pass by chance more often than the 5 % of one test).
+# `equivalent_within` in the iterations table is the margin a count is shown within at 5 %
+# uncorrected; the `why` column below gives the corrected one. A count that is better than
+# `target_iters` by more than the margin does not qualify either: its cells would not measure
+# what the reference's reconstructions give. The figure shows each count's change with its 95 %
+# interval against the band of ±`choice_margin`. The margin is about one trial's seed-to-seed
+# spread of the worst class (the range of `worst_std` is printed below); the lines of the section
+# above say what the `tolerance` of the strict sense would take instead. The study takes the largest of
+# the methods' counts, so every method runs at the same count; while a method lacks three trials
+# at `target_iters`, there is no study-wide count yet. The other curves get a count by the same
+# rule, for reading only.
 
 # %%
 reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves
@@ -207,9 +206,6 @@ else:
     print(f"{study_curve}: worst class std over seeds {study['worst_std'].min():.2f} to {study['worst_std'].max():.2f} "
           f"points; minutes a trial at {target_iters}: "
           + ", ".join(f"{r.method} {r.minutes:.0f}" for r in study[study["iters"] == target_iters].itertuples()))
-    strict = chosen_iters(study, target_iters, tolerance)
-    for method, r in strict.iterrows():
-        print(f"within {tolerance} instead, {method}: {r.why}")
     print(study_iters(choices[choices["variant"] == study_curve], curve_methods)[1])
 
 # %% [markdown]

@@ -117,8 +117,8 @@ def test_equivalence_lines_one_line_per_method_with_the_margin_band():
 
     nan = np.nan
     curve = pd.DataFrame({"method": ["a", "a", "a", "b", "b"], "iters": [500, 2000, 20000, 500, 20000],
-                          "reference": [20000] * 5, "all_diff": [1.0, -0.2, nan, 0.3, nan],
-                          "all_low": [0.2, -1.5, nan, -0.9, nan], "all_high": [1.8, 1.1, nan, 1.5, nan]})
+                          "reference": [20000] * 5, "worst_diff": [1.0, -0.2, nan, 0.3, nan],
+                          "diff_low": [0.2, -1.5, nan, -0.9, nan], "diff_high": [1.8, 1.1, nan, 1.5, nan]})
     ax = equivalence_lines(curve, margin=1.0)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["within 1.0 points", "a", "b"]

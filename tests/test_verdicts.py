@@ -355,11 +355,12 @@ def test_iteration_curve_pairs_each_count_with_the_largest_and_the_converged_cou
                _trials(rng, fp, lambda t: np.full(len(LABELS), 0.1 if iters == 500 else 0.05), trials=trials))
     curve = iteration_curve(store, cell, ["brecq", "qdrop"], [500, 2000], trials=50)
     assert list(curve["iters"]) == [500, 2000] and list(curve["trials"]) == [4, 3]  # every seed of each count
-    assert curve["pairs"].iloc[0] == 3 and np.isnan(curve["pairs"].iloc[1])  # against the largest: shared seeds
+    assert curve["shared"].iloc[0] == 3 and np.isnan(curve["shared"].iloc[1])  # against the largest: shared seeds
     assert curve["avg_mean"].iloc[1] > curve["avg_mean"].iloc[0]
     assert curve["worst_diff"].iloc[0] < 0 and curve["diff_low"].iloc[0] <= curve["worst_diff"].iloc[0]
     assert np.isnan(curve["diff_low"].iloc[1])  # the largest count against itself
-    assert curve["diff_sd"].iloc[0] >= 0 and curve["seeds_needed"].iloc[0] >= 2  # or inf: beyond the tolerance
+    assert curve["paired_sd"].iloc[0] >= 0 and curve["seeds_needed"].iloc[0] >= 2  # or inf: beyond the tolerance
+    assert curve["diff_df"].iloc[0] > 2  # 3 pairs and a seed alone: more than the paired test's 2
     joint = iteration_curve(store, replace(cell, variant="joint"), ["brecq"], [500, 2000], trials=50)
     assert joint.empty  # the variant is part of the selection
     # a count with fewer than min_reference_trials trials is shown but is not the yardstick
@@ -367,7 +368,7 @@ def test_iteration_curve_pairs_each_count_with_the_largest_and_the_converged_cou
            _trials(rng, fp, lambda t: np.full(len(LABELS), 0.05), trials=1))
     curve = iteration_curve(store, cell, ["brecq"], [500, 2000, 5000], trials=50)
     assert list(curve["reference"]) == [2000] * 3 and list(curve["trials"]) == [4, 3, 1]
-    assert curve["pairs"].iloc[0] == 3 and curve["pairs"].iloc[2] == 1 and np.isnan(curve["diff_low"].iloc[2])
+    assert curve["shared"].iloc[0] == 3 and np.isnan(curve["diff_low"].iloc[2])  # one trial: no interval
     assert converged_iters(curve.assign(diff_low=[-0.1, np.nan, -0.1], diff_high=[0.1, np.nan, 0.1]))["brecq"] == 500
     curve = iteration_curve(store, cell, ["brecq"], [500, 2000, 5000], trials=50, min_reference_trials=1)
     assert list(curve["reference"]) == [5000] * 3
@@ -417,8 +418,8 @@ def test_chosen_iters_asks_the_target_count_and_an_equivalence_within_the_margin
     from ptqlib.analysis.aggregate import chosen_iters
 
     def curve(method, reference, *counts):  # counts: (iters, trials, diff, se, df)
-        rows = [dict(method=method, iters=i, trials=n, reference=reference, all_diff=d, all_se=se, all_df=df,
-                     all_low=d - 2 * se, all_high=d + 2 * se, paired_sd=1.0) for i, n, d, se, df in counts]
+        rows = [dict(method=method, iters=i, trials=n, reference=reference, worst_diff=d, diff_se=se, diff_df=df,
+                     diff_low=d - 2 * se, diff_high=d + 2 * se, paired_sd=1.0) for i, n, d, se, df in counts]
         return pd.DataFrame(rows)
 
     nan = np.nan
@@ -464,8 +465,8 @@ def test_chosen_iters_on_a_stored_curve_chooses_the_count_that_matches_and_waits
                _trials(rng, fp, lambda t: np.full(len(LABELS), loss[iters]), trials=8))
     curve = iteration_curve(store, cell, ["qdrop"], [500, 2000, 20000], trials=50)
     first = curve.iloc[0]
-    assert first["all_diff"] < -10 and first["all_high"] < 0 and first["equivalent_within"] > 10
-    assert first["all_df"] == 7  # every seed shared: the paired test
+    assert first["worst_diff"] < -10 and first["diff_high"] < 0 and first["equivalent_within"] > 10
+    assert first["diff_df"] == 7 and first["shared"] == 8  # every seed shared: the paired test
     got = chosen_iters(curve, margin=3.0).loc["qdrop"]
     assert got["chosen"] == 2000 and got["reached"]
     # with three seeds a count the point estimate puts close is not yet shown close

@@ -84,8 +84,8 @@ def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.Dat
 def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
     """Per method of an :func:`ptqlib.analysis.cells.iteration_curve`: the smallest iteration count
     shown equivalent to the reference count (its ``reference`` column; without one, the largest),
-    that is whose paired change of the worst class against it has its whole 95 % interval within
-    ``tolerance`` points either way. NaN where no smaller count is shown equivalent: too few shared
+    that is whose change of the worst class against it has its whole 95 % interval within
+    ``tolerance`` points either way. NaN where no smaller count is shown equivalent: too few
     seeds, an interval too wide, or a real change (the reference cannot be told from a count that
     is still improving)."""
     out = {}
@@ -104,8 +104,8 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     :func:`ptqlib.analysis.cells.iteration_curve` whose reference count is ``target`` (the
     reference code's count): the smallest count with at least ``min_trials`` trials whose mean
     worst class is shown within ``margin`` points of ``target``'s either way by the two
-    one-sided tests on the curve's trials of both counts (the ``all_*`` columns: the partially
-    overlapping samples t-test), each at ``alpha`` divided by the number of counts tried
+    one-sided tests on the curve's trials of both counts (its ``worst_diff``, ``diff_se`` and
+    ``diff_df``: the partially overlapping samples t-test), each at ``alpha`` divided by the number of counts tried
     (Bonferroni: the first of several tries to pass is a false pass at most ``alpha`` of the
     time). A count better than ``target`` by more than the margin does not qualify either: it
     would not measure what ``target`` measures. Meant for a decision, not a claim of convergence
@@ -134,15 +134,15 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
         level = alpha / max(len(tried), 1)
         chosen, lines = np.nan, []
         for r in tried.itertuples():
-            bound = (abs(r.all_diff) + stats.t.ppf(1 - level, r.all_df) * r.all_se
-                     if np.isfinite(r.all_se) and r.all_se > 0 else np.nan)
-            numbers = (f"{r.iters}: {r.all_diff:+.2f} [{r.all_low:+.2f}, {r.all_high:+.2f}] "
+            bound = (abs(r.worst_diff) + stats.t.ppf(1 - level, r.diff_df) * r.diff_se
+                     if np.isfinite(r.diff_se) and r.diff_se > 0 else np.nan)
+            numbers = (f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] "
                        f"({int(r.trials)} against {have} trials), within {bound:.2f}")
             if bound <= margin:
                 chosen = float(r.iters)
                 lines.append(numbers)
                 break
-            seeds = seeds_for_equivalence(r.all_diff, r.paired_sd, margin, 1 - 2 * level)
+            seeds = seeds_for_equivalence(r.worst_diff, r.paired_sd, margin, 1 - 2 * level)
             lines.append(numbers + (f" (~{seeds:.0f} seeds run at both would show it within {margin})"
                                     if np.isfinite(seeds) else
                                     f" (no seed count shows it within {margin} at this difference)"

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import AVERAGE, reliability_summary, worst_class
-from ptqlib.analysis.stats import mean_difference, paired_gain, seeds_for_equivalence, t_mean_ci
+from ptqlib.analysis.stats import mean_difference, paired_gain, seeds_for_equivalence
 from ptqlib.data import class_label
 from ptqlib.study import settings
 from ptqlib.study.settings import Cell
@@ -178,22 +178,20 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
     included), over the first ``trials`` seeds each count has: trials, the mean average and
     worst-class accuracy (with the std of the worst class) and the median minutes a trial spent
     calibrating. Against the ``reference`` count, the largest with at least
-    ``min_reference_trials`` trials (else the largest), on the seeds both counts share: ``pairs``
-    and the mean paired change of the worst class (``worst_diff``, this count minus the reference)
-    with its 95 % Student-t interval (``diff_low``, ``diff_high``; NaN with fewer than two pairs),
-    the paired changes' standard deviation (``diff_sd``) and about how many seeds would show the
-    count within ``tolerance`` points of the reference if that mean and spread held
-    (``seeds_needed``: :func:`~ptqlib.analysis.stats.seeds_for_equivalence`). And on all the
-    trials of both counts, the shared seeds paired and the others not (the partially overlapping
-    samples t-test, :func:`~ptqlib.analysis.stats.mean_difference`): the difference of the mean
-    worst class (``all_diff``), its standard error and degrees of freedom (``all_se``,
-    ``all_df``), its 95 % interval (``all_low``, ``all_high``), the correlation of the shared
-    seeds' worst classes (``all_r``), the spread a paired difference would have
-    (``paired_sd``), and the margin within which the two counts are shown equivalent by the two
-    one-sided tests at 5 % (``equivalent_within``)."""
-    columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes", "reference", "pairs",
-               "worst_diff", "diff_low", "diff_high", "diff_sd", "seeds_needed", "all_diff", "all_se", "all_df",
-               "all_low", "all_high", "all_r", "paired_sd", "equivalent_within"]
+    ``min_reference_trials`` trials (else the largest), on every trial of both counts, the seeds
+    they share paired and the others independent (the partially overlapping samples t-test,
+    :func:`~ptqlib.analysis.stats.mean_difference`): the change of the mean worst class
+    (``worst_diff``, this count minus the reference), its standard error and degrees of freedom
+    (``diff_se``, ``diff_df``) and 95 % interval (``diff_low``, ``diff_high``; NaN with fewer
+    than two trials on a side), the seeds both have (``shared``) and the correlation of their
+    worst classes (``shared_r``), the spread a paired change would have (``paired_sd``), the
+    margin within which the two counts are shown equivalent by the two one-sided tests at 5 %
+    (``equivalent_within``) and about how many seeds run at both counts would put the 95 %
+    interval within ``tolerance`` points either way if the change and spread held
+    (``seeds_needed``: :func:`~ptqlib.analysis.stats.seeds_for_equivalence`)."""
+    compared = ["worst_diff", "diff_se", "diff_df", "diff_low", "diff_high", "shared", "shared_r", "paired_sd",
+                "equivalent_within", "seeds_needed"]
+    columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes", "reference", *compared]
     rows = []
     for method in methods:
         frame = factor_frame(store, replace(cell, optimizer=method), "iters", iters, trials)
@@ -208,18 +206,11 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
         reference = max(enough) if enough else worst.columns.max()
         stats["reference"] = reference
         for i, count in enumerate(stats["iters"]):
-            paired = ["pairs", "worst_diff", "diff_low", "diff_high", "diff_sd", "seeds_needed"]
-            unpaired = ["all_diff", "all_se", "all_df", "all_low", "all_high", "all_r", "paired_sd", "equivalent_within"]
             if count == reference:
-                stats.loc[i, paired + unpaired] = np.nan
+                stats.loc[i, compared] = np.nan
                 continue
             d = mean_difference(worst[count], worst[reference])
-            stats.loc[i, unpaired] = [d.diff, d.se, d.df, *d.interval(), d.r, d.paired_sd, d.equivalence_bound()]
-            both = worst[[count, reference]].dropna()
-            diff = (both[count] - both[reference]).to_numpy()
-            low, high = t_mean_ci(diff)  # few seeds: a t interval, not the bootstrap (see t_mean_ci)
-            mean = diff.mean() if len(diff) else np.nan
-            sd = diff.std(ddof=1) if len(diff) >= 2 else np.nan
-            stats.loc[i, paired] = [len(diff), mean, low, high, sd, seeds_for_equivalence(mean, sd, tolerance)]
+            stats.loc[i, compared] = [d.diff, d.se, d.df, *d.interval(), d.shared, d.r, d.paired_sd,
+                                      d.equivalence_bound(), seeds_for_equivalence(d.diff, d.paired_sd, tolerance)]
         rows.append(stats)
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)

@@ -210,19 +210,20 @@ def iteration_lines(curve: pd.DataFrame, by: list[str] = ("method",), axes=None)
 
 def equivalence_lines(curve: pd.DataFrame, margin: float, ax=None):
     """Each count's mean worst class minus the reference count's, with its 95 % interval (the
-    ``all_*`` columns of an :func:`ptqlib.analysis.cells.iteration_curve` frame), one line per
+    ``worst_diff``, ``diff_low`` and ``diff_high`` of an
+    :func:`ptqlib.analysis.cells.iteration_curve` frame), one line per
     method, against the iterations per unit (log scale); the shaded band is ``+-margin``, the
     range a count must be shown within to be chosen."""
     ax = ax if ax is not None else plt.subplots(figsize=(6.5, 3.8))[1]
     ax.axhspan(-margin, margin, color="0.9", zorder=0, label=f"within {margin} points")
     ax.axhline(0, color="0.5", lw=0.8)
-    compared = curve.dropna(subset=["all_diff"])
+    compared = curve.dropna(subset=["worst_diff"])
     methods = list(dict.fromkeys(compared["method"]))
     for i, method in enumerate(methods):
         group = compared[compared["method"] == method].sort_values("iters")
         shift = 1.06 ** (i - (len(methods) - 1) / 2)  # side by side on the log axis
-        yerr = [group["all_diff"] - group["all_low"], group["all_high"] - group["all_diff"]]
-        ax.errorbar(group["iters"] * shift, group["all_diff"], yerr=yerr, marker="o", capsize=3, label=method)
+        yerr = [group["worst_diff"] - group["diff_low"], group["diff_high"] - group["worst_diff"]]
+        ax.errorbar(group["iters"] * shift, group["worst_diff"], yerr=yerr, marker="o", capsize=3, label=method)
     reference = curve["reference"].dropna()
     ax.set_xscale("log")
     counts = sorted(compared["iters"].unique())
