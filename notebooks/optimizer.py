@@ -135,7 +135,8 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # not shown converged, the line says about how many seeds run at both counts would show it, if
 # the change, the spreads and their correlation held (`seeds_needed` in the table): the worst
 # class moves by most of a point from seed to seed, so an equivalence at 0.3 points takes tens of
-# seeds even where the change is near 0. The reference code's own count is 20,000: until the
+# seeds even where the change is near 0; a count whose interval lies clear of 0 is named as
+# differing from the reference (better or worse). The reference code's own count is 20,000: until the
 # store has three trials at 20,000, the lines below name the smaller count each method is
 # compared with, and "converged" means converged relative to that count only.
 
@@ -162,9 +163,12 @@ else:
         if not compared:
             print(f"{v} {method}: a single count ({reference}) or too few trials: no convergence to read")
             continue
+        differs = [f"{r.iters} ({r.worst_diff:+.2f})" for r in group.itertuples()
+                   if r.diff_low > 0 or r.diff_high < 0]
         print(f"{v} {method}: worst class against {reference} iterations: " + "; ".join(compared)
               + (f" -> converged at {int(converged)}" if converged == converged
-                 else f" -> no smaller count shown within {tolerance} points"))
+                 else f" -> no smaller count shown within {tolerance} points")
+              + (f"; differs from {reference} (interval clear of 0) at " + ", ".join(differs) if differs else ""))
 
 # %% [markdown]
 # ### The count the study runs at
