@@ -29,10 +29,11 @@ curve_methods = ["adaround", "brecq", "qdrop"]  # the iteration-count study
 curve_series = {"joint": {"variant": "joint"}, "reference": {"variant": "reference"},
                 "reference, fp_weights=current": {"variant": "reference", "fp_weights": "current", "methods": ["brecq"]}}
 curve_iters = [500, 2000, 5000, 20000]
-curve_trials = 10
+curve_trials = 10  # seeds per count the curve reads (the first ones), and the fixed sample of the count decision
 tolerance = 0.3  # converged: mean worst class within this many points of the largest count's
 target_iters = 20000  # the reference code's count, which the chosen count is compared with
 choice_margin = 1.0  # the chosen count's mean worst class must be shown within this many points of target_iters's
+choice_alpha = 0.05  # the level of each of the count decision's tests
 study_curve = "reference"  # the curve whose configuration the study's cells run: the count is chosen on it
 reference_iters = 500  # claim 4 on the reference variant: iterations per unit
 reference_trials = 50
@@ -117,8 +118,8 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # count over the seeds it has), in both variants: `joint` (rounding and activation
 # steps learned together, the trials above) and `reference` (each method as its reference code
 # runs it: BRECQ in two stages, AdaRound with float activations, QDrop with ranges set on the
-# float network; see [the conventions](recon_conventions)); BRECQ's earlier reference trials,
-# whose second pass ran on the float network of the rounded weights (`fp_weights=current`), are
+# float network; see [the conventions](recon_conventions)); BRECQ's reference-variant trials
+# whose second pass ran on the float network of the rounded weights (`fp_weights=current`) are
 # their own curve. Each count is compared with the reference count, the largest with at least
 # three trials, on the trials of both (the first `curve_trials` seeds of each): the change of the
 # mean worst class with its 95 % interval from the **partially overlapping samples t-test**
@@ -129,16 +130,15 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # when that whole interval lies within `tolerance` points either way (an equivalence test: a
 # count whose interval is too wide, for lack of seeds, is not called converged). Minutes are the
 # median time a trial spent calibrating (reconstruction included) with the threads it ran with;
-# compare counts, not absolute times (some 20,000-iteration trials were stopped and resumed from
-# their checkpoints before trials recorded the stopped run's units, and count only the resumed
-# part: their minutes are too low, which the median damps but does not remove). Where a count is
-# not shown converged, the line says about how many seeds run at both counts would show it, if
-# the change, the spreads and their correlation held (`seeds_needed` in the table): the worst
-# class moves by most of a point from seed to seed, so an equivalence at 0.3 points takes tens of
-# seeds even where the change is near 0; a count whose interval lies clear of 0 is named as
-# differing from the reference (better or worse). The reference code's own count is 20,000: until the
-# store has three trials at 20,000, the lines below name the smaller count each method is
-# compared with, and "converged" means converged relative to that count only.
+# compare counts, not absolute times (a few trials at the reference code's count were resumed
+# from checkpoints written before a trial recorded the time of the units it restores, and count
+# only the resumed part: their minutes are too low, which the median damps but does not remove).
+# Where a count is not shown converged, the line says about how many seeds run at both counts
+# would show it, if the change, the spreads and their correlation held (`seeds_needed` in the
+# table); a count whose interval lies clear of 0 is named as differing from the reference
+# (better or worse; each such line is one uncorrected test at 5 %). Until a method has three
+# trials at `target_iters`, its lines name the smaller count it is compared with, and
+# "converged" means converged relative to that count only.
 
 # %%
 curves = pd.concat([iteration_curve(store, replace(cell, **{k: v for k, v in spec.items() if k != "methods"}),
@@ -173,29 +173,31 @@ else:
 # %% [markdown]
 # ### The count the study runs at
 #
-# Convergence in the strict sense above needs tens of seeds per count, and a trial at
+# Convergence in the strict sense above needs the `seeds_needed` of the table, and a trial at
 # `target_iters` costs the minutes in the table, so the count the study's reconstruction cells
-# run at is a decision made on weaker evidence, and stated as one, with the same comparison
-# (every trial of both counts: the cheap counts have more seeds than `target_iters`). For the
-# `study_curve` curve (the configuration the cells run), per method: the smallest count with at
-# least three trials whose mean worst class is shown within `choice_margin` points of
-# `target_iters`'s **either way** by the two one-sided tests (TOST), each count tried at 5 %
-# divided by the number of counts tried (Bonferroni: taking the first of several tries that
-# passes would otherwise pass by chance more often than the 5 % of one test).
-# `equivalent_within` in the iterations table is the margin a count is shown within at 5 %
-# uncorrected; the `why` column below gives the corrected one. A count that is better than
-# `target_iters` by more than the margin does not qualify either: its cells would not measure
-# what the reference's reconstructions give. The figure shows each count's change with its 95 %
-# interval against the band of ±`choice_margin`. The margin is about one trial's seed-to-seed
-# spread of the worst class (the range of `worst_std` is printed below); the lines of the section
-# above say what the `tolerance` of the strict sense would take instead. The study takes the largest of
-# the methods' counts, so every method runs at the same count; while a method lacks three trials
-# at `target_iters`, there is no study-wide count yet. The other curves get a count by the same
-# rule, for reading only.
+# run at is a decision made on weaker evidence, and stated as one, on the same comparison. For
+# the `study_curve` curve (the configuration the cells run), per method, a **fixed-sequence
+# test**: from the largest count below `target_iters` down (`curve_iters`), each count is tested
+# once it and `target_iters` have `curve_trials` trials, a number fixed in advance (testing again
+# as trials arrive would let a count pass by chance): is its mean worst class shown within
+# `choice_margin` points of `target_iters`'s **either way** by the two one-sided tests at
+# `choice_alpha` (TOST: the `1 - 2 choice_alpha` interval inside ±`choice_margin`)? The sequence
+# stops at the first count that fails or still waits for trials; the chosen count is the last
+# that passed, so every count from it up to `target_iters` passed, and the chance of choosing a
+# count outside the margin stays at most `choice_alpha` with no correction for the several
+# tests. A count better than `target_iters` by more than the margin fails too: its cells would
+# not measure what the reference's reconstructions give. The figure draws each count's change
+# with the interval the test reads against the band of ±`choice_margin`. The margin is a
+# judgement, stated here: about one trial's seed-to-seed spread of the worst class (the range of
+# `worst_std` is printed below), and ten test images of a CIFAR-10 class. The study takes the
+# largest of the methods' counts, which every method passed on the way down; until every method
+# has a count, there is no study-wide count. The other curves get a count by the same rule, for
+# reading only.
 
 # %%
 reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves
-choices = pd.concat([chosen_iters(group, target_iters, choice_margin).assign(variant=v)
+choices = pd.concat([chosen_iters(group, target_iters, choice_margin, curve_trials, curve_iters, choice_alpha)
+                     .assign(variant=v)
                      for v, group in reference_curves.groupby("variant", sort=False)]) if len(reference_curves) else None
 if choices is None or choices.empty:
     print("no reference-variant curve in the store")
@@ -203,8 +205,8 @@ else:
     publish_table(choices.reset_index()[["variant", "method", "chosen", "why"]].set_index(["variant", "method"]),
                   "chosen_iters")
     study = reference_curves[reference_curves["variant"] == study_curve]
-    equivalence_lines(study, choice_margin)
-    plt.title(f"{study_curve}: each count against {target_iters} (95 % intervals)", fontsize=9)
+    equivalence_lines(study, choice_margin, target_iters, choice_alpha)
+    plt.title(f"{study_curve}: each count against {target_iters:,} ({1 - 2 * choice_alpha:.0%} intervals)", fontsize=9)
     plt.tight_layout()
     plt.show()
     print(f"{study_curve}: worst class std over seeds {study['worst_std'].min():.2f} to {study['worst_std'].max():.2f} "

@@ -112,16 +112,24 @@ def test_summary_lines_one_line_per_model_in_the_given_level_order():
     assert np.isnan(m2.get_ydata()[0]) and m2.get_ydata()[1] == 65.0  # m2 has no level 8
 
 
-def test_equivalence_lines_one_line_per_method_with_the_margin_band():
+def test_equivalence_lines_draw_the_tests_interval_for_the_methods_against_the_target():
+    from scipy import stats
+
     from ptqlib.analysis.plotting import equivalence_lines
 
     nan = np.nan
-    curve = pd.DataFrame({"method": ["a", "a", "a", "b", "b"], "iters": [500, 2000, 20000, 500, 20000],
-                          "reference": [20000] * 5, "worst_diff": [1.0, -0.2, nan, 0.3, nan],
-                          "diff_low": [0.2, -1.5, nan, -0.9, nan], "diff_high": [1.8, 1.1, nan, 1.5, nan]})
-    ax = equivalence_lines(curve, margin=1.0)
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["within 1.0 points", "a", "b"]
-    a, b = (c.lines[0] for c in ax.containers)
-    assert list(a.get_ydata()) == [1.0, -0.2] and list(b.get_ydata()) == [0.3]  # the reference count is not drawn
-    assert ax.get_ylabel() == "worst class minus 20000's (points)"
+    curve = pd.DataFrame({"method": ["a", "a", "a", "b", "b", "c", "c"],
+                          "iters": [500, 2000, 20000, 500, 20000, 500, 5000], "reference": [20000] * 5 + [5000] * 2,
+                          "worst_diff": [1.0, -0.2, nan, 0.3, nan, 0.1, nan], "diff_se": [0.4, 0.5, nan, 0.2, nan, 0.1, nan],
+                          "diff_df": [10.0, 8.0, nan, 12.0, nan, 5.0, nan]})
+    ax = equivalence_lines(curve, margin=1.0, target=20000)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["within 1.0 points", "a", "b"]  # c: not 20000
+    a, b = ax.containers
+    assert list(a.lines[0].get_ydata()) == [1.0, -0.2] and list(b.lines[0].get_ydata()) == [0.3]
+    # the bars span the 90 % interval (two one-sided tests at 5 %), not the 95 % one
+    segments = a.lines[2][0].get_segments()
+    half = stats.t.ppf(0.95, 10.0) * 0.4
+    assert segments[0][0][1] == pytest.approx(1.0 - half) and segments[0][1][1] == pytest.approx(1.0 + half)
+    band = ax.patches[0].get_bbox()  # y in data coordinates
+    assert (band.y0, band.y1) == pytest.approx((-1.0, 1.0))
+    assert ax.get_ylabel() == "worst class minus 20,000's (points)"

@@ -183,6 +183,22 @@ def test_mean_difference_is_welchs_test_without_shared_seeds_and_the_paired_test
     assert paired.paired_sd == pytest.approx((a - c).std(ddof=1))
 
 
+def test_mean_difference_reproduces_the_partially_overlapping_t_test_on_its_documented_example():
+    from ptqlib.analysis.stats import mean_difference
+
+    # the example of the R package Partiallyoverlapping (Partover.test): 8 paired values a side
+    # (seeds 0-7) and 8 unpaired ones each; the unequal-variance statistic's se, df and t from the
+    # package's formulas
+    a = pd.Series([14, 15, 18, 20, 11, 19, 14, 15] + [20, 21, 16, 18, 14, 12, 14, 17],
+                  index=[*range(8), *range(100, 108)])
+    b = pd.Series([15, 10, 15, 17, 13, 19, 12, 13] + [10, 16, 18, 16, 15, 14, 13, 10],
+                  index=[*range(8), *range(200, 208)])
+    d = mean_difference(a, b)
+    assert (d.diff, d.shared) == (2.0, 8)
+    assert d.se == pytest.approx(0.826755, abs=1e-6) and d.df == pytest.approx(18.4223, abs=1e-4)
+    assert d.diff / d.se == pytest.approx(2.4191, abs=1e-4)
+
+
 def test_mean_difference_widens_for_shared_seeds_that_move_against_each_other():
     from ptqlib.analysis.stats import mean_difference
 
@@ -194,6 +210,12 @@ def test_mean_difference_widens_for_shared_seeds_that_move_against_each_other():
     assert mean_difference(along, b).r > 0.9 and mean_difference(against, b).r < -0.9
     se = {name: mean_difference(x, b).se for name, x in (("along", along), ("against", against), ("apart", apart))}
     assert se["along"] < se["apart"] < se["against"]
+    # one shared seed carries no correlation: Welch's test; one side without spread: the other's df
+    one = mean_difference(pd.Series([1.0, 2.0, 4.0], index=[0, 1, 2]), pd.Series([0.0, 3.0, 1.0], index=[2, 3, 4]))
+    assert one.shared == 1 and one.r == 0
+    assert one.df == pytest.approx(scipy_stats.ttest_ind([1.0, 2.0, 4.0], [0.0, 3.0, 1.0], equal_var=False).df)
+    flat_a = mean_difference(pd.Series([2.0, 2.0, 2.0]), pd.Series([0.0, 1.0, 2.0, 3.0], index=[0, 1, 2, 3]))
+    assert flat_a.r == 0 and flat_a.df == pytest.approx(3) and flat_a.se == pytest.approx(np.std([0, 1, 2, 3], ddof=1) / 2)
     # degenerate samples: no interval, no bound
     assert np.isnan(mean_difference(pd.Series([1.0]), b).se)
     flat = mean_difference(pd.Series([1.0, 1.0, 1.0]), pd.Series([0.0, 0.0]))
@@ -201,7 +223,8 @@ def test_mean_difference_widens_for_shared_seeds_that_move_against_each_other():
     # the bound fails a real difference and too few seeds, and passes a close one on many
     rng = np.random.default_rng(1)
     draw = lambda mean, n: pd.Series(rng.normal(mean, 0.5, n))  # noqa: E731
-    assert mean_difference(draw(2.0, 50), draw(0.0, 50)).equivalence_bound() > 1.0
+    far = mean_difference(draw(2.0, 50), draw(0.0, 50))
+    assert far.interval()[0] > 1.0 and far.equivalence_bound() > far.diff  # not within its own size
     three = mean_difference(pd.Series([-0.5, 0.0, 0.5]), pd.Series([-0.5, 0.0, 0.5], index=[3, 4, 5]))
     assert three.diff == 0 and three.equivalence_bound() > 0.3  # equal means on three seeds each: not shown
     assert mean_difference(draw(0.0, 200), draw(0.0, 200)).equivalence_bound() < 0.3

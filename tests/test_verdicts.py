@@ -411,48 +411,53 @@ def test_paired_effects_measure_one_setting_at_a_time_and_list_what_is_missing(t
     assert missing == ["weights (brecq: 2 shared seeds)"]  # too few for an interval
 
 
-def test_chosen_iters_asks_the_target_count_and_an_equivalence_within_the_margin():
+def test_chosen_iters_tests_counts_from_the_top_down_on_a_fixed_number_of_trials():
     import pandas as pd
     from scipy import stats
 
     from ptqlib.analysis.aggregate import chosen_iters
 
     def curve(method, reference, *counts):  # counts: (iters, trials, diff, se, df)
-        rows = [dict(method=method, iters=i, trials=n, reference=reference, worst_diff=d, diff_se=se, diff_df=df,
-                     diff_low=d - 2 * se, diff_high=d + 2 * se, paired_sd=1.0) for i, n, d, se, df in counts]
+        rows = [dict(method=method, iters=i, trials=n, reference=reference, worst_diff=d, diff_se=se, diff_df=df)
+                for i, n, d, se, df in counts]
         return pd.DataFrame(rows)
 
     nan = np.nan
-    target = (20000, 5, nan, nan, nan)
+    target = (20000, 10, nan, nan, nan)
+    close, far = (0.0, 0.2, 18), (-2.0, 0.3, 18)
     hand = pd.concat([
-        curve("a", 20000, (500, 10, -2.0, 0.3, 12), (2000, 10, -0.1, 0.2, 12), (5000, 3, -0.05, 0.5, 4), target),
-        curve("b", 20000, (500, 10, 1.5, 0.3, 12), (5000, 3, 0.2, 0.2, 4), target),  # 500: better by 1.5
-        curve("c", 5000, (500, 10, 0.0, 0.1, 12), (5000, 3, nan, nan, nan)),  # nothing at 20000
-        curve("d", 20000, (500, 2, 0.0, 0.1, 12), target),  # too few trials at 500
-        curve("e", 20000, (500, 10, 0.0, 0.1, 12), (20000, 2, nan, nan, nan)),
+        curve("a", 20000, (500, 10, *far), (2000, 10, *close), (5000, 10, *close), target),  # stops at 500
+        curve("b", 20000, (500, 10, *close), (2000, 10, 1.5, 0.3, 18), (5000, 10, *close), target),
+        curve("c", 5000, (500, 10, *close), (5000, 10, nan, nan, nan)),  # nothing at 20000
+        curve("d", 20000, (500, 10, *close), (5000, 3, *close), target),  # 5000 waits for trials
+        curve("e", 20000, (500, 10, *close), (20000, 9, nan, nan, nan)),
         curve("f", 20000, (500, 10, 0.2, 0.4, 10), target),  # within 1 at 5 %, not at 2.5 %
-        curve("g", 20000, (500, 10, 0.2, 0.4, 10), (2000, 10, 0.2, 0.4, 10), target),  # two tries: 2.5 % each
-        curve("h", 40000, (500, 10, 0.0, 0.1, 12), target, (40000, 3, nan, nan, nan))], ignore_index=True)
-    assert 0.2 + stats.t.ppf(0.95, 10) * 0.4 < 1.0 < 0.2 + stats.t.ppf(0.975, 10) * 0.4  # what f and g rest on
+        curve("h", 40000, (500, 10, *close), target, (40000, 10, nan, nan, nan))], ignore_index=True)
+    assert 0.2 + stats.t.ppf(0.95, 10) * 0.4 < 1.0 < 0.2 + stats.t.ppf(0.975, 10) * 0.4  # what f rests on
     got = chosen_iters(hand)
-    # a: 500 falls short by 2 points; 2000 is shown within 1 point either way at 5 % / 3, and is chosen
+    # a: 5000 and 2000 pass, 500 falls short by 2 points and ends the sequence
     assert got.loc["a", "chosen"] == 2000
-    assert got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000 (each of 3 tries at 0.0167): 500: "
-                                          "-2.00 [-2.60, -1.40] (10 against 5 trials), within 2.")
-    assert "(no seed count shows it within 1.0 at this difference)" in got.loc["a", "why"]
-    assert got.loc["b", "chosen"] == 5000  # better than the target by more than the margin is not equivalent
-    assert got.loc["f", "chosen"] == 500 and np.isnan(got.loc["g", "chosen"])  # the tries share the 5 %
-    assert "(~" in got.loc["g", "why"] and "seeds run at both would show it within 1.0)" in got.loc["g", "why"]
-    assert np.isnan(got.loc["c", "chosen"]) and "0 trials, fewer than 3" in got.loc["c", "why"]
-    assert np.isnan(got.loc["e", "chosen"]) and "2 trials, fewer than 3" in got.loc["e", "why"]
+    assert got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000: 5000: +0.00 [-0.35, +0.35], "
+                                          "within 0.35; 2000: +0.00")
+    assert got.loc["a", "why"].endswith("not within 1.0")
+    # b: 2000 is better than the target by more than the margin: the sequence stops there, 500 is not tested
+    assert got.loc["b", "chosen"] == 5000 and "500:" not in got.loc["b", "why"]
+    assert np.isnan(got.loc["d", "chosen"]) and got.loc["d", "why"].endswith("5000: 3 of 10 trials, waiting")
+    assert got.loc["f", "chosen"] == 500  # one test at the full 5 %: the 90 % interval
+    assert np.isnan(got.loc["c", "chosen"]) and "20000 iterations: 0 of 10 trials" in got.loc["c", "why"]
+    assert np.isnan(got.loc["e", "chosen"]) and "9 of 10 trials" in got.loc["e", "why"]
     assert np.isnan(got.loc["h", "chosen"]) and "reference count is 40000, not 20000" in got.loc["h", "why"]
-    assert np.isnan(got.loc["d", "chosen"]) and got.loc["d", "why"].endswith("fewer than 3 trials: 500")
-    assert got["reached"].tolist() == [True, True, False, True, False, True, True, False]
+    assert got["reached"].tolist() == [True, True, False, True, False, True, False]
     assert chosen_iters(hand, margin=3.0).loc["a", "chosen"] == 500
-    assert np.isnan(chosen_iters(hand, margin=0.4).loc["a", "chosen"])
+    assert np.isnan(chosen_iters(hand, margin=0.3).loc["a", "chosen"])  # 5000's 0.35 is not within 0.3
+    # a count of the sequence that the curve lacks makes it wait there: the counts above it stand
+    waiting = chosen_iters(hand, counts=[500, 2000, 3000, 5000]).loc["a"]
+    assert waiting["chosen"] == 5000 and waiting["why"].endswith("3000: 0 of 10 trials, waiting")
+    with pytest.raises(ValueError, match="more than 5 trials at a count"):
+        chosen_iters(hand, trials=5)
 
 
-def test_chosen_iters_on_a_stored_curve_chooses_the_count_that_matches_and_waits_for_seeds(tmp_path):
+def test_chosen_iters_on_a_stored_curve_chooses_the_count_that_matches_and_not_on_too_few_trials(tmp_path):
     from ptqlib.analysis.aggregate import chosen_iters
     from ptqlib.analysis.cells import iteration_curve
 
@@ -463,15 +468,16 @@ def test_chosen_iters_on_a_stored_curve_chooses_the_count_that_matches_and_waits
     for iters in loss:
         _write(store, replace(cell, optimizer="qdrop", iters=iters),
                _trials(rng, fp, lambda t: np.full(len(LABELS), loss[iters]), trials=8))
-    curve = iteration_curve(store, cell, ["qdrop"], [500, 2000, 20000], trials=50)
+    curve = iteration_curve(store, cell, ["qdrop"], [500, 2000, 20000], trials=8)
     first = curve.iloc[0]
     assert first["worst_diff"] < -10 and first["diff_high"] < 0 and first["equivalent_within"] > 10
     assert first["diff_df"] == 7 and first["shared"] == 8  # every seed shared: the paired test
-    got = chosen_iters(curve, margin=3.0).loc["qdrop"]
+    got = chosen_iters(curve, margin=2.0, trials=8).loc["qdrop"]
     assert got["chosen"] == 2000 and got["reached"]
-    # with three seeds a count the point estimate puts close is not yet shown close
+    # the same comparison on three trials is too wide for the same margin
     few = iteration_curve(store, cell, ["qdrop"], [500, 2000, 20000], trials=3)
-    assert np.isnan(chosen_iters(few, margin=0.5).loc["qdrop", "chosen"])
+    assert few.iloc[1]["equivalent_within"] > 2.0
+    assert np.isnan(chosen_iters(few, margin=2.0, trials=3).loc["qdrop", "chosen"])
 
 
 def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_takes_the_largest_count():

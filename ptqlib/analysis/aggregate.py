@@ -98,62 +98,71 @@ def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
     return pd.Series(out, name="converged_iters", dtype=float)
 
 
-def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, min_trials: int = 3,
-                 alpha: float = 0.05) -> pd.DataFrame:
+def equivalence_interval(row, alpha: float = 0.05) -> tuple[float, float, float]:
+    """``(low, high, bound)`` for one count of an :func:`ptqlib.analysis.cells.iteration_curve`
+    row (its ``worst_diff``, ``diff_se``, ``diff_df``): the ``1 - 2 alpha`` interval of the
+    change of the worst class, whose lying within ``+-d`` is the two one-sided tests at level
+    ``alpha`` showing the count within ``d`` points of the reference, and the smallest such ``d``
+    (the end farther from 0). NaN without a standard error."""
+    if not (np.isfinite(row.diff_se) and row.diff_se > 0):
+        return (np.nan, np.nan, np.nan)
+    half = stats.t.ppf(1 - alpha, row.diff_df) * row.diff_se
+    low, high = row.worst_diff - half, row.worst_diff + half
+    return (low, high, max(abs(low), abs(high)))
+
+
+def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, trials: int = 10,
+                 counts: list[int] | None = None, alpha: float = 0.05) -> pd.DataFrame:
     """The iteration count to run a study at, per method of an
     :func:`ptqlib.analysis.cells.iteration_curve` whose reference count is ``target`` (the
-    reference code's count): the smallest count with at least ``min_trials`` trials whose mean
-    worst class is shown within ``margin`` points of ``target``'s either way by the two
-    one-sided tests on the curve's trials of both counts (its ``worst_diff``, ``diff_se`` and
-    ``diff_df``: the partially overlapping samples t-test), each at ``alpha`` divided by the number of counts tried
-    (Bonferroni: the first of several tries to pass is a false pass at most ``alpha`` of the
-    time). A count better than ``target`` by more than the margin does not qualify either: it
-    would not measure what ``target`` measures. Meant for a decision, not a claim of convergence
-    (:func:`converged_iters` asks for the far smaller ``tolerance`` on the shared seeds).
-    Columns ``chosen`` (NaN where no count qualifies), ``why`` (each count tried, its difference
-    with the 95 % interval, the margin it is shown within and, where that is beyond ``margin``,
-    about how many seeds run at both counts would show it if the difference, the spreads and
-    their correlation held; counts skipped for too few trials) and ``reached``: whether the
-    curve's reference count is ``target`` with ``min_trials`` trials (else it says nothing
-    about the choice yet)."""
-    from ptqlib.analysis.stats import seeds_for_equivalence  # stats builds on this module
-
+    reference code's count), built with ``trials`` as its cap of seeds per count: a fixed-sequence
+    test. From the largest count below ``target`` down (``counts``, default the curve's), each
+    count is tested once it and ``target`` have ``trials`` trials: is its mean worst class shown
+    within ``margin`` points of ``target``'s either way by the two one-sided tests at ``alpha``
+    (:func:`equivalence_interval`; the change from the partially overlapping samples t-test)? The
+    sequence stops at the first count that fails or waits for trials, and the chosen count is the
+    last that passed, so every count from it up to ``target`` passed, and the chance of choosing
+    a count that is not within the margin stays at most ``alpha`` without a correction for the
+    several tests. Testing each count once, on a number of trials fixed in advance, keeps a
+    count from passing by being tested again as trials arrive. A count better than ``target`` by
+    more than the margin fails too: it would not measure what ``target`` measures. Meant for a
+    decision, not a claim of convergence (:func:`converged_iters` asks for the far smaller
+    ``tolerance``). Columns ``chosen`` (NaN where no count passed), ``why`` (each count tested or
+    waited for, with its change, the ``1 - 2 alpha`` interval and the margin it is shown within)
+    and ``reached``: whether the curve's reference count is ``target`` with ``trials`` trials
+    (else it says nothing about the choice yet)."""
+    if (curve["trials"] > trials).any():
+        raise ValueError(f"the curve has more than {trials} trials at a count; the test runs on exactly {trials}: "
+                         f"build the curve with trials={trials}")
     rows = []
     for method, group in curve.groupby("method", sort=False):
-        group = group.sort_values("iters")
-        reference = int(group["reference"].iloc[0]) if "reference" in group else int(group["iters"].max())
-        at_target = group.loc[group["iters"] == target, "trials"]
-        have = int(at_target.iloc[0]) if len(at_target) else 0
-        if have < min_trials or reference != target:
-            why = (f"{target} iterations: {have} trials, fewer than {min_trials}" if have < min_trials
+        group = group.set_index("iters").sort_index()
+        reference = int(group["reference"].iloc[0]) if "reference" in group else int(group.index.max())
+        have = int(group.loc[target, "trials"]) if target in group.index else 0
+        if have < trials or reference != target:
+            why = (f"{target} iterations: {have} of {trials} trials" if have < trials
                    else f"the curve's reference count is {reference}, not {target}")
             rows.append((method, np.nan, why, False))
             continue
-        below = group[group["iters"] < target]
-        tried = below[below["trials"] >= min_trials]
-        level = alpha / max(len(tried), 1)
-        chosen, lines = np.nan, []
-        for r in tried.itertuples():
-            bound = (abs(r.worst_diff) + stats.t.ppf(1 - level, r.diff_df) * r.diff_se
-                     if np.isfinite(r.diff_se) and r.diff_se > 0 else np.nan)
-            numbers = (f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] "
-                       f"({int(r.trials)} against {have} trials), within {bound:.2f}")
-            if bound <= margin:
-                chosen = float(r.iters)
-                lines.append(numbers)
+        sequence = sorted((c for c in (counts if counts is not None else group.index) if c < target), reverse=True)
+        chosen, lines, stop = np.nan, [], ""
+        for count in sequence:
+            n = int(group.loc[count, "trials"]) if count in group.index else 0
+            if n < trials:
+                stop = f"{count}: {n} of {trials} trials, waiting"
                 break
-            seeds = seeds_for_equivalence(r.worst_diff, r.paired_sd, margin, 1 - 2 * level)
-            lines.append(numbers + (f" (~{seeds:.0f} seeds run at both would show it within {margin})"
-                                    if np.isfinite(seeds) else
-                                    f" (no seed count shows it within {margin} at this difference)"
-                                    if seeds == np.inf else ""))
-        skipped = below.loc[below["trials"] < min_trials, "iters"]
+            r = group.loc[count]
+            low, high, bound = equivalence_interval(r, alpha)
+            numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}], within {bound:.2f}"
+            if not bound <= margin:
+                stop = numbers + f", not within {margin}"
+                break
+            chosen = float(count)
+            lines.append(numbers)
         head = (f"{int(chosen)}: shown within {margin} points of {target}" if chosen == chosen
                 else f"no count below {target} shown within {margin} points")
-        rows.append((method, chosen, head + f" (each of {len(tried)} tries at {level:.3g})"
-                     + (": " + "; ".join(lines) if lines else "")
-                     + (f"; fewer than {min_trials} trials: " + ", ".join(str(int(i)) for i in skipped)
-                        if len(skipped) else ""), True))
+        steps = lines + ([stop] if stop else [])
+        rows.append((method, chosen, head + (": " + "; ".join(steps) if steps else ""), True))
     return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
 
 
@@ -162,8 +171,10 @@ def study_iters(choices: pd.DataFrame, methods: list[str]) -> tuple[float, str]:
     stacked, indexed by method, e.g. one per convention a method ran under): per method, every
     curve that reached the target count must qualify a count, and the method's count is the
     largest of theirs (curves short of the target say nothing); then the largest over
-    ``methods``, so that every method runs at a count each of its curves qualified at or below.
-    NaN, and a line saying which methods have no qualifying count, until all have one."""
+    ``methods``. With the same sequence of counts for every method, each method's chosen count
+    is the bottom of an unbroken run of passed counts up to the target, so the study-wide count
+    passed for every method. NaN, and a line saying which methods have no qualifying count, until
+    all have one."""
     reached = choices[choices["reached"].astype(bool)]
     per_method = reached.groupby(level=0)["chosen"].agg(lambda c: c.max() if c.notna().all() else np.nan)
     per_method = per_method.reindex(methods)

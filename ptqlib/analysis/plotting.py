@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ptqlib.analysis.aggregate import AVERAGE, with_average
+from ptqlib.analysis.aggregate import AVERAGE, equivalence_interval, with_average
 
 
 def drop_boxplot(per_class: pd.DataFrame, title: str = "", ax=None, band: tuple[float, float] | None = None):
@@ -208,29 +208,29 @@ def iteration_lines(curve: pd.DataFrame, by: list[str] = ("method",), axes=None)
     return axes
 
 
-def equivalence_lines(curve: pd.DataFrame, margin: float, ax=None):
-    """Each count's mean worst class minus the reference count's, with its 95 % interval (the
-    ``worst_diff``, ``diff_low`` and ``diff_high`` of an
-    :func:`ptqlib.analysis.cells.iteration_curve` frame), one line per
-    method, against the iterations per unit (log scale); the shaded band is ``+-margin``, the
-    range a count must be shown within to be chosen."""
+def equivalence_lines(curve: pd.DataFrame, margin: float, target: int, alpha: float = 0.05, ax=None):
+    """Each count's change of the mean worst class against ``target`` (the ``worst_diff`` of an
+    :func:`ptqlib.analysis.cells.iteration_curve` frame) with its ``1 - 2 alpha`` interval, the
+    one the two one-sided tests at ``alpha`` read
+    (:func:`ptqlib.analysis.aggregate.equivalence_interval`), one line per method whose reference
+    count is ``target``, against the iterations per unit (log scale); the shaded band is
+    ``+-margin``: a count whose interval lies inside it is shown within the margin."""
     ax = ax if ax is not None else plt.subplots(figsize=(6.5, 3.8))[1]
     ax.axhspan(-margin, margin, color="0.9", zorder=0, label=f"within {margin} points")
     ax.axhline(0, color="0.5", lw=0.8)
-    compared = curve.dropna(subset=["worst_diff"])
+    compared = curve[(curve["reference"] == target)].dropna(subset=["worst_diff"])
     methods = list(dict.fromkeys(compared["method"]))
     for i, method in enumerate(methods):
         group = compared[compared["method"] == method].sort_values("iters")
+        low, high, _ = zip(*(equivalence_interval(r, alpha) for r in group.itertuples()))
         shift = 1.06 ** (i - (len(methods) - 1) / 2)  # side by side on the log axis
-        yerr = [group["worst_diff"] - group["diff_low"], group["diff_high"] - group["worst_diff"]]
+        yerr = [group["worst_diff"] - np.array(low), np.array(high) - group["worst_diff"]]
         ax.errorbar(group["iters"] * shift, group["worst_diff"], yerr=yerr, marker="o", capsize=3, label=method)
-    reference = curve["reference"].dropna()
     ax.set_xscale("log")
     counts = sorted(compared["iters"].unique())
     ax.set_xticks(counts, [f"{int(c):,}" for c in counts])
     ax.minorticks_off()
     ax.set_xlabel("iterations per unit")
-    ax.set_ylabel("worst class minus " + (f"{int(reference.iloc[0])}'s" if len(reference) else "the reference's")
-                  + " (points)")
+    ax.set_ylabel(f"worst class minus {target:,}'s (points)")
     ax.legend(fontsize=7)
     return ax

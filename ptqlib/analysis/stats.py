@@ -111,28 +111,33 @@ def mean_difference(a: pd.Series, b: pd.Series) -> MeanDifference:
     both used, with the partially overlapping samples t-test's standard error and degrees of
     freedom (Derrick, Russ, Toher and White 2017, "Test statistics for the comparison of means for
     two samples that include both paired observations and independent observations", JMASM
-    16(1), the unequal-variance statistic): ``se**2 = sa**2/na + sb**2/nb - 2 r sa sb nab/(na nb)``
-    with ``r`` the correlation over the ``nab`` seeds both have (0 with fewer than two or no
-    spread); with no shared seed it is Welch's test, with every seed shared the paired t-test.
-    NaN standard error with fewer than two values on a side or no spread on either."""
+    16(1); the unequal-variance statistic of the R package Partiallyoverlapping's
+    ``Partover.test``): with ``n1``, ``n2`` values, ``n12`` seeds in both and ``na``, ``nb`` values
+    whose seed the other sample lacks, ``se**2 = s1**2/n1 + s2**2/n2 - 2 r s1 s2 n12/(n1 n2)``
+    (``r``: the correlation over the shared seeds) and ``df = (n12 - 1) + (g - n12 + 1)
+    (na + nb) / (na + nb + 2 n12)`` (``g``: Welch's degrees of freedom). With no shared seed it is
+    Welch's test, with every seed shared the paired t-test; fewer than two shared seeds, or no
+    spread on a side, carry no correlation and count as none shared. NaN standard error with
+    fewer than two values on a side or no spread on either."""
     a, b = a.dropna().astype(float), b.dropna().astype(float)
-    na, nb = len(a), len(b)
-    diff = float(a.mean() - b.mean()) if na and nb else np.nan
+    n1, n2 = len(a), len(b)
+    diff = float(a.mean() - b.mean()) if n1 and n2 else np.nan
     shared = a.index.intersection(b.index)
-    nab = len(shared)
-    if na < 2 or nb < 2:
-        return MeanDifference(diff, np.nan, np.nan, np.nan, np.nan, nab)
-    sa, sb = float(a.std(ddof=1)), float(b.std(ddof=1))
-    pa, pb = a[shared], b[shared]
-    r = float(np.corrcoef(pa, pb)[0, 1]) if nab >= 2 and pa.std() > 0 and pb.std() > 0 else 0.0
-    paired_sd = float(np.sqrt(max(sa ** 2 + sb ** 2 - 2 * r * sa * sb, 0.0)))
-    var = sa ** 2 / na + sb ** 2 / nb - 2 * r * sa * sb * nab / (na * nb)
-    if sa == 0 and sb == 0:
-        return MeanDifference(diff, np.nan, np.nan, r, paired_sd, nab)
-    welch_df = (sa ** 2 / na + sb ** 2 / nb) ** 2 / ((sa ** 2 / na) ** 2 / (na - 1) + (sb ** 2 / nb) ** 2 / (nb - 1))
-    alone = (na - nab) + (nb - nab)  # values whose seed the other sample lacks
-    df = welch_df if nab == 0 else (nab - 1) + (welch_df - nab + 1) / (alone + 2 * nab) * alone
-    return MeanDifference(diff, float(np.sqrt(max(var, 0.0))), float(df), r, paired_sd, nab)
+    if n1 < 2 or n2 < 2:
+        return MeanDifference(diff, np.nan, np.nan, np.nan, np.nan, len(shared))
+    s1, s2 = float(a.std(ddof=1)), float(b.std(ddof=1))
+    p1, p2 = a[shared], b[shared]
+    paired = len(shared) >= 2 and p1.std() > 0 and p2.std() > 0
+    r = float(np.corrcoef(p1, p2)[0, 1]) if paired else 0.0
+    n12 = len(shared) if paired else 0
+    paired_sd = float(np.sqrt(max(s1 ** 2 + s2 ** 2 - 2 * r * s1 * s2, 0.0)))
+    if s1 == 0 and s2 == 0:
+        return MeanDifference(diff, np.nan, np.nan, r, paired_sd, len(shared))
+    var = s1 ** 2 / n1 + s2 ** 2 / n2 - 2 * r * s1 * s2 * n12 / (n1 * n2)
+    welch = (s1 ** 2 / n1 + s2 ** 2 / n2) ** 2 / ((s1 ** 2 / n1) ** 2 / (n1 - 1) + (s2 ** 2 / n2) ** 2 / (n2 - 1))
+    unshared = (n1 - n12) + (n2 - n12)  # na + nb
+    df = (n12 - 1) + (welch - n12 + 1) * unshared / (unshared + 2 * n12) if n12 else welch
+    return MeanDifference(diff, float(np.sqrt(max(var, 0.0))), float(df), r, paired_sd, len(shared))
 
 
 def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
