@@ -229,8 +229,7 @@ publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part")
 
 # %% [markdown]
 # And at the study-wide count chosen above, once there is one: the same test on the reference
-# variant's trials at that count (the study's cells at it are being run; the table says how
-# many seeds each part has).
+# variant's trials at that count (the table says how many seeds each part has).
 
 # %%
 chosen = (study_iters(choices[choices["variant"] == study_curve], curve_methods)[0]
