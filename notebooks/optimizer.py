@@ -155,13 +155,15 @@ else:
     for (v, method), group in curves.groupby(["variant", "method"], sort=False):
         converged = converged_iters(group, tolerance).iloc[0]
         reference = int(group["reference"].iloc[0])
-        compared = [f"{r.iters}: {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] ({r.trials:.0f} against "
-                    f"{int(group.loc[group['iters'] == reference, 'trials'].iloc[0])} trials, {r.shared:.0f} shared"
+        compared = [f"{r.iters}: {r.worst_diff:+.2f}"
+                    + (f" [{r.diff_low:+.2f}, {r.diff_high:+.2f}]" if np.isfinite(r.diff_low) else " (no interval)")
+                    + f" ({r.trials:.0f} against {int(group.loc[group['iters'] == reference, 'trials'].iloc[0])} "
+                    f"trials, {r.shared:.0f} shared"
                     + (f"; ~{r.seeds_needed:.0f} at both would show it within {tolerance}"
                        if np.isfinite(r.seeds_needed) and r.seeds_needed > r.trials else "") + ")"
-                    for r in group.itertuples() if np.isfinite(r.diff_low)]
+                    for r in group.itertuples() if np.isfinite(r.worst_diff)]
         if not compared:
-            print(f"{v} {method}: a single count ({reference}) or too few trials: no convergence to read")
+            print(f"{v} {method}: a single count ({reference}): no convergence to read")
             continue
         differs = [f"{r.iters} ({r.worst_diff:+.2f})" for r in group.itertuples()
                    if r.diff_low > 0 or r.diff_high < 0]
