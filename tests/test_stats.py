@@ -279,3 +279,24 @@ def test_paired_gain_takes_a_t_interval_on_request_and_refuses_other_names():
         pytest.approx(t_mean_ci(1.5 * np.arange(4)))
     with pytest.raises(ValueError, match="unknown interval 'normal'; choose bootstrap or t"):
         paired_gain(frame, "level", "a", "b", interval="normal")
+
+
+def test_model_contrasts_pair_models_by_seed_and_find_a_larger_class_drop():
+    from ptqlib.analysis.aggregate import AVERAGE
+    from ptqlib.analysis.stats import model_contrasts
+
+    rng = np.random.default_rng(4)
+    rows, shared = [], rng.normal(0, 1.0, 8)  # what a seed's calibration set does to every model
+    for model, extra in (("small", 0.0), ("same", 0.0), ("hurt", 6.0)):
+        for seed in range(8):
+            for k, cls in enumerate("abcd"):
+                drop = 2.0 + k + shared[seed] + rng.normal(0, 0.3) + (extra if cls == "d" else 0.0)
+                rows.append({"model": model, "seed": seed, "class": cls, "acc": 80.0 - drop, "drop": drop})
+            rows.append({"model": model, "seed": seed, "class": AVERAGE, "acc": 70.0, "drop": 0.0})
+    got = model_contrasts(pd.DataFrame(rows), "small").set_index(["model", "statistic"])
+    hurt, same = got.loc[("hurt", "largest_drop")], got.loc[("same", "largest_drop")]
+    assert hurt["change"] == pytest.approx(6.0, abs=0.5) and hurt["ci_low"] > 4  # found, with its size
+    assert same["ci_low"] < 0 < same["ci_high"]  # no change: the interval holds 0
+    assert same["ci_high"] - same["ci_low"] < 1.5  # the shared seed effect is paired away (it alone spreads 1 point)
+    assert got.loc[("hurt", "worst_class"), "change"] == pytest.approx(-6.0, abs=0.5)
+    assert list(got["trials"]) == [8] * 4 and model_contrasts(pd.DataFrame(rows), "absent").empty

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import AVERAGE, equivalence_interval, with_average
+from ptqlib.analysis.stats import outside_band
 
 
 def drop_boxplot(per_class: pd.DataFrame, title: str = "", ax=None, band: tuple[float, float] | None = None):
@@ -141,7 +142,7 @@ def chance_strip(bands: pd.DataFrame, value: str, xlabel: str, title: str = "", 
         low, high = group[f"{short}_low"].iloc[0], group[f"{short}_high"].iloc[0]
         ax.fill_between([i - 0.35, i + 0.35], low, high, color="0.85", lw=0,
                         label="chance band (random groups of images)" if i == 0 else None)
-        outside = (group[value] < low) | (group[value] > high)
+        outside = pd.Series(outside_band(group[value], low, high), index=group.index)
         jitter = np.linspace(-0.2, 0.2, len(group))
         ax.scatter(i + jitter[~outside.to_numpy()], group[value][~outside], s=14, color="#3182bd",
                    label="class inside the band" if i == 0 else None)
@@ -149,7 +150,9 @@ def chance_strip(bands: pd.DataFrame, value: str, xlabel: str, title: str = "", 
                    label="class outside the band" if i == 0 else None)
         for x, (_, row) in zip(i + jitter[outside.to_numpy()], group[outside].iterrows()):
             ax.annotate(row["class"], (x, row[value]), fontsize=6, xytext=(3, 0), textcoords="offset points")
-    ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
+    labels = [str(lv) for lv in levels]
+    long = max(map(len, labels)) > 8  # long level names (model names) would overlap: slanted
+    ax.set_xticks(range(len(levels)), labels, rotation=20 if long else 0, ha="right" if long else "center")
     ax.set_xlabel(xlabel)
     ax.set_ylabel({"mean_drop": "mean drop vs FP (points)", "std": "std over calibration sets (points)"}[value])
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

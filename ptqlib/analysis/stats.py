@@ -140,6 +140,38 @@ def mean_difference(a: pd.Series, b: pd.Series) -> MeanDifference:
     return MeanDifference(diff, float(np.sqrt(max(var, 0.0))), float(df), r, paired_sd, len(shared))
 
 
+def outside_band(values, low, high) -> np.ndarray:
+    """Whether each of ``values`` lies outside the band ``[low, high]``. A value equal to an end
+    up to rounding (a class's mean drop over trials is a multiple of one image's share divided by
+    the trials, and so can land on a quantile of the pseudo-classes' drops exactly) is inside."""
+    values = np.asarray(values, dtype=float)
+    tol = 1e-9 * np.maximum(1.0, np.abs(values))
+    return (values < np.asarray(low) - tol) | (values > np.asarray(high) + tol)
+
+
+def model_contrasts(per_class: pd.DataFrame, base) -> pd.DataFrame:
+    """Each other model of a per-class frame with a ``model`` column (one cell's trials of
+    several models, e.g. :func:`ptqlib.analysis.cells.models_frame`) against the model ``base``,
+    on two per-trial statistics: the worst class's accuracy and the largest class drop against
+    the model's own float accuracy (points). Per model and statistic: trials of each, both
+    means, and the change (model minus ``base``) with its 95 % interval from
+    :func:`mean_difference` (a seed both models ran draws the same calibration images, so it is
+    paired). Empty without ``base``."""
+    classes = per_class[per_class["class"] != AVERAGE]
+    per_trial = classes.groupby(["model", "seed"]).agg(worst_class=("acc", "min"), largest_drop=("drop", "max"))
+    columns = ["model", "statistic", "trials", "base_trials", "mean", "base_mean", "change", "ci_low", "ci_high"]
+    models = list(dict.fromkeys(per_class["model"]))
+    if base not in models:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for model in [m for m in models if m != base]:
+        for statistic in ("worst_class", "largest_drop"):
+            a, b = per_trial.loc[model, statistic], per_trial.loc[base, statistic]
+            d = mean_difference(a, b)
+            rows.append([model, statistic, len(a), len(b), a.mean(), b.mean(), d.diff, *d.interval()])
+    return pd.DataFrame(rows, columns=columns)
+
+
 def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
             n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per class (and level of ``by``): mean accuracy drop against FP with a bootstrap CI over
