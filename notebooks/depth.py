@@ -2,8 +2,8 @@
 # # Depth: ResNet-20, -32, -44 and -56
 #
 # The same study on four depths of the CIFAR ResNet, each fine-tuned on the JPEG copy (see
-# [Data and models](models)): does a deeper network make the worst class safer, and do the
-# factors act on it as they act on ResNet-20? Each factor is varied alone around the default
+# [Data and models](models)): does a deeper network make the worst class safer (tested below),
+# and do the factors act on it as they act on ResNet-20? Each factor is varied alone around the default
 # cell; every point is a mean over trials (error bars: std over trials). ResNet-20 has 50
 # trials per cell, the deeper models fewer (the table of trials says how many).
 
@@ -65,6 +65,30 @@ for model_name, row in default.iterrows():
     print(f"{model_name} ({row['trials']} trials of the default cell): average {row['avg_mean']:.2f} % "
           f"(std {row['avg_std']:.2f}); worst class {row['worst_mean']:.2f} % (std {row['worst_std']:.2f}, most "
           f"often '{row['most_often']}'); largest class drop {row['max_class_drop']:.2f} ('{row['max_drop_class']}')")
+
+# %% [markdown]
+# ## Is a deeper network's worst class safer?
+#
+# Each deeper model against the shallowest at the default cell, on two per-trial statistics: the
+# worst class's accuracy, and the largest class drop against the model's own float accuracy
+# (the quantization's harm to its most affected class). The change is the deeper model's mean
+# minus the shallowest's, with its 95 % interval (`ptqlib.analysis.stats.model_contrasts`: a seed
+# draws the same calibration images for every depth, so the shared seeds are paired); an
+# interval clear of 0 is a difference chance alone does not explain.
+
+# %%
+from ptqlib.analysis.stats import model_contrasts
+
+contrasts = model_contrasts(models_frame(store, cell, models, "noise", [0.0], trials), models[0])
+if contrasts.empty:
+    print(f"nothing to compare: {models[0]} and at least one other model need trials of the default cell")
+else:
+    publish_table(contrasts.set_index(["model", "statistic"]).round(2), "model_contrasts")
+    for r in contrasts.itertuples():
+        verdict = "higher than" if r.ci_low > 0 else "lower than" if r.ci_high < 0 else "not told apart from"
+        print(f"{r.model} vs {models[0]}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} "
+              f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}] points ({r.trials} and {r.base_trials} trials): "
+              f"{verdict} {models[0]}'s")
 
 # %% [markdown]
 # ## The study's claims at each depth
