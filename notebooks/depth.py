@@ -3,9 +3,9 @@
 #
 # The same study on four depths of the CIFAR ResNet, each fine-tuned on the JPEG copy (see
 # [Data and models](models)): does a deeper network make the worst class safer (tested below),
-# and do the factors act on it as they act on ResNet-20? Each factor is varied alone around the default
-# cell; every point is a mean over trials (error bars: std over trials). ResNet-20 has 50
-# trials per cell, the deeper models fewer (the table of trials says how many).
+# and do the factors act on it as they act on ResNet-20? Each factor is varied alone around the
+# default cell; every point is a mean over trials (error bars: std over trials); the table of
+# trials says how many each cell has.
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -21,11 +21,15 @@ factors = {"calib_size": [1, 32, 256, 1024], "metric": ["minmax", "mse", "kl", "
 trials = 50
 
 # %%
+from dataclasses import replace
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from ptqlib.analysis.aggregate import reliability_summary
-from ptqlib.analysis.plotting import summary_lines
+from ptqlib.analysis.plotting import summary_lines, verdict_matrix
+from ptqlib.analysis.stats import model_contrasts
+from ptqlib.analysis.verdicts import design_for, side_by_side
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, models_frame, models_summaries
@@ -72,23 +76,21 @@ for model_name, row in default.iterrows():
 # Each deeper model against the shallowest at the default cell, on two per-trial statistics: the
 # worst class's accuracy, and the largest class drop against the model's own float accuracy
 # (the quantization's harm to its most affected class). The change is the deeper model's mean
-# minus the shallowest's, with its 95 % interval (`ptqlib.analysis.stats.model_contrasts`: a seed
+# minus the shallowest's, with its interval (`ptqlib.analysis.stats.model_contrasts`: a seed
 # draws the same calibration images for every depth, so the shared seeds are paired); an
-# interval clear of 0 is a difference chance alone does not explain.
+# interval clear of 0 is a difference chance alone does not explain; the comparisons share the 5 %
+# (Bonferroni), so each interval is wider than 95 %.
 
 # %%
-from ptqlib.analysis.stats import model_contrasts
-
 contrasts = model_contrasts(models_frame(store, cell, models, "noise", [0.0], trials), models[0])
 if contrasts.empty:
     print(f"nothing to compare: {models[0]} and at least one other model need trials of the default cell")
 else:
     publish_table(contrasts.set_index(["model", "statistic"]).round(2), "model_contrasts")
     for r in contrasts.itertuples():
-        verdict = "higher than" if r.ci_low > 0 else "lower than" if r.ci_high < 0 else "not told apart from"
-        print(f"{r.model} vs {models[0]}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} "
-              f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}] points ({r.trials} and {r.base_trials} trials): "
-              f"{verdict} {models[0]}'s")
+        print(f"{r.model} vs {models[0]}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} [{r.ci_low:+.2f}, "
+              f"{r.ci_high:+.2f}] points at {r.confidence:.2%} ({r.trials} and {r.base_trials} trials): {r.verdict}")
+
 
 # %% [markdown]
 # ## The study's claims at each depth
@@ -98,11 +100,6 @@ else:
 # verdict; text: estimate). Claims 2 (noise and bias) and 4 need cells that only ResNet-20 has.
 
 # %%
-from dataclasses import replace
-
-from ptqlib.analysis.plotting import verdict_matrix
-from ptqlib.analysis.verdicts import design_for, side_by_side
-
 design = design_for(models[0], dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,
                     weights=weights, trials=trials)
 table = side_by_side(store, {m: replace(design, cell=replace(design.cell, model=m)) for m in models})

@@ -37,12 +37,11 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from scipy.stats import binomtest
 
 from ptqlib.analysis.aggregate import reliability_summary
 from ptqlib.analysis.cells import Cell, models_frame, models_summaries
 from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
-from ptqlib.analysis.stats import model_contrasts, outside_band
+from ptqlib.analysis.stats import band_count, model_contrasts
 from ptqlib.analysis.verdicts import class_bands, design_for, load, side_by_side
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
@@ -74,10 +73,9 @@ plt.tight_layout()
 plt.show()
 resolution = (100.0 / table["images"]).max()
 print(f"resolution: one test image is {resolution:.1f} points of a class's accuracy")
-outside = outside_band(table["mean_drop"], table["drop_low"], table["drop_high"])
-beyond = binomtest(int(outside.sum()), len(table), 0.05, alternative="greater")
-print(f"{int(outside.sum())} of {len(table)} classes (all models) outside their band; chance alone: about "
-      f"{0.05 * len(table):.1f} (binomial p = {beyond.pvalue:.3f}, as if the classes were independent)")
+count = band_count(table["mean_drop"], table["drop_low"], table["drop_high"])
+print(f"{count['outside']} of {count['of']} classes (all models) outside their band; chance alone: about "
+      f"{count['chance']:.1f} (binomial p = {count['p']:.3f}, as if the classes were independent)")
 wide = table.pivot(index="class", columns="level", values="mean_drop")[list(bands)]
 band = table.groupby("level")[["drop_low", "drop_high"]].first().T[list(bands)]
 publish_table(pd.concat([wide, band]).round(2), "class_drops")  # last rows: each model's chance band
@@ -112,8 +110,8 @@ if varied:
 
 # %% [markdown]
 # Mixed bit-widths (weights at fewer bits than activations): per model, the same summary at each
-# `[weight bits, activation bits]` of `mixed_bits` that the store has trials of, and whether the
-# family stays above chance there (1000-way prediction: 0.1 % by guessing).
+# `[weight bits, activation bits]` of `mixed_bits` that the store has trials of (a 1000-way
+# prediction: guessing gives 0.1 %).
 
 # %%
 mixed = {f"W{w}A{a}": models_frame(store, replace(cell, w_bits=w, a_bits=a), models, "noise", [0.0], trials)
@@ -148,10 +146,12 @@ plt.show()
 # Each larger model against the smallest at the default cell, on two per-trial statistics: the
 # worst class's accuracy, and the largest class drop against the model's own float accuracy
 # (the quantization's harm to its most affected class). The change is the larger model's mean
-# minus the smallest's, with its 95 % interval (`ptqlib.analysis.stats.model_contrasts`: a seed
+# minus the smallest's, with its interval (`ptqlib.analysis.stats.model_contrasts`: a seed
 # draws the same calibration images for every model, so the shared seeds are paired); an
-# interval clear of 0 is a difference chance alone does not explain. A higher worst class with
-# a larger drop means the larger model starts higher and loses more.
+# interval clear of 0 is a difference chance alone does not explain; the comparisons share the
+# 5 % (Bonferroni), so each interval is wider than 95 %. The worst class and the most-hurt class
+# need not be the same class: a larger model's worst class can be higher while its most-hurt
+# class loses more.
 
 # %%
 contrasts = model_contrasts(models_frame(store, cell, models, "noise", [0.0], trials), models[0])
@@ -160,7 +160,5 @@ if contrasts.empty:
 else:
     publish_table(contrasts.set_index(["model", "statistic"]).round(2), "model_contrasts")
     for r in contrasts.itertuples():
-        verdict = "higher than" if r.ci_low > 0 else "lower than" if r.ci_high < 0 else "not told apart from"
-        print(f"{r.model} vs {models[0]}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} "
-              f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}] points ({r.trials} and {r.base_trials} trials): "
-              f"{verdict} {models[0]}'s")
+        print(f"{r.model} vs {models[0]}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} [{r.ci_low:+.2f}, "
+              f"{r.ci_high:+.2f}] points at {r.confidence:.2%} ({r.trials} and {r.base_trials} trials): {r.verdict}")

@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ptqlib.analysis.aggregate import (chosen_iters, class_summary, converged_iters, gains_against, ordered_levels,
+from ptqlib.analysis.aggregate import (chosen_iters, class_summary, curve_lines, gains_against, ordered_levels,
                                       study_iters, worst_class)
 from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
@@ -128,11 +128,13 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # in the table; a negative one widens the interval), and the other seeds as independent; with
 # every seed shared it is the paired t-test, with none Welch's. A count is taken as converged
 # when that whole interval lies within `tolerance` points either way (an equivalence test: a
-# count whose interval is too wide, for lack of seeds, is not called converged). Minutes are the
+# count whose interval is too wide, for lack of seeds, is not called converged; the table's
+# `equivalent_within` is the margin the two one-sided tests at 5 % show, the 90 % interval's
+# farther end, a weaker reading of the same numbers). Minutes are the
 # median time a trial spent calibrating (reconstruction included) with the threads it ran with;
-# compare counts, not absolute times (a few trials at the reference code's count were resumed
-# from checkpoints written before a trial recorded the time of the units it restores, and count
-# only the resumed part: their minutes are too low, which the median damps but does not remove).
+# compare counts, not absolute times (a trial resumed from a checkpoint written before trials
+# recorded the time of the units it restores counts only the resumed part, so a few trials at
+# the reference code's count record too few minutes; the median damps that).
 # Where a count is not shown converged, the line says about how many seeds run at both counts
 # would show it, if the change, the spreads and their correlation held (`seeds_needed` in the
 # table); a count whose interval lies clear of 0 is named as differing from the reference
@@ -152,25 +154,7 @@ else:
     plt.tight_layout()
     plt.show()
     publish_table(curves.round(2), "iterations")
-    for (v, method), group in curves.groupby(["variant", "method"], sort=False):
-        converged = converged_iters(group, tolerance).iloc[0]
-        reference = int(group["reference"].iloc[0])
-        compared = [f"{r.iters}: {r.worst_diff:+.2f}"
-                    + (f" [{r.diff_low:+.2f}, {r.diff_high:+.2f}]" if np.isfinite(r.diff_low) else " (no interval)")
-                    + f" ({r.trials:.0f} against {int(group.loc[group['iters'] == reference, 'trials'].iloc[0])} "
-                    f"trials, {r.shared:.0f} shared"
-                    + (f"; ~{r.seeds_needed:.0f} at both would show it within {tolerance}"
-                       if np.isfinite(r.seeds_needed) and r.seeds_needed > r.trials else "") + ")"
-                    for r in group.itertuples() if np.isfinite(r.worst_diff)]
-        if not compared:
-            print(f"{v} {method}: a single count ({reference}): no convergence to read")
-            continue
-        differs = [f"{r.iters} ({r.worst_diff:+.2f})" for r in group.itertuples()
-                   if r.diff_low > 0 or r.diff_high < 0]
-        print(f"{v} {method}: worst class against {reference} iterations: " + "; ".join(compared)
-              + (f" -> converged at {int(converged)}" if converged == converged
-                 else f" -> no smaller count shown within {tolerance} points")
-              + (f"; differs from {reference} (interval clear of 0) at " + ", ".join(differs) if differs else ""))
+    print("\n".join(curve_lines(curves, tolerance)))
 
 # %% [markdown]
 # ### The count the study runs at
@@ -189,7 +173,8 @@ else:
 # count outside the margin stays at most `choice_alpha` with no correction for the several
 # tests. A count better than `target_iters` by more than the margin fails too: its cells would
 # not measure what the reference's reconstructions give. The figure draws each count's change
-# with the interval the test reads against the band of ±`choice_margin`. The margin is a
+# with the interval the test reads against the band of ±`choice_margin` (hollow: not yet on the
+# test's `curve_trials` trials of the count and of `target_iters`). The margin is a
 # judgement, stated here: about one trial's seed-to-seed spread of the worst class (the range of
 # `worst_std` is printed below), and ten test images of a CIFAR-10 class. The study takes the
 # largest of the methods' counts, which every method passed on the way down; until every method
@@ -207,7 +192,7 @@ else:
     publish_table(choices.reset_index()[["variant", "method", "chosen", "why"]].set_index(["variant", "method"]),
                   "chosen_iters")
     study = reference_curves[reference_curves["variant"] == study_curve]
-    equivalence_lines(study, choice_margin, target_iters, choice_alpha)
+    equivalence_lines(study, choice_margin, target_iters, choice_alpha, curve_trials)
     plt.title(f"{study_curve}: each count against {target_iters:,} ({1 - 2 * choice_alpha:.0%} intervals)", fontsize=9)
     plt.tight_layout()
     plt.show()

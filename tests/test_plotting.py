@@ -133,3 +133,8 @@ def test_equivalence_lines_draw_the_tests_interval_for_the_methods_against_the_t
     band = ax.patches[0].get_bbox()  # y in data coordinates
     assert (band.y0, band.y1) == pytest.approx((-1.0, 1.0))
     assert ax.get_ylabel() == "worst class minus 20,000's (points)"
+    # with the test's fixed sample: a count short of it is hollow
+    ax = equivalence_lines(curve.assign(trials=[10, 3, 10, 10, 10, 10, 10]), margin=1.0, target=20000, trials=10)
+    faces = [c.lines[0].get_markerfacecolor() for c in ax.containers]
+    assert faces[1] == "white" and faces[0] != "white" and len(faces) == 3  # a: one full, one hollow; b: full
+    assert ax.get_legend().get_texts()[-1].get_text() == "hollow: fewer than 10 trials"

@@ -167,7 +167,7 @@ def test_mean_difference_is_welchs_test_without_shared_seeds_and_the_paired_test
     b = pd.Series(rng.normal(73.6, 0.4, 5), index=range(10, 15))  # no seed in common
     d = mean_difference(a, b)
     welch = scipy_stats.ttest_ind(a, b, equal_var=False)
-    assert d.diff == pytest.approx(a.mean() - b.mean()) and d.shared == 0 and d.r == 0
+    assert d.diff == pytest.approx(a.mean() - b.mean()) and d.shared == 0 and np.isnan(d.r)
     assert d.df == pytest.approx(welch.df) and d.diff / d.se == pytest.approx(welch.statistic)
     assert d.interval() == pytest.approx(tuple(welch.confidence_interval(0.95)))
     # TOST at 5 %: both one-sided Welch tests reject just above the bound, one does not just below it
@@ -212,10 +212,10 @@ def test_mean_difference_widens_for_shared_seeds_that_move_against_each_other():
     assert se["along"] < se["apart"] < se["against"]
     # one shared seed carries no correlation: Welch's test; one side without spread: the other's df
     one = mean_difference(pd.Series([1.0, 2.0, 4.0], index=[0, 1, 2]), pd.Series([0.0, 3.0, 1.0], index=[2, 3, 4]))
-    assert one.shared == 1 and one.r == 0
+    assert one.shared == 1 and np.isnan(one.r)  # no correlation to read: nothing paired
     assert one.df == pytest.approx(scipy_stats.ttest_ind([1.0, 2.0, 4.0], [0.0, 3.0, 1.0], equal_var=False).df)
     flat_a = mean_difference(pd.Series([2.0, 2.0, 2.0]), pd.Series([0.0, 1.0, 2.0, 3.0], index=[0, 1, 2, 3]))
-    assert flat_a.r == 0 and flat_a.df == pytest.approx(3) and flat_a.se == pytest.approx(np.std([0, 1, 2, 3], ddof=1) / 2)
+    assert np.isnan(flat_a.r) and flat_a.df == pytest.approx(3) and flat_a.se == pytest.approx(np.std([0, 1, 2, 3], ddof=1) / 2)
     # degenerate samples: no interval, no bound
     assert np.isnan(mean_difference(pd.Series([1.0]), b).se)
     flat = mean_difference(pd.Series([1.0, 1.0, 1.0]), pd.Series([0.0, 0.0]))
@@ -289,10 +289,11 @@ def test_model_contrasts_pair_models_by_seed_and_find_a_larger_class_drop():
     rows, shared = [], rng.normal(0, 1.0, 8)  # what a seed's calibration set does to every model
     for model, extra in (("small", 0.0), ("same", 0.0), ("hurt", 6.0)):
         for seed in range(8):
+            key = f"{model}-{seed}"
             for k, cls in enumerate("abcd"):
                 drop = 2.0 + k + shared[seed] + rng.normal(0, 0.3) + (extra if cls == "d" else 0.0)
-                rows.append({"model": model, "seed": seed, "class": cls, "acc": 80.0 - drop, "drop": drop})
-            rows.append({"model": model, "seed": seed, "class": AVERAGE, "acc": 70.0, "drop": 0.0})
+                rows.append({"model": model, "seed": seed, "key": key, "class": cls, "acc": 80.0 - drop, "drop": drop})
+            rows.append({"model": model, "seed": seed, "key": key, "class": AVERAGE, "acc": 70.0, "drop": 0.0})
     got = model_contrasts(pd.DataFrame(rows), "small").set_index(["model", "statistic"])
     hurt, same = got.loc[("hurt", "largest_drop")], got.loc[("same", "largest_drop")]
     assert hurt["change"] == pytest.approx(6.0, abs=0.5) and hurt["ci_low"] > 4  # found, with its size
@@ -300,3 +301,24 @@ def test_model_contrasts_pair_models_by_seed_and_find_a_larger_class_drop():
     assert same["ci_high"] - same["ci_low"] < 1.5  # the shared seed effect is paired away (it alone spreads 1 point)
     assert got.loc[("hurt", "worst_class"), "change"] == pytest.approx(-6.0, abs=0.5)
     assert list(got["trials"]) == [8] * 4 and model_contrasts(pd.DataFrame(rows), "absent").empty
+    # four comparisons share the 5 %: each interval at 98.75 %, a verdict from it
+    assert got["confidence"].iloc[0] == pytest.approx(1 - 0.05 / 4)
+    assert hurt["verdict"] == "higher" and same["verdict"] == "not told apart"
+    assert got.loc[("hurt", "worst_class"), "verdict"] == "lower"
+    frame = pd.DataFrame(rows)
+    assert model_contrasts(frame[frame["model"] == "small"], "small").empty  # nothing to compare with
+    twice = pd.concat([frame, frame[frame["seed"] == 0].assign(key="another trial")])
+    with pytest.raises(ValueError, match="one trial per model and seed"):
+        model_contrasts(twice, "small")
+
+
+def test_outside_band_counts_an_edge_as_inside_and_band_count_compares_with_chance():
+    from ptqlib.analysis.stats import band_count, outside_band
+
+    mean_drop = np.array([10.6, 0.2 + 0.1, -4.0, 10.6 + 1e-6, np.nan])  # 0.2 + 0.1 != 0.3 in floating point
+    got = outside_band(mean_drop, [-3.0, 0.3, -3.0, -3.0, -3.0], [10.6, 1.0, 10.6, 10.6, 10.6])
+    assert got.tolist() == [False, False, True, True, False]  # the edge (and its rounding) inside, NaN not outside
+    many = band_count(np.r_[np.zeros(90), np.full(10, 5.0)], -1.0, 1.0)  # 10 of 100 outside: twice chance
+    assert (many["outside"], many["of"], many["chance"]) == (10, 100, 5.0) and many["p"] < 0.05
+    few = band_count(np.r_[np.zeros(95), np.full(5, 5.0)], -1.0, 1.0)
+    assert few["p"] > 0.3

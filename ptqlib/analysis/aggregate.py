@@ -98,6 +98,37 @@ def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
     return pd.Series(out, name="converged_iters", dtype=float)
 
 
+def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
+    """One line per method of an :func:`ptqlib.analysis.cells.iteration_curve` frame (with a
+    ``variant`` column where it stacks several curves): each count's change of the worst class
+    against the reference count with its 95 % interval, trials and shared seeds, about how many
+    seeds at both would show it within ``tolerance`` where more are needed, the converged count
+    (:func:`converged_iters`) and the counts whose interval lies clear of 0 (each one uncorrected
+    test at 5 %)."""
+    by = ["variant", "method"] if "variant" in curve else ["method"]
+    lines = []
+    for keys, group in curve.groupby(by, sort=False):
+        name = " ".join(map(str, keys if isinstance(keys, tuple) else (keys,)))
+        reference = int(group["reference"].iloc[0])
+        at_reference = int(group.loc[group["iters"] == reference, "trials"].iloc[0])
+        compared = [f"{r.iters}: {r.worst_diff:+.2f}"
+                    + (f" [{r.diff_low:+.2f}, {r.diff_high:+.2f}]" if np.isfinite(r.diff_low) else " (no interval)")
+                    + f" ({r.trials:.0f} against {at_reference} trials, {r.shared:.0f} shared"
+                    + (f"; ~{r.seeds_needed:.0f} at both would show it within {tolerance}"
+                       if np.isfinite(r.seeds_needed) and r.seeds_needed > r.trials else "") + ")"
+                    for r in group.itertuples() if np.isfinite(r.worst_diff)]
+        if not compared:
+            lines.append(f"{name}: a single count ({reference}): no convergence to read")
+            continue
+        converged = converged_iters(group, tolerance).iloc[0]
+        differs = [f"{r.iters} ({r.worst_diff:+.2f})" for r in group.itertuples() if r.diff_low > 0 or r.diff_high < 0]
+        lines.append(f"{name}: worst class against {reference} iterations: " + "; ".join(compared)
+                     + (f" -> converged at {int(converged)}" if converged == converged
+                        else f" -> no smaller count shown within {tolerance} points")
+                     + (f"; differs from {reference} (interval clear of 0) at " + ", ".join(differs) if differs else ""))
+    return lines
+
+
 def equivalence_interval(row, alpha: float = 0.05) -> tuple[float, float, float]:
     """``(low, high, bound)`` for one count of an :func:`ptqlib.analysis.cells.iteration_curve`
     row (its ``worst_diff``, ``diff_se``, ``diff_df``): the ``1 - 2 alpha`` interval of the
@@ -117,7 +148,8 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     :func:`ptqlib.analysis.cells.iteration_curve` whose reference count is ``target`` (the
     reference code's count), built with ``trials`` as its cap of seeds per count: a fixed-sequence
     test. From the largest count below ``target`` down (``counts``, default the curve's), each
-    count is tested once it and ``target`` have ``trials`` trials: is its mean worst class shown
+    count is tested once it and ``target`` have ``trials`` trials, seeds 0 to ``trials - 1``
+    (the curve's ``first_seeds``, where it has the column): is its mean worst class shown
     within ``margin`` points of ``target``'s either way by the two one-sided tests at ``alpha``
     (:func:`equivalence_interval`; the change from the partially overlapping samples t-test)? The
     sequence stops at the first count that fails or waits for trials, and the chosen count is the
@@ -138,18 +170,26 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     for method, group in curve.groupby("method", sort=False):
         group = group.set_index("iters").sort_index()
         reference = int(group["reference"].iloc[0]) if "reference" in group else int(group.index.max())
-        have = int(group.loc[target, "trials"]) if target in group.index else 0
-        if have < trials or reference != target:
-            why = (f"{target} iterations: {have} of {trials} trials" if have < trials
-                   else f"the curve's reference count is {reference}, not {target}")
+        def ready(count) -> tuple[int, bool]:  # trials, and whether they are seeds 0 to trials - 1
+            if count not in group.index:
+                return 0, False
+            n = int(group.loc[count, "trials"])
+            return n, n >= trials and bool(group.loc[count].get("first_seeds", True))
+
+        have, target_ready = ready(target)
+        if not target_ready or reference != target:
+            why = (f"the curve's reference count is {reference}, not {target}" if target_ready
+                   else f"{target} iterations: {have} of {trials} trials" if have < trials
+                   else f"{target} iterations: its seeds are not 0 to {trials - 1}")
             rows.append((method, np.nan, why, False))
             continue
         sequence = sorted((c for c in (counts if counts is not None else group.index) if c < target), reverse=True)
         chosen, lines, stop = np.nan, [], ""
         for count in sequence:
-            n = int(group.loc[count, "trials"]) if count in group.index else 0
-            if n < trials:
-                stop = f"{count}: {n} of {trials} trials, waiting"
+            n, count_ready = ready(count)
+            if not count_ready:
+                stop = (f"{count}: {n} of {trials} trials, waiting" if n < trials
+                        else f"{count}: its seeds are not 0 to {trials - 1}, waiting")
                 break
             r = group.loc[count]
             low, high, bound = equivalence_interval(r, alpha)

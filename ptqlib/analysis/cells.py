@@ -177,7 +177,8 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
     """Per reconstruction method and iteration count (the cell's other settings, its variant
     included), over the first ``trials`` seeds each count has: trials, the mean average and
     worst-class accuracy (with the std of the worst class) and the median minutes a trial spent
-    calibrating. Against the ``reference`` count, the largest with at least
+    calibrating, and ``first_seeds``: whether the count's seeds are 0, 1, ... without a gap.
+    Against the ``reference`` count, the largest with at least
     ``min_reference_trials`` trials (else the largest), on every trial of both counts, the seeds
     they share paired and the others independent (the partially overlapping samples t-test,
     :func:`~ptqlib.analysis.stats.mean_difference`): the change of the mean worst class
@@ -191,7 +192,8 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
     (``seeds_needed``: :func:`~ptqlib.analysis.stats.seeds_for_equivalence`)."""
     compared = ["worst_diff", "diff_se", "diff_df", "diff_low", "diff_high", "shared", "shared_r", "paired_sd",
                 "equivalent_within", "seeds_needed"]
-    columns = ["method", "iters", "trials", "avg_mean", "worst_mean", "worst_std", "minutes", "reference", *compared]
+    columns = ["method", "iters", "trials", "first_seeds", "avg_mean", "worst_mean", "worst_std", "minutes",
+               "reference", *compared]
     rows = []
     for method in methods:
         frame = factor_frame(store, replace(cell, optimizer=method), "iters", iters, trials)
@@ -205,6 +207,8 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
         enough = [c for c in worst.columns if worst[c].notna().sum() >= min_reference_trials]
         reference = max(enough) if enough else worst.columns.max()
         stats["reference"] = reference
+        stats["first_seeds"] = [bool(set(worst[c].dropna().index) == set(range(int(worst[c].notna().sum()))))
+                                for c in stats["iters"]]
         for i, count in enumerate(stats["iters"]):
             if count == reference:
                 stats.loc[i, compared] = np.nan

@@ -151,7 +151,7 @@ def chance_strip(bands: pd.DataFrame, value: str, xlabel: str, title: str = "", 
         for x, (_, row) in zip(i + jitter[outside.to_numpy()], group[outside].iterrows()):
             ax.annotate(row["class"], (x, row[value]), fontsize=6, xytext=(3, 0), textcoords="offset points")
     labels = [str(lv) for lv in levels]
-    long = max(map(len, labels)) > 8  # long level names (model names) would overlap: slanted
+    long = max(map(len, labels), default=0) > 8  # long level names (model names) would overlap: slanted
     ax.set_xticks(range(len(levels)), labels, rotation=20 if long else 0, ha="right" if long else "center")
     ax.set_xlabel(xlabel)
     ax.set_ylabel({"mean_drop": "mean drop vs FP (points)", "std": "std over calibration sets (points)"}[value])
@@ -211,13 +211,16 @@ def iteration_lines(curve: pd.DataFrame, by: list[str] = ("method",), axes=None)
     return axes
 
 
-def equivalence_lines(curve: pd.DataFrame, margin: float, target: int, alpha: float = 0.05, ax=None):
+def equivalence_lines(curve: pd.DataFrame, margin: float, target: int, alpha: float = 0.05, trials: int | None = None,
+                      ax=None):
     """Each count's change of the mean worst class against ``target`` (the ``worst_diff`` of an
     :func:`ptqlib.analysis.cells.iteration_curve` frame) with its ``1 - 2 alpha`` interval, the
     one the two one-sided tests at ``alpha`` read
     (:func:`ptqlib.analysis.aggregate.equivalence_interval`), one line per method whose reference
     count is ``target``, against the iterations per unit (log scale); the shaded band is
-    ``+-margin``: a count whose interval lies inside it is shown within the margin."""
+    ``+-margin``: a count whose interval lies inside it is shown within the margin. With
+    ``trials``, a count whose interval does not yet rest on that many trials of it and of
+    ``target`` (the test's fixed sample) is drawn hollow."""
     ax = ax if ax is not None else plt.subplots(figsize=(6.5, 3.8))[1]
     ax.axhspan(-margin, margin, color="0.9", zorder=0, label=f"within {margin} points")
     ax.axhline(0, color="0.5", lw=0.8)
@@ -227,13 +230,24 @@ def equivalence_lines(curve: pd.DataFrame, margin: float, target: int, alpha: fl
         group = compared[compared["method"] == method].sort_values("iters")
         low, high, _ = zip(*(equivalence_interval(r, alpha) for r in group.itertuples()))
         shift = 1.06 ** (i - (len(methods) - 1) / 2)  # side by side on the log axis
-        yerr = [group["worst_diff"] - np.array(low), np.array(high) - group["worst_diff"]]
-        ax.errorbar(group["iters"] * shift, group["worst_diff"], yerr=yerr, marker="o", capsize=3, label=method)
+        x, y = group["iters"] * shift, group["worst_diff"]
+        yerr = np.array([y - np.array(low), np.array(high) - y])
+        line = ax.plot(x, y, label=method)[0]
+        full = np.ones(len(group), bool)
+        if trials is not None:
+            at_target = curve.loc[(curve["method"] == method) & (curve["iters"] == target), "trials"]
+            full = (group["trials"] >= trials).to_numpy() & bool(len(at_target) and at_target.iloc[0] >= trials)
+        for mask, face in ((full, line.get_color()), (~full, "white")):
+            if mask.any():
+                ax.errorbar(x[mask], y[mask], yerr=yerr[:, mask], fmt="o", capsize=3, color=line.get_color(),
+                            markerfacecolor=face)
     ax.set_xscale("log")
     counts = sorted(compared["iters"].unique())
     ax.set_xticks(counts, [f"{int(c):,}" for c in counts])
     ax.minorticks_off()
     ax.set_xlabel("iterations per unit")
     ax.set_ylabel(f"worst class minus {target:,}'s (points)")
+    if trials is not None:
+        ax.plot([], [], "o", color="0.4", markerfacecolor="white", label=f"hollow: fewer than {trials} trials")
     ax.legend(fontsize=7)
     return ax

@@ -80,8 +80,9 @@ def _seeds_for_half_width(sd: float, room: float, scale: float, confidence: floa
 class MeanDifference:
     """``mean(a) - mean(b)`` of two samples keyed by seed, some seeds in both (partially
     overlapping samples): its standard error and degrees of freedom (:func:`mean_difference`),
-    the correlation of the shared seeds' values and the spread a paired difference would have
-    (``paired_sd``, from the two spreads and that correlation)."""
+    the correlation of the shared seeds' values (NaN where it is undefined: fewer than two shared
+    seeds or no spread, and the test then pairs nothing), and the spread a paired difference
+    would have (``paired_sd``, from the two spreads and that correlation, 0 where undefined)."""
 
     diff: float
     se: float
@@ -128,12 +129,12 @@ def mean_difference(a: pd.Series, b: pd.Series) -> MeanDifference:
     s1, s2 = float(a.std(ddof=1)), float(b.std(ddof=1))
     p1, p2 = a[shared], b[shared]
     paired = len(shared) >= 2 and p1.std() > 0 and p2.std() > 0
-    r = float(np.corrcoef(p1, p2)[0, 1]) if paired else 0.0
-    n12 = len(shared) if paired else 0
-    paired_sd = float(np.sqrt(max(s1 ** 2 + s2 ** 2 - 2 * r * s1 * s2, 0.0)))
+    r = float(np.corrcoef(p1, p2)[0, 1]) if paired else np.nan  # undefined: no pairing
+    n12, rho = (len(shared), r) if paired else (0, 0.0)
+    paired_sd = float(np.sqrt(max(s1 ** 2 + s2 ** 2 - 2 * rho * s1 * s2, 0.0)))
     if s1 == 0 and s2 == 0:
         return MeanDifference(diff, np.nan, np.nan, r, paired_sd, len(shared))
-    var = s1 ** 2 / n1 + s2 ** 2 / n2 - 2 * r * s1 * s2 * n12 / (n1 * n2)
+    var = s1 ** 2 / n1 + s2 ** 2 / n2 - 2 * rho * s1 * s2 * n12 / (n1 * n2)
     welch = (s1 ** 2 / n1 + s2 ** 2 / n2) ** 2 / ((s1 ** 2 / n1) ** 2 / (n1 - 1) + (s2 ** 2 / n2) ** 2 / (n2 - 1))
     unshared = (n1 - n12) + (n2 - n12)  # na + nb
     df = (n12 - 1) + (welch - n12 + 1) * unshared / (unshared + 2 * n12) if n12 else welch
@@ -149,27 +150,53 @@ def outside_band(values, low, high) -> np.ndarray:
     return (values < np.asarray(low) - tol) | (values > np.asarray(high) + tol)
 
 
-def model_contrasts(per_class: pd.DataFrame, base) -> pd.DataFrame:
+def model_contrasts(per_class: pd.DataFrame, base, alpha: float = 0.05) -> pd.DataFrame:
     """Each other model of a per-class frame with a ``model`` column (one cell's trials of
     several models, e.g. :func:`ptqlib.analysis.cells.models_frame`) against the model ``base``,
     on two per-trial statistics: the worst class's accuracy and the largest class drop against
     the model's own float accuracy (points). Per model and statistic: trials of each, both
-    means, and the change (model minus ``base``) with its 95 % interval from
-    :func:`mean_difference` (a seed both models ran draws the same calibration images, so it is
-    paired). Empty without ``base``."""
+    means, and the change (model minus ``base``) with its interval from :func:`mean_difference`
+    (a seed draws the same calibration images for every model of a pool, so a seed both ran is
+    paired), at ``1 - alpha / k`` for the ``k`` comparisons of the table (Bonferroni: the chance
+    that any of them clears 0 by chance alone stays at most ``alpha``), and ``verdict``:
+    ``higher``, ``lower`` (the interval clear of 0) or ``not told apart``. Empty without
+    ``base`` or another model."""
+    columns = ["model", "statistic", "trials", "base_trials", "mean", "base_mean", "change", "ci_low", "ci_high",
+               "confidence", "verdict"]
     classes = per_class[per_class["class"] != AVERAGE]
+    trials_per_seed = classes.groupby(["model", "seed"])["key"].nunique() if "key" in classes else None
+    if trials_per_seed is not None and (trials_per_seed > 1).any():
+        raise ValueError("model_contrasts takes one trial per model and seed; the frame has "
+                         f"{int((trials_per_seed > 1).sum())} (model, seed) with several")
     per_trial = classes.groupby(["model", "seed"]).agg(worst_class=("acc", "min"), largest_drop=("drop", "max"))
-    columns = ["model", "statistic", "trials", "base_trials", "mean", "base_mean", "change", "ci_low", "ci_high"]
     models = list(dict.fromkeys(per_class["model"]))
-    if base not in models:
+    others = [m for m in models if m != base]
+    if base not in models or not others:
         return pd.DataFrame(columns=columns)
+    statistics = ("worst_class", "largest_drop")
+    confidence = 1 - alpha / (len(others) * len(statistics))
     rows = []
-    for model in [m for m in models if m != base]:
-        for statistic in ("worst_class", "largest_drop"):
+    for model in others:
+        for statistic in statistics:
             a, b = per_trial.loc[model, statistic], per_trial.loc[base, statistic]
             d = mean_difference(a, b)
-            rows.append([model, statistic, len(a), len(b), a.mean(), b.mean(), d.diff, *d.interval()])
+            low, high = d.interval(confidence)
+            verdict = "higher" if low > 0 else "lower" if high < 0 else "not told apart"
+            rows.append([model, statistic, int(a.count()), int(b.count()), a.mean(), b.mean(), d.diff, low, high,
+                         confidence, verdict])
     return pd.DataFrame(rows, columns=columns)
+
+
+def band_count(values, low, high, expected_share: float = 0.05) -> dict:
+    """How many of ``values`` lie outside their chance bands (:func:`outside_band`) against the
+    ``expected_share`` chance alone puts there (a central 95 % band: 5 %): the count, of how many,
+    the count chance would give, and the one-sided binomial p-value of so many or more
+    (:func:`scipy.stats.binomtest`; it takes the values as independent, which classes of one
+    model and calibration set are not quite)."""
+    outside = outside_band(values, low, high)
+    k, n = int(outside.sum()), len(outside)
+    p = stats.binomtest(k, n, expected_share, alternative="greater").pvalue if n else np.nan
+    return {"outside": k, "of": n, "chance": expected_share * n, "p": float(p)}
 
 
 def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
