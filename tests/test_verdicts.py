@@ -504,3 +504,21 @@ def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_ta
     assert np.isnan(count) and "for e" in line
     count, line = study_iters(choices, ["a", "d"])  # a method without any curve is pending too
     assert np.isnan(count) and "for d" in line
+
+
+def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
+    import pandas as pd
+
+    from ptqlib.analysis.aggregate import curve_lines
+
+    nan = np.nan
+    curve = pd.DataFrame({"variant": ["v"] * 3 + ["w"], "method": ["m"] * 3 + ["m"],
+                          "iters": [500, 2000, 5000, 500], "trials": [10, 10, 10, 4], "reference": [5000] * 3 + [500],
+                          "worst_diff": [-1.5, 0.05, nan, nan], "diff_low": [-2.0, -0.2, nan, nan],
+                          "diff_high": [-1.0, 0.25, nan, nan], "shared": [10, 10, nan, nan],
+                          "seeds_needed": [np.inf, 8, nan, nan]})
+    v, w = curve_lines(curve, tolerance=0.3)
+    assert v.startswith("v m: worst class against 5000 iterations: 500: -1.50 [-2.00, -1.00] (10 against 10 trials")
+    assert "-> converged at 2000" in v and v.endswith("differs from 5000 (interval clear of 0) at 500 (-1.50)")
+    assert w == "w m: a single count (500): no convergence to read"
+    assert "-> no smaller count shown within 0.1 points" in curve_lines(curve, tolerance=0.1)[0]
