@@ -41,7 +41,7 @@ import pandas as pd
 from ptqlib.analysis.aggregate import reliability_summary
 from ptqlib.analysis.cells import Cell, models_frame, models_summaries
 from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
-from ptqlib.analysis.stats import band_count, model_contrasts
+from ptqlib.analysis.stats import band_count, contrast_lines, model_contrasts
 from ptqlib.analysis.verdicts import class_bands, design_for, load, side_by_side
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
@@ -155,10 +155,6 @@ plt.show()
 
 # %%
 contrasts = model_contrasts(models_frame(store, cell, models, "noise", [0.0], trials), models[0])
-if contrasts.empty:
-    print(f"nothing to compare: {models[0]} and at least one other model need trials of the default cell")
-else:
+if len(contrasts):
     publish_table(contrasts.set_index(["model", "statistic"]).round(2), "model_contrasts")
-    for r in contrasts.itertuples():
-        print(f"{r.model} vs {models[0]}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} [{r.ci_low:+.2f}, "
-              f"{r.ci_high:+.2f}] points at {r.confidence:.2%} ({r.trials} and {r.base_trials} trials): {r.verdict}")
+print("\n".join(contrast_lines(contrasts, models[0])))

@@ -283,7 +283,7 @@ def test_paired_gain_takes_a_t_interval_on_request_and_refuses_other_names():
 
 def test_model_contrasts_pair_models_by_seed_and_find_a_larger_class_drop():
     from ptqlib.analysis.aggregate import AVERAGE
-    from ptqlib.analysis.stats import model_contrasts
+    from ptqlib.analysis.stats import contrast_lines, model_contrasts
 
     rng = np.random.default_rng(4)
     rows, shared = [], rng.normal(0, 1.0, 8)  # what a seed's calibration set does to every model
@@ -307,6 +307,11 @@ def test_model_contrasts_pair_models_by_seed_and_find_a_larger_class_drop():
     assert got.loc[("hurt", "worst_class"), "verdict"] == "lower"
     frame = pd.DataFrame(rows)
     assert model_contrasts(frame[frame["model"] == "small"], "small").empty  # nothing to compare with
+    lines = contrast_lines(got.reset_index(), "small")
+    assert len(lines) == 4 and lines[2].startswith("hurt vs small, worst class: -5.93 [") and lines[2].endswith(
+        "points at 98.75% (8 and 8 trials): lower")
+    assert contrast_lines(model_contrasts(frame[frame["model"] == "small"], "small"), "small")[0].startswith(
+        "nothing to compare: small")
     twice = pd.concat([frame, frame[frame["seed"] == 0].assign(key="another trial")])
     with pytest.raises(ValueError, match="one trial per model and seed"):
         model_contrasts(twice, "small")

@@ -187,6 +187,16 @@ def model_contrasts(per_class: pd.DataFrame, base, alpha: float = 0.05) -> pd.Da
     return pd.DataFrame(rows, columns=columns)
 
 
+def contrast_lines(contrasts: pd.DataFrame, base) -> list[str]:
+    """One line per row of a :func:`model_contrasts` table (the change, its interval and
+    confidence, the trials, the verdict), or one saying there is nothing to compare."""
+    if contrasts.empty:
+        return [f"nothing to compare: {base} and at least one other model need trials of the cell"]
+    return [f"{r.model} vs {base}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} [{r.ci_low:+.2f}, "
+            f"{r.ci_high:+.2f}] points at {r.confidence:.2%} ({r.trials} and {r.base_trials} trials): {r.verdict}"
+            for r in contrasts.itertuples()]
+
+
 def band_count(values, low, high, expected_share: float = 0.05) -> dict:
     """How many of ``values`` lie outside their chance bands (:func:`outside_band`) against the
     ``expected_share`` chance alone puts there (a central 95 % band: 5 %): the count, of how many,
