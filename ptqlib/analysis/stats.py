@@ -11,6 +11,10 @@ predicted labels.
   factor), per class (:func:`scipy.stats.wilcoxon`), with Holm's correction for the number of
   classes tested; and, for the average and each trial's worst class, the paired gain with its
   bootstrap interval (:func:`paired_gain`);
+- the difference of two samples' means where some seeds ran in both (the partially overlapping
+  samples t-test, :func:`mean_difference`), for iteration counts and models compared on the
+  same seeds (:func:`model_contrasts`), and the count of classes outside their chance bands
+  against chance (:func:`band_count`);
 - churn against the float model (flip rate, and how many flips were right before) and
   *quantization-identified exemplars*: test images whose most frequent prediction over the
   trials differs from the float prediction (Hooker et al. 2019, "What do compressed deep
