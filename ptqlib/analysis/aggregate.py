@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 AVERAGE = "Average"
 
@@ -134,12 +133,12 @@ def equivalence_interval(row, alpha: float = 0.05) -> tuple[float, float, float]
     row (its ``worst_diff``, ``diff_se``, ``diff_df``): the ``1 - 2 alpha`` interval of the
     change of the worst class, whose lying within ``+-d`` is the two one-sided tests at level
     ``alpha`` showing the count within ``d`` points of the reference, and the smallest such ``d``
-    (the end farther from 0). NaN without a standard error."""
-    if not (np.isfinite(row.diff_se) and row.diff_se > 0):
-        return (np.nan, np.nan, np.nan)
-    half = stats.t.ppf(1 - alpha, row.diff_df) * row.diff_se
-    low, high = row.worst_diff - half, row.worst_diff + half
-    return (low, high, max(abs(low), abs(high)))
+    (the end farther from 0; :meth:`ptqlib.analysis.stats.MeanDifference.equivalence_bound`). NaN
+    without a standard error."""
+    from ptqlib.analysis.stats import MeanDifference  # stats builds on this module
+
+    d = MeanDifference(row.worst_diff, row.diff_se, row.diff_df, np.nan, np.nan, 0)
+    return (*d.interval(1 - 2 * alpha), d.equivalence_bound(alpha))
 
 
 def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, trials: int = 10,

@@ -219,8 +219,9 @@ def equivalence_lines(curve: pd.DataFrame, margin: float, target: int, alpha: fl
     (:func:`ptqlib.analysis.aggregate.equivalence_interval`), one line per method whose reference
     count is ``target``, against the iterations per unit (log scale); the shaded band is
     ``+-margin``: a count whose interval lies inside it is shown within the margin. With
-    ``trials``, a count whose interval does not yet rest on that many trials of it and of
-    ``target`` (the test's fixed sample) is drawn hollow."""
+    ``trials``, a count whose interval does not yet rest on seeds 0 to ``trials - 1`` of it and of
+    ``target`` (the test's fixed sample, see :func:`ptqlib.analysis.aggregate.chosen_iters`) is
+    drawn hollow."""
     ax = ax if ax is not None else plt.subplots(figsize=(6.5, 3.8))[1]
     ax.axhspan(-margin, margin, color="0.9", zorder=0, label=f"within {margin} points")
     ax.axhline(0, color="0.5", lw=0.8)
@@ -235,8 +236,11 @@ def equivalence_lines(curve: pd.DataFrame, margin: float, target: int, alpha: fl
         line = ax.plot(x, y, label=method)[0]
         full = np.ones(len(group), bool)
         if trials is not None:
-            at_target = curve.loc[(curve["method"] == method) & (curve["iters"] == target), "trials"]
-            full = (group["trials"] >= trials).to_numpy() & bool(len(at_target) and at_target.iloc[0] >= trials)
+            def ready(rows):  # the test's fixed sample: `trials` trials, seeds 0 to trials - 1
+                return (rows["trials"] >= trials) & rows.get("first_seeds", True)
+
+            at_target = curve[(curve["method"] == method) & (curve["iters"] == target)]
+            full = ready(group).to_numpy() & bool(len(at_target) and ready(at_target).iloc[0])
         for mask, face in ((full, line.get_color()), (~full, "white")):
             if mask.any():
                 ax.errorbar(x[mask], y[mask], yerr=yerr[:, mask], fmt="o", capsize=3, color=line.get_color(),
