@@ -2,13 +2,14 @@
 
 Two queues:
 
-- ``recon``: the iteration curve's trials that the count decision reads (ResNet-20, CIFAR-10,
-  W4A4, 1,024 calibration images, the reference variant; AdaRound, BRECQ with the float network
-  kept, QDrop): seeds 0-9 at 20,000 iterations per unit, then 5,000, then 2,000, the methods
-  interleaved seed by seed so that each count fills evenly.
-- ``family``: every cell of the EfficientNet-Lite family page (the default W6A6 MSE cell with 256
-  images of the 1,000-class pool, sizes 1/32/1,024, the other three metrics, W8A8, W4A8, noise
-  0.1 and 0.5): seeds 10-19 of Lite1 and Lite2, then seeds 10-49 of Lite0.
+- ``recon``: the iteration curve's trials that the optimizer page's count decision reads, as its
+  parameters declare them (ResNet-20, CIFAR-10, W4A4, 1,024 calibration images, the reference
+  variant; AdaRound, BRECQ, QDrop): seeds 0-9 at 20,000 iterations per unit, then 5,000, then
+  2,000, then 500, the methods interleaved seed by seed so that each count fills evenly.
+- ``family``: every cell of the EfficientNet-Lite family page, as its parameters declare them
+  (the default W6A6 MSE cell with 256 images of the 1,000-class pool, sizes 1/32/1,024, the
+  other three metrics, W8A8, W4A8, noise 0.1 and 0.5): seeds 10-19 of Lite1 and Lite2, then
+  seeds 10-49 of Lite0.
 
 Each trial is the one ``ptq sweep`` runs for the same settings and seed, so its key matches.
 Lane ``--lane`` of ``--lanes`` takes every ``lanes``-th missing trial. With ``--until HH:MM`` a
@@ -26,28 +27,41 @@ import time
 
 import torch
 
-from ptqlib.study.settings import row_key, trial_config
+from ptqlib.app.report import section_parameters
+from ptqlib.study.settings import columns, defaults, row_key, trial_config
 from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import context, run_sweep
 
-RECON_CELL = dict(model="resnet20", dataset="cifar10-jpeg", w_bits=4, a_bits=4, calib_size=1024, variant="reference")
-RECON_METHODS = [{"optimizer": "adaround"}, {"optimizer": "brecq", "fp_weights": "kept"}, {"optimizer": "qdrop"}]
-FAMILY_CELL = dict(dataset="imagenet-val10", w_bits=6, a_bits=6, metric="mse", calib_size=256)
-FAMILY_LEVELS = [{}, {"calib_size": 1}, {"calib_size": 32}, {"calib_size": 1024}, {"metric": "minmax"},
-                 {"metric": "kl"}, {"metric": "cosine"}, {"w_bits": 8, "a_bits": 8}, {"w_bits": 4, "a_bits": 8},
-                 {"noise": 0.1}, {"noise": 0.5}]
+# trials each model's family cells should reach, filled in this order (seed by seed, every cell)
+FAMILY_SEEDS = {"efficientnet_lite1": 20, "efficientnet_lite2": 20, "efficientnet_lite0": 50}
 
 
 def recon_queue() -> list[dict]:
-    return [dict(RECON_CELL, **method, iters=iters, seed=seed)
-            for iters in (20_000, 5_000, 2_000) for seed in range(10) for method in RECON_METHODS]
+    """The optimizer page's iteration curve (its parameters): every method of the study's curve
+    series at each count from the target down, seeds 0 to ``curve_trials - 1``."""
+    page = section_parameters("optimizer")
+    cell = {k: page[k] for k in ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")}
+    series = {k: v for k, v in page["curve_series"][page["study_curve"]].items() if k != "methods"}
+    counts = sorted((n for n in page["curve_iters"] if n <= page["target_iters"]), reverse=True)
+    return [dict(cell, **series, optimizer=method, iters=iters, seed=seed)
+            for iters in counts for seed in range(page["curve_trials"]) for method in page["curve_methods"]]
 
 
 def family_queue() -> list[dict]:
-    order = [("efficientnet_lite1", range(10, 20)), ("efficientnet_lite2", range(10, 20)),
-             ("efficientnet_lite0", range(10, 50))]
-    return [dict(FAMILY_CELL, **level, model=model, seed=seed)
-            for model, seeds in order for seed in seeds for level in FAMILY_LEVELS]
+    """The family page's cells (its parameters: the default cell, each factor's other levels and
+    the mixed bit-widths), seed by seed up to :data:`FAMILY_SEEDS`."""
+    page = section_parameters("family")
+    cell = {k: page[k] for k in ("dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")}
+    levels = [{}]
+    for name, values in page["factors"].items():
+        default = page.get(name, defaults()[name])
+        for value in values:
+            if value != default:  # bit-width levels are WnAn
+                levels.append({"w_bits": value, "a_bits": value} if name == "w_bits" else {name: value})
+    levels += [{"w_bits": w, "a_bits": a} for w, a in page["mixed_bits"]]
+    start = {model: 10 for model in FAMILY_SEEDS}
+    return [dict(cell, **level, model=model, seed=seed)
+            for model, stop in FAMILY_SEEDS.items() for seed in range(start[model], stop) for level in levels]
 
 
 def main() -> None:
@@ -85,9 +99,8 @@ def main() -> None:
             print(given)
         return
     for given, cfg in jobs:
-        setting = {k: v for k, v in given.items() if k != "seed"}
         if deadline is not None:
-            rows = main_store.trials(**setting)
+            rows = main_store.trials(**{k: v for k, v in columns(cfg).items() if k != "seed"})
             expected = float((rows["calib_s"] + rows["eval_s"]).median()) if len(rows) else 0.0
             if dt.datetime.now() + dt.timedelta(seconds=expected) > deadline:
                 print(f"skip {given}: about {expected / 60:.0f} min, past {a.until}", flush=True)
