@@ -6,13 +6,16 @@ import sys, time, torch
 torch.set_num_threads(1)
 import ptqlib.quant.recon.optimize as O
 from ptqlib.study.trial import TrialContext  # noqa
-MODE = sys.argv[1]  # eager | compile
+MODE = sys.argv[1]  # eager | compile | compile-fallback (inductor draws random numbers with eager's generator)
 METHOD = sys.argv[2]
 ITERS = int(sys.argv[3])
 class Patched(O._EagerSteps):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
-        if MODE == "compile":
+        if MODE == "compile-fallback":
+            import torch._inductor.config
+            torch._inductor.config.fallback_random = True
+        if MODE.startswith("compile"):
             self.unit = torch.compile(self.unit, dynamic=False)
         self.t = []
     def __call__(self, step):
