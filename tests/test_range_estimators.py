@@ -6,7 +6,7 @@ import torch
 
 from ptqlib.quant.quantizer import QuantSpec, fake_quantize, qparams_from_range
 from ptqlib.quant.qmodel import WEIGHT_SPEC
-from ptqlib.quant.range_estimators import HistogramObserver, kl_threshold, weight_range
+from ptqlib.quant.range_estimators import HistogramObserver, histc, kl_threshold, weight_range
 
 
 def test_histogram_equals_numpy_histogram_after_exact_growth():
@@ -275,3 +275,35 @@ def test_qdrops_weight_search_is_the_reference_codes_search():
     lo, hi = weight_range(w, WEIGHT_SPEC.with_bits(2), "lp2.4-2d")
     assert -lo[3] < hi[3]  # of the tied pair, zero point 1 (the first): one step below 0, two above
     assert not torch.equal(weight_range(w, WEIGHT_SPEC.with_bits(2), "lp2.4")[1], hi)
+
+
+def _edge_values(lo: float, hi: float, bins: int) -> torch.Tensor:
+    """Values on and next to every bin edge of ``[lo, hi]`` as torch.linspace puts them, ``hi``
+    included: where a bin choice by float32 arithmetic is most likely to be off by one."""
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float32)
+    near = [edges, torch.nextafter(edges, torch.tensor(-math.inf)), torch.nextafter(edges, torch.tensor(math.inf))]
+    values = torch.cat(near)
+    return values[(values >= edges[0]) & (values <= edges[-1])]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_histc_counts_are_torch_histcs(seed):
+    gen = torch.Generator().manual_seed(seed)
+    bins = [2048, 2048, 16, 7, 2048, 100][seed]
+    scale = float(torch.rand((), generator=gen)) * 10 ** int(torch.randint(-3, 4, (), generator=gen))
+    lo = 0.0 if seed % 2 == 0 else -scale * float(torch.rand((), generator=gen))
+    hi = scale
+    values = lo + (hi - lo) * torch.rand(3, 8, 9, 5, generator=gen)
+    values = torch.cat([values.reshape(-1), _edge_values(lo, hi, bins), torch.zeros(50)[: 50 * (lo <= 0)]])
+    values = values[(values >= torch.tensor(lo, dtype=torch.float32)) & (values <= torch.tensor(hi, dtype=torch.float32))]
+    x = values[torch.randperm(len(values), generator=gen)][: len(values) // 24 * 24].reshape(2, 4, 3, -1)
+    for layout in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(1, 3)):
+        expected = torch.histc(layout, bins=bins, min=lo, max=hi)
+        assert torch.equal(histc(layout, bins, lo, hi, layout.min(), layout.max()), expected)
+
+
+def test_fast_histc_leaves_values_outside_the_range_and_nan_to_torch_histc():
+    for values in ([-1.0, 0.5, 1.0], [0.25, 2.0], [0.5, float("nan")]):
+        x = torch.tensor(values)
+        x_min, x_max = torch.aminmax(x)
+        assert torch.equal(histc(x, 4, 0.0, 1.0, x_min, x_max), torch.histc(x, bins=4, min=0.0, max=1.0))

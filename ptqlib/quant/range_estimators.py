@@ -44,18 +44,60 @@ the cost of holding every observed value. It serves the metrics that score candi
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
 from torch import nn
 
-from ptqlib.quant.quantizer import QuantSpec, fake_quantize, fake_quantize_inference, qparams_from_range
+from ptqlib.quant.quantizer import QuantSpec, fake_quantize, fake_quantize_inference, flat_view, qparams_from_range
 
 METRICS = ("minmax", "mse", "kl", "cosine", "percentile", "lp2.4")
 WEIGHT_METRICS = ("minmax", "mse", "lp2.4", "lp2.4-2d")
 TENSOR_METRICS = ("minmax", "mse", "cosine", "lp2.4")  # those a TensorObserver scores
 REFERENCE_WEIGHT_CANDIDATES = 80  # the BRECQ code's weight range search: [min, max] * (1 - 0.01 i), i < 80
 NUM_BINS = 2048
+
+
+class _Scratch(threading.local):
+    """Per-thread buffers reused by :func:`histc` (a fresh tensor per call costs its page faults)."""
+
+    values = torch.empty(0)
+    bins = torch.empty(0, dtype=torch.int32)
+
+
+_SCRATCH = _Scratch()
+
+
+def histc(x: torch.Tensor, bins: int, lo: float, hi: float, x_min: torch.Tensor, x_max: torch.Tensor) -> torch.Tensor:
+    """``torch.histc(x, bins, lo, hi)`` (float32 counts): the same counts, 3 to 4.5 times faster
+    on the CPU. ``x_min``/``x_max``: ``x``'s min and max (already at hand here).
+
+    PyTorch's CPU ``histc`` (``HistogramKernel.cpp``, linear interpolation) puts an element ``e``
+    of ``[lo, hi]`` (its edges rounded to float32) in bin ``int((e - lo) * bins / (hi - lo))``,
+    every operation in float32, the last bin closed (``hi`` counts in it), one element at a time.
+    The same float32 operations done whole-tensor (elementwise IEEE arithmetic, so the same
+    values) and a ``bincount`` give the same counts, as long as no bin of the float32 count
+    passes 2**24 (where ``histc``'s count stops growing) and every element lies in the range
+    (``histc`` skips the others, NaN included). Elsewhere, on other devices and dtypes, this calls
+    ``torch.histc``."""
+    n = x.numel()
+    lo32, hi32 = torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or n >= 2 ** 24 or not lo32 < hi32
+            or not (x_min >= lo32 and x_max <= hi32)):
+        return torch.histc(x, bins=bins, min=lo, max=hi)
+    if _SCRATCH.values.numel() < n:
+        _SCRATCH.values, _SCRATCH.bins = torch.empty(n), torch.empty(n, dtype=torch.int32)
+    flat = flat_view(x) if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last) else x.reshape(-1)
+    t, idx = _SCRATCH.values[:n], _SCRATCH.bins[:n]
+    if lo32.item() == 0.0:
+        torch.mul(flat, float(bins), out=t)  # e - 0 is e
+    else:
+        torch.sub(flat, lo32.item(), out=t).mul_(float(bins))
+    t.div_((hi32 - lo32).item())  # the float32 width, exact as a Python float
+    idx.copy_(t)  # truncation, as a C++ cast
+    idx.clamp_max_(bins - 1)  # the last bin is closed: e = hi lands in it
+    return torch.bincount(idx, minlength=bins).to(torch.float32)
 NUM_CANDIDATES = 100
 PERCENTILE = 99.99
 
@@ -110,7 +152,7 @@ class HistogramObserver(nn.Module):
         self.max_val = torch.maximum(self.max_val, bmax)
         self._grow(need_signed=bool(bmin < 0), need_bound=float(max(-bmin.item(), bmax.item())))
         lo, hi = self.lo_edge, self.bound.item()
-        counts = torch.histc(x_det, bins=self.num_bins, min=lo, max=hi).double().cpu()
+        counts = histc(x_det, self.num_bins, lo, hi, bmin, bmax).double().cpu()
         self.hist += counts
         small = x_det.numel() < 2**31  # an int32 sum of booleans is faster than the default int64 one
         self.zeros += (x_det == 0).sum(dtype=torch.int32 if small else torch.int64).double().cpu()
