@@ -303,7 +303,9 @@ def test_fast_histc_counts_are_torch_histcs(seed):
 
 
 def test_fast_histc_leaves_values_outside_the_range_and_nan_to_torch_histc():
-    for values in ([-1.0, 0.5, 1.0], [0.25, 2.0], [0.5, float("nan")]):
+    cases = (([-1.0, 0.5, 1.0], 1.0, 4), ([0.25, 2.0], 1.0, 4), ([0.5, float("nan")], 1.0, 4),
+             ([0.0, 1e37, 3e38], 3e38, 2048))  # the last: (e - lo) * bins overflows float32
+    for values, hi, bins in cases:
         x = torch.tensor(values)
         x_min, x_max = torch.aminmax(x)
-        assert torch.equal(histc(x, 4, 0.0, 1.0, x_min, x_max), torch.histc(x, bins=4, min=0.0, max=1.0))
+        assert torch.equal(histc(x, bins, 0.0, hi, x_min, x_max), torch.histc(x, bins=bins, min=0.0, max=hi))

@@ -78,13 +78,13 @@ def histc(x: torch.Tensor, bins: int, lo: float, hi: float, x_min: torch.Tensor,
     every operation in float32, the last bin closed (``hi`` counts in it), one element at a time.
     The same float32 operations done whole-tensor (elementwise IEEE arithmetic, so the same
     values) and a ``bincount`` give the same counts, as long as no bin of the float32 count
-    passes 2**24 (where ``histc``'s count stops growing) and every element lies in the range
-    (``histc`` skips the others, NaN included). Elsewhere, on other devices and dtypes, this calls
-    ``torch.histc``."""
+    passes 2**24 (where ``histc``'s count stops growing), every element lies in the range
+    (``histc`` skips the others, NaN included) and ``(hi - lo) * bins`` is finite. Elsewhere, on
+    other devices and dtypes, this calls ``torch.histc``."""
     n = x.numel()
     lo32, hi32 = torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
     if (x.device.type != "cpu" or x.dtype != torch.float32 or n >= 2 ** 24 or not lo32 < hi32
-            or not (x_min >= lo32 and x_max <= hi32)):
+            or not torch.isfinite((hi32 - lo32) * bins) or not (x_min >= lo32 and x_max <= hi32)):
         return torch.histc(x, bins=bins, min=lo, max=hi)
     if _SCRATCH.values.numel() < n:
         _SCRATCH.values, _SCRATCH.bins = torch.empty(n), torch.empty(n, dtype=torch.int32)
