@@ -57,6 +57,8 @@ WEIGHT_METRICS = ("minmax", "mse", "lp2.4", "lp2.4-2d")
 TENSOR_METRICS = ("minmax", "mse", "cosine", "lp2.4")  # those a TensorObserver scores
 REFERENCE_WEIGHT_CANDIDATES = 80  # the BRECQ code's weight range search: [min, max] * (1 - 0.01 i), i < 80
 NUM_BINS = 2048
+NUM_CANDIDATES = 100
+PERCENTILE = 99.99
 
 
 class _Scratch(threading.local):
@@ -98,8 +100,6 @@ def histc(x: torch.Tensor, bins: int, lo: float, hi: float, x_min: torch.Tensor,
     idx.copy_(t)  # truncation, as a C++ cast
     idx.clamp_max_(bins - 1)  # the last bin is closed: e = hi lands in it
     return torch.bincount(idx, minlength=bins).to(torch.float32)
-NUM_CANDIDATES = 100
-PERCENTILE = 99.99
 
 
 def check_metric(metric: str, allowed: tuple[str, ...] = METRICS, what: str = "calibration metric") -> str:
