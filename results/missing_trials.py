@@ -12,10 +12,13 @@ Two queues:
   seeds 10-49 of Lite0.
 
 Each trial is the one ``ptq sweep`` runs for the same settings and seed, so its key matches.
-Lane ``--lane`` of ``--lanes`` takes every ``lanes``-th missing trial. With ``--until HH:MM`` a
-trial is started only if the median time of its setting in the main store says it ends before
-then (a trial cut off mid-way is lost, unless ``PTQ_CACHE`` keeps the unit checkpoints); the
-lane goes on to shorter ones.
+Lane ``--lane`` of ``--lanes`` takes every ``lanes``-th trial of the whole queue (so lanes started
+at different times still share it out) and runs those not yet in either store. With ``--until
+HH:MM`` (the next such time) a trial is started only if the median time of its setting's CPU
+trials in the main store says it ends before then; a setting without stored CPU trials is
+started (nothing to estimate from). A grid trial cut off mid-way is lost; a reconstruction trial
+resumes from its last finished unit (checkpoints under ``PTQ_CACHE``, default
+``~/.cache/ptqlib``) while that folder lasts.
 
     PTQ_DATA=../shared/data python results/missing_trials.py recon --store side.sqlite --until 23:30
     ptq results merge --from side.sqlite
@@ -87,12 +90,11 @@ def main() -> None:
     main_store, side = ResultsStore(a.main), ResultsStore(a.store)
     done = main_store.existing_keys() | side.existing_keys()
     jobs = []
-    for given in (recon_queue() if a.queue == "recon" else family_queue()):
+    for given in (recon_queue() if a.queue == "recon" else family_queue())[a.lane::a.lanes]:
         cfg = trial_config(**given)
         ctx = context(cfg, "cpu")
         if row_key(cfg, ctx.weights_fp, ctx.data_fp) not in done:
             jobs.append((given, cfg))
-    jobs = jobs[a.lane::a.lanes]
     print(f"lane {a.lane}: {len(jobs)} trials missing", flush=True)
     if a.list:
         for given, _ in jobs:
@@ -101,7 +103,8 @@ def main() -> None:
     for given, cfg in jobs:
         if deadline is not None:
             rows = main_store.trials(**{k: v for k, v in columns(cfg).items() if k != "seed"})
-            expected = float((rows["calib_s"] + rows["eval_s"]).median()) if len(rows) else 0.0
+            seconds = (rows["calib_s"] + rows["eval_s"])[rows["device"].isna() | (rows["device"] == "cpu")].dropna()
+            expected = float(seconds.median()) if len(seconds) else 0.0
             if dt.datetime.now() + dt.timedelta(seconds=expected) > deadline:
                 print(f"skip {given}: about {expected / 60:.0f} min, past {a.until}", flush=True)
                 continue

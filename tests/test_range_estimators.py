@@ -6,6 +6,7 @@ import torch
 
 from ptqlib.quant.quantizer import QuantSpec, fake_quantize, qparams_from_range
 from ptqlib.quant.qmodel import WEIGHT_SPEC
+from ptqlib.quant import range_estimators
 from ptqlib.quant.range_estimators import HistogramObserver, histc, kl_threshold, weight_range
 
 
@@ -286,20 +287,32 @@ def _edge_values(lo: float, hi: float, bins: int) -> torch.Tensor:
     return values[(values >= edges[0]) & (values <= edges[-1])]
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(12))
 def test_fast_histc_counts_are_torch_histcs(seed):
     gen = torch.Generator().manual_seed(seed)
-    bins = [2048, 2048, 16, 7, 2048, 100][seed]
+    bins = [2048, 2048, 16, 7, 2048, 100][seed % 6]
     scale = float(torch.rand((), generator=gen)) * 10 ** int(torch.randint(-3, 4, (), generator=gen))
-    lo = 0.0 if seed % 2 == 0 else -scale * float(torch.rand((), generator=gen))
+    lo = 0.0 if seed % 4 == 0 else -scale * float(torch.rand((), generator=gen))
     hi = scale
     values = lo + (hi - lo) * torch.rand(3, 8, 9, 5, generator=gen)
     values = torch.cat([values.reshape(-1), _edge_values(lo, hi, bins), torch.zeros(50)[: 50 * (lo <= 0)]])
     values = values[(values >= torch.tensor(lo, dtype=torch.float32)) & (values <= torch.tensor(hi, dtype=torch.float32))]
     x = values[torch.randperm(len(values), generator=gen)][: len(values) // 24 * 24].reshape(2, 4, 3, -1)
-    for layout in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(1, 3)):
-        expected = torch.histc(layout, bins=bins, min=lo, max=hi)
+    for layout in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(1, 3), x.requires_grad_()):
+        expected = torch.histc(layout.detach(), bins=bins, min=lo, max=hi)
         assert torch.equal(histc(layout, bins, lo, hi, layout.min(), layout.max()), expected)
+
+
+def test_fast_histc_computes_in_float32_whatever_the_default_dtype():
+    x = torch.linspace(0.0, 1.7, 2049, dtype=torch.float32)
+    expected = torch.histc(x, bins=2048, min=0.0, max=1.7)
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        range_estimators._SCRATCH = range_estimators._Scratch()  # buffers made under this default
+        assert torch.equal(histc(x, 2048, 0.0, 1.7, x.min(), x.max()), expected)
+    finally:
+        torch.set_default_dtype(default)
 
 
 def test_fast_histc_leaves_values_outside_the_range_and_nan_to_torch_histc():

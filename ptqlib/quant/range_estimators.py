@@ -64,16 +64,16 @@ PERCENTILE = 99.99
 class _Scratch(threading.local):
     """Per-thread buffers reused by :func:`histc` (a fresh tensor per call costs its page faults)."""
 
-    values = torch.empty(0)
-    bins = torch.empty(0, dtype=torch.int32)
+    values = torch.empty(0, dtype=torch.float32, device="cpu")
+    bins = torch.empty(0, dtype=torch.int32, device="cpu")
 
 
 _SCRATCH = _Scratch()
 
 
 def histc(x: torch.Tensor, bins: int, lo: float, hi: float, x_min: torch.Tensor, x_max: torch.Tensor) -> torch.Tensor:
-    """``torch.histc(x, bins, lo, hi)`` (float32 counts): the same counts, 3 to 4.5 times faster
-    on the CPU. ``x_min``/``x_max``: ``x``'s min and max (already at hand here).
+    """``torch.histc(x, bins, lo, hi)`` (float32 counts): the same counts, 3 to 4.7 times faster
+    on the CPU (on EfficientNet-Lite1's activation shapes). ``x_min``/``x_max``: ``x``'s min and max (already at hand here).
 
     PyTorch's CPU ``histc`` (``HistogramKernel.cpp``, linear interpolation) puts an element ``e``
     of ``[lo, hi]`` (its edges rounded to float32) in bin ``int((e - lo) * bins / (hi - lo))``,
@@ -89,7 +89,9 @@ def histc(x: torch.Tensor, bins: int, lo: float, hi: float, x_min: torch.Tensor,
             or not torch.isfinite((hi32 - lo32) * bins) or not (x_min >= lo32 and x_max <= hi32)):
         return torch.histc(x, bins=bins, min=lo, max=hi)
     if _SCRATCH.values.numel() < n:
-        _SCRATCH.values, _SCRATCH.bins = torch.empty(n), torch.empty(n, dtype=torch.int32)
+        _SCRATCH.values = torch.empty(n, dtype=torch.float32, device="cpu")
+        _SCRATCH.bins = torch.empty(n, dtype=torch.int32, device="cpu")
+    x = x.detach()
     flat = flat_view(x) if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last) else x.reshape(-1)
     t, idx = _SCRATCH.values[:n], _SCRATCH.bins[:n]
     if lo32.item() == 0.0:
