@@ -82,7 +82,11 @@ def main() -> None:
         sys.exit(f"--lane must be in 0 .. {a.lanes - 1}, got {a.lane}")
     deadline = None
     if a.until:
-        hour, minute = (int(x) for x in a.until.split(":"))
+        try:
+            hour, minute = (int(x) for x in a.until.split(":"))
+            dt.time(hour, minute)
+        except ValueError:
+            sys.exit(f"--until must be a time HH:MM (00:00 to 23:59), got {a.until!r}")
         deadline = dt.datetime.now().replace(hour=hour, minute=minute, second=0, microsecond=0)
         if deadline < dt.datetime.now():
             deadline += dt.timedelta(days=1)
