@@ -8,8 +8,8 @@ Two queues:
   2,000, then 500, the methods interleaved seed by seed so that each count fills evenly.
 - ``family``: every cell of the EfficientNet-Lite family page, as its parameters declare them
   (the default W6A6 MSE cell with 256 images of the 1,000-class pool, sizes 1/32/1,024, the
-  other three metrics, W8A8, W4A8, noise 0.1 and 0.5): seeds 10-19 of Lite1 and Lite2, then
-  seeds 10-49 of Lite0.
+  other three metrics, W8A8, W4A8, noise 0.1 and 0.5): up to seed 19 of Lite1 and Lite2, then
+  up to seed 49 of Lite0.
 
 Each trial is the one ``ptq sweep`` runs for the same settings and seed, so its key matches.
 Lane ``--lane`` of ``--lanes`` takes every ``lanes``-th trial of the whole queue (so lanes started
@@ -62,9 +62,8 @@ def family_queue() -> list[dict]:
             if value != default:  # bit-width levels are WnAn
                 levels.append({"w_bits": value, "a_bits": value} if name == "w_bits" else {name: value})
     levels += [{"w_bits": w, "a_bits": a} for w, a in page["mixed_bits"]]
-    start = {model: 10 for model in FAMILY_SEEDS}
     return [dict(cell, **level, model=model, seed=seed)
-            for model, stop in FAMILY_SEEDS.items() for seed in range(start[model], stop) for level in levels]
+            for model, stop in FAMILY_SEEDS.items() for seed in range(stop) for level in levels]
 
 
 def main() -> None:

@@ -28,5 +28,5 @@ def test_family_queue_covers_every_cell_of_the_family_page():
     assert len(cells) == levels == 11
     assert {q["model"] for q in queue} == set(page["models"])
     for model, stop in missing_trials.FAMILY_SEEDS.items():
-        assert {q["seed"] for q in queue if q["model"] == model} == set(range(10, stop))
+        assert {q["seed"] for q in queue if q["model"] == model} == set(range(stop))
     assert all(trial_config(**q).calib.pool == "sample1000" for q in queue[:levels])

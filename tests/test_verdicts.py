@@ -522,3 +522,13 @@ def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
     assert "-> converged at 2000" in v and v.endswith("differs from 5000 (interval clear of 0) at 500 (-1.50)")
     assert w == "w m: a single count (500): no convergence to read"
     assert "-> no smaller count shown within 0.1 points" in curve_lines(curve, tolerance=0.1)[0]
+
+
+def test_on_fixed_sample_needs_the_trials_and_seeds_zero_up():
+    import pandas as pd
+
+    from ptqlib.analysis.aggregate import on_fixed_sample
+
+    curve = pd.DataFrame({"trials": [10, 10, 9], "first_seeds": [True, False, True]})
+    assert on_fixed_sample(curve, 10).tolist() == [True, False, False]
+    assert on_fixed_sample(curve.drop(columns="first_seeds"), 10).tolist() == [True, True, False]

@@ -128,6 +128,14 @@ def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
     return lines
 
 
+def on_fixed_sample(rows: pd.DataFrame, trials: int) -> pd.Series:
+    """Per row of an :func:`ptqlib.analysis.cells.iteration_curve`: whether the count rests on
+    the count decision's fixed sample, ``trials`` trials that are seeds 0 to ``trials - 1`` (the
+    curve's ``first_seeds``, where it has the column; see :func:`chosen_iters`)."""
+    first = rows["first_seeds"].astype(bool) if "first_seeds" in rows else True
+    return (rows["trials"] >= trials) & first
+
+
 def equivalence_interval(row, alpha: float = 0.05) -> tuple[float, float, float]:
     """``(low, high, bound)`` for one count of an :func:`ptqlib.analysis.cells.iteration_curve`
     row (its ``worst_diff``, ``diff_se``, ``diff_df``): the ``1 - 2 alpha`` interval of the
@@ -169,11 +177,10 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     for method, group in curve.groupby("method", sort=False):
         group = group.set_index("iters").sort_index()
         reference = int(group["reference"].iloc[0]) if "reference" in group else int(group.index.max())
-        def ready(count) -> tuple[int, bool]:  # trials, and whether they are seeds 0 to trials - 1
+        def ready(count) -> tuple[int, bool]:  # trials, and whether they are the fixed sample
             if count not in group.index:
                 return 0, False
-            n = int(group.loc[count, "trials"])
-            return n, n >= trials and bool(group.loc[count].get("first_seeds", True))
+            return int(group.loc[count, "trials"]), bool(on_fixed_sample(group.loc[[count]], trials).iloc[0])
 
         have, target_ready = ready(target)
         if not target_ready or reference != target:

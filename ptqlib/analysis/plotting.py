@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ptqlib.analysis.aggregate import AVERAGE, equivalence_interval, with_average
+from ptqlib.analysis.aggregate import AVERAGE, equivalence_interval, on_fixed_sample, with_average
 from ptqlib.analysis.stats import outside_band
 
 
@@ -236,11 +236,9 @@ def equivalence_lines(curve: pd.DataFrame, margin: float, target: int, alpha: fl
         line = ax.plot(x, y, label=method)[0]
         full = np.ones(len(group), bool)
         if trials is not None:
-            def ready(rows):  # the test's fixed sample: `trials` trials, seeds 0 to trials - 1
-                return (rows["trials"] >= trials) & rows.get("first_seeds", True)
-
             at_target = curve[(curve["method"] == method) & (curve["iters"] == target)]
-            full = ready(group).to_numpy() & bool(len(at_target) and ready(at_target).iloc[0])
+            full = (on_fixed_sample(group, trials).to_numpy()
+                    & bool(len(at_target) and on_fixed_sample(at_target, trials).iloc[0]))
         for mask, face in ((full, line.get_color()), (~full, "white")):
             if mask.any():
                 ax.errorbar(x[mask], y[mask], yerr=yerr[:, mask], fmt="o", capsize=3, color=line.get_color(),
