@@ -84,7 +84,8 @@ for model_name, row in default.iterrows():
 # %%
 contrasts = model_contrasts(models_frame(store, cell, models, "noise", [0.0], trials), models[0])
 if len(contrasts):
-    publish_table(contrasts.set_index(["model", "statistic"]).round(2), "model_contrasts")
+    publish_table(contrasts.round(2).assign(confidence=contrasts["confidence"]).set_index(["model", "statistic"]),
+                  "model_contrasts")  # the confidence unrounded: 0.9875, not 0.99
 print("\n".join(contrast_lines(contrasts, models[0])))
 
 

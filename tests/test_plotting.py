@@ -137,7 +137,7 @@ def test_equivalence_lines_draw_the_tests_interval_for_the_methods_against_the_t
     ax = equivalence_lines(curve.assign(trials=[10, 3, 10, 10, 10, 10, 10]), margin=1.0, target=20000, trials=10)
     faces = [c.lines[0].get_markerfacecolor() for c in ax.containers]
     assert faces[1] == "white" and faces[0] != "white" and len(faces) == 3  # a: one full, one hollow; b: full
-    assert ax.get_legend().get_texts()[-1].get_text() == "hollow: fewer than 10 trials"
+    assert ax.get_legend().get_texts()[-1].get_text() == "hollow: the count or 20,000 not yet on seeds 0-9"
     gap = curve.assign(trials=10, first_seeds=[True, True, True, False, True, True, True])  # b's 500: a gap
     faces = [c.lines[0].get_markerfacecolor() for c in equivalence_lines(gap, 1.0, 20000, trials=10).containers]
     assert faces[0] != "white" and faces[1] == "white"

@@ -158,6 +158,16 @@ def test_imagenet_trials_draw_from_the_1000_class_pool_unless_told_otherwise():
     assert design_for("efficientnet_lite0", "imagenet-val10", pool="train").cell.pool == "train"
 
 
+def test_an_imagenet_designs_largest_size_is_its_pools():
+    """The 10-class pool holds 1000 images; the 1000-class one is topped up to the 1024 its cells ran at."""
+    from ptqlib.analysis.verdicts import design_for
+
+    for pool, largest in ((None, 1024), ("sample1000", 1024), ("train", 1000), ("nette-train", 1000)):
+        design = design_for("efficientnet_lite0", "imagenet-val10", pool=pool)
+        assert (max(design.sizes), design.recon_size) == (largest, largest), pool
+    assert max(design_for("resnet20", "cifar10-jpeg").sizes) == 1024
+
+
 def test_fp_weights_is_part_of_the_key_of_brecqs_reference_variant_only():
     from ptqlib.study.settings import trial_config
 

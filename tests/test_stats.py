@@ -69,6 +69,8 @@ def test_paired_test_exact_wilcoxon_answer():
     assert out.loc["a", "p_holm"] == pytest.approx(3 * 2 / 2**n) and out.loc["a", "significant"]
     assert out.loc["b", "p"] == 1.0 and not out.loc["b", "significant"]
     assert out.loc["a", "mean_diff"] == pytest.approx(0.55) and out.loc["a", "pairs"] == n
+    assert out.loc["a", "ci_low"] < 0.55 < out.loc["a", "ci_high"] and out.loc["a", "ci_low"] > 0
+    assert out.loc["b", "ci_low"] == out.loc["b", "ci_high"] == 0.0  # no difference at all: no spread
     with pytest.raises(ValueError, match="levels 'x' and 'z'"):
         paired_test(pd.concat([base, better]), "level", "x", "z")
 

@@ -341,6 +341,20 @@ def test_side_by_side_and_its_matrix(tmp_path):
     assert len(ax.get_yticklabels()) == len(table)
 
 
+def test_the_matrix_says_why_an_inconclusive_part_has_no_estimate():
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from ptqlib.analysis.plotting import verdict_matrix
+
+    index = pd.MultiIndex.from_tuples([("3", "3 W8A8 largest class drop vs the average's"), ("1", "1a x")])
+    table = pd.concat({"m": pd.DataFrame({"verdict": [V.INCONCLUSIVE, V.NOT_ENOUGH], "estimate": [np.nan, np.nan]},
+                                         index=index)}, axis=1)
+    texts = [t.get_text() for t in verdict_matrix(table).texts]
+    assert texts == ["undefined"]  # the part without enough data stays blank
+
+
 def test_iteration_curve_pairs_each_count_with_the_largest_and_the_converged_count(tmp_path):
     import pandas as pd
 
@@ -522,6 +536,10 @@ def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
     assert "-> converged at 2000" in v and v.endswith("differs from 5000 (interval clear of 0) at 500 (-1.50)")
     assert w == "w m: a single count (500): no convergence to read"
     assert "-> no smaller count shown within 0.1 points" in curve_lines(curve, tolerance=0.1)[0]
+    assert "500: -1.50 [-2.00, -1.00] (10 against 10 trials, 10 shared; its change alone is beyond 0.3" in v
+    assert "2000: +0.05 [-0.20, +0.25] (10 against 10 trials, 10 shared)" in v  # within: nothing to add
+    narrow = curve_lines(curve, tolerance=0.1)[0]  # 2000 is not within 0.1: the seeds it would take
+    assert "2000: +0.05 [-0.20, +0.25] (10 against 10 trials, 10 shared; ~8 seeds run at both" in narrow
 
 
 def test_on_fixed_sample_needs_the_trials_and_seeds_zero_up():

@@ -100,21 +100,30 @@ def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
 def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
     """One line per method of an :func:`ptqlib.analysis.cells.iteration_curve` frame (with a
     ``variant`` column where it stacks several curves): each count's change of the worst class
-    against the reference count with its 95 % interval, trials and shared seeds, about how many
-    seeds at both would show it within ``tolerance`` where more are needed, the converged count
-    (:func:`converged_iters`) and the counts whose interval lies clear of 0 (each one uncorrected
-    test at 5 %)."""
+    against the reference count with its 95 % interval, trials and shared seeds; for a count whose
+    interval is not within ``tolerance`` either way, about how many seeds run at both would show
+    it within (all shared), or why no number would (its change alone is at least ``tolerance``);
+    the converged count (:func:`converged_iters`) and the counts whose interval lies clear of 0
+    (each one uncorrected test at 5 %)."""
     by = ["variant", "method"] if "variant" in curve else ["method"]
     lines = []
     for keys, group in curve.groupby(by, sort=False):
         name = " ".join(map(str, keys if isinstance(keys, tuple) else (keys,)))
         reference = int(group["reference"].iloc[0])
         at_reference = int(group.loc[group["iters"] == reference, "trials"].iloc[0])
+
+        def needed(r) -> str:  # what would show a count within the tolerance, where it is not yet
+            if r.diff_low >= -tolerance and r.diff_high <= tolerance:
+                return ""
+            if np.isinf(r.seeds_needed):
+                return f"; its change alone is beyond {tolerance}: no number of seeds would show it within"
+            if np.isfinite(r.seeds_needed):
+                return f"; ~{r.seeds_needed:.0f} seeds run at both would show it within {tolerance}"
+            return ""
+
         compared = [f"{r.iters}: {r.worst_diff:+.2f}"
                     + (f" [{r.diff_low:+.2f}, {r.diff_high:+.2f}]" if np.isfinite(r.diff_low) else " (no interval)")
-                    + f" ({r.trials:.0f} against {at_reference} trials, {r.shared:.0f} shared"
-                    + (f"; ~{r.seeds_needed:.0f} at both would show it within {tolerance}"
-                       if np.isfinite(r.seeds_needed) and r.seeds_needed > r.trials else "") + ")"
+                    + f" ({r.trials:.0f} against {at_reference} trials, {r.shared:.0f} shared" + needed(r) + ")"
                     for r in group.itertuples() if np.isfinite(r.worst_diff)]
         if not compared:
             lines.append(f"{name}: a single count ({reference}): no convergence to read")

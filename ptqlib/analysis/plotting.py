@@ -166,7 +166,8 @@ VERDICT_COLOURS = {"supported": "#74c476", "contradicted": "#fb6a4a", "inconclus
 
 def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
     """Parts (rows) by models (columns) coloured by verdict, each cell with its estimate: the
-    frame of :func:`ptqlib.analysis.verdicts.side_by_side`."""
+    frame of :func:`ptqlib.analysis.verdicts.side_by_side`. An inconclusive part without an
+    estimate reads "undefined" (a ratio to an average that does not drop)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -183,6 +184,8 @@ def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
             value = estimates.iat[i, j]
             if value is not None and not pd.isna(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+            elif verdicts.iat[i, j] == "inconclusive":
+                ax.text(j, i, "undefined", ha="center", va="center", fontsize=6, style="italic")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="left", rotation_mode="anchor")
     ax.set_yticks(range(len(table)), [part for _, part in table.index], fontsize=7)
     ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
@@ -250,6 +253,7 @@ def equivalence_lines(curve: pd.DataFrame, margin: float, target: int, alpha: fl
     ax.set_xlabel("iterations per unit")
     ax.set_ylabel(f"worst class minus {target:,}'s (points)")
     if trials is not None:
-        ax.plot([], [], "o", color="0.4", markerfacecolor="white", label=f"hollow: fewer than {trials} trials")
+        ax.plot([], [], "o", color="0.4", markerfacecolor="white",
+                label=f"hollow: the count or {target:,} not yet on seeds 0-{trials - 1}")
     ax.legend(fontsize=7)
     return ax

@@ -241,7 +241,9 @@ def holm(p_values: np.ndarray) -> np.ndarray:
 def paired_test(per_class: pd.DataFrame, factor: str, a, b, alpha: float = 0.05) -> pd.DataFrame:
     """Per class: is accuracy different between levels ``a`` and ``b`` of ``factor``, pairing
     trials by seed? Wilcoxon signed-rank test on the per-seed differences (``b - a``), Holm
-    correction over the classes; only seeds present at both levels are used."""
+    correction over the classes; only seeds present at both levels are used. ``ci_low`` and
+    ``ci_high``: the mean difference's percentile-bootstrap 95 % interval over the seeds
+    (:func:`bootstrap_mean_ci`; one class's, not corrected for the several classes)."""
     rows = []
     for cls, group in per_class.groupby("class", sort=False):
         pivot = group.pivot_table(index="seed", columns=factor, values="acc")
@@ -251,8 +253,9 @@ def paired_test(per_class: pd.DataFrame, factor: str, a, b, alpha: float = 0.05)
         pivot = pivot[[a, b]].dropna()  # other levels' seeds do not limit the pairs
         diff = (pivot[b] - pivot[a]).to_numpy()
         p = 1.0 if np.all(diff == 0) or len(diff) < 2 else float(stats.wilcoxon(diff).pvalue)
+        low, high = bootstrap_mean_ci(diff)
         rows.append({"class": cls, "pairs": len(diff), f"mean_{a}": pivot[a].mean(), f"mean_{b}": pivot[b].mean(),
-                     "mean_diff": diff.mean(), "p": p})
+                     "mean_diff": diff.mean(), "ci_low": low, "ci_high": high, "p": p})
     out = pd.DataFrame(rows)
     out["p_holm"] = holm(out["p"].to_numpy())
     out["significant"] = out["p_holm"] < alpha
