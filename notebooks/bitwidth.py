@@ -1,7 +1,8 @@
 # %% [markdown]
 # # Bit-width
 #
-# W8A8, W6A6 and W4A4 (`reference` preset: first and last layers' weights and the last
+# Weights and activations at the same bit-width, at each width of `levels` (the first line below
+# says which the store has; `reference` preset: first and last layers' weights and the last
 # layer's input stay at 8 bits). Box plots of the per-class drop over trials at each width.
 
 # %% tags=["parameters"]
@@ -22,10 +23,10 @@ import matplotlib.pyplot as plt
 from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.analysis.plotting import chance_strip, drop_boxplot
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import drop_ci_table
+from ptqlib.analysis.stats import band_count_line, drop_ci_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
-from ptqlib.analysis.verdicts import class_bands, load
+from ptqlib.analysis.verdicts import class_bands, factor_tests, load, verdict_lines
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, metric=metric, calib_size=calib_size)
@@ -61,13 +62,21 @@ for bits in present:
 # class's mean drop falls when the test images are split at random into groups of the classes'
 # sizes, the chance model of the [conclusions](conclusions). A class outside the band is hit
 # more (or less) than it would be if quantization errors fell on images regardless of their
-# class; inside it, its drop is what a random group of as many images shows.
+# class; inside it, its drop is what a random group of as many images shows. The band holds
+# 95 % of random groups, so chance alone puts about one dot in twenty outside it: the line under
+# the figure compares the count with that. Below it, the parts of the study's claim 3 this factor
+# bears on, tested on this page's levels as [the conclusions](conclusions) test them on the
+# study's (each with its estimate, 95 % interval and, where it is a chance part, the chance band
+# and its p-value).
 
 # %%
-bands = class_bands(load(store, cell, "w_bits", levels, trials))
+data = load(store, cell, "w_bits", levels, trials)
+bands = class_bands(data)
 chance_strip(bands, "mean_drop", "bit-width (weights = activations)", f"{model} {metric}")
 plt.tight_layout()
 plt.show()
+print("mean drops:", band_count_line(bands["mean_drop"], bands["drop_low"], bands["drop_high"]))
+print("\n".join(verdict_lines(factor_tests("w_bits", data, None, levels))))
 
 # %% [markdown]
 # ## Worst-case statistics

@@ -59,9 +59,13 @@ settings = dict(w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_si
 design = design_for(model, dataset, pool=pool, **settings)
 parts = all_parts(store, design, chance_draws)
 display(Markdown(findings(parts, f"{model} on {dataset}")))
-display(Markdown(f"Claim 4 rests on reconstructions at {recon_iters} iterations per unit ({max(calib_sizes)} "
-                 "calibration images); the reference code runs 20,000. The [optimizer section](optimizer) shows "
-                 "what more iterations change."))
+recon_trials_per_method = ", ".join(f"{m} {min(p.trials for p in parts if p.part.startswith(f'4 {m}'))}"
+                                    for m in design.methods)
+display(Markdown(f"Claim 4 rests on the `{design.recon_variant}` variant's reconstructions at {recon_iters} "
+                 f"iterations per unit ({design.recon_size} calibration images; paired trials per method: "
+                 f"{recon_trials_per_method}); the reference code runs 20,000, and each method as its code runs it is "
+                 "the `reference` variant. The [optimizer section](optimizer) (ResNet-20 on CIFAR-10) measures what "
+                 "more iterations and the reference variant change."))
 
 # %% [markdown]
 # ## Every part
@@ -93,7 +97,8 @@ plt.show()
 # %% [markdown]
 # ## Beyond the study: can the worst class be protected?
 #
-# The two remedies tried in [Can PTQ protect the worst class?](protect), each against its
+# The two remedies tried in [Can PTQ protect the worst class?](protect) (on EfficientNet-Lite0:
+# [its page](protect_lite0)), each against its
 # baseline on the same calibration sets: supported when the 95 % interval of the worst class's
 # mean per-seed gain lies above 0 and the average loses less than 1 point (its interval above
 # -1); contradicted when the worst class's interval lies below 0 or the average's below -1.

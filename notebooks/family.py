@@ -43,7 +43,7 @@ import pandas as pd
 from ptqlib.analysis.aggregate import reliability_summary
 from ptqlib.analysis.cells import Cell, models_frame, models_summaries
 from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
-from ptqlib.analysis.stats import band_count, contrast_lines, model_contrasts
+from ptqlib.analysis.stats import band_count_line, contrast_lines, model_contrasts
 from ptqlib.analysis.verdicts import class_bands, design_for, load, side_by_side
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
@@ -76,9 +76,7 @@ plt.show()
 images = table["images"]
 print(f"test images per class: {images.min()}" + (f" to {images.max()}" if images.max() > images.min() else "")
       + f"; resolution: one test image is {100.0 / images.min():.1f} points of a class's accuracy")
-count = band_count(table["mean_drop"], table["drop_low"], table["drop_high"])
-print(f"{count['outside']} of {count['of']} classes (all models) outside their band; chance alone: about "
-      f"{count['chance']:.1f} (binomial p = {count['p']:.3f}, as if the classes were independent)")
+print(band_count_line(table["mean_drop"], table["drop_low"], table["drop_high"], "classes (all models)"))
 wide = table.pivot(index="class", columns="level", values="mean_drop")[list(bands)]
 band = table.groupby("level")[["drop_low", "drop_high"]].first().T[list(bands)]
 publish_table(pd.concat([wide, band]).round(2), "class_drops")  # last rows: each model's chance band

@@ -1,10 +1,13 @@
 # %% [markdown]
-# # A first look: one calibration set, four settings
+# # A first look: one calibration set per setting
 #
 # Before the many-trial study, one quantization per setting of the fine-tuned ResNet-20 on
 # the JPEG CIFAR-10 copy (`reference` preset, 256 calibration images, seed 0), run with
-# `ptq quantize ... --json` and stored in `results/quantize/`. The average hides how unequal
-# the damage is across classes.
+# `ptq quantize ... --json` and stored in `results/quantize/` (the table lists the settings).
+# Each number here comes from a single calibration set: this page shows what the study
+# measures, with no interval and no comparison with chance, and draws no conclusion; the
+# following pages repeat each setting over many calibration sets and test what this page can
+# only show.
 
 # %% tags=["parameters"]
 results_dir = "results/quantize"
@@ -43,7 +46,8 @@ for name, r in largest_drops(runs).iterrows():
 #
 # Grid search against AdaRound, BRECQ and QDrop on the same 1024 calibration images (seed 0),
 # with the number of reconstruction iterations per unit each run used (the reference uses
-# 20 000), from `results/recon/` (`ptq quantize ... --calib-size 1024 --optimizer NAME --iters N --json`).
+# 20 000), one run each (the [optimizer page](optimizer) has the many-seed comparison), from
+# `results/recon/` (`ptq quantize ... --calib-size 1024 --optimizer NAME --iters N --json`).
 
 # %%
 recon = reconstruction_table(quantize_runs(recon_dir, f"{model}-*.json"))

@@ -11,8 +11,10 @@
 #
 # The default cell of each model (W4A4 for the CIFAR ResNets, W6A6 for EfficientNet-Lite0; MSE
 # range search on 256 calibration images) has int8 trials on its **first 20 seeds** only (the
-# fake-quantized cells have 50): the int8 trials were run on a 2-core CPU beside other work, and
-# 20 pairs give bootstrap intervals narrow enough for the questions below.
+# fake-quantized cells have 50): the int8 trials were run on a 2-core CPU beside other work. The
+# agreement and accuracy parts rest on those pairs (bootstrap intervals over seeds); the two
+# yardstick parts rest on the seeds that also ran `fake-reordered` or `fake-float64` (fewer; the
+# lines say how many) with Student-t intervals, and are wider.
 # At 8 bits, per-channel asymmetric weights need integers up to 9 bits once their zero point is
 # taken out, and oneDNN's int8 convolutions take no weight zero point: the engine runs such a
 # layer as two or three int8 convolutions whose accumulators it sums before requantizing
@@ -51,6 +53,7 @@ import pandas as pd
 
 from ptqlib.analysis import engines
 from ptqlib.analysis.cells import Cell
+from ptqlib.analysis.stats import holm
 from ptqlib.analysis.verdicts import parts_frame
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
@@ -75,10 +78,11 @@ publish_table(summary.set_index("cell").round(4), "summary")
 # their difference (int8 minus fake, points, with a bootstrap interval over seeds), the largest
 # mean class difference against its chance band, the int8 minus the float-noise disagreement
 # (images a seed) with its interval, the fake minus the int8 disagreement with exact arithmetic,
-# and the four verdicts. The chance test runs once per cell:
-# over five cells, a p-value just under 0.05 in one of them is weak evidence.
+# and the four verdicts. The chance test runs once per cell, so with several cells one p-value
+# under 0.05 comes by chance now and then: each line also gives it Holm-corrected over the cells.
 
 # %%
+summary["p_chance_holm"] = holm(summary["p_chance"].to_numpy())
 for _, row in summary.iterrows():
     print(f"{row['cell']} ({row['trials']} seeds, {row['images']} test images): agreement {row['agreement']:.3f} % "
           f"(lowest seed {row['lowest']:.2f} %, {row['below_target']} seeds below {engines.TARGET_AGREEMENT:g} %; "
@@ -86,7 +90,8 @@ for _, row in summary.iterrows():
           f"{row['fake_acc']:.2f} % fake, {row['int8_acc']:.2f} % int8 ({row['acc_diff']:+.3f} points, "
           f"95 % interval {row['acc_diff_low']:+.3f} to {row['acc_diff_high']:+.3f}); largest class difference "
           f"{row['max_class_diff']:.3f} points, chance {row['chance_low']:.3f} to {row['chance_high']:.3f} "
-          f"(p = {row['p_chance']:.3f}): concentrated on classes {row['class_verdict']}.")
+          f"(p = {row['p_chance']:.3f}; Holm over the {len(summary)} cells {row['p_chance_holm']:.3f}): concentrated "
+          f"on classes {row['class_verdict']}.")
     for line in engines.yardstick_lines(row):
         print("    " + line)
 

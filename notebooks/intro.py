@@ -37,7 +37,7 @@ from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, factor_frame
 from ptqlib.analysis.stats import bootstrap_mean_ci
-from ptqlib.analysis.verdicts import all_parts, class_bands, describe, design_for, headline, load
+from ptqlib.analysis.verdicts import all_parts, class_bands, design_for, headline, load, verdict_lines
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
@@ -62,8 +62,7 @@ print(f"- class '{worst}' drops most: {classes.loc[worst, 'mean_drop']:.2f} poin
 first = [p for p in parts if p.claim == "1"]
 print(f"- the {len(first)} tests of the study's first claim, against the stated effect sizes and against chance "
       "(random groups of as many test images, the conclusions' chance model):")
-for p in first:
-    print(f"  - {p.verdict}: {describe(p)}")
+print("\n".join(verdict_lines(first, indent="  ")))
 
 # %% [markdown]
 # Each box is one class's drop over the calibration sets; the grey band is where a class's mean

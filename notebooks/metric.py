@@ -14,16 +14,17 @@ w_bits = 4
 a_bits = 4
 calib_size = 256
 levels = ["minmax", "mse", "kl", "cosine"]
+base = "mse"  # the level the others are compared with (the study's default metric)
 trials = 50
 compute_missing = False
 
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
+from ptqlib.analysis.aggregate import class_summary, worst_class
 from ptqlib.analysis.plotting import chance_strip, mean_std_lines
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import drop_ci_table
+from ptqlib.analysis.stats import band_count_line, drop_ci_table, paired_gain
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
 from ptqlib.analysis.verdicts import class_bands, load
@@ -46,9 +47,13 @@ publish_table(summary.pivot(index="class", columns="metric", values="mean").roun
 
 # %%
 worst = worst_class(frame, by=["metric"]).set_index("metric")
-avg = summary[summary["class"] == AVERAGE].set_index("metric")["mean"]
-print(f"Best average: {avg.idxmax()} ({avg.max():.2f} %); worst average: {avg.idxmin()} ({avg.min():.2f} %).")
-print(f"Best mean worst-class accuracy: {worst['worst_mean'].idxmax()} ({worst['worst_mean'].max():.2f} %).")
+present = set(frame["metric"])
+for level in [lv for lv in levels if lv != base and {lv, base} <= present]:
+    gain = paired_gain(frame, "metric", base, level).set_index("statistic")
+    print(f"{level} - {base} ({gain['pairs'].min()} shared seeds): " + "; ".join(
+        f"{stat} {r['diff']:+.2f} points [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] (Wilcoxon p = {r['p']:.3f}: "
+        + ("higher" if r["ci_low"] > 0 else "lower" if r["ci_high"] < 0 else "not told apart") + ")"
+        for stat, r in gain.iterrows()))
 
 # %% [markdown]
 # ## Against chance
@@ -57,13 +62,16 @@ print(f"Best mean worst-class accuracy: {worst['worst_mean'].idxmax()} ({worst['
 # class's mean drop falls when the test images are split at random into groups of the classes'
 # sizes, the chance model of the [conclusions](conclusions). A class outside the band is hit
 # more (or less) than it would be if quantization errors fell on images regardless of their
-# class; inside it, its drop is what a random group of as many images shows.
+# class; inside it, its drop is what a random group of as many images shows. The band holds
+# 95 % of random groups, so chance alone puts about one dot in twenty outside it: the line under
+# the figure compares the count with that.
 
 # %%
 bands = class_bands(load(store, cell, "metric", levels, trials))
 chance_strip(bands, "mean_drop", "calibration metric", f"{model} W{w_bits}A{a_bits}")
 plt.tight_layout()
 plt.show()
+print(band_count_line(bands["mean_drop"], bands["drop_low"], bands["drop_high"]))
 
 # %% [markdown]
 # ## Worst-case statistics

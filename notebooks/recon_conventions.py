@@ -9,7 +9,8 @@
 # `qdrop/solver/recon.py`, `qdrop/quantization/fake_quant.py`, `qdrop/quantization/observer.py`,
 # `exp/w2a4/*/config.yaml`), and the AdaRound paper (Nagel et al. 2020).
 #
-# What the differences do, taken together, is measured at the end of this page.
+# What the differences do, taken together, is measured in the first section below; the
+# remaining ones, one at a time, after it.
 #
 # | convention | reference code | ours, `joint` | ours, `reference` |
 # |---|---|---|---|
@@ -89,7 +90,10 @@ else:
 # `iters` iterations per unit, the mean per-seed difference (the reference's convention minus
 # ours, points) of the average and of each trial's worst class, with a 95 % Student-t interval
 # over the seeds and the Wilcoxon signed-rank p-value (chance alone: differences centred on
-# zero). A convention without trials of both settings in the store is listed as not measured.
+# zero; each test uncorrected, so among the table's twenty-odd tests one p-value under 0.05
+# comes by chance now and then). A convention without trials of both settings in the store is
+# listed as not measured. The table's `ours` is the convention the earlier trials ran with: for
+# `fp_weights` that is `current`, while the `reference` variant now runs `kept` by default.
 #
 # - **BRECQ's second-pass float network** (`fp_weights`): the kept float weights (`kept`, the
 #   reference) against the weights its first pass rounded (`current`, the earlier trials).

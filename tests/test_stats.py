@@ -57,6 +57,8 @@ def test_drop_ci_flags_only_drops_that_exclude_zero():
 def test_holm_by_hand():
     assert holm(np.array([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
     assert holm(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])
+    adjusted = holm(np.array([0.01, np.nan, 0.04, 0.03]))  # a test not run is not counted
+    assert np.isnan(adjusted[1]) and adjusted[[0, 2, 3]] == pytest.approx([0.03, 0.06, 0.06])
 
 
 def test_paired_test_exact_wilcoxon_answer():
@@ -329,3 +331,12 @@ def test_outside_band_counts_an_edge_as_inside_and_band_count_compares_with_chan
     assert (many["outside"], many["of"], many["chance"]) == (10, 100, 5.0) and many["p"] < 0.05
     few = band_count(np.r_[np.zeros(95), np.full(5, 5.0)], -1.0, 1.0)
     assert few["p"] > 0.3
+
+
+def test_band_count_line_says_the_count_against_chance():
+    from ptqlib.analysis.stats import band_count_line
+
+    values = np.array([0.0, 5.0, -5.0] + [0.0] * 17)  # 2 of 20 outside [-1, 1]: chance alone 1
+    line = band_count_line(values, -1.0, 1.0, "classes")
+    p = scipy_stats.binomtest(2, 20, 0.05, alternative="greater").pvalue
+    assert line == f"2 of 20 classes outside their band; chance alone: about 1.0 (binomial p = {p:.3f}, as if they were independent)"

@@ -193,6 +193,24 @@ def test_size_variance_kept_or_reduced():
     assert reduced[0].verdict == V.CONTRADICTED and reduced[0].ci[1] < 0.7
 
 
+def test_a_factor_page_tests_the_parts_of_its_factor():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    fragile = _fragile(rng)
+    runs = {lv: _trials(rng, fp, lambda t: fragile, trials=8) for lv in (1, 32, 256, 1024)}
+    data = _data(runs, fp, draws=50)
+    sizes = V.factor_tests("calib_size", data, 256, [1, 32, 256, 1024])
+    names = [p.part for p in sizes]
+    assert names[:3] == [p.part for p in V.factor_parts("2", "calib_size", data, 256, [32, 1024])]
+    assert "levels 32, 1024 against 256" in sizes[0].detail  # 1 image is below the claim's sizes
+    assert [p.detail for p in sizes[3:]] == [p.detail for p in V.size_variance_parts("2", data, 32, 1024)]
+    bits = V.factor_tests("w_bits", _data({8: runs[1], 6: runs[32]}, fp, draws=50), 8, [8, 6])
+    assert [p.part.split(" largest")[0] for p in bits] == ["3 W8A8"] * 2 + ["3 W6A6"] * 2
+    noise = V.factor_tests("noise", _data({0.0: runs[1], 0.1: runs[32]}, fp, draws=50), 0.0, [0.0, 0.1])
+    assert [p.claim for p in noise] == ["2"] * 3 and "levels 0.1 against 0" in noise[0].detail
+    assert V.factor_tests("metric", data, "mse", ["mse"]) == []
+
+
 # --- claim 4: reconstruction ------------------------------------------------------------------------
 
 def test_a_reconstruction_that_repairs_the_worst_class_contradicts_claim_4():
@@ -306,6 +324,14 @@ def test_class_bands_put_a_planted_class_outside_and_random_ones_inside():
     above = bands["mean_drop"] > bands["drop_high"]
     assert list(bands.loc[above, "class"]) == ["c3"]
     assert bands["trials"].eq(TRIALS).all() and (bands["drop_low"] < bands["drop_high"]).all()
+
+
+def test_an_undefined_estimate_is_described_as_such():
+    part = V.Part("3", "3 W8A8 largest class drop vs the average's", V.INCONCLUSIVE, np.nan, (np.nan, np.nan), None,
+                  50, 2.0, ">", "x", detail="the statistic is undefined (a ratio to no drop)")
+    assert V.describe(part) == ("3 W8A8 largest class drop vs the average's: undefined, 50 trials; "
+                                "the statistic is undefined (a ratio to no drop)")
+    assert V.verdict_lines([part], indent="  ") == ["  - inconclusive: " + V.describe(part)]
 
 
 def test_findings_quote_each_claim_with_its_verdict_and_numbers():

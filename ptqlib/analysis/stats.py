@@ -213,6 +213,14 @@ def band_count(values, low, high, expected_share: float = 0.05) -> dict:
     return {"outside": k, "of": n, "chance": expected_share * n, "p": float(p)}
 
 
+def band_count_line(values, low, high, what: str = "dots") -> str:
+    """:func:`band_count` in words: how many of ``what`` lie outside their band against what
+    chance alone puts there, with the binomial p-value."""
+    c = band_count(values, low, high)
+    return (f"{c['outside']} of {c['of']} {what} outside their band; chance alone: about {c['chance']:.1f} "
+            f"(binomial p = {c['p']:.3f}, as if they were independent)")
+
+
 def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: float = 0.95,
             n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per class (and level of ``by``): mean accuracy drop against FP with a bootstrap CI over
@@ -229,12 +237,13 @@ def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: fl
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (family-wise error over the tests given)."""
+    """Holm-Bonferroni adjusted p-values (family-wise error over the tests given). A NaN (a test
+    that could not be run) stays NaN and does not count among the tests."""
     p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]).clip(max=1.0)
-    out = np.empty_like(p)
-    out[order] = adjusted
+    out = np.full_like(p, np.nan)
+    run = np.flatnonzero(~np.isnan(p))
+    order = run[np.argsort(p[run])]
+    out[order] = np.maximum.accumulate((len(run) - np.arange(len(run))) * p[order]).clip(max=1.0)
     return out
 
 

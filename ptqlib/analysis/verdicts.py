@@ -454,6 +454,27 @@ def size_variance_parts(claim: str, data: ClassData, small, large, effects: Effe
     return parts
 
 
+SIZES_FROM = 32  # claim 2 on calibration size speaks of sizes from 32 images up ("beyond 32")
+
+
+def factor_tests(factor: str, data: ClassData, base, levels: list, effects: Effects = EFFECTS) -> list[Part]:
+    """The parts of the study's claims that one factor page tests, on its own levels (the
+    conclusions page tests the study's): claim 2's average and class moves for ``noise`` and
+    ``bias_class`` (``base``: the level the others are compared with); for ``calib_size`` the
+    same on the sizes from :data:`SIZES_FROM` up, and the std kept from the smallest of them to
+    the largest; claim 3's largest class drop at each level for ``w_bits``. Empty for another
+    factor."""
+    if factor in ("noise", "bias_class"):
+        return factor_parts("2", factor, data, base, [lv for lv in levels if lv != base], effects)
+    if factor == "calib_size":
+        sizes = sorted(lv for lv in levels if lv >= SIZES_FROM)
+        parts = factor_parts("2", factor, data, base, [lv for lv in sizes if lv != base], effects)
+        return parts + (size_variance_parts("2", data, sizes[0], sizes[-1], effects) if len(sizes) > 1 else [])
+    if factor == "w_bits":
+        return [p for b in levels for p in drop_parts("3", f"3 W{b}A{b}", data, b, effects)]
+    return []
+
+
 def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effects = EFFECTS) -> list[Part]:
     """Claim 4 for one method against grid search, paired on the seeds both have."""
     e = effects
@@ -524,7 +545,7 @@ IMAGENET_BIAS = ("n01440764", "n02979186", "n03028079", "n03445777")  # tench, c
 
 def design_for(model: str, dataset: str, **overrides) -> Design:
     """The study's cells for ``model`` on ``dataset``: W4A4 MSE with 256 images on CIFAR-10;
-    W6A6 on ImageNet (W8A8 is within noise of the float model there), and the bias cells at 128 images from the
+    W6A6 on ImageNet (W8A8 loses nothing on average there), and the bias cells at 128 images from the
     10-class pool (``train``, 100 images a class; the 1000-class pool holds one image of each
     class, too few for a biased draw). The largest calibration size (also the reconstruction
     cells') is the pool's: 1000 on the 10-class pool, which holds 1000 images, and 1024 on the
@@ -653,6 +674,8 @@ def describe(part: Part) -> str:
     if part.estimate is None:
         return f"{part.part}: {part.detail}"
     unit = {"x": "x", "%": " %", "images": " images"}.get(part.unit, " points")
+    if not np.isfinite(part.estimate):  # _part says why in the detail
+        return f"{part.part}: undefined, {part.trials} trials; {part.detail}"
     text = f"{part.part}: {part.estimate:.2f}{unit}"
     if part.ci is not None and not np.isnan(part.ci[0]):
         text += f" (95 % interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"
@@ -660,6 +683,11 @@ def describe(part: Part) -> str:
         text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {part.p_chance:.3f})"
     text += f", {part.trials} trials"
     return f"{text}; {part.detail}" if part.detail else text
+
+
+def verdict_lines(parts: list[Part], indent: str = "") -> list[str]:
+    """One line per part: its verdict, then :func:`describe`."""
+    return [f"{indent}- {p.verdict}: {describe(p)}" for p in parts]
 
 
 def parts_frame(parts: list[Part]) -> pd.DataFrame:
