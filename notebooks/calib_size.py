@@ -86,7 +86,9 @@ print("\n".join(verdict_lines(factor_tests("calib_size", data, cell.calib_size, 
 # Each trial's worst class, summarised over trials (mean, std, 5th percentile, minimum, the
 # class most often worst, and the mean of each trial's three worst classes), and every class's
 # mean drop against FP with a bootstrap 95 % confidence interval over trials (`*`: the interval
-# excludes 0).
+# excludes 0). The interval is over calibration sets on this one test set: it says a drop is
+# not a calibration draw's luck, not that it would recur on other test images of the class (the
+# chance band above is the comparison for that).
 
 # %%
 publish_table(worst_class(frame, by=["calib_size"]).set_index("calib_size").round(2), "worst_class")
