@@ -69,7 +69,7 @@ for size in table.columns:
 # where classes sit inside their band, their variability is what sampling the test images gives.
 
 # %%
-data = load(store, cell, "calib_size", levels, trials)
+data = load(store, cell, "calib_size", sorted({*levels, cell.calib_size}), trials)  # the tests' base too
 bands = class_bands(data)
 fig, axes = plt.subplots(2, 1, figsize=(7, 7))
 chance_strip(bands, "mean_drop", "calibration images", f"{model} W{w_bits}A{a_bits} {metric}", ax=axes[0])

@@ -132,8 +132,8 @@ else:
 # The tests of [the conclusions page](conclusions) on each model (colour: verdict; text:
 # estimate, in the part's own unit: points, a ratio, or images; "undefined": a ratio to an
 # average that does not drop, as at W8A8 where the average can gain). A part needs the cells it
-# compares, with at least the trials the conclusions page asks for; a model without them shows
-# "not enough data". This page's cells are the factors above; the class-bias cells (drawn from
+# compares, each with at least 5 trials on the seeds it compares (of the first `trials`); a model
+# without them shows "not enough data". This page's cells are the factors above; the class-bias cells (drawn from
 # the 10-class pool) and the reconstruction cells are other cells, which the store may lack for
 # a model of the family.
 

@@ -79,7 +79,8 @@ publish_table(summary.set_index("cell").round(4), "summary")
 # mean class difference against its chance band, the int8 minus the float-noise disagreement
 # (images a seed) with its interval, the fake minus the int8 disagreement with exact arithmetic,
 # and the four verdicts. The chance test runs once per cell, so with several cells one p-value
-# under 0.05 comes by chance now and then: each line also gives it Holm-corrected over the cells.
+# under 0.05 comes by chance now and then: each line also gives it Holm-corrected over the cells
+# (the verdict word reads the uncorrected p, as the table's part does).
 
 # %%
 summary["p_chance_holm"] = holm(summary["p_chance"].to_numpy())
@@ -90,7 +91,8 @@ for _, row in summary.iterrows():
           f"{row['fake_acc']:.2f} % fake, {row['int8_acc']:.2f} % int8 ({row['acc_diff']:+.3f} points, "
           f"95 % interval {row['acc_diff_low']:+.3f} to {row['acc_diff_high']:+.3f}); largest class difference "
           f"{row['max_class_diff']:.3f} points, chance {row['chance_low']:.3f} to {row['chance_high']:.3f} "
-          f"(p = {row['p_chance']:.3f}; Holm over the {len(summary)} cells {row['p_chance_holm']:.3f}): concentrated "
+          f"(p = {row['p_chance']:.3f}; Holm over the {summary['p_chance'].notna().sum()} cells tested "
+          f"{row['p_chance_holm']:.3f}): concentrated "
           f"on classes {row['class_verdict']}.")
     for line in engines.yardstick_lines(row):
         print("    " + line)

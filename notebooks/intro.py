@@ -67,8 +67,9 @@ print("\n".join(verdict_lines(first, indent="  ")))
 # %% [markdown]
 # Each box is one class's drop over the calibration sets; the grey band is where a class's mean
 # drop falls when the test images are grouped at random instead of by class (the chance model of
-# the [conclusions](conclusions)). A class whose box sits outside the band is hit for being that
-# class, not by the luck of which images it holds.
+# the [conclusions](conclusions)). A class whose mean drop lies outside the band is hit more (or
+# less) than a random group of as many images; chance alone puts about one class in twenty
+# there (the [reliability page](reliability) counts them against that).
 
 # %%
 drop_boxplot(tidy, title=f"{model} W{w_bits}A{a_bits} {metric}: accuracy drop per class over calibration sets",

@@ -2,7 +2,11 @@
 # # Calibration metric
 #
 # How activation ranges are chosen: MinMax, MSE, KL (entropy) and Cosine. Mean ± std over
-# trials of each class's accuracy, and the worst class of each trial.
+# trials of each class's accuracy, and the worst class of each trial. Each metric is then
+# compared with `base` on the seeds both ran: the mean per-seed change of the average and of the
+# worst class with its 95 % bootstrap interval ("higher"/"lower" where it clears 0) and the
+# Wilcoxon p-value; each line is one uncorrected comparison, so across the page's several
+# comparisons one interval clear of 0 can come by chance.
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -51,9 +55,9 @@ present = set(frame["metric"])
 for level in [lv for lv in levels if lv != base and {lv, base} <= present]:
     gain = paired_gain(frame, "metric", base, level).set_index("statistic")
     print(f"{level} - {base} ({gain['pairs'].min()} shared seeds): " + "; ".join(
-        f"{stat} {r['diff']:+.2f} points [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] (Wilcoxon p = {r['p']:.3f}: "
-        + ("higher" if r["ci_low"] > 0 else "lower" if r["ci_high"] < 0 else "not told apart") + ")"
-        for stat, r in gain.iterrows()))
+        f"{stat} {r['diff']:+.2f} points [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], "
+        + ("higher" if r["ci_low"] > 0 else "lower" if r["ci_high"] < 0 else "not told apart")
+        + f" by the interval (Wilcoxon p = {r['p']:.3f})" for stat, r in gain.iterrows()))
 
 # %% [markdown]
 # ## Against chance

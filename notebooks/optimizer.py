@@ -219,8 +219,9 @@ else:
 # The study's claim 4 tested as on [the conclusions page](conclusions), on the trials of the
 # reference variant at `reference_iters` iterations per unit: each method against grid search on
 # the same calibration sets. Read it with the curve above: the line below it gives each method's
-# worst class at `reference_iters` against `target_iters` on the reference curve, that is how far
-# these reconstructions are from the reference code's count.
+# worst class at `reference_iters` against the reference curve's largest count (`target_iters`
+# once it has three trials; the line names it), that is how far these reconstructions are from
+# the reference code's count.
 
 # %%
 design = design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, weights=weights,

@@ -203,6 +203,14 @@ def default_pool(dataset: str) -> str:
     return "sample1000" if dataset in IMAGENET_DATASETS and dataset != "imagenet-sample1000" else "train"
 
 
+def pool_images(dataset: str, pool: str | None = None) -> str:
+    """The image folder a pool name draws from: ``pool`` (None: :func:`default_pool`), with
+    ``train`` of an ImageNet dataset resolved to that dataset's own pool (``nette-train`` for
+    ``imagenet-val10``, ``sample1000`` for ``imagenet-sample1000``)."""
+    pool = pool or default_pool(dataset)
+    return DEFAULT_POOLS.get(dataset, pool) if pool == "train" else pool
+
+
 def load_calibration_pool(dataset: str, pool: str = "train", image_size: int | None = None,
                           size: int | None = None) -> Split:
     """The images calibration sets for ``dataset`` are drawn from, at ``image_size``.
@@ -244,10 +252,9 @@ def load_calibration_pool(dataset: str, pool: str = "train", image_size: int | N
         raise DataError(f"unknown calibration pool {pool!r} for {dataset!r}; choose one of {', '.join(pools)}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise DataError(f"calibration size must be a positive integer, got {size!r}")
-    if pool == "train":
-        if dataset not in DEFAULT_POOLS:
-            return load_split(dataset, "train", image_size)
-        pool = DEFAULT_POOLS[dataset]
+    if pool == "train" and dataset not in DEFAULT_POOLS:
+        return load_split(dataset, "train", image_size)
+    pool = pool_images(dataset, pool)
     split = _imagenet_pool(dataset, pool, image_size)
     if pool != "sample1000" or size is None or size <= len(split):
         return split

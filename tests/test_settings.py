@@ -166,6 +166,8 @@ def test_an_imagenet_designs_largest_size_is_its_pools():
         design = design_for("efficientnet_lite0", "imagenet-val10", pool=pool)
         assert (max(design.sizes), design.recon_size) == (largest, largest), pool
     assert max(design_for("resnet20", "cifar10-jpeg").sizes) == 1024
+    for pool in (None, "train", "sample1000"):  # imagenet-sample1000's own train split is sample1000
+        assert design_for("efficientnet_lite0", "imagenet-sample1000", pool=pool).recon_size == 1024, pool
 
 
 def test_fp_weights_is_part_of_the_key_of_brecqs_reference_variant_only():

@@ -550,13 +550,14 @@ def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
     import pandas as pd
 
     from ptqlib.analysis.aggregate import curve_lines
+    from ptqlib.analysis.stats import seeds_for_equivalence
 
     nan = np.nan
     curve = pd.DataFrame({"variant": ["v"] * 3 + ["w"], "method": ["m"] * 3 + ["m"],
                           "iters": [500, 2000, 5000, 500], "trials": [10, 10, 10, 4], "reference": [5000] * 3 + [500],
                           "worst_diff": [-1.5, 0.05, nan, nan], "diff_low": [-2.0, -0.2, nan, nan],
                           "diff_high": [-1.0, 0.25, nan, nan], "shared": [10, 10, nan, nan],
-                          "seeds_needed": [np.inf, 8, nan, nan]})
+                          "paired_sd": [0.8, 0.1, nan, nan], "seeds_needed": [np.inf, 8, nan, nan]})
     v, w = curve_lines(curve, tolerance=0.3)
     assert v.startswith("v m: worst class against 5000 iterations: 500: -1.50 [-2.00, -1.00] (10 against 10 trials")
     assert "-> converged at 2000" in v and v.endswith("differs from 5000 (interval clear of 0) at 500 (-1.50)")
@@ -564,8 +565,9 @@ def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
     assert "-> no smaller count shown within 0.1 points" in curve_lines(curve, tolerance=0.1)[0]
     assert "500: -1.50 [-2.00, -1.00] (10 against 10 trials, 10 shared; its change alone is beyond 0.3" in v
     assert "2000: +0.05 [-0.20, +0.25] (10 against 10 trials, 10 shared)" in v  # within: nothing to add
-    narrow = curve_lines(curve, tolerance=0.1)[0]  # 2000 is not within 0.1: the seeds it would take
-    assert "2000: +0.05 [-0.20, +0.25] (10 against 10 trials, 10 shared; ~8 seeds run at both" in narrow
+    narrow = curve_lines(curve, tolerance=0.1)[0]  # 2000 is not within 0.1: the seeds it would take at 0.1
+    seeds = seeds_for_equivalence(0.05, 0.1, 0.1)
+    assert seeds > 8 and f"2000: +0.05 [-0.20, +0.25] (10 against 10 trials, 10 shared; ~{seeds:.0f} seeds run" in narrow
 
 
 def test_on_fixed_sample_needs_the_trials_and_seeds_zero_up():

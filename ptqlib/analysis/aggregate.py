@@ -105,6 +105,8 @@ def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
     it within (all shared), or why no number would (its change alone is at least ``tolerance``);
     the converged count (:func:`converged_iters`) and the counts whose interval lies clear of 0
     (each one uncorrected test at 5 %)."""
+    from ptqlib.analysis.stats import seeds_for_equivalence  # here: stats imports this module
+
     by = ["variant", "method"] if "variant" in curve else ["method"]
     lines = []
     for keys, group in curve.groupby(by, sort=False):
@@ -115,10 +117,11 @@ def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
         def needed(r) -> str:  # what would show a count within the tolerance, where it is not yet
             if r.diff_low >= -tolerance and r.diff_high <= tolerance:
                 return ""
-            if np.isinf(r.seeds_needed):
+            seeds = seeds_for_equivalence(r.worst_diff, r.paired_sd, tolerance)  # at this tolerance
+            if np.isinf(seeds):
                 return f"; its change alone is beyond {tolerance}: no number of seeds would show it within"
-            if np.isfinite(r.seeds_needed):
-                return f"; ~{r.seeds_needed:.0f} seeds run at both would show it within {tolerance}"
+            if np.isfinite(seeds):
+                return f"; ~{seeds:.0f} seeds run at both would show it within {tolerance}"
             return ""
 
         compared = [f"{r.iters}: {r.worst_diff:+.2f}"

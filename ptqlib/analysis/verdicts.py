@@ -44,7 +44,7 @@ from scipy import stats as sps
 from ptqlib.analysis.stats import holm
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_label
-from ptqlib.data import default_pool
+from ptqlib.data import pool_images
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = VERDICTS = (
     "supported", "contradicted", "inconclusive", "not enough data")
@@ -548,15 +548,15 @@ def design_for(model: str, dataset: str, **overrides) -> Design:
     W6A6 on ImageNet (W8A8 loses nothing on average there), and the bias cells at 128 images from the
     10-class pool (``train``, 100 images a class; the 1000-class pool holds one image of each
     class, too few for a biased draw). The largest calibration size (also the reconstruction
-    cells') is the pool's: 1000 on the 10-class pool, which holds 1000 images, and 1024 on the
-    1000-class one (topped up from the 10-class pool, ``ptqlib.data.load_calibration_pool``), as
-    on CIFAR-10. ``overrides``: fields of :class:`Cell` (``w_bits=6``, ``pool="train"``) or of
+    cells') is the pool's: 1024 on the 1000-class pool (topped up from the 10-class one,
+    ``ptqlib.data.load_calibration_pool``), as on CIFAR-10; 1000 on the 10-class pool, which
+    holds 1000 images. ``overrides``: fields of :class:`Cell` (``w_bits=6``, ``pool="train"``) or of
     :class:`Design` (``trials=20``)."""
     cell_fields = {k: overrides.pop(k) for k in list(overrides)
                    if k in Cell.__dataclass_fields__ and k not in ("model", "dataset")}
     if dataset.startswith("imagenet"):
         defaults = {"w_bits": 6, "a_bits": 6}
-        largest = 1000 if (cell_fields.get("pool") or default_pool(dataset)) in ("train", "nette-train") else 1024
+        largest = 1024 if pool_images(dataset, cell_fields.get("pool")) == "sample1000" else 1000
         extra = dict(bias_classes=IMAGENET_BIAS, bias_size=128, bias_pool="train", sizes=(32, 256, largest),
                      bit_widths=(8, 6), recon_size=largest)
     else:
