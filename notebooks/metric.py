@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 from ptqlib.analysis.aggregate import class_summary, worst_class
 from ptqlib.analysis.plotting import chance_strip, mean_std_lines
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import band_count_line, drop_ci_table, paired_gain
+from ptqlib.analysis.stats import band_count_line, drop_ci_table, interval_verdict, paired_gain
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
 from ptqlib.analysis.verdicts import class_bands, load
@@ -56,7 +56,7 @@ for level in [lv for lv in levels if lv != base and {lv, base} <= present]:
     gain = paired_gain(frame, "metric", base, level).set_index("statistic")
     print(f"{level} - {base} ({gain['pairs'].min()} shared seeds): " + "; ".join(
         f"{stat} {r['diff']:+.2f} points [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], "
-        + ("higher" if r["ci_low"] > 0 else "lower" if r["ci_high"] < 0 else "not told apart")
+        + interval_verdict(r["ci_low"], r["ci_high"])
         + f" by the interval (Wilcoxon p = {r['p']:.3f})" for stat, r in gain.iterrows()))
 
 # %% [markdown]

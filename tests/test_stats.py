@@ -340,3 +340,10 @@ def test_band_count_line_says_the_count_against_chance():
     line = band_count_line(values, -1.0, 1.0, "classes")
     p = scipy_stats.binomtest(2, 20, 0.05, alternative="greater").pvalue
     assert line == f"2 of 20 classes outside their band; chance alone: about 1.0 (binomial p = {p:.3f}, as if they were independent)"
+
+
+def test_interval_verdict_reads_only_an_interval_clear_of_zero():
+    from ptqlib.analysis.stats import interval_verdict
+
+    assert [interval_verdict(*ci) for ci in ((0.1, 2.0), (-2.0, -0.1), (-0.1, 2.0), (0.0, 1.0))] == [
+        "higher", "lower", "not told apart", "not told apart"]

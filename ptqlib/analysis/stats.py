@@ -154,6 +154,12 @@ def outside_band(values, low, high) -> np.ndarray:
     return (values < np.asarray(low) - tol) | (values > np.asarray(high) + tol)
 
 
+def interval_verdict(low: float, high: float) -> str:
+    """A change's interval in words: ``higher`` or ``lower`` where it lies clear of 0, else
+    ``not told apart``."""
+    return "higher" if low > 0 else "lower" if high < 0 else "not told apart"
+
+
 def model_contrasts(per_class: pd.DataFrame, base, alpha: float = 0.05) -> pd.DataFrame:
     """Each other model of a per-class frame with a ``model`` column (one cell's trials of
     several models, e.g. :func:`ptqlib.analysis.cells.models_frame`) against the model ``base``,
@@ -185,7 +191,7 @@ def model_contrasts(per_class: pd.DataFrame, base, alpha: float = 0.05) -> pd.Da
             a, b = per_trial.loc[model, statistic], per_trial.loc[base, statistic]
             d = mean_difference(a, b)
             low, high = d.interval(confidence)
-            verdict = "higher" if low > 0 else "lower" if high < 0 else "not told apart"
+            verdict = interval_verdict(low, high)
             rows.append([model, statistic, int(a.count()), int(b.count()), a.mean(), b.mean(), d.diff, low, high,
                          confidence, verdict])
     return pd.DataFrame(rows, columns=columns)
