@@ -181,7 +181,9 @@ else:
 # `choice_margin` points of `target_iters`'s **either way** by the two one-sided tests at
 # `choice_alpha` (TOST: the `1 - 2 choice_alpha` interval inside ±`choice_margin`)? The sequence
 # stops at the first count that fails or still waits for trials; the chosen count is the last
-# that passed, so every count from it up to `target_iters` passed, and the chance of choosing a
+# that passed (`target_iters` itself when the first count tested fails: then no smaller count is
+# shown to give what the reference's count gives), so every count from it up to `target_iters`
+# passed, and the chance of choosing a
 # count outside the margin stays at most `choice_alpha` with no correction for the several
 # tests. A count better than `target_iters` by more than the margin fails too: its cells would
 # not measure what the reference's reconstructions give. The figure draws each count's change

@@ -4,8 +4,10 @@ Two queues:
 
 - ``recon``: the iteration curve's trials that the optimizer page's count decision reads, as its
   parameters declare them (ResNet-20, CIFAR-10, W4A4, 1,024 calibration images, the reference
-  variant; AdaRound, BRECQ, QDrop): seeds 0-9 at 20,000 iterations per unit, then 5,000, then
-  2,000, then 500, the methods interleaved seed by seed so that each count fills evenly.
+  variant; AdaRound, BRECQ, QDrop): one method after the other in the page's order, each with
+  seeds 0-9 at 20,000 iterations per unit, then 5,000, then 2,000, then 500, the order in which
+  the page's fixed-sequence test reads them. So each method's count is decided as soon as its own
+  trials are in, instead of every method waiting for the slowest one's.
 - ``family``: every cell of the EfficientNet-Lite family page, as its parameters declare them
   (the default W6A6 MSE cell with 256 images of the 1,000-class pool, sizes 1/32/1,024, the
   other three metrics, W8A8, W4A8, noise 0.1 and 0.5): up to seed 19 of Lite1 and Lite2, then
@@ -13,7 +15,12 @@ Two queues:
 
 Each trial is the one ``ptq sweep`` runs for the same settings and seed, so its key matches.
 Lane ``--lane`` of ``--lanes`` takes every ``lanes``-th trial of the whole queue (so lanes started
-at different times still share it out) and runs those not yet in either store. With ``--until
+at different times still share it out) and runs those not yet in either store. With ``--claims
+DIR`` instead, every lane walks the whole queue and takes the next trial no other live lane has
+claimed (a claim is a file named by the trial's key holding the lane's process id, and ``done``
+once the trial is stored; a claim whose process ended before that is taken over, and a
+reconstruction trial resumes from its checkpoints), so lanes share the queue in its order,
+whatever each trial costs. With ``--until
 HH:MM`` (the next such time) a trial is started only if the median time of its setting's CPU
 trials in the main store says it ends before then; a setting without stored CPU trials is
 started (nothing to estimate from). A grid trial cut off mid-way is lost; a reconstruction trial
@@ -25,8 +32,10 @@ resumes from its last finished unit (checkpoints under ``PTQ_CACHE``, default
 """
 import argparse
 import datetime as dt
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -41,13 +50,14 @@ FAMILY_SEEDS = {"efficientnet_lite1": 20, "efficientnet_lite2": 20, "efficientne
 
 def recon_queue() -> list[dict]:
     """The optimizer page's iteration curve (its parameters): every method of the study's curve
-    series at each count from the target down, seeds 0 to ``curve_trials - 1``."""
+    series, one after the other, at each count from the target down, seeds 0 to
+    ``curve_trials - 1``."""
     page = section_parameters("optimizer")
     cell = {k: page[k] for k in ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")}
     series = {k: v for k, v in page["curve_series"][page["study_curve"]].items() if k != "methods"}
     counts = sorted((n for n in page["curve_iters"] if n <= page["target_iters"]), reverse=True)
     return [dict(cell, **series, optimizer=method, iters=iters, seed=seed)
-            for iters in counts for seed in range(page["curve_trials"]) for method in page["curve_methods"]]
+            for method in page["curve_methods"] for iters in counts for seed in range(page["curve_trials"])]
 
 
 def family_queue() -> list[dict]:
@@ -66,6 +76,26 @@ def family_queue() -> list[dict]:
             for model, stop in FAMILY_SEEDS.items() for seed in range(stop) for level in levels]
 
 
+def claim(folder: Path, key: str) -> bool:
+    """Claim the trial ``key`` for this process in ``folder``; False if it is done or a live
+    process holds it."""
+    path = folder / key
+    try:
+        with open(path, "x") as f:
+            f.write(str(os.getpid()))
+        return True
+    except FileExistsError:
+        text = path.read_text().strip()
+        if text == "done":
+            return False
+        try:
+            os.kill(int(text), 0)
+            return int(text) == os.getpid()
+        except (ValueError, ProcessLookupError):  # the claim's process ended first: take it over
+            path.write_text(str(os.getpid()))
+            return True
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("queue", choices=["recon", "family"])
@@ -74,6 +104,7 @@ def main() -> None:
     p.add_argument("--lane", type=int, default=0)
     p.add_argument("--lanes", type=int, default=1)
     p.add_argument("--until", default=None, help="HH:MM (local time): start no trial expected to end later")
+    p.add_argument("--claims", default=None, help="folder of claims shared by lanes that walk the whole queue")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--list", action="store_true", help="print the missing trials and stop")
     a = p.parse_args()
@@ -93,17 +124,22 @@ def main() -> None:
     main_store, side = ResultsStore(a.main), ResultsStore(a.store)
     done = main_store.existing_keys() | side.existing_keys()
     jobs = []
-    for given in (recon_queue() if a.queue == "recon" else family_queue())[a.lane::a.lanes]:
+    queue = recon_queue() if a.queue == "recon" else family_queue()
+    claims = Path(a.claims) if a.claims else None
+    if claims:
+        claims.mkdir(parents=True, exist_ok=True)
+    for given in (queue if claims else queue[a.lane::a.lanes]):
         cfg = trial_config(**given)
         ctx = context(cfg, "cpu")
-        if row_key(cfg, ctx.weights_fp, ctx.data_fp) not in done:
-            jobs.append((given, cfg))
-    print(f"lane {a.lane}: {len(jobs)} trials missing", flush=True)
+        key = row_key(cfg, ctx.weights_fp, ctx.data_fp)
+        if key not in done:
+            jobs.append((given, cfg, key))
+    print(f"{'queue' if claims else f'lane {a.lane}'}: {len(jobs)} trials missing", flush=True)
     if a.list:
-        for given, _ in jobs:
+        for given, _, _ in jobs:
             print(given)
         return
-    for given, cfg in jobs:
+    for given, cfg, key in jobs:
         if deadline is not None:
             rows = main_store.trials(**{k: v for k, v in columns(cfg).items() if k != "seed"})
             seconds = (rows["calib_s"] + rows["eval_s"])[rows["device"].isna() | (rows["device"] == "cpu")].dropna()
@@ -111,8 +147,12 @@ def main() -> None:
             if dt.datetime.now() + dt.timedelta(seconds=expected) > deadline:
                 print(f"skip {given}: about {expected / 60:.0f} min, past {a.until}", flush=True)
                 continue
+        if claims and not claim(claims, key):
+            continue
         t0 = time.perf_counter()
         counts = run_sweep([cfg], side, progress=False, device="cpu")
+        if claims:
+            (claims / key).write_text("done")
         print(f"{dt.datetime.now():%H:%M} {given}: {counts} {time.perf_counter() - t0:.0f} s", flush=True)
 
 

@@ -14,8 +14,12 @@ def test_recon_queue_is_the_optimizer_pages_curve():
     page = section_parameters("optimizer")
     queue = missing_trials.recon_queue()
     assert len(queue) == len(page["curve_methods"]) * len(page["curve_iters"]) * page["curve_trials"]
-    assert [q["iters"] for q in queue[:: len(queue) // len(page["curve_iters"])]] == sorted(page["curve_iters"], reverse=True)
-    assert {q["optimizer"] for q in queue} == set(page["curve_methods"])
+    # one method after the other, each from the largest count down, seed by seed
+    per_method = len(page["curve_iters"]) * page["curve_trials"]
+    assert [q["optimizer"] for q in queue[::per_method]] == page["curve_methods"]
+    first = queue[:per_method]
+    assert [q["iters"] for q in first[:: page["curve_trials"]]] == sorted(page["curve_iters"], reverse=True)
+    assert [q["seed"] for q in first[: page["curve_trials"]]] == list(range(page["curve_trials"]))
     configs = [trial_config(**q) for q in queue]
     assert {c.recon.variant for c in configs} == {"reference"}
 
@@ -30,3 +34,23 @@ def test_family_queue_covers_every_cell_of_the_family_page():
     for model, stop in missing_trials.FAMILY_SEEDS.items():
         assert {q["seed"] for q in queue if q["model"] == model} == set(range(stop))
     assert all(trial_config(**q).calib.pool == "sample1000" for q in queue[:levels])
+
+
+def test_a_claim_is_held_by_a_live_process_taken_over_from_an_ended_one_and_final_once_done(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    assert missing_trials.claim(tmp_path, "k1")
+    assert (tmp_path / "k1").read_text() == str(os.getpid())
+    assert missing_trials.claim(tmp_path, "k1")  # its own claim
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "k2").write_text(str(other.pid))
+        assert not missing_trials.claim(tmp_path, "k2")  # a live lane holds it
+    finally:
+        other.kill()
+        other.wait()
+    assert missing_trials.claim(tmp_path, "k2")  # its lane ended before storing it: taken over
+    (tmp_path / "k3").write_text("done")
+    assert not missing_trials.claim(tmp_path, "k3")

@@ -483,13 +483,18 @@ def test_chosen_iters_tests_counts_from_the_top_down_on_a_fixed_number_of_trials
     # b: 2000 is better than the target by more than the margin: the sequence stops there, 500 is not tested
     assert got.loc["b", "chosen"] == 5000 and "500:" not in got.loc["b", "why"]
     assert np.isnan(got.loc["d", "chosen"]) and got.loc["d", "why"].endswith("5000: 3 of 10 trials, waiting")
+    assert got.loc["d", "why"].startswith("no count below 20000 shown within 1.0 points yet")
     assert got.loc["f", "chosen"] == 500  # one test at the full 5 %: the 90 % interval
     assert np.isnan(got.loc["c", "chosen"]) and "20000 iterations: 0 of 10 trials" in got.loc["c", "why"]
     assert np.isnan(got.loc["e", "chosen"]) and "9 of 10 trials" in got.loc["e", "why"]
     assert np.isnan(got.loc["h", "chosen"]) and "reference count is 40000, not 20000" in got.loc["h", "why"]
     assert got["reached"].tolist() == [True, True, False, True, False, True, False]
     assert chosen_iters(hand, margin=3.0).loc["a", "chosen"] == 500
-    assert np.isnan(chosen_iters(hand, margin=0.3).loc["a", "chosen"])  # 5000's 0.35 is not within 0.3
+    # 5000's 0.35 is not within 0.3: no smaller count passed, so the method runs at the target itself
+    strict = chosen_iters(hand, margin=0.3).loc["a"]
+    assert strict["chosen"] == 20000 and strict["why"].startswith("20000: no count below it shown within 0.3 points")
+    assert chosen_iters(hand.assign(iters=hand["iters"].where(hand["method"] != "a", 20000)).drop_duplicates(
+        ["method", "iters"])).loc["a", "chosen"] == 20000  # no smaller count at all: the target
     # a count of the sequence that the curve lacks makes it wait there: the counts above it stand
     waiting = chosen_iters(hand, counts=[500, 2000, 3000, 5000]).loc["a"]
     assert waiting["chosen"] == 5000 and waiting["why"].endswith("3000: 0 of 10 trials, waiting")
@@ -522,7 +527,7 @@ def test_chosen_iters_on_a_stored_curve_chooses_the_count_that_matches_and_not_o
     # the same comparison on three trials is too wide for the same margin
     few = iteration_curve(store, cell, ["qdrop"], [500, 2000, 20000], trials=3)
     assert few.iloc[1]["equivalent_within"] > 2.0
-    assert np.isnan(chosen_iters(few, margin=2.0, trials=3).loc["qdrop", "chosen"])
+    assert chosen_iters(few, margin=2.0, trials=3).loc["qdrop", "chosen"] == 20000  # 2000 not shown: the target
 
 
 def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_takes_the_largest_count():

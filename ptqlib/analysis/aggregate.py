@@ -172,13 +172,15 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     within ``margin`` points of ``target``'s either way by the two one-sided tests at ``alpha``
     (:func:`equivalence_interval`; the change from the partially overlapping samples t-test)? The
     sequence stops at the first count that fails or waits for trials, and the chosen count is the
-    last that passed, so every count from it up to ``target`` passed, and the chance of choosing
+    last that passed (``target`` itself when the first count tested fails, or when there is no
+    smaller count), so every count from it up to ``target`` passed, and the chance of choosing
     a count that is not within the margin stays at most ``alpha`` without a correction for the
     several tests. Testing each count once, on a number of trials fixed in advance, keeps a
     count from passing by being tested again as trials arrive. A count better than ``target`` by
     more than the margin fails too: it would not measure what ``target`` measures. Meant for a
     decision, not a claim of convergence (:func:`converged_iters` asks for the far smaller
-    ``tolerance``). Columns ``chosen`` (NaN where no count passed), ``why`` (each count tested or
+    ``tolerance``). Columns ``chosen`` (NaN while the target or the first count tested waits
+    for its trials), ``why`` (each count tested or
     waited for, with its change, the ``1 - 2 alpha`` interval and the margin it is shown within)
     and ``reached``: whether the curve's reference count is ``target`` with ``trials`` trials
     (else it says nothing about the choice yet)."""
@@ -202,12 +204,13 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
             rows.append((method, np.nan, why, False))
             continue
         sequence = sorted((c for c in (counts if counts is not None else group.index) if c < target), reverse=True)
-        chosen, lines, stop = np.nan, [], ""
+        chosen, lines, stop, waiting = np.nan, [], "", False
         for count in sequence:
             n, count_ready = ready(count)
             if not count_ready:
                 stop = (f"{count}: {n} of {trials} trials, waiting" if n < trials
                         else f"{count}: its seeds are not 0 to {trials - 1}, waiting")
+                waiting = True
                 break
             r = group.loc[count]
             low, high, bound = equivalence_interval(r, alpha)
@@ -217,8 +220,13 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
                 break
             chosen = float(count)
             lines.append(numbers)
-        head = (f"{int(chosen)}: shown within {margin} points of {target}" if chosen == chosen
-                else f"no count below {target} shown within {margin} points")
+        if chosen == chosen:
+            head = f"{int(chosen)}: shown within {margin} points of {target}"
+        elif waiting:
+            head = f"no count below {target} shown within {margin} points yet"
+        else:  # the sequence ended without a count passing: the study runs at the reference count
+            chosen = float(target)
+            head = f"{target}: no count below it shown within {margin} points"
         steps = lines + ([stop] if stop else [])
         rows.append((method, chosen, head + (": " + "; ".join(steps) if steps else ""), True))
     return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
