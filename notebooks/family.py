@@ -43,9 +43,10 @@ import pandas as pd
 from ptqlib.analysis.aggregate import reliability_summary
 from ptqlib.analysis.cells import Cell, models_frame, models_summaries
 from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
-from ptqlib.analysis.stats import band_count_line, contrast_lines, model_contrasts
+from ptqlib.analysis.stats import above_guessing, band_count_line, contrast_lines, guessing_lines, model_contrasts
 from ptqlib.analysis.verdicts import class_bands, design_for, load, side_by_side
 from ptqlib.app.report import publish_table
+from ptqlib.data import label_space_size
 from ptqlib.study.store import ResultsStore
 
 store = ResultsStore(store_path)
@@ -123,8 +124,29 @@ if mixed.empty:
     print("no trials of", ", ".join(f"W{w}A{a}" for w, a in mixed_bits), "in the store yet")
 else:
     publish_table(mixed.set_index(["bits", "model"]).round(2), "summary_mixed_bits")
-    for r in mixed.itertuples():
-        print(f"{r.bits} {r.model}: average {r.avg_mean:.2f} %, worst class {r.worst_mean:.2f} %")
+
+# %% [markdown]
+# Which bit-widths keep the family above chance? Guessing among the model's outputs gets one
+# image in a thousand right. Per bit-width cell and model, a class is above guessing in a trial
+# when it has more right answers than guessing reaches with probability 5 % (one-sided
+# binomial; with 50 test images and 1000 outputs, one right answer is enough), and the average
+# likewise on all test images. A model stays above chance at a bit-width when every class is
+# above guessing in most of its trials; below that, a class's accuracy says nothing about the
+# quantization beyond "destroyed", and its drop is the whole float accuracy. (The family has no
+# W4A4 cell: where 4-bit weights with 8-bit activations leave classes at guessing, 4-bit
+# activations on top would only add to it.)
+
+# %%
+outputs = label_space_size(dataset)
+kept = {}
+for w, a in [(b, b) for b in factors["w_bits"]] + [tuple(b) for b in mixed_bits]:
+    frame = models_frame(store, replace(cell, w_bits=w, a_bits=a), models, "noise", [0.0], trials)
+    if frame.empty:
+        continue
+    table = above_guessing(frame, outputs, int(images.min()))
+    print("\n".join(guessing_lines(table, outputs, int(images.min()), f"W{w}A{a} ")))
+    kept[f"W{w}A{a}"] = ", ".join(table.loc[table["at_guessing"] == 0, "model"]) or "none"
+print("every class above guessing: " + "; ".join(f"{bits}: {names}" for bits, names in kept.items()))
 
 # %% [markdown]
 # ## The study's claims on each model

@@ -189,6 +189,14 @@ DEFAULT_POOLS = {"imagenet-val10": "nette-train", "imagenet-sample1000": "sample
 SAMPLE1000_TOP_UP = "nette-train"  # the pool that fills draws larger than sample1000
 
 
+def label_space_size(dataset: str) -> int:
+    """How many classes a model on ``dataset`` chooses among: 1000 for the ImageNet datasets
+    (evaluated 1000-way, whatever classes their test split holds), 10 for the others."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    return 1000 if dataset in IMAGENET_DATASETS else 10
+
+
 def calibration_pools(dataset: str) -> tuple[str, ...]:
     """The pool names :func:`load_calibration_pool` accepts for ``dataset``: ``train`` (the
     dataset's train split) everywhere, and the ImageNet pools for the ImageNet datasets."""

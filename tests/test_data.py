@@ -189,3 +189,12 @@ def test_unknown_calibration_pool_is_named(tmp_path, monkeypatch):
 def test_train_pool_of_other_datasets_is_their_train_split(tiny_data):
     pool = data.load_calibration_pool(f"folder:{tiny_data}", "train")
     assert pool.fingerprint() == load_split(f"folder:{tiny_data}", "train").fingerprint()
+
+
+def test_label_space_size_is_the_models_output_count_and_refuses_an_unknown_dataset():
+    from ptqlib.data import label_space_size
+
+    assert label_space_size("imagenet-val10") == label_space_size("imagenet-sample1000") == 1000
+    assert label_space_size("cifar10-jpeg") == label_space_size("fashion-mnist") == 10
+    with pytest.raises(ValueError, match="unknown dataset 'cifar100'"):
+        label_space_size("cifar100")

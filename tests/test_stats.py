@@ -347,3 +347,27 @@ def test_interval_verdict_reads_only_an_interval_clear_of_zero():
 
     assert [interval_verdict(*ci) for ci in ((0.1, 2.0), (-2.0, -0.1), (-0.1, 2.0), (0.0, 1.0))] == [
         "higher", "lower", "not told apart", "not told apart"]
+
+
+def test_above_guessing_counts_classes_guessing_explains_and_fails_where_it_does_not():
+    import pandas as pd
+
+    from ptqlib.analysis.stats import above_guessing, guessing_floor, guessing_lines
+
+    assert guessing_floor(50, 1000) == 1  # P(at least 1 of 50 right | 0.1 %) = 0.049
+    assert guessing_floor(50, 10) == 10  # among 10 outputs, guessing gets about 5 of 50 right
+    rows = []
+    for seed in range(4):
+        # a: never right; b: 1 of 50 right (2 %); c: 5 of 50 (10 %) in every trial; d: right in one trial only
+        for name, acc in {"a": 0.0, "b": 2.0, "c": 10.0, "d": 2.0 if seed == 0 else 0.0}.items():
+            rows.append({"model": "m", "seed": seed, "class": name, "acc": acc})
+        rows.append({"model": "m", "seed": seed, "class": "Average", "acc": 3.5})
+    frame = pd.DataFrame(rows)
+    thousand = above_guessing(frame, outputs=1000, images=50).iloc[0]
+    assert thousand["at_guessing"] == 2 and thousand["at_guessing_classes"] == "a, d"
+    assert thousand["avg_above"] == 4 and thousand["trials"] == 4 and thousand["classes"] == 4
+    # the same accuracies among 10 outputs: guessing explains every class and the average
+    ten = above_guessing(frame, outputs=10, images=50).iloc[0]
+    assert ten["at_guessing"] == 4 and ten["avg_above"] == 0
+    line = guessing_lines(above_guessing(frame, 1000, 50), 1000, 50, "W4A8 ")[0]
+    assert line.startswith("W4A8 m: average ") and "2 of 4 classes not above guessing in most trials (a, d)" in line
