@@ -163,8 +163,7 @@ def load_split(dataset: str, split: str, image_size: int | None = None) -> Split
         if not (root / split).is_dir():
             raise DataError(f"dataset folder {str(root / split)!r} does not exist")
         # one label space for both splits: the class folders of either
-        names = sorted({p.name for s in SPLITS if (root / s).is_dir() for p in (root / s).iterdir() if p.is_dir()})
-        return _image_folder(root / split, dataset, split, image_size, class_names=tuple(names))
+        return _image_folder(root / split, dataset, split, image_size, class_names=tuple(_folder_classes(root)))
     if dataset == "cifar10-jpeg":
         return _image_folder(_named_folder(f"cifar10-jpeg/{split}", dataset), dataset, split, 32, CIFAR10_CLASSES)
     if dataset in IMAGENET_DATASETS:  # one test split; the train split is the dataset's default pool
@@ -189,11 +188,23 @@ DEFAULT_POOLS = {"imagenet-val10": "nette-train", "imagenet-sample1000": "sample
 SAMPLE1000_TOP_UP = "nette-train"  # the pool that fills draws larger than sample1000
 
 
+def _folder_classes(root: Path) -> list[str]:
+    """A folder dataset's label space: the class folders of either split."""
+    return sorted({p.name for s in SPLITS if (root / s).is_dir() for p in (root / s).iterdir() if p.is_dir()})
+
+
 def label_space_size(dataset: str) -> int:
-    """How many classes a model on ``dataset`` chooses among: 1000 for the ImageNet datasets
-    (evaluated 1000-way, whatever classes their test split holds), 10 for the others."""
+    """How many classes a model on ``dataset`` chooses among, without loading its images: 1000
+    for the ImageNet datasets (evaluated 1000-way, whatever classes their test split holds), 10
+    for CIFAR-10 and Fashion-MNIST, the class folders of either split for ``folder:/path``."""
+    if dataset.startswith("folder:"):
+        root = Path(dataset.removeprefix("folder:")).expanduser()
+        names = _folder_classes(root)
+        if not names:
+            raise DataError(f"dataset folder {str(root)!r} has no class folders under {' or '.join(SPLITS)}")
+        return len(names)
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)} or folder:/path")
     return 1000 if dataset in IMAGENET_DATASETS else 10
 
 

@@ -15,12 +15,15 @@ Two queues:
 
 Each trial is the one ``ptq sweep`` runs for the same settings and seed, so its key matches.
 Lane ``--lane`` of ``--lanes`` takes every ``lanes``-th trial of the whole queue (so lanes started
-at different times still share it out) and runs those not yet in either store. With ``--claims
-DIR`` instead, every lane walks the whole queue and takes the next trial no other live lane has
-claimed (a claim is a file named by the trial's key holding the lane's process id, and ``done``
-once the trial is stored; a claim whose process ended before that is taken over, and a
-reconstruction trial resumes from its checkpoints), so lanes share the queue in its order,
-whatever each trial costs. With ``--until
+at different times still share it out) and runs those not yet in either store. With ``--claims DIR``
+instead (and without ``--lane``), every lane walks the whole queue and takes the next trial no
+other lane holds: a claim is an exclusive lock (``flock``) on the file ``DIR/<trial key>``, held
+while the trial runs and released when its process ends however it ends, and the file says
+``done`` once the trial is stored. A trial whose lane died is free again (a reconstruction trial
+resumes from its checkpoints), and a lane looks once more at the trials it found held when it
+reaches the end of the queue. So lanes share the queue in its order, whatever each trial costs.
+Give the lanes the same ``--claims`` folder for one queue; the merge leaves out any trial two
+side stores both hold. With ``--until
 HH:MM`` (the next such time) a trial is started only if the median time of its setting's CPU
 trials in the main store says it ends before then; a setting without stored CPU trials is
 started (nothing to estimate from). A grid trial cut off mid-way is lost; a reconstruction trial
@@ -32,10 +35,11 @@ resumes from its last finished unit (checkpoints under ``PTQ_CACHE``, default
 """
 import argparse
 import datetime as dt
-import os
+import fcntl
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import torch
 
@@ -76,24 +80,28 @@ def family_queue() -> list[dict]:
             for model, stop in FAMILY_SEEDS.items() for seed in range(stop) for level in levels]
 
 
-def claim(folder: Path, key: str) -> bool:
-    """Claim the trial ``key`` for this process in ``folder``; False if it is done or a live
-    process holds it."""
-    path = folder / key
+def claim(folder: Path, key: str) -> IO | None:
+    """Hold the trial ``key``: the open claim file, locked for as long as it stays open, or None
+    when another process holds it or it is done."""
+    f = open(folder / key, "a+")
     try:
-        with open(path, "x") as f:
-            f.write(str(os.getpid()))
-        return True
-    except FileExistsError:
-        text = path.read_text().strip()
-        if text == "done":
-            return False
-        try:
-            os.kill(int(text), 0)
-            return int(text) == os.getpid()
-        except (ValueError, ProcessLookupError):  # the claim's process ended first: take it over
-            path.write_text(str(os.getpid()))
-            return True
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    f.seek(0)
+    if f.read().strip() == "done":
+        f.close()
+        return None
+    return f
+
+
+def finish(held: IO) -> None:
+    """Mark a held claim done and release it."""
+    held.seek(0)
+    held.truncate()
+    held.write("done")
+    held.close()
 
 
 def main() -> None:
@@ -110,6 +118,8 @@ def main() -> None:
     a = p.parse_args()
     if not 0 <= a.lane < a.lanes:
         sys.exit(f"--lane must be in 0 .. {a.lanes - 1}, got {a.lane}")
+    if a.claims and (a.lane, a.lanes) != (0, 1):
+        sys.exit("--claims shares the whole queue between lanes: give it without --lane/--lanes")
     deadline = None
     if a.until:
         try:
@@ -139,21 +149,26 @@ def main() -> None:
         for given, _, _ in jobs:
             print(given)
         return
-    for given, cfg, key in jobs:
-        if deadline is not None:
-            rows = main_store.trials(**{k: v for k, v in columns(cfg).items() if k != "seed"})
-            seconds = (rows["calib_s"] + rows["eval_s"])[rows["device"].isna() | (rows["device"] == "cpu")].dropna()
-            expected = float(seconds.median()) if len(seconds) else 0.0
-            if dt.datetime.now() + dt.timedelta(seconds=expected) > deadline:
-                print(f"skip {given}: about {expected / 60:.0f} min, past {a.until}", flush=True)
+    held_elsewhere = []
+    for attempt in (jobs, held_elsewhere):
+        for given, cfg, key in list(attempt):
+            if deadline is not None:
+                rows = main_store.trials(**{k: v for k, v in columns(cfg).items() if k != "seed"})
+                seconds = (rows["calib_s"] + rows["eval_s"])[rows["device"].isna() | (rows["device"] == "cpu")].dropna()
+                expected = float(seconds.median()) if len(seconds) else 0.0
+                if dt.datetime.now() + dt.timedelta(seconds=expected) > deadline:
+                    print(f"skip {given}: about {expected / 60:.0f} min, past {a.until}", flush=True)
+                    continue
+            held = claim(claims, key) if claims else None
+            if claims and held is None:
+                if attempt is jobs:
+                    held_elsewhere.append((given, cfg, key))
                 continue
-        if claims and not claim(claims, key):
-            continue
-        t0 = time.perf_counter()
-        counts = run_sweep([cfg], side, progress=False, device="cpu")
-        if claims:
-            (claims / key).write_text("done")
-        print(f"{dt.datetime.now():%H:%M} {given}: {counts} {time.perf_counter() - t0:.0f} s", flush=True)
+            t0 = time.perf_counter()
+            counts = run_sweep([cfg], side, progress=False, device="cpu")
+            if held is not None:
+                finish(held)
+            print(f"{dt.datetime.now():%H:%M} {given}: {counts} {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

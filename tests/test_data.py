@@ -196,5 +196,16 @@ def test_label_space_size_is_the_models_output_count_and_refuses_an_unknown_data
 
     assert label_space_size("imagenet-val10") == label_space_size("imagenet-sample1000") == 1000
     assert label_space_size("cifar10-jpeg") == label_space_size("fashion-mnist") == 10
-    with pytest.raises(ValueError, match="unknown dataset 'cifar100'"):
+    with pytest.raises(ValueError, match="unknown dataset 'cifar100'; choose one of .* or folder:/path"):
         label_space_size("cifar100")
+
+
+def test_label_space_size_of_a_folder_dataset_is_its_class_folders(tmp_path):
+    from ptqlib.data import DataError, label_space_size
+
+    for split, classes in {"train": ["a", "b"], "test": ["b", "c"]}.items():
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+    assert label_space_size(f"folder:{tmp_path}") == 3
+    with pytest.raises(DataError, match="has no class folders"):
+        label_space_size(f"folder:{tmp_path / 'missing'}")

@@ -36,21 +36,15 @@ def test_family_queue_covers_every_cell_of_the_family_page():
     assert all(trial_config(**q).calib.pool == "sample1000" for q in queue[:levels])
 
 
-def test_a_claim_is_held_by_a_live_process_taken_over_from_an_ended_one_and_final_once_done(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    assert missing_trials.claim(tmp_path, "k1")
-    assert (tmp_path / "k1").read_text() == str(os.getpid())
-    assert missing_trials.claim(tmp_path, "k1")  # its own claim
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        (tmp_path / "k2").write_text(str(other.pid))
-        assert not missing_trials.claim(tmp_path, "k2")  # a live lane holds it
-    finally:
-        other.kill()
-        other.wait()
-    assert missing_trials.claim(tmp_path, "k2")  # its lane ended before storing it: taken over
-    (tmp_path / "k3").write_text("done")
-    assert not missing_trials.claim(tmp_path, "k3")
+def test_a_claim_is_held_while_open_free_again_once_its_holder_ends_and_final_once_done(tmp_path):
+    held = missing_trials.claim(tmp_path, "k1")
+    assert held is not None
+    assert missing_trials.claim(tmp_path, "k1") is None  # another lane finds it held
+    held.close()  # its lane ended before storing the trial: the lock goes with it
+    again = missing_trials.claim(tmp_path, "k1")
+    assert again is not None
+    missing_trials.finish(again)
+    assert (tmp_path / "k1").read_text() == "done"
+    assert missing_trials.claim(tmp_path, "k1") is None  # done: no lane runs it again
+    (tmp_path / "k2").write_text("4242")  # a file without a lock holds nothing
+    assert missing_trials.claim(tmp_path, "k2") is not None

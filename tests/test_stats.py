@@ -356,18 +356,33 @@ def test_above_guessing_counts_classes_guessing_explains_and_fails_where_it_does
 
     assert guessing_floor(50, 1000) == 1  # P(at least 1 of 50 right | 0.1 %) = 0.049
     assert guessing_floor(50, 10) == 10  # among 10 outputs, guessing gets about 5 of 50 right
+    assert guessing_floor(500, 1000) == 3  # the average of ten such classes needs more than one class
     rows = []
     for seed in range(4):
-        # a: never right; b: 1 of 50 right (2 %); c: 5 of 50 (10 %) in every trial; d: right in one trial only
-        for name, acc in {"a": 0.0, "b": 2.0, "c": 10.0, "d": 2.0 if seed == 0 else 0.0}.items():
+        # a: never right; b: 1 of 50 right (2 %); c: 5 of 50 (10 %) in every trial; d: right in one
+        # trial only; e: right in two of the four (half: not most)
+        accs = {"a": 0.0, "b": 2.0, "c": 10.0, "d": 2.0 if seed == 0 else 0.0, "e": 2.0 if seed < 2 else 0.0}
+        for name, acc in accs.items():
             rows.append({"model": "m", "seed": seed, "class": name, "acc": acc})
-        rows.append({"model": "m", "seed": seed, "class": "Average", "acc": 3.5})
+        rows.append({"model": "m", "seed": seed, "class": "Average", "acc": 3.0})
     frame = pd.DataFrame(rows)
     thousand = above_guessing(frame, outputs=1000, images=50).iloc[0]
-    assert thousand["at_guessing"] == 2 and thousand["at_guessing_classes"] == "a, d"
-    assert thousand["avg_above"] == 4 and thousand["trials"] == 4 and thousand["classes"] == 4
+    assert thousand["at_guessing"] == 3 and thousand["at_guessing_classes"] == "a, d, e"
+    assert thousand["avg_above"] == 4 and thousand["trials"] == 4 and thousand["classes"] == 5
+    assert not thousand["kept"] and thousand["avg_floor"] == guessing_floor(250, 1000) == 2
     # the same accuracies among 10 outputs: guessing explains every class and the average
     ten = above_guessing(frame, outputs=10, images=50).iloc[0]
-    assert ten["at_guessing"] == 4 and ten["avg_above"] == 0
-    line = guessing_lines(above_guessing(frame, 1000, 50), 1000, 50, "W4A8 ")[0]
-    assert line.startswith("W4A8 m: average ") and "2 of 4 classes not above guessing in most trials (a, d)" in line
+    assert ten["at_guessing"] == 5 and ten["avg_above"] == 0 and not ten["kept"]
+    # a model every class of which is right often enough is kept; its average alone would not do
+    good = frame[frame["class"].isin(["b", "c"])]
+    assert above_guessing(good, 1000, 50).iloc[0]["kept"]
+    # the average's own floor: one right answer in all of a's and d's 100 images is not enough
+    sparse = frame[frame["class"].isin(["a", "d"])]
+    assert above_guessing(sparse, 1000, 50).iloc[0]["avg_above"] == 0  # d's 1 of 100 on seed 0: floor 2
+    line = guessing_lines(above_guessing(frame, 1000, 50, alpha=0.01), "W4A8 ")[0]
+    assert line.startswith("W4A8 m: average ") and "4 of 5 classes not shown above guessing in most trials (a, b, d, e)" in line  # b: 1 right is not 2
+    assert line.endswith("(a class needs 2 of its 50 images right, one-sided binomial at 0.01)")
+    for bad, match in [((0, 1000), "images must be"), ((50, 1), "outputs must be"), ((50, 1000, 1.5), "alpha must"),
+                       ((1, 10), "no count of 1 images is beyond guessing among 10")]:
+        with pytest.raises(ValueError, match=match):
+            guessing_floor(*bad)

@@ -493,8 +493,12 @@ def test_chosen_iters_tests_counts_from_the_top_down_on_a_fixed_number_of_trials
     # 5000's 0.35 is not within 0.3: no smaller count passed, so the method runs at the target itself
     strict = chosen_iters(hand, margin=0.3).loc["a"]
     assert strict["chosen"] == 20000 and strict["why"].startswith("20000: no count below it shown within 0.3 points")
-    assert chosen_iters(hand.assign(iters=hand["iters"].where(hand["method"] != "a", 20000)).drop_duplicates(
-        ["method", "iters"])).loc["a", "chosen"] == 20000  # no smaller count at all: the target
+    only_target = hand.assign(iters=hand["iters"].where(hand["method"] != "a", 20000)).drop_duplicates(
+        ["method", "iters"])
+    assert chosen_iters(only_target, counts=[20000]).loc["a", "chosen"] == 20000  # no smaller count asked for
+    # without counts, a curve whose smaller counts have no trials yet waits for them
+    assert np.isnan(chosen_iters(only_target).loc["a", "chosen"])
+    assert chosen_iters(only_target).loc["a", "why"] == "no count below 20000 in the curve yet"
     # a count of the sequence that the curve lacks makes it wait there: the counts above it stand
     waiting = chosen_iters(hand, counts=[500, 2000, 3000, 5000]).loc["a"]
     assert waiting["chosen"] == 5000 and waiting["why"].endswith("3000: 0 of 10 trials, waiting")

@@ -172,15 +172,16 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     within ``margin`` points of ``target``'s either way by the two one-sided tests at ``alpha``
     (:func:`equivalence_interval`; the change from the partially overlapping samples t-test)? The
     sequence stops at the first count that fails or waits for trials, and the chosen count is the
-    last that passed (``target`` itself when the first count tested fails, or when there is no
-    smaller count), so every count from it up to ``target`` passed, and the chance of choosing
+    last that passed (``target`` itself when the first count tested fails, or when ``counts``
+    has no smaller count), so every count from it up to ``target`` passed, and the chance of choosing
     a count that is not within the margin stays at most ``alpha`` without a correction for the
     several tests. Testing each count once, on a number of trials fixed in advance, keeps a
     count from passing by being tested again as trials arrive. A count better than ``target`` by
     more than the margin fails too: it would not measure what ``target`` measures. Meant for a
     decision, not a claim of convergence (:func:`converged_iters` asks for the far smaller
     ``tolerance``). Columns ``chosen`` (NaN while the target or the first count tested waits
-    for its trials), ``why`` (each count tested or
+    for its trials, while the curve has no count below ``target`` and ``counts`` is not given,
+    and where the curve's reference count is not ``target``), ``why`` (each count tested or
     waited for, with its change, the ``1 - 2 alpha`` interval and the margin it is shown within)
     and ``reached``: whether the curve's reference count is ``target`` with ``trials`` trials
     (else it says nothing about the choice yet)."""
@@ -204,6 +205,9 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
             rows.append((method, np.nan, why, False))
             continue
         sequence = sorted((c for c in (counts if counts is not None else group.index) if c < target), reverse=True)
+        if counts is None and not sequence:  # the curve has no smaller count yet: nothing to decide on
+            rows.append((method, np.nan, f"no count below {target} in the curve yet", True))
+            continue
         chosen, lines, stop, waiting = np.nan, [], "", False
         for count in sequence:
             n, count_ready = ready(count)

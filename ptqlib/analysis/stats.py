@@ -231,44 +231,55 @@ def guessing_floor(images: int, outputs: int, alpha: float = 0.05) -> int:
     """The fewest right answers of ``images`` that guessing among ``outputs`` classes reaches with
     probability at most ``alpha`` (binomial, one-sided): a class with at least this many right is
     above guessing at ``alpha``."""
+    if not (isinstance(images, (int, np.integer)) and images >= 1):
+        raise ValueError(f"images must be a whole number of at least 1, got {images!r}")
+    if not (isinstance(outputs, (int, np.integer)) and outputs >= 2):
+        raise ValueError(f"outputs must be a whole number of at least 2, got {outputs!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie between 0 and 1, got {alpha!r}")
     k = np.arange(images + 1)
-    return int(k[stats.binom.sf(k - 1, images, 1.0 / outputs) <= alpha].min())
+    reached = k[stats.binom.sf(k - 1, images, 1.0 / outputs) <= alpha]
+    if not len(reached):
+        raise ValueError(f"no count of {images} images is beyond guessing among {outputs} at alpha={alpha}: "
+                         "more images, more outputs or a larger alpha")
+    return int(reached.min())
 
 
 def above_guessing(per_class: pd.DataFrame, outputs: int, images: int, by: str = "model",
                    alpha: float = 0.05) -> pd.DataFrame:
     """Per ``by`` group of a per-class frame (``seed``, ``class``, ``acc`` in %; classes of
     ``images`` test images each, the ``Average`` rows left out): whether each trial's accuracy is
-    above what guessing among ``outputs`` classes gives (one-sided binomial at ``alpha``: a class
-    needs :func:`guessing_floor` right answers; the average, the same on all test images). Columns:
-    ``trials``, ``avg_mean``, ``avg_above`` (trials whose average is above guessing),
-    ``classes``, ``at_guessing`` (classes above guessing in fewer than half the trials) and their
-    names, ``floor`` (right answers a class needs)."""
+    shown above what guessing among ``outputs`` classes gives (one-sided binomial at ``alpha``: a
+    class needs :func:`guessing_floor` right answers, ``floor``; the average the same on all test
+    images, ``avg_floor``). Columns: ``trials``, ``avg_mean``, ``avg_above`` (trials whose average
+    is above guessing), ``classes``, ``at_guessing`` (classes shown above guessing in no more
+    than half the trials) and their names, ``kept`` (no such class, and the average above
+    guessing in more than half the trials), and the test's ``floor``, ``avg_floor``,
+    ``images``, ``outputs`` and ``alpha``."""
     classes = per_class[per_class["class"] != AVERAGE]
     floor = guessing_floor(images, outputs, alpha)
     rows = []
     for level, group in classes.groupby(by, sort=False):
         acc = group.pivot(index="seed", columns="class", values="acc")
         right = np.rint(acc.to_numpy() * images / 100.0)
-        total = right.sum(1)
         avg_floor = guessing_floor(images * acc.shape[1], outputs, alpha)
-        above = (right >= floor).mean(0)
-        at = [name for name, share in zip(acc.columns, above) if share < 0.5]
-        rows.append({by: level, "trials": len(acc), "avg_mean": float(acc.mean(1).mean()),
-                     "avg_above": int((total >= avg_floor).sum()), "classes": acc.shape[1],
-                     "at_guessing": len(at), "at_guessing_classes": ", ".join(at), "floor": floor})
+        avg_above = int((right.sum(1) >= avg_floor).sum())
+        at = [name for name, share in zip(acc.columns, (right >= floor).mean(0)) if share <= 0.5]
+        rows.append({by: level, "trials": len(acc), "avg_mean": float(acc.mean(1).mean()), "avg_above": avg_above,
+                     "classes": acc.shape[1], "at_guessing": len(at), "at_guessing_classes": ", ".join(at),
+                     "kept": not at and avg_above > len(acc) / 2, "floor": floor, "avg_floor": avg_floor,
+                     "images": images, "outputs": outputs, "alpha": alpha})
     return pd.DataFrame(rows, columns=[by, "trials", "avg_mean", "avg_above", "classes", "at_guessing",
-                                       "at_guessing_classes", "floor"])
+                                       "at_guessing_classes", "kept", "floor", "avg_floor", "images", "outputs",
+                                       "alpha"])
 
 
-def guessing_lines(table: pd.DataFrame, outputs: int, images: int, label: str = "", by: str = "model",
-                   alpha: float = 0.05) -> list[str]:
+def guessing_lines(table: pd.DataFrame, label: str = "", by: str = "model") -> list[str]:
     """:func:`above_guessing` in words, a line per group."""
-    guess = 100.0 / outputs
-    return [f"{label}{getattr(r, by)}: average {r.avg_mean:.2f} % (guessing: {guess:.1f} %), above guessing in "
-            f"{r.avg_above} of {r.trials} trials; {r.at_guessing} of {r.classes} classes not above guessing in most "
-            f"trials" + (f" ({r.at_guessing_classes})" if r.at_guessing else "")
-            + f" (a class needs {r.floor} of its {images} images right, binomial at {alpha})"
+    return [f"{label}{getattr(r, by)}: average {r.avg_mean:.2f} % (guessing: {100.0 / r.outputs:.1f} %), above "
+            f"guessing in {r.avg_above} of {r.trials} trials; {r.at_guessing} of {r.classes} classes not shown above "
+            f"guessing in most trials" + (f" ({r.at_guessing_classes})" if r.at_guessing else "")
+            + f" (a class needs {r.floor} of its {r.images} images right, one-sided binomial at {r.alpha})"
             for r in table.itertuples()]
 
 
