@@ -46,8 +46,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ptqlib.analysis.aggregate import (chosen_iters, class_summary, curve_lines, gains_against, ordered_levels,
-                                      study_iters, worst_class)
+from ptqlib.analysis.aggregate import (backlog_lines, chosen_iters, class_summary, curve_lines, decision_backlog,
+                                      gains_against, ordered_levels, study_iters, worst_class)
 from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain, paired_tests, significant_changes
@@ -192,8 +192,9 @@ else:
 # judgement, stated here: about one trial's seed-to-seed spread of the worst class (the range of
 # `worst_std` is printed below), and ten test images of a CIFAR-10 class. The study takes the
 # largest of the methods' counts, which every method passed on the way down; until every method
-# has a count, there is no study-wide count. The other curves get a count by the same rule, for
-# reading only.
+# has a count, there is no study-wide count (the last lines say which trials each method's
+# decision still waits for, and about how long they take here). The other curves get a count by
+# the same rule, for reading only.
 
 # %%
 reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves
@@ -214,6 +215,7 @@ else:
           f"points; minutes a trial at {target_iters}: "
           + ", ".join(f"{r.method} {r.minutes:.0f}" for r in study[study["iters"] == target_iters].itertuples()))
     print(study_iters(choices[choices["variant"] == study_curve], curve_methods)[1])
+    print("\n".join(backlog_lines(decision_backlog(study, curve_iters, target_iters, curve_trials))))
 
 # %% [markdown]
 # ## Claim 4 on the reference variant

@@ -587,3 +587,24 @@ def test_on_fixed_sample_needs_the_trials_and_seeds_zero_up():
     curve = pd.DataFrame({"trials": [10, 10, 9], "first_seeds": [True, False, True]})
     assert on_fixed_sample(curve, 10).tolist() == [True, False, False]
     assert on_fixed_sample(curve.drop(columns="first_seeds"), 10).tolist() == [True, True, False]
+
+
+def test_decision_backlog_counts_the_fixed_samples_missing_trials_and_their_hours():
+    import pandas as pd
+
+    from ptqlib.analysis.aggregate import backlog_lines, decision_backlog
+
+    curve = pd.DataFrame([
+        dict(method="a", iters=500, trials=10, first_seeds=True, minutes=2.0),
+        dict(method="a", iters=5000, trials=7, first_seeds=True, minutes=15.0),
+        dict(method="a", iters=20000, trials=7, first_seeds=True, minutes=60.0),
+        dict(method="b", iters=20000, trials=10, first_seeds=False, minutes=70.0)])  # a gap: all ten unknown
+    got = decision_backlog(curve, [500, 2000, 5000, 20000], target=20000, trials=10)
+    a = got[got["method"] == "a"].set_index("iters")
+    assert a["missing"].to_dict() == {20000: 3, 5000: 3, 2000: 10}  # 500 is complete; 2000 has none
+    assert a.loc[20000, "hours"] == 3.0 and a.loc[5000, "hours"] == 0.75 and np.isnan(a.loc[2000, "hours"])
+    assert got[got["method"] == "b"].set_index("iters")["missing"].to_dict() == {20000: 10, 5000: 10, 2000: 10, 500: 10}
+    line = backlog_lines(got)[0]
+    assert line == ("a: the decision waits for trials, 3 at 20000 (about 3.0 h), 3 at 5000 (about 0.8 h), 10 at 2000; "
+                    "about 3.8 CPU hours in all at the stored median times (counts without a timed trial left out)")
+    assert decision_backlog(curve[curve["method"] == "a"].assign(trials=10), [500, 5000, 20000]).empty

@@ -236,6 +236,42 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
 
 
+def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000, trials: int = 10) -> pd.DataFrame:
+    """What :func:`chosen_iters` still waits for, per method of an
+    :func:`ptqlib.analysis.cells.iteration_curve` and count of ``counts`` up to ``target``: the
+    trials of the fixed sample (seeds 0 to ``trials - 1``) the count lacks, and the CPU hours
+    they would take at the count's median minutes a trial (NaN where the count has no trials to
+    time; a count whose seeds have a gap is counted as lacking all ``trials``, an upper bound, as
+    the curve does not say which seeds it lacks). The sequence may stop above a count, so a
+    smaller count's trials may not be needed. Columns ``method``, ``iters``, ``missing``,
+    ``hours``."""
+    rows = []
+    for method, group in curve.groupby("method", sort=False):
+        group = group.set_index("iters")
+        for count in sorted((c for c in counts if c <= target), reverse=True):
+            have = int(group.loc[count, "trials"]) if count in group.index else 0
+            gap = count in group.index and "first_seeds" in group and not bool(group.loc[count, "first_seeds"])
+            missing = max(trials - have, 0) if not gap else trials  # a gap: which seeds run is unknown here
+            minutes = float(group.loc[count, "minutes"]) if count in group.index else np.nan
+            if missing:
+                rows.append((method, count, missing, missing * minutes / 60))
+    return pd.DataFrame(rows, columns=["method", "iters", "missing", "hours"])
+
+
+def backlog_lines(backlog: pd.DataFrame) -> list[str]:
+    """:func:`decision_backlog` in words, a line per method."""
+    lines = []
+    for method, group in backlog.groupby("method", sort=False):
+        parts = ", ".join(f"{r.missing} at {r.iters}" + (f" (about {r.hours:.1f} h)" if r.hours == r.hours else "")
+                          for r in group.itertuples())
+        total = group["hours"].sum(min_count=1)
+        unknown = group["hours"].isna().any()
+        lines.append(f"{method}: the decision waits for trials, {parts}"
+                     + (f"; about {total:.1f} CPU hours in all at the stored median times" if total == total else "")
+                     + (" (counts without a timed trial left out)" if unknown and total == total else ""))
+    return lines
+
+
 def study_iters(choices: pd.DataFrame, methods: list[str]) -> tuple[float, str]:
     """One count for every method of a study, from :func:`chosen_iters` tables (one or several
     stacked, indexed by method, e.g. one per convention a method ran under): per method, every
