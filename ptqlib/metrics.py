@@ -9,15 +9,20 @@ from ptqlib.data import Split, inference_batch_size
 
 
 @torch.inference_mode()
-def predict_with_confidence(model: nn.Module, split: Split,
-                            batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_with_confidence(model: nn.Module, split: Split, batch_size: int | None = None,
+                            desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-1 predicted label ``[N]`` int64 and its softmax probability ``[N]`` float32, for
-    every image of ``split`` (``batch_size`` None: ``inference_batch_size``)."""
+    every image of ``split`` (``batch_size`` None: ``inference_batch_size``; ``desc``: a
+    progress bar's name, none without)."""
     model.eval()
     batch_size = batch_size or inference_batch_size(split.images)
     device = next(model.parameters()).device
     preds, confidence = [], []
-    for start in range(0, len(split), batch_size):
+    starts = range(0, len(split), batch_size)
+    if desc is not None:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False, mininterval=1.0)
+    for start in starts:
         x = split.images[start:start + batch_size].to(device).float().div_(255)
         top = model(x).float().softmax(1).max(1)
         preds.append(top.indices.cpu())

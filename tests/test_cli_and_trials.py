@@ -86,6 +86,19 @@ def test_same_seed_same_trial_other_seed_other_calibration(tiny_data, tiny_check
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg and cfg.key() != TrialConfig(**{**vars(cfg), "seed": 4}).key()
 
 
+def test_a_context_with_progress_shows_each_long_step_and_one_without_shows_none(tiny_data, tiny_checkpoint,
+                                                                                  monkeypatch, tmp_path, capsys):
+    data, weights = f"folder:{tiny_data}", str(tiny_checkpoint)
+    cfg = TrialConfig("resnet20", data, weights, QuantConfig(4, 4), CalibSpec(8), seed=0)
+    steps = ("float model", "weight ranges", "activation ranges", "evaluation")
+    for progress, cache in ((True, tmp_path / "a"), (False, tmp_path / "b")):
+        monkeypatch.setenv("PTQ_CACHE", str(cache))  # a fresh cache: the float pass runs
+        capsys.readouterr()
+        TrialContext("resnet20", data, weights, progress=progress).run(cfg)
+        err = capsys.readouterr().err
+        assert all((f"resnet20: {step}" in err) == progress for step in steps), err[-500:]
+
+
 def test_device_is_checked_and_taken_from_the_environment(tiny_data, tiny_checkpoint, monkeypatch, capsys):
     data, weights = f"folder:{tiny_data}", str(tiny_checkpoint)
     assert check_device("cpu") == torch.device("cpu")

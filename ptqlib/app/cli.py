@@ -41,7 +41,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from ptqlib.study.trial import TrialContext
 
     cfg = _trial_config(args)
-    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, args.device)
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, args.device, progress=True)
     res = ctx.run(cfg)
     if args.json:
         print(json.dumps({"config": cfg.to_dict(), "weights": ctx.weights, "avg": res.avg,
@@ -111,7 +111,7 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     if not out.parent.is_dir():
         raise ValueError(f"folder {str(out.parent)!r} does not exist")
     cfg = _trial_config(args)
-    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, args.device)
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, args.device, progress=True)
     t0 = time.perf_counter()
     configs = [replace(cfg, seed=s) for s in range(cfg.seed, cfg.seed + args.trials)]
     frame = robustness_frame(ctx, configs, tuple(args.corruptions))

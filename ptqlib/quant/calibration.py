@@ -18,9 +18,18 @@ from ptqlib.quant.quantizer import qparams_from_range
 from ptqlib.quant.range_estimators import weight_range
 
 
+def _steps(items, desc: str | None, unit: str):
+    """``items``, behind a progress bar named ``desc`` (none when ``desc`` is None)."""
+    if desc is None:
+        return items
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=desc, unit=unit, leave=False, mininterval=1.0)
+
+
 @torch.no_grad()
-def calibrate_weights(qmodel: QuantizedModel) -> None:
-    for _, layer in qmodel.quant_layers():
+def calibrate_weights(qmodel: QuantizedModel, desc: str | None = None) -> None:
+    """Every layer's weight range, per output channel (``desc``: a progress bar's name)."""
+    for _, layer in _steps(qmodel.quant_layers(), desc, "layer"):
         q = layer.weight_quantizer
         lo, hi = weight_range(layer.weight, q.spec, qmodel.config.weight_metric)
         q.set_qparams(*qparams_from_range(lo, hi, q.spec))
@@ -28,13 +37,13 @@ def calibrate_weights(qmodel: QuantizedModel) -> None:
 
 @torch.no_grad()  # not inference_mode: the qparams must stay usable by autograd later
 def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_size: int | None = None,
-                          metric: str | None = None, search: str = "histogram") -> None:
+                          metric: str | None = None, search: str = "histogram", desc: str | None = None) -> None:
     """``images``: ``[N, C, H, W]``, uint8 (0..255) or float in ``[0, 1]``. The observers'
     histograms depend on how the images are split into batches (a batch beyond the current
     range re-bins), so ``batch_size`` (None: ``inference_batch_size``) is part of the result.
     ``metric``: the range metric (None: the model's ``config.metric``); ``search``: what it scores
     the candidate ranges on (``ptqlib.quant.range_estimators.OBSERVERS``: the histogram, or the raw
-    values)."""
+    values); ``desc``: a progress bar's name (none without)."""
     if len(images) == 0:
         raise ValueError("the calibration set is empty")
     batch_size = batch_size or inference_batch_size(images)
@@ -51,7 +60,7 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
             for aq in group:
                 aq.start_observing(search)  # statistics stay on the CPU whatever the device
             try:
-                for start in range(0, len(images), batch_size):
+                for start in _steps(range(0, len(images), batch_size), desc, "batch"):
                     qmodel(to_float(images[start:start + batch_size]).to(device))
             finally:
                 for aq in group:

@@ -104,10 +104,14 @@ class TrialContext:
     """The float model, data and float predictions shared by all trials of one model/dataset.
 
     Models run on ``device`` (default: ``$PTQ_DEVICE``, else the CPU); images stay on the CPU
-    as uint8 and move to it batch by batch, and observers' histograms stay on the CPU."""
+    as uint8 and move to it batch by batch, and observers' histograms stay on the CPU. With
+    ``progress``, the float pass, the range searches and the evaluation show progress bars (a
+    reconstruction shows its own)."""
 
-    def __init__(self, model: str, dataset: str, weights: str | None = None, device: str | None = None) -> None:
+    def __init__(self, model: str, dataset: str, weights: str | None = None, device: str | None = None,
+                 progress: bool = False) -> None:
         self.model_name, self.dataset, self.weights_arg = check_model(model), dataset, weights
+        self.progress = progress
         self.device = check_device(device or default_device())
         if self.device.type == "cuda":
             full_float32_on_cuda()
@@ -130,6 +134,10 @@ class TrialContext:
         self.fp_per_class = self.named(per_class_accuracy(self.fp_preds, self.test.labels, self.classes))
         self.fp_avg = accuracy(self.fp_preds, self.test.labels)
         self._weight_qparams: dict[QuantConfig, list[tuple[str, torch.Tensor, torch.Tensor]]] = {}
+
+    def _desc(self, what: str) -> str | None:
+        """A progress bar's name for ``what``, or None without progress bars."""
+        return f"{self.model_name}: {what}" if self.progress else None
 
     def pool_for(self, spec: CalibSpec) -> Split:
         """The images ``spec`` draws from: the train split, or another of the dataset's pools
@@ -163,7 +171,7 @@ class TrialContext:
         if path.exists():
             cached = torch.load(path, weights_only=True)
             return cached["preds"], cached["confidence"]
-        preds, confidence = predict_with_confidence(self.model, self.test)
+        preds, confidence = predict_with_confidence(self.model, self.test, desc=self._desc("float model"))
         save_atomic({"preds": preds, "confidence": confidence}, path)
         return preds, confidence
 
@@ -177,10 +185,11 @@ class TrialContext:
         """The quantized model with its ranges set: by grid search on all calibration images, or,
         before reconstruction, activation ranges initialised on the first ``act_init_size``."""
         qmodel = self._with_weight_ranges(cfg.quant)
+        desc = self._desc("activation ranges")
         if cfg.recon is None:
-            calibrate_activations(qmodel, images)
+            calibrate_activations(qmodel, images, desc=desc)
         else:
-            calibrate_activations(qmodel, images[:cfg.recon.act_init_size], search=cfg.recon.act_search)
+            calibrate_activations(qmodel, images[:cfg.recon.act_init_size], search=cfg.recon.act_search, desc=desc)
         qmodel.set_quant_state(weights=True, acts=True)
         return qmodel
 
@@ -208,7 +217,7 @@ class TrialContext:
         qmodel = quantize_model(self.model, quant)
         layers = qmodel.quant_layers()
         if quant not in self._weight_qparams:
-            calibrate_weights(qmodel)
+            calibrate_weights(qmodel, desc=self._desc("weight ranges"))
             self._weight_qparams[quant] = [(name, layer.weight_quantizer.scale.clone(),
                                             layer.weight_quantizer.zero_point.clone()) for name, layer in layers]
             return qmodel
@@ -241,7 +250,7 @@ class TrialContext:
         qmodel, batch_size = evaluated(cfg.engine, qmodel)
         synchronize(self.device)
         t1 = time.perf_counter()
-        preds, confidence = predict_with_confidence(qmodel, self.test, batch_size)
+        preds, confidence = predict_with_confidence(qmodel, self.test, batch_size, desc=self._desc("evaluation"))
         t2 = time.perf_counter()  # predictions are back on the CPU: nothing left queued
         per_class = self.named(per_class_accuracy(preds, self.test.labels, self.classes))
         ece = expected_calibration_error(confidence, preds == self.test.labels)
