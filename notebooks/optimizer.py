@@ -215,7 +215,8 @@ else:
           f"points; minutes a trial at {target_iters}: "
           + ", ".join(f"{r.method} {r.minutes:.0f}" for r in study[study["iters"] == target_iters].itertuples()))
     print(study_iters(choices[choices["variant"] == study_curve], curve_methods)[1])
-    print("\n".join(backlog_lines(decision_backlog(study, curve_iters, target_iters, curve_trials))))
+    print("\n".join(backlog_lines(decision_backlog(study, curve_iters, target_iters, curve_trials, choice_margin,
+                                                    choice_alpha), curve_methods)))
 
 # %% [markdown]
 # ## Claim 4 on the reference variant

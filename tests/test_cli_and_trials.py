@@ -97,6 +97,11 @@ def test_a_context_with_progress_shows_each_long_step_and_one_without_shows_none
         TrialContext("resnet20", data, weights, progress=progress).run(cfg)
         err = capsys.readouterr().err
         assert all((f"resnet20: {step}" in err) == progress for step in steps), err[-500:]
+    assert "resnet20: activation ranges: searching" not in err
+    # the command line shows them on stderr; its --json output on stdout stays one JSON document
+    code, out, err = run_cli(capsys, "quantize", "--data", data, "--weights", weights, "--calib-size", "8", "--json")
+    assert code == 0 and json.loads(out)["config"]["model"] == "resnet20"
+    assert "resnet20: activation ranges: searching" in err and "resnet20: evaluation" in err
 
 
 def test_device_is_checked_and_taken_from_the_environment(tiny_data, tiny_checkpoint, monkeypatch, capsys):

@@ -56,6 +56,20 @@ def test_factor_seconds_are_the_medians_of_the_stored_timings(tiny_store):
             assert seconds.loc[noise, "eval_s"] == pytest.approx(float(np.median([r[1] for r in rows])))
 
 
+def test_factor_seconds_time_a_cell_on_its_cpu_trials_where_it_has_any(tiny_store, tmp_path):
+    import shutil
+
+    store, base = tiny_store
+    copy = tmp_path / "s.sqlite"
+    shutil.copy(store.path, copy)
+    with sqlite3.connect(copy) as con:  # seed 0 of noise 0 as if a GPU had run it, in a thousandth of the time
+        con.execute("UPDATE trials SET device = 'cuda', calib_s = 0.001 WHERE noise = 0.0 AND seed = 0")
+        cpu = con.execute("SELECT calib_s FROM trials WHERE noise = 0.0 AND seed = 1").fetchone()[0]
+    cell = Cell("resnet20", base.dataset, calib_size=8, weights=base.weights)
+    seconds = factor_seconds(ResultsStore(copy), cell, "noise", [0.0], trials=2).set_index("noise")
+    assert seconds.loc[0.0, "trials"] == 2 and seconds.loc[0.0, "calib_s"] == pytest.approx(cpu)
+
+
 def test_noise_section_renders_from_the_store(tiny_store, tmp_path):
     store, base = tiny_store
     params = {"store_path": str(store.path), "dataset": base.dataset, "weights": base.weights, "calib_size": 8,

@@ -589,22 +589,40 @@ def test_on_fixed_sample_needs_the_trials_and_seeds_zero_up():
     assert on_fixed_sample(curve.drop(columns="first_seeds"), 10).tolist() == [True, True, False]
 
 
-def test_decision_backlog_counts_the_fixed_samples_missing_trials_and_their_hours():
+def test_decision_backlog_walks_the_sequence_as_the_decision_does():
     import pandas as pd
 
     from ptqlib.analysis.aggregate import backlog_lines, decision_backlog
 
+    def row(method, iters, trials, minutes, diff=np.nan, se=np.nan, first=True):
+        return dict(method=method, iters=iters, trials=trials, first_seeds=first, minutes=minutes,
+                    worst_diff=diff, diff_se=se, diff_df=18)
+
     curve = pd.DataFrame([
-        dict(method="a", iters=500, trials=10, first_seeds=True, minutes=2.0),
-        dict(method="a", iters=5000, trials=7, first_seeds=True, minutes=15.0),
-        dict(method="a", iters=20000, trials=7, first_seeds=True, minutes=60.0),
-        dict(method="b", iters=20000, trials=10, first_seeds=False, minutes=70.0)])  # a gap: all ten unknown
-    got = decision_backlog(curve, [500, 2000, 5000, 20000], target=20000, trials=10)
+        # a: the target and 5000 lack trials: 5000 is tested whatever happens, 2000 only if 5000 passes
+        row("a", 500, 10, 2.0, 0.0, 0.2), row("a", 5000, 7, 15.0), row("a", 20000, 7, 60.0),
+        # b: 5000 is ready and fails (2 points off): the decision is made, nothing is needed
+        row("b", 500, 3, 2.0), row("b", 5000, 10, 15.0, 2.0, 0.2), row("b", 20000, 10, 60.0),
+        # c: 5000 passes, 2000 lacks trials and has a gap in its seeds: an upper bound, needed
+        row("c", 2000, 10, 4.0, first=False), row("c", 5000, 10, 15.0, 0.0, 0.2), row("c", 20000, 10, 60.0),
+        # d: everything in, 5000 and 2000 and 500 pass
+        *[row("d", i, 10, 1.0, 0.0, 0.2) for i in (500, 2000, 5000)], row("d", 20000, 10, 60.0)])
+    counts = [500, 2000, 5000, 20000]
+    got = decision_backlog(curve, counts, 20000, 10, 1.0)
     a = got[got["method"] == "a"].set_index("iters")
-    assert a["missing"].to_dict() == {20000: 3, 5000: 3, 2000: 10}  # 500 is complete; 2000 has none
+    assert a["missing"].to_dict() == {20000: 3, 5000: 3, 2000: 10}  # 500 is complete
+    assert a["needed"].to_dict() == {20000: True, 5000: True, 2000: False}
     assert a.loc[20000, "hours"] == 3.0 and a.loc[5000, "hours"] == 0.75 and np.isnan(a.loc[2000, "hours"])
-    assert got[got["method"] == "b"].set_index("iters")["missing"].to_dict() == {20000: 10, 5000: 10, 2000: 10, 500: 10}
-    line = backlog_lines(got)[0]
-    assert line == ("a: the decision waits for trials, 3 at 20000 (about 3.0 h), 3 at 5000 (about 0.8 h), 10 at 2000; "
-                    "about 3.8 CPU hours in all at the stored median times (counts without a timed trial left out)")
-    assert decision_backlog(curve[curve["method"] == "a"].assign(trials=10), [500, 5000, 20000]).empty
+    assert (got["method"] == "b").sum() == 0  # 5000 failed: 2000 and 500 are not needed
+    c = got[got["method"] == "c"].set_index("iters")
+    assert c.loc[2000, "missing"] == 10 and not c.loc[2000, "exact"] and c.loc[2000, "needed"]
+    assert c.loc[500, "missing"] == 10 and not c.loc[500, "needed"]
+    lines = backlog_lines(got, ["a", "b", "c", "d"])
+    assert lines[0] == ("a: the decision waits for 3 at 20000 (about 3.0 h), 3 at 5000 (about 0.8 h); then, if the "
+                        "counts above pass, 10 at 2000; about 3.8 hours of calibration at the stored median times "
+                        "(one trial at a time) (counts without a timed trial not counted)")
+    assert lines[1] == "b: the decision has every trial it reads" and lines[3].startswith("d: the decision has every")
+    assert lines[2].startswith("c: the decision waits for up to 10 at 2000 (about 0.7 h); then, if the counts above "
+                               "pass, 10 at 500")
+    with pytest.raises(ValueError, match="more than 5 trials at a count"):
+        decision_backlog(curve, counts, 20000, 5)

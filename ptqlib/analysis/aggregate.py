@@ -236,39 +236,74 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
 
 
-def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000, trials: int = 10) -> pd.DataFrame:
-    """What :func:`chosen_iters` still waits for, per method of an
-    :func:`ptqlib.analysis.cells.iteration_curve` and count of ``counts`` up to ``target``: the
-    trials of the fixed sample (seeds 0 to ``trials - 1``) the count lacks, and the CPU hours
-    they would take at the count's median minutes a trial (NaN where the count has no trials to
-    time; a count whose seeds have a gap is counted as lacking all ``trials``, an upper bound, as
-    the curve does not say which seeds it lacks). The sequence may stop above a count, so a
-    smaller count's trials may not be needed. Columns ``method``, ``iters``, ``missing``,
-    ``hours``."""
+def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000, trials: int = 10,
+                     margin: float = 1.0, alpha: float = 0.05) -> pd.DataFrame:
+    """What :func:`chosen_iters` (same arguments) still waits for, per method of an
+    :func:`ptqlib.analysis.cells.iteration_curve`: walking its sequence (``target``, then each
+    count of ``counts`` below it from the top), the trials of the fixed sample (seeds 0 to
+    ``trials - 1``) each count lacks, and the hours they would take at the count's median
+    calibration minutes a trial (NaN where the count has no trials to time). ``needed``: the
+    decision tests the count whatever happens (the target, and the first count whose test is
+    not decided yet); False: only if every count above it passes. A count below one that failed
+    is not needed at all and is left out, as is everything once a method's decision is made.
+    A count whose seeds have a gap is charged every trial of the sample (``exact`` False: an
+    upper bound, the curve does not say which seeds it lacks). Columns ``method``, ``iters``,
+    ``missing``, ``exact``, ``hours``, ``needed``."""
+    if (curve["trials"] > trials).any():
+        raise ValueError(f"the curve has more than {trials} trials at a count; build it with trials={trials}")
     rows = []
     for method, group in curve.groupby("method", sort=False):
         group = group.set_index("iters")
-        for count in sorted((c for c in counts if c <= target), reverse=True):
-            have = int(group.loc[count, "trials"]) if count in group.index else 0
-            gap = count in group.index and "first_seeds" in group and not bool(group.loc[count, "first_seeds"])
-            missing = max(trials - have, 0) if not gap else trials  # a gap: which seeds run is unknown here
-            minutes = float(group.loc[count, "minutes"]) if count in group.index else np.nan
+
+        def lacking(count) -> tuple[int, bool]:  # trials the fixed sample lacks, and whether exactly
+            if count not in group.index:
+                return trials, True
+            if "first_seeds" in group and not bool(group.loc[count, "first_seeds"]):
+                return trials, False
+            return trials - int(group.loc[count, "trials"]), True
+
+        def hours(count, missing) -> float:
+            return missing * float(group.loc[count, "minutes"]) / 60 if count in group.index else np.nan
+
+        target_missing, target_exact = lacking(target)
+        if target_missing:
+            rows.append((method, target, target_missing, target_exact, hours(target, target_missing), True))
+        reached = True  # the sequence tests this count whatever the outcomes still open
+        for count in sorted((c for c in counts if c < target), reverse=True):
+            missing, exact = lacking(count)
             if missing:
-                rows.append((method, count, missing, missing * minutes / 60))
-    return pd.DataFrame(rows, columns=["method", "iters", "missing", "hours"])
+                rows.append((method, count, missing, exact, hours(count, missing), reached))
+                reached = False
+            elif target_missing:
+                reached = False  # its test waits for the target: what comes below is open
+            elif not equivalence_interval(group.loc[count], alpha)[2] <= margin:
+                break  # the sequence stops here (or above): the counts below are not needed
+    return pd.DataFrame(rows, columns=["method", "iters", "missing", "exact", "hours", "needed"])
 
 
-def backlog_lines(backlog: pd.DataFrame) -> list[str]:
-    """:func:`decision_backlog` in words, a line per method."""
+def backlog_lines(backlog: pd.DataFrame, methods: list[str]) -> list[str]:
+    """:func:`decision_backlog` in words, a line per method of ``methods``."""
+    def listed(rows: pd.DataFrame) -> str:
+        return ", ".join(f"{'' if r.exact else 'up to '}{r.missing} at {r.iters}"
+                         + (f" (about {r.hours:.1f} h)" if r.hours == r.hours else "") for r in rows.itertuples())
+
     lines = []
-    for method, group in backlog.groupby("method", sort=False):
-        parts = ", ".join(f"{r.missing} at {r.iters}" + (f" (about {r.hours:.1f} h)" if r.hours == r.hours else "")
-                          for r in group.itertuples())
-        total = group["hours"].sum(min_count=1)
-        unknown = group["hours"].isna().any()
-        lines.append(f"{method}: the decision waits for trials, {parts}"
-                     + (f"; about {total:.1f} CPU hours in all at the stored median times" if total == total else "")
-                     + (" (counts without a timed trial left out)" if unknown and total == total else ""))
+    for method in methods:
+        rows = backlog[backlog["method"] == method]
+        if rows.empty:
+            lines.append(f"{method}: the decision has every trial it reads")
+            continue
+        needed, maybe = rows[rows["needed"]], rows[~rows["needed"]]
+        first, most = needed["hours"].sum(min_count=1), rows["hours"].sum(min_count=1)
+        text = f"{method}: the decision waits for {listed(needed)}"
+        if len(maybe):
+            text += f"; then, if the counts above pass, {listed(maybe)}"
+        if first == first:
+            text += (f"; about {first:.1f} hours of calibration at the stored median times (one trial at a time)"
+                     + (f", up to {most:.1f}" if len(maybe) and most > first else ""))
+            if rows["hours"].isna().any():
+                text += " (counts without a timed trial not counted)"
+        lines.append(text)
     return lines
 
 

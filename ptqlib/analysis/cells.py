@@ -100,15 +100,20 @@ def factor_predictions(store: ResultsStore, cell: Cell, factor: str, levels: lis
 
 def factor_seconds(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int) -> pd.DataFrame:
     """Per level of ``factor`` (the trials of :func:`factor_frame`): the number of trials and the
-    median seconds a trial spent calibrating (reconstruction included) and evaluating."""
+    median seconds a trial spent calibrating (reconstruction included) and evaluating, over its
+    CPU trials where it has any (a GPU's times would mix two machines' speeds)."""
     rows = []
     for level, where in level_selections(store, cell, factor, levels):
         stored = store.trials(**where)
         if stored.empty:
             continue
         first = _first_seeds(stored, trials)
-        rows.append({factor: level, "trials": len(first), "calib_s": first["calib_s"].median(),
-                     "eval_s": first["eval_s"].median()})
+        timed = first
+        if "device" in first:
+            on_cpu = first[first["device"].isna() | (first["device"] == "cpu")]
+            timed = on_cpu if len(on_cpu) else first
+        rows.append({factor: level, "trials": len(first), "calib_s": timed["calib_s"].median(),
+                     "eval_s": timed["eval_s"].median()})
     return pd.DataFrame(rows, columns=[factor, "trials", "calib_s", "eval_s"])
 
 

@@ -56,16 +56,17 @@ def calibrate_activations(qmodel: QuantizedModel, images: torch.Tensor, batch_si
         # the float model's activations (in eval mode) do not depend on which quantizers observe them,
         # so a raw-value search observes its quantizers a group at a time, one pass per group
         groups = [act_quantizers] if search == "histogram" else _within_budget(qmodel, act_quantizers, images, device)
-        for group in groups:
+        for k, group in enumerate(groups):
+            part = f" {k + 1} of {len(groups)}" if len(groups) > 1 else ""
             for aq in group:
                 aq.start_observing(search)  # statistics stay on the CPU whatever the device
             try:
-                for start in _steps(range(0, len(images), batch_size), desc, "batch"):
+                for start in _steps(range(0, len(images), batch_size), desc and f"{desc}{part}: observing", "batch"):
                     qmodel(to_float(images[start:start + batch_size]).to(device))
             finally:
                 for aq in group:
                     aq.observing = False
-            for aq in group:
+            for aq in _steps(group, desc and f"{desc}{part}: searching", "range"):
                 aq.set_observed_range(metric or qmodel.config.metric)
     finally:
         qmodel.train(training)
