@@ -169,7 +169,8 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
         os.environ.update({_TABLES_ENV: str(tables), _SECTION_ENV: name, _FIGURES_ENV: str(output_dir / FIGURES)})
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
-                                       cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+                                       cwd=str(ROOT), kernel_name="python3",
+                                       progress_bar=sys.stderr.isatty())  # a bar over the cells, on a terminal
         finally:
             for key, value in saved.items():
                 if value is None:
