@@ -37,6 +37,13 @@ choice_alpha = 0.05  # the level of each of the count decision's tests
 study_curve = "reference"  # the curve the count is chosen on: the configuration the study's cells are to be rerun in
 reference_iters = 500  # claim 4 on the reference variant: iterations per unit
 reference_trials = 50
+# the study's reconstruction cells rerun at the chosen count, in the study_curve's configuration:
+# this page's cell with reference_trials seeds (rerun_trials where they would take more than
+# rerun_budget_hours of calibration here), and each of rerun_cells (its changes to this page's
+# cell) with rerun_trials seeds, grid search beside them on the same calibration sets
+rerun_cells = {"W2A4": {"w_bits": 2}, "resnet56": {"model": "resnet56"}}
+rerun_trials = 20
+rerun_budget_hours = 10.0
 compute_missing = False
 
 # %%
@@ -47,12 +54,13 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import (backlog_lines, chosen_iters, class_summary, curve_lines, decision_backlog,
-                                      gains_against, ordered_levels, study_iters, worst_class)
+                                      gains_against, ordered_levels, worst_class)
 from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain, paired_tests, significant_changes
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, iteration_curve, trial_counts
+from ptqlib.analysis.cells import (Cell, ensure_trials, factor_frame, iteration_curve, rerun_seeds, study_count,
+                                  trial_counts)
 from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim
 
 store = ResultsStore(store_path)
@@ -197,6 +205,10 @@ else:
 # the same rule, for reading only.
 
 # %%
+study_spec = curve_series[study_curve]
+chosen, chosen_line, study_frame = study_count(
+    store, replace(cell, **{k: v for k, v in study_spec.items() if k != "methods"}),
+    study_spec.get("methods", curve_methods), curve_iters, curve_trials, target_iters, choice_margin, choice_alpha)
 reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves
 choices = pd.concat([chosen_iters(group, target_iters, choice_margin, curve_trials, curve_iters, choice_alpha)
                      .assign(variant=v)
@@ -214,7 +226,7 @@ else:
     print(f"{study_curve}: worst class std over seeds {study['worst_std'].min():.2f} to {study['worst_std'].max():.2f} "
           f"points; minutes a trial at {target_iters}: "
           + ", ".join(f"{r.method} {r.minutes:.0f}" for r in study[study["iters"] == target_iters].itertuples()))
-    print(study_iters(choices[choices["variant"] == study_curve], curve_methods)[1])
+    print(chosen_line)
     print("\n".join(backlog_lines(decision_backlog(study, curve_iters, target_iters, curve_trials, choice_margin,
                                                     choice_alpha), curve_methods)))
 
@@ -242,16 +254,24 @@ for r in at_count.itertuples():
 
 # %% [markdown]
 # And at the study-wide count chosen above, once there is one: the same test on the reference
-# variant's trials at that count (the table says how many seeds each part has).
+# variant's trials at that count, on this page's cell and on each of `rerun_cells` (the
+# reference's hardest setting, W2A4, and a deeper network), each table saying how many seeds
+# each part has. This page's cell runs `reference_trials` seeds unless they would take more than
+# `rerun_budget_hours` of calibration here at the curve's times, and then `rerun_trials`, as the
+# line says.
 
 # %%
-chosen = (study_iters(choices[choices["variant"] == study_curve], curve_methods)[0]
-          if choices is not None and not choices.empty else np.nan)
 if np.isfinite(chosen) and int(chosen) != reference_iters:
-    design = design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, weights=weights,
-                        trials=reference_trials, recon_size=calib_size, recon_iters=int(chosen),
-                        recon_variant="reference")
-    print(f"claim 4 at the chosen count, {int(chosen)} iterations per unit:")
-    publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"), "claim4_chosen")
+    seeds, why = rerun_seeds(study_frame, int(chosen), curve_methods, reference_trials, rerun_trials,
+                             rerun_budget_hours)
+    print(f"claim 4 at the chosen count, {int(chosen)} iterations per unit; this page's cell: {why}")
+    for name, changes in {"": {}, **rerun_cells}.items():
+        rerun = replace(cell, **({"weights": None} | changes if "model" in changes else changes))
+        design = design_for(rerun.model, dataset, pool=pool, w_bits=rerun.w_bits, a_bits=rerun.a_bits, metric=metric,
+                            weights=rerun.weights, trials=seeds if not changes else rerun_trials,
+                            recon_size=calib_size, recon_iters=int(chosen), recon_variant="reference")
+        print(f"{rerun.model} W{rerun.w_bits}A{rerun.a_bits}:")
+        publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"),
+                      "claim4_chosen" + (f"_{name}" if name else ""))
 else:
     print(f"no study-wide count chosen yet: claim 4 is shown at {reference_iters} iterations per unit only")

@@ -1,6 +1,6 @@
 """Run the trials the open cells still lack, in priority order, into a side store (CPU lanes).
 
-Two queues:
+Three queues:
 
 - ``recon``: the iteration curve's trials that the optimizer page's count decision reads, as its
   parameters declare them (ResNet-20, CIFAR-10, W4A4, 1,024 calibration images, the reference
@@ -8,6 +8,11 @@ Two queues:
   seeds 0-9 at 20,000 iterations per unit, then 5,000, then 2,000, then 500, the order in which
   the page's fixed-sequence test reads them. So each method's count is decided as soon as its own
   trials are in, instead of every method waiting for the slowest one's.
+- ``rerun``: once the optimizer page has a study-wide count, the study's reconstruction cells at
+  that count in the same configuration (its parameters: the page's cell with ``reference_trials``
+  seeds, or ``rerun_trials`` where those would take more than ``rerun_budget_hours``, and each
+  of ``rerun_cells`` with ``rerun_trials``), grid search beside each method on the same seeds;
+  empty until the count is decided.
 - ``family``: every cell of the EfficientNet-Lite family page, as its parameters declare them
   (the default W6A6 MSE cell with 256 images of the 1,000-class pool, sizes 1/32/1,024, the
   other three metrics, W8A8, W4A8, noise 0.1 and 0.5): up to seed 19 of Lite1 and Lite2, then
@@ -43,6 +48,7 @@ from typing import IO
 
 import torch
 
+from ptqlib.analysis.cells import Cell, rerun_seeds, study_count
 from ptqlib.app.report import section_parameters
 from ptqlib.study.settings import columns, defaults, row_key, trial_config
 from ptqlib.study.store import ResultsStore
@@ -62,6 +68,32 @@ def recon_queue() -> list[dict]:
     counts = sorted((n for n in page["curve_iters"] if n <= page["target_iters"]), reverse=True)
     return [dict(cell, **series, optimizer=method, iters=iters, seed=seed)
             for method in page["curve_methods"] for iters in counts for seed in range(page["curve_trials"])]
+
+
+def rerun_queue(store: ResultsStore) -> list[dict]:
+    """The optimizer page's cells at its study-wide count (its parameters), seed by seed: grid
+    search and every method of the study's curve; empty while there is no count."""
+    page = section_parameters("optimizer")
+    fields = ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")
+    spec = page["curve_series"][page["study_curve"]]
+    series = {k: v for k, v in spec.items() if k != "methods"}
+    methods = spec.get("methods", page["curve_methods"])
+    count, line, curve = study_count(store, Cell(**{k: page[k] for k in fields}, **series), methods,
+                                     page["curve_iters"], page["curve_trials"], page["target_iters"],
+                                     page["choice_margin"], page["choice_alpha"])
+    print(line, flush=True)
+    if not count == count:
+        return []
+    seeds, why = rerun_seeds(curve, int(count), methods, page["reference_trials"], page["rerun_trials"],
+                             page["rerun_budget_hours"])
+    print(f"the page's cell: {why}", flush=True)
+    queue = []
+    for changes in [{}, *page["rerun_cells"].values()]:
+        base = {k: page[k] for k in fields} | ({"weights": None} if "model" in changes else {}) | changes
+        for seed in range(seeds if not changes else page["rerun_trials"]):
+            queue.append(dict(base, optimizer="grid", seed=seed))
+            queue += [dict(base, **series, optimizer=m, iters=int(count), seed=seed) for m in methods]
+    return queue
 
 
 def family_queue() -> list[dict]:
@@ -106,7 +138,7 @@ def finish(held: IO) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("queue", choices=["recon", "family"])
+    p.add_argument("queue", choices=["recon", "rerun", "family"])
     p.add_argument("--store", required=True, help="side store the trials are written to")
     p.add_argument("--main", default="results/trials.sqlite", help="store whose trials are left out")
     p.add_argument("--lane", type=int, default=0)
@@ -134,7 +166,7 @@ def main() -> None:
     main_store, side = ResultsStore(a.main), ResultsStore(a.store)
     done = main_store.existing_keys() | side.existing_keys()
     jobs = []
-    queue = recon_queue() if a.queue == "recon" else family_queue()
+    queue = {"recon": recon_queue, "family": family_queue, "rerun": lambda: rerun_queue(main_store)}[a.queue]()
     claims = Path(a.claims) if a.claims else None
     if claims:
         claims.mkdir(parents=True, exist_ok=True)

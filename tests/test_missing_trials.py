@@ -48,3 +48,23 @@ def test_a_claim_is_held_while_open_free_again_once_its_holder_ends_and_final_on
     assert missing_trials.claim(tmp_path, "k1") is None  # done: no lane runs it again
     (tmp_path / "k2").write_text("4242")  # a file without a lock holds nothing
     assert missing_trials.claim(tmp_path, "k2") is not None
+
+
+def test_rerun_queue_waits_for_the_count_then_runs_every_cell_beside_grid_search(monkeypatch):
+    import pandas as pd
+
+    page = section_parameters("optimizer")
+    monkeypatch.setattr(missing_trials, "study_count", lambda *a, **k: (float("nan"), "none yet", pd.DataFrame()))
+    assert missing_trials.rerun_queue(None) == []
+    # a decided count whose curve says the page's cell at its full seeds takes an hour: the full seeds
+    curve = pd.DataFrame({"method": page["curve_methods"], "iters": 2000, "minutes": 0.1})
+    monkeypatch.setattr(missing_trials, "study_count", lambda *a, **k: (2000.0, "study-wide count: 2000", curve))
+    queue = missing_trials.rerun_queue(None)
+    per_seed = 1 + len(page["curve_methods"])
+    assert len(queue) == per_seed * (page["reference_trials"] + page["rerun_trials"] * len(page["rerun_cells"]))
+    first = queue[:per_seed]
+    assert [q["optimizer"] for q in first] == ["grid", *page["curve_methods"]] and {q["seed"] for q in first} == {0}
+    assert all(q["iters"] == 2000 and q["variant"] == "reference" for q in first[1:])
+    assert {(q["model"], q["w_bits"]) for q in queue} == {("resnet20", 4), ("resnet20", 2), ("resnet56", 4)}
+    configs = [trial_config(**q) for q in queue]  # every entry is a valid trial
+    assert {c.recon.iters for c in configs if c.recon} == {2000}

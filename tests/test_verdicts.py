@@ -626,3 +626,29 @@ def test_decision_backlog_walks_the_sequence_as_the_decision_does():
                                "pass, 10 at 500")
     with pytest.raises(ValueError, match="more than 5 trials at a count"):
         decision_backlog(curve, counts, 20000, 5)
+
+
+def test_study_count_decides_on_the_stored_curve_and_rerun_seeds_keep_to_the_budget(tmp_path):
+    import pandas as pd
+
+    from ptqlib.analysis.cells import rerun_seeds, study_count
+
+    rng = np.random.default_rng(5)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy", calib_size=1024, variant="reference")
+    loss = {500: 0.3, 2000: 0.05, 20000: 0.05}
+    for iters in loss:
+        _write(store, replace(cell, optimizer="qdrop", iters=iters),
+               _trials(rng, fp, lambda t: np.full(len(LABELS), loss[iters]), trials=8))
+    count, line, curve = study_count(store, cell, ["qdrop"], [500, 2000, 20000], 8, 20000, 2.0, 0.05)
+    assert count == 2000 and line.startswith("study-wide count: 2000") and set(curve["iters"]) == {500, 2000, 20000}
+    count, line, _ = study_count(store, cell, ["qdrop", "brecq"], [500, 2000, 20000], 8, 20000, 2.0, 0.05)
+    assert np.isnan(count) and "no qualifying count for brecq" in line  # a method without trials waits
+    assert np.isnan(study_count(store, replace(cell, model="resnet56"), ["qdrop"], [500], 8, 20000, 2.0, 0.05)[0])
+
+    timed = pd.DataFrame({"method": ["a", "b", "a"], "iters": [2000, 2000, 500], "minutes": [4.0, 8.0, 1.0]})
+    assert rerun_seeds(timed, 2000, ["a", "b"], 50, 20, 9.9) == (
+        20, "20 seeds: 50 would take about 10.0 hours of calibration, more than 9.9")  # 12 min x 50 = 10.0 h
+    assert rerun_seeds(timed, 2000, ["a", "b"], 50, 20, 10.0) == (
+        50, "50 seeds: about 10.0 hours of calibration, within 10")
+    assert rerun_seeds(timed, 500, ["a", "b"], 50, 20, 10.0)[0] == 20  # b has no timed trial at 500

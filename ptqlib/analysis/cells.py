@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ptqlib.analysis.aggregate import AVERAGE, reliability_summary, worst_class
+from ptqlib.analysis.aggregate import AVERAGE, chosen_iters, reliability_summary, study_iters, worst_class
 from ptqlib.analysis.stats import mean_difference, paired_gain, seeds_for_equivalence
 from ptqlib.data import class_label
 from ptqlib.study import settings
@@ -223,3 +223,33 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
                                       d.equivalence_bound(), seeds_for_equivalence(d.diff, d.paired_sd, tolerance)]
         rows.append(stats)
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
+
+
+def study_count(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int], trials: int,
+                target: int, margin: float, alpha: float) -> tuple[float, str, pd.DataFrame]:
+    """The iteration count the study's reconstruction cells run at, decided on ``cell``'s curve
+    (its variant and other settings; :func:`iteration_curve` of ``methods`` at ``iters`` on
+    ``trials`` seeds): each method's :func:`~ptqlib.analysis.aggregate.chosen_iters`, then the
+    largest over the methods (:func:`~ptqlib.analysis.aggregate.study_iters`). The count (NaN
+    until every method has one), its line, and the curve."""
+    curve = iteration_curve(store, cell, methods, iters, trials)
+    if curve.empty:
+        return np.nan, "study-wide count: none yet; no curve trials in the store", curve
+    count, line = study_iters(chosen_iters(curve, target, margin, trials, iters, alpha), methods)
+    return count, line, curve
+
+
+def rerun_seeds(curve: pd.DataFrame, count: int, methods: list[str], full: int, reduced: int,
+                budget_hours: float) -> tuple[int, str]:
+    """How many seeds the study's own cell reruns at ``count`` iterations: ``full`` if its
+    ``methods`` at ``full`` seeds take at most ``budget_hours`` at the curve's median minutes a
+    trial at that count, else ``reduced``; and a line saying why. ``reduced`` too where the curve
+    has no timed trial of a method at the count (nothing to estimate from)."""
+    at = curve[curve["iters"] == count].set_index("method")["minutes"].reindex(methods)
+    if at.isna().any():
+        missing = ", ".join(at[at.isna()].index)
+        return reduced, f"{reduced} seeds: no timed trial of {missing} at {count} iterations to estimate {full} from"
+    hours = float(at.sum()) * full / 60
+    if hours <= budget_hours:
+        return full, f"{full} seeds: about {hours:.1f} hours of calibration, within {budget_hours:g}"
+    return reduced, f"{reduced} seeds: {full} would take about {hours:.1f} hours of calibration, more than {budget_hours:g}"
