@@ -61,7 +61,7 @@ from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import (Cell, ensure_trials, factor_frame, iteration_curve, rerun_seeds, study_count,
                                   trial_counts)
-from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim
+from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim, rerun_designs
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
@@ -205,10 +205,10 @@ else:
 # the same rule, for reading only.
 
 # %%
-study_spec = curve_series[study_curve]
-chosen, chosen_line, study_frame = study_count(
-    store, replace(cell, **{k: v for k, v in study_spec.items() if k != "methods"}),
-    study_spec.get("methods", curve_methods), curve_iters, curve_trials, target_iters, choice_margin, choice_alpha)
+study_cell = replace(cell, **{k: v for k, v in curve_series[study_curve].items() if k != "methods"})
+study_methods = curve_series[study_curve].get("methods", curve_methods)
+chosen, chosen_line, study_frame = study_count(store, study_cell, study_methods, curve_iters, curve_trials,
+                                               target_iters, choice_margin, choice_alpha)
 reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves
 choices = pd.concat([chosen_iters(group, target_iters, choice_margin, curve_trials, curve_iters, choice_alpha)
                      .assign(variant=v)
@@ -253,25 +253,23 @@ for r in at_count.itertuples():
           "both: the curve's lines above)")
 
 # %% [markdown]
-# And at the study-wide count chosen above, once there is one: the same test on the reference
-# variant's trials at that count, on this page's cell and on each of `rerun_cells` (the
-# reference's hardest setting, W2A4, and a deeper network), each table saying how many seeds
-# each part has. This page's cell runs `reference_trials` seeds unless they would take more than
+# And at the study-wide count chosen above, once there is one: the same test on the trials at
+# that count in the `study_curve` configuration, on this page's cell and on each of
+# `rerun_cells` (their changes to it), each table saying how many seeds each part has. This
+# page's cell runs `reference_trials` seeds unless the trials still to run would take more than
 # `rerun_budget_hours` of calibration here at the curve's times, and then `rerun_trials`, as the
-# line says.
+# line says; each other cell runs `rerun_trials` seeds, whatever they cost.
 
 # %%
-if np.isfinite(chosen) and int(chosen) != reference_iters:
-    seeds, why = rerun_seeds(study_frame, int(chosen), curve_methods, reference_trials, rerun_trials,
+if np.isfinite(chosen):
+    seeds, why = rerun_seeds(study_frame, int(chosen), study_methods, reference_trials, rerun_trials,
                              rerun_budget_hours)
     print(f"claim 4 at the chosen count, {int(chosen)} iterations per unit; this page's cell: {why}")
-    for name, changes in {"": {}, **rerun_cells}.items():
-        rerun = replace(cell, **({"weights": None} | changes if "model" in changes else changes))
-        design = design_for(rerun.model, dataset, pool=pool, w_bits=rerun.w_bits, a_bits=rerun.a_bits, metric=metric,
-                            weights=rerun.weights, trials=seeds if not changes else rerun_trials,
-                            recon_size=calib_size, recon_iters=int(chosen), recon_variant="reference")
-        print(f"{rerun.model} W{rerun.w_bits}A{rerun.a_bits}:")
-        publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"),
-                      "claim4_chosen" + (f"_{name}" if name else ""))
+    for name, design in rerun_designs(study_cell, study_methods, int(chosen), rerun_cells, seeds, rerun_trials):
+        if name or int(chosen) != reference_iters:  # this page's cell at reference_iters is the table above
+            c = design.cell
+            print(f"{c.model} W{c.w_bits}A{c.a_bits} on {c.dataset}:")
+            publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"),
+                          "claim4_chosen" + (f"_{name}" if name else ""))
 else:
     print(f"no study-wide count chosen yet: claim 4 is shown at {reference_iters} iterations per unit only")

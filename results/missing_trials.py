@@ -49,6 +49,7 @@ from typing import IO
 import torch
 
 from ptqlib.analysis.cells import Cell, rerun_seeds, study_count
+from ptqlib.analysis.verdicts import claim4_trials, rerun_designs
 from ptqlib.app.report import section_parameters
 from ptqlib.study.settings import columns, defaults, row_key, trial_config
 from ptqlib.study.store import ResultsStore
@@ -71,29 +72,24 @@ def recon_queue() -> list[dict]:
 
 
 def rerun_queue(store: ResultsStore) -> list[dict]:
-    """The optimizer page's cells at its study-wide count (its parameters), seed by seed: grid
-    search and every method of the study's curve; empty while there is no count."""
+    """The trials of the optimizer page's claim-4 tables at its study-wide count (its parameters,
+    :func:`ptqlib.analysis.verdicts.rerun_designs`), cell by cell and seed by seed: grid search,
+    then every method of the study's curve; empty while there is no count."""
     page = section_parameters("optimizer")
     fields = ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")
     spec = page["curve_series"][page["study_curve"]]
-    series = {k: v for k, v in spec.items() if k != "methods"}
+    cell = Cell(**{k: page[k] for k in fields}, **{k: v for k, v in spec.items() if k != "methods"})
     methods = spec.get("methods", page["curve_methods"])
-    count, line, curve = study_count(store, Cell(**{k: page[k] for k in fields}, **series), methods,
-                                     page["curve_iters"], page["curve_trials"], page["target_iters"],
-                                     page["choice_margin"], page["choice_alpha"])
+    count, line, curve = study_count(store, cell, methods, page["curve_iters"], page["curve_trials"],
+                                     page["target_iters"], page["choice_margin"], page["choice_alpha"])
     print(line, flush=True)
     if not count == count:
         return []
     seeds, why = rerun_seeds(curve, int(count), methods, page["reference_trials"], page["rerun_trials"],
                              page["rerun_budget_hours"])
     print(f"the page's cell: {why}", flush=True)
-    queue = []
-    for changes in [{}, *page["rerun_cells"].values()]:
-        base = {k: page[k] for k in fields} | ({"weights": None} if "model" in changes else {}) | changes
-        for seed in range(seeds if not changes else page["rerun_trials"]):
-            queue.append(dict(base, optimizer="grid", seed=seed))
-            queue += [dict(base, **series, optimizer=m, iters=int(count), seed=seed) for m in methods]
-    return queue
+    designs = rerun_designs(cell, methods, int(count), page["rerun_cells"], seeds, page["rerun_trials"])
+    return [trial for _, design in designs for trial in claim4_trials(design)]
 
 
 def family_queue() -> list[dict]:

@@ -54,17 +54,18 @@ def test_rerun_queue_waits_for_the_count_then_runs_every_cell_beside_grid_search
     import pandas as pd
 
     page = section_parameters("optimizer")
+    methods = page["curve_methods"]
     monkeypatch.setattr(missing_trials, "study_count", lambda *a, **k: (float("nan"), "none yet", pd.DataFrame()))
     assert missing_trials.rerun_queue(None) == []
-    # a decided count whose curve says the page's cell at its full seeds takes an hour: the full seeds
-    curve = pd.DataFrame({"method": page["curve_methods"], "iters": 2000, "minutes": 0.1})
-    monkeypatch.setattr(missing_trials, "study_count", lambda *a, **k: (2000.0, "study-wide count: 2000", curve))
-    queue = missing_trials.rerun_queue(None)
-    per_seed = 1 + len(page["curve_methods"])
-    assert len(queue) == per_seed * (page["reference_trials"] + page["rerun_trials"] * len(page["rerun_cells"]))
-    first = queue[:per_seed]
-    assert [q["optimizer"] for q in first] == ["grid", *page["curve_methods"]] and {q["seed"] for q in first} == {0}
-    assert all(q["iters"] == 2000 and q["variant"] == "reference" for q in first[1:])
+    per_seed = 1 + len(methods)
+    others = page["rerun_trials"] * len(page["rerun_cells"])
+    for minutes, seeds in ((0.1, page["reference_trials"]), (600.0, page["rerun_trials"])):  # quick, then costly
+        curve = pd.DataFrame({"method": methods, "iters": 2000, "minutes": minutes, "trials": 10})
+        monkeypatch.setattr(missing_trials, "study_count", lambda *a, **k: (2000.0, "study-wide count: 2000", curve))
+        queue = missing_trials.rerun_queue(None)
+        assert len(queue) == per_seed * (seeds + others)
+    assert [q["optimizer"] for q in queue[:per_seed]] == ["grid", *methods] and {q["seed"] for q in queue[:per_seed]} == {0}
+    assert all(q["iters"] == 2000 and q["variant"] == "reference" for q in queue)
     assert {(q["model"], q["w_bits"]) for q in queue} == {("resnet20", 4), ("resnet20", 2), ("resnet56", 4)}
     configs = [trial_config(**q) for q in queue]  # every entry is a valid trial
     assert {c.recon.iters for c in configs if c.recon} == {2000}

@@ -646,9 +646,38 @@ def test_study_count_decides_on_the_stored_curve_and_rerun_seeds_keep_to_the_bud
     assert np.isnan(count) and "no qualifying count for brecq" in line  # a method without trials waits
     assert np.isnan(study_count(store, replace(cell, model="resnet56"), ["qdrop"], [500], 8, 20000, 2.0, 0.05)[0])
 
-    timed = pd.DataFrame({"method": ["a", "b", "a"], "iters": [2000, 2000, 500], "minutes": [4.0, 8.0, 1.0]})
-    assert rerun_seeds(timed, 2000, ["a", "b"], 50, 20, 9.9) == (
-        20, "20 seeds: 50 would take about 10.0 hours of calibration, more than 9.9")  # 12 min x 50 = 10.0 h
-    assert rerun_seeds(timed, 2000, ["a", "b"], 50, 20, 10.0) == (
-        50, "50 seeds: about 10.0 hours of calibration, within 10")
+    # a has its first 10 seeds at 2000, b none: 40 x 4 + 50 x 8 minutes = 560 minutes still to run
+    timed = pd.DataFrame({"method": ["a", "b", "a"], "iters": [2000, 2000, 500], "minutes": [4.0, 8.0, 1.0],
+                          "trials": [10, 0, 10]})
+    assert rerun_seeds(timed, 2000, ["a", "b"], 50, 20, 9.3) == (
+        20, "20 seeds: the trials 50 would still need take about 9.3 hours, more than 9.3")
+    assert rerun_seeds(timed, 2000, ["a", "b"], 50, 20, 9.4) == (
+        50, "50 seeds: the trials still to run take about 9.3 hours, within 9.4")
     assert rerun_seeds(timed, 500, ["a", "b"], 50, 20, 10.0)[0] == 20  # b has no timed trial at 500
+
+
+def test_rerun_designs_and_claim4_trials_are_the_trials_the_claim_reads(tmp_path):
+    from ptqlib.analysis.verdicts import claim4_trials, reconstruction_claim, rerun_designs
+    from ptqlib.study.settings import trial_config
+
+    rng = np.random.default_rng(9)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy", calib_size=1024, variant="reference", fp_weights="kept")
+    rerun = {"W2A4": {"w_bits": 2}, "deep": {"model": "resnet56"}}
+    designs = dict(rerun_designs(cell, ["brecq"], 2000, rerun, 6, 4))
+    assert [d.trials for d in designs.values()] == [6, 4, 4] and designs[""].recon_iters == 2000
+    assert designs["W2A4"].cell.w_bits == 2 and designs["W2A4"].cell.a_bits == 4
+    mine = dict(rerun_designs(replace(cell, weights="mine.pt"), ["brecq"], 2000, rerun, 6, 4))
+    assert mine["deep"].cell.weights is None and mine["W2A4"].cell.weights == "mine.pt"  # resnet20's weights stay
+    assert {d.cell.fp_weights for d in designs.values()} == {"kept"} and {d.recon_variant for d in designs.values()} == {"reference"}
+    trials = claim4_trials(designs[""])
+    assert [t["optimizer"] for t in trials[:2]] == ["grid", "brecq"] and len(trials) == 12
+    assert {trial_config(**t).recon.iters for t in trials if t["optimizer"] != "grid"} == {2000}
+    # write exactly those trials (a seed's predictions for each): the claim reads all six seeds of each
+    design = designs[""]
+    for optimizer in ("grid", "brecq"):
+        level = Cell(**{k: v for k, v in trials[0].items() if k != "seed"}) if optimizer == "grid" else \
+            Cell(**{k: v for k, v in trials[1].items() if k != "seed"})
+        _write(store, level, _trials(rng, fp, lambda t: np.full(len(LABELS), 0.05), trials=design.trials))
+    parts = reconstruction_claim(store, design, chance_draws=50)
+    assert parts and {p.trials for p in parts} == {6}

@@ -241,15 +241,17 @@ def study_count(store: ResultsStore, cell: Cell, methods: list[str], iters: list
 
 def rerun_seeds(curve: pd.DataFrame, count: int, methods: list[str], full: int, reduced: int,
                 budget_hours: float) -> tuple[int, str]:
-    """How many seeds the study's own cell reruns at ``count`` iterations: ``full`` if its
-    ``methods`` at ``full`` seeds take at most ``budget_hours`` at the curve's median minutes a
-    trial at that count, else ``reduced``; and a line saying why. ``reduced`` too where the curve
-    has no timed trial of a method at the count (nothing to estimate from)."""
-    at = curve[curve["iters"] == count].set_index("method")["minutes"].reindex(methods)
-    if at.isna().any():
-        missing = ", ".join(at[at.isna()].index)
+    """How many seeds the study's own cell reruns at ``count`` iterations: ``full`` if the trials
+    its ``methods`` still lack for ``full`` seeds (beyond the curve's trials at that count, which
+    are its first seeds) take at most ``budget_hours`` at the curve's median minutes a trial there,
+    else ``reduced``; and a line saying why. ``reduced`` too where the curve has no timed trial of
+    a method at the count (nothing to estimate from)."""
+    at = curve[curve["iters"] == count].set_index("method").reindex(methods)
+    if at["minutes"].isna().any():
+        missing = ", ".join(at[at["minutes"].isna()].index)
         return reduced, f"{reduced} seeds: no timed trial of {missing} at {count} iterations to estimate {full} from"
-    hours = float(at.sum()) * full / 60
+    hours = float((at["minutes"] * (full - at["trials"].clip(upper=full))).sum()) / 60
     if hours <= budget_hours:
-        return full, f"{full} seeds: about {hours:.1f} hours of calibration, within {budget_hours:g}"
-    return reduced, f"{reduced} seeds: {full} would take about {hours:.1f} hours of calibration, more than {budget_hours:g}"
+        return full, f"{full} seeds: the trials still to run take about {hours:.1f} hours, within {budget_hours:g}"
+    return reduced, (f"{reduced} seeds: the trials {full} would still need take about {hours:.1f} hours, "
+                     f"more than {budget_hours:g}")

@@ -43,7 +43,7 @@ from scipy import stats as sps
 
 from ptqlib.analysis.stats import holm
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_label
+from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_cell, level_label
 from ptqlib.data import pool_images
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = VERDICTS = (
@@ -591,13 +591,45 @@ def all_parts(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DR
     return parts + reconstruction_claim(store, design, chance_draws)
 
 
+def recon_cell(design: Design) -> Cell:
+    """The design's reconstruction cell: its cell at the reconstruction size, iterations and variant."""
+    d = design
+    return replace(d.cell, calib_size=d.recon_size, iters=d.recon_iters, variant=d.recon_variant)
+
+
 def reconstruction_claim(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DRAWS) -> list[Part]:
     """The parts of claim 4: each reconstruction method of ``design`` against grid search, on the
-    design's reconstruction cell (size, iterations, variant)."""
+    design's reconstruction cell (:func:`recon_cell`), its first ``trials`` seeds."""
     d = design
-    recon_cell = replace(d.cell, calib_size=d.recon_size, iters=d.recon_iters, variant=d.recon_variant)
-    recon = load(store, recon_cell, "optimizer", ["grid", *d.methods], d.trials, chance_draws)
+    recon = load(store, recon_cell(d), "optimizer", ["grid", *d.methods], d.trials, chance_draws)
     return [p for m in d.methods for p in reconstruction_parts("4", recon, m, d.effects)]
+
+
+def claim4_trials(design: Design) -> list[dict]:
+    """The trials :func:`reconstruction_claim` reads, as flat settings with a seed
+    (``ptqlib.study.settings.trial_config``), seed by seed: grid search, then each method."""
+    cell = recon_cell(design)
+    return [asdict(level_cell(cell, "optimizer", m)) | {"seed": seed}
+            for seed in range(design.trials) for m in ["grid", *design.methods]]
+
+
+def rerun_designs(cell: Cell, methods: list[str], count: int, rerun_cells: dict[str, dict], seeds: int,
+                  rerun_trials: int) -> list[tuple[str, Design]]:
+    """The study's reconstruction cells at ``count`` iterations per unit as claim-4 designs, in
+    the configuration of ``cell`` (its variant and other reconstruction settings): ``cell`` itself
+    with ``seeds`` trials (named ""), then each of ``rerun_cells`` (a name and its changes to
+    ``cell``; a change of model or dataset drops the cell's weights, a change of dataset its pool)
+    with ``rerun_trials``; each reads grid search and ``methods`` on the same seeds."""
+    designs = []
+    for name, changes in {"": {}, **rerun_cells}.items():
+        resets = {"weights": None} if "model" in changes or "dataset" in changes else {}
+        resets |= {"pool": None} if "dataset" in changes else {}
+        c = replace(cell, **(resets | changes))
+        fields = {k: v for k, v in asdict(c).items() if k not in ("model", "dataset")}
+        designs.append((name, design_for(c.model, c.dataset, **fields, trials=seeds if not changes else rerun_trials,
+                                         methods=tuple(methods), recon_size=c.calib_size, recon_iters=int(count),
+                                         recon_variant=c.variant)))
+    return designs
 
 
 def _combine(verdicts: list[str]) -> str:
