@@ -227,8 +227,8 @@ else:
           f"points; minutes a trial at {target_iters}: "
           + ", ".join(f"{r.method} {r.minutes:.0f}" for r in study[study["iters"] == target_iters].itertuples()))
     print(chosen_line)
-    print("\n".join(backlog_lines(decision_backlog(study, curve_iters, target_iters, curve_trials, choice_margin,
-                                                    choice_alpha), curve_methods)))
+    print("\n".join(backlog_lines(decision_backlog(study_frame, curve_iters, target_iters, curve_trials,
+                                                    choice_margin, choice_alpha), study_methods)))
 
 # %% [markdown]
 # ## Claim 4 on the reference variant
