@@ -502,6 +502,8 @@ def test_chosen_iters_tests_counts_from_the_top_down_on_a_fixed_number_of_trials
     # a count of the sequence that the curve lacks makes it wait there: the counts above it stand
     waiting = chosen_iters(hand, counts=[500, 2000, 3000, 5000]).loc["a"]
     assert waiting["chosen"] == 5000 and waiting["why"].endswith("3000: 0 of 10 trials, waiting")
+    assert waiting["why"].startswith("5000 so far") and not waiting["final"]
+    assert got["final"].tolist() == [True, True, False, False, False, True, False]
     with pytest.raises(ValueError, match="more than 5 trials at a count"):
         chosen_iters(hand, trials=5)
     # ten trials that are not seeds 0-9 (a gap filled later would change the sample): not tested yet
@@ -540,10 +542,11 @@ def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_ta
     from ptqlib.analysis.aggregate import study_iters
 
     # a: a second curve short of the target says nothing; b: two curves, the larger count;
-    # c: no count; e: one of its two curves at the target qualifies no count
-    choices = pd.DataFrame({"method": ["a", "a", "b", "b", "c", "e", "e"],
-                            "chosen": [5000.0, np.nan, 500.0, 2000.0, np.nan, 500.0, np.nan],
-                            "reached": [True, False, True, True, True, True, True]}).set_index("method")
+    # c: no count; e: one of its two curves at the target qualifies no count; f: 2000 so far, a smaller count waits
+    choices = pd.DataFrame({"method": ["a", "a", "b", "b", "c", "e", "e", "f"],
+                            "chosen": [5000.0, np.nan, 500.0, 2000.0, np.nan, 500.0, np.nan, 2000.0],
+                            "reached": [True, False, True, True, True, True, True, True],
+                            "final": [True, False, True, True, True, True, True, False]}).set_index("method")
     count, line = study_iters(choices, ["a", "b", "c"])
     assert np.isnan(count) and "no qualifying count for c" in line and "a 5000" in line and "b 2000" in line
     count, line = study_iters(choices, ["a", "b"])
@@ -553,6 +556,8 @@ def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_ta
     assert np.isnan(count) and "for e" in line
     count, line = study_iters(choices, ["a", "d"])  # a method without any curve is pending too
     assert np.isnan(count) and "for d" in line
+    count, line = study_iters(choices, ["a", "f"])  # not decided while its sequence waits
+    assert np.isnan(count) and "no qualifying count for f" in line
 
 
 def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
@@ -626,6 +631,34 @@ def test_decision_backlog_walks_the_sequence_as_the_decision_does():
                                "pass, 10 at 500")
     with pytest.raises(ValueError, match="more than 5 trials at a count"):
         decision_backlog(curve, counts, 20000, 5)
+
+
+def test_the_backlog_is_empty_exactly_when_the_decision_is_made():
+    import pandas as pd
+
+    from ptqlib.analysis.aggregate import chosen_iters, decision_backlog
+
+    rng = np.random.default_rng(11)
+    counts = [500, 2000, 5000, 20000]
+    rows = []
+    for m in range(300):  # random curves: counts missing, short of trials, with gaps, passing or failing
+        for iters in counts:
+            if iters != 20000 and rng.random() < 0.15:
+                continue
+            trials = int(rng.choice([10, 10, 10, 7]))
+            rows.append(dict(method=f"m{m}", iters=iters, trials=trials, reference=20000,
+                             first_seeds=bool(rng.random() > 0.1), minutes=1.0,
+                             worst_diff=float(rng.choice([0.0, 0.5, 2.0])), diff_se=0.2, diff_df=18))
+    curve = pd.DataFrame(rows)
+    chosen = chosen_iters(curve, counts=counts)
+    backlog = decision_backlog(curve, counts)
+    made = chosen["chosen"].notna() & chosen["final"]
+    waiting = set(backlog["method"])
+    assert made.any() and (~made).any()
+    assert set(chosen.index[~made]) == waiting  # the decision waits exactly where trials are still needed
+    needed = backlog[backlog["needed"]].groupby("method")["iters"].max()
+    for method, why in chosen.loc[~made, "why"].items():  # and the largest count it needs is the one it names
+        assert why.startswith(f"{needed[method]} iterations") or f"{needed[method]}: " in why
 
 
 def test_study_count_decides_on_the_stored_curve_and_rerun_seeds_keep_to_the_budget(tmp_path):

@@ -6,6 +6,8 @@ mean over classes, so the average and the classes can be compared in one table.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -161,6 +163,51 @@ def equivalence_interval(row, alpha: float = 0.05) -> tuple[float, float, float]
     return (*d.interval(1 - 2 * alpha), d.equivalence_bound(alpha))
 
 
+class _CountState(NamedTuple):
+    """One count of the count decision's fixed sequence (:func:`_decision_walk`)."""
+    count: int
+    have: int  # trials stored at the count
+    missing: int  # trials its fixed sample lacks (all of them where its seeds have a gap)
+    exact: bool  # False where the seeds have a gap: ``missing`` is then an upper bound
+    state: str  # "lacking", "untested" (the target lacks trials), "passed" or "failed"
+    numbers: str = ""  # the change, its interval and the margin it is shown within, once tested
+
+
+def _fixed_sample(group: pd.DataFrame, count: int, trials: int) -> tuple[int, int, bool]:
+    """``(have, missing, exact)`` of one count of a curve indexed by ``iters``: the trials stored,
+    those the fixed sample (seeds 0 to ``trials - 1``) lacks, and whether that is exact."""
+    if count not in group.index:
+        return 0, trials, True
+    have = int(group.loc[count, "trials"])
+    if bool(on_fixed_sample(group.loc[[count]], trials).iloc[0]):
+        return have, 0, True
+    gap = "first_seeds" in group and not bool(group.loc[count, "first_seeds"])
+    return have, trials if gap else trials - have, not gap
+
+
+def _decision_walk(group: pd.DataFrame, target: int, sequence: list[int], trials: int, margin: float,
+                   alpha: float):
+    """The count decision's fixed sequence over one method's curve (indexed by ``iters``): a
+    :class:`_CountState` per count of ``sequence`` (largest first), ending after the first count
+    that fails its test. A count is tested once it and ``target`` have their fixed samples."""
+    target_ready = _fixed_sample(group, target, trials)[1] == 0
+    for count in sequence:
+        have, missing, exact = _fixed_sample(group, count, trials)
+        if missing:
+            yield _CountState(count, have, missing, exact, "lacking")
+            continue
+        if not target_ready:
+            yield _CountState(count, have, 0, True, "untested")
+            continue
+        r = group.loc[count]
+        low, high, bound = equivalence_interval(r, alpha)
+        numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}], within {bound:.2f}"
+        passed = bound <= margin
+        yield _CountState(count, have, 0, True, "passed" if passed else "failed", numbers)
+        if not passed:
+            return
+
+
 def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, trials: int = 10,
                  counts: list[int] | None = None, alpha: float = 0.05) -> pd.DataFrame:
     """The iteration count to run a study at, per method of an
@@ -183,8 +230,10 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     for its trials, while the curve has no count below ``target`` and ``counts`` is not given,
     and where the curve's reference count is not ``target``), ``why`` (each count tested or
     waited for, with its change, the ``1 - 2 alpha`` interval and the margin it is shown within)
-    and ``reached``: whether the curve's reference count is ``target`` with ``trials`` trials
-    (else it says nothing about the choice yet)."""
+    ``reached``: whether the curve's reference count is ``target`` with ``trials`` trials
+    (else it says nothing about the choice yet), and ``final``: whether the sequence has ended
+    (a count failed, or every count passed). While a smaller count waits for its trials,
+    ``chosen`` is the last count that passed so far, an upper bound of the final choice."""
     if (curve["trials"] > trials).any():
         raise ValueError(f"the curve has more than {trials} trials at a count; the test runs on exactly {trials}: "
                          f"build the curve with trials={trials}")
@@ -192,39 +241,33 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
     for method, group in curve.groupby("method", sort=False):
         group = group.set_index("iters").sort_index()
         reference = int(group["reference"].iloc[0]) if "reference" in group else int(group.index.max())
-        def ready(count) -> tuple[int, bool]:  # trials, and whether they are the fixed sample
-            if count not in group.index:
-                return 0, False
-            return int(group.loc[count, "trials"]), bool(on_fixed_sample(group.loc[[count]], trials).iloc[0])
-
-        have, target_ready = ready(target)
-        if not target_ready or reference != target:
-            why = (f"the curve's reference count is {reference}, not {target}" if target_ready
+        have, missing, _ = _fixed_sample(group, target, trials)
+        if missing or reference != target:
+            why = (f"the curve's reference count is {reference}, not {target}" if not missing
                    else f"{target} iterations: {have} of {trials} trials" if have < trials
                    else f"{target} iterations: its seeds are not 0 to {trials - 1}")
-            rows.append((method, np.nan, why, False))
+            rows.append((method, np.nan, why, False, False))
             continue
         sequence = sorted((c for c in (counts if counts is not None else group.index) if c < target), reverse=True)
         if counts is None and not sequence:  # the curve has no smaller count yet: nothing to decide on
-            rows.append((method, np.nan, f"no count below {target} in the curve yet", True))
+            rows.append((method, np.nan, f"no count below {target} in the curve yet", True, False))
             continue
         chosen, lines, stop, waiting = np.nan, [], "", False
-        for count in sequence:
-            n, count_ready = ready(count)
-            if not count_ready:
-                stop = (f"{count}: {n} of {trials} trials, waiting" if n < trials
-                        else f"{count}: its seeds are not 0 to {trials - 1}, waiting")
+        for step in _decision_walk(group, target, sequence, trials, margin, alpha):
+            if step.state == "passed":
+                chosen = float(step.count)
+                lines.append(step.numbers)
+                continue
+            if step.state == "failed":
+                stop = step.numbers + f", not within {margin}"
+            else:  # lacking: the target has its sample, so nothing is "untested"
+                stop = (f"{step.count}: {step.have} of {trials} trials, waiting" if step.have < trials
+                        else f"{step.count}: its seeds are not 0 to {trials - 1}, waiting")
                 waiting = True
-                break
-            r = group.loc[count]
-            low, high, bound = equivalence_interval(r, alpha)
-            numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}], within {bound:.2f}"
-            if not bound <= margin:
-                stop = numbers + f", not within {margin}"
-                break
-            chosen = float(count)
-            lines.append(numbers)
-        if chosen == chosen:
+            break
+        if chosen == chosen and waiting:
+            head = f"{int(chosen)} so far, shown within {margin} points of {target}; a smaller count waits for trials"
+        elif chosen == chosen:
             head = f"{int(chosen)}: shown within {margin} points of {target}"
         elif waiting:
             head = f"no count below {target} shown within {margin} points yet"
@@ -232,8 +275,8 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
             chosen = float(target)
             head = f"{target}: no count below it shown within {margin} points"
         steps = lines + ([stop] if stop else [])
-        rows.append((method, chosen, head + (": " + "; ".join(steps) if steps else ""), True))
-    return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached"]).set_index("method")
+        rows.append((method, chosen, head + (": " + "; ".join(steps) if steps else ""), True, not waiting))
+    return pd.DataFrame(rows, columns=["method", "chosen", "why", "reached", "final"]).set_index("method")
 
 
 def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000, trials: int = 10,
@@ -253,31 +296,22 @@ def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000
         raise ValueError(f"the curve has more than {trials} trials at a count; build it with trials={trials}")
     rows = []
     for method, group in curve.groupby("method", sort=False):
-        group = group.set_index("iters")
-
-        def lacking(count) -> tuple[int, bool]:  # trials the fixed sample lacks, and whether exactly
-            if count not in group.index:
-                return trials, True
-            if "first_seeds" in group and not bool(group.loc[count, "first_seeds"]):
-                return trials, False
-            return trials - int(group.loc[count, "trials"]), True
+        group = group.set_index("iters").sort_index()
 
         def hours(count, missing) -> float:
             return missing * float(group.loc[count, "minutes"]) / 60 if count in group.index else np.nan
 
-        target_missing, target_exact = lacking(target)
-        if target_missing:
-            rows.append((method, target, target_missing, target_exact, hours(target, target_missing), True))
+        _, missing, exact = _fixed_sample(group, target, trials)
+        if missing:
+            rows.append((method, target, missing, exact, hours(target, missing), True))
         reached = True  # the sequence tests this count whatever the outcomes still open
-        for count in sorted((c for c in counts if c < target), reverse=True):
-            missing, exact = lacking(count)
-            if missing:
-                rows.append((method, count, missing, exact, hours(count, missing), reached))
+        sequence = sorted((c for c in counts if c < target), reverse=True)
+        for step in _decision_walk(group, target, sequence, trials, margin, alpha):
+            if step.state == "lacking":
+                rows.append((method, step.count, step.missing, step.exact, hours(step.count, step.missing), reached))
                 reached = False
-            elif target_missing:
+            elif step.state == "untested":
                 reached = False  # its test waits for the target: what comes below is open
-            elif not equivalence_interval(group.loc[count], alpha)[2] <= margin:
-                break  # the sequence stops here (or above): the counts below are not needed
     return pd.DataFrame(rows, columns=["method", "iters", "missing", "exact", "hours", "needed"])
 
 
@@ -314,10 +348,12 @@ def study_iters(choices: pd.DataFrame, methods: list[str]) -> tuple[float, str]:
     largest of theirs (curves short of the target say nothing); then the largest over
     ``methods``. With the same sequence of counts for every method, each method's chosen count
     is the bottom of an unbroken run of passed counts up to the target, so the study-wide count
-    passed for every method. NaN, and a line saying which methods have no qualifying count, until
-    all have one."""
+    passed for every method. A curve whose sequence still waits for a smaller count (not
+    ``final``) has no count yet. NaN, and a line saying which methods have no qualifying count,
+    until all have one."""
     reached = choices[choices["reached"].astype(bool)]
-    per_method = reached.groupby(level=0)["chosen"].agg(lambda c: c.max() if c.notna().all() else np.nan)
+    decided = reached["chosen"].where(reached["final"].astype(bool))  # a count below waits: not decided yet
+    per_method = decided.groupby(level=0).agg(lambda c: c.max() if c.notna().all() else np.nan)
     per_method = per_method.reindex(methods)
     done = ", ".join(f"{m} {int(c)}" for m, c in per_method.dropna().items())
     if per_method.isna().any():
