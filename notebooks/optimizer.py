@@ -199,10 +199,12 @@ else:
 # `target_iters` not yet on the test's fixed sample, seeds 0 to `curve_trials` - 1). The margin is a
 # judgement, stated here: about one trial's seed-to-seed spread of the worst class (the range of
 # `worst_std` is printed below), and ten test images of a CIFAR-10 class. The study takes the
-# largest of the methods' counts, which every method passed on the way down; until every method
-# has a count, there is no study-wide count (the last lines say which trials each method's
-# decision still waits for, and about how long they take here). The other curves get a count by
-# the same rule, for reading only.
+# largest of the methods' counts, which every method passed on the way down. It is decided once
+# every method has a count, or once the largest count decided so far is at least what each other
+# method can still end at (the count it passed last): then no further test can change it. Until
+# then there is no study-wide count; the last lines say which trials each method's decision still
+# waits for, leaving out the counts whose outcome cannot change the study-wide count, and about
+# how long they take here. The other curves get a count by the same rule, for reading only.
 
 # %%
 study_cell = replace(cell, **{k: v for k, v in curve_series[study_curve].items() if k != "methods"})
@@ -228,7 +230,7 @@ else:
           + ", ".join(f"{r.method} {r.minutes:.0f}" for r in study[study["iters"] == target_iters].itertuples()))
     print(chosen_line)
     print("\n".join(backlog_lines(decision_backlog(study_frame, curve_iters, target_iters, curve_trials,
-                                                    choice_margin, choice_alpha), study_methods)))
+                                                    choice_margin, choice_alpha, study_methods), study_methods)))
 
 # %% [markdown]
 # ## Claim 4 on the reference variant

@@ -2,12 +2,15 @@
 
 Three queues:
 
-- ``recon``: the iteration curve's trials that the optimizer page's count decision reads, as its
-  parameters declare them (ResNet-20, CIFAR-10, W4A4, 1,024 calibration images, the reference
-  variant; AdaRound, BRECQ, QDrop): one method after the other in the page's order, each with
-  seeds 0-9 at 20,000 iterations per unit, then 5,000, then 2,000, then 500, the order in which
-  the page's fixed-sequence test reads them. So each method's count is decided as soon as its own
-  trials are in, instead of every method waiting for the slowest one's.
+- ``recon``: the iteration curve's trials that the optimizer page's count decision still reads,
+  as its parameters declare them (ResNet-20, CIFAR-10, W4A4, 1,024 calibration images, the
+  reference variant; AdaRound, BRECQ, QDrop) and as the main store stands when the lane starts:
+  one method after the other in the page's order, each with seeds 0-9 at 20,000 iterations per
+  unit, then 5,000, then 2,000, then 500, the order in which the page's fixed-sequence test reads
+  them, leaving out the counts no outcome of which can change the study-wide count (below a
+  failed count, or where a failure would leave the method at or below a count another method has
+  decided on). So each method's count is decided as soon as its own trials are in, instead of
+  every method waiting for the slowest one's.
 - ``rerun``: once the optimizer page has a study-wide count, the study's reconstruction cells at
   that count in the same configuration (its parameters: the page's cell with ``reference_trials``
   seeds, or ``rerun_trials`` where those would take more than ``rerun_budget_hours``, and each
@@ -43,12 +46,14 @@ import datetime as dt
 import fcntl
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
 import torch
 
-from ptqlib.analysis.cells import Cell, rerun_seeds, study_count
+from ptqlib.analysis.aggregate import decision_backlog
+from ptqlib.analysis.cells import Cell, iteration_curve, rerun_seeds, study_count
 from ptqlib.analysis.verdicts import claim4_trials, rerun_designs
 from ptqlib.app.report import section_parameters
 from ptqlib.study.settings import columns, defaults, row_key, trial_config
@@ -59,16 +64,27 @@ from ptqlib.study.sweep import context, run_sweep
 FAMILY_SEEDS = {"efficientnet_lite1": 20, "efficientnet_lite2": 20, "efficientnet_lite0": 50}
 
 
-def recon_queue() -> list[dict]:
-    """The optimizer page's iteration curve (its parameters): every method of the study's curve
-    series, one after the other, at each count from the target down, seeds 0 to
-    ``curve_trials - 1``."""
+def study_setup(page: dict) -> tuple[Cell, list[str]]:
+    """The optimizer page's study curve (its parameters): the cell its count is decided on, and its methods."""
+    fields = ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")
+    spec = page["curve_series"][page["study_curve"]]
+    cell = Cell(**{k: page[k] for k in fields}, **{k: v for k, v in spec.items() if k != "methods"})
+    return cell, list(spec.get("methods", page["curve_methods"]))
+
+
+def recon_queue(store: ResultsStore) -> list[dict]:
+    """The iteration curve's trials that the optimizer page's count decision still reads, as its
+    parameters declare it (:func:`ptqlib.analysis.aggregate.decision_backlog` on ``store``): method
+    by method in the page's order, each count from the target down, seeds 0 to ``curve_trials - 1``
+    (those stored are left out later). A count no outcome of which can change the study-wide count
+    is not in it."""
     page = section_parameters("optimizer")
-    cell = {k: page[k] for k in ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")}
-    series = {k: v for k, v in page["curve_series"][page["study_curve"]].items() if k != "methods"}
-    counts = sorted((n for n in page["curve_iters"] if n <= page["target_iters"]), reverse=True)
-    return [dict(cell, **series, optimizer=method, iters=iters, seed=seed)
-            for method in page["curve_methods"] for iters in counts for seed in range(page["curve_trials"])]
+    cell, methods = study_setup(page)
+    curve = iteration_curve(store, cell, methods, page["curve_iters"], page["curve_trials"])
+    backlog = decision_backlog(curve, page["curve_iters"], page["target_iters"], page["curve_trials"],
+                               page["choice_margin"], page["choice_alpha"], methods)
+    return [dict(asdict(cell), optimizer=r.method, iters=int(r.iters), seed=seed)
+            for r in backlog.itertuples() for seed in range(page["curve_trials"])]
 
 
 def rerun_queue(store: ResultsStore) -> list[dict]:
@@ -76,10 +92,7 @@ def rerun_queue(store: ResultsStore) -> list[dict]:
     :func:`ptqlib.analysis.verdicts.rerun_designs`), cell by cell and seed by seed: grid search,
     then every method of the study's curve; empty while there is no count."""
     page = section_parameters("optimizer")
-    fields = ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")
-    spec = page["curve_series"][page["study_curve"]]
-    cell = Cell(**{k: page[k] for k in fields}, **{k: v for k, v in spec.items() if k != "methods"})
-    methods = spec.get("methods", page["curve_methods"])
+    cell, methods = study_setup(page)
     count, line, curve = study_count(store, cell, methods, page["curve_iters"], page["curve_trials"],
                                      page["target_iters"], page["choice_margin"], page["choice_alpha"])
     print(line, flush=True)
@@ -162,7 +175,8 @@ def main() -> None:
     main_store, side = ResultsStore(a.main), ResultsStore(a.store)
     done = main_store.existing_keys() | side.existing_keys()
     jobs = []
-    queue = {"recon": recon_queue, "family": family_queue, "rerun": lambda: rerun_queue(main_store)}[a.queue]()
+    queue = {"recon": lambda: recon_queue(main_store), "family": family_queue,
+             "rerun": lambda: rerun_queue(main_store)}[a.queue]()
     claims = Path(a.claims) if a.claims else None
     if claims:
         claims.mkdir(parents=True, exist_ok=True)

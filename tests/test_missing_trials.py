@@ -10,9 +10,11 @@ missing_trials = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(missing_trials)
 
 
-def test_recon_queue_is_the_optimizer_pages_curve():
+def test_recon_queue_is_the_optimizer_pages_curve(tmp_path):
+    from ptqlib.study.store import ResultsStore
+
     page = section_parameters("optimizer")
-    queue = missing_trials.recon_queue()
+    queue = missing_trials.recon_queue(ResultsStore(tmp_path / "empty.sqlite"))  # nothing stored: every trial
     assert len(queue) == len(page["curve_methods"]) * len(page["curve_iters"]) * page["curve_trials"]
     # one method after the other, each from the largest count down, seed by seed
     per_method = len(page["curve_iters"]) * page["curve_trials"]
@@ -22,6 +24,31 @@ def test_recon_queue_is_the_optimizer_pages_curve():
     assert [q["seed"] for q in first[: page["curve_trials"]]] == list(range(page["curve_trials"]))
     configs = [trial_config(**q) for q in queue]
     assert {c.recon.variant for c in configs} == {"reference"}
+
+
+def test_recon_queue_leaves_out_counts_that_cannot_change_the_study_count(monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    page = section_parameters("optimizer")
+    first, *others = page["curve_methods"]
+    target, trials = page["target_iters"], page["curve_trials"]
+    below = sorted((c for c in page["curve_iters"] if c < target), reverse=True)
+
+    def row(method, iters, n, diff=np.nan):
+        return dict(method=method, iters=iters, trials=n, first_seeds=True, minutes=1.0, reference=target,
+                    worst_diff=diff, diff_se=0.1, diff_df=18)
+
+    # the first method is complete and decides on the largest count below the target (the next one is
+    # 3 points off); the others have all their trials at the target and none below it
+    curve = pd.DataFrame([row(first, target, trials), row(first, below[0], trials, 0.0),
+                          row(first, below[1], trials, 3.0), *[row(m, target, trials) for m in others]])
+    monkeypatch.setattr(missing_trials, "iteration_curve", lambda *a, **k: curve)
+    queue = missing_trials.recon_queue(None)
+    # each other method needs only the largest count below the target: failing there would leave it at the
+    # target, above the first method's count; passing or failing below it cannot change the study's count
+    assert {(q["optimizer"], q["iters"]) for q in queue} == {(m, below[0]) for m in others}
+    assert len(queue) == len(others) * trials
 
 
 def test_family_queue_covers_every_cell_of_the_family_page():

@@ -542,22 +542,32 @@ def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_ta
     from ptqlib.analysis.aggregate import study_iters
 
     # a: a second curve short of the target says nothing; b: two curves, the larger count;
-    # c: no count; e: one of its two curves at the target qualifies no count; f: 2000 so far, a smaller count waits
-    choices = pd.DataFrame({"method": ["a", "a", "b", "b", "c", "e", "e", "f"],
-                            "chosen": [5000.0, np.nan, 500.0, 2000.0, np.nan, 500.0, np.nan, 2000.0],
-                            "reached": [True, False, True, True, True, True, True, True],
-                            "final": [True, False, True, True, True, True, True, False]}).set_index("method")
-    count, line = study_iters(choices, ["a", "b", "c"])
+    # c: no count; e: one of its two curves at the target qualifies no count; f: 2000 so far and
+    # g: 5000 so far, a smaller count waits for trials
+    choices = pd.DataFrame({"method": ["a", "a", "b", "b", "c", "e", "e", "f", "g"],
+                            "chosen": [5000.0, np.nan, 500.0, 2000.0, np.nan, 500.0, np.nan, 2000.0, 5000.0],
+                            "reached": [True, False, True, True, True, True, True, True, True],
+                            "final": [True, False, True, True, False, True, True, False, False]}).set_index("method")
+    count, line = study_iters(choices, ["a", "b", "c"], 20000)
     assert np.isnan(count) and "no qualifying count for c" in line and "a 5000" in line and "b 2000" in line
-    count, line = study_iters(choices, ["a", "b"])
+    count, line = study_iters(choices, ["a", "b"], 20000)
     assert count == 5000 and "5000 iterations per unit" in line
-    assert study_iters(choices, ["b"])[0] == 2000  # not 500: its other curve needs 2000
-    count, line = study_iters(choices, ["b", "e"])
+    assert study_iters(choices, ["b"], 20000)[0] == 2000  # not 500: its other curve needs 2000
+    count, line = study_iters(choices, ["b", "e"], 20000)
     assert np.isnan(count) and "for e" in line
-    count, line = study_iters(choices, ["a", "d"])  # a method without any curve is pending too
+    count, line = study_iters(choices, ["a", "d"], 20000)  # a method without any curve is pending too
     assert np.isnan(count) and "for d" in line
-    count, line = study_iters(choices, ["a", "f"])  # not decided while its sequence waits
+    count, line = study_iters(choices, ["f"], 20000)  # not decided while its sequence waits
     assert np.isnan(count) and "no qualifying count for f" in line
+    # f ends at 2000 or below and a has 5000: the largest is 5000 whatever f's smaller counts give
+    count, line = study_iters(choices, ["a", "f"], 20000)
+    assert count == 5000 and line.endswith("(per method: a 5000; f at most 2000, its smaller counts cannot change the count)")
+    assert study_iters(choices, ["b", "f"], 20000)[0] == 2000  # at most 2000 against 2000: decided
+    assert np.isnan(study_iters(choices, ["b", "g"], 20000)[0])  # g may end at 5000, above b's 2000
+    # a method with no count at all (c: 20000 may still be its count) is bounded only by the target
+    assert np.isnan(study_iters(choices, ["a", "c"], 20000)[0])
+    top = pd.DataFrame({"method": ["q"], "chosen": [20000.0], "reached": [True], "final": [True]}).set_index("method")
+    assert study_iters(pd.concat([choices, top]), ["q", "c", "d"], 20000)[0] == 20000  # nothing can exceed it
 
 
 def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
@@ -613,7 +623,8 @@ def test_decision_backlog_walks_the_sequence_as_the_decision_does():
         # d: everything in, 5000 and 2000 and 500 pass
         *[row("d", i, 10, 1.0, 0.0, 0.2) for i in (500, 2000, 5000)], row("d", 20000, 10, 60.0)])
     counts = [500, 2000, 5000, 20000]
-    got = decision_backlog(curve, counts, 20000, 10, 1.0)
+    # each method alone first: how its own sequence is walked
+    got = pd.concat([decision_backlog(curve[curve["method"] == m], counts, 20000, 10, 1.0) for m in "abcd"])
     a = got[got["method"] == "a"].set_index("iters")
     assert a["missing"].to_dict() == {20000: 3, 5000: 3, 2000: 10}  # 500 is complete
     assert a["needed"].to_dict() == {20000: True, 5000: True, 2000: False}
@@ -626,17 +637,24 @@ def test_decision_backlog_walks_the_sequence_as_the_decision_does():
     assert lines[0] == ("a: the decision waits for 3 at 20000 (about 3.0 h), 3 at 5000 (about 0.8 h); then, if the "
                         "counts above pass, 10 at 2000; about 3.8 hours of calibration at the stored median times "
                         "(one trial at a time) (counts without a timed trial not counted)")
-    assert lines[1] == "b: the decision has every trial it reads" and lines[3].startswith("d: the decision has every")
+    assert lines[1] == "b: no trial left that the study-wide count needs" and lines[3].startswith("d: no trial left")
     assert lines[2].startswith("c: the decision waits for up to 10 at 2000 (about 0.7 h); then, if the counts above "
                                "pass, 10 at 500")
     with pytest.raises(ValueError, match="more than 5 trials at a count"):
         decision_backlog(curve, counts, 20000, 5)
+    # together: b has decided on 20000, the largest count there is, so no other trial can change the study's
+    assert decision_backlog(curve, counts, 20000, 10, 1.0).empty
+    # e decides on 5000 (2000 fails): a still needs 20000 and 5000 (failing there leaves it at 20000), not
+    # 2000 (it ends at 5000 or below whatever 2000 gives); c ends at 5000 or below: it needs nothing
+    e = pd.DataFrame([row("e", 20000, 10, 60.0), row("e", 5000, 10, 15.0, 0.0, 0.2), row("e", 2000, 10, 4.0, 2.0, 0.2)])
+    floored = decision_backlog(pd.concat([curve[curve["method"].isin(["a", "c"])], e]), counts, 20000, 10, 1.0)
+    assert floored[["method", "iters"]].values.tolist() == [["a", 20000], ["a", 5000]]
 
 
-def test_the_backlog_is_empty_exactly_when_the_decision_is_made():
+def test_the_backlog_is_empty_exactly_when_the_decision_is_made_for_a_method_and_for_a_study():
     import pandas as pd
 
-    from ptqlib.analysis.aggregate import chosen_iters, decision_backlog
+    from ptqlib.analysis.aggregate import chosen_iters, decision_backlog, study_iters
 
     rng = np.random.default_rng(11)
     counts = [500, 2000, 5000, 20000]
@@ -651,7 +669,7 @@ def test_the_backlog_is_empty_exactly_when_the_decision_is_made():
                              worst_diff=float(rng.choice([0.0, 0.5, 2.0])), diff_se=0.2, diff_df=18))
     curve = pd.DataFrame(rows)
     chosen = chosen_iters(curve, counts=counts)
-    backlog = decision_backlog(curve, counts)
+    backlog = pd.concat([decision_backlog(curve[curve["method"] == m], counts) for m in chosen.index])
     made = chosen["chosen"].notna() & chosen["final"]
     waiting = set(backlog["method"])
     assert made.any() and (~made).any()
@@ -659,6 +677,15 @@ def test_the_backlog_is_empty_exactly_when_the_decision_is_made():
     needed = backlog[backlog["needed"]].groupby("method")["iters"].max()
     for method, why in chosen.loc[~made, "why"].items():  # and the largest count it needs is the one it names
         assert why.startswith(f"{needed[method]} iterations") or f"{needed[method]}: " in why
+    # a study of a few methods at a time: its backlog is empty exactly when its count is decided
+    decided = 0
+    for first in range(0, 300, 3):
+        methods = [f"m{i}" for i in range(first, first + 3)]
+        part = curve[curve["method"].isin(methods)]
+        count, _ = study_iters(chosen_iters(part, counts=counts), methods, 20000)
+        assert (count == count) == decision_backlog(part, counts).empty, methods
+        decided += count == count
+    assert 0 < decided < 100
 
 
 def test_study_count_decides_on_the_stored_curve_and_rerun_seeds_keep_to_the_budget(tmp_path):

@@ -280,7 +280,7 @@ def chosen_iters(curve: pd.DataFrame, target: int = 20000, margin: float = 1.0, 
 
 
 def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000, trials: int = 10,
-                     margin: float = 1.0, alpha: float = 0.05) -> pd.DataFrame:
+                     margin: float = 1.0, alpha: float = 0.05, methods: list[str] | None = None) -> pd.DataFrame:
     """What :func:`chosen_iters` (same arguments) still waits for, per method of an
     :func:`ptqlib.analysis.cells.iteration_curve`: walking its sequence (``target``, then each
     count of ``counts`` below it from the top), the trials of the fixed sample (seeds 0 to
@@ -289,24 +289,40 @@ def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000
     decision tests the count whatever happens (the target, and the first count whose test is
     not decided yet); False: only if every count above it passes. A count below one that failed
     is not needed at all and is left out, as is everything once a method's decision is made.
-    A count whose seeds have a gap is charged every trial of the sample (``exact`` False: an
-    upper bound, the curve does not say which seeds it lacks). Columns ``method``, ``iters``,
-    ``missing``, ``exact``, ``hours``, ``needed``."""
+    So is every count whose outcome cannot change the study-wide count (:func:`study_iters`, the
+    largest of the methods' counts): one whose failure would leave its method at or below the
+    largest count some method has already decided (the floor), and everything once the floor is
+    ``target``. A count whose seeds have a gap is charged every trial of the sample (``exact`` False: an
+    upper bound, the curve does not say which seeds it lacks). ``methods``: those to walk, in
+    this order (default the curve's; one without any trial in the curve lacks every count).
+    Columns ``method``, ``iters``, ``missing``, ``exact``, ``hours``, ``needed``."""
+    if curve.empty:
+        curve = pd.DataFrame(columns=["method", "iters", "trials", "minutes"])
     if (curve["trials"] > trials).any():
         raise ValueError(f"the curve has more than {trials} trials at a count; build it with trials={trials}")
+    floor = -np.inf  # the largest count some method has decided on: the study-wide count is at least that
+    if len(curve):
+        choices = chosen_iters(curve, target, margin, trials, counts, alpha)
+        decided = method_counts(choices, list(choices.index), target)["decided"].max()
+        floor = decided if decided == decided else floor
     rows = []
-    for method, group in curve.groupby("method", sort=False):
-        group = group.set_index("iters").sort_index()
+    for method in (methods if methods is not None else list(dict.fromkeys(curve["method"]))):
+        group = curve[curve["method"] == method].set_index("iters").sort_index()
 
         def hours(count, missing) -> float:
             return missing * float(group.loc[count, "minutes"]) / 60 if count in group.index else np.nan
 
+        if floor >= target:
+            continue  # the study runs at the target whatever this method's tests give
         _, missing, exact = _fixed_sample(group, target, trials)
         if missing:
             rows.append((method, target, missing, exact, hours(target, missing), True))
         reached = True  # the sequence tests this count whatever the outcomes still open
         sequence = sorted((c for c in counts if c < target), reverse=True)
+        above = dict(zip(sequence, [target, *sequence]))  # the count a failed test leaves the method at
         for step in _decision_walk(group, target, sequence, trials, margin, alpha):
+            if above[step.count] <= floor:
+                break  # pass or fail, the method ends at or below the floor: the study count stays
             if step.state == "lacking":
                 rows.append((method, step.count, step.missing, step.exact, hours(step.count, step.missing), reached))
                 reached = False
@@ -325,9 +341,9 @@ def backlog_lines(backlog: pd.DataFrame, methods: list[str]) -> list[str]:
     for method in methods:
         rows = backlog[backlog["method"] == method]
         if rows.empty:
-            lines.append(f"{method}: the decision has every trial it reads")
+            lines.append(f"{method}: no trial left that the study-wide count needs")
             continue
-        needed, maybe = rows[rows["needed"]], rows[~rows["needed"]]
+        needed, maybe = rows[rows["needed"].astype(bool)], rows[~rows["needed"].astype(bool)]
         first, most = needed["hours"].sum(min_count=1), rows["hours"].sum(min_count=1)
         text = f"{method}: the decision waits for {listed(needed)}"
         if len(maybe):
@@ -341,27 +357,46 @@ def backlog_lines(backlog: pd.DataFrame, methods: list[str]) -> list[str]:
     return lines
 
 
-def study_iters(choices: pd.DataFrame, methods: list[str]) -> tuple[float, str]:
-    """One count for every method of a study, from :func:`chosen_iters` tables (one or several
-    stacked, indexed by method, e.g. one per convention a method ran under): per method, every
-    curve that reached the target count must qualify a count, and the method's count is the
-    largest of theirs (curves short of the target say nothing); then the largest over
-    ``methods``. With the same sequence of counts for every method, each method's chosen count
-    is the bottom of an unbroken run of passed counts up to the target, so the study-wide count
-    passed for every method. A curve whose sequence still waits for a smaller count (not
-    ``final``) has no count yet. NaN, and a line saying which methods have no qualifying count,
-    until all have one."""
+def method_counts(choices: pd.DataFrame, methods: list[str], target: int) -> pd.DataFrame:
+    """Per method of ``methods``, from :func:`chosen_iters` tables (one or several stacked, indexed
+    by method, e.g. one per convention a method ran under): ``decided``, its count once every
+    curve of it that reached ``target`` has a final one (the largest of theirs; curves short of
+    the target say nothing), else NaN; and ``bound``, the largest count it can still end at (its
+    decided count; else the largest over its reached curves of the count passed so far, or
+    ``target`` where a curve has none yet or none reached the target)."""
     reached = choices[choices["reached"].astype(bool)]
-    decided = reached["chosen"].where(reached["final"].astype(bool))  # a count below waits: not decided yet
-    per_method = decided.groupby(level=0).agg(lambda c: c.max() if c.notna().all() else np.nan)
-    per_method = per_method.reindex(methods)
-    done = ", ".join(f"{m} {int(c)}" for m, c in per_method.dropna().items())
-    if per_method.isna().any():
-        pending = ", ".join(per_method[per_method.isna()].index)
+    rows = []
+    for method in methods:
+        mine = reached[reached.index == method]
+        final = mine["final"].astype(bool)
+        if len(mine) and final.all() and mine["chosen"].notna().all():
+            count = float(mine["chosen"].max())
+            rows.append((method, count, count))
+        else:
+            bound = float(mine["chosen"].fillna(target).max()) if len(mine) else float(target)
+            rows.append((method, np.nan, bound))
+    return pd.DataFrame(rows, columns=["method", "decided", "bound"]).set_index("method")
+
+
+def study_iters(choices: pd.DataFrame, methods: list[str], target: int) -> tuple[float, str]:
+    """One count for every method of a study (:func:`method_counts` of ``choices``): the largest
+    of the methods' counts. With the same sequence of counts for every method, each method's
+    chosen count is the bottom of an unbroken run of passed counts up to the target, so the
+    study-wide count passed for every method. It is decided once every method has a count, or
+    once the largest decided count is at least every other method's bound (whatever those
+    methods end at, the largest stays the same; the line says so). NaN, and a line saying which
+    methods have no qualifying count, until then."""
+    per = method_counts(choices, methods, target)
+    floor = per["decided"].max()
+    done = ", ".join(f"{m} {int(c)}" for m, c in per["decided"].dropna().items())
+    open_ = per[per["decided"].isna()]
+    if len(open_) and not (floor == floor and (open_["bound"] <= floor).all()):
+        pending = ", ".join(open_.index)
         return np.nan, f"study-wide count: none yet; no qualifying count for {pending}" + (
             f" (chosen so far: {done})" if done else "")
-    count = float(per_method.max())
-    return count, f"study-wide count: {int(count)} iterations per unit (per method: {done})"
+    bounded = "".join(f"; {m} at most {int(b)}, its smaller counts cannot change the count"
+                      for m, b in open_["bound"].items())
+    return float(floor), f"study-wide count: {int(floor)} iterations per unit (per method: {done}{bounded})"
 
 
 def gains_against(per_class: pd.DataFrame, factor: str, base) -> pd.DataFrame:

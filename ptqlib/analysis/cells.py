@@ -235,7 +235,7 @@ def study_count(store: ResultsStore, cell: Cell, methods: list[str], iters: list
     curve = iteration_curve(store, cell, methods, iters, trials)
     if curve.empty:
         return np.nan, "study-wide count: none yet; no curve trials in the store", curve
-    count, line = study_iters(chosen_iters(curve, target, margin, trials, iters, alpha), methods)
+    count, line = study_iters(chosen_iters(curve, target, margin, trials, iters, alpha), methods, target)
     return count, line, curve
 
 
