@@ -5,12 +5,13 @@ Three queues:
 - ``recon``: the iteration curve's trials that the optimizer page's count decision still reads,
   as its parameters declare them (ResNet-20, CIFAR-10, W4A4, 1,024 calibration images, the
   reference variant; AdaRound, BRECQ, QDrop) and as the main store stands when the lane starts:
-  one method after the other in the page's order, each with seeds 0-9 at 20,000 iterations per
-  unit, then 5,000, then 2,000, then 500, the order in which the page's fixed-sequence test reads
-  them, leaving out the counts no outcome of which can change the study-wide count (below a
-  failed count, or where a failure would leave the method at or below a count another method has
-  decided on). So each method's count is decided as soon as its own trials are in, instead of
-  every method waiting for the slowest one's.
+  seeds 0-9 of each count, from 20,000 iterations per unit down (the order in which the page's
+  fixed-sequence test reads them), leaving out the counts no outcome of which can change the
+  study-wide count (below a failed count, or where a failure would leave the method at or below a
+  count another method has decided on). The counts the decision tests whatever happens come
+  first, method by method in the page's order, then those it tests only if the counts above
+  pass. So each method's count is decided as soon as its own trials are in, and trials another
+  method's decision may make unneeded wait.
 - ``rerun``: once the optimizer page has a study-wide count, the study's reconstruction cells at
   that count in the same configuration (its parameters: the page's cell with ``reference_trials``
   seeds, or ``rerun_trials`` where those would take more than ``rerun_budget_hours``, and each
@@ -23,7 +24,8 @@ Three queues:
 
 Each trial is the one ``ptq sweep`` runs for the same settings and seed, so its key matches.
 Lane ``--lane`` of ``--lanes`` takes every ``lanes``-th trial of the whole queue (so lanes started
-at different times still share it out) and runs those not yet in either store. With ``--claims DIR``
+at different times still share it out) and runs those not yet in either store; the ``recon`` and
+``rerun`` queues, which depend on the main store when a lane starts, are shared by claims only. With ``--claims DIR``
 instead (and without ``--lane``), every lane walks the whole queue and takes the next trial no
 other lane holds: a claim is an exclusive lock (``flock``) on the file ``DIR/<trial key>``, held
 while the trial runs and released when its process ends however it ends, and the file says
@@ -50,6 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
+import pandas as pd
 import torch
 
 from ptqlib.analysis.aggregate import decision_backlog
@@ -74,17 +77,20 @@ def study_setup(page: dict) -> tuple[Cell, list[str]]:
 
 def recon_queue(store: ResultsStore) -> list[dict]:
     """The iteration curve's trials that the optimizer page's count decision still reads, as its
-    parameters declare it (:func:`ptqlib.analysis.aggregate.decision_backlog` on ``store``): method
-    by method in the page's order, each count from the target down, seeds 0 to ``curve_trials - 1``
-    (those stored are left out later). A count no outcome of which can change the study-wide count
-    is not in it."""
+    parameters declare it (:func:`ptqlib.analysis.aggregate.decision_backlog` on ``store``): first
+    the counts the decision tests whatever happens, then those it tests only if the counts above
+    pass (which another method's decision may still make unneeded); within each, method by method
+    in the page's order, each count from the target down, seeds 0 to ``curve_trials - 1`` (those
+    stored are left out later). A count no outcome of which can change the study-wide count is
+    not in it."""
     page = section_parameters("optimizer")
     cell, methods = study_setup(page)
     curve = iteration_curve(store, cell, methods, page["curve_iters"], page["curve_trials"])
     backlog = decision_backlog(curve, page["curve_iters"], page["target_iters"], page["curve_trials"],
                                page["choice_margin"], page["choice_alpha"], methods)
+    ordered = pd.concat([backlog[backlog["needed"].astype(bool)], backlog[~backlog["needed"].astype(bool)]])
     return [dict(asdict(cell), optimizer=r.method, iters=int(r.iters), seed=seed)
-            for r in backlog.itertuples() for seed in range(page["curve_trials"])]
+            for r in ordered.itertuples() for seed in range(page["curve_trials"])]
 
 
 def rerun_queue(store: ResultsStore) -> list[dict]:
@@ -161,6 +167,9 @@ def main() -> None:
         sys.exit(f"--lane must be in 0 .. {a.lanes - 1}, got {a.lane}")
     if a.claims and (a.lane, a.lanes) != (0, 1):
         sys.exit("--claims shares the whole queue between lanes: give it without --lane/--lanes")
+    if a.queue in ("recon", "rerun") and a.lanes != 1:
+        sys.exit(f"the {a.queue} queue depends on the main store when a lane starts, so lanes cannot split it "
+                 f"by position (--lanes {a.lanes}): share it with --claims DIR")
     deadline = None
     if a.until:
         try:

@@ -15,13 +15,14 @@ def test_recon_queue_is_the_optimizer_pages_curve(tmp_path):
 
     page = section_parameters("optimizer")
     queue = missing_trials.recon_queue(ResultsStore(tmp_path / "empty.sqlite"))  # nothing stored: every trial
-    assert len(queue) == len(page["curve_methods"]) * len(page["curve_iters"]) * page["curve_trials"]
-    # one method after the other, each from the largest count down, seed by seed
-    per_method = len(page["curve_iters"]) * page["curve_trials"]
-    assert [q["optimizer"] for q in queue[::per_method]] == page["curve_methods"]
-    first = queue[:per_method]
-    assert [q["iters"] for q in first[:: page["curve_trials"]]] == sorted(page["curve_iters"], reverse=True)
-    assert [q["seed"] for q in first[: page["curve_trials"]]] == list(range(page["curve_trials"]))
+    methods, n = page["curve_methods"], page["curve_trials"]
+    assert len(queue) == len(methods) * len(page["curve_iters"]) * n
+    # the counts tested whatever happens (the target and the next count) first, one method after the
+    # other, each from the largest count down, seed by seed; then the counts tested only if those pass
+    counts = sorted(page["curve_iters"], reverse=True)
+    blocks = [(q["optimizer"], q["iters"]) for q in queue[::n]]
+    assert blocks == [(m, c) for m in methods for c in counts[:2]] + [(m, c) for m in methods for c in counts[2:]]
+    assert [q["seed"] for q in queue[:n]] == list(range(n))
     configs = [trial_config(**q) for q in queue]
     assert {c.recon.variant for c in configs} == {"reference"}
 
@@ -96,3 +97,12 @@ def test_rerun_queue_waits_for_the_count_then_runs_every_cell_beside_grid_search
     assert {(q["model"], q["w_bits"]) for q in queue} == {("resnet20", 4), ("resnet20", 2), ("resnet56", 4)}
     configs = [trial_config(**q) for q in queue]  # every entry is a valid trial
     assert {c.recon.iters for c in configs if c.recon} == {2000}
+
+
+def test_the_queues_that_read_the_store_are_shared_by_claims_only(monkeypatch, capsys):
+    import pytest
+
+    for queue in ("recon", "rerun"):
+        monkeypatch.setattr("sys.argv", ["missing_trials.py", queue, "--store", "x.sqlite", "--lane", "1", "--lanes", "2"])
+        with pytest.raises(SystemExit, match=f"the {queue} queue depends on the main store .* --claims DIR"):
+            missing_trials.main()

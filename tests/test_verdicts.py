@@ -541,13 +541,13 @@ def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_ta
 
     from ptqlib.analysis.aggregate import study_iters
 
-    # a: a second curve short of the target says nothing; b: two curves, the larger count;
-    # c: no count; e: one of its two curves at the target qualifies no count; f: 2000 so far and
-    # g: 5000 so far, a smaller count waits for trials
-    choices = pd.DataFrame({"method": ["a", "a", "b", "b", "c", "e", "e", "f", "g"],
-                            "chosen": [5000.0, np.nan, 500.0, 2000.0, np.nan, 500.0, np.nan, 2000.0, 5000.0],
-                            "reached": [True, False, True, True, True, True, True, True, True],
-                            "final": [True, False, True, True, False, True, True, False, False]}).set_index("method")
+    # a: 5000; b: two curves, the larger count; c: no count; e: one of its two curves at the target
+    # qualifies no count; f: 2000 so far and g: 5000 so far, a smaller count waits for trials;
+    # h: 500 on one curve, its second curve short of the target (it may still ask for the target)
+    choices = pd.DataFrame({"method": ["a", "b", "b", "c", "e", "e", "f", "g", "h", "h"],
+                            "chosen": [5000.0, 500.0, 2000.0, np.nan, 500.0, np.nan, 2000.0, 5000.0, 500.0, np.nan],
+                            "reached": [True, True, True, True, True, True, True, True, True, False],
+                            "final": [True, True, True, False, True, True, False, False, True, False]}).set_index("method")
     count, line = study_iters(choices, ["a", "b", "c"], 20000)
     assert np.isnan(count) and "no qualifying count for c" in line and "a 5000" in line and "b 2000" in line
     count, line = study_iters(choices, ["a", "b"], 20000)
@@ -566,6 +566,7 @@ def test_study_iters_waits_for_every_method_and_every_curve_at_the_target_and_ta
     assert np.isnan(study_iters(choices, ["b", "g"], 20000)[0])  # g may end at 5000, above b's 2000
     # a method with no count at all (c: 20000 may still be its count) is bounded only by the target
     assert np.isnan(study_iters(choices, ["a", "c"], 20000)[0])
+    assert np.isnan(study_iters(choices, ["a", "h"], 20000)[0])  # h's second curve may still need 20000
     top = pd.DataFrame({"method": ["q"], "chosen": [20000.0], "reached": [True], "final": [True]}).set_index("method")
     assert study_iters(pd.concat([choices, top]), ["q", "c", "d"], 20000)[0] == 20000  # nothing can exceed it
 
@@ -644,6 +645,13 @@ def test_decision_backlog_walks_the_sequence_as_the_decision_does():
         decision_backlog(curve, counts, 20000, 5)
     # together: b has decided on 20000, the largest count there is, so no other trial can change the study's
     assert decision_backlog(curve, counts, 20000, 10, 1.0).empty
+    # unless b is not one of the study's methods: only the methods asked for set the floor
+    assert set(decision_backlog(curve, counts, 20000, 10, 1.0, methods=["a", "c"])["method"]) == {"a", "c"}
+    # a method without any trial lacks every count
+    assert decision_backlog(curve, counts, 20000, 10, 1.0, methods=["a", "z"]).query("method == 'z'")["iters"].tolist() == [
+        20000, 5000, 2000, 500]
+    with pytest.raises(ValueError, match=r"counts above the target 5000 \(\[20000\]\)"):
+        decision_backlog(curve, counts, 5000, 10, 1.0)
     # e decides on 5000 (2000 fails): a still needs 20000 and 5000 (failing there leaves it at 20000), not
     # 2000 (it ends at 5000 or below whatever 2000 gives); c ends at 5000 or below: it needs nothing
     e = pd.DataFrame([row("e", 20000, 10, 60.0), row("e", 5000, 10, 15.0, 0.0, 0.2), row("e", 2000, 10, 4.0, 2.0, 0.2)])
@@ -705,6 +713,8 @@ def test_study_count_decides_on_the_stored_curve_and_rerun_seeds_keep_to_the_bud
     count, line, _ = study_count(store, cell, ["qdrop", "brecq"], [500, 2000, 20000], 8, 20000, 2.0, 0.05)
     assert np.isnan(count) and "no qualifying count for brecq" in line  # a method without trials waits
     assert np.isnan(study_count(store, replace(cell, model="resnet56"), ["qdrop"], [500], 8, 20000, 2.0, 0.05)[0])
+    with pytest.raises(ValueError, match=r"counts \[20000\] are above the target count 2000"):
+        study_count(store, cell, ["qdrop"], [500, 2000, 20000], 8, 2000, 2.0, 0.05)
 
     # a has its first 10 seeds at 2000, b none: 40 x 4 + 50 x 8 minutes = 560 minutes still to run
     timed = pd.DataFrame({"method": ["a", "b", "a"], "iters": [2000, 2000, 500], "minutes": [4.0, 8.0, 1.0],

@@ -300,13 +300,19 @@ def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000
         curve = pd.DataFrame(columns=["method", "iters", "trials", "minutes"])
     if (curve["trials"] > trials).any():
         raise ValueError(f"the curve has more than {trials} trials at a count; build it with trials={trials}")
+    above_target = sorted(set(curve["iters"]) - {c for c in curve["iters"] if c <= target})
+    if above_target:
+        raise ValueError(f"the curve has counts above the target {target} ({above_target}): its changes are not "
+                         "measured against the target; build it from counts up to the target")
+    methods = methods if methods is not None else list(dict.fromkeys(curve["method"]))
+    curve = curve[curve["method"].isin(methods)]
     floor = -np.inf  # the largest count some method has decided on: the study-wide count is at least that
     if len(curve):
         choices = chosen_iters(curve, target, margin, trials, counts, alpha)
-        decided = method_counts(choices, list(choices.index), target)["decided"].max()
+        decided = method_counts(choices, methods, target)["decided"].max()
         floor = decided if decided == decided else floor
     rows = []
-    for method in (methods if methods is not None else list(dict.fromkeys(curve["method"]))):
+    for method in methods:
         group = curve[curve["method"] == method].set_index("iters").sort_index()
 
         def hours(count, missing) -> float:
@@ -360,20 +366,19 @@ def backlog_lines(backlog: pd.DataFrame, methods: list[str]) -> list[str]:
 def method_counts(choices: pd.DataFrame, methods: list[str], target: int) -> pd.DataFrame:
     """Per method of ``methods``, from :func:`chosen_iters` tables (one or several stacked, indexed
     by method, e.g. one per convention a method ran under): ``decided``, its count once every
-    curve of it that reached ``target`` has a final one (the largest of theirs; curves short of
-    the target say nothing), else NaN; and ``bound``, the largest count it can still end at (its
-    decided count; else the largest over its reached curves of the count passed so far, or
-    ``target`` where a curve has none yet or none reached the target)."""
-    reached = choices[choices["reached"].astype(bool)]
+    curve of it has reached ``target`` and has a final count (the largest of theirs), else NaN;
+    and ``bound``, the largest count it can still end at: its decided count, else ``target`` while
+    it has no curve or a curve short of the target (that curve may still ask for the target),
+    else the largest over its curves of the count passed so far (``target`` where none has)."""
     rows = []
     for method in methods:
-        mine = reached[reached.index == method]
-        final = mine["final"].astype(bool)
-        if len(mine) and final.all() and mine["chosen"].notna().all():
+        mine = choices[choices.index == method]
+        reached, final = mine["reached"].astype(bool), mine["final"].astype(bool)
+        if len(mine) and reached.all() and final.all() and mine["chosen"].notna().all():
             count = float(mine["chosen"].max())
             rows.append((method, count, count))
         else:
-            bound = float(mine["chosen"].fillna(target).max()) if len(mine) else float(target)
+            bound = float(mine["chosen"].fillna(target).max()) if len(mine) and reached.all() else float(target)
             rows.append((method, np.nan, bound))
     return pd.DataFrame(rows, columns=["method", "decided", "bound"]).set_index("method")
 

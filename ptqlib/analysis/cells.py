@@ -231,7 +231,11 @@ def study_count(store: ResultsStore, cell: Cell, methods: list[str], iters: list
     (its variant and other settings; :func:`iteration_curve` of ``methods`` at ``iters`` on
     ``trials`` seeds): each method's :func:`~ptqlib.analysis.aggregate.chosen_iters`, then the
     largest over the methods (:func:`~ptqlib.analysis.aggregate.study_iters`). The count (NaN
-    until every method has one), its line, and the curve."""
+    until it is decided, by that function's rule), its line, and the curve. Every count of
+    ``iters`` must be at most ``target``: the decision compares each with the target."""
+    if any(n > target for n in iters):
+        raise ValueError(f"iteration counts {sorted(n for n in iters if n > target)} are above the target count "
+                         f"{target}: the count decision compares every count with the target; choose counts up to it")
     curve = iteration_curve(store, cell, methods, iters, trials)
     if curve.empty:
         return np.nan, "study-wide count: none yet; no curve trials in the store", curve

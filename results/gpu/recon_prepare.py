@@ -28,7 +28,8 @@ done = store.existing_keys()
 configs = [cfg for given in recon_queue(store) for cfg in [trial_config(**given)]
            if row_key(cfg, context(cfg, "cpu").weights_fp, context(cfg, "cpu").data_fp) not in done]
 if not configs:
-    sys.exit("the store holds every trial the count decision reads: nothing to offload")
+    sys.exit("the count decision needs no trial the store lacks (every one it still reads is stored, or none can "
+             "change the study-wide count): nothing to offload")
 bundle = export_jobs(configs, sys.argv[1])
 print(f"{len(bundle['jobs'])} jobs (stored trials left out), {len(bundle['images'])} calibration draws -> {sys.argv[1]}")
 for job in bundle["jobs"]:
