@@ -10,8 +10,9 @@ Three queues:
   study-wide count (below a failed count, or where a failure would leave the method at or below a
   count another method has decided on). The counts the decision tests whatever happens come
   first, method by method in the page's order, then those it tests only if the counts above
-  pass. So each method's count is decided as soon as its own trials are in, and trials another
-  method's decision may make unneeded wait.
+  pass. So each method's count is decided as soon as its own trials are in, and the trials that
+  its own outcomes may still make unneeded wait (another method's decision can make any of them
+  unneeded, once a lane starts after it).
 - ``rerun``: once the optimizer page has a study-wide count, the study's reconstruction cells at
   that count in the same configuration (its parameters: the page's cell with ``reference_trials``
   seeds, or ``rerun_trials`` where those would take more than ``rerun_budget_hours``, and each
@@ -79,7 +80,7 @@ def recon_queue(store: ResultsStore) -> list[dict]:
     """The iteration curve's trials that the optimizer page's count decision still reads, as its
     parameters declare it (:func:`ptqlib.analysis.aggregate.decision_backlog` on ``store``): first
     the counts the decision tests whatever happens, then those it tests only if the counts above
-    pass (which another method's decision may still make unneeded); within each, method by method
+    pass; within each, method by method
     in the page's order, each count from the target down, seeds 0 to ``curve_trials - 1`` (those
     stored are left out later). A count no outcome of which can change the study-wide count is
     not in it."""

@@ -99,10 +99,11 @@ def test_rerun_queue_waits_for_the_count_then_runs_every_cell_beside_grid_search
     assert {c.recon.iters for c in configs if c.recon} == {2000}
 
 
-def test_the_queues_that_read_the_store_are_shared_by_claims_only(monkeypatch, capsys):
+def test_the_queues_that_read_the_store_are_shared_by_claims_only(monkeypatch, tmp_path):
     import pytest
 
-    for queue in ("recon", "rerun"):
-        monkeypatch.setattr("sys.argv", ["missing_trials.py", queue, "--store", "x.sqlite", "--lane", "1", "--lanes", "2"])
+    for queue in ("recon", "rerun"):  # --list: without the check it would only list, and the test fail
+        monkeypatch.setattr("sys.argv", ["missing_trials.py", queue, "--store", str(tmp_path / "side.sqlite"), "--main",
+                                         str(tmp_path / "main.sqlite"), "--lane", "1", "--lanes", "2", "--list"])
         with pytest.raises(SystemExit, match=f"the {queue} queue depends on the main store .* --claims DIR"):
             missing_trials.main()

@@ -651,7 +651,9 @@ def test_decision_backlog_walks_the_sequence_as_the_decision_does():
     assert decision_backlog(curve, counts, 20000, 10, 1.0, methods=["a", "z"]).query("method == 'z'")["iters"].tolist() == [
         20000, 5000, 2000, 500]
     with pytest.raises(ValueError, match=r"counts above the target 5000 \(\[20000\]\)"):
-        decision_backlog(curve, counts, 5000, 10, 1.0)
+        decision_backlog(curve, [500, 2000, 5000], 5000, 10, 1.0)  # the curve has 20000
+    with pytest.raises(ValueError, match=r"counts above the target 20000 \(\[40000\]\)"):
+        decision_backlog(pd.DataFrame(), [500, 40000], 20000)  # asked for, nothing stored yet
     # e decides on 5000 (2000 fails): a still needs 20000 and 5000 (failing there leaves it at 20000), not
     # 2000 (it ends at 5000 or below whatever 2000 gives); c ends at 5000 or below: it needs nothing
     e = pd.DataFrame([row("e", 20000, 10, 60.0), row("e", 5000, 10, 15.0, 0.0, 0.2), row("e", 2000, 10, 4.0, 2.0, 0.2)])
@@ -692,6 +694,8 @@ def test_the_backlog_is_empty_exactly_when_the_decision_is_made_for_a_method_and
         part = curve[curve["method"].isin(methods)]
         count, _ = study_iters(chosen_iters(part, counts=counts), methods, 20000)
         assert (count == count) == decision_backlog(part, counts).empty, methods
+        # the same study read from the whole curve: the other methods' trials change nothing
+        assert (count == count) == decision_backlog(curve, counts, methods=tuple(methods)).empty, methods
         decided += count == count
     assert 0 < decided < 100
 

@@ -298,14 +298,14 @@ def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000
     Columns ``method``, ``iters``, ``missing``, ``exact``, ``hours``, ``needed``."""
     if curve.empty:
         curve = pd.DataFrame(columns=["method", "iters", "trials", "minutes"])
+    methods = list(methods) if methods is not None else list(dict.fromkeys(curve["method"]))
+    curve = curve[curve["method"].isin(methods)]
     if (curve["trials"] > trials).any():
         raise ValueError(f"the curve has more than {trials} trials at a count; build it with trials={trials}")
-    above_target = sorted(set(curve["iters"]) - {c for c in curve["iters"] if c <= target})
+    above_target = sorted({int(c) for c in [*counts, *curve["iters"]] if c > target})
     if above_target:
-        raise ValueError(f"the curve has counts above the target {target} ({above_target}): its changes are not "
-                         "measured against the target; build it from counts up to the target")
-    methods = methods if methods is not None else list(dict.fromkeys(curve["method"]))
-    curve = curve[curve["method"].isin(methods)]
+        raise ValueError(f"counts above the target {target} ({above_target}): the decision measures every count "
+                         "against the target; build the curve from counts up to it")
     floor = -np.inf  # the largest count some method has decided on: the study-wide count is at least that
     if len(curve):
         choices = chosen_iters(curve, target, margin, trials, counts, alpha)
