@@ -669,7 +669,7 @@ def test_the_backlog_is_empty_exactly_when_the_decision_is_made_for_a_method_and
     rng = np.random.default_rng(11)
     counts = [500, 2000, 5000, 20000]
     rows = []
-    for m in range(300):  # random curves: counts missing, short of trials, with gaps, passing or failing
+    for m in range(150):  # random curves: counts missing, short of trials, with gaps, passing or failing
         for iters in counts:
             if iters != 20000 and rng.random() < 0.15:
                 continue
@@ -689,15 +689,15 @@ def test_the_backlog_is_empty_exactly_when_the_decision_is_made_for_a_method_and
         assert why.startswith(f"{needed[method]} iterations") or f"{needed[method]}: " in why
     # a study of a few methods at a time: its backlog is empty exactly when its count is decided
     decided = 0
-    for first in range(0, 300, 3):
+    for first in range(0, 150, 3):
         methods = [f"m{i}" for i in range(first, first + 3)]
         part = curve[curve["method"].isin(methods)]
         count, _ = study_iters(chosen_iters(part, counts=counts), methods, 20000)
         assert (count == count) == decision_backlog(part, counts).empty, methods
-        # the same study read from the whole curve: the other methods' trials change nothing
-        assert (count == count) == decision_backlog(curve, counts, methods=tuple(methods)).empty, methods
+        if first % 30 == 0:  # the same study read from the whole curve: the other methods' trials change nothing
+            assert (count == count) == decision_backlog(curve, counts, methods=tuple(methods)).empty, methods
         decided += count == count
-    assert 0 < decided < 100
+    assert 0 < decided < 50
 
 
 def test_study_count_decides_on_the_stored_curve_and_rerun_seeds_keep_to_the_budget(tmp_path):

@@ -178,10 +178,11 @@ def _fixed_sample(group: pd.DataFrame, count: int, trials: int) -> tuple[int, in
     those the fixed sample (seeds 0 to ``trials - 1``) lacks, and whether that is exact."""
     if count not in group.index:
         return 0, trials, True
-    have = int(group.loc[count, "trials"])
-    if bool(on_fixed_sample(group.loc[[count]], trials).iloc[0]):
+    row = group.loc[count]
+    have = int(row["trials"])
+    gap = "first_seeds" in row and not bool(row["first_seeds"])
+    if have >= trials and not gap:  # as on_fixed_sample: the trials, and seeds 0 up
         return have, 0, True
-    gap = "first_seeds" in group and not bool(group.loc[count, "first_seeds"])
     return have, trials if gap else trials - have, not gap
 
 
