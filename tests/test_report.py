@@ -279,3 +279,18 @@ def test_printed_output_split_by_the_kernel_is_merged():
             nbformat.v4.new_output("stream", name="stdout", text="c\n")]
     merged = _merge_streams(outs)
     assert [(o["name"], o["text"]) for o in merged] == [("stdout", "a\nb\n"), ("stderr", "w\n"), ("stdout", "c\n")]
+
+
+def test_a_section_that_computes_trials_publishes_no_progress_bar(tiny_store, tmp_path):
+    import shutil
+
+    store, base = tiny_store
+    copy = tmp_path / "s.sqlite"
+    shutil.copy(store.path, copy)
+    params = {"store_path": str(copy), "dataset": base.dataset, "weights": base.weights, "calib_size": 8,
+              "levels": [0.0, 0.5], "trials": 2, "compute_missing": True}  # noise 0.5 is not stored: 2 trials run
+    out = run_section("noise", params, tmp_path / "book")
+    outputs = [o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])]
+    assert "trials per noise level: 0: 2, 0.5: 2" in "".join("".join(o.get("text", "")) for o in outputs)
+    assert not [o for o in outputs if o.get("name") == "stderr"], "a progress bar or warning was published"
+    assert ResultsStore(copy).existing_keys() > store.existing_keys()

@@ -30,6 +30,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptqlib.progress import PROGRESS_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
@@ -165,8 +167,9 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
         tables = Path(tmp) / "tables"
         tables.mkdir()
         jupytext.write(notebook, source)
-        saved = {key: os.environ.get(key) for key in (_TABLES_ENV, _SECTION_ENV, _FIGURES_ENV)}
-        os.environ.update({_TABLES_ENV: str(tables), _SECTION_ENV: name, _FIGURES_ENV: str(output_dir / FIGURES)})
+        saved = {key: os.environ.get(key) for key in (_TABLES_ENV, _SECTION_ENV, _FIGURES_ENV, PROGRESS_ENV)}
+        os.environ.update({_TABLES_ENV: str(tables), _SECTION_ENV: name, _FIGURES_ENV: str(output_dir / FIGURES),
+                           PROGRESS_ENV: "0"})  # the kernel inherits these; no progress bars in published outputs
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=parameters or {},
                                        cwd=str(ROOT), kernel_name="python3",
