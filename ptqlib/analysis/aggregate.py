@@ -313,20 +313,21 @@ def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000
         decided = method_counts(choices, methods, target)["decided"].max()
         floor = decided if decided == decided else floor
     rows = []
+    columns = ["method", "iters", "missing", "exact", "hours", "needed"]
+    if floor >= target:  # the study runs at the target whatever the methods' tests give
+        return pd.DataFrame(rows, columns=columns)
+    sequence = sorted((c for c in counts if c < target), reverse=True)
+    above = dict(zip(sequence, [target, *sequence]))  # the count a failed test leaves a method at
     for method in methods:
         group = curve[curve["method"] == method].set_index("iters").sort_index()
 
         def hours(count, missing) -> float:
             return missing * float(group.loc[count, "minutes"]) / 60 if count in group.index else np.nan
 
-        if floor >= target:
-            continue  # the study runs at the target whatever this method's tests give
         _, missing, exact = _fixed_sample(group, target, trials)
         if missing:
             rows.append((method, target, missing, exact, hours(target, missing), True))
         reached = True  # the sequence tests this count whatever the outcomes still open
-        sequence = sorted((c for c in counts if c < target), reverse=True)
-        above = dict(zip(sequence, [target, *sequence]))  # the count a failed test leaves the method at
         for step in _decision_walk(group, target, sequence, trials, margin, alpha):
             if above[step.count] <= floor:
                 break  # pass or fail, the method ends at or below the floor: the study count stays
@@ -335,7 +336,7 @@ def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000
                 reached = False
             elif step.state == "untested":
                 reached = False  # its test waits for the target: what comes below is open
-    return pd.DataFrame(rows, columns=["method", "iters", "missing", "exact", "hours", "needed"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def backlog_lines(backlog: pd.DataFrame, methods: list[str]) -> list[str]:
