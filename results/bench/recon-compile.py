@@ -3,6 +3,7 @@
 # (PTQ_DATA set, PYTHONPATH at the repository). Under compilation the learned fake quantization clamps
 # with tensor bounds (no graph break). Steady median = median step after 5 warm-up steps.
 import sys, time, torch
+import torch._inductor.config
 torch.set_num_threads(1)
 import ptqlib.quant.recon.optimize as O
 from ptqlib.study.trial import TrialContext  # noqa
@@ -13,7 +14,6 @@ class Patched(O._EagerSteps):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
         if MODE == "compile-fallback":
-            import torch._inductor.config
             torch._inductor.config.fallback_random = True
         if MODE.startswith("compile"):
             self.unit = torch.compile(self.unit, dynamic=False)
