@@ -17,7 +17,10 @@ Three queues:
   that count in the same configuration (its parameters: the page's cell with ``reference_trials``
   seeds, or ``rerun_trials`` where those would take more than ``rerun_budget_hours``, and each
   of ``rerun_cells`` with ``rerun_trials``), grid search beside each method on the same seeds;
-  empty until the count is decided.
+  empty until the count is decided. Every cell gets its first ``MIN_TRIALS`` seeds (the fewest a
+  claim-4 verdict reads) before any cell goes further, then every cell its first
+  ``rerun_trials``, then the page's cell the rest: new cells get verdicts before the cells that
+  have them get narrower intervals.
 - ``family``: every cell of the EfficientNet-Lite family page, as its parameters declare them
   (the default W6A6 MSE cell with 256 images of the 1,000-class pool, sizes 1/32/1,024, the
   other three metrics, W8A8, W4A8, noise 0.1 and 0.5): up to seed 19 of Lite1 and Lite2, then
@@ -58,7 +61,7 @@ import torch
 
 from ptqlib.analysis.aggregate import decision_backlog
 from ptqlib.analysis.cells import Cell, iteration_curve, rerun_seeds, study_count
-from ptqlib.analysis.verdicts import claim4_trials, rerun_designs
+from ptqlib.analysis.verdicts import MIN_TRIALS, rerun_designs, staged_trials
 from ptqlib.app.report import section_parameters
 from ptqlib.study.settings import columns, defaults, row_key, trial_config
 from ptqlib.study.store import ResultsStore
@@ -96,8 +99,10 @@ def recon_queue(store: ResultsStore) -> list[dict]:
 
 def rerun_queue(store: ResultsStore) -> list[dict]:
     """The trials of the optimizer page's claim-4 tables at its study-wide count (its parameters,
-    :func:`ptqlib.analysis.verdicts.rerun_designs`), cell by cell and seed by seed: grid search,
-    then every method of the study's curve; empty while there is no count."""
+    :func:`ptqlib.analysis.verdicts.rerun_designs`), every cell to ``MIN_TRIALS`` seeds, then to
+    ``rerun_trials``, then the rest (:func:`ptqlib.analysis.verdicts.staged_trials`); within that
+    cell by cell and seed by seed: grid search, then every method of the study's curve. Empty
+    while there is no count."""
     page = section_parameters("optimizer")
     cell, methods = study_setup(page)
     count, line, curve = study_count(store, cell, methods, page["curve_iters"], page["curve_trials"],
@@ -109,7 +114,7 @@ def rerun_queue(store: ResultsStore) -> list[dict]:
                              page["rerun_budget_hours"])
     print(f"the page's cell: {why}", flush=True)
     designs = rerun_designs(cell, methods, int(count), page["rerun_cells"], seeds, page["rerun_trials"])
-    return [trial for _, design in designs for trial in claim4_trials(design)]
+    return staged_trials([design for _, design in designs], tuple(sorted({MIN_TRIALS, page["rerun_trials"]})))
 
 
 def family_queue() -> list[dict]:

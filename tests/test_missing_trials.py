@@ -2,6 +2,7 @@
 import importlib.util
 from pathlib import Path
 
+from ptqlib.analysis.verdicts import MIN_TRIALS
 from ptqlib.app.report import section_parameters
 from ptqlib.study.settings import trial_config
 
@@ -93,6 +94,9 @@ def test_rerun_queue_waits_for_the_count_then_runs_every_cell_beside_grid_search
         queue = missing_trials.rerun_queue(None)
         assert len(queue) == per_seed * (seeds + others)
     assert [q["optimizer"] for q in queue[:per_seed]] == ["grid", *methods] and {q["seed"] for q in queue[:per_seed]} == {0}
+    first = queue[:per_seed * MIN_TRIALS * (1 + len(page["rerun_cells"]))]  # every cell's first seeds come first
+    assert {q["seed"] for q in first} == set(range(MIN_TRIALS))
+    assert {(q["model"], q["w_bits"]) for q in first} == {("resnet20", 4), ("resnet20", 2), ("resnet56", 4)}
     assert all(q["iters"] == 2000 and q["variant"] == "reference" for q in queue)
     assert {(q["model"], q["w_bits"]) for q in queue} == {("resnet20", 4), ("resnet20", 2), ("resnet56", 4)}
     configs = [trial_config(**q) for q in queue]  # every entry is a valid trial

@@ -755,3 +755,26 @@ def test_rerun_designs_and_claim4_trials_are_the_trials_the_claim_reads(tmp_path
         _write(store, level, _trials(rng, fp, lambda t: np.full(len(LABELS), 0.05), trials=design.trials))
     parts = reconstruction_claim(store, design, chance_draws=50)
     assert parts and {p.trials for p in parts} == {6}
+
+
+def test_staged_trials_bring_every_design_to_each_stage_before_any_goes_further():
+    import pytest
+
+    from ptqlib.analysis.verdicts import claim4_trials, rerun_designs, staged_trials
+
+    cell = Cell("resnet20", "toy", calib_size=1024, variant="reference")
+    designs = [d for _, d in rerun_designs(cell, ["brecq"], 2000, {"W2A4": {"w_bits": 2}, "deep": {"model": "resnet56"}}, 8, 6)]
+    order = staged_trials(designs, (2, 6))
+    assert sorted(map(str, order)) == sorted(str(t) for d in designs for t in claim4_trials(d))  # the same trials
+    cells = [(t["model"], t["w_bits"]) for t in order]
+    seeds = [t["seed"] for t in order]
+    # seeds 0-1 of the three cells (grid and brecq each), then 2-5 of the three, then the first cell's 6-7
+    assert cells[:12] == [("resnet20", 4)] * 4 + [("resnet20", 2)] * 4 + [("resnet56", 4)] * 4
+    assert seeds[:12] == [0, 0, 1, 1] * 3
+    assert set(seeds[12:12 + 3 * 8]) == {2, 3, 4, 5} and seeds[12:20] == [2, 2, 3, 3, 4, 4, 5, 5]
+    assert cells[-4:] == [("resnet20", 4)] * 4 and seeds[-4:] == [6, 6, 7, 7]
+    assert [t["optimizer"] for t in order[:2]] == ["grid", "brecq"]
+    assert staged_trials(designs, ()) == [t for d in designs for t in claim4_trials(d)]  # no stage: design by design
+    for bad in ((6, 2), (0, 4), (3, 3)):
+        with pytest.raises(ValueError, match="increasing seed counts"):
+            staged_trials(designs, bad)

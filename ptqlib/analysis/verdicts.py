@@ -613,6 +613,21 @@ def claim4_trials(design: Design) -> list[dict]:
             for seed in range(design.trials) for m in ["grid", *design.methods]]
 
 
+def staged_trials(designs: list[Design], stages: tuple[int, ...]) -> list[dict]:
+    """The trials of ``designs`` (:func:`claim4_trials`) in stages, so that every design reaches a
+    number of seeds before any goes further: first the seeds below ``stages[0]`` of every design,
+    then those below ``stages[1]``, and so on, then the rest; within a stage design by design in
+    the given order, seed by seed (grid search, then each method)."""
+    if list(stages) != sorted(set(stages)) or any(s < 1 for s in stages):
+        raise ValueError(f"stages must be increasing seed counts of at least 1, got {list(stages)}")
+
+    def stage(seed: int) -> int:
+        return next((i for i, limit in enumerate(stages) if seed < limit), len(stages))
+
+    keyed = [(stage(t["seed"]), i, t) for i, design in enumerate(designs) for t in claim4_trials(design)]
+    return [t for _, _, t in sorted(keyed, key=lambda k: k[:2])]  # stable: seed order kept within a design
+
+
 def rerun_designs(cell: Cell, methods: list[str], count: int, rerun_cells: dict[str, dict], seeds: int,
                   rerun_trials: int) -> list[tuple[str, Design]]:
     """The study's reconstruction cells at ``count`` iterations per unit as claim-4 designs, in
