@@ -42,15 +42,17 @@ imagenet_pool = "train"  # their calibration pool: the 10-class one holds their 
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
 from ptqlib.analysis.conclusions import remedy_verdicts
 from ptqlib.analysis.plotting import verdict_matrix
-from ptqlib.app.report import publish_table
+from ptqlib.app.report import optimizer_study, publish_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell
-from ptqlib.analysis.verdicts import all_parts, design_for, findings, parts_frame, side_by_side
+from ptqlib.analysis.verdicts import (all_parts, claim_verdicts, design_for, findings, parts_frame, reconstruction_claim,
+                                     rerun_designs, side_by_side)
 
 store = ResultsStore(store_path)
 settings = dict(w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size, weights=weights, trials=trials,
@@ -76,6 +78,36 @@ display(Markdown(f"Claim 4 rests on the `{design.recon_variant}` variant's recon
 # %%
 pd.set_option("display.max_colwidth", 80)
 publish_table(parts_frame(parts).set_index(["claim", "part"]), "parts")
+
+# %% [markdown]
+# ## Claim 4 at the converged count
+#
+# The [optimizer section](optimizer) decides how many iterations per unit the reconstructions
+# need (its study-wide count, each smaller count tested against the reference code's 20,000) and
+# reruns the study's reconstruction cells at that count with each method as its reference code
+# runs it (the `reference` variant). Once it has a count, claim 4 again on those trials, where
+# this page's cell is the one the count was decided on, with the seeds stored so far (the
+# table's `trials`, up to `trials`).
+
+# %%
+count, count_line, study_cell, study_methods = optimizer_study(store)
+print(count_line)
+same_cell = all(getattr(study_cell, k) == v for k, v in dict(model=model, dataset=dataset, w_bits=w_bits,
+                                                             a_bits=a_bits, metric=metric).items())
+if not np.isfinite(count):
+    print(f"claim 4 is tested above at {recon_iters} iterations per unit only")
+elif not same_cell:
+    print(f"the count was decided on {study_cell.model} W{study_cell.w_bits}A{study_cell.a_bits} on "
+          f"{study_cell.dataset}, and this page's cell is not rerun at it")
+else:
+    converged = rerun_designs(study_cell, study_methods, int(count), {}, trials, trials)[0][1]
+    converged_parts = reconstruction_claim(store, converged, chance_draws)
+    per_method = ", ".join(f"{m} {min(p.trials for p in converged_parts if p.part.startswith(f'4 {m}'))}"
+                           for m in converged.methods)
+    display(Markdown(f"Claim 4 at {int(count):,} iterations per unit, `{converged.recon_variant}` variant "
+                     f"({converged.recon_size} calibration images; paired trials per method: {per_method}): "
+                     f"**{claim_verdicts(converged_parts)['4']}**."))
+    publish_table(parts_frame(converged_parts).set_index(["claim", "part"]), "claim4_converged")
 
 # %% [markdown]
 # ## Side by side

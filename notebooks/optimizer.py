@@ -181,8 +181,9 @@ else:
 # `target_iters` costs the minutes in the table, so the count the study's reconstruction cells
 # run at is a decision made on weaker evidence, and stated as one, on the same comparison. For
 # the `study_curve` curve (the configuration the study's reconstruction cells are to be rerun
-# in at the chosen count; until they are, the 50-seed cells at the top of this page and claim 4
-# on [the conclusions page](conclusions) are the `variant` variant at `iters` iterations), per
+# in at the chosen count; the 50-seed cells at the top of this page and the conclusions page's
+# first claim 4 are the `variant` variant at `iters` iterations, and [the conclusions
+# page](conclusions) tests claim 4 again at the chosen count once there is one), per
 # method, a **fixed-sequence test**: from the largest count below `target_iters` down (`curve_iters`), each count is tested
 # once it and `target_iters` have `curve_trials` trials, a number fixed in advance (testing again
 # as trials arrive would let a count pass by chance): is its mean worst class shown within

@@ -60,23 +60,15 @@ import pandas as pd
 import torch
 
 from ptqlib.analysis.aggregate import decision_backlog
-from ptqlib.analysis.cells import Cell, iteration_curve, rerun_seeds, study_count
+from ptqlib.analysis.cells import iteration_curve, rerun_seeds, study_count
 from ptqlib.analysis.verdicts import MIN_TRIALS, rerun_designs, staged_trials
-from ptqlib.app.report import section_parameters
+from ptqlib.app.report import section_parameters, study_setup
 from ptqlib.study.settings import columns, defaults, row_key, trial_config
 from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import context, run_sweep
 
 # trials each model's family cells should reach, filled in this order (seed by seed, every cell)
 FAMILY_SEEDS = {"efficientnet_lite1": 20, "efficientnet_lite2": 20, "efficientnet_lite0": 50}
-
-
-def study_setup(page: dict) -> tuple[Cell, list[str]]:
-    """The optimizer page's study curve (its parameters): the cell its count is decided on, and its methods."""
-    fields = ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")
-    spec = page["curve_series"][page["study_curve"]]
-    cell = Cell(**{k: page[k] for k in fields}, **{k: v for k, v in spec.items() if k != "methods"})
-    return cell, list(spec.get("methods", page["curve_methods"]))
 
 
 def recon_queue(store: ResultsStore) -> list[dict]:

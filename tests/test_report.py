@@ -294,3 +294,15 @@ def test_a_section_that_computes_trials_publishes_no_progress_bar(tiny_store, tm
     assert "trials per noise level: 0: 2, 0.5: 2" in "".join("".join(o.get("text", "")) for o in outputs)
     assert not [o for o in outputs if o.get("name") == "stderr"], "a progress bar or warning was published"
     assert ResultsStore(copy).existing_keys() > store.existing_keys()
+
+
+def test_optimizer_study_reads_the_optimizer_sections_parameters(tmp_path):
+    from ptqlib.app.report import optimizer_study, section_parameters, study_setup
+
+    page = section_parameters("optimizer")
+    cell, methods = study_setup(page)
+    spec = page["curve_series"][page["study_curve"]]
+    assert cell.model == page["model"] and cell.calib_size == page["calib_size"] and cell.variant == spec["variant"]
+    assert methods == list(spec.get("methods", page["curve_methods"]))
+    count, line, same, same_methods = optimizer_study(ResultsStore(tmp_path / "empty.sqlite"))
+    assert count != count and "none yet" in line and (same, same_methods) == (cell, methods)

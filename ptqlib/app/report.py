@@ -115,6 +115,31 @@ def section_parameters(name: str) -> dict:
     return defaults
 
 
+def study_setup(page: dict):
+    """The optimizer section's study curve, from its parameters ``page``: the cell its iteration
+    count is decided on (the configuration the study's reconstruction cells are rerun in) and its
+    methods."""
+    from ptqlib.study.settings import Cell
+
+    fields = ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")
+    spec = page["curve_series"][page["study_curve"]]
+    cell = Cell(**{k: page[k] for k in fields}, **{k: v for k, v in spec.items() if k != "methods"})
+    return cell, list(spec.get("methods", page["curve_methods"]))
+
+
+def optimizer_study(store):
+    """The optimizer section's study-wide iteration count on ``store``, as its parameters declare
+    it (:func:`ptqlib.analysis.cells.study_count`): the count (NaN while undecided), the line
+    saying why, and :func:`study_setup`'s cell and methods."""
+    from ptqlib.analysis.cells import study_count
+
+    page = section_parameters("optimizer")
+    cell, methods = study_setup(page)
+    count, line, _ = study_count(store, cell, methods, page["curve_iters"], page["curve_trials"],
+                                 page["target_iters"], page["choice_margin"], page["choice_alpha"])
+    return count, line, cell, methods
+
+
 def _type_name(value) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
             dict: "a dict", tuple: "a tuple"}.get(type(value), type(value).__name__)
