@@ -34,7 +34,7 @@ from ptqlib.study.trial import check_device, full_float32_on_cuda, synchronize
 FORMAT = 1
 
 
-def _draw_key(cfg: TrialConfig) -> str:
+def draw_key(cfg: TrialConfig) -> str:
     """Trials with equal keys draw the same calibration images."""
     return json.dumps({"calib": cfg.to_dict()["calib"], "seed": cfg.seed}, sort_keys=True)
 
@@ -57,7 +57,7 @@ def export_jobs(configs: list[TrialConfig], path: str | Path, device: str = "cpu
         t0 = time.perf_counter()
         calib = ctx.calibration_set(cfg)
         state = quant_state(ctx.calibrated(cfg, calib.images))
-        draw = _draw_key(cfg)
+        draw = draw_key(cfg)
         images.setdefault(draw, calib.images)
         labels.setdefault(draw, calib.labels)
         if base is None:
