@@ -90,21 +90,24 @@ publish_table(parts_frame(parts).set_index(["claim", "part"]), "parts")
 # table's `trials`, up to `trials`).
 
 # %%
-count, count_line, study_cell, study_methods = optimizer_study(store)
-print(count_line)
-same_cell = all(getattr(study_cell, k) == v for k, v in dict(model=model, dataset=dataset, w_bits=w_bits,
-                                                             a_bits=a_bits, metric=metric).items())
-if not np.isfinite(count):
+study = optimizer_study(store)
+print(study.line)
+same_cell = all(getattr(study.cell, k) == v for k, v in dict(
+    model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
+    calib_size=max(calib_sizes)).items())
+if not np.isfinite(study.count):
     print(f"claim 4 is tested above at {recon_iters} iterations per unit only")
 elif not same_cell:
-    print(f"the count was decided on {study_cell.model} W{study_cell.w_bits}A{study_cell.a_bits} on "
-          f"{study_cell.dataset}, and this page's cell is not rerun at it")
+    print(f"the count was decided on {study.cell.model} W{study.cell.w_bits}A{study.cell.a_bits} on "
+          f"{study.cell.dataset} ({study.cell.calib_size} images), not this page's cell: claim 4 at it is on "
+          "the optimizer section")
 else:
-    converged = rerun_designs(study_cell, study_methods, int(count), {}, trials, trials)[0][1]
+    count = int(study.count)
+    converged = rerun_designs(study.cell, study.methods, count, {}, trials, trials)[0][1]
     converged_parts = reconstruction_claim(store, converged, chance_draws)
     per_method = ", ".join(f"{m} {min(p.trials for p in converged_parts if p.part.startswith(f'4 {m}'))}"
                            for m in converged.methods)
-    display(Markdown(f"Claim 4 at {int(count):,} iterations per unit, `{converged.recon_variant}` variant "
+    display(Markdown(f"Claim 4 at {count:,} iterations per unit, `{converged.recon_variant}` variant "
                      f"({converged.recon_size} calibration images; paired trials per method: {per_method}): "
                      f"**{claim_verdicts(converged_parts)['4']}**."))
     publish_table(parts_frame(converged_parts).set_index(["claim", "part"]), "claim4_converged")

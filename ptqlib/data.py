@@ -367,8 +367,8 @@ def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def _progress(items, desc):
-    from ptqlib.progress import progress
-    return progress(items, desc=desc, unit="img", leave=False, mininterval=1.0)
+    from ptqlib.progress import progress_bar
+    return progress_bar(items, desc=desc, unit="img", leave=False, mininterval=1.0)
 
 
 # --- torchvision CIFAR-10 and Fashion-MNIST ---------------------------------------------------

@@ -20,8 +20,8 @@ def predict_with_confidence(model: nn.Module, split: Split, batch_size: int | No
     preds, confidence = [], []
     starts = range(0, len(split), batch_size)
     if desc is not None:
-        from ptqlib.progress import progress
-        starts = progress(starts, desc=desc, unit="batch", leave=False, mininterval=1.0)
+        from ptqlib.progress import progress_bar
+        starts = progress_bar(starts, desc=desc, unit="batch", leave=False, mininterval=1.0)
     for start in starts:
         x = split.images[start:start + batch_size].to(device).float().div_(255)
         top = model(x).float().softmax(1).max(1)

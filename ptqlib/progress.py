@@ -39,7 +39,7 @@ def _bar_class():
     return tqdm
 
 
-def progress(iterable=None, *, disable: bool = False, **kwargs):
+def progress_bar(iterable=None, *, disable: bool = False, **kwargs):
     """A tqdm bar over ``iterable`` (keyword arguments as tqdm's), silent where ``disable`` or
     where bars are off (:func:`bars_enabled`)."""
     return _bar_class()(iterable, disable=disable or not bars_enabled(), **kwargs)

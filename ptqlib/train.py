@@ -69,7 +69,7 @@ def one_cycle_lr(step: int, total: int, peak: float) -> float:
 def train(cfg: TrainConfig, out_path: Path, log=print) -> dict:
     """Train, evaluate per class on the test split, save ``out_path`` (state dict) and a JSON
     card beside it with the recipe and the results."""
-    from ptqlib.progress import progress
+    from ptqlib.progress import progress_bar
 
     torch.manual_seed(cfg.seed)
     train_split, test_split = load_split(cfg.dataset, "train"), load_split(cfg.dataset, "test")
@@ -84,7 +84,7 @@ def train(cfg: TrainConfig, out_path: Path, log=print) -> dict:
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(train_split), generator=gen)
-        bar = progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", mininterval=5.0)
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", mininterval=5.0)
         for i in bar:
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             x = augment(train_split.images[idx], gen).float().div_(255)

@@ -17,10 +17,10 @@ Three queues:
   that count in the same configuration (its parameters: the page's cell with ``reference_trials``
   seeds, or ``rerun_trials`` where those would take more than ``rerun_budget_hours``, and each
   of ``rerun_cells`` with ``rerun_trials``), grid search beside each method on the same seeds;
-  empty until the count is decided. Every cell gets its first ``MIN_TRIALS`` seeds (the fewest a
-  claim-4 verdict reads) before any cell goes further, then every cell its first
-  ``rerun_trials``, then the page's cell the rest: new cells get verdicts before the cells that
-  have them get narrower intervals.
+  empty until the count is decided. In stages, ``MIN_TRIALS`` (the fewest seeds a claim-4 verdict
+  reads) and ``rerun_trials`` in increasing order: every cell gets the seeds below the first
+  before any cell goes further, then those below the second, then the page's cell the rest: new
+  cells get verdicts before the cells that have them get narrower intervals.
 - ``family``: every cell of the EfficientNet-Lite family page, as its parameters declare them
   (the default W6A6 MSE cell with 256 images of the 1,000-class pool, sizes 1/32/1,024, the
   other three metrics, W8A8, W4A8, noise 0.1 and 0.5): up to seed 19 of Lite1 and Lite2, then
@@ -60,9 +60,9 @@ import pandas as pd
 import torch
 
 from ptqlib.analysis.aggregate import decision_backlog
-from ptqlib.analysis.cells import iteration_curve, rerun_seeds, study_count
+from ptqlib.analysis.cells import iteration_curve, rerun_seeds
 from ptqlib.analysis.verdicts import MIN_TRIALS, rerun_designs, staged_trials
-from ptqlib.app.report import section_parameters, study_setup
+from ptqlib.app.report import optimizer_study, section_parameters, study_setup
 from ptqlib.study.settings import columns, defaults, row_key, trial_config
 from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import context, run_sweep
@@ -91,14 +91,13 @@ def recon_queue(store: ResultsStore) -> list[dict]:
 
 def rerun_queue(store: ResultsStore) -> list[dict]:
     """The trials of the optimizer page's claim-4 tables at its study-wide count (its parameters,
-    :func:`ptqlib.analysis.verdicts.rerun_designs`), every cell to ``MIN_TRIALS`` seeds, then to
-    ``rerun_trials``, then the rest (:func:`ptqlib.analysis.verdicts.staged_trials`); within that
+    :func:`ptqlib.analysis.verdicts.rerun_designs`), every cell to ``MIN_TRIALS`` seeds and to
+    ``rerun_trials`` in turn (the smaller first), then the rest
+    (:func:`ptqlib.analysis.verdicts.staged_trials`); within that
     cell by cell and seed by seed: grid search, then every method of the study's curve. Empty
     while there is no count."""
     page = section_parameters("optimizer")
-    cell, methods = study_setup(page)
-    count, line, curve = study_count(store, cell, methods, page["curve_iters"], page["curve_trials"],
-                                     page["target_iters"], page["choice_margin"], page["choice_alpha"])
+    count, line, curve, cell, methods = optimizer_study(store)
     print(line, flush=True)
     if not count == count:
         return []

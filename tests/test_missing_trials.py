@@ -84,13 +84,18 @@ def test_rerun_queue_waits_for_the_count_then_runs_every_cell_beside_grid_search
 
     page = section_parameters("optimizer")
     methods = page["curve_methods"]
-    monkeypatch.setattr(missing_trials, "study_count", lambda *a, **k: (float("nan"), "none yet", pd.DataFrame()))
+    from ptqlib.app.report import StudyCount, study_setup
+
+    cell, _ = study_setup(page)
+    monkeypatch.setattr(missing_trials, "optimizer_study",
+                        lambda store: StudyCount(float("nan"), "none yet", pd.DataFrame(), cell, methods))
     assert missing_trials.rerun_queue(None) == []
     per_seed = 1 + len(methods)
     others = page["rerun_trials"] * len(page["rerun_cells"])
     for minutes, seeds in ((0.1, page["reference_trials"]), (600.0, page["rerun_trials"])):  # quick, then costly
         curve = pd.DataFrame({"method": methods, "iters": 2000, "minutes": minutes, "trials": 10})
-        monkeypatch.setattr(missing_trials, "study_count", lambda *a, **k: (2000.0, "study-wide count: 2000", curve))
+        monkeypatch.setattr(missing_trials, "optimizer_study",
+                            lambda store: StudyCount(2000.0, "study-wide count: 2000", curve, cell, methods))
         queue = missing_trials.rerun_queue(None)
         assert len(queue) == per_seed * (seeds + others)
     assert [q["optimizer"] for q in queue[:per_seed]] == ["grid", *methods] and {q["seed"] for q in queue[:per_seed]} == {0}

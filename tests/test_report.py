@@ -293,6 +293,7 @@ def test_a_section_that_computes_trials_publishes_no_progress_bar(tiny_store, tm
     outputs = [o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])]
     assert "trials per noise level: 0: 2, 0.5: 2" in "".join("".join(o.get("text", "")) for o in outputs)
     assert not [o for o in outputs if o.get("name") == "stderr"], "a progress bar or warning was published"
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # nor a widget
     assert ResultsStore(copy).existing_keys() > store.existing_keys()
 
 
@@ -304,5 +305,5 @@ def test_optimizer_study_reads_the_optimizer_sections_parameters(tmp_path):
     spec = page["curve_series"][page["study_curve"]]
     assert cell.model == page["model"] and cell.calib_size == page["calib_size"] and cell.variant == spec["variant"]
     assert methods == list(spec.get("methods", page["curve_methods"]))
-    count, line, same, same_methods = optimizer_study(ResultsStore(tmp_path / "empty.sqlite"))
-    assert count != count and "none yet" in line and (same, same_methods) == (cell, methods)
+    study = optimizer_study(ResultsStore(tmp_path / "empty.sqlite"))
+    assert study.count != study.count and "none yet" in study.line and (study.cell, study.methods) == (cell, methods)

@@ -315,7 +315,7 @@ def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000
     rows = []
     columns = ["method", "iters", "missing", "exact", "hours", "needed"]
     if floor >= target:  # the study runs at the target whatever the methods' tests give
-        return pd.DataFrame(rows, columns=columns)
+        return pd.DataFrame(columns=columns)
     sequence = sorted((c for c in counts if c < target), reverse=True)
     above = dict(zip(sequence, [target, *sequence]))  # the count a failed test leaves a method at
     for method in methods:

@@ -102,7 +102,7 @@ def robustness_frame(ctx: TrialContext, configs: list[TrialConfig], corruptions:
                      progress: bool = True) -> pd.DataFrame:
     """Per-class accuracy of the FP model (``seed`` -1) and of each quantized trial, on the
     clean test split (``corruption`` "none", severity 0) and on every corrupted copy."""
-    from ptqlib.progress import progress
+    from ptqlib.progress import progress_bar
 
     from ptqlib.study.calibset import build_calibration_set
 
@@ -112,7 +112,7 @@ def robustness_frame(ctx: TrialContext, configs: list[TrialConfig], corruptions:
         models.append(("quantized", cfg.seed, ctx.quantize(cfg, calib.images, calib.labels)))
     splits = [("none", 0, ctx.test)] + [(c, s, None) for c in corruptions for s in (1, 2, 3)]
     rows = []
-    for corruption, severity, split in progress(splits, desc="corruptions", disable=not progress):
+    for corruption, severity, split in progress_bar(splits, desc="corruptions", disable=not progress):
         split = split or corrupt(ctx.test, corruption, severity)
         for kind, seed, model in models:
             preds = predict(model, split)

@@ -29,8 +29,15 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from ptqlib.progress import PROGRESS_ENV
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ptqlib.study.settings import Cell
+    from ptqlib.study.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -115,7 +122,7 @@ def section_parameters(name: str) -> dict:
     return defaults
 
 
-def study_setup(page: dict):
+def study_setup(page: dict) -> tuple[Cell, list[str]]:
     """The optimizer section's study curve, from its parameters ``page``: the cell its iteration
     count is decided on (the configuration the study's reconstruction cells are rerun in) and its
     methods."""
@@ -127,17 +134,26 @@ def study_setup(page: dict):
     return cell, list(spec.get("methods", page["curve_methods"]))
 
 
-def optimizer_study(store):
+class StudyCount(NamedTuple):
+    """The optimizer section's study-wide iteration count (:func:`optimizer_study`)."""
+
+    count: float  # NaN while undecided
+    line: str  # why
+    curve: pd.DataFrame  # the iteration curve it is decided on
+    cell: Cell  # the curve's cell: the configuration the study's reconstruction cells are rerun in
+    methods: list[str]
+
+
+def optimizer_study(store: ResultsStore) -> StudyCount:
     """The optimizer section's study-wide iteration count on ``store``, as its parameters declare
-    it (:func:`ptqlib.analysis.cells.study_count`): the count (NaN while undecided), the line
-    saying why, and :func:`study_setup`'s cell and methods."""
+    it (:func:`ptqlib.analysis.cells.study_count` on :func:`study_setup`'s cell and methods)."""
     from ptqlib.analysis.cells import study_count
 
     page = section_parameters("optimizer")
     cell, methods = study_setup(page)
-    count, line, _ = study_count(store, cell, methods, page["curve_iters"], page["curve_trials"],
-                                 page["target_iters"], page["choice_margin"], page["choice_alpha"])
-    return count, line, cell, methods
+    count, line, curve = study_count(store, cell, methods, page["curve_iters"], page["curve_trials"],
+                                     page["target_iters"], page["choice_margin"], page["choice_alpha"])
+    return StudyCount(count, line, curve, cell, methods)
 
 
 def _type_name(value) -> str:

@@ -22,8 +22,8 @@ def _steps(items, desc: str | None, unit: str):
     """``items``, behind a progress bar named ``desc`` (none when ``desc`` is None)."""
     if desc is None:
         return items
-    from ptqlib.progress import progress
-    return progress(items, desc=desc, unit=unit, leave=False, mininterval=1.0)
+    from ptqlib.progress import progress_bar
+    return progress_bar(items, desc=desc, unit=unit, leave=False, mininterval=1.0)
 
 
 @torch.no_grad()

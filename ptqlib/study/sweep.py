@@ -52,7 +52,7 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
     """Run the trials of ``configs`` missing from ``store``; with ``fill_ece``, also rerun the
     stored ones that predate ECE to record it (see :meth:`ResultsStore.fill_ece`). Trials run on
     ``device`` (default: :func:`default_device`). Returns counts."""
-    from ptqlib.progress import progress
+    from ptqlib.progress import progress_bar
 
     for cfg in {(c.model, c.dataset, c.weights): c for c in configs}.values():
         ctx = context(cfg, device)
@@ -67,7 +67,7 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
         keyed.setdefault(row_key(cfg, ctx.weights_fp, ctx.data_fp), cfg)
     refill = store.keys_without_ece() & set(keyed) if fill_ece else set()
     todo = [cfg for key, cfg in keyed.items() if key not in done or key in refill]
-    bar = progress(total=len(todo), desc="trials", unit="trial", disable=not progress, smoothing=0.1)
+    bar = progress_bar(total=len(todo), desc="trials", unit="trial", disable=not progress, smoothing=0.1)
 
     def save(row: dict) -> None:
         if row["key"] in refill:

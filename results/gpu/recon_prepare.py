@@ -7,7 +7,7 @@ images, the reference variant; each method's seeds 0-9 from 20,000 iterations do
 counts whose outcome cannot change the study-wide count). Once it has one: the study's
 reconstruction cells at that count (``results/missing_trials.py rerun``, in its stages: every
 cell's first seeds before any cell's later ones), the reconstruction trials only (grid search
-runs here in seconds), of the first cell's model only (a bundle holds one model), and at most
+runs here in seconds), of the first cell's model, dataset and weights only (a bundle holds one), and at most
 ``MAX_DRAWS`` calibration draws (each about 3 MB; the device tool carries 64 MiB). Each job is
 the trial of ``ptq sweep --model M --data cifar10-jpeg --w-bits W --a-bits 4 --calib-size 1024
 --optimizer O --variant reference --iters N [--fp-weights kept] --seed S --trials 1``.
@@ -41,7 +41,8 @@ def missing(queue: list[dict]) -> list:
 configs = missing(recon_queue(store))
 if not configs:  # the count is decided, or no trial the decision reads is missing: the study's cells at it
     configs = [c for c in missing(rerun_queue(store)) if c.recon is not None]
-    configs = [c for c in configs if c.model == configs[0].model] if configs else configs
+    bundled = (configs[0].model, configs[0].dataset, configs[0].weights) if configs else None
+    configs = [c for c in configs if (c.model, c.dataset, c.weights) == bundled]
     draws = list(dict.fromkeys(draw_key(c) for c in configs))[:MAX_DRAWS]
     configs = [c for c in configs if draw_key(c) in draws]
 if not configs:

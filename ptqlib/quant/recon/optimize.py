@@ -248,13 +248,13 @@ def _step_mode(device: torch.device, class_weights: ClassWeights | None) -> str:
 def _optimize(unit: nn.Module, learned: Learned, data: UnitData, cfg: ReconConfig, stage: _Stage,
               gen: torch.Generator, *, desc: str = "", progress: bool = False) -> None:
     """Learn ``learned`` for ``stage.iters`` iterations on random batches of ``data``."""
-    from ptqlib.progress import progress
+    from ptqlib.progress import progress_bar
 
     device = next(t for t in data.inputs if not isinstance(t, Const)).device
     mode = _step_mode(device, learned.class_weights)
     steps = (_EagerSteps(unit, learned, data, cfg, stage, gen) if mode == "eager" else
              _StaticSteps(unit, learned, data, cfg, stage, gen, graph=mode == "graph"))
-    bar = progress(range(stage.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
+    bar = progress_bar(range(stage.iters), desc=desc, leave=False, disable=not progress, mininterval=2.0)
     for step in bar:
         rec = steps(step)
         if progress and step % 200 == 0:  # reading the loss waits for the step (a GPU sync)
