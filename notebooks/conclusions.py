@@ -51,8 +51,8 @@ from ptqlib.analysis.plotting import verdict_matrix
 from ptqlib.app.report import optimizer_study, publish_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell
-from ptqlib.analysis.verdicts import (all_parts, claim_verdicts, design_for, findings, parts_frame, reconstruction_claim,
-                                     rerun_designs, side_by_side)
+from ptqlib.analysis.verdicts import (all_parts, design_for, findings, parts_frame, reconstruction_claim, rerun_designs,
+                                     side_by_side)
 
 store = ResultsStore(store_path)
 settings = dict(w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size, weights=weights, trials=trials,
@@ -107,9 +107,9 @@ else:
     converged_parts = reconstruction_claim(store, converged, chance_draws)
     per_method = ", ".join(f"{m} {min(p.trials for p in converged_parts if p.part.startswith(f'4 {m}'))}"
                            for m in converged.methods)
-    display(Markdown(f"Claim 4 at {count:,} iterations per unit, `{converged.recon_variant}` variant "
-                     f"({converged.recon_size} calibration images; paired trials per method: {per_method}): "
-                     f"**{claim_verdicts(converged_parts)['4']}**."))
+    display(Markdown(findings(converged_parts, f"{model} on {dataset} at {count:,} iterations per unit, "
+                              f"`{converged.recon_variant}` variant ({converged.recon_size} calibration images; "
+                              f"paired trials per method: {per_method})", claims=("4",))))
     publish_table(parts_frame(converged_parts).set_index(["claim", "part"]), "claim4_converged")
 
 # %% [markdown]

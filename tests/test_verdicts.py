@@ -344,6 +344,10 @@ def test_findings_quote_each_claim_with_its_verdict_and_numbers():
     verdict = V.claim_verdicts(parts)["1"]
     assert f"On a toy model: **{verdict}**" in text and "95 % interval" in text and "chance" in text
     assert "not enough data" in text  # claim 4 has no parts here
+    only = V.findings(parts, "a toy model", claims=("1",))
+    assert only.startswith("**Claim 1.**") and V.CLAIMS["4"] not in only and "1a largest class drop" in only
+    with pytest.raises(ValueError, match=r"unknown claims \['5'\]"):
+        V.findings(parts, "a toy model", claims=("5",))
     line = V.headline(parts).splitlines()[0]
     assert line.startswith("- **Claim 1**") and "1a largest class drop vs chance" in line
 

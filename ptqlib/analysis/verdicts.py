@@ -751,14 +751,19 @@ def parts_frame(parts: list[Part]) -> pd.DataFrame:
                          for p in parts])
 
 
-def findings(parts: list[Part], subject: str) -> str:
-    """Markdown: for each claim, the study's words, this replication's verdict on ``subject``
-    (e.g. "ResNet-20 on CIFAR-10"), and every part with its verdict and numbers, the parts that
-    hold first."""
+def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = None) -> str:
+    """Markdown: for each claim (of ``claims``; default all), the study's words, this
+    replication's verdict on ``subject`` (e.g. "ResNet-20 on CIFAR-10"), and every part with its
+    verdict and numbers, the parts that hold first."""
+    unknown = sorted(set(claims or ()) - set(CLAIMS))
+    if unknown:
+        raise ValueError(f"unknown claims {unknown}; choose among {', '.join(CLAIMS)}")
     verdicts = claim_verdicts(parts)
     words = {SUPPORTED: "holds", CONTRADICTED: "does not hold", INCONCLUSIVE: "open", NOT_ENOUGH: "not enough data"}
     lines = []
     for claim, text in CLAIMS.items():
+        if claims is not None and claim not in claims:
+            continue
         lines += [f"**Claim {claim}.** *\"{text}\"* On {subject}: **{verdicts[claim]}**.", ""]
         mine = sorted((p for p in parts if p.claim == claim), key=lambda p: VERDICTS.index(p.verdict))
         lines += [f"- *{words[p.verdict]}*: {describe(p)}" for p in mine]
