@@ -7,8 +7,8 @@ images, the reference variant; each method's seeds 0-9 from 20,000 iterations do
 counts whose outcome cannot change the study-wide count). Once it has one: the study's
 reconstruction cells at that count (``results/missing_trials.py rerun``, in its stages: every
 cell's first seeds before any cell's later ones), the reconstruction trials only (grid search
-runs here in seconds), of the first cell's model, dataset and weights only (a bundle holds one), and at most
-``MAX_DRAWS`` calibration draws (each about 3 MB; the device tool carries 64 MiB). Each job is
+runs here in seconds), of the first cell's model, dataset and weights only (a bundle holds one), and the queue's first
+jobs up to ``MAX_DRAWS`` calibration draws (each about 3 MB; the device tool carries 64 MiB). Each job is
 the trial of ``ptq sweep --model M --data cifar10-jpeg --w-bits W --a-bits 4 --calib-size 1024
 --optimizer O --variant reference --iters N [--fp-weights kept] --seed S --trials 1``.
 
@@ -43,8 +43,9 @@ if not configs:  # the count is decided, or no trial the decision reads is missi
     configs = [c for c in missing(rerun_queue(store)) if c.recon is not None]
     bundled = (configs[0].model, configs[0].dataset, configs[0].weights) if configs else None
     configs = [c for c in configs if (c.model, c.dataset, c.weights) == bundled]
-    draws = list(dict.fromkeys(draw_key(c) for c in configs))[:MAX_DRAWS]
-    configs = [c for c in configs if draw_key(c) in draws]
+    draws = list(dict.fromkeys(draw_key(c) for c in configs))
+    if len(draws) > MAX_DRAWS:  # the queue's first jobs, up to the first that would need one draw more
+        configs = configs[:next(i for i, c in enumerate(configs) if draw_key(c) == draws[MAX_DRAWS])]
 if not configs:
     sys.exit("neither the count decision nor the study's cells at its count need a reconstruction trial the "
              "store lacks: nothing to offload")
