@@ -51,8 +51,8 @@ from ptqlib.analysis.plotting import verdict_matrix
 from ptqlib.app.report import optimizer_study, publish_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell
-from ptqlib.analysis.verdicts import (all_parts, design_for, findings, parts_frame, reconstruction_claim, rerun_designs,
-                                     side_by_side)
+from ptqlib.analysis.verdicts import (all_parts, design_for, findings, paired_trials, parts_frame, reconstruction_claim,
+                                     rerun_designs, side_by_side)
 
 store = ResultsStore(store_path)
 settings = dict(w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size, weights=weights, trials=trials,
@@ -61,12 +61,10 @@ settings = dict(w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_si
 design = design_for(model, dataset, pool=pool, **settings)
 parts = all_parts(store, design, chance_draws)
 display(Markdown(findings(parts, f"{model} on {dataset}")))
-recon_trials_per_method = ", ".join(f"{m} {min(p.trials for p in parts if p.part.startswith(f'4 {m}'))}"
-                                    for m in design.methods)
 display(Markdown(f"Claim 4 rests on the `{design.recon_variant}` variant's reconstructions at {recon_iters} "
                  f"iterations per unit ({design.recon_size} calibration images; paired trials per method: "
-                 f"{recon_trials_per_method}); the reference code runs 20,000, and each method as its code runs it is "
-                 "the `reference` variant. The [optimizer section](optimizer) (ResNet-20 on CIFAR-10) measures what "
+                 f"{paired_trials(parts, design.methods)}); the reference code runs 20,000, and each method as its "
+                 "code runs it is the `reference` variant. The [optimizer section](optimizer) (ResNet-20 on CIFAR-10) measures what "
                  "more iterations and the reference variant change."))
 
 # %% [markdown]
@@ -99,17 +97,16 @@ if not np.isfinite(study.count):
     print(f"claim 4 is tested above at {recon_iters} iterations per unit only")
 elif not same_cell:
     print(f"the count was decided on {study.cell.model} W{study.cell.w_bits}A{study.cell.a_bits} on "
-          f"{study.cell.dataset} ({study.cell.calib_size} images), not this page's cell: claim 4 at it is on "
-          "the optimizer section")
+          f"{study.cell.dataset} ({study.cell.calib_size} images), not this page's cell; the optimizer section "
+          "tests claim 4 at it on that cell and on its rerun cells")
 else:
     count = int(study.count)
     converged = rerun_designs(study.cell, study.methods, count, {}, trials, trials)[0][1]
     converged_parts = reconstruction_claim(store, converged, chance_draws)
-    per_method = ", ".join(f"{m} {min(p.trials for p in converged_parts if p.part.startswith(f'4 {m}'))}"
-                           for m in converged.methods)
     display(Markdown(findings(converged_parts, f"{model} on {dataset} at {count:,} iterations per unit, "
                               f"`{converged.recon_variant}` variant ({converged.recon_size} calibration images; "
-                              f"paired trials per method: {per_method})", claims=("4",))))
+                              f"paired trials per method: {paired_trials(converged_parts, converged.methods)})",
+                              claims=("4",))))
     publish_table(parts_frame(converged_parts).set_index(["claim", "part"]), "claim4_converged")
 
 # %% [markdown]

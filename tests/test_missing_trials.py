@@ -82,11 +82,10 @@ def test_a_claim_is_held_while_open_free_again_once_its_holder_ends_and_final_on
 def test_rerun_queue_waits_for_the_count_then_runs_every_cell_beside_grid_search(monkeypatch):
     import pandas as pd
 
-    page = section_parameters("optimizer")
-    methods = page["curve_methods"]
     from ptqlib.app.report import StudyCount, study_setup
 
-    cell, _ = study_setup(page)
+    page = section_parameters("optimizer")
+    cell, methods = study_setup(page)
     monkeypatch.setattr(missing_trials, "optimizer_study",
                         lambda store: StudyCount(float("nan"), "none yet", pd.DataFrame(), cell, methods))
     assert missing_trials.rerun_queue(None) == []

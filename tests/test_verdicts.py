@@ -346,8 +346,10 @@ def test_findings_quote_each_claim_with_its_verdict_and_numbers():
     assert "not enough data" in text  # claim 4 has no parts here
     only = V.findings(parts, "a toy model", claims=("1",))
     assert only.startswith("**Claim 1.**") and V.CLAIMS["4"] not in only and "1a largest class drop" in only
-    with pytest.raises(ValueError, match=r"unknown claims \['5'\]"):
-        V.findings(parts, "a toy model", claims=("5",))
+    assert V.findings(parts, "a toy model", claims="1") == only  # one claim by its name
+    with pytest.raises(ValueError, match=r"unknown claims \['12'\]"):
+        V.findings(parts, "a toy model", claims="12")
+    assert V.paired_trials(parts, ("brecq",)) == "brecq 0"  # no claim-4 part: no trial
     line = V.headline(parts).splitlines()[0]
     assert line.startswith("- **Claim 1**") and "1a largest class drop vs chance" in line
 

@@ -751,10 +751,17 @@ def parts_frame(parts: list[Part]) -> pd.DataFrame:
                          for p in parts])
 
 
+def paired_trials(parts: list[Part], methods: tuple[str, ...]) -> str:
+    """"adaround 50, brecq 50, ...": the fewest trials any claim-4 part of each method reads."""
+    return ", ".join(f"{m} {min((p.trials for p in parts if p.part.startswith(f'4 {m}:')), default=0)}"
+                     for m in methods)
+
+
 def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = None) -> str:
     """Markdown: for each claim (of ``claims``; default all), the study's words, this
     replication's verdict on ``subject`` (e.g. "ResNet-20 on CIFAR-10"), and every part with its
     verdict and numbers, the parts that hold first."""
+    claims = (claims,) if isinstance(claims, str) else claims
     unknown = sorted(set(claims or ()) - set(CLAIMS))
     if unknown:
         raise ValueError(f"unknown claims {unknown}; choose among {', '.join(CLAIMS)}")

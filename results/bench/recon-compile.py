@@ -1,6 +1,6 @@
 # Per-step time of the reconstruction step, eager against torch.compile of each unit (dynamic=False),
-# with ptq bench's run of a method in the reference variant: .venv/bin/python results/bench/recon-compile.py eager|compile|compile-fallback
-# qdrop|brecq|adaround ITERS
+# with ptq bench's run of a method in the reference variant:
+# .venv/bin/python results/bench/recon-compile.py eager|compile|compile-fallback qdrop|brecq|adaround ITERS
 # (PTQ_DATA set, PYTHONPATH at the repository). Under compilation the learned fake quantization clamps
 # with tensor bounds (no graph break). Steady median = median step after 5 warm-up steps.
 import sys, time, torch

@@ -53,5 +53,5 @@ bundle = export_jobs(configs, sys.argv[1])
 print(f"{len(bundle['jobs'])} jobs (stored trials left out), {len(bundle['images'])} calibration draws -> {sys.argv[1]}")
 for job in bundle["jobs"]:
     c = job["config"]
-    print(c["model"], f"W{c['quant']['w_bits']}A{c['quant']['a_bits']}", c["optimizer"], c["recon"].get("fp_weights", "current"),
-          c["seed"], c["recon"]["iters"], c["recon"]["act_iters"])
+    print(c["model"], f"W{c['quant']['w_bits']}A{c['quant']['a_bits']}", c["optimizer"],
+          c["recon"].get("fp_weights", "current"), c["seed"], c["recon"]["iters"], c["recon"]["act_iters"])
