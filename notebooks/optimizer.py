@@ -61,7 +61,7 @@ from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import (Cell, ensure_trials, factor_frame, iteration_curve, rerun_seeds, study_count,
                                   trial_counts)
-from ptqlib.analysis.verdicts import design_for, parts_frame, reconstruction_claim, rerun_designs
+from ptqlib.analysis.verdicts import design_for, paired_trials, parts_frame, reconstruction_claim, rerun_designs
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
@@ -270,9 +270,9 @@ if np.isfinite(chosen):
     print(f"claim 4 at the chosen count, {int(chosen)} iterations per unit; this page's cell: {why}")
     for name, design in rerun_designs(study_cell, study_methods, int(chosen), rerun_cells, seeds, rerun_trials):
         if name or int(chosen) != reference_iters:  # this page's cell at reference_iters is the table above
-            c = design.cell
-            print(f"{c.model} W{c.w_bits}A{c.a_bits} on {c.dataset}:")
-            publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"),
-                          "claim4_chosen" + (f"_{name}" if name else ""))
+            c, chosen_parts = design.cell, reconstruction_claim(store, design)
+            print(f"{c.model} W{c.w_bits}A{c.a_bits} on {c.dataset}: paired trials per method "
+                  f"{paired_trials(chosen_parts, design.methods)}, of {design.trials} to run")
+            publish_table(parts_frame(chosen_parts).set_index("part"), "claim4_chosen" + (f"_{name}" if name else ""))
 else:
     print(f"no study-wide count chosen yet: claim 4 is shown at {reference_iters} iterations per unit only")
