@@ -7,10 +7,11 @@ images, the reference variant; each method's seeds 0-9 from 20,000 iterations do
 counts whose outcome cannot change the study-wide count). Once it has one: the study's
 reconstruction cells at that count (``results/missing_trials.py rerun``, in its stages: every
 cell's first seeds before any cell's later ones), the reconstruction trials only (grid search
-runs here in seconds), of the first cell's model, dataset and weights only (a bundle holds one), and the queue's first
-jobs up to ``MAX_DRAWS`` calibration draws (each about 3 MB; the device tool carries 64 MiB). Each job is
-the trial of ``ptq sweep --model M --data cifar10-jpeg --w-bits W --a-bits 4 --calib-size 1024
---optimizer O --variant reference --iters N [--fp-weights kept] --seed S --trials 1``.
+runs here in seconds), of the first cell's model, dataset and weights only (a bundle holds
+one), and the queue's first jobs up to ``MAX_DRAWS`` calibration draws (each about 3 MB; the
+device tool carries 64 MiB). Each job is the trial of ``ptq sweep --model M --data
+cifar10-jpeg --w-bits W --a-bits 4 --calib-size 1024 --optimizer O --variant reference --iters N
+[--fp-weights kept] --seed S --trials 1``.
 
     PTQ_DATA=../shared/data python results/gpu/recon_prepare.py .gpu/recon-jobs.pt
 """
@@ -34,8 +35,8 @@ done = store.existing_keys()
 
 
 def missing(queue: list[dict]) -> list:
-    return [cfg for given in queue for cfg in [trial_config(**given)]
-            if row_key(cfg, context(cfg, "cpu").weights_fp, context(cfg, "cpu").data_fp) not in done]
+    return [cfg for given in queue for cfg in [trial_config(**given)] for ctx in [context(cfg, "cpu")]
+            if row_key(cfg, ctx.weights_fp, ctx.data_fp) not in done]
 
 
 configs = missing(recon_queue(store))
