@@ -64,8 +64,8 @@ display(Markdown(findings(parts, f"{model} on {dataset}")))
 display(Markdown(f"Claim 4 rests on the `{design.recon_variant}` variant's reconstructions at {recon_iters} "
                  f"iterations per unit ({design.recon_size} calibration images; paired trials per method: "
                  f"{paired_trials(parts, design.methods)}); the reference code runs 20,000, and each method as its "
-                 "code runs it is the `reference` variant. The [optimizer section](optimizer) (ResNet-20 on CIFAR-10) measures what "
-                 "more iterations and the reference variant change."))
+                 "code runs it is the `reference` variant. The [optimizer section](optimizer) (ResNet-20 on "
+                 "CIFAR-10) measures what more iterations and the reference variant change."))
 
 # %% [markdown]
 # ## Every part
@@ -90,9 +90,8 @@ publish_table(parts_frame(parts).set_index(["claim", "part"]), "parts")
 # %%
 study = optimizer_study(store)
 print(study.line)
-same_cell = all(getattr(study.cell, k) == v for k, v in dict(
-    model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
-    calib_size=max(calib_sizes)).items())
+same_cell = study.decided_on(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits,
+                             a_bits=a_bits, metric=metric, calib_size=max(calib_sizes))
 if not np.isfinite(study.count):
     print(f"claim 4 is tested above at {recon_iters} iterations per unit only")
 elif not same_cell:

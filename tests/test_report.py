@@ -307,3 +307,17 @@ def test_optimizer_study_reads_the_optimizer_sections_parameters(tmp_path):
     assert methods == list(spec.get("methods", page["curve_methods"]))
     study = optimizer_study(ResultsStore(tmp_path / "empty.sqlite"))
     assert study.count != study.count and "none yet" in study.line and (study.cell, study.methods) == (cell, methods)
+
+
+def test_study_count_knows_its_cell_with_the_pool_resolved(tmp_path):
+    from ptqlib.app.report import optimizer_study
+
+    study = optimizer_study(ResultsStore(tmp_path / "empty.sqlite"))
+    cell = study.cell
+    same = dict(model=cell.model, dataset=cell.dataset, w_bits=cell.w_bits, calib_size=cell.calib_size)
+    assert study.decided_on(**same) and study.decided_on(**same, pool=None)
+    assert study.decided_on(**same, pool=cell.pool or "train")  # CIFAR's default pool, named
+    assert not study.decided_on(**{**same, "w_bits": cell.w_bits + 1})
+    assert not study.decided_on(**{**same, "calib_size": cell.calib_size // 2})
+    with pytest.raises(ValueError, match="no setting 'bits'"):
+        study.decided_on(bits=4)

@@ -143,6 +143,21 @@ class StudyCount(NamedTuple):
     cell: Cell  # the curve's cell: the configuration the study's reconstruction cells are rerun in
     methods: list[str]
 
+    def decided_on(self, **settings) -> bool:
+        """Whether the count was decided on the cell ``settings`` name (a page's ``model``,
+        ``dataset``, ``pool``, ...): each equal to the curve cell's, a pool of None read as the
+        dataset's default pool (the same trials)."""
+        from ptqlib.data import default_pool
+
+        def resolved(name, value, dataset):
+            return default_pool(dataset) if name == "pool" and value is None else value
+
+        unknown = sorted(k for k in settings if not hasattr(self.cell, k))
+        if unknown:
+            raise ValueError(f"a cell has no setting {unknown[0]!r}")
+        return all(resolved(k, v, settings.get("dataset", self.cell.dataset))
+                   == resolved(k, getattr(self.cell, k), self.cell.dataset) for k, v in settings.items())
+
 
 def optimizer_study(store: ResultsStore) -> StudyCount:
     """The optimizer section's study-wide iteration count on ``store``, as its parameters declare
