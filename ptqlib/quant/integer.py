@@ -3,8 +3,8 @@ kernels, on exactly its quantization grid.
 
 Backend. The convolutions run on oneDNN's int8 primitives through PyTorch's
 ``torch.ops.onednn.qconv_prepack`` / ``torch.ops.onednn.qconv2d_pointwise`` operators (the
-kernels behind the x86 backend of PyTorch 2 export quantization; AVX-512 VNNI / AMX-int8 on
-this CPU). They take plain ``uint8`` activations and ``int8`` weights together with *our*
+kernels behind the x86 backend of PyTorch 2 export quantization; AVX-512 VNNI, or AMX-int8 on
+a CPU that has it). They take plain ``uint8`` activations and ``int8`` weights together with *our*
 scales and zero points, and fuse the requantization, a ReLU or a clip, and a residual
 addition (oneDNN's ``sum`` post-op) into the convolution. The alternatives were weighed:
 ``torch.ao``'s eager/FX convert flows are deprecated and choose their own observers and
