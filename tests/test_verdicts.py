@@ -77,12 +77,31 @@ def test_chance_is_a_permutation_test():
 def test_bootstrap_interval_of_a_mean_agrees_with_scipy():
     x = np.random.default_rng(1).normal(3.0, 2.0, 40)
     ours = V.bootstrap_interval(lambda i: x[i].mean(-1), [len(x)], paired=False, resamples=20000)
-    ref = sps.bootstrap((x,), np.mean, method="percentile", n_resamples=20000,
+    level = 1 - 2 * V.expanded_tail(len(x))  # scipy's percentile interval at the expanded level
+    ref = sps.bootstrap((x,), np.mean, method="percentile", n_resamples=20000, confidence_level=level,
                         rng=np.random.default_rng(2)).confidence_interval
     assert ours == pytest.approx((ref.low, ref.high), abs=0.05)
-    # the textbook normal interval for the mean, for scale
-    se = x.std(ddof=1) / np.sqrt(len(x))
-    assert ours == pytest.approx((x.mean() - 1.96 * se, x.mean() + 1.96 * se), abs=0.1)
+    # the textbook t interval for the mean, for scale
+    half = sps.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    assert ours == pytest.approx((x.mean() - half, x.mean() + half), abs=0.1)
+
+
+def test_expanded_tails_keep_the_coverage_the_plain_percentile_interval_loses_on_few_trials():
+    assert V.expanded_tail(10) == pytest.approx(0.00855, abs=1e-5)  # Hesterberg's: sqrt(10/9) t(0.975, 9)
+    assert 0.021 < V.expanded_tail(50) < 0.025 and V.expanded_tail(1000) == pytest.approx(0.025, abs=2e-4)
+    with pytest.raises(ValueError, match="at least 2 trials, got 1"):
+        V.expanded_tail(1)
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0.0, 1.0, (300, 7))  # 7 seeds, true mean 0
+    covered, plain = [], []
+    for k, x in enumerate(samples):
+        lo, hi = V.bootstrap_interval(lambda i: x[i].mean(-1), [7], paired=False, seed=k)
+        covered.append(lo <= 0 <= hi)
+        idx = np.random.default_rng(k).integers(0, 7, (2000, 7))
+        p_lo, p_hi = np.quantile(x[idx].mean(-1), [0.025, 0.975])
+        plain.append(p_lo <= 0 <= p_hi)
+    assert np.mean(covered) >= 0.92  # about the stated 95 %
+    assert np.mean(plain) < 0.91  # where the plain percentile interval falls short
 
 
 def test_paired_bootstrap_resamples_the_same_seeds():
@@ -242,6 +261,32 @@ def test_a_reconstruction_that_only_lifts_the_average_supports_claim_4():
     assert verdicts["worst-class gain beyond the average's"] == V.SUPPORTED
     assert verdicts["some class does worse than with grid search"] == V.SUPPORTED
     assert verdicts["the class doing worst is beyond chance"] == V.SUPPORTED
+
+
+def test_per_class_wilcoxon_says_when_too_few_pairs_could_show_any_class_worse():
+    assert V.wilcoxon_floor(7, 10) == pytest.approx(10 * 2 / 2 ** 7)  # 0.156: above 0.05
+    assert V.wilcoxon_floor(10, 10) == pytest.approx(0.0195, abs=1e-4) and V.wilcoxon_floor(2, 10) == 1.0
+    # the floor is what scipy's exact test gives when every difference has one sign
+    assert sps.wilcoxon(np.arange(1.0, 8.0)).pvalue == pytest.approx(V.wilcoxon_floor(7, 1))
+    rng = np.random.default_rng(1)
+    fp = _fp(rng)
+    grid = _trials(rng, fp, lambda t: np.where(LABELS == 2, 0.2, 0.1))
+    worse2 = _trials(rng, fp, lambda t: np.where(LABELS == 2, 0.5, 0.05))  # class 2 loses 30 % of its images
+    few = V.reconstruction_parts("4", _data({"grid": grid[:7], "qdrop": worse2[:7]}, fp, draws=50), "qdrop")
+    many = V.reconstruction_parts("4", _data({"grid": grid[:10], "qdrop": worse2[:10]}, fp, draws=50), "qdrop")
+    assert "no classes can be shown significantly worse with 7 paired trials" in few[-1].detail
+    assert "smallest p is 0.16" in few[-1].detail
+    assert "1 of 10 classes significantly worse" in many[-1].detail  # 10 pairs can show it
+
+
+def test_a_part_without_enough_data_says_how_many_paired_trials_it_has():
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    data = _data({"grid": _trials(rng, fp, lambda t: 0.1, trials=3), "brecq": _trials(rng, fp, lambda t: 0.1, trials=3)},
+                 fp, draws=20)
+    parts = V.reconstruction_parts("4", data, "brecq")
+    assert {p.verdict for p in parts} == {V.NOT_ENOUGH} and {p.trials for p in parts} == {3}
+    assert V.paired_trials(parts, ("brecq",)) == "brecq 3"
 
 
 def test_too_few_trials_is_not_enough_data():
