@@ -528,7 +528,7 @@ def test_chosen_iters_tests_counts_from_the_top_down_on_a_fixed_number_of_trials
     got = chosen_iters(hand)
     # a: 5000 and 2000 pass, 500 falls short by 2 points and ends the sequence
     assert got.loc["a", "chosen"] == 2000
-    assert got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000: 5000: +0.00 [-0.35, +0.35], "
+    assert got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000: 5000: +0.00 [-0.35, +0.35] (90%), "
                                           "within 0.35; 2000: +0.00")
     assert got.loc["a", "why"].endswith("not within 1.0")
     # b: 2000 is better than the target by more than the margin: the sequence stops there, 500 is not tested
@@ -639,7 +639,7 @@ def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
     assert "-> converged at 2000" in v and v.endswith("differs from 5000 (interval clear of 0) at 500 (-1.50)")
     assert w == "w m: a single count (500): no convergence to read"
     assert "-> no smaller count shown within 0.1 points" in curve_lines(curve, tolerance=0.1)[0]
-    assert "500: -1.50 [-2.00, -1.00] (10 against 10 trials, 10 shared; its change alone is beyond 0.3" in v
+    assert "500: -1.50 [-2.00, -1.00] (10 against 10 trials, 10 shared; its estimated change alone is beyond 0.3" in v
     assert "2000: +0.05 [-0.20, +0.25] (10 against 10 trials, 10 shared)" in v  # within: nothing to add
     narrow = curve_lines(curve, tolerance=0.1)[0]  # 2000 is not within 0.1: the seeds it would take at 0.1
     seeds = seeds_for_equivalence(0.05, 0.1, 0.1)

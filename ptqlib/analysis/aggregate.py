@@ -121,7 +121,8 @@ def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
                 return ""
             seeds = seeds_for_equivalence(r.worst_diff, r.paired_sd, tolerance)  # at this tolerance
             if np.isinf(seeds):
-                return f"; its change alone is beyond {tolerance}: no number of seeds would show it within"
+                return (f"; its estimated change alone is beyond {tolerance}: if it held, no number of seeds "
+                        "would show it within")
             if np.isfinite(seeds):
                 return f"; ~{seeds:.0f} seeds run at both would show it within {tolerance}"
             return ""
@@ -202,7 +203,7 @@ def _decision_walk(group: pd.DataFrame, target: int, sequence: list[int], trials
             continue
         r = group.loc[count]
         low, high, bound = equivalence_interval(r, alpha)
-        numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}], within {bound:.2f}"
+        numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}] ({1 - 2 * alpha:.0%}), within {bound:.2f}"
         passed = bound <= margin
         yield _CountState(count, have, 0, True, "passed" if passed else "failed", numbers)
         if not passed:

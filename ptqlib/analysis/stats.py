@@ -265,7 +265,7 @@ def above_guessing(per_class: pd.DataFrame, outputs: int, images: int, by: str =
         avg_floor = guessing_floor(images * acc.shape[1], outputs, alpha)
         avg_above = int((right.sum(1) >= avg_floor).sum())
         at = [name for name, share in zip(acc.columns, (right >= floor).mean(0)) if share <= 0.5]
-        rows.append({by: level, "trials": len(acc), "avg_mean": float(acc.mean(1).mean()), "avg_above": avg_above,
+        rows.append({by: level, "trials": len(acc), "avg_mean": float(acc.mean(axis=1).mean()), "avg_above": avg_above,
                      "classes": acc.shape[1], "at_guessing": len(at), "at_guessing_classes": ", ".join(at),
                      "kept": not at and avg_above > len(acc) / 2, "floor": floor, "avg_floor": avg_floor,
                      "images": images, "outputs": outputs, "alpha": alpha})
