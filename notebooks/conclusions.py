@@ -2,19 +2,23 @@
 # # Do the study's conclusions hold here?
 #
 # The study (Yuan et al. 2023) drew four conclusions. Each is tested here in its parts
-# (`ptqlib.analysis.verdicts`, also `ptq verdicts --model M --data D`): every part is an estimate from
-# the stored trials with a 95 % bootstrap interval over calibration seeds, and either a stated
-# effect size that the whole interval must clear (a part about sizes) or a chance band (a part
-# about classes): the same statistic on *pseudo-classes*, random groups of test images of the
-# real classes' sizes, which is what it would be if quantization errors ignored classes.
-# A part is **supported** when its interval clears the effect size (or when fewer than 5 % of the
-# random groupings reach it), **contradicted** when the interval lies on the other side (or when
-# more than half of the random groupings reach it), **inconclusive** in between, and **not
-# enough data** when a cell has fewer than 5 trials. A claim holds when all its parts do
-# (claim 3: at some bit-width). The effect sizes, stated once in `ptqlib.analysis.verdicts.Effects`:
-# "much more" is at least twice; "robust" is a change under 1 point; "barely reduces" keeps at
-# least 70 % of the std; "more reliable" is a worst class gaining 1 point more than the average,
-# or a class spread or variability at most 80 % of grid search's.
+# (`ptqlib.analysis.verdicts`, also `ptq verdicts --model M --data D`): every part is an estimate
+# from the stored trials with a 95 % bootstrap interval over calibration seeds (widened for few
+# seeds, see [the method](method)), and either a stated effect size that the whole interval must
+# clear (a part about sizes) or a chance band (a part about classes): the same statistic on
+# *pseudo-classes*, random groups of test images of the real classes' sizes, which is what it would
+# be if quantization errors ignored classes. A part is **supported** when its interval clears the
+# effect size (or when fewer than 5 % of the random groupings reach it), **contradicted** when the
+# interval lies on the other side (or when more than half of the random groupings reach it),
+# **inconclusive** in between, and **not enough data** when a cell has fewer than 5 trials; in the
+# lists below a supported part *holds*, a contradicted one *does not hold* and an inconclusive one
+# is *open*. A claim holds when all its parts do (claim 3: at some bit-width). A trial's *worst
+# class* is its class of lowest accuracy; in claim 4, *the class losing most to grid search* is the
+# class whose mean accuracy over the paired seeds falls most from grid search's. The effect sizes,
+# stated once in `ptqlib.analysis.verdicts.Effects`: "much more" is at least twice; "robust" is a
+# change under 1 point; "barely reduces" keeps at least 70 % of the std; "more reliable" is a worst
+# class gaining 1 point more than the average, or a class spread or variability at most 80 % of grid
+# search's.
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"

@@ -237,8 +237,9 @@ else:
 # ## Claim 4 on the reference variant
 #
 # The study's claim 4 tested as on [the conclusions page](conclusions), on the trials of the
-# reference variant at `reference_iters` iterations per unit: each method against grid search on
-# the same calibration sets. Read it with the curve above: the line below it gives each method's
+# reference variant (each method as its reference code runs it) at `reference_iters` iterations
+# per unit (500 unless the page is rerun with another value; not the reference code's own count,
+# which is `target_iters`): each method against grid search on the same calibration sets. Read it with the curve above: the line below it gives each method's
 # worst class at `reference_iters` against the reference curve's largest count (`target_iters`
 # once it has three trials; the line names it), that is how far these reconstructions are from
 # the reference code's count.

@@ -36,6 +36,7 @@ def test_heatmap_writes_the_std_change_in_every_cell():
 def test_mean_std_lines_one_line_per_class():
     ax = mean_std_lines(class_summary(tidy_frame(), by=["noise"]), "noise")
     assert len(ax.get_legend().get_texts()) == 4
+    assert ax.get_ylabel() == "accuracy (%), mean ± std over trials"  # what the error bars are
 
 
 def test_worst_class_boxes_one_box_per_level_with_its_medians():

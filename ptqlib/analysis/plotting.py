@@ -59,7 +59,7 @@ def mean_std_lines(summary: pd.DataFrame, factor: str, ax=None):
         ax.errorbar([str(v) for v in group[factor]], group["mean"], yerr=group["std"], label=name,
                     capsize=3, marker="o", ms=3, **style)
     ax.set_xlabel(factor)
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%), mean ± std over trials")
     ax.legend(ncol=2, fontsize=7, loc="best")
     return ax
 
@@ -206,7 +206,7 @@ def iteration_lines(curve: pd.DataFrame, by: list[str] = ("method",), axes=None)
         axes[0].errorbar(group["iters"], group["worst_mean"], yerr=group["worst_std"], marker="o", capsize=3,
                          label=label)
         axes[1].plot(group["iters"], group["avg_mean"], marker="o", label=label)
-    for ax, what in zip(axes, ("mean worst-class accuracy (%)", "mean average accuracy (%)")):
+    for ax, what in zip(axes, ("worst-class accuracy (%), mean ± std over trials", "mean average accuracy (%)")):
         ax.set_xscale("log")
         ax.set_xlabel("iterations per unit")
         ax.set_ylabel(what)

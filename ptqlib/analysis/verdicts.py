@@ -530,7 +530,7 @@ def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effe
         (f"4 {method}: class std over calibration sets vs grid search (kept >= {e.reliable_ratio:.0%})",
          class_variability_ratio, e.reliable_ratio, ">", "x"),
         (f"4 {method}: some class does worse than with grid search", "selected", 0.0, "<", "points"),
-        (f"4 {method}: the class doing worst is beyond chance", smallest_class_change, None, "<", "points"),
+        (f"4 {method}: the class losing most to grid search is beyond chance", smallest_class_change, None, "<", "points"),
     ]
     seeds = _common_seeds(data, ["grid", method])
     if data.trials("grid") < MIN_TRIALS or data.trials(method) < MIN_TRIALS or len(seeds) < MIN_TRIALS:
@@ -545,13 +545,14 @@ def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effe
     detail = f"'{data.names[k]}' {changes[0, k]:+.2f} points; " + wilcoxon_count(
         worse, changes.size, len(seeds), "classes", "significantly worse")
     named = {"spread": lambda g, m: drop_spread_ratio(g, m, fp),
-             "selected": lambda g, m: (m[..., k] - g[..., k]).mean(-1)}  # the class doing worst, held fixed
+             "selected": lambda g, m: (m[..., k] - g[..., k]).mean(-1)}  # the class losing most, held fixed
     parts = []
     for name, stat, eff, direction, unit in specs:
         stat = named.get(stat, stat) if isinstance(stat, str) else stat
         chance = eff is None
+        about_one_class = chance or stat is named["selected"]
         parts.append(_part(claim, name, stat, [grid, meth], True, eff, direction, unit,
-                           null=stat(*pseudo) if chance else None, detail=detail if "class do" in name else "",
+                           null=stat(*pseudo) if chance else None, detail=detail if about_one_class else "",
                            ci_stat=named["selected"] if chance else None))
     return parts
 
