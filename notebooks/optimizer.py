@@ -51,16 +51,15 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
-from ptqlib.analysis.aggregate import (backlog_lines, chosen_iters, class_summary, curve_lines, decision_backlog,
-                                      gains_against, ordered_levels, worst_class)
+from ptqlib.analysis.aggregate import (backlog_lines, class_summary, count_choices, curve_lines, decision_backlog,
+                                      gains_against, gap_lines, ordered_levels, worst_class)
 from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain, paired_tests, significant_changes
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import (Cell, ensure_trials, factor_frame, iteration_curve, rerun_seeds, study_count,
-                                  trial_counts)
+from ptqlib.analysis.cells import (Cell, curve_cell, ensure_trials, factor_frame, iteration_curves, rerun_seeds,
+                                  study_count, trial_counts)
 from ptqlib.analysis.verdicts import design_for, paired_trials, parts_frame, reconstruction_claim, rerun_designs
 
 store = ResultsStore(store_path)
@@ -161,10 +160,7 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # "converged" means converged relative to that count only.
 
 # %%
-curves = pd.concat([iteration_curve(store, replace(cell, **{k: v for k, v in spec.items() if k != "methods"}),
-                                    spec.get("methods", curve_methods), curve_iters, curve_trials,
-                                    tolerance=tolerance).assign(variant=name)
-                    for name, spec in curve_series.items()], ignore_index=True)
+curves = iteration_curves(store, cell, curve_series, curve_methods, curve_iters, curve_trials, tolerance)
 if curves.empty:
     print("no reconstruction trials at these iteration counts in the store")
 else:
@@ -208,20 +204,17 @@ else:
 # how long they take here. The other curves get a count by the same rule, for reading only.
 
 # %%
-study_cell = replace(cell, **{k: v for k, v in curve_series[study_curve].items() if k != "methods"})
+study_cell = curve_cell(cell, curve_series[study_curve])
 study_methods = curve_series[study_curve].get("methods", curve_methods)
 chosen, chosen_line, study_frame = study_count(store, study_cell, study_methods, curve_iters, curve_trials,
                                                target_iters, choice_margin, choice_alpha)
-reference_curves = curves[curves["variant"].str.startswith("reference")] if len(curves) else curves
-choices = pd.concat([chosen_iters(group, target_iters, choice_margin, curve_trials, curve_iters, choice_alpha)
-                     .assign(variant=v)
-                     for v, group in reference_curves.groupby("variant", sort=False)]) if len(reference_curves) else None
-if choices is None or choices.empty:
+choices = count_choices(curves, [n for n, spec in curve_series.items() if spec.get("variant") == "reference"],
+                        target_iters, choice_margin, curve_trials, curve_iters, choice_alpha)
+if choices.empty:
     print("no reference-variant curve in the store")
 else:
-    publish_table(choices.reset_index()[["variant", "method", "chosen", "why"]].set_index(["variant", "method"]),
-                  "chosen_iters")
-    study = reference_curves[reference_curves["variant"] == study_curve]
+    publish_table(choices, "chosen_iters")
+    study = curves[curves["variant"] == study_curve]
     equivalence_lines(study, choice_margin, target_iters, choice_alpha, curve_trials)
     plt.title(f"{study_curve}: each count against {target_iters:,} ({1 - 2 * choice_alpha:.0%} intervals)", fontsize=9)
     plt.tight_layout()
@@ -239,22 +232,17 @@ else:
 # The study's claim 4 tested as on [the conclusions page](conclusions), on the trials of the
 # reference variant (each method as its reference code runs it) at `reference_iters` iterations
 # per unit (500 unless the page is rerun with another value; not the reference code's own count,
-# which is `target_iters`): each method against grid search on the same calibration sets. Read it with the curve above: the line below it gives each method's
-# worst class at `reference_iters` against the reference curve's largest count (`target_iters`
-# once it has three trials; the line names it), that is how far these reconstructions are from
-# the reference code's count.
+# which is `target_iters`): each method against grid search on the same calibration sets. Read it
+# with the curve above: the line below it gives each method's worst class at `reference_iters`
+# against the reference curve's largest count (`target_iters` once it has three trials; the line
+# names it), that is how far these reconstructions are from the reference code's count.
 
 # %%
 design = design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, weights=weights,
                     trials=reference_trials, recon_size=calib_size, recon_iters=reference_iters,
                     recon_variant="reference")
 publish_table(parts_frame(reconstruction_claim(store, design)).set_index("part"), "claim4_reference")
-at_count = (curves[(curves["variant"] == study_curve) & (curves["iters"] == reference_iters)]
-            .dropna(subset=["worst_diff"]) if len(curves) else curves)
-for r in at_count.itertuples():
-    print(f"{study_curve} curve, {r.method}: worst class at {reference_iters} minus at {int(r.reference)} "
-          f"iterations {r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] points (95 %; the trials of "
-          "both: the curve's lines above)")
+print("\n".join(gap_lines(curves, study_curve, reference_iters)))
 
 # %% [markdown]
 # And at the study-wide count chosen above, once there is one: the same test on the trials at

@@ -474,6 +474,40 @@ def test_iteration_curve_pairs_each_count_with_the_largest_and_the_converged_cou
     assert converged_iters(hand, tolerance=0.7)["a"] == 2000
 
 
+def test_iteration_curves_stack_a_pages_curves_and_choose_counts_on_the_named_ones(tmp_path):
+    import pandas as pd
+
+    from ptqlib.analysis.aggregate import chosen_iters, count_choices, gap_lines
+    from ptqlib.analysis.cells import curve_cell, iteration_curve, iteration_curves
+
+    rng = np.random.default_rng(0)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy", calib_size=1024)
+    series = {"ref": {"variant": "reference"}, "ref current": {"variant": "reference", "fp_weights": "current"},
+              "joint": {"variant": "joint", "methods": ["qdrop"]}}
+    assert curve_cell(cell, series["ref current"]) == replace(cell, variant="reference", fp_weights="current")
+    assert iteration_curves(store, cell, series, ["brecq"], [500, 2000], 10).empty  # nothing stored yet
+    for iters in (500, 2000):
+        for method in ("brecq", "qdrop"):
+            _write(store, replace(cell, optimizer=method, iters=iters, variant="reference"),
+                   _trials(rng, fp, lambda t: np.full(len(LABELS), 0.1 if iters == 500 else 0.05), trials=4))
+    curves = iteration_curves(store, cell, series, ["brecq"], [500, 2000], 10)
+    assert list(curves["variant"].unique()) == ["ref"]  # "ref current" and "joint" have no trials
+    pd.testing.assert_frame_equal(curves.drop(columns="variant"),
+                                  iteration_curve(store, curve_cell(cell, series["ref"]), ["brecq"], [500, 2000], 10))
+    choices = count_choices(curves, ["ref"], 2000, 1.0, 4, [500, 2000], 0.05)
+    assert list(choices.index) == [("ref", "brecq")] and list(choices.columns) == ["chosen", "why"]
+    assert choices.loc[("ref", "brecq"), "why"] == chosen_iters(curves, 2000, 1.0, 4, [500, 2000], 0.05).loc[
+        "brecq", "why"]
+    assert count_choices(curves, ["joint"], 2000, 1.0, 4, [500, 2000], 0.05).empty
+    assert count_choices(pd.DataFrame(), ["ref"], 2000, 1.0, 4, [500, 2000], 0.05).empty
+    (line,) = gap_lines(curves, "ref", 500)
+    r = curves.iloc[0]
+    assert line.startswith(f"ref curve, brecq: worst class at 500 minus at 2000 iterations {r.worst_diff:+.2f} "
+                           f"[{r.diff_low:+.2f}, {r.diff_high:+.2f}] points (95 %")
+    assert gap_lines(curves, "joint", 500) == [] and gap_lines(pd.DataFrame(), "ref", 500) == []
+
+
 def test_level_labels():
     from ptqlib.analysis.cells import level_label
 

@@ -340,6 +340,33 @@ def decision_backlog(curve: pd.DataFrame, counts: list[int], target: int = 20000
     return pd.DataFrame(rows, columns=columns)
 
 
+def count_choices(curves: pd.DataFrame, names: list[str], target: int, margin: float, trials: int,
+                  counts: list[int], alpha: float) -> pd.DataFrame:
+    """:func:`chosen_iters` of each curve of ``curves`` (an iteration-curve frame with a
+    ``variant`` column naming its curves) whose name is in ``names``, one row per curve and
+    method, indexed by ``variant`` and ``method``, with the count and why; empty when none of
+    those curves is in the frame."""
+    if curves.empty:
+        return pd.DataFrame(columns=["chosen", "why"])
+    picked = curves[curves["variant"].isin(names)]
+    frames = [chosen_iters(group, target, margin, trials, counts, alpha).assign(variant=name)
+              for name, group in picked.groupby("variant", sort=False)]
+    if not frames:
+        return pd.DataFrame(columns=["chosen", "why"])
+    return pd.concat(frames).reset_index().set_index(["variant", "method"])[["chosen", "why"]]
+
+
+def gap_lines(curves: pd.DataFrame, name: str, count: int) -> list[str]:
+    """For curve ``name`` of ``curves``, per method: its mean worst class at ``count`` iterations
+    against the curve's reference count, with the 95 % interval (the curve's comparison)."""
+    if curves.empty:
+        return []
+    rows = curves[(curves["variant"] == name) & (curves["iters"] == count)].dropna(subset=["worst_diff"])
+    return [f"{name} curve, {r.method}: worst class at {count} minus at {int(r.reference)} iterations "
+            f"{r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] points (95 %; the trials of both: the curve's "
+            "lines above)" for r in rows.itertuples()]
+
+
 def backlog_lines(backlog: pd.DataFrame, methods: list[str]) -> list[str]:
     """:func:`decision_backlog` in words, a line per method of ``methods``."""
     def listed(rows: pd.DataFrame) -> str:

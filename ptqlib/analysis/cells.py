@@ -225,6 +225,23 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
 
 
+def curve_cell(cell: Cell, spec: dict) -> Cell:
+    """The cell of one iteration curve: ``cell`` with the curve's changes (``spec``, a page's
+    ``curve_series`` entry, less its optional ``methods``)."""
+    return replace(cell, **{k: v for k, v in spec.items() if k != "methods"})
+
+
+def iteration_curves(store: ResultsStore, cell: Cell, series: dict[str, dict], methods: list[str],
+                     iters: list[int], trials: int, tolerance: float = 0.3) -> pd.DataFrame:
+    """:func:`iteration_curve` of every curve of ``series`` (a name -> the curve's changes to
+    ``cell`` and optionally its own ``methods``, else ``methods``), stacked, each row's curve
+    named in ``variant``; empty when the store has none of their trials."""
+    frames = [iteration_curve(store, curve_cell(cell, spec), spec.get("methods", methods), iters, trials,
+                              tolerance=tolerance).assign(variant=name) for name, spec in series.items()]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def study_count(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int], trials: int,
                 target: int, margin: float, alpha: float) -> tuple[float, str, pd.DataFrame]:
     """The iteration count the study's reconstruction cells run at, decided on ``cell``'s curve

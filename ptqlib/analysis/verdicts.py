@@ -530,7 +530,8 @@ def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effe
         (f"4 {method}: class std over calibration sets vs grid search (kept >= {e.reliable_ratio:.0%})",
          class_variability_ratio, e.reliable_ratio, ">", "x"),
         (f"4 {method}: some class does worse than with grid search", "selected", 0.0, "<", "points"),
-        (f"4 {method}: the class losing most to grid search is beyond chance", smallest_class_change, None, "<", "points"),
+        (f"4 {method}: the class losing most to grid search is beyond chance", smallest_class_change, None, "<",
+         "points"),
     ]
     seeds = _common_seeds(data, ["grid", method])
     if data.trials("grid") < MIN_TRIALS or data.trials(method) < MIN_TRIALS or len(seeds) < MIN_TRIALS:

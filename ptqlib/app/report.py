@@ -126,12 +126,12 @@ def study_setup(page: dict) -> tuple[Cell, list[str]]:
     """The optimizer section's study curve, from its parameters ``page``: the cell its iteration
     count is decided on (the configuration the study's reconstruction cells are rerun in) and its
     methods."""
+    from ptqlib.analysis.cells import curve_cell
     from ptqlib.study.settings import Cell
 
     fields = ("model", "dataset", "w_bits", "a_bits", "metric", "calib_size", "pool", "weights")
     spec = page["curve_series"][page["study_curve"]]
-    cell = Cell(**{k: page[k] for k in fields}, **{k: v for k, v in spec.items() if k != "methods"})
-    return cell, list(spec.get("methods", page["curve_methods"]))
+    return curve_cell(Cell(**{k: page[k] for k in fields}), spec), list(spec.get("methods", page["curve_methods"]))
 
 
 class StudyCount(NamedTuple):
