@@ -46,7 +46,6 @@ imagenet_pool = "train"  # their calibration pool: the 10-class one holds their 
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -56,7 +55,7 @@ from ptqlib.app.report import optimizer_study, publish_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell
 from ptqlib.analysis.verdicts import (all_parts, design_for, findings, paired_trials, parts_frame, reconstruction_claim,
-                                     rerun_designs, side_by_side)
+                                     side_by_side)
 
 store = ResultsStore(store_path)
 settings = dict(w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size, weights=weights, trials=trials,
@@ -98,19 +97,13 @@ publish_table(parts_frame(parts).set_index(["claim", "part"]), "parts")
 # %%
 study = optimizer_study(store)
 print(study.line)
-same_cell = study.decided_on(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits,
-                             a_bits=a_bits, metric=metric, calib_size=max(calib_sizes))
-if not np.isfinite(study.count):
-    print(f"claim 4 is tested above at {recon_iters} iterations per unit only")
-elif not same_cell:
-    print(f"the count was decided on {study.cell.model} W{study.cell.w_bits}A{study.cell.a_bits} on "
-          f"{study.cell.dataset} ({study.cell.calib_size} images), not this page's cell; the optimizer section "
-          "tests claim 4 at it on that cell and on its rerun cells")
+chosen = study.design_on(trials, model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits,
+                         a_bits=a_bits, metric=metric, calib_size=max(calib_sizes))
+if isinstance(chosen, str):
+    print(chosen)
 else:
-    count = int(study.count)
-    chosen = rerun_designs(study.cell, study.methods, count, {}, trials, trials)[0][1]
     chosen_parts = reconstruction_claim(store, chosen, chance_draws)
-    display(Markdown(findings(chosen_parts, f"{model} on {dataset} at {count:,} iterations per unit, "
+    display(Markdown(findings(chosen_parts, f"{model} on {dataset} at {chosen.recon_iters:,} iterations per unit, "
                               f"`{chosen.recon_variant}` variant ({chosen.recon_size} calibration images; "
                               f"paired trials per method: {paired_trials(chosen_parts, chosen.methods)})",
                               claims=("4",))))

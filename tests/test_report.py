@@ -321,3 +321,20 @@ def test_study_count_knows_its_cell_with_the_pool_resolved(tmp_path):
     assert not study.decided_on(**{**same, "calib_size": cell.calib_size // 2})
     with pytest.raises(ValueError, match="no setting 'bits'"):
         study.decided_on(bits=4)
+
+
+def test_study_count_gives_the_claim_4_design_at_the_count_only_on_its_own_cell(tmp_path):
+    from ptqlib.analysis.verdicts import Design
+    from ptqlib.app.report import optimizer_study
+
+    study = optimizer_study(ResultsStore(tmp_path / "empty.sqlite"))
+    cell = study.cell
+    same = dict(model=cell.model, dataset=cell.dataset, w_bits=cell.w_bits, calib_size=cell.calib_size)
+    assert study.design_on(20, **same).startswith("no study-wide iteration count yet")
+    decided = study._replace(count=20000.0)
+    design = decided.design_on(20, **same)
+    assert isinstance(design, Design) and design.recon_iters == 20000 and design.trials == 20
+    assert design.recon_variant == cell.variant and design.methods == tuple(study.methods)
+    assert (design.cell.model, design.cell.w_bits, design.recon_size) == (cell.model, cell.w_bits, cell.calib_size)
+    other = decided.design_on(20, **{**same, "w_bits": 2})
+    assert other.startswith(f"the count was decided on {cell.model} W{cell.w_bits}A{cell.a_bits}")

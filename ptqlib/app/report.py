@@ -158,6 +158,21 @@ class StudyCount(NamedTuple):
         return all(resolved(k, v, settings.get("dataset", self.cell.dataset))
                    == resolved(k, getattr(self.cell, k), self.cell.dataset) for k, v in settings.items())
 
+    def design_on(self, trials: int, **settings):
+        """The claim-4 design (:class:`ptqlib.analysis.verdicts.Design`, up to ``trials`` seeds)
+        at the count, on the curve's cell, for a page whose cell ``settings`` name; or, where
+        there is no count yet or the page's cell is another, a line saying so instead."""
+        from ptqlib.analysis.verdicts import rerun_designs
+
+        if self.count != self.count:  # NaN: undecided
+            return "no study-wide iteration count yet: claim 4 is tested at the page's count only"
+        if not self.decided_on(**settings):
+            c = self.cell
+            return (f"the count was decided on {c.model} W{c.w_bits}A{c.a_bits} on {c.dataset} ({c.calib_size} "
+                    "images), not this page's cell; the optimizer section tests claim 4 at it on that cell and on "
+                    "its rerun cells")
+        return rerun_designs(self.cell, self.methods, int(self.count), {}, trials, trials)[0][1]
+
 
 def optimizer_study(store: ResultsStore) -> StudyCount:
     """The optimizer section's study-wide iteration count on ``store``, as its parameters declare
