@@ -46,7 +46,7 @@ from ptqlib.analysis.files import bench_runs
 from ptqlib.analysis.stats import t_mean_ci
 from ptqlib.analysis.cells import Cell, LevelPredictions, level_selections, factor_predictions
 from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
-                                      _quantiles, bootstrap_interval, chance_p, decide, decide_chance)
+                                      _quantiles, bootstrap_interval, chance_p, decide, decide_chance, expanded_tail)
 from ptqlib.study.store import ResultsStore
 
 ENGINES = ["fake", "int8"]
@@ -141,7 +141,7 @@ def class_gap(lp: LevelPredictions, data: ClassData | None = None, confidence: f
               resamples: int = RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """One row per class: the mean over seeds of each engine's accuracy (%), of the int8 minus
     the fake accuracy (``diff``, points) with a paired percentile bootstrap interval over seeds
-    (``diff_low``/``diff_high``), the mean share (%) of the class's images whose prediction
+    (``diff_low``/``diff_high``, read at :func:`~ptqlib.analysis.verdicts.expanded_tail`), the mean share (%) of the class's images whose prediction
     differs, and the chance band of a single class (``chance_low``/``chance_high``: the central
     ``confidence`` of the mean difference over every pseudo-class of every split). ``outside``:
     the class's mean difference lies outside the band. ``data``: a :class:`ClassData` of ``lp``
@@ -155,8 +155,9 @@ def class_gap(lp: LevelPredictions, data: ClassData | None = None, confidence: f
     seeds = lp.seeds["fake"]
     real, null = _class_diffs(data, seeds, draws=n >= 2)
     rng = np.random.default_rng(seed)
+    tail = expanded_tail(n, confidence) if n >= 2 else (1 - confidence) / 2  # as bootstrap_interval reads it
+    resamples = max(resamples, int(np.ceil(20 / tail)))
     boot = real[rng.integers(0, n, (resamples, n))].mean(1)  # [resamples, classes]
-    tail = (1 - confidence) / 2
     low = np.quantile(boot, tail, axis=0, method="inverted_cdf")
     high = np.quantile(boot, 1 - tail, axis=0, method="inverted_cdf")
     band = _quantiles(null.ravel(), confidence) if null is not None else (np.nan, np.nan)
