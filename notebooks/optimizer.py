@@ -58,8 +58,8 @@ from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_st
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain, paired_tests, significant_changes
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import (Cell, curve_cell, ensure_trials, factor_frame, iteration_curves, rerun_seeds,
-                                  study_count, trial_counts)
+from ptqlib.analysis.cells import (Cell, curve_cell, ensure_trials, factor_frame, iteration_curves,
+                                  reference_curves, rerun_seeds, study_count, trial_counts)
 from ptqlib.analysis.verdicts import design_for, paired_trials, parts_frame, reconstruction_claim, rerun_designs
 
 store = ResultsStore(store_path)
@@ -208,8 +208,8 @@ study_cell = curve_cell(cell, curve_series[study_curve])
 study_methods = curve_series[study_curve].get("methods", curve_methods)
 chosen, chosen_line, study_frame = study_count(store, study_cell, study_methods, curve_iters, curve_trials,
                                                target_iters, choice_margin, choice_alpha)
-choices = count_choices(curves, [n for n, spec in curve_series.items() if spec.get("variant") == "reference"],
-                        target_iters, choice_margin, curve_trials, curve_iters, choice_alpha)
+choices = count_choices(curves, reference_curves(cell, curve_series), target_iters, choice_margin, curve_trials,
+                        curve_iters, choice_alpha)
 if choices.empty:
     print("no reference-variant curve in the store")
 else:

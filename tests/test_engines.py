@@ -92,6 +92,19 @@ def test_changes_regardless_of_class_are_not_concentrated_on_classes():
     assert classes["outside"].sum() <= 2  # a 95 % band: about one class in twenty outside by chance
 
 
+@pytest.mark.parametrize("trials", [1, 2, 3])
+def test_class_gap_on_one_to_three_seeds_gives_finite_intervals_or_none(trials):
+    rng = np.random.default_rng(3)
+    fake = _fake(rng, trials)
+    lp = _pair(fake, _int8(rng, fake, np.full(len(LABELS), 0.02)))
+    classes = E.class_gap(lp, V.ClassData(lp, chance_draws=20))
+    assert len(classes) == K and classes["trials"].eq(trials).all()
+    if trials == 1:  # one seed: no interval
+        assert classes[["diff_low", "diff_high"]].isna().all().all()
+    else:
+        assert (classes["diff_low"] <= classes["diff"]).all() and (classes["diff"] <= classes["diff_high"]).all()
+
+
 def test_changes_planted_in_one_class_are_found_beyond_chance():
     rng = np.random.default_rng(3)
     fake = _fake(rng)

@@ -263,11 +263,23 @@ def test_a_reconstruction_that_only_lifts_the_average_supports_claim_4():
     assert verdicts["the class losing most to grid search is beyond chance"] == V.SUPPORTED
 
 
+def test_bootstrap_intervals_of_one_to_four_trials_stay_finite_and_small():
+    x = np.array([1.0, 3.0, 2.0, 5.0])
+    assert np.isnan(V.bootstrap_interval(lambda i: x[:1][i].mean(-1), [1], paired=False)).all()  # no spread
+    for n in (2, 3, 4):  # expanded tails too small for 20 resamples each: capped, about the resampled range
+        low, high = V.bootstrap_interval(lambda i: x[:n][i].mean(-1), [n], paired=False)
+        assert x[:n].min() <= low <= x[:n].mean() <= high <= x[:n].max()
+    assert V.bootstrap_interval(lambda i: x[:2][i].mean(-1), [2], paired=False) == (1.0, 3.0)
+
+
 def test_per_class_wilcoxon_says_when_too_few_pairs_could_show_any_class_worse():
     assert V.wilcoxon_floor(7, 10) == pytest.approx(10 * 2 / 2 ** 7)  # 0.156: above 0.05
     assert V.wilcoxon_floor(10, 10) == pytest.approx(0.0195, abs=1e-4) and V.wilcoxon_floor(2, 10) == 1.0
-    # the floor is what scipy's exact test gives when every difference has one sign
+    # the floor is what scipy's exact test gives when every difference has one sign, and no less
+    # with zero differences or ties (exact permutations up to 13 pairs, the normal approximation above)
     assert sps.wilcoxon(np.arange(1.0, 8.0)).pvalue == pytest.approx(V.wilcoxon_floor(7, 1))
+    for d in ([0.0, 0.0, 1, 2, 3, 4, 5, 6, 7], [1.0] * 9, [1.0] * 20 + [0.0], np.r_[np.arange(1.0, 40.0), 5.0]):
+        assert sps.wilcoxon(d).pvalue >= V.wilcoxon_floor(len(d), 1) * (1 - 1e-9), d
     rng = np.random.default_rng(1)
     fp = _fp(rng)
     grid = _trials(rng, fp, lambda t: np.where(LABELS == 2, 0.2, 0.1))
@@ -478,7 +490,7 @@ def test_iteration_curves_stack_a_pages_curves_and_choose_counts_on_the_named_on
     import pandas as pd
 
     from ptqlib.analysis.aggregate import chosen_iters, count_choices, gap_lines
-    from ptqlib.analysis.cells import curve_cell, iteration_curve, iteration_curves
+    from ptqlib.analysis.cells import curve_cell, iteration_curve, iteration_curves, reference_curves
 
     rng = np.random.default_rng(0)
     store, fp = _store(tmp_path, rng)
@@ -486,7 +498,10 @@ def test_iteration_curves_stack_a_pages_curves_and_choose_counts_on_the_named_on
     series = {"ref": {"variant": "reference"}, "ref current": {"variant": "reference", "fp_weights": "current"},
               "joint": {"variant": "joint", "methods": ["qdrop"]}}
     assert curve_cell(cell, series["ref current"]) == replace(cell, variant="reference", fp_weights="current")
-    assert iteration_curves(store, cell, series, ["brecq"], [500, 2000], 10).empty  # nothing stored yet
+    assert reference_curves(cell, series) == ["ref", "ref current"]
+    assert reference_curves(replace(cell, variant="reference"), {"a": {}, "b": {"variant": "joint"}}) == ["a"]
+    empty = iteration_curves(store, cell, series, ["brecq"], [500, 2000], 10)  # nothing stored yet
+    assert empty.empty and "worst_diff" in empty.columns and "variant" in empty.columns
     for iters in (500, 2000):
         for method in ("brecq", "qdrop"):
             _write(store, replace(cell, optimizer=method, iters=iters, variant="reference"),
@@ -563,7 +578,7 @@ def test_chosen_iters_tests_counts_from_the_top_down_on_a_fixed_number_of_trials
     got = chosen_iters(hand)
     # a: 5000 and 2000 pass, 500 falls short by 2 points and ends the sequence
     assert got.loc["a", "chosen"] == 2000
-    assert got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000: 5000: +0.00 [-0.35, +0.35] (90%), "
+    assert got.loc["a", "why"].startswith("2000: shown within 1.0 points of 20000: 5000: +0.00 [-0.35, +0.35] (90 %), "
                                           "within 0.35; 2000: +0.00")
     assert got.loc["a", "why"].endswith("not within 1.0")
     # b: 2000 is better than the target by more than the margin: the sequence stops there, 500 is not tested

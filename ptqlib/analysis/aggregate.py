@@ -203,7 +203,7 @@ def _decision_walk(group: pd.DataFrame, target: int, sequence: list[int], trials
             continue
         r = group.loc[count]
         low, high, bound = equivalence_interval(r, alpha)
-        numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}] ({1 - 2 * alpha:.0%}), within {bound:.2f}"
+        numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}] ({(1 - 2 * alpha) * 100:g} %), within {bound:.2f}"
         passed = bound <= margin
         yield _CountState(count, have, 0, True, "passed" if passed else "failed", numbers)
         if not passed:

@@ -235,11 +235,19 @@ def iteration_curves(store: ResultsStore, cell: Cell, series: dict[str, dict], m
                      iters: list[int], trials: int, tolerance: float = 0.3) -> pd.DataFrame:
     """:func:`iteration_curve` of every curve of ``series`` (a name -> the curve's changes to
     ``cell`` and optionally its own ``methods``, else ``methods``), stacked, each row's curve
-    named in ``variant``; empty when the store has none of their trials."""
+    named in ``variant``; empty (with the columns) when the store has none of their trials."""
     frames = [iteration_curve(store, curve_cell(cell, spec), spec.get("methods", methods), iters, trials,
                               tolerance=tolerance).assign(variant=name) for name, spec in series.items()]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    stored = [f for f in frames if not f.empty]  # an empty frame in concat would turn every column to object
+    if not stored:
+        return frames[0].iloc[:0] if frames else pd.DataFrame()
+    return pd.concat(stored, ignore_index=True)
+
+
+def reference_curves(cell: Cell, series: dict[str, dict]) -> list[str]:
+    """The names of the curves of ``series`` (as :func:`iteration_curves` reads it) that run the
+    ``reference`` variant, the one an iteration count is chosen on."""
+    return [name for name, spec in series.items() if curve_cell(cell, spec).variant == "reference"]
 
 
 def study_count(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int], trials: int,

@@ -46,7 +46,8 @@ from ptqlib.analysis.files import bench_runs
 from ptqlib.analysis.stats import t_mean_ci
 from ptqlib.analysis.cells import Cell, LevelPredictions, level_selections, factor_predictions
 from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
-                                      _quantiles, bootstrap_interval, chance_p, decide, decide_chance, expanded_tail)
+                                      MAX_RESAMPLES, _quantiles, bootstrap_interval, chance_p, decide, decide_chance,
+                                      expanded_tail)
 from ptqlib.study.store import ResultsStore
 
 ENGINES = ["fake", "int8"]
@@ -155,11 +156,13 @@ def class_gap(lp: LevelPredictions, data: ClassData | None = None, confidence: f
     seeds = lp.seeds["fake"]
     real, null = _class_diffs(data, seeds, draws=n >= 2)
     rng = np.random.default_rng(seed)
-    tail = expanded_tail(n, confidence) if n >= 2 else (1 - confidence) / 2  # as bootstrap_interval reads it
-    resamples = max(resamples, int(np.ceil(20 / tail)))
-    boot = real[rng.integers(0, n, (resamples, n))].mean(1)  # [resamples, classes]
-    low = np.quantile(boot, tail, axis=0, method="inverted_cdf")
-    high = np.quantile(boot, 1 - tail, axis=0, method="inverted_cdf")
+    if n >= 2:  # read as bootstrap_interval reads it
+        tail = expanded_tail(n, confidence)
+        boot = real[rng.integers(0, n, (min(max(resamples, int(np.ceil(20 / tail))), MAX_RESAMPLES), n))].mean(1)
+        low = np.quantile(boot, tail, axis=0, method="inverted_cdf")  # [classes]
+        high = np.quantile(boot, 1 - tail, axis=0, method="inverted_cdf")
+    else:  # one seed: no spread to resample
+        low = high = np.full(real.shape[1], np.nan)
     band = _quantiles(null.ravel(), confidence) if null is not None else (np.nan, np.nan)
     differ = lp.preds["fake"] != lp.preds["int8"]  # [trials, images]
     classes = np.unique(lp.labels)

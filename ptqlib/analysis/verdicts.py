@@ -51,7 +51,8 @@ SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = VERDICTS = (
     "supported", "contradicted", "inconclusive", "not enough data")
 MIN_TRIALS = 5  # fewer trials in a cell a part needs: "not enough data"
 CONFIDENCE = 0.95
-RESAMPLES = 2000  # bootstrap resamples of the trials
+RESAMPLES = 2000  # bootstrap resamples of the trials (more where the expanded tails are small)
+MAX_RESAMPLES = 100_000  # at most: from 3 trials down the interval is then the range of the resampled values
 CHANCE_DRAWS = 1000  # random splits of the test images into pseudo-classes
 ALPHA = 0.05  # level of the chance tests and of the Holm-corrected per-class tests
 TYPICAL = 0.5  # a chance part is contradicted when more than this share of splits is as extreme
@@ -174,9 +175,13 @@ def bootstrap_interval(statistic: Callable[..., np.ndarray], sizes: list[int], p
     percentile interval of the smallest sample (:func:`expanded_tail`): each argument is an index
     array ``[..., n]`` into the trials of one sample (``statistic`` works on any leading shape).
     ``paired``: the samples share their trials (same seeds), so one draw of indices serves all.
-    At least 20 resamples fall beyond each end (more resamples where the tails are small)."""
+    At least 20 resamples fall beyond each end where :data:`MAX_RESAMPLES` allows (from 4 trials
+    down the tails are too small for that, and the interval is close to the range of the
+    resampled statistic); NaN for a sample of one trial, which has no spread to resample."""
+    if min(sizes) < 2:
+        return (np.nan, np.nan)
     tail = expanded_tail(min(sizes))
-    resamples = max(resamples, int(np.ceil(20 / tail)))
+    resamples = min(max(resamples, int(np.ceil(20 / tail))), MAX_RESAMPLES)
     rng = np.random.default_rng(seed)
     if paired:
         if len(set(sizes)) != 1:
@@ -337,9 +342,12 @@ def class_wilcoxon(base: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarr
 
 
 def wilcoxon_floor(pairs: int, tests: int) -> float:
-    """The smallest Holm-corrected p-value :func:`class_wilcoxon` can give with ``pairs`` paired
-    trials and ``tests`` tests: the exact two-sided signed-rank test's smallest p, ``2 / 2**pairs``
-    (every difference of one sign), times ``tests``. Above :data:`ALPHA` no change can be shown."""
+    """A lower bound on the Holm-corrected p-values :func:`class_wilcoxon` can give with ``pairs``
+    paired trials and ``tests`` tests: the exact two-sided signed-rank test's smallest p,
+    ``2 / 2**pairs`` (every difference of one sign, none zero), times ``tests``. SciPy's test (1.13
+    and later) gives no smaller p: with zero differences or ties it runs the exact permutation test
+    up to 13 pairs, whose smallest p is at least as large, and the normal approximation above, whose
+    smallest p (about ``2 Phi(-sqrt(pairs))``) is too. Above :data:`ALPHA` no change can be shown."""
     return min(1.0, tests * 2.0 ** (1 - pairs))
 
 
@@ -348,7 +356,7 @@ def wilcoxon_count(significant: int, total: int, pairs: int, noun: str, adjectiv
     tests, or, where ``pairs`` paired trials are too few for any to be (:func:`wilcoxon_floor`),
     that none can be."""
     floor = wilcoxon_floor(pairs, total)
-    if floor > ALPHA:
+    if floor > ALPHA and significant == 0:
         return (f"no {noun} can be shown {adjective} with {pairs} paired trials (paired Wilcoxon, Holm over "
                 f"{total}: its smallest p is {floor:.2g})")
     return f"{significant} of {total} {noun} {adjective} (paired Wilcoxon, Holm, {ALPHA:g})"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import os
 import shlex
 import shutil
@@ -164,7 +165,7 @@ class StudyCount(NamedTuple):
         there is no count yet or the page's cell is another, a line saying so instead."""
         from ptqlib.analysis.verdicts import rerun_designs
 
-        if self.count != self.count:  # NaN: undecided
+        if not math.isfinite(self.count):  # NaN while undecided
             return "no study-wide iteration count yet: claim 4 is tested at the page's count only"
         if not self.decided_on(**settings):
             c = self.cell

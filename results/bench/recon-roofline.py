@@ -10,7 +10,8 @@ other processes on the cores do not count), and from the two the rate the step r
 attainable rate is one thread's float32 matrix product (``torch.mm`` of 2048x2048 matrices, the
 best of several, also in CPU seconds). A step cannot run faster than its products at that rate
 however the rest is fused: ``ceiling`` = attainable rate / step rate bounds the speed-up of the
-unit's step, and the last line bounds the whole reconstruction's.
+unit's step, and the last line bounds the whole reconstruction's. The counted first step's
+overhead is in the CPU seconds (one step of ITERS), which overstates the ceiling by at most that.
 Run: PTQ_DATA=... PYTHONPATH=. .venv/bin/python results/bench/recon-roofline.py METHOD ITERS
 """
 import dataclasses

@@ -8,7 +8,9 @@ squared output error, Adam) for one ResNet-20 basic block of each stage (16 chan
 process:
 
 - ``seq``: one seed's step after another (what a lane does, one trial at a time);
-- ``vmap``: the K steps as one, ``torch.func.vmap`` over the stacked parameters and batches;
+- ``vmap``: the K steps as one, ``torch.func.vmap`` over the stacked parameters and batches
+  (the stacked 5-D batches in the default layout: channels-last has no 5-D form for them, so
+  this way's convolutions see contiguous inputs where ``seq``'s see channels-last ones);
 - ``group``: the K steps as one, seeds side by side in the channels and each convolution a
   grouped convolution with K groups.
 
