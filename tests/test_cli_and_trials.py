@@ -237,3 +237,13 @@ def test_a_trial_with_raw_value_range_search_reads_no_histogram_and_keeps_no_obs
     quantizers = qmodel.act_quantizers()
     assert len(made) == 2 * len(quantizers)  # before reconstruction, then QDrop's float-network ranges
     assert all(aq.observer is None and not aq.observing for aq in quantizers)
+
+
+def test_the_reconstruction_benchmarks_setup_is_a_calibrated_reference_variant_trial(tiny_data, tiny_checkpoint):
+    from ptqlib.app.bench import reference_reconstruction_setup
+
+    cfg, qmodel, images = reference_reconstruction_setup("brecq", 8, dataset=f"folder:{tiny_data}", calib_size=16,
+                                                         weights=str(tiny_checkpoint))
+    assert (cfg.optimizer, cfg.recon.variant, cfg.recon.iters, cfg.recon.act_iters) == ("brecq", "reference", 8, 2)
+    assert (cfg.quant.w_bits, cfg.quant.a_bits, len(images)) == (4, 4, 16)
+    assert all(layer.weight_quantizer.scale is not None for _, layer in qmodel.quant_layers())  # calibrated

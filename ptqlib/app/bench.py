@@ -155,3 +155,22 @@ def run_recon_bench(cfg: TrialConfig, log=lambda *_: None) -> dict:
             "trial_s": round(t3 - t0, 2),
             "projected_trial_s_at_20000_iters": round(other_s + recon_s * REFERENCE_ITERS / cfg.recon.iters, 1),
             "fp_avg": round(ctx.fp_avg, 2), "avg": round(accuracy(preds, ctx.test.labels), 2)}
+
+
+def reference_reconstruction_setup(method: str, iters: int, model: str = "resnet20", dataset: str = "cifar10-jpeg",
+                                   bits: int = 4, calib_size: int = 1024, seed: int = 0, weights: str | None = None):
+    """What the reconstruction benchmarks under ``results/bench/`` time: one trial of ``method``
+    in the reference variant at W``bits``A``bits`` with ``iters`` iterations per unit (and a
+    quarter of that for BRECQ's activation pass, as at 20,000), calibrated and ready for
+    :func:`~ptqlib.quant.recon.reconstruct`. Returns ``(config, quantized model, calibration
+    images)``."""
+    import dataclasses
+
+    from ptqlib.study.settings import trial_config
+
+    cfg = trial_config(model=model, dataset=dataset, w_bits=bits, a_bits=bits, calib_size=calib_size,
+                       optimizer=method, variant="reference", seed=seed, weights=weights)
+    cfg = dataclasses.replace(cfg, recon=dataclasses.replace(cfg.recon, iters=iters, act_iters=max(iters // 4, 1)))
+    ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, device="cpu")
+    images = build_calibration_set(ctx.pool, cfg.calib, cfg.seed).images
+    return cfg, ctx.calibrated(cfg, images), images

@@ -14,17 +14,14 @@ unit's step, and the last line bounds the whole reconstruction's. The counted fi
 overhead is in the CPU seconds (one step of ITERS), which overstates the ceiling by at most that.
 Run: PTQ_DATA=... PYTHONPATH=. .venv/bin/python results/bench/recon-roofline.py METHOD ITERS
 """
-import dataclasses
 import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ptqlib.app.bench import reference_reconstruction_setup
 from ptqlib.quant.recon import optimize, reconstruct
-from ptqlib.study.calibset import build_calibration_set
-from ptqlib.study.settings import trial_config
-from ptqlib.study.trial import TrialContext
 
 torch.set_num_threads(1)
 
@@ -63,12 +60,7 @@ def timed_units(*args, **kwargs):
 optimize._EagerSteps.__call__, optimize._optimize = counted_step, timed_units
 
 method, iters = sys.argv[1], int(sys.argv[2])
-cfg = trial_config(model="resnet20", dataset="cifar10-jpeg", w_bits=4, a_bits=4, calib_size=1024, optimizer=method,
-                   variant="reference")
-cfg = dataclasses.replace(cfg, recon=dataclasses.replace(cfg.recon, iters=iters, act_iters=max(iters // 4, 1)))
-ctx = TrialContext(cfg.model, cfg.dataset, cfg.weights, device="cpu")
-images = build_calibration_set(ctx.pool, cfg.calib, cfg.seed).images
-qmodel = ctx.calibrated(cfg, images)
+cfg, qmodel, images = reference_reconstruction_setup(method, iters)
 peak_before = matmul_rate()
 reports = [r for r in reconstruct(qmodel, images, method, cfg.recon, seed=cfg.seed, progress=False) if r.iters]
 peak = max(peak_before, matmul_rate())
