@@ -52,7 +52,7 @@ SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = VERDICTS = (
 MIN_TRIALS = 5  # fewer trials in a cell a part needs: "not enough data"
 CONFIDENCE = 0.95
 RESAMPLES = 2000  # bootstrap resamples of the trials (more where the expanded tails are small)
-MAX_RESAMPLES = 100_000  # at most: from 3 trials down the interval is then the range of the resampled values
+MAX_RESAMPLES = 100_000  # at most (below 5 trials fewer than 20 then fall beyond each end; see bootstrap_interval)
 CHANCE_DRAWS = 1000  # random splits of the test images into pseudo-classes
 ALPHA = 0.05  # level of the chance tests and of the Holm-corrected per-class tests
 TYPICAL = 0.5  # a chance part is contradicted when more than this share of splits is as extreme
