@@ -246,4 +246,4 @@ def test_the_reconstruction_benchmarks_setup_is_a_calibrated_reference_variant_t
                                                          weights=str(tiny_checkpoint))
     assert (cfg.optimizer, cfg.recon.variant, cfg.recon.iters, cfg.recon.act_iters) == ("brecq", "reference", 8, 2)
     assert (cfg.quant.w_bits, cfg.quant.a_bits, len(images)) == (4, 4, 16)
-    assert all(layer.weight_quantizer.scale is not None for _, layer in qmodel.quant_layers())  # calibrated
+    assert all(layer.weight_quantizer.calibrated for _, layer in qmodel.quant_layers())

@@ -203,7 +203,8 @@ def _decision_walk(group: pd.DataFrame, target: int, sequence: list[int], trials
             continue
         r = group.loc[count]
         low, high, bound = equivalence_interval(r, alpha)
-        numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}] ({(1 - 2 * alpha) * 100:g} %), within {bound:.2f}"
+        level = f"{(1 - 2 * alpha) * 100:g} %"
+        numbers = f"{count}: {r.worst_diff:+.2f} [{low:+.2f}, {high:+.2f}] ({level}), within {bound:.2f}"
         passed = bound <= margin
         yield _CountState(count, have, 0, True, "passed" if passed else "failed", numbers)
         if not passed:
@@ -346,11 +347,9 @@ def count_choices(curves: pd.DataFrame, names: list[str], target: int, margin: f
     ``variant`` column naming its curves) whose name is in ``names``, one row per curve and
     method, indexed by ``variant`` and ``method``, with the count and why; empty when none of
     those curves is in the frame."""
-    if curves.empty:
-        return pd.DataFrame(columns=["chosen", "why"])
-    picked = curves[curves["variant"].isin(names)]
+    picked = curves[curves["variant"].isin(names)] if not curves.empty else curves
     frames = [chosen_iters(group, target, margin, trials, counts, alpha).assign(variant=name)
-              for name, group in picked.groupby("variant", sort=False)]
+              for name, group in picked.groupby("variant", sort=False)] if not picked.empty else []
     if not frames:
         return pd.DataFrame(columns=["chosen", "why"])
     return pd.concat(frames).reset_index().set_index(["variant", "method"])[["chosen", "why"]]
@@ -363,8 +362,8 @@ def gap_lines(curves: pd.DataFrame, name: str, count: int) -> list[str]:
         return []
     rows = curves[(curves["variant"] == name) & (curves["iters"] == count)].dropna(subset=["worst_diff"])
     return [f"{name} curve, {r.method}: worst class at {count} minus at {int(r.reference)} iterations "
-            f"{r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] points (95 %; the trials of both: the curve's "
-            "lines above)" for r in rows.itertuples()]
+            f"{r.worst_diff:+.2f} [{r.diff_low:+.2f}, {r.diff_high:+.2f}] points (95 %; the trials of both: "
+            "the curve's lines above)" for r in rows.itertuples()]
 
 
 def backlog_lines(backlog: pd.DataFrame, methods: list[str]) -> list[str]:

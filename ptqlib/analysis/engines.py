@@ -46,8 +46,8 @@ from ptqlib.analysis.files import bench_runs
 from ptqlib.analysis.stats import t_mean_ci
 from ptqlib.analysis.cells import Cell, LevelPredictions, level_selections, factor_predictions
 from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
-                                      MAX_RESAMPLES, _quantiles, bootstrap_interval, chance_p, decide, decide_chance,
-                                      expanded_tail)
+                                      _quantiles, bootstrap_interval, chance_p, decide, decide_chance, expanded_tail,
+                                      resamples_for)
 from ptqlib.study.store import ResultsStore
 
 ENGINES = ["fake", "int8"]
@@ -142,7 +142,8 @@ def class_gap(lp: LevelPredictions, data: ClassData | None = None, confidence: f
               resamples: int = RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """One row per class: the mean over seeds of each engine's accuracy (%), of the int8 minus
     the fake accuracy (``diff``, points) with a paired percentile bootstrap interval over seeds
-    (``diff_low``/``diff_high``, read at :func:`~ptqlib.analysis.verdicts.expanded_tail`), the mean share (%) of the class's images whose prediction
+    (``diff_low``/``diff_high``, read at :func:`~ptqlib.analysis.verdicts.expanded_tail`), the
+    mean share (%) of the class's images whose prediction
     differs, and the chance band of a single class (``chance_low``/``chance_high``: the central
     ``confidence`` of the mean difference over every pseudo-class of every split). ``outside``:
     the class's mean difference lies outside the band. ``data``: a :class:`ClassData` of ``lp``
@@ -158,7 +159,7 @@ def class_gap(lp: LevelPredictions, data: ClassData | None = None, confidence: f
     rng = np.random.default_rng(seed)
     if n >= 2:  # read as bootstrap_interval reads it
         tail = expanded_tail(n, confidence)
-        boot = real[rng.integers(0, n, (min(max(resamples, int(np.ceil(20 / tail))), MAX_RESAMPLES), n))].mean(1)
+        boot = real[rng.integers(0, n, (resamples_for(tail, resamples), n))].mean(1)
         low = np.quantile(boot, tail, axis=0, method="inverted_cdf")  # [classes]
         high = np.quantile(boot, 1 - tail, axis=0, method="inverted_cdf")
     else:  # one seed: no spread to resample

@@ -158,6 +158,12 @@ def expanded_tail(n: int, confidence: float = CONFIDENCE) -> float:
     return float(sps.norm.cdf(-stretch))
 
 
+def resamples_for(tail: float, resamples: int = RESAMPLES) -> int:
+    """Bootstrap resamples to read quantiles at ``tail`` and ``1 - tail``: at least ``resamples``,
+    enough for 20 beyond each end, at most :data:`MAX_RESAMPLES`."""
+    return min(max(resamples, int(np.ceil(20 / tail))), MAX_RESAMPLES)
+
+
 def _quantiles(values: np.ndarray, confidence: float = CONFIDENCE, tail: float | None = None) -> tuple[float, float]:
     """Central ``confidence`` interval of ``values`` (no interpolation between draws), or the
     interval between the ``tail`` and ``1 - tail`` quantiles; NaN when the statistic is
@@ -182,7 +188,7 @@ def bootstrap_interval(statistic: Callable[..., np.ndarray], sizes: list[int], p
     if min(sizes) < 2:
         return (np.nan, np.nan)
     tail = expanded_tail(min(sizes))
-    resamples = min(max(resamples, int(np.ceil(20 / tail))), MAX_RESAMPLES)
+    resamples = resamples_for(tail, resamples)
     rng = np.random.default_rng(seed)
     if paired:
         if len(set(sizes)) != 1:
