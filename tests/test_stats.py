@@ -234,6 +234,49 @@ def test_mean_difference_widens_for_shared_seeds_that_move_against_each_other():
     assert mean_difference(draw(0.0, 200), draw(0.0, 200)).equivalence_bound() < 0.3
 
 
+def _curve(rng, means, seeds=10, seed_sd=1.0, noise=0.3, missing=()):
+    """Worst classes of a synthetic iteration curve: rows seeds, columns counts; each seed's
+    calibration set shifts all its counts alike (``seed_sd``), each run adds its own ``noise``."""
+    shift = rng.normal(0, seed_sd, seeds)
+    frame = pd.DataFrame({count: 70 + mean + shift + rng.normal(0, noise, seeds) for count, mean in means.items()})
+    for count, seed in missing:
+        frame.loc[seed, count] = np.nan
+    return frame
+
+
+def test_count_reversals_finds_a_dip_and_not_a_steady_rise():
+    from ptqlib.analysis.stats import count_reversals, holm, mean_difference
+
+    rng = np.random.default_rng(3)
+    rise = count_reversals(_curve(rng, {500: 0.0, 2000: 1.0, 5000: 2.0, 20000: 3.0}))
+    assert len(rise) == 6 and list(rise[["lower", "higher"]].iloc[0]) == [500, 2000]
+    assert not ((rise["p_holm"] < 0.05) & (rise["diff"] < 0)).any()  # no fall: the rule can pass a curve
+    assert ((rise["p_holm"] < 0.05) & (rise["diff"] > 0)).sum() >= 5  # and it sees the rise
+    dip = count_reversals(_curve(rng, {500: 0.0, 2000: 0.0, 5000: -1.5, 20000: 0.0}))
+    fell = dip[(dip["p_holm"] < 0.05) & (dip["diff"] < 0)]
+    assert set(zip(fell["lower"], fell["higher"])) == {(500, 5000), (2000, 5000)}  # the rule fails a dip
+    # by hand: one pair's numbers are mean_difference's, its p the two-sided t-test's, Holm over all
+    worst = _curve(rng, {500: 0.0, 5000: -0.5, 20000: 0.2}, missing=[(5000, 9), (20000, 0)])
+    got = count_reversals(worst)
+    d = mean_difference(worst[5000], worst[500])
+    assert got["diff"].iloc[0] == pytest.approx(d.diff) and (got["low"].iloc[0], got["high"].iloc[0]) == d.interval()
+    assert got["p"].iloc[0] == pytest.approx(2 * scipy_stats.t.sf(abs(d.diff / d.se), d.df))
+    assert list(got["p_holm"]) == pytest.approx(list(holm(got["p"].to_numpy())))
+    assert list(got["trials_lower"]) == [10, 10, 9] and got["shared"].iloc[0] == 9
+    # a count with one trial has no test and does not count among the pairs
+    one = count_reversals(pd.DataFrame({500: [70.0, 71.0, 72.0], 2000: [np.nan, 71.0, np.nan]}))
+    assert one["p"].isna().all() and one["p_holm"].isna().all()
+    assert count_reversals(pd.DataFrame()).empty
+
+
+def test_count_reversals_find_a_change_on_flat_curves_about_as_often_as_chance_allows():
+    from ptqlib.analysis.stats import count_reversals
+
+    rng = np.random.default_rng(4)
+    found = [(count_reversals(_curve(rng, dict.fromkeys((500, 2000, 5000, 20000), 0.0)))["p_holm"] < 0.05).any()
+             for _ in range(300)]
+    assert np.mean(found) <= 0.08  # family-wise over the curve's 6 pairs: about 5 % at most
+
 def test_seeds_for_equivalence_follows_the_t_interval_and_refuses_what_no_seed_count_shows():
     from ptqlib.analysis.stats import seeds_for_equivalence
 

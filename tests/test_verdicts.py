@@ -523,6 +523,42 @@ def test_iteration_curves_stack_a_pages_curves_and_choose_counts_on_the_named_on
     assert gap_lines(curves, "joint", 500) == [] and gap_lines(pd.DataFrame(), "ref", 500) == []
 
 
+def test_curve_reversals_compare_every_pair_of_a_curves_counts_and_say_which_change_is_beyond_chance(tmp_path):
+    import pandas as pd
+
+    from ptqlib.analysis.aggregate import reversal_lines
+    from ptqlib.analysis.cells import curve_reversals, factor_frame
+    from ptqlib.analysis.stats import count_reversals
+
+    rng = np.random.default_rng(0)
+    store, fp = _store(tmp_path, rng)
+    cell = Cell("resnet20", "toy", calib_size=1024)
+    series = {"ref": {"variant": "reference"}, "joint": {"variant": "joint", "methods": ["qdrop"]}}
+    empty = curve_reversals(store, cell, series, ["brecq"], [500, 2000], 10)
+    assert empty.empty and {"variant", "method", "p_holm"} <= set(empty.columns) and reversal_lines(empty) == []
+    for iters, error in ((500, 0.1), (2000, 0.6), (5000, 0.1)):  # 2000 iterations: a dip
+        _write(store, replace(cell, optimizer="brecq", iters=iters, variant="reference"),
+               _trials(rng, fp, lambda t: np.full(len(LABELS), error), trials=6))
+    _write(store, replace(cell, optimizer="qdrop", iters=500, variant="joint"),
+           _trials(rng, fp, lambda t: np.full(len(LABELS), 0.1), trials=1))
+    got = curve_reversals(store, cell, series, ["brecq"], [500, 2000, 5000], 4)
+    assert list(got[["variant", "method"]].drop_duplicates().itertuples(index=False, name=None)) == [
+        ("ref", "brecq")]  # the joint qdrop curve has one count
+    frame = factor_frame(store, replace(cell, optimizer="brecq", variant="reference"), "iters", [500, 2000, 5000], 4)
+    worst = frame[frame["class"] != "Average"].groupby(["iters", "seed"])["acc"].min().unstack("iters")
+    assert len(worst) == 4  # the first four seeds of each count
+    pd.testing.assert_frame_equal(got.drop(columns=["variant", "method"]), count_reversals(worst))
+    (line,) = reversal_lines(got)
+    fall = got[(got["lower"] == 500) & (got["higher"] == 2000)].iloc[0]
+    assert line.startswith("ref brecq, 3 pairs of counts") and fall.p_holm < 0.05
+    assert f"worse with more iterations: 500 -> 2000 {fall['diff']:+.2f}" in line
+    assert "better with more iterations: 2000 -> 5000" in line
+    calm = got.assign(p_holm=got["p_holm"] + 0.5)
+    assert reversal_lines(calm)[0].endswith(f"no change beyond chance either way (smallest adjusted p "
+                                            f"{calm['p_holm'].min():.2f})")
+    assert reversal_lines(got.assign(p_holm=np.nan)) == [
+        "ref brecq: no two counts with two trials each: no pair to compare"]
+
 def test_level_labels():
     from ptqlib.analysis.cells import level_label
 

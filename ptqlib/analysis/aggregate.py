@@ -143,6 +143,34 @@ def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
     return lines
 
 
+def reversal_lines(reversals: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """One line per curve and method of a :func:`ptqlib.analysis.cells.curve_reversals` frame:
+    the pairs of counts whose change of the mean worst class is beyond chance (Holm-adjusted p
+    below ``alpha`` over the method's pairs), those where more iterations made it worse and those
+    where they made it better, each with its change, 95 % interval and adjusted p; or that none
+    is, with the smallest adjusted p."""
+    lines = []
+    for (name, method), group in reversals.groupby(["variant", "method"], sort=False):
+        tested = group[group["p_holm"].notna()]
+        if tested.empty:
+            lines.append(f"{name} {method}: no two counts with two trials each: no pair to compare")
+            continue
+        head = (f"{name} {method}, {len(tested)} pairs of counts (t-tests on the trials of both, two-sided, "
+                f"Holm over the {len(tested)} at {alpha:g})")
+        found = tested[tested["p_holm"] < alpha]
+        if found.empty:
+            lines.append(f"{head}: no change beyond chance either way (smallest adjusted p "
+                         f"{tested['p_holm'].min():.2f})")
+            continue
+
+        def listed(rows: pd.DataFrame) -> str:
+            return ", ".join(f"{r.lower} -> {r.higher} {r.diff:+.2f} [{r.low:+.2f}, {r.high:+.2f}] "
+                             f"(p {r.p_holm:.3f})" for r in rows.itertuples()) or "none"
+
+        lines.append(f"{head}: worse with more iterations: {listed(found[found['diff'] < 0])}; "
+                     f"better with more iterations: {listed(found[found['diff'] > 0])}")
+    return lines
+
 def on_fixed_sample(rows: pd.DataFrame, trials: int) -> pd.Series:
     """Per row of an :func:`ptqlib.analysis.cells.iteration_curve`: whether the count rests on
     the count decision's fixed sample, ``trials`` trials that are seeds 0 to ``trials - 1`` (the

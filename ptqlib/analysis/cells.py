@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import AVERAGE, chosen_iters, reliability_summary, study_iters, worst_class
-from ptqlib.analysis.stats import mean_difference, paired_gain, seeds_for_equivalence
+from ptqlib.analysis.stats import count_reversals, mean_difference, paired_gain, seeds_for_equivalence
 from ptqlib.data import class_label
 from ptqlib.study import settings
 from ptqlib.study.settings import Cell
@@ -177,6 +177,11 @@ def paired_effects(store: ResultsStore, cell: Cell, comparisons: dict, trials: i
     return table.rename(columns={"mean_a": "a", "mean_b": "b", "diff": "b - a"}), missing
 
 
+def _worst_by_count(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's worst-class accuracy of a :func:`factor_frame` over ``iters``: rows seeds,
+    columns counts (NaN where a count lacks the seed)."""
+    return frame[frame["class"] != AVERAGE].groupby(["iters", "seed"])["acc"].min().unstack("iters")
+
 def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: list[int],
                     trials: int, min_reference_trials: int = 3, tolerance: float = 0.3) -> pd.DataFrame:
     """Per reconstruction method and iteration count (the cell's other settings, its variant
@@ -208,7 +213,7 @@ def iteration_curve(store: ResultsStore, cell: Cell, methods: list[str], iters: 
         seconds = factor_seconds(store, replace(cell, optimizer=method), "iters", iters, trials)
         stats = stats.merge(seconds[["iters", "calib_s"]], on="iters", how="left")
         stats = stats.assign(method=method, minutes=stats.pop("calib_s") / 60)
-        worst = frame[frame["class"] != AVERAGE].groupby(["iters", "seed"])["acc"].min().unstack("iters")
+        worst = _worst_by_count(frame)
         enough = [c for c in worst.columns if worst[c].notna().sum() >= min_reference_trials]
         reference = max(enough) if enough else worst.columns.max()
         stats["reference"] = reference
@@ -243,6 +248,24 @@ def iteration_curves(store: ResultsStore, cell: Cell, series: dict[str, dict], m
         return frames[0].iloc[:0] if frames else pd.DataFrame()
     return pd.concat(stored, ignore_index=True)
 
+
+def curve_reversals(store: ResultsStore, cell: Cell, series: dict[str, dict], methods: list[str],
+                    iters: list[int], trials: int, confidence: float = 0.95) -> pd.DataFrame:
+    """Every pair of counts of every method of every curve of ``series`` (as
+    :func:`iteration_curves` reads it), on the trials the curves read (the first ``trials`` seeds
+    of each count): :func:`~ptqlib.analysis.stats.count_reversals`, Holm-adjusted within each
+    method's curve, stacked with the curve's name (``variant``) and ``method``; a curve with one
+    count has no pair and no rows; empty (with the columns) when no curve has two counts."""
+    frames = []
+    for name, spec in series.items():
+        for method in spec.get("methods", methods):
+            frame = factor_frame(store, replace(curve_cell(cell, spec), optimizer=method), "iters", iters, trials)
+            pairs = count_reversals(_worst_by_count(frame), confidence) if not frame.empty else None
+            if pairs is not None and len(pairs):  # a curve of one count has no pair
+                frames.append(pairs.assign(variant=name, method=method))
+    if not frames:
+        return count_reversals(pd.DataFrame()).assign(variant=[], method=[])
+    return pd.concat(frames, ignore_index=True)
 
 def reference_curves(cell: Cell, series: dict[str, dict]) -> list[str]:
     """The names of the curves of ``series`` (as :func:`iteration_curves` reads it) that run the

@@ -13,8 +13,9 @@ predicted labels.
   bootstrap interval (:func:`paired_gain`);
 - the difference of two samples' means where some seeds ran in both (the partially overlapping
   samples t-test, :func:`mean_difference`), for iteration counts and models compared on the
-  same seeds (:func:`model_contrasts`), and the count of classes outside their chance bands
-  against chance (:func:`band_count`);
+  same seeds (:func:`model_contrasts`), every pair of an iteration curve's counts
+  (:func:`count_reversals`), and the count of classes outside their chance bands against chance
+  (:func:`band_count`);
 - churn against the float model (flip rate, and how many flips were right before) and
   *quantization-identified exemplars*: test images whose most frequent prediction over the
   trials differs from the float prediction (Hooker et al. 2019, "What do compressed deep
@@ -143,6 +144,32 @@ def mean_difference(a: pd.Series, b: pd.Series) -> MeanDifference:
     unshared = (n1 - n12) + (n2 - n12)  # na + nb
     df = (n12 - 1) + (welch - n12 + 1) * unshared / (unshared + 2 * n12) if n12 else welch
     return MeanDifference(diff, float(np.sqrt(max(var, 0.0))), float(df), r, paired_sd, len(shared))
+
+
+def count_reversals(worst: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Every pair of iteration counts of one curve compared: ``worst`` holds each trial's worst
+    class (rows: seeds; columns: counts). For each pair ``lower < higher``, the change of the mean
+    worst class from ``lower`` to ``higher`` (``diff``; negative: more iterations, worse worst
+    class), by :func:`mean_difference` (the seeds both counts ran paired, the others
+    independent), its ``confidence`` interval (one pair's, not widened for the several pairs),
+    the two-sided t-test's p-value and its Holm adjustment over the pairs that have one
+    (``p_holm``; family-wise over the curve's pairs). A pair whose ``p_holm`` is below
+    ``1 - confidence`` is a change beyond chance: a fall (``diff < 0``) says that running more
+    iterations, each count being its own run of the whole schedule, made the worst class worse.
+    A pair with fewer than two trials on a side, or no spread, has no test (NaN)."""
+    columns = ["lower", "higher", "diff", "low", "high", "p", "p_holm", "shared", "trials_lower", "trials_higher"]
+    counts = sorted(worst.columns)
+    rows = []
+    for i, lower in enumerate(counts):
+        for higher in counts[i + 1:]:
+            d = mean_difference(worst[higher], worst[lower])
+            p = 2 * stats.t.sf(abs(d.diff) / d.se, d.df) if np.isfinite(d.se) and d.se > 0 else np.nan
+            rows.append([lower, higher, d.diff, *d.interval(confidence), p, np.nan, d.shared,
+                         int(worst[lower].notna().sum()), int(worst[higher].notna().sum())])
+    out = pd.DataFrame(rows, columns=columns)
+    if len(out):
+        out["p_holm"] = holm(out["p"].to_numpy())
+    return out
 
 
 def outside_band(values, low, high) -> np.ndarray:
