@@ -53,12 +53,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ptqlib.analysis.aggregate import (backlog_lines, class_summary, count_choices, curve_lines, decision_backlog,
-                                      gains_against, gap_lines, ordered_levels, worst_class)
+                                      gains_against, gap_lines, ordered_levels, reversal_lines, worst_class)
 from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain, paired_tests, significant_changes
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import (Cell, curve_cell, ensure_trials, factor_frame, iteration_curves,
+from ptqlib.analysis.cells import (Cell, curve_cell, curve_reversals, ensure_trials, factor_frame, iteration_curves,
                                   reference_curves, rerun_seeds, study_count, trial_counts)
 from ptqlib.analysis.verdicts import design_for, paired_trials, parts_frame, reconstruction_claim, rerun_designs
 
@@ -148,10 +148,13 @@ publish_table(drop_ci_table(frame, "optimizer"), "drop_ci")
 # count whose interval is too wide, for lack of seeds, is not called converged; the table's
 # `equivalent_within` is the margin the two one-sided tests at 5 % show, the 90 % interval's
 # farther end, a weaker reading of the same numbers). Minutes are the
-# median time a trial spent calibrating (reconstruction included) with the threads it ran with;
-# compare counts, not absolute times (a trial resumed from a checkpoint written before trials
-# recorded the time of the units it restores counts only the resumed part, so a few trials at
-# the reference code's count record too few minutes; the median damps that).
+# median wall-clock time a trial spent calibrating (reconstruction included), with the threads it
+# ran with and beside whatever else the machine ran then: trials of different counts ran at
+# different times and loads, so the minutes say roughly what a trial cost, not how the cost
+# grows with the count (that is measured by `ptq bench`, under `results/bench/`); a trial
+# resumed from a checkpoint written before trials recorded the time of the units it restores
+# counts only the resumed part, so a few trials at the reference code's count record too few
+# minutes (the median damps that).
 # Where a count is not shown converged, the line says about how many seeds run at both counts
 # would show it, if the change, the spreads and their correlation held (`seeds_needed` in the
 # table), or that no number would, its change alone being beyond the tolerance; a count whose interval lies clear of 0 is named as differing from the reference
@@ -169,6 +172,22 @@ else:
     plt.show()
     publish_table(curves.round(2), "iterations")
     print("\n".join(curve_lines(curves, tolerance)))
+
+# %% [markdown]
+# ### Does the worst class rise with the count?
+#
+# Each count is its own run of the whole schedule (the warm-up, the annealing of the rounding
+# regulariser and the learning rate's decay are set as shares of the count), not a checkpoint of
+# a longer run, so more iterations need not give a better worst class, and a curve above may dip.
+# Every pair of counts of each method's curve is compared on the trials of both, by the same
+# test as above (the seeds both ran paired, the others independent), two-sided, with Holm's
+# correction over the method's pairs at 5 %: a pair named below is a change beyond chance, more
+# iterations making the worst class worse or better; a dip in the figure that no pair shows is
+# within what the seeds' spread gives by chance.
+
+# %%
+print("\n".join(reversal_lines(curve_reversals(store, cell, curve_series, curve_methods, curve_iters, curve_trials)))
+      or "no curve with two counts in the store")
 
 # %% [markdown]
 # ### The count the study runs at
@@ -231,9 +250,9 @@ else:
 #
 # The study's claim 4 tested as on [the conclusions page](conclusions), on the trials of the
 # reference variant (each method as its reference code runs it) at `reference_iters` iterations
-# per unit (500 unless the page is rerun with another value; not the reference code's own count,
-# which is `target_iters`): each method against grid search on the same calibration sets. Read it
-# with the curve above: the line below it gives each method's worst class at `reference_iters`
+# per unit (not the reference code's own count, which is `target_iters`): each method against
+# grid search on the same calibration sets. Read it with the curve above: the line below it
+# gives each method's worst class at `reference_iters`
 # against the reference curve's largest count (`target_iters` once it has three trials; the line
 # names it), that is how far these reconstructions are from the reference code's count.
 
