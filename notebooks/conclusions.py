@@ -89,7 +89,7 @@ publish_table(parts_frame(parts).set_index(["claim", "part"]), "parts")
 # reference's, chosen rather than shown converged) and reruns the study's reconstruction cells at
 # that count with each method as its reference code runs it (the `reference` variant). Once it
 # has a count, claim 4 again on those trials, where this page's cell is the one the count was
-# decided on, with the seeds stored so far (the table's `trials`; the rerun's planned number is
+# decided on, with the seeds stored so far (the table's trials column; the rerun's planned number is
 # on the optimizer section). While the rerun goes on these verdicts are interim: the number of
 # seeds is fixed in advance, not by the verdicts, and each interval is as wide as the seeds
 # stored so far allow.

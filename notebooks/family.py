@@ -87,7 +87,7 @@ publish_table(pd.concat([wide, band]).round(2), "class_drops")  # last rows: eac
 # and std over trials, the class most often worst), the median over classes of a class's std
 # over trials, and the largest mean class drop and its class (accuracies and drops in points of
 # accuracy). Below it, each factor some model has trials of a level other than the default
-# (a `w_bits` level sets the activation bits too: 8 is W8A8); the error bars are the std over
+# (a level of the bit-width factor sets the activation bits too: 8 is W8A8); the error bars are the std over
 # trials.
 
 # %%

@@ -281,6 +281,26 @@ def test_printed_output_split_by_the_kernel_is_merged():
     assert [(o["name"], o["text"]) for o in merged] == [("stdout", "a\nb\n"), ("stderr", "w\n"), ("stdout", "c\n")]
 
 
+def test_the_prose_shows_the_values_of_the_parameters_it_names_as_the_page_ran():
+    import nbformat
+
+    from ptqlib.app.report import PARAMETER_SHOWN, _finish, show_parameters
+
+    values = {"iters": 2000, "variant": "joint", "levels": [1, 32], "series": {"x": "y" * PARAMETER_SHOWN}}
+    text = ("Run **`iters` iterations** in the `variant` variant; `iters` again, ``iters``, `iters_x`, "
+            "`levels`, `series`, `other`.\n```python\n`levels`\n```\nafter: `levels`")
+    assert show_parameters(text, values) == (
+        "Run **`iters=2000` iterations** in the `variant='joint'` variant; `iters` again, ``iters``, `iters_x`, "
+        "`levels=[1, 32]`, `series`, `other`.\n```python\n`levels`\n```\nafter: `levels`")
+    assert show_parameters(text, {}) == text
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\nwith `iters`"),
+                                               nbformat.v4.new_code_cell("x = 1"),
+                                               nbformat.v4.new_markdown_cell("again `iters` and `variant`")])
+    _finish(notebook, "t", "ptq section t -p iters 2000", [], values)
+    assert [c.source for c in notebook.cells if c.cell_type == "markdown"][:2] == [
+        "# T\nwith `iters=2000`", "again `iters=2000` and `variant='joint'`"]  # first mention in each cell
+    assert "ptq section t -p iters 2000" in notebook.cells[-1].source
+
 def test_a_section_that_computes_trials_publishes_no_progress_bar(tiny_store, tmp_path):
     import shutil
 

@@ -12,7 +12,8 @@ never reaches the book.
 A *variant* publishes a section a second time, under its own name and title, with other
 parameters (``VARIANTS``): the factor sections again on ImageNet with EfficientNet-Lite0.
 
-A published notebook is written for the reader and for version control: every code input is
+A published notebook is written for the reader and for version control: the prose shows the
+value of each parameter it names, as the page ran it (``show_parameters``), every code input is
 collapsed behind a toggle (the ``hide-input`` tag), a last cell gives the ``ptq section``
 command that reruns the page and links its tables as CSV (``publish_table``), and executing a
 section again on the same store and code gives the same bytes (cell ids derived from the
@@ -24,6 +25,7 @@ import argparse
 import ast
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -254,7 +256,8 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
                     os.environ[key] = value
         csvs = sorted(tables.glob("*.csv"))
         result = nbformat.read(executed, as_version=4)
-        _finish(result, name, rerun_command(name, given), [f"{TABLES.as_posix()}/{c.name}" for c in csvs])
+        _finish(result, name, rerun_command(name, given), [f"{TABLES.as_posix()}/{c.name}" for c in csvs],
+                {**section_parameters(name), **(parameters or {})})
         target = output_dir / f"{name}.ipynb"
         nbformat.write(result, target)
         published_tables = output_dir / TABLES
@@ -336,16 +339,43 @@ def rerun_command(name: str, parameters: dict | None = None) -> str:
     return " ".join(parts)
 
 
-def _finish(notebook, name: str, command: str, tables: list[str]) -> None:
-    """Make an executed notebook the published page: collapse the code inputs, append how to
-    rerun it, and keep only what the same inputs reproduce (no papermill timings or paths,
-    cell ids numbered from the section name)."""
+PARAMETER_SHOWN = 80  # the longest value (as Python writes it) the prose shows beside a parameter's name
+
+
+def show_parameters(markdown: str, values: dict) -> str:
+    """``markdown`` with the first mention of each parameter (a code span holding only its name,
+    like `` `iters` ``) given its value (`` `iters=500` ``), as the page ran it; later mentions in
+    the same text, names that are not parameters, fenced code blocks and values longer than
+    ``PARAMETER_SHOWN`` characters stay as they are."""
+    shown: set[str] = set()
+
+    def value_of(match: re.Match) -> str:
+        name = match.group(1)
+        text = repr(values[name]) if name in values else ""
+        if name in shown or not text or len(text) > PARAMETER_SHOWN:
+            return match.group(0)
+        shown.add(name)
+        return f"`{name}={text}`"
+
+    parts = re.split(r"(^```.*?^```[^\n]*$)", markdown, flags=re.M | re.S)  # odd parts: fenced blocks
+    return "".join(part if i % 2 else re.sub(r"(?<!`)`([A-Za-z_]\w*)`(?!`)", value_of, part)
+                   for i, part in enumerate(parts))
+
+
+def _finish(notebook, name: str, command: str, tables: list[str], values: dict | None = None) -> None:
+    """Make an executed notebook the published page: show in its prose the values of the
+    parameters it names (``values``: the parameters it ran with; :func:`show_parameters`, in
+    each markdown cell), collapse the code inputs, append how to rerun it, and keep only what the
+    same inputs reproduce (no papermill timings or paths, cell ids numbered from the section
+    name)."""
     import nbformat
 
     notebook.metadata.pop("papermill", None)
     for cell in notebook.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "markdown" and values:
+            cell.source = show_parameters(cell.source, values)
         if cell.cell_type == "code":
             cell.outputs = _merge_streams(cell.outputs)
             tags = cell.metadata.setdefault("tags", [])
