@@ -53,7 +53,6 @@ import pandas as pd
 
 from ptqlib.analysis import engines
 from ptqlib.analysis.cells import Cell
-from ptqlib.analysis.stats import holm
 from ptqlib.analysis.verdicts import parts_frame
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
@@ -65,7 +64,7 @@ cell_of = {f"{m} W{w}A{a}" + (f" ({pool[0]} pool)" if pool else ""):
 comparisons = [engines.compare(store, cell, trials, label=label, chance_draws=chance_draws)
                for label, cell in cell_of.items()]
 missing = [c.label for c in comparisons if not c.trials]
-comparisons = [c for c in comparisons if c.trials]
+comparisons = engines.across_cells([c for c in comparisons if c.trials])
 if missing:
     print("No int8 trials paired with fake ones in this store for:", ", ".join(missing))
 assert comparisons, f"no cell has both fake and int8 trials in {store_path}"
@@ -79,11 +78,10 @@ publish_table(summary.set_index("cell").round(4), "summary")
 # mean class difference against its chance band, the int8 minus the float-noise disagreement
 # (images a seed) with its interval, the fake minus the int8 disagreement with exact arithmetic,
 # and the four verdicts. The chance test runs once per cell, so with several cells one p-value
-# under 0.05 comes by chance now and then: each line also gives it Holm-corrected over the cells
-# (the verdict word reads the uncorrected p, as the table's part does).
+# under 0.05 comes by chance now and then: each line gives it Holm-corrected over the cells
+# too, and the class-concentration verdict reads the corrected p.
 
 # %%
-summary["p_chance_holm"] = holm(summary["p_chance"].to_numpy())
 for _, row in summary.iterrows():
     print(f"{row['cell']} ({row['trials']} seeds, {row['images']} test images): agreement {row['agreement']:.3f} % "
           f"(lowest seed {row['lowest']:.2f} %, {row['below_target']} seeds below {engines.TARGET_AGREEMENT:g} %; "
@@ -147,7 +145,8 @@ publish_table(classes.set_index(["cell", "class"]).round(3), "classes")
 # The four parts per cell, as the [conclusions](conclusions) test theirs: the agreement against
 # its stated target (supported when the whole interval lies above it, contradicted when it
 # lies below); the largest class difference against chance (supported when fewer than 5 %
-# of random splits give as large a difference, contradicted when more than half do); and the
+# of random splits give as large a difference, contradicted when more than half do, the share
+# Holm-adjusted over the cells: `p (adjusted)`); and the
 # images the int8 model predicts differently from fake quantization minus those the reordered
 # fake model predicts differently, per seed (supported, "int8 moves more than float noise", when
 # the interval of the mean lies above 0; contradicted when it lies below); and the images fake

@@ -121,6 +121,27 @@ def test_changes_planted_in_one_class_are_found_beyond_chance():
     assert (classes.drop("c3")["diff"] > classes.loc["c3", "chance_low"]).all()
 
 
+def test_the_class_concentration_verdict_reads_its_p_adjusted_over_the_cells():
+    def comparison(label, p):  # a cell whose chance part has permutation p-value p (None: too few seeds)
+        chance = V.Part(E.CLAIM, E.GAP_PART, V.NOT_ENOUGH if p is None else V.decide_chance(p),
+                        None if p is None else 0.5, None, None if p is None else (0.1, 0.4), 5, None, ">",
+                        "points", p_chance=p)
+        other = V.Part(E.CLAIM, "other", V.SUPPORTED, 1.0, (0.5, 1.5), None, 5, 0.0, ">", "points")
+        return E.Comparison(label, LevelPredictions({}, {}, None, None, []), pd.DataFrame(), pd.DataFrame(),
+                            [other, chance, other, other])
+
+    cells = [comparison("a", 0.03), comparison("b", 0.6), comparison("c", 0.004), comparison("d", None)]
+    assert [c.parts[1].verdict for c in cells[:3]] == [V.SUPPORTED, V.CONTRADICTED, V.SUPPORTED]
+    got = E.across_cells(cells)
+    adjusted = [c.parts[1].p_adjusted for c in got]
+    assert adjusted[:3] == pytest.approx([0.06, 0.6, 0.012]) and adjusted[3] is None  # Holm over the 3 tested
+    assert [c.parts[1].verdict for c in got] == [V.INCONCLUSIVE, V.CONTRADICTED, V.SUPPORTED, V.NOT_ENOUGH]
+    assert [c.parts[1].p_chance for c in got[:3]] == [0.03, 0.6, 0.004]  # the cell's own p is kept
+    assert "Holm-adjusted 0.060" in V.describe(got[0].parts[1]) and got[0].parts[0] is cells[0].parts[0]
+    frame = V.parts_frame(got[0].parts)
+    assert frame["p (adjusted)"].tolist()[1] == 0.06 and "p (adjusted)" not in V.parts_frame(cells[0].parts)
+    assert E.across_cells(cells[:1])[0].parts[1].verdict == V.SUPPORTED  # one cell: nothing to adjust for
+
 # --- from a store: pairing by seed, the cell's summary, the bench files -------------------------------------
 
 def _store(tmp_path) -> ResultsStore:

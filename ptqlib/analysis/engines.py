@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.files import bench_runs
-from ptqlib.analysis.stats import t_mean_ci
+from ptqlib.analysis.stats import holm, t_mean_ci
 from ptqlib.analysis.cells import Cell, LevelPredictions, level_selections, factor_predictions
 from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
                                       _quantiles, bootstrap_interval, chance_p, decide, decide_chance, expanded_tail,
@@ -178,12 +178,15 @@ def class_gap(lp: LevelPredictions, data: ClassData | None = None, confidence: f
     return frame[columns]
 
 
+GAP_PART = "largest class difference (int8 - fake) vs chance"
+
+
 def gap_chance_part(lp: LevelPredictions, data: ClassData | None = None) -> Part:
     """The claim "the engines' accuracy differences fall on some classes more than on random
     groups of as many images": the largest absolute mean class difference (points) against the
     same largest value over pseudo-classes (permutation p-value; ``supported`` when p < 0.05,
     ``contradicted`` when p > 0.5: :func:`~ptqlib.analysis.verdicts.decide_chance`)."""
-    name = "largest class difference (int8 - fake) vs chance"
+    name = GAP_PART
     n = trials_of(lp)
     if n < MIN_TRIALS:
         return Part(CLAIM, name, NOT_ENOUGH, None, None, None, n, None, ">", "points",
@@ -273,13 +276,30 @@ def compare(store: ResultsStore, cell: Cell, trials: int, label: str | None = No
                       [agreement_part(lp, target), gap_chance_part(lp, data), noise_part(noise), exact_part(exact)])
 
 
+def across_cells(comparisons: list[Comparison]) -> list[Comparison]:
+    """``comparisons`` with each cell's class-concentration part (:func:`gap_chance_part`)
+    decided on its p-value Holm-adjusted over the cells given that have one (its
+    ``p_adjusted``): the chance test runs once per cell, so with several cells one p below 0.05
+    comes by chance now and then."""
+    chance = [c.parts[1] for c in comparisons]
+    assert all(p.part == GAP_PART for p in chance), "the second part of a comparison is its chance part"
+    adjusted = holm(np.array([np.nan if p.p_chance is None else p.p_chance for p in chance]))
+    out = []
+    for c, part, p in zip(comparisons, chance, adjusted):
+        if np.isfinite(p):
+            part = replace(part, p_adjusted=float(p), verdict=decide_chance(float(p)))
+        out.append(replace(c, parts=[c.parts[0], part, *c.parts[2:]]))
+    return out
+
+
 def summary(comparisons: list[Comparison]) -> pd.DataFrame:
     """One row per cell: seed pairs, the mean and lowest agreement (%), seeds below the target,
     the mean accuracies and their difference with its bootstrap interval, the largest class
     difference with its chance band and p-value, the int8 minus the float-noise disagreement
     (images a seed, on the seeds with all three engines) with its interval, the fake minus the
     int8 disagreement with exact arithmetic (images a seed, on the seeds with a ``fake-float64``
-    trial) with its interval, and the four parts' verdicts."""
+    trial) with its interval, and the four parts' verdicts (the class-concentration one with its
+    adjusted p, ``p_chance_holm``, where :func:`across_cells` gave it one)."""
     rows = []
     for c in comparisons:
         agree_part, chance_part, noise, exact = c.parts
@@ -298,6 +318,7 @@ def summary(comparisons: list[Comparison]) -> pd.DataFrame:
                     "max_class_diff": np.nan if chance_part.estimate is None else chance_part.estimate,
                     "chance_low": band[0], "chance_high": band[1],
                     "p_chance": np.nan if chance_part.p_chance is None else chance_part.p_chance,
+                    "p_chance_holm": np.nan if chance_part.p_adjusted is None else chance_part.p_adjusted,
                     "class_verdict": chance_part.verdict,
                     "noise_trials": noise.trials, "noise_diff": np.nan if noise.estimate is None else noise.estimate,
                     "noise_low": noise.ci[0] if noise.ci else np.nan, "noise_high": noise.ci[1] if noise.ci else np.nan,

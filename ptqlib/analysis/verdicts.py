@@ -98,6 +98,8 @@ class Part:
     unit: str  # "x" (a ratio), "points", "%" or "images"
     p_chance: float | None = None  # share of pseudo-class splits at least as extreme as the estimate
     detail: str = ""
+    # p_chance adjusted (Holm) over the family of tests the part is one of; its verdict reads it
+    p_adjusted: float | None = None
 
     def to_dict(self) -> dict:
         def number(v):  # JSON has no NaN: an undefined value is null
@@ -787,7 +789,8 @@ def describe(part: Part) -> str:
     if part.ci is not None and not np.isnan(part.ci[0]):
         text += f" (95 % interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"
     if part.chance is not None:
-        text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {part.p_chance:.3f})"
+        adjusted = "" if part.p_adjusted is None else f"; Holm-adjusted {part.p_adjusted:.3f}"
+        text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {part.p_chance:.3f}{adjusted})"
     text += f", {part.trials} trials"
     return f"{text}; {part.detail}" if part.detail else text
 
@@ -798,17 +801,23 @@ def verdict_lines(parts: list[Part], indent: str = "") -> list[str]:
 
 
 def parts_frame(parts: list[Part]) -> pd.DataFrame:
-    """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials."""
+    """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials; and
+    the adjusted p where some part has one."""
     def span(pair):
         return "" if pair is None or np.isnan(pair[0]) else f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
-    return pd.DataFrame([{"claim": p.claim, "part": p.part, "verdict": p.verdict,
-                          "estimate": None if p.estimate is None else round(p.estimate, 2),
-                          "interval": span(p.ci),
-                          "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
-                          "chance band": span(p.chance),
-                          "p (chance)": None if p.p_chance is None else round(p.p_chance, 3), "trials": p.trials}
-                         for p in parts])
+    def rounded(p):
+        return None if p is None else round(p, 3)
+
+    frame = pd.DataFrame([{"claim": p.claim, "part": p.part, "verdict": p.verdict,
+                           "estimate": None if p.estimate is None else round(p.estimate, 2),
+                           "interval": span(p.ci),
+                           "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
+                           "chance band": span(p.chance), "p (chance)": rounded(p.p_chance),
+                           "p (adjusted)": rounded(p.p_adjusted), "trials": p.trials} for p in parts])
+    if frame.empty or frame["p (adjusted)"].isna().all():
+        return frame.drop(columns="p (adjusted)", errors="ignore")
+    return frame
 
 
 def paired_trials(parts: list[Part], methods: tuple[str, ...]) -> str:
