@@ -17,6 +17,7 @@ from ptqlib.analysis.aggregate import AVERAGE, ece_table, gains_against, invento
 from ptqlib.analysis.cells import Cell
 from ptqlib.analysis.changes import (caption, cell_predictions, churn_table, corruption_summary,
                                      forgotten_images)
+from ptqlib.analysis.conclusions import remedy_verdicts
 from ptqlib.analysis.remedies import remedy_comparisons
 from ptqlib.analysis.runs import (card_per_class, class_drops, gains_over_grid, largest_drops, latest_fp_reference,
                                   reconstruction_table, run_summary, sort_runs, training_recipe, weakest_classes)
@@ -225,6 +226,11 @@ def test_remedy_comparisons_follow_the_declared_remedies(tmp_path):
     assert paired.loc["c0", "mean_diff"] == pytest.approx(28.0) and paired.loc["c0", "pairs"] == 5
     assert (weighting.base, weighting.alt, weighting.both) == ("none", "dro", False)
     assert weighting.counts().to_dict() == {"none": 5}
+    # the verdicts read the same trials: stratified sampling lifts class 0 (and the average) on every seed
+    strat, weighted = remedy_verdicts(store, cell, 5, recon_cell, 5)
+    assert (strat.verdict, strat.trials) == ("supported", 5) and strat.conclusion.startswith("Stratified")
+    assert weighted.verdict == "not enough data" and "BRECQ" in weighted.conclusion
+    assert remedy_verdicts(store, cell.replace(w_bits=8), 5, recon_cell, 5)[0].verdict == "not enough data"
 
 
 def test_cell_predictions_churn_and_forgotten_images(tmp_path):

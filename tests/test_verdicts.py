@@ -170,6 +170,17 @@ def test_a_planted_class_effect_is_supported():
     assert [p.verdict for p in stds] == [V.SUPPORTED] * 2, [(p.part, p.estimate, p.ci, p.chance) for p in stds]
 
 
+def test_a_class_std_that_only_follows_the_average_is_not_much_more_than_the_averages():
+    """Each trial's calibration set lifts or sinks every class alike (4 % to 40 % of the images
+    lost): the classes vary across calibration sets about as much as the average does, so the
+    "at least twice the average's" part fails."""
+    rng = np.random.default_rng(5)
+    fp = _fp(rng)
+    level = rng.uniform(0.04, 0.4, TRIALS)
+    data = _data({0: _trials(rng, fp, lambda t: np.full(len(LABELS), level[t]))}, fp)
+    std, _ = V.variability_parts("1", "1b", data, 0)
+    assert std.verdict == V.CONTRADICTED and std.ci[1] < 2 and std.estimate >= 1
+
 def test_a_small_class_effect_is_not_much_more_than_the_average():
     """Class 3 loses 1.3x the average: beyond chance with many images, but not "much more"."""
     rng = np.random.default_rng(0)
@@ -262,6 +273,33 @@ def test_a_reconstruction_that_only_lifts_the_average_supports_claim_4():
     assert verdicts["some class does worse than with grid search"] == V.SUPPORTED
     assert verdicts["the class losing most to grid search is beyond chance"] == V.SUPPORTED
 
+
+def test_a_reconstruction_that_steadies_the_classes_or_loses_images_blind_to_class_fails_those_parts():
+    """Two more ways claim 4's parts fail. A method whose trials move every class alike, where grid
+    search's calibration sets move classes up and down one by one, keeps far less than 80 % of grid
+    search's class std. A method that loses images regardless of their class has a class losing
+    most to grid search, but no more than pseudo-classes would: not beyond chance."""
+    rng = np.random.default_rng(2)
+    fp = _fp(rng)
+    shift = rng.normal(1.0, 0.6, (TRIALS, K)).clip(0.05)  # per trial and class
+    grid = _trials(rng, fp, lambda t: 0.15 * shift[t][LABELS])
+    steady = _trials(rng, fp, lambda t: np.full(len(LABELS), 0.15))
+    parts = {p.part.split(": ")[1].split(" (")[0]: p
+             for p in V.reconstruction_parts("4", _data({"grid": grid, "brecq": steady}, fp), "brecq")}
+    std = parts["class std over calibration sets vs grid search"]
+    assert std.verdict == V.CONTRADICTED and std.ci[1] < 0.8
+    same = _trials(rng, fp, lambda t: 0.15 * shift[t][LABELS])  # the same class moves: kept
+    kept = {p.part.split(": ")[1].split(" (")[0]: p
+            for p in V.reconstruction_parts("4", _data({"grid": grid, "brecq": same}, fp), "brecq")}
+    assert kept["class std over calibration sets vs grid search"].verdict == V.SUPPORTED
+    fragile = _fragile(rng)
+    blind_grid = _trials(rng, fp, lambda t: fragile)
+    blind = _trials(rng, fp, lambda t: np.clip(fragile * 1.3, 0, 1))  # loses more, whatever the class
+    parts = {p.part.split(": ")[1].split(" (")[0]: p
+             for p in V.reconstruction_parts("4", _data({"grid": blind_grid, "qdrop": blind}, fp), "qdrop")}
+    beyond = parts["the class losing most to grid search is beyond chance"]
+    assert beyond.verdict != V.SUPPORTED and beyond.p_chance >= V.ALPHA
+    assert parts["average gain over grid search"].verdict == V.CONTRADICTED  # it loses on average
 
 def test_bootstrap_intervals_of_one_to_four_trials_stay_finite_and_small():
     x = np.array([1.0, 3.0, 2.0, 5.0])

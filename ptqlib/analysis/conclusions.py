@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 
+from ptqlib.analysis.remedies import remedy_comparisons
 from ptqlib.analysis.stats import paired_gain
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import Cell, factor_frame
-from ptqlib.study import settings
+from ptqlib.analysis.cells import Cell
 from ptqlib.analysis.verdicts import CONTRADICTED, EFFECTS, INCONCLUSIVE, MIN_TRIALS, NOT_ENOUGH, SUPPORTED, Effects
 
 @dataclass(frozen=True)
@@ -57,14 +57,7 @@ def protects_worst_class(frame: pd.DataFrame, factor: str, base, alt, name: str,
 
 def remedy_verdicts(store: ResultsStore, cell: Cell, trials: int, recon_cell: Cell, recon_trials: int) -> list[Verdict]:
     """Each candidate remedy the settings declare (section "Can PTQ protect the worst class?")
-    against its setting's default: in ``cell``, or in ``recon_cell`` for remedies of
-    reconstruction."""
-    verdicts = []
-    for setting, remedy in settings.remedies():
-        on, n = (recon_cell, recon_trials) if remedy.reconstruction else (cell, trials)
-        frame = factor_frame(store, on, setting.name, [setting.default, remedy.level], n)
-        frame[setting.name] = frame[setting.name].map(setting.label)
-        name = remedy.name if not remedy.reconstruction else f"{remedy.name} ({on.optimizer.upper()})"
-        verdicts.append(protects_worst_class(frame, setting.name, setting.label(setting.default),
-                                             setting.label(remedy.level), name))
-    return verdicts
+    against its setting's default, on the trials :func:`~ptqlib.analysis.remedies.remedy_comparisons`
+    selects (in ``cell``, or in ``recon_cell`` for remedies of reconstruction)."""
+    return [protects_worst_class(c.frame, c.factor, c.base, c.alt, c.name)
+            for c in remedy_comparisons(store, cell, trials, recon_cell, recon_trials)]
