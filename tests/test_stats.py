@@ -163,6 +163,50 @@ def test_paired_gain_of_the_average_and_the_worst_class():
     assert np.isclose(out.loc["worst class", "p"], 2 / 2**6)  # six positive pairs: exact two-sided p
 
 
+def _levels_frame(rng, shifts: dict, seeds: int = 50, sd: float = 1.0) -> pd.DataFrame:
+    """Per-class rows of classes a, b, c per level and seed: a seed's calibration set moves every
+    level alike, each level's own noise ``sd``; ``shifts[level]`` lifts class a (the worst)."""
+    rows = []
+    base = rng.normal(0, 2, seeds)
+    for level, shift in shifts.items():
+        for seed in range(seeds):
+            accs = {"a": 70 + base[seed] + shift + rng.normal(0, sd), "b": 90.0, "c": 91.0}
+            rows += [{"key": f"{level}{seed}", "seed": seed, "level": level, "class": c, "acc": v}
+                     for c, v in accs.items()]
+    return pd.DataFrame(rows)
+
+
+def test_level_contrasts_widen_for_the_comparisons_and_find_a_real_change_only():
+    from ptqlib.analysis.stats import holm, level_contrast_lines, level_contrasts, paired_gain
+
+    rng = np.random.default_rng(6)
+    frame = _levels_frame(rng, {"mse": 0.0, "kl": 1.5, "minmax": 0.0, "cosine": 0.0})
+    got = level_contrasts(frame, "level", "mse", ["minmax", "mse", "kl", "cosine", "absent"])
+    assert list(got["level"].unique()) == ["minmax", "kl", "cosine"]  # in the given order, present ones only
+    assert (got["confidence"] == 1 - 0.05 / 6).all()
+    kl = got[(got["level"] == "kl") & (got["statistic"] == "worst class")].iloc[0]
+    hand = paired_gain(frame, "level", "mse", "kl", 1 - 0.05 / 6, interval="t").set_index("statistic")
+    assert (kl.ci_low, kl.ci_high) == (hand.loc["worst class", "ci_low"], hand.loc["worst class", "ci_high"])
+    assert kl.verdict == "higher" and kl.change == pytest.approx(1.5, abs=0.4)
+    assert list(got["p_holm"]) == pytest.approx(list(holm(got["p"].to_numpy())))
+    assert (got.loc[got["level"] != "kl", "verdict"] == "not told apart").all()
+    # a change that one 95 % interval calls but the widened ones do not
+    small = _levels_frame(np.random.default_rng(9), {"mse": 0.0, "kl": 0.45, "minmax": 0.0, "cosine": 0.0})
+    edge = level_contrasts(small, "level", "mse", ["minmax", "kl", "cosine"])
+    one = paired_gain(small, "level", "mse", "kl", 0.95, interval="t").set_index("statistic").loc["worst class"]
+    row = edge[(edge["level"] == "kl") & (edge["statistic"] == "worst class")].iloc[0]
+    assert one.ci_low > 0 and row.ci_low < 0 and row.verdict == "not told apart"
+    # on flat levels, any of the table's intervals clears 0 about 5 % of the time at most
+    cleared = [(level_contrasts(_levels_frame(np.random.default_rng(100 + i), dict.fromkeys(
+        ("mse", "kl", "minmax", "cosine"), 0.0), seeds=20), "level", "mse", ["kl", "minmax", "cosine"])["verdict"]
+        != "not told apart").any() for i in range(150)]
+    assert np.mean(cleared) <= 0.08
+    (line, *_) = level_contrast_lines(got, "mse")
+    assert line.startswith("minmax - mse (50 shared seeds, intervals at 99.17%): average ")
+    assert level_contrasts(frame[frame["level"] == "kl"], "level", "mse", ["kl"]).empty
+    assert level_contrast_lines(level_contrasts(frame, "level", "none", ["kl"]), "none") == [
+        "nothing to compare: none and at least one other level need trials"]
+
 def test_mean_difference_is_welchs_test_without_shared_seeds_and_the_paired_test_with_all():
     from ptqlib.analysis.stats import mean_difference, t_mean_ci
 

@@ -427,6 +427,46 @@ def paired_gain(per_class: pd.DataFrame, factor: str, a, b, confidence: float = 
     return pd.DataFrame(rows)
 
 
+def level_contrasts(per_class: pd.DataFrame, factor: str, base, levels: list, alpha: float = 0.05) -> pd.DataFrame:
+    """Each level of ``levels`` that has trials, other than ``base``, against ``base`` on the seeds
+    both ran (:func:`paired_gain`), for the average and the worst class: the mean per-seed change
+    (level minus ``base``) with its Student-t interval at ``1 - alpha / k`` for the ``k``
+    comparisons of the table (Bonferroni: the chance that any of them clears 0 by chance alone
+    stays at most ``alpha``), the Wilcoxon p-value and its Holm adjustment over the ``k``, and
+    ``verdict``: ``higher``, ``lower`` (the widened interval clear of 0) or ``not told apart``.
+    Empty without ``base`` or another level."""
+    columns = ["level", "statistic", "pairs", "base_mean", "mean", "change", "ci_low", "ci_high", "confidence",
+               "p", "p_holm", "verdict"]
+    present = set(per_class[factor])
+    others = [lv for lv in levels if lv != base and lv in present]
+    if base not in present or not others:
+        return pd.DataFrame(columns=columns)
+    confidence = 1 - alpha / (2 * len(others))  # two statistics per level
+    rows = []
+    for level in others:
+        gain = paired_gain(per_class, factor, base, level, confidence, interval="t")
+        for r in gain.itertuples():
+            rows.append([level, r.statistic, r.pairs, r.mean_a, r.mean_b, r.diff, r.ci_low, r.ci_high, confidence,
+                         r.p, np.nan, interval_verdict(r.ci_low, r.ci_high)])
+    out = pd.DataFrame(rows, columns=columns)
+    out["p_holm"] = holm(out["p"].to_numpy())
+    return out
+
+
+def level_contrast_lines(contrasts: pd.DataFrame, base) -> list[str]:
+    """One line per level of a :func:`level_contrasts` table: each statistic's change with its
+    widened interval, verdict and Holm-adjusted Wilcoxon p; or one saying there is nothing to
+    compare."""
+    if contrasts.empty:
+        return [f"nothing to compare: {base} and at least one other level need trials"]
+    lines = []
+    for level, group in contrasts.groupby("level", sort=False):
+        conf = group["confidence"].iloc[0]
+        lines.append(f"{level} - {base} ({group['pairs'].min()} shared seeds, intervals at {conf:.2%}): " + "; ".join(
+            f"{r.statistic} {r.change:+.2f} points [{r.ci_low:+.2f}, {r.ci_high:+.2f}], {r.verdict} "
+            f"(Wilcoxon p, Holm over {len(contrasts)}: {r.p_holm:.3f})" for r in group.itertuples()))
+    return lines
+
 def paired_tests(per_class: pd.DataFrame, factor: str, base, levels: list, alpha: float = 0.05) -> dict:
     """:func:`paired_test` of each level of ``levels`` (other than ``base``) against ``base``, by
     level, indexed by class; levels without trials, or a ``base`` without trials, are left out."""
