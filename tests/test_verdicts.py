@@ -181,6 +181,30 @@ def test_a_class_std_that_only_follows_the_average_is_not_much_more_than_the_ave
     std, _ = V.variability_parts("1", "1b", data, 0)
     assert std.verdict == V.CONTRADICTED and std.ci[1] < 2 and std.estimate >= 1
 
+def test_claim_3_chance_parts_are_adjusted_over_the_bit_widths():
+    def chance(name, p):
+        return V.Part("3", name, V.decide_chance(p), 2.0, (1.0, 3.0), (0.5, 1.5), 10, None, ">", "x", p_chance=p)
+
+    family = [chance("3 W8A8 largest class drop vs chance", 0.03), chance("3 W4A4 largest class drop vs chance", 0.2),
+              chance("3 W2A2 largest class drop vs chance", 0.004)]
+    got = V.holm_family(family)
+    assert [p.p_adjusted for p in got] == pytest.approx([0.06, 0.2, 0.012])
+    assert [p.verdict for p in got] == [V.INCONCLUSIVE, V.INCONCLUSIVE, V.SUPPORTED]  # 0.03 alone would pass
+    missing = V._missing("3", "3 W6A6 largest class drop vs chance", None, ">", "x", "no trials", 0)
+    assert V.holm_family([missing, family[0]])[0] is missing
+    assert V.holm_family([missing, family[0]])[1].p_adjusted == pytest.approx(0.03)  # one test: nothing to adjust
+    rng = np.random.default_rng(0)
+    fp = _fp(rng)
+    planted = np.where(LABELS == 3, 0.30, 0.03)
+    data = _data({4: _trials(rng, fp, lambda t: planted), 8: _trials(rng, fp, lambda t: _fragile(rng))}, fp)
+    parts = V.bit_width_parts(data, [8, 4])
+    assert [p.part for p in parts] == [p.part for b in (8, 4) for p in V.drop_parts("3", f"3 W{b}A{b}", data, b)]
+    raw = [p for b in (8, 4) for p in V.drop_parts("3", f"3 W{b}A{b}", data, b) if p.effect is None]
+    assert [p.p_adjusted for p in parts if p.effect is None] == pytest.approx(list(holm(np.array(
+        [p.p_chance for p in raw]))))
+    assert parts[3].verdict == V.SUPPORTED and V.claim_verdicts(parts)["3"] == V.SUPPORTED
+    assert V.factor_tests("w_bits", data, 8, [8, 4]) == parts
+
 def test_a_small_class_effect_is_not_much_more_than_the_average():
     """Class 3 loses 1.3x the average: beyond chance with many images, but not "much more"."""
     rng = np.random.default_rng(0)

@@ -43,11 +43,11 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.files import bench_runs
-from ptqlib.analysis.stats import holm, t_mean_ci
+from ptqlib.analysis.stats import t_mean_ci
 from ptqlib.analysis.cells import Cell, LevelPredictions, level_selections, factor_predictions
 from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
                                       _quantiles, bootstrap_interval, chance_p, decide, decide_chance, expanded_tail,
-                                      resamples_for)
+                                      holm_family, resamples_for)
 from ptqlib.study.store import ResultsStore
 
 ENGINES = ["fake", "int8"]
@@ -283,13 +283,7 @@ def across_cells(comparisons: list[Comparison]) -> list[Comparison]:
     comes by chance now and then."""
     chance = [c.parts[1] for c in comparisons]
     assert all(p.part == GAP_PART for p in chance), "the second part of a comparison is its chance part"
-    adjusted = holm(np.array([np.nan if p.p_chance is None else p.p_chance for p in chance]))
-    out = []
-    for c, part, p in zip(comparisons, chance, adjusted):
-        if np.isfinite(p):
-            part = replace(part, p_adjusted=float(p), verdict=decide_chance(float(p)))
-        out.append(replace(c, parts=[c.parts[0], part, *c.parts[2:]]))
-    return out
+    return [replace(c, parts=[c.parts[0], part, *c.parts[2:]]) for c, part in zip(comparisons, holm_family(chance))]
 
 
 def summary(comparisons: list[Comparison]) -> pd.DataFrame:

@@ -29,8 +29,8 @@ grouping of the images), else ``inconclusive``. It rests on the estimate and its
 both computed on the same trials: a bootstrap interval of a maximum over classes is biased
 upward and would not be comparable with the band. Any part is ``not enough data`` when a cell
 it needs has fewer than :data:`MIN_TRIALS` trials. A claim is supported when all its parts are
-(claim 3: at some bit-width), contradicted when one of them is (claim 3: at every bit-width)
-(:func:`claim_verdicts`).
+(claim 3: at some bit-width, its chance parts Holm-adjusted over the widths), contradicted when
+one of them is (claim 3: at every bit-width) (:func:`claim_verdicts`).
 """
 from __future__ import annotations
 
@@ -144,6 +144,15 @@ def decide_chance(p: float) -> str:
         return INCONCLUSIVE
     return SUPPORTED if p < ALPHA else CONTRADICTED if p > TYPICAL else INCONCLUSIVE
 
+
+def holm_family(parts: list[Part]) -> list[Part]:
+    """``parts``, chance parts of one family of tests (one per cell or bit-width, any of which
+    would support a claim), each with its p-value Holm-adjusted over those that have one
+    (``p_adjusted``) and its verdict decided on the adjusted p: with several tests, one p below
+    :data:`ALPHA` comes by chance now and then. Parts without a p-value are returned as they are."""
+    adjusted = holm(np.array([np.nan if p.p_chance is None else p.p_chance for p in parts], dtype=float))
+    return [replace(p, p_adjusted=float(a), verdict=decide_chance(float(a))) if np.isfinite(a) else p
+            for p, a in zip(parts, adjusted)]
 
 def expanded_tail(n: int, confidence: float = CONFIDENCE) -> float:
     """The tail probability at which a percentile bootstrap over ``n`` trials is read: Hesterberg's
@@ -531,8 +540,19 @@ def factor_tests(factor: str, data: ClassData, base, levels: list, effects: Effe
         parts = factor_parts("2", factor, data, base, [lv for lv in sizes if lv != base], effects)
         return parts + (size_variance_parts("2", data, sizes[0], sizes[-1], effects) if len(sizes) > 1 else [])
     if factor == "w_bits":
-        return [p for b in levels for p in drop_parts("3", f"3 W{b}A{b}", data, b, effects)]
+        return bit_width_parts(data, levels, effects)
     return []
+
+
+def bit_width_parts(data: ClassData, widths: list, effects: Effects = EFFECTS) -> list[Part]:
+    """Claim 3 at each bit-width of ``widths`` (:func:`drop_parts`), the chance parts
+    Holm-adjusted over the widths (:func:`holm_family`): the claim holds where some width has all
+    its parts supported, so each width is one more chance to pass."""
+    parts = [p for b in widths for p in drop_parts("3", f"3 W{b}A{b}", data, b, effects)]
+    chance = [i for i, p in enumerate(parts) if p.effect is None]
+    for i, adjusted in zip(chance, holm_family([parts[i] for i in chance])):
+        parts[i] = adjusted
+    return parts
 
 
 def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effects = EFFECTS) -> list[Part]:
@@ -647,9 +667,7 @@ def all_parts(store: ResultsStore, design: Design, chance_draws: int = CHANCE_DR
     parts += factor_parts("2", "calib_size", sizes, cell.calib_size,
                           [s for s in d.sizes if s != cell.calib_size], e)
     parts += size_variance_parts("2", sizes, min(d.sizes), max(d.sizes), e)
-    bits = stored(cell, "w_bits", list(d.bit_widths))
-    for b in d.bit_widths:
-        parts += drop_parts("3", f"3 W{b}A{b}", bits, b, e)
+    parts += bit_width_parts(stored(cell, "w_bits", list(d.bit_widths)), list(d.bit_widths), e)
     return parts + reconstruction_claim(store, design, chance_draws)
 
 
