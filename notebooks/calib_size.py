@@ -63,7 +63,8 @@ for size in table.columns:
 # the figure compares the count with that. Below it, the parts of the study's claim 2 this factor
 # bears on, tested on this page's levels as [the conclusions](conclusions) test them on the
 # study's (each with its estimate, 95 % interval and, where it is a chance part, the chance band
-# and its p-value).
+# and its p-value), from 32 images up: the claim speaks of sizes beyond 32, so smaller levels
+# are shown above but not tested (`ptqlib.analysis.verdicts.SIZES_FROM`).
 #
 # The second figure does the same for each class's standard deviation over calibration sets:
 # where classes sit inside their band, their variability is what sampling the test images gives.

@@ -94,7 +94,8 @@ print("\n".join(contrast_lines(contrasts, models[0])))
 #
 # The tests of [the conclusions page](conclusions) (`ptqlib.analysis.verdicts`) on every depth: each part
 # an estimate with its interval, against a stated effect size or against chance (colour:
-# verdict; text: estimate). Claims 2 (noise and bias) and 4 need cells that only ResNet-20 has.
+# verdict; text: estimate). Claims 2 (noise and bias) and 4 need cells a deeper model may not
+# have: a part reads "not enough data" where its cell has too few trials.
 
 # %%
 design = design_for(models[0], dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,

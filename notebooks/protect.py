@@ -1,8 +1,8 @@
 # %% [markdown]
 # # Can PTQ protect the worst class?
 #
-# The sections before show that a quantized model's worst class moves from one calibration
-# draw to the next. This section tries two remedies that need no extra data, and measures
+# The sections before measure how much a quantized model's worst class depends on the
+# calibration draw. This section tries two remedies that need no extra data, and measures
 # what quantization changes below the accuracy numbers.
 #
 # - **Class-balanced (stratified) calibration sets**: every class gets the same number of

@@ -228,7 +228,7 @@ def test_remedy_comparisons_follow_the_declared_remedies(tmp_path):
     assert weighting.counts().to_dict() == {"none": 5}
     # the verdicts read the same trials: stratified sampling lifts class 0 (and the average) on every seed
     strat, weighted = remedy_verdicts(store, cell, 5, recon_cell, 5)
-    assert (strat.verdict, strat.trials) == ("supported", 5) and strat.conclusion.startswith("Stratified")
+    assert (strat.verdict, strat.trials) == ("supported", 5) and strat.conclusion.startswith("Does stratified")
     assert weighted.verdict == "not enough data" and "BRECQ" in weighted.conclusion
     assert remedy_verdicts(store, cell.replace(w_bits=8), 5, recon_cell, 5)[0].verdict == "not enough data"
 

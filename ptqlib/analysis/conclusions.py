@@ -35,8 +35,9 @@ def protects_worst_class(frame: pd.DataFrame, factor: str, base, alt, name: str,
     average's lies above ``-robust_points`` (no loss of a point or more); contradicted when the
     worst class's interval lies below 0 or the average's below ``-robust_points``; else
     inconclusive."""
-    text = (f"{name} protects the worst class: a higher worst-class accuracy, the average losing less than "
-            f"{effects.robust_points:g} point.")
+    subject = name[:1].lower() + name[1:] if name[1:2].islower() else name  # "Stratified ..." -> "stratified ..."
+    text = (f"Does {subject} protect the worst class (a higher worst-class accuracy, the average losing less than "
+            f"{effects.robust_points:g} point)?")
     counts = frame.groupby(factor, dropna=False)["seed"].nunique()
     if counts.get(base, 0) < MIN_TRIALS or counts.get(alt, 0) < MIN_TRIALS:
         return Verdict(text, NOT_ENOUGH, f"trials: {base} {counts.get(base, 0)}, {alt} {counts.get(alt, 0)}",

@@ -508,7 +508,7 @@ def size_variance_parts(claim: str, data: ClassData, small, large, effects: Effe
     ``barely_reduces`` of its value at ``small`` images, for the median class and for the average."""
     parts = []
     for who, classes in (("a class's", True), ("the average's", False)):
-        name = f"2 calib_size: {who} std at the largest size vs the smallest (kept >= {effects.barely_reduces:.0%})"
+        name = f"2 calib_size: {who} std at {large} vs {small} images (kept >= {effects.barely_reduces:.0%})"
         if min(data.trials(small), data.trials(large)) < MIN_TRIALS:
             parts.append(_missing(claim, name, effects.barely_reduces, ">", "x",
                                   f"trials: {small}: {data.trials(small)}, {large}: {data.trials(large)}",
