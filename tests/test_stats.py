@@ -46,6 +46,19 @@ def test_bootstrap_ci_known_answers():
     assert low == pytest.approx(x.mean() - half, abs=0.04) and high == pytest.approx(x.mean() + half, abs=0.04)
 
 
+def test_bootstrap_ci_reads_the_expanded_tails_so_few_trials_get_a_wider_interval():
+    from ptqlib.analysis.stats import expanded_tail, resamples_for
+
+    x = np.random.default_rng(2).normal(0.0, 1.0, 7)
+    tail = expanded_tail(7)
+    plain = scipy_stats.bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=resamples_for(tail),
+                                  method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+    expanded = scipy_stats.bootstrap((x,), np.mean, confidence_level=1 - 2 * tail, n_resamples=resamples_for(tail),
+                                     method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+    got = bootstrap_mean_ci(x)
+    assert got == pytest.approx((expanded.low, expanded.high))
+    assert got[0] < plain.low and got[1] > plain.high  # the plain 95 % interval covers about 88 % on 7 trials
+
 def test_drop_ci_flags_only_drops_that_exclude_zero():
     frame = tidy({s: [80 + (s % 2), 90 + (-1) ** s, 90] for s in range(10)})  # a: drop ~9.5; b: +-1 around 0
     out = drop_ci(frame).set_index("class")

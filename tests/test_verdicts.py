@@ -149,6 +149,13 @@ def test_errors_that_ignore_classes_never_pass_as_class_effects():
     std, chance_std = V.variability_parts("1", "1b", data, 0)
     assert std.verdict == V.SUPPORTED and std.estimate > 2.5  # the bare ratio rule cannot fail
     assert chance_std.verdict != V.SUPPORTED and chance_drop.verdict != V.SUPPORTED
+    # the effect-size part carries the band its chance part tests against, and says chance passes it too
+    assert std.chance == chance_std.chance and std.chance_passes and std.p_chance is None
+    assert "this threshold cannot tell classes from random groups" in V.describe(std)
+    assert "Holds, as random groups of images would too: 1b class std over calibration sets" in V.headline(
+        [drop, chance_drop, std, chance_std])
+    assert "- *holds, as random groups would too*: 1b class std over calibration sets" in V.findings(
+        [drop, chance_drop, std, chance_std], "toy")
     assert chance_std.chance[0] < chance_std.estimate < chance_std.chance[1] and chance_std.p_chance >= V.ALPHA
 
 
@@ -163,6 +170,8 @@ def test_a_planted_class_effect_is_supported():
     drops = V.drop_parts("3", "3 W4A4", data, 4)
     assert [p.verdict for p in drops] == [V.SUPPORTED] * 2, [(p.part, p.estimate, p.ci, p.chance) for p in drops]
     assert "'c3' drops" in drops[0].detail and drops[1].p_chance < 0.01
+    assert not drops[0].chance_passes and "cannot tell" not in V.describe(drops[0])
+    assert "Holds: 3 W4A4 largest class drop vs the average's; 3 W4A4 largest class drop vs chance." in V.headline(drops)
     assert V.claim_verdicts(drops)["3"] == V.SUPPORTED
     shift = rng.normal(1.0, 0.5, (TRIALS, K)).clip(0.1)  # per trial and class
     moved = _data({0: _trials(rng, fp, lambda t: 0.1 * shift[t][LABELS])}, fp)

@@ -6,7 +6,8 @@ predicted labels.
 
 - (worst-class accuracy over trials is summarised by :func:`ptqlib.analysis.aggregate.worst_class`);
 - per-class mean drop with bootstrap confidence intervals over trials
-  (:func:`scipy.stats.bootstrap`);
+  (:func:`scipy.stats.bootstrap`, read at Hesterberg's expanded percentile tails:
+  :func:`expanded_tail`);
 - a paired test between two settings run on the same seeds (same calibration draws up to the
   factor), per class (:func:`scipy.stats.wilcoxon`), with Holm's correction for the number of
   classes tested; and, for the average and each trial's worst class, the paired gain with its
@@ -32,16 +33,44 @@ from scipy import stats
 from ptqlib.analysis.aggregate import AVERAGE, with_average
 
 
+MAX_RESAMPLES = 100_000  # at most (below 5 trials fewer than 20 then fall beyond each end)
+
+
+def expanded_tail(n: int, confidence: float = 0.95) -> float:
+    """The tail probability at which a percentile bootstrap over ``n`` trials is read: Hesterberg's
+    expanded percentile interval (Hesterberg 2015, "What teachers should know about the
+    bootstrap", The American Statistician 69(4)), whose normal quantile is stretched to
+    ``sqrt(n / (n - 1))`` times Student's with ``n - 1`` degrees of freedom. The plain percentile
+    interval of a mean covers about 88 % instead of 95 % on 7 normal trials and 94 % on 50; the
+    expanded one about 93 and 95 % (``results/stats/bootstrap-coverage.txt``; on 5 trials 84
+    against 92 %). For statistics other than a mean it is the same small-sample widening, not an
+    exact correction."""
+    if n < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 trials, got {n}")
+    stretch = np.sqrt(n / (n - 1)) * stats.t.ppf(1 - (1 - confidence) / 2, n - 1)
+    return float(stats.norm.cdf(-stretch))
+
+
+def resamples_for(tail: float, resamples: int = 2000) -> int:
+    """Bootstrap resamples to read quantiles at ``tail`` and ``1 - tail``: at least ``resamples``,
+    enough for 20 beyond each end, at most :data:`MAX_RESAMPLES`."""
+    return min(max(resamples, int(np.ceil(20 / tail))), MAX_RESAMPLES)
+
+
 def bootstrap_mean_ci(values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
                       seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the mean of ``values`` (one per trial)."""
+    """Percentile-bootstrap confidence interval of the mean of ``values`` (one per trial), read at
+    the tails of the expanded percentile interval (:func:`expanded_tail`), so that it keeps its
+    coverage on few trials; at least ``n_resamples`` resamples (:func:`resamples_for`)."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return (np.nan, np.nan)
     if np.all(values == values[0]):  # no spread: every resample has the same mean
         return (float(values[0]), float(values[0]))
-    res = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                          method="percentile", random_state=np.random.default_rng(seed))
+    tail = expanded_tail(len(values), confidence)
+    res = stats.bootstrap((values,), np.mean, confidence_level=1 - 2 * tail,
+                          n_resamples=resamples_for(tail, n_resamples), method="percentile",
+                          random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ptqlib.analysis.stats import holm
+from ptqlib.analysis.stats import MAX_RESAMPLES, expanded_tail, holm, resamples_for
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_cell, level_label
 from ptqlib.data import pool_images
@@ -52,7 +52,6 @@ SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_ENOUGH = VERDICTS = (
 MIN_TRIALS = 5  # fewer trials in a cell a part needs: "not enough data"
 CONFIDENCE = 0.95
 RESAMPLES = 2000  # bootstrap resamples of the trials (more where the expanded tails are small)
-MAX_RESAMPLES = 100_000  # at most (below 5 trials fewer than 20 then fall beyond each end; see bootstrap_interval)
 CHANCE_DRAWS = 1000  # random splits of the test images into pseudo-classes
 ALPHA = 0.05  # level of the chance tests and of the Holm-corrected per-class tests
 TYPICAL = 0.5  # a chance part is contradicted when more than this share of splits is as extreme
@@ -91,7 +90,8 @@ class Part:
     verdict: str
     estimate: float | None
     ci: tuple[float, float] | None
-    chance: tuple[float, float] | None  # central 95 % over pseudo-classes; None: no chance model
+    # central 95 % over pseudo-classes (for an effect-size part, for reference); None: no chance model
+    chance: tuple[float, float] | None
     trials: int  # trials per level (the smallest level) the part rests on
     effect: float | None  # the stated effect size; None: a chance part
     direction: str  # ">": the claim needs the estimate above the effect (or chance); "<": below
@@ -100,6 +100,15 @@ class Part:
     detail: str = ""
     # p_chance adjusted (Holm) over the family of tests the part is one of; its verdict reads it
     p_adjusted: float | None = None
+
+    @property
+    def chance_passes(self) -> bool:
+        """An effect-size part whose chance band lies wholly beyond its stated effect size in the
+        claim's direction: pseudo-classes, blind to the class, pass its threshold too, so passing
+        it says nothing about classes (its chance part does)."""
+        if self.effect is None or self.chance is None or not np.isfinite(self.chance[0]):
+            return False
+        return self.chance[0] > self.effect if self.direction == ">" else self.chance[1] < self.effect
 
     def to_dict(self) -> dict:
         def number(v):  # JSON has no NaN: an undefined value is null
@@ -153,27 +162,6 @@ def holm_family(parts: list[Part]) -> list[Part]:
     adjusted = holm(np.array([np.nan if p.p_chance is None else p.p_chance for p in parts], dtype=float))
     return [replace(p, p_adjusted=float(a), verdict=decide_chance(float(a))) if np.isfinite(a) else p
             for p, a in zip(parts, adjusted)]
-
-def expanded_tail(n: int, confidence: float = CONFIDENCE) -> float:
-    """The tail probability at which a percentile bootstrap over ``n`` trials is read: Hesterberg's
-    expanded percentile interval (Hesterberg 2015, "What teachers should know about the
-    bootstrap", The American Statistician 69(4)), whose normal quantile is stretched to
-    ``sqrt(n / (n - 1))`` times Student's with ``n - 1`` degrees of freedom. The plain percentile
-    interval of a mean covers about 88 % instead of 95 % on 7 normal trials and 94 % on 50; the
-    expanded one about 93 and 95 % (``results/stats/bootstrap-coverage.txt``; on 5 trials 84
-    against 92 %). For statistics other than a mean it is the same small-sample widening, not an
-    exact correction."""
-    if n < 2:
-        raise ValueError(f"a bootstrap interval needs at least 2 trials, got {n}")
-    stretch = np.sqrt(n / (n - 1)) * sps.t.ppf(1 - (1 - confidence) / 2, n - 1)
-    return float(sps.norm.cdf(-stretch))
-
-
-def resamples_for(tail: float, resamples: int = RESAMPLES) -> int:
-    """Bootstrap resamples to read quantiles at ``tail`` and ``1 - tail``: at least ``resamples``,
-    enough for 20 beyond each end, at most :data:`MAX_RESAMPLES`."""
-    return min(max(resamples, int(np.ceil(20 / tail))), MAX_RESAMPLES)
-
 
 def _quantiles(values: np.ndarray, confidence: float = CONFIDENCE, tail: float | None = None) -> tuple[float, float]:
     """Central ``confidence`` interval of ``values`` (no interpolation between draws), or the
@@ -386,13 +374,15 @@ def _part(claim: str, name: str, stat: Callable[..., np.ndarray], samples: list[
           effect: float | None, direction: str, unit: str, null: np.ndarray | None = None,
           detail: str = "", ci_stat: Callable[..., np.ndarray] | None = None) -> Part:
     """Estimate ``stat`` on ``samples`` (``[trials, classes]`` each) and its bootstrap interval
-    over trials. With ``null`` (the statistic on each pseudo-class split of the same trials) a
-    chance part, decided by :func:`decide_chance`; else an effect-size part, by :func:`decide`.
+    over trials. Without a stated ``effect``, a chance part, decided by :func:`decide_chance`
+    against ``null`` (the statistic on each pseudo-class split of the same trials); with one, an
+    effect-size part, decided by :func:`decide`, and given ``null``, with its chance band for
+    reference (:attr:`Part.chance_passes`).
     ``ci_stat``: the statistic bootstrapped instead of ``stat``, e.g. for a maximum over classes
     the chosen class held fixed (resampling a maximum inflates it, so its interval would miss
     the estimate)."""
-    if (effect is None) == (null is None):
-        raise ValueError(f"part {name!r} needs either a stated effect size or a chance model")
+    if effect is None and null is None:
+        raise ValueError(f"part {name!r} needs a stated effect size or a chance model")
     n = [len(s) for s in samples]
     if min(n) < MIN_TRIALS:
         return Part(claim, name, NOT_ENOUGH, None, None, None, min(n), effect, direction, unit,
@@ -403,11 +393,12 @@ def _part(claim: str, name: str, stat: Callable[..., np.ndarray], samples: list[
     chance = p_chance = None
     if np.isnan(estimate):
         verdict, detail = INCONCLUSIVE, f"{detail}; the statistic is undefined (a ratio to no drop)".lstrip("; ")
-    elif null is not None:
+    elif effect is None:
         chance, p_chance = _quantiles(null), chance_p(estimate, null, direction)
         verdict = decide_chance(p_chance)
     else:
         verdict = decide(ci, effect, direction)
+        chance = None if null is None else _quantiles(null)
     return Part(claim, name, verdict, estimate, ci, chance, min(n), effect, direction, unit, p_chance, detail)
 
 
@@ -444,7 +435,8 @@ def drop_parts(claim: str, label: str, data: ClassData, level, effects: Effects 
         return ratio(d[..., worst], d.mean(-1))
 
     null = largest_drop_ratio(pseudo, pseudo_fp)  # pseudo-classes against their own FP accuracy
-    return [_part(claim, names[0], stat, [acc], False, effects.much_more, ">", "x", detail=detail, ci_stat=selected),
+    return [_part(claim, names[0], stat, [acc], False, effects.much_more, ">", "x", null=null, detail=detail,
+                  ci_stat=selected),
             _part(claim, names[1], stat, [acc], False, None, ">", "x", null=null, detail=detail, ci_stat=selected)]
 
 
@@ -460,9 +452,10 @@ def variability_parts(claim: str, label: str, data: ClassData, level, effects: E
     (pseudo,), _ = data.pseudo([level])
     detail = (f"median class std {np.median(acc.std(0, ddof=1)):.2f} points, "
               f"std of the average {acc.mean(1).std(ddof=1):.2f}")
-    return [_part(claim, names[0], class_std_ratio, [acc], False, effects.much_more, ">", "x", detail=detail),
-            _part(claim, names[1], class_std_ratio, [acc], False, None, ">", "x", null=class_std_ratio(pseudo),
-                  detail=detail)]
+    null = class_std_ratio(pseudo)
+    return [_part(claim, names[0], class_std_ratio, [acc], False, effects.much_more, ">", "x", null=null,
+                  detail=detail),
+            _part(claim, names[1], class_std_ratio, [acc], False, None, ">", "x", null=null, detail=detail)]
 
 
 def factor_parts(claim: str, factor: str, data: ClassData, base, levels: list,
@@ -498,7 +491,8 @@ def factor_parts(claim: str, factor: str, data: ClassData, base, levels: list,
     return [_part(claim, names[0], average_move, samples, True, e, "<", "points",
                   detail=f"largest at {factor}={shown(present[avg_at])}: {avg_changes[avg_at]:+.2f} points "
                          f"(levels {levels_text} against {shown(base)})"),
-            _part(claim, names[1], selected_move, samples, True, e, ">", "points", detail=f"the most moved: {most}"),
+            _part(claim, names[1], selected_move, samples, True, e, ">", "points", null=class_move(*pseudo),
+                  detail=f"the most moved: {most}"),
             _part(claim, names[2], class_move, samples, True, None, ">", "points", null=class_move(*pseudo),
                   detail=f"largest: {most}", ci_stat=selected_move)]
 
@@ -589,8 +583,9 @@ def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effe
         stat = named.get(stat, stat) if isinstance(stat, str) else stat
         chance = eff is None
         about_one_class = chance or stat is named["selected"]
+        null = smallest_class_change(*pseudo) if about_one_class else None  # the selected class: its band
         parts.append(_part(claim, name, stat, [grid, meth], True, eff, direction, unit,
-                           null=stat(*pseudo) if chance else None, detail=detail if about_one_class else "",
+                           null=stat(*pseudo) if chance else null, detail=detail if about_one_class else "",
                            ci_stat=named["selected"] if chance else None))
     return parts
 
@@ -806,9 +801,13 @@ def describe(part: Part) -> str:
     text = f"{part.part}: {part.estimate:.2f}{unit}"
     if part.ci is not None and not np.isnan(part.ci[0]):
         text += f" (95 % interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"
-    if part.chance is not None:
+    if part.chance is not None and part.effect is None:
         adjusted = "" if part.p_adjusted is None else f"; Holm-adjusted {part.p_adjusted:.3f}"
         text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {part.p_chance:.3f}{adjusted})"
+    elif part.chance is not None:
+        text += f", chance alone {part.chance[0]:.2f} to {part.chance[1]:.2f}"
+        if part.chance_passes:
+            text += f" (beyond {part.effect:g} too: this threshold cannot tell classes from random groups)"
     text += f", {part.trials} trials"
     return f"{text}; {part.detail}" if part.detail else text
 
@@ -847,7 +846,8 @@ def paired_trials(parts: list[Part], methods: tuple[str, ...]) -> str:
 def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = None) -> str:
     """Markdown: for each claim (of ``claims``; default all), the study's words, this
     replication's verdict on ``subject`` (e.g. "ResNet-20 on CIFAR-10"), and every part with its
-    verdict and numbers, the parts that hold first."""
+    verdict and numbers, the parts that hold first (a part that random groups of images pass too
+    says so: :attr:`Part.chance_passes`)."""
     claims = (claims,) if isinstance(claims, str) else claims
     unknown = sorted(set(claims or ()) - set(CLAIMS))
     if unknown:
@@ -860,7 +860,9 @@ def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = N
             continue
         lines += [f"**Claim {claim}.** *\"{text}\"* On {subject}: **{verdicts[claim]}**.", ""]
         mine = sorted((p for p in parts if p.claim == claim), key=lambda p: VERDICTS.index(p.verdict))
-        lines += [f"- *{words[p.verdict]}*: {describe(p)}" for p in mine]
+        as_chance = "holds, as random groups would too"
+        lines += [f"- *{as_chance if p.chance_passes and p.verdict == SUPPORTED else words[p.verdict]}*: {describe(p)}"
+                  for p in mine]
         lines.append("")
     return "\n".join(lines)
 
@@ -876,17 +878,21 @@ def side_by_side(store: ResultsStore, designs: dict[str, Design], chance_draws: 
 
 
 def headline(parts: list[Part]) -> str:
-    """Markdown, one line per claim: its verdict and the names of the parts that hold and that do not."""
+    """Markdown, one line per claim: its verdict and the names of the parts that hold (apart, those
+    that random groups of images pass too: :attr:`Part.chance_passes`) and that do not."""
     verdicts = claim_verdicts(parts)
     lines = []
     for claim, text in CLAIMS.items():
         mine = [p for p in parts if p.claim == claim]
-        holds = [p.part for p in mine if p.verdict == SUPPORTED]
+        holds = [p.part for p in mine if p.verdict == SUPPORTED and not p.chance_passes]
+        as_chance = [p.part for p in mine if p.verdict == SUPPORTED and p.chance_passes]
         fails = [p.part for p in mine if p.verdict == CONTRADICTED]
-        rest = len(mine) - len(holds) - len(fails)
+        rest = len(mine) - len(holds) - len(as_chance) - len(fails)
         line = f"- **Claim {claim}** (*{text}*): **{verdicts[claim]}**."
         if holds:
             line += f" Holds: {'; '.join(holds)}."
+        if as_chance:
+            line += f" Holds, as random groups of images would too: {'; '.join(as_chance)}."
         if fails:
             line += f" Does not hold: {'; '.join(fails)}."
         if rest:
