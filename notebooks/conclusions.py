@@ -12,7 +12,11 @@
 # interval lies on the other side (or when more than half of the random groupings reach it),
 # **inconclusive** in between, and **not enough data** when a cell has fewer than 5 trials; in the
 # lists below a supported part *holds*, a contradicted one *does not hold* and an inconclusive one
-# is *open*. A claim holds when all its parts do (claim 3: at some bit-width). A trial's *worst
+# is *open*. A part about sizes also gives the band its statistic has on the random groups
+# ("chance alone"); where that band lies beyond the effect size too, random groups would pass the
+# part as well, and it is listed as *holds, as random groups would too*: its chance part decides
+# whether the classes show it. A claim holds when all its parts do (claim 3: at some bit-width,
+# its chance parts Holm-adjusted over the widths). A trial's *worst
 # class* is its class of lowest accuracy; in claim 4, *the class losing most to grid search* is the
 # class whose mean accuracy over the paired seeds falls most from grid search's. The effect sizes,
 # stated once in `ptqlib.analysis.verdicts.Effects`: "much more" is at least twice; "robust" is a
