@@ -23,10 +23,10 @@ import matplotlib.pyplot as plt
 from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.analysis.plotting import chance_strip, drop_boxplot
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import band_count_line, drop_ci_table
+from ptqlib.analysis.stats import drop_ci_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
-from ptqlib.analysis.verdicts import class_bands, factor_tests, load, verdict_lines
+from ptqlib.analysis.verdicts import band_test_line, class_bands, factor_tests, load, verdict_lines
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, metric=metric, calib_size=calib_size)
@@ -64,7 +64,8 @@ for bits in present:
 # more (or less) than it would be if quantization errors fell on images regardless of their
 # class; inside it, its drop is what a random group of as many images shows. The band holds
 # 95 % of random groups, so chance alone puts about one dot in twenty outside it: the line under
-# the figure compares the count with that. Below it, the parts of the study's claim 3 this factor
+# the figure compares the count with the same count on each random grouping (a permutation test,
+# which keeps the dependence between the classes of one calibration set and between levels). Below it, the parts of the study's claim 3 this factor
 # bears on, tested on this page's levels as [the conclusions](conclusions) test them on the
 # study's (each with its estimate, 95 % interval and, where it is a chance part, the chance band
 # and its p-value).
@@ -75,7 +76,7 @@ bands = class_bands(data)
 chance_strip(bands, "mean_drop", "bit-width (weights = activations)", f"{model} {metric}")
 plt.tight_layout()
 plt.show()
-print("mean drops:", band_count_line(bands["mean_drop"], bands["drop_low"], bands["drop_high"]))
+print("mean drops:", band_test_line([data], "mean_drop"))
 print("\n".join(verdict_lines(factor_tests("w_bits", data, None, levels))))
 
 # %% [markdown]

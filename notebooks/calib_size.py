@@ -23,10 +23,10 @@ import matplotlib.pyplot as plt
 from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.analysis.plotting import chance_strip, mean_std_lines
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import band_count_line, drop_ci_table
+from ptqlib.analysis.stats import drop_ci_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
-from ptqlib.analysis.verdicts import class_bands, factor_tests, load, verdict_lines
+from ptqlib.analysis.verdicts import band_test_line, class_bands, factor_tests, load, verdict_lines
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric)
@@ -60,7 +60,8 @@ for size in table.columns:
 # more (or less) than it would be if quantization errors fell on images regardless of their
 # class; inside it, its drop is what a random group of as many images shows. The band holds
 # 95 % of random groups, so chance alone puts about one dot in twenty outside it: the line under
-# the figure compares the count with that. Below it, the parts of the study's claim 2 this factor
+# the figure compares the count with the same count on each random grouping (a permutation test,
+# which keeps the dependence between the classes of one calibration set and between levels). Below it, the parts of the study's claim 2 this factor
 # bears on, tested on this page's levels as [the conclusions](conclusions) test them on the
 # study's (each with its estimate, 95 % interval and, where it is a chance part, the chance band
 # and its p-value), from 32 images up: the claim speaks of sizes beyond 32, so smaller levels
@@ -77,8 +78,8 @@ chance_strip(bands, "mean_drop", "calibration images", f"{model} W{w_bits}A{a_bi
 chance_strip(bands, "std", "calibration images", "std over calibration sets", ax=axes[1])
 plt.tight_layout()
 plt.show()
-print("mean drops:", band_count_line(bands["mean_drop"], bands["drop_low"], bands["drop_high"]))
-print("stds over calibration sets:", band_count_line(bands["std"], bands["std_low"], bands["std_high"]))
+print("mean drops:", band_test_line([data], "mean_drop"))
+print("stds over calibration sets:", band_test_line([data], "std"))
 print("\n".join(verdict_lines(factor_tests("calib_size", data, cell.calib_size, levels))))
 
 # %% [markdown]

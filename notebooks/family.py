@@ -43,8 +43,8 @@ import pandas as pd
 from ptqlib.analysis.aggregate import reliability_summary
 from ptqlib.analysis.cells import Cell, models_frame, models_summaries
 from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
-from ptqlib.analysis.stats import above_guessing, band_count_line, contrast_lines, guessing_lines, model_contrasts
-from ptqlib.analysis.verdicts import class_bands, design_for, load, side_by_side
+from ptqlib.analysis.stats import above_guessing, contrast_lines, guessing_lines, model_contrasts
+from ptqlib.analysis.verdicts import band_test_line, class_bands, design_for, load, side_by_side
 from ptqlib.app.report import publish_table
 from ptqlib.data import label_space_size
 from ptqlib.study.store import ResultsStore
@@ -63,12 +63,14 @@ publish_table(counts.T, "trials")  # trials per cell (the default cell appears u
 # The default cell: each dot is a class's mean drop against the model's own FP accuracy (points,
 # over its trials); the grey band is the central 95 % of the same number for random groups of as
 # many test images. Red classes lie outside it; chance alone puts about one class in twenty
-# there, which the line below the figure compares with the count (a binomial test that takes the
-# classes as independent, which classes of one model and calibration set are not quite).
+# there, which the line below the figure compares with the count, against the same count on each
+# random grouping of every model's images (a permutation test, which keeps the dependence between
+# the classes of one model and calibration set).
 
 # %%
-bands = {m: class_bands(load(store, replace(cell, model=m), "noise", [0.0], trials, chance_draws)) for m in models}
-bands = {m: b.assign(level=m) for m, b in bands.items() if len(b)}
+datas = {m: load(store, replace(cell, model=m), "noise", [0.0], trials, chance_draws) for m in models}
+bands = {m: class_bands(d).assign(level=m) for m, d in datas.items()}
+bands = {m: b for m, b in bands.items() if len(b)}
 assert bands, "no model has two trials of the default cell"
 table = pd.concat(bands.values(), ignore_index=True)
 chance_strip(table, "mean_drop", "model", f"W{w_bits}A{a_bits} {metric}, {calib_size} images")
@@ -77,7 +79,7 @@ plt.show()
 images = table["images"]
 print(f"test images per class: {images.min()}" + (f" to {images.max()}" if images.max() > images.min() else "")
       + f"; resolution: one test image is {100.0 / images.min():.1f} points of a class's accuracy")
-print(band_count_line(table["mean_drop"], table["drop_low"], table["drop_high"], "classes (all models)"))
+print(band_test_line(list(datas.values()), "mean_drop", "classes (all models)"))
 wide = table.pivot(index="class", columns="level", values="mean_drop")[list(bands)]
 band = table.groupby("level")[["drop_low", "drop_high"]].first().T[list(bands)]
 publish_table(pd.concat([wide, band]).round(2), "class_drops")  # last rows: each model's chance band

@@ -29,10 +29,10 @@ import matplotlib.pyplot as plt
 from ptqlib.analysis.aggregate import class_summary, worst_class
 from ptqlib.analysis.plotting import chance_strip, mean_std_lines
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import band_count_line, drop_ci_table, level_contrast_lines, level_contrasts
+from ptqlib.analysis.stats import drop_ci_table, level_contrast_lines, level_contrasts
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame, trial_counts
-from ptqlib.analysis.verdicts import class_bands, load
+from ptqlib.analysis.verdicts import band_test_line, class_bands, load
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset,
@@ -63,14 +63,16 @@ print("\n".join(level_contrast_lines(level_contrasts(frame, "metric", base, leve
 # more (or less) than it would be if quantization errors fell on images regardless of their
 # class; inside it, its drop is what a random group of as many images shows. The band holds
 # 95 % of random groups, so chance alone puts about one dot in twenty outside it: the line under
-# the figure compares the count with that.
+# the figure compares the count with the same count on each random grouping (a permutation test,
+# which keeps the dependence between the classes of one calibration set and between levels).
 
 # %%
-bands = class_bands(load(store, cell, "metric", levels, trials))
+data = load(store, cell, "metric", levels, trials)
+bands = class_bands(data)
 chance_strip(bands, "mean_drop", "calibration metric", f"{model} W{w_bits}A{a_bits}")
 plt.tight_layout()
 plt.show()
-print(band_count_line(bands["mean_drop"], bands["drop_low"], bands["drop_high"]))
+print(band_test_line([data], "mean_drop"))
 
 # %% [markdown]
 # ## Worst-case statistics

@@ -8,7 +8,8 @@
 # groups of a class's size (the chance model of the [conclusions](conclusions)): a class whose
 # mean drop lies outside it is hit more (or less) than a random group of as many images. The
 # band holds 95 % of random groups, so chance alone puts about one class in twenty outside it:
-# the line under the figure compares the count with that.
+# the line under the figure compares the count with the same count on each random grouping (a
+# permutation test).
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -30,10 +31,10 @@ import pandas as pd
 from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
 from ptqlib.analysis.plotting import drop_boxplot
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import band_count_line, bootstrap_mean_ci, drop_ci_table
+from ptqlib.analysis.stats import bootstrap_mean_ci, drop_ci_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, ensure_trials, factor_frame
-from ptqlib.analysis.verdicts import class_bands, drop_parts, load, variability_parts, verdict_lines
+from ptqlib.analysis.verdicts import band_test_line, class_bands, drop_parts, load, variability_parts, verdict_lines
 
 store = ResultsStore(store_path)
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
@@ -59,7 +60,7 @@ drop_boxplot(tidy, title=f"{model} W{w_bits}A{a_bits} {metric}",
 plt.tight_layout()
 plt.show()
 if len(bands):
-    print("classes' mean drops:", band_count_line(bands["mean_drop"], bands["drop_low"], bands["drop_high"], "classes"))
+    print("classes' mean drops:", band_test_line([data], "mean_drop", "classes"))
 
 # %%
 summary = class_summary(tidy).set_index("class")

@@ -455,6 +455,33 @@ def test_class_bands_put_a_planted_class_outside_and_random_ones_inside():
     assert bands["trials"].eq(TRIALS).all() and (bands["drop_low"] < bands["drop_high"]).all()
 
 
+def test_the_count_of_classes_outside_their_band_is_tested_against_the_same_count_on_random_groups():
+    from ptqlib.analysis.stats import outside_band
+
+    rng = np.random.default_rng(1)
+    fp = _fp(rng)
+    fragile = _fragile(rng)
+    planted = np.where(np.isin(LABELS, [1, 3, 5]), 0.3, fragile)  # three classes hit hard
+    data = _data({4: _trials(rng, fp, lambda t: planted), 8: _trials(rng, fp, lambda t: fragile)}, fp, draws=200)
+    got = V.band_count_test([data])
+    bands = V.class_bands(data)
+    assert got["outside"] == int(outside_band(bands["mean_drop"], bands["drop_low"], bands["drop_high"]).sum())
+    assert got["of"] == 20 and got["draws"] == 200 and got["outside"] >= 3
+    assert got["p"] < 0.05 and got["chance"] < got["outside"]
+    assert V.band_count_test([data], "std")["of"] == 20
+    line = V.band_test_line([data], what="classes")
+    assert line.startswith(f"{got['outside']} of 20 classes outside their band; random groups of images put ")
+    # two data sets (e.g. two models): counts and the null add up split by split
+    both = V.band_count_test([data, data])
+    assert (both["outside"], both["of"]) == (2 * got["outside"], 40) and both["chance"] == pytest.approx(2 * got["chance"])
+    # errors blind to class: the count is what random groups give, at most about 5 % of the time beyond it
+    blind = [V.band_count_test([_data({0: _trials(np.random.default_rng(10 + i), fp, lambda t: fragile, trials=8)},
+                                      fp, draws=100)])["p"] for i in range(40)]
+    assert np.mean(np.array(blind) < 0.05) <= 0.1
+    with pytest.raises(ValueError, match="'mean_drop' or 'std'"):
+        V.band_count_test([data], "drop")
+    assert V.band_test_line([], what="classes") == "no classes: no level with two trials or more"
+
 def test_an_undefined_estimate_is_described_as_such():
     part = V.Part("3", "3 W8A8 largest class drop vs the average's", V.INCONCLUSIVE, np.nan, (np.nan, np.nan), None,
                   50, 2.0, ">", "x", detail="the statistic is undefined (a ratio to no drop)")

@@ -14,9 +14,8 @@ predicted labels.
   bootstrap interval (:func:`paired_gain`);
 - the difference of two samples' means where some seeds ran in both (the partially overlapping
   samples t-test, :func:`mean_difference`), for iteration counts and models compared on the
-  same seeds (:func:`model_contrasts`), every pair of an iteration curve's counts
-  (:func:`count_reversals`), and the count of classes outside their chance bands against chance
-  (:func:`band_count`);
+  same seeds (:func:`model_contrasts`), and every pair of an iteration curve's counts
+  (:func:`count_reversals`);
 - churn against the float model (flip rate, and how many flips were right before) and
   *quantization-identified exemplars*: test images whose most frequent prediction over the
   trials differs from the float prediction (Hooker et al. 2019, "What do compressed deep
@@ -261,26 +260,6 @@ def contrast_lines(contrasts: pd.DataFrame, base) -> list[str]:
     return [f"{r.model} vs {base}, {r.statistic.replace('_', ' ')}: {r.change:+.2f} [{r.ci_low:+.2f}, "
             f"{r.ci_high:+.2f}] points at {r.confidence:.2%} ({r.trials} and {r.base_trials} trials): {r.verdict}"
             for r in contrasts.itertuples()]
-
-
-def band_count(values, low, high, expected_share: float = 0.05) -> dict:
-    """How many of ``values`` lie outside their chance bands (:func:`outside_band`) against the
-    ``expected_share`` chance alone puts there (a central 95 % band: 5 %): the count, of how many,
-    the count chance would give, and the one-sided binomial p-value of so many or more
-    (:func:`scipy.stats.binomtest`; it takes the values as independent, which classes of one
-    model and calibration set are not quite)."""
-    outside = outside_band(values, low, high)
-    k, n = int(outside.sum()), len(outside)
-    p = stats.binomtest(k, n, expected_share, alternative="greater").pvalue if n else np.nan
-    return {"outside": k, "of": n, "chance": expected_share * n, "p": float(p)}
-
-
-def band_count_line(values, low, high, what: str = "dots") -> str:
-    """:func:`band_count` in words: how many of ``what`` lie outside their band against what
-    chance alone puts there, with the binomial p-value."""
-    c = band_count(values, low, high)
-    return (f"{c['outside']} of {c['of']} {what} outside their band; chance alone: about {c['chance']:.1f} "
-            f"(binomial p = {c['p']:.3f}, as if they were independent)")
 
 
 def guessing_floor(images: int, outputs: int, alpha: float = 0.05) -> int:

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ptqlib.analysis.stats import MAX_RESAMPLES, expanded_tail, holm, resamples_for
+from ptqlib.analysis.stats import MAX_RESAMPLES, expanded_tail, holm, outside_band, resamples_for
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_cell, level_label
 from ptqlib.data import pool_images
@@ -765,28 +765,76 @@ def load(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int
     return ClassData(factor_predictions(store, cell, factor, levels, trials), chance_draws)
 
 
+def _level_bands(data: ClassData, level, confidence: float) -> dict[str, tuple[np.ndarray, np.ndarray, tuple]]:
+    """At ``level``, per statistic (``mean_drop``, ``std``): the real classes' values
+    ``[classes]``, the pseudo-classes' ``[draws, classes]`` and the chance band of a single
+    class, the central ``confidence`` of the pseudo-classes' values over every split."""
+    acc, fp = data.acc(level), data.fp_acc()
+    (pseudo,), pseudo_fp = data.pseudo([level])
+    out = {}
+    for name, real, null in (("mean_drop", (fp - acc).mean(0), pseudo_fp - pseudo.mean(1)),
+                             ("std", acc.std(0, ddof=1), pseudo.std(1, ddof=1))):
+        out[name] = (real, null, _quantiles(null.ravel(), confidence))
+    return out
+
+
 def class_bands(data: ClassData, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Per level and class (with its test images): the mean drop against FP and the std over trials, beside the chance
     band of a single class, i.e. the central ``confidence`` of the same numbers over every
     pseudo-class of every split (``drop_low``/``drop_high``, ``std_low``/``std_high``). A class
     outside its band is affected more (or less) than a random group of as many images."""
-    rows, fp = [], data.fp_acc()
+    rows = []
     for level in data.levels:
         if data.trials(level) < 2:
             continue
-        acc = data.acc(level)
-        (pseudo,), pseudo_fp = data.pseudo([level])
-        null_drop = (pseudo_fp - pseudo.mean(1)).ravel()
-        null_std = pseudo.std(1, ddof=1).ravel()
-        d_low, d_high = _quantiles(null_drop, confidence)
-        s_low, s_high = _quantiles(null_std, confidence)
-        drops, stds = (fp - acc).mean(0), acc.std(0, ddof=1)
+        bands = _level_bands(data, level, confidence)
+        (drops, _, (d_low, d_high)), (stds, _, (s_low, s_high)) = bands["mean_drop"], bands["std"]
         for k, name in enumerate(data.names):
-            rows.append({"level": level, "class": name, "images": int(data.sizes[k]), "trials": len(acc),
+            rows.append({"level": level, "class": name, "images": int(data.sizes[k]), "trials": data.trials(level),
                          "mean_drop": drops[k], "std": stds[k],
                          "drop_low": d_low, "drop_high": d_high, "std_low": s_low, "std_high": s_high})
     return pd.DataFrame(rows, columns=["level", "class", "images", "trials", "mean_drop", "std", "drop_low",
                                        "drop_high", "std_low", "std_high"])
+
+
+def band_count_test(datas: list[ClassData], statistic: str = "mean_drop",
+                    confidence: float = CONFIDENCE) -> dict:
+    """How many classes, over every level of every ``datas`` (e.g. one per model) with two trials
+    or more, lie outside their chance band (:func:`class_bands`; ``statistic``: ``mean_drop`` or
+    ``std``), against the same count on the pseudo-classes of each split: a permutation test
+    that keeps the dependence between the classes of one calibration set and between levels
+    (each split groups the images alike at every level). ``outside``, ``of``, ``chance`` (the
+    mean count over the splits), ``chance_high`` (its 95th percentile), ``p`` (the share of
+    splits, the real one counted, with as many outside or more) and ``draws``."""
+    if statistic not in ("mean_drop", "std"):
+        raise ValueError(f"statistic must be 'mean_drop' or 'std', got {statistic!r}")
+    draws = {d.chance_draws for d in datas}
+    if len(draws) > 1:
+        raise ValueError(f"the data must have as many chance draws each, got {sorted(draws)}")
+    outside, of, null = 0, 0, np.zeros(draws.pop() if draws else 0)
+    for data in datas:
+        for level in data.levels:
+            if data.trials(level) < 2:
+                continue
+            real, pseudo, (low, high) = _level_bands(data, level, confidence)[statistic]
+            outside += int(outside_band(real, low, high).sum())
+            of += len(real)
+            null = null + outside_band(pseudo, low, high).sum(1)
+    if not of:
+        return {"outside": 0, "of": 0, "chance": np.nan, "chance_high": np.nan, "p": np.nan, "draws": len(null)}
+    return {"outside": outside, "of": of, "chance": float(null.mean()), "chance_high": float(np.quantile(null, 0.95)),
+            "p": float((1 + (null >= outside).sum()) / (1 + len(null))), "draws": len(null)}
+
+
+def band_test_line(datas: list[ClassData], statistic: str = "mean_drop", what: str = "dots") -> str:
+    """:func:`band_count_test` in words."""
+    c = band_count_test(datas, statistic)
+    if not c["of"]:
+        return f"no {what}: no level with two trials or more"
+    smallest = c["p"] <= 1 / (1 + c["draws"])
+    p = f"= {c['p']:.4f}, the smallest {c['draws']} splits allow" if smallest else f"= {c['p']:.3f}"
+    return (f"{c['outside']} of {c['of']} {what} outside their band; random groups of images put {c['chance']:.1f} "
+            f"outside on average, at most {c['chance_high']:.0f} in 95 % of {c['draws']} splits (permutation p {p})")
 
 
 # --- reading the verdicts ---------------------------------------------------------------------
