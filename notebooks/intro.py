@@ -31,12 +31,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ptqlib.analysis.aggregate import AVERAGE, class_summary, inventory
+from ptqlib.analysis.aggregate import inventory
 from ptqlib.analysis.plotting import drop_boxplot
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, factor_frame
-from ptqlib.analysis.stats import bootstrap_mean_ci
+from ptqlib.analysis.stats import largest_drop, largest_drop_lines
 from ptqlib.analysis.verdicts import all_parts, class_bands, design_for, headline, load, verdict_lines
 
 store = ResultsStore(store_path)
@@ -48,17 +48,10 @@ assert len(tidy), "the default cell has no trials in the store"
 design = design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, calib_size=calib_size,
                     weights=weights, trials=trials)
 parts = all_parts(store, design)
-summary = class_summary(tidy).set_index("class")
-avg, classes = summary.loc[AVERAGE], summary.drop(index=AVERAGE)
-worst = classes["mean_drop"].idxmax()
-drops = tidy.pivot_table(index="seed", columns="class", values="drop")  # per trial and class
-avg_ci, worst_ci = bootstrap_mean_ci(drops.mean(axis=1)), bootstrap_mean_ci(drops[worst])
+top = largest_drop(tidy)
 print(f"The answer, for {model} at W{w_bits}A{a_bits} ({metric} ranges, {calib_size} calibration images), "
-      f"over {int(avg['trials'])} calibration sets drawn at random (95 % bootstrap intervals over them):")
-print(f"- the average accuracy drops {avg['mean_drop']:.2f} points [{avg_ci[0]:.2f}, {avg_ci[1]:.2f}] "
-      f"(std over trials {avg['std']:.2f});")
-print(f"- class '{worst}' drops most: {classes.loc[worst, 'mean_drop']:.2f} points on average [{worst_ci[0]:.2f}, "
-      f"{worst_ci[1]:.2f}], and up to {classes.loc[worst, 'max_drop']:.2f} points in one trial;")
+      f"over {top['trials']} calibration sets drawn at random (95 % bootstrap intervals over them):")
+print("\n".join(f"- {line}" for line in largest_drop_lines(top)))
 first = [p for p in parts if p.claim == "1"]
 print(f"- the {len(first)} tests of the study's first claim, against the stated effect sizes and against chance "
       "(random groups of as many test images, the conclusions' chance model):")

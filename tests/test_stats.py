@@ -220,6 +220,32 @@ def test_level_contrasts_widen_for_the_comparisons_and_find_a_real_change_only()
     assert level_contrast_lines(level_contrasts(frame, "level", "none", ["kl"]), "none") == [
         "nothing to compare: none and at least one other level need trials"]
 
+def test_largest_drop_names_the_class_and_how_firmly_it_leads():
+    from ptqlib.analysis.stats import drop_ci, largest_drop, largest_drop_lines
+
+    rng = np.random.default_rng(8)
+
+    def cell(lead):  # class a drops 5 + lead points, b 5, c 1, each with seed noise
+        rows = []
+        for seed in range(30):
+            for c, mean in (("a", 5.0 + lead), ("b", 5.0), ("c", 1.0)):
+                drop = mean + rng.normal(0, 0.5)
+                rows.append({"key": f"{seed}", "seed": seed, "class": c, "drop": drop, "acc": 90 - drop, "fp_acc": 90.0})
+        return pd.DataFrame(rows)
+
+    clear = largest_drop(cell(1.0))
+    assert (clear["class"], clear["runner_up"], clear["trials"]) == ("a", "b", 30)
+    assert clear["gap_ci"][0] > 0 and clear["top_share"] > 0.99 and clear["gap"] == pytest.approx(1.0, abs=0.3)
+    assert clear["ci"][0] < clear["mean"] < clear["ci"][1] and clear["max"] >= clear["mean"]
+    assert "told apart from the next, 'b'" in largest_drop_lines(clear)[1]
+    # a and b drop alike: whichever leads is told apart from the other about 5 % of the time at most
+    told = ["not told apart" not in largest_drop_lines(largest_drop(cell(0.0)))[1] for _ in range(100)]
+    assert np.mean(told) <= 0.1
+    frame = cell(1.0)
+    assert largest_drop(frame)["ci"] == tuple(drop_ci(frame[frame["class"] == "a"]).iloc[0][["ci_low", "ci_high"]])
+    with pytest.raises(ValueError, match="two classes and two trials"):
+        largest_drop(frame[frame["seed"] == 0])
+
 def test_mean_difference_is_welchs_test_without_shared_seeds_and_the_paired_test_with_all():
     from ptqlib.analysis.stats import mean_difference, t_mean_ci
 

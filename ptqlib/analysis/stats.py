@@ -333,6 +333,46 @@ def drop_ci(per_class: pd.DataFrame, by: list[str] | None = None, confidence: fl
     return out
 
 
+def largest_drop(per_class: pd.DataFrame, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
+    """One cell's trials (per-class rows with ``seed``, ``class`` and ``drop``): the average's mean
+    drop and the class that drops most on average, each with its bootstrap interval over trials
+    (:func:`drop_ci`'s, so the same as the pages' drop tables), that class's largest drop in one
+    trial, and how firmly it is the largest: the class next to it, the mean per-seed gap between
+    the two with its bootstrap interval and Wilcoxon p, and the share of bootstrap resamples of
+    the seeds in which it still drops most (``top_share``). Which of the two leads is chosen on
+    these very trials, but that choice only sets the gap's sign, which a two-sided interval and
+    test leave alone; the share, chosen the same way, leans towards the leader. Needs at least
+    two classes and two trials."""
+    drops = per_class[per_class["class"] != AVERAGE].pivot_table(index="seed", columns="class", values="drop")
+    if drops.shape[1] < 2 or len(drops) < 2:
+        raise ValueError(f"largest_drop needs two classes and two trials, got {drops.shape[1]} and {len(drops)}")
+    means = drops.mean().sort_values(ascending=False)
+    top, runner = means.index[0], means.index[1]
+    table = drop_ci(per_class[per_class["class"].isin([top])]).set_index("class")
+    gap = (drops[top] - drops[runner]).to_numpy()
+    idx = np.random.default_rng(seed).integers(0, len(drops), (resamples, len(drops)))
+    boot = drops.to_numpy()[idx].mean(1)  # [resamples, classes]
+    average = drops.mean(axis=1)
+    return {"trials": len(drops), "average": float(average.mean()), "average_std": float(average.std()),
+            "average_ci": bootstrap_mean_ci(average.to_numpy(), confidence),
+            "class": top, "mean": float(means.iloc[0]), "ci": (table.loc[top, "ci_low"], table.loc[top, "ci_high"]),
+            "max": float(drops[top].max()), "runner_up": runner, "runner_mean": float(means.iloc[1]),
+            "gap": float(gap.mean()), "gap_ci": bootstrap_mean_ci(gap, confidence),
+            "gap_p": 1.0 if np.all(gap == 0) else float(stats.wilcoxon(gap).pvalue),
+            "top_share": float((boot.argmax(1) == list(drops.columns).index(top)).mean())}
+
+
+def largest_drop_lines(d: dict) -> list[str]:
+    """:func:`largest_drop` in words: the average's drop and the class that drops most."""
+    apart = "told apart from" if d["gap_ci"][0] > 0 else "not told apart from"
+    return [f"the average accuracy drops {d['average']:.2f} points [{d['average_ci'][0]:.2f}, "
+            f"{d['average_ci'][1]:.2f}] (std over trials {d['average_std']:.2f});",
+            f"class '{d['class']}' drops most on average: {d['mean']:.2f} points [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}], "
+            f"up to {d['max']:.2f} points in one trial; {apart} the next, '{d['runner_up']}' "
+            f"({d['runner_mean']:.2f}): {d['gap']:+.2f} points more [{d['gap_ci'][0]:+.2f}, {d['gap_ci'][1]:+.2f}] "
+            f"(Wilcoxon p = {d['gap_p']:.3g}); it drops most in {100 * d['top_share']:.0f} % of resamples of the "
+            f"{d['trials']} calibration sets;"]
+
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (family-wise error over the tests given). A NaN (a test
     that could not be run) stays NaN and does not count among the tests."""
