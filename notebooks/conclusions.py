@@ -116,7 +116,8 @@ else:
 # %% [markdown]
 # ## Side by side
 #
-# The same tests on each model (colour: verdict; text: estimate). The ImageNet models are
+# The same tests on each model (colour: verdict; text: estimate, in brackets the trials it rests
+# on; the table under the figure gives each part's interval and chance band). The ImageNet models are
 # tested at their own default cell (W6A6, sizes up to 1000, bias cells of 128 images), so some
 # of their parts have names of their own; a blank cell is a part a model is not tested on.
 
@@ -129,6 +130,7 @@ table = side_by_side(store, designs, chance_draws)
 verdict_matrix(table, "The study's claims, part by part")
 plt.tight_layout()
 plt.show()
+publish_table(table, "side_by_side")
 
 # %% [markdown]
 # ## Beyond the study: can the worst class be protected?

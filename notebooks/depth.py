@@ -94,7 +94,8 @@ print("\n".join(contrast_lines(contrasts, models[0])))
 #
 # The tests of [the conclusions page](conclusions) (`ptqlib.analysis.verdicts`) on every depth: each part
 # an estimate with its interval, against a stated effect size or against chance (colour:
-# verdict; text: estimate). Claims 2 (noise and bias) and 4 need cells a deeper model may not
+# verdict; text: estimate, in brackets the trials it rests on; the table under the figure gives
+# each part's interval and chance band). Claims 2 (noise and bias) and 4 need cells a deeper model may not
 # have: a part reads "not enough data" where its cell has too few trials.
 
 # %%
@@ -104,3 +105,4 @@ table = side_by_side(store, {m: replace(design, cell=replace(design.cell, model=
 verdict_matrix(table, f"{dataset}: the study's claims at each depth")
 plt.tight_layout()
 plt.show()
+publish_table(table, "verdicts")

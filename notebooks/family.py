@@ -153,7 +153,8 @@ print("kept above chance: " + "; ".join(f"{bits}: {names}" for bits, names in ke
 # ## The study's claims on each model
 #
 # The tests of [the conclusions page](conclusions) on each model (colour: verdict; text:
-# estimate, in the part's own unit: points, a ratio, or images; "undefined": a ratio to an
+# estimate, in the part's own unit: points, a ratio, or images, in brackets the trials it rests on,
+# and in the table under the figure its interval and chance band; "undefined": a ratio to an
 # average that does not drop, as at W8A8 where the average can gain). A part needs the cells it
 # compares, each with at least 5 trials on the seeds it compares (of the first `trials`); a model
 # without them shows "not enough data". This page's cells are the factors above; the class-bias cells (drawn from
@@ -167,6 +168,7 @@ verdicts = side_by_side(store, {m: replace(design, cell=replace(design.cell, mod
 verdict_matrix(verdicts, f"{dataset}: the study's claims on each model")
 plt.tight_layout()
 plt.show()
+publish_table(verdicts, "verdicts")
 
 # %% [markdown]
 # ## Is a larger model's worst class safer?

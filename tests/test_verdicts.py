@@ -525,8 +525,11 @@ def test_side_by_side_and_its_matrix(tmp_path):
     verdicts = table.xs("verdict", axis=1, level=1)
     assert verdicts.loc[("1", "1a largest class drop vs chance"), "toy"] == V.SUPPORTED
     assert verdicts["other"].eq(V.NOT_ENOUGH).all()
+    assert table.loc[("1", "1a largest class drop vs chance"), ("toy", "trials")] == 6
+    assert table[("toy", "interval")].str.startswith("[").any()
     ax = verdict_matrix(table)
     assert len(ax.get_yticklabels()) == len(table)
+    assert "(6)" in [t.get_text() for t in ax.texts][0]  # each estimate with the trials it rests on
 
 
 def test_the_matrix_says_why_an_inconclusive_part_has_no_estimate():

@@ -165,15 +165,19 @@ VERDICT_COLOURS = {"supported": "#74c476", "contradicted": "#fb6a4a", "inconclus
 
 
 def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
-    """Parts (rows) by models (columns) coloured by verdict, each cell with its estimate: the
-    frame of :func:`ptqlib.analysis.verdicts.side_by_side`. An inconclusive part without an
-    estimate reads "undefined" (a ratio to an average that does not drop)."""
+    """Parts (rows) by models (columns) coloured by verdict, each cell with its estimate and, where
+    the frame has them, in brackets the trials it rests on: the frame of
+    :func:`ptqlib.analysis.verdicts.side_by_side` (its intervals are in the frame, too many to
+    draw). An inconclusive part without an estimate reads "undefined" (a ratio to an average that
+    does not drop)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     labels = list(dict.fromkeys(table.columns.get_level_values(0)))
     verdicts = table.xs("verdict", axis=1, level=1)[labels].fillna("not tested")  # a part another model lacks
     estimates = table.xs("estimate", axis=1, level=1)[labels]
+    has_trials = "trials" in table.columns.get_level_values(1)
+    trials = table.xs("trials", axis=1, level=1)[labels] if has_trials else None
     order = list(VERDICT_COLOURS)
     codes = verdicts.apply(lambda col: col.map(order.index)).to_numpy()
     ax = ax or plt.subplots(figsize=(6.0 + 1.1 * len(labels), 0.3 * len(table) + 1.5))[1]
@@ -183,7 +187,9 @@ def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
         for j in range(codes.shape[1]):
             value = estimates.iat[i, j]
             if value is not None and not pd.isna(value):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+                n = trials.iat[i, j] if trials is not None else None
+                count = f" ({int(n)})" if n is not None and not pd.isna(n) else ""
+                ax.text(j, i, f"{value:.2f}{count}", ha="center", va="center", fontsize=7)
             elif verdicts.iat[i, j] == "inconclusive":
                 ax.text(j, i, "undefined", ha="center", va="center", fontsize=6, style="italic")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="left", rotation_mode="anchor")

@@ -916,12 +916,13 @@ def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = N
 
 
 def side_by_side(store: ResultsStore, designs: dict[str, Design], chance_draws: int = CHANCE_DRAWS) -> pd.DataFrame:
-    """Rows: the parts; columns: the designs (e.g. one per model); cells: ``verdict`` and
-    ``estimate`` in a two-level column index. Parts are matched by name."""
+    """Rows: the parts; columns: the designs (e.g. one per model); cells: ``verdict``,
+    ``estimate``, its ``interval``, the ``chance band`` and the ``trials`` it rests on, in a
+    two-level column index. Parts are matched by name."""
     frames = {}
     for label, design in designs.items():
         frame = parts_frame(all_parts(store, design, chance_draws)).set_index(["claim", "part"])
-        frames[label] = frame[["verdict", "estimate"]]
+        frames[label] = frame[["verdict", "estimate", "interval", "chance band", "trials"]]
     return pd.concat(frames, axis=1)
 
 
