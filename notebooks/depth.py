@@ -24,15 +24,14 @@ trials = 50
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
-import pandas as pd
 
-from ptqlib.analysis.aggregate import reliability_summary
+from ptqlib.analysis.aggregate import model_summary_lines, sorted_by
 from ptqlib.analysis.plotting import summary_lines, verdict_matrix
 from ptqlib.analysis.stats import contrast_lines, model_contrasts
 from ptqlib.analysis.verdicts import design_for, side_by_side
 from ptqlib.app.report import publish_table
 from ptqlib.study.store import ResultsStore
-from ptqlib.analysis.cells import Cell, models_frame, models_summaries
+from ptqlib.analysis.cells import Cell, default_summaries, models_frame, models_summaries
 
 store = ResultsStore(store_path)
 cell = Cell(model=models[0], dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
@@ -59,16 +58,11 @@ plt.show()
 
 # %%
 for factor, summary in summaries.items():
-    order = {"model": models, factor: factors[factor]}
-    summary = summary.sort_values(["model", factor], key=lambda col: col.map(order[col.name].index))
-    publish_table(summary.set_index(["model", factor]).round(2), f"summary_{factor}")
+    publish_table(sorted_by(summary, {"model": models, factor: factors[factor]}).set_index(["model", factor]).round(2),
+                  f"summary_{factor}")
 
 # %%
-default = reliability_summary(models_frame(store, cell, models, "noise", [0.0], trials), ["model"]).set_index("model")
-for model_name, row in default.iterrows():
-    print(f"{model_name} ({row['trials']} trials of the default cell): average {row['avg_mean']:.2f} % "
-          f"(std {row['avg_std']:.2f}); worst class {row['worst_mean']:.2f} % (std {row['worst_std']:.2f}, most "
-          f"often '{row['most_often']}'); largest class drop {row['max_class_drop']:.2f} ('{row['max_drop_class']}')")
+print("\n".join(model_summary_lines(default_summaries(store, cell, models, trials))))
 
 # %% [markdown]
 # ## Is a deeper network's worst class safer?

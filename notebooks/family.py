@@ -40,10 +40,11 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ptqlib.analysis.aggregate import reliability_summary
-from ptqlib.analysis.cells import Cell, models_frame, models_summaries
+from ptqlib.analysis.aggregate import sorted_by
+from ptqlib.analysis.cells import (Cell, bits_summaries, default_summaries, kept_above_chance, models_frame,
+                                  models_summaries)
 from ptqlib.analysis.plotting import chance_strip, summary_lines, verdict_matrix
-from ptqlib.analysis.stats import above_guessing, contrast_lines, guessing_lines, model_contrasts
+from ptqlib.analysis.stats import contrast_lines, model_contrasts
 from ptqlib.analysis.verdicts import band_test_line, class_bands, design_for, load, side_by_side
 from ptqlib.app.report import publish_table
 from ptqlib.data import label_space_size
@@ -93,17 +94,11 @@ publish_table(pd.concat([wide, band]).round(2), "class_drops")  # last rows: eac
 # trials.
 
 # %%
-fp = store.fp_reference()
-fp = fp[(fp["dataset"] == dataset) & fp["model"].isin(models)].drop_duplicates("model", keep="last")
-default = reliability_summary(models_frame(store, cell, models, "noise", [0.0], trials), ["model"])
-default = default.merge(fp[["model", "avg"]].rename(columns={"avg": "fp_avg"}), on="model")
-publish_table(default.set_index("model").reindex([m for m in models if m in set(default["model"])]).round(2),
-              "summary_default")
+publish_table(default_summaries(store, cell, models, trials).set_index("model").round(2), "summary_default")
 varied = {f: s for f, s in summaries.items() if s[f].nunique() > 1}
 for factor, summary in varied.items():
-    order = {"model": models, factor: factors[factor]}
-    summary = summary.sort_values(["model", factor], key=lambda col: col.map(order[col.name].index))
-    publish_table(summary.set_index(["model", factor]).round(2), f"summary_{factor}")
+    publish_table(sorted_by(summary, {"model": models, factor: factors[factor]}).set_index(["model", factor]).round(2),
+                  f"summary_{factor}")
 if varied:
     fig, axes = plt.subplots(1, len(varied), figsize=(5 * len(varied), 3.6), squeeze=False)
     for col, (factor, summary) in enumerate(varied.items()):
@@ -118,10 +113,7 @@ if varied:
 # prediction: guessing gives 0.1 %).
 
 # %%
-mixed = {f"W{w}A{a}": models_frame(store, replace(cell, w_bits=w, a_bits=a), models, "noise", [0.0], trials)
-         for w, a in mixed_bits}
-mixed = pd.concat([reliability_summary(f, ["model"]).assign(bits=b) for b, f in mixed.items() if len(f)],
-                  ignore_index=True) if any(len(f) for f in mixed.values()) else pd.DataFrame()
+mixed = bits_summaries(store, cell, models, mixed_bits, trials)
 if mixed.empty:
     print("no trials of", ", ".join(f"W{w}A{a}" for w, a in mixed_bits), "in the store yet")
 else:
@@ -138,16 +130,8 @@ else:
 # activations on top of the 4-bit weights of W4A8 would not bring such classes back.)
 
 # %%
-outputs = label_space_size(dataset)
-kept = {}
-for w, a in [(b, b) for b in factors["w_bits"]] + [tuple(b) for b in mixed_bits]:
-    frame = models_frame(store, replace(cell, w_bits=w, a_bits=a), models, "noise", [0.0], trials)
-    if frame.empty:
-        continue
-    table = above_guessing(frame, outputs, int(images.min()))
-    print("\n".join(guessing_lines(table, f"W{w}A{a} ")))
-    kept[f"W{w}A{a}"] = ", ".join(table.loc[table["kept"], "model"]) or "none"
-print("kept above chance: " + "; ".join(f"{bits}: {names}" for bits, names in kept.items()))
+print("\n".join(kept_above_chance(store, cell, models, [(b, b) for b in factors["w_bits"]] + mixed_bits, trials,
+                                  label_space_size(dataset), int(images.min()))))
 
 # %% [markdown]
 # ## The study's claims on each model

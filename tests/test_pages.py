@@ -233,6 +233,32 @@ def test_remedy_comparisons_follow_the_declared_remedies(tmp_path):
     assert remedy_verdicts(store, cell.replace(w_bits=8), 5, recon_cell, 5)[0].verdict == "not enough data"
 
 
+def test_family_summaries_per_model_and_bit_width_and_who_is_kept_above_chance(tmp_path):
+    from ptqlib.analysis.aggregate import model_summary_lines, sorted_by
+    from ptqlib.analysis.cells import bits_summaries, default_summaries, kept_above_chance
+
+    rng = np.random.default_rng(3)
+    store, fp = _store(tmp_path)
+    cell = Cell(model="resnet20", dataset="toy")
+    _add(store, cell, _preds(fp, 20, 4, rng))
+    _add(store, cell.replace(w_bits=2, a_bits=8), [np.full(len(LABELS), 3)] * 3)  # everything predicted as c3
+    summary = default_summaries(store, cell, ["resnet44", "resnet20"], 50)  # resnet44: no trials
+    assert list(summary["model"]) == ["resnet20"] and list(summary["trials"]) == [4]
+    assert summary["fp_avg"].iloc[0] == 90.0
+    (line20,) = model_summary_lines(summary)
+    assert line20.startswith("resnet20 (4 trials of the default cell): average ") and "'c0'" in line20
+    bits = bits_summaries(store, cell, ["resnet20"], [(2, 8), (3, 8)], 50)
+    assert list(bits["bits"]) == ["W2A8"] and bits["avg_mean"].iloc[0] == pytest.approx(25.0)
+    assert bits_summaries(store, cell, ["resnet20"], [(3, 8)], 50).empty
+    lines = kept_above_chance(store, cell, ["resnet20"], [(4, 4), (2, 8), (3, 8)], 50, outputs=K, images=PER_CLASS)
+    assert len(lines) == 3 and lines[0].startswith("W4A4 resnet20: ") and lines[1].startswith("W2A8 resnet20: ")
+    assert lines[-1] == "kept above chance: W4A4: resnet20; W2A8: none"  # one class right, three at zero
+    assert kept_above_chance(store, cell, ["resnet20"], [(3, 8)], 50, K, PER_CLASS) == [
+        "kept above chance: no bit-width has trials"]
+    frame = pd.DataFrame({"model": ["b", "a", "b", "c"], "x": [2, 1, 1, 9]})
+    assert sorted_by(frame, {"model": ["b", "a"], "x": [1, 2]}).values.tolist() == [["b", 1], ["b", 2], ["a", 1],
+                                                                                     ["c", 9]]
+
 def test_cell_predictions_churn_and_forgotten_images(tmp_path):
     rng = np.random.default_rng(1)
     store, fp = _store(tmp_path)

@@ -70,6 +70,14 @@ def reliability_summary(per_class: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                 "max_class_drop", "max_drop_class"]]
 
 
+def model_summary_lines(summary: pd.DataFrame) -> list[str]:
+    """One line per model of a :func:`reliability_summary` by ``model`` (e.g.
+    :func:`ptqlib.analysis.cells.default_summaries`): its trials, the average and the worst class
+    (mean, std, the class most often worst) and the largest mean class drop."""
+    return [f"{r.model} ({r.trials} trials of the default cell): average {r.avg_mean:.2f} % (std {r.avg_std:.2f}); "
+            f"worst class {r.worst_mean:.2f} % (std {r.worst_std:.2f}, most often '{r.most_often}'); largest class "
+            f"drop {r.max_class_drop:.2f} ('{r.max_drop_class}')" for r in summary.itertuples()]
+
 def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows = classes + Average, columns = levels of ``factor``: the change of the mean accuracy
     and of its std against the ``baseline`` level (the study's noise and bias heatmaps)."""
@@ -489,6 +497,15 @@ def ordered_levels(frame: pd.DataFrame, factor: str, levels: list) -> pd.DataFra
                                                                     ordered=True)
     return out
 
+
+def sorted_by(frame: pd.DataFrame, orders: dict[str, list]) -> pd.DataFrame:
+    """``frame`` sorted by the columns of ``orders`` in turn, each in the order its list gives
+    (values not in the list after those in it, in their own order)."""
+    def rank(column: pd.Series) -> pd.Series:
+        order = orders[column.name]
+        return column.map(lambda v: order.index(v) if v in order else len(order))
+
+    return frame.sort_values(list(orders), key=rank, kind="stable")
 
 def varying_settings(trials: pd.DataFrame, exclude: tuple[str, ...] = ("weights", "seed")) -> list[str]:
     """The settings (:data:`ptqlib.study.settings.COLUMNS`, in their order, less ``exclude``) that

@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ptqlib.analysis.aggregate import AVERAGE, chosen_iters, reliability_summary, study_iters, worst_class
-from ptqlib.analysis.stats import count_reversals, mean_difference, paired_gain, seeds_for_equivalence
+from ptqlib.analysis.aggregate import AVERAGE, chosen_iters, reliability_summary, sorted_by, study_iters, worst_class
+from ptqlib.analysis.stats import (above_guessing, count_reversals, guessing_lines, mean_difference, paired_gain,
+                                  seeds_for_equivalence)
 from ptqlib.data import class_label
 from ptqlib.study import settings
 from ptqlib.study.settings import Cell
@@ -137,6 +138,47 @@ def models_summaries(store: ResultsStore, cell: Cell, models: list[str], factors
                            for factor, s in summaries.items() for lv in factors[factor]}, index=models)
     return summaries, counts.reindex(models).fillna(0).astype(int).rename_axis("model")
 
+
+def default_summaries(store: ResultsStore, cell: Cell, models: list[str], trials: int) -> pd.DataFrame:
+    """:func:`~ptqlib.analysis.aggregate.reliability_summary` of ``cell`` for each of ``models``
+    that has trials of it (in the order of ``models``), with the model's float accuracy on the
+    cell's dataset (``fp_avg``, its latest float reference; NaN without one)."""
+    summary = reliability_summary(models_frame(store, cell, models, "noise", [0.0], trials), ["model"])
+    fp = store.fp_reference()
+    if len(fp):
+        fp = fp[(fp["dataset"] == cell.dataset) & fp["model"].isin(models)].drop_duplicates("model", keep="last")
+        summary = summary.merge(fp[["model", "avg"]].rename(columns={"avg": "fp_avg"}), on="model", how="left")
+    else:
+        summary = summary.assign(fp_avg=np.nan)
+    return sorted_by(summary, {"model": models}).reset_index(drop=True)
+
+
+def bits_summaries(store: ResultsStore, cell: Cell, models: list[str], bits: list, trials: int) -> pd.DataFrame:
+    """:func:`~ptqlib.analysis.aggregate.reliability_summary` per model of ``cell`` at each
+    ``[weight bits, activation bits]`` of ``bits`` that has trials (``bits``: ``"W4A8"``); empty
+    when none has."""
+    frames = {f"W{w}A{a}": models_frame(store, replace(cell, w_bits=w, a_bits=a), models, "noise", [0.0], trials)
+              for w, a in bits}
+    stored = [reliability_summary(f, ["model"]).assign(bits=b) for b, f in frames.items() if len(f)]
+    return pd.concat(stored, ignore_index=True) if stored else pd.DataFrame()
+
+
+def kept_above_chance(store: ResultsStore, cell: Cell, models: list[str], bits: list, trials: int,
+                      outputs: int, images: int) -> list[str]:
+    """For each ``[weight bits, activation bits]`` of ``bits`` with trials of ``cell``: per model,
+    :func:`~ptqlib.analysis.stats.above_guessing` in words; then one line naming, per bit-width,
+    the models kept above chance (every class and the average shown above guessing in more than
+    half their trials)."""
+    lines, kept = [], {}
+    for w, a in bits:
+        frame = models_frame(store, replace(cell, w_bits=w, a_bits=a), models, "noise", [0.0], trials)
+        if frame.empty:
+            continue
+        table = above_guessing(frame, outputs, images)
+        lines += guessing_lines(table, f"W{w}A{a} ")
+        kept[f"W{w}A{a}"] = ", ".join(table.loc[table["kept"], "model"]) or "none"
+    return lines + ["kept above chance: " + ("; ".join(f"{b}: {names}" for b, names in kept.items()) or
+                                             "no bit-width has trials")]
 
 def ensure_trials(store: ResultsStore, cell: Cell, factor: str, levels: list, trials: int, **sweep_kwargs) -> dict:
     """Run the missing trials of the factor's cells (needs the data)."""
