@@ -23,7 +23,7 @@ compute_missing = False
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.analysis.aggregate import AVERAGE, heatmap_data, worst_class
+from ptqlib.analysis.aggregate import class_range_lines, heatmap_data, worst_class
 from ptqlib.data import class_label
 from ptqlib.analysis.plotting import chance_strip, delta_heatmap
 from ptqlib.app.report import publish_table
@@ -54,10 +54,8 @@ plt.tight_layout()
 plt.show()
 
 # %%
-for cls in d_mean.columns[1:]:
-    col = d_mean[cls].drop(index=AVERAGE)
-    print(f"biased towards {cls}: average {d_mean.loc[AVERAGE, cls]:+.2f} points, the class itself "
-          f"{d_mean.loc[cls, cls]:+.2f}; classes from {col.min():+.2f} ('{col.idxmin()}') to {col.max():+.2f} ('{col.idxmax()}')")
+print("\n".join(class_range_lines(d_mean[d_mean.columns[1:]], "biased towards {}", "average", signed=True,
+                                  itself=True)))
 
 # %% [markdown]
 # ## Against chance

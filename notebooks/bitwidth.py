@@ -20,7 +20,7 @@ compute_missing = False
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
+from ptqlib.analysis.aggregate import class_range_lines, class_summary, worst_class
 from ptqlib.analysis.plotting import chance_strip, drop_boxplot
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table
@@ -50,10 +50,7 @@ drops = summary.pivot(index="class", columns="w_bits", values="mean_drop")[prese
 publish_table(drops.round(2), "class_drops")
 
 # %%
-classes = drops.drop(index=AVERAGE)
-for bits in present:
-    print(f"W{bits}A{bits}: average drop {drops.loc[AVERAGE, bits]:.2f}; largest class drop "
-          f"{classes[bits].max():.2f} ('{classes[bits].idxmax()}')")
+print("\n".join(class_range_lines(drops, "W{0}A{0}, mean drop", "average")))
 
 # %% [markdown]
 # ## Against chance

@@ -20,7 +20,7 @@ compute_missing = False
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.analysis.aggregate import AVERAGE, class_summary, worst_class
+from ptqlib.analysis.aggregate import class_range_lines, class_summary, worst_class
 from ptqlib.analysis.plotting import chance_strip, mean_std_lines
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table
@@ -46,10 +46,7 @@ table = summary.pivot(index="class", columns="calib_size", values="std").round(2
 publish_table(table, "class_std")
 
 # %%
-classes = table.drop(index=AVERAGE)
-for size in table.columns:
-    print(f"{size} images: std of the average {table.loc[AVERAGE, size]:.2f}; class std median "
-          f"{classes[size].median():.2f}, largest {classes[size].max():.2f} ('{classes[size].idxmax()}')")
+print("\n".join(class_range_lines(table, "{} images, std over calibration sets", "average")))
 
 # %% [markdown]
 # ## Against chance

@@ -22,7 +22,7 @@ compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
 # %%
 import matplotlib.pyplot as plt
 
-from ptqlib.analysis.aggregate import AVERAGE, heatmap_data, worst_class
+from ptqlib.analysis.aggregate import class_range_lines, heatmap_data, worst_class
 from ptqlib.analysis.plotting import chance_strip, delta_heatmap
 from ptqlib.app.report import publish_table
 from ptqlib.analysis.stats import drop_ci_table
@@ -48,12 +48,8 @@ plt.tight_layout()
 plt.show()
 
 # %%
-classes = d_mean.drop(index=AVERAGE)
-for lv in present[1:]:
-    col = classes[lv]
-    print(f"noise {lv:g}: average changes {d_mean.loc[AVERAGE, lv]:+.2f} points; classes from "
-          f"{col.min():+.2f} ('{col.idxmin()}') to {col.max():+.2f} ('{col.idxmax()}'); "
-          f"largest std change {d_std.drop(index=AVERAGE)[lv].abs().max():.2f}")
+print("\n".join(class_range_lines(d_mean[present[1:]], "noise {:g}", "average changes by", signed=True,
+                                  std_change=d_std)))
 
 # %% [markdown]
 # ## Against chance

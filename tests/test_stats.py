@@ -246,6 +246,18 @@ def test_largest_drop_names_the_class_and_how_firmly_it_leads():
     with pytest.raises(ValueError, match="two classes and two trials"):
         largest_drop(frame[frame["seed"] == 0])
 
+def test_class_range_lines_give_each_levels_average_range_and_median():
+    from ptqlib.analysis.aggregate import class_range_lines
+
+    table = pd.DataFrame({0.1: [-1.0, 0.5, 2.0, -0.2], "b": [0.3, -4.0, 1.0, 0.1]}, index=["a", "b", "c", "Average"])
+    noise, bias = class_range_lines(table, "level {}", "average", signed=True, itself=False)
+    assert noise == "level 0.1: average -0.20; classes from -1.00 ('a') to +2.00 ('c'), median +0.50"
+    (line,) = class_range_lines(table[["b"]], "biased towards {}", "average", signed=True, itself=True,
+                                std_change=table[["b"]] * -2)
+    assert line == ("biased towards b: average +0.10, the class itself -4.00; classes from -4.00 ('b') to "
+                    "+1.00 ('c'), median +0.30; largest std change 8.00")
+    assert class_range_lines(table[[0.1]], "W{0}A{0}", "mean")[0].startswith("W0.1A0.1: mean -0.20; classes from -1.00")
+
 def test_mean_difference_is_welchs_test_without_shared_seeds_and_the_paired_test_with_all():
     from ptqlib.analysis.stats import mean_difference, t_mean_ci
 

@@ -90,6 +90,29 @@ def heatmap_data(per_class: pd.DataFrame, factor: str, baseline) -> tuple[pd.Dat
     return (mean.sub(mean[baseline], axis=0).loc[order], std.sub(std[baseline], axis=0).loc[order])
 
 
+def class_range_lines(table: pd.DataFrame, label: str, average: str, signed: bool = False, itself: bool = False,
+                      std_change: pd.DataFrame | None = None) -> list[str]:
+    """One line per column (a level) of a classes-by-levels ``table`` with an ``Average`` row
+    (e.g. :func:`heatmap_data`'s changes, or drops, or stds): ``label`` with the level put in
+    (``"noise {:g}"``), the average's value (named ``average``), and the classes' range (lowest
+    and highest with their classes) and median; ``signed`` writes values with their sign.
+    ``itself``: the level is a class (the class a calibration set is biased towards), whose own
+    value the line gives too; ``std_change``: a table of the same shape whose largest absolute
+    class change the line adds."""
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    lines = []
+    for level in table.columns:
+        col = table[level].drop(index=AVERAGE)
+        text = (f"{label.format(level)}: {average} {fmt.format(table.loc[AVERAGE, level])}"
+                + (f", the class itself {fmt.format(table.loc[level, level])}" if itself else "")
+                + f"; classes from {fmt.format(col.min())} ('{col.idxmin()}') to {fmt.format(col.max())} "
+                  f"('{col.idxmax()}'), median {fmt.format(col.median())}")
+        if std_change is not None:
+            text += f"; largest std change {std_change[level].drop(index=AVERAGE).abs().max():.2f}"
+        lines.append(text)
+    return lines
+
+
 def converged_iters(curve: pd.DataFrame, tolerance: float = 0.3) -> pd.Series:
     """Per method of an :func:`ptqlib.analysis.cells.iteration_curve`: the smallest iteration count
     shown equivalent to the reference count (its ``reference`` column; without one, the largest),
