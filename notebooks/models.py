@@ -2,8 +2,8 @@
 # # Data and models
 #
 # The CIFAR-10 copy used here (`cifar10-jpeg`) was **re-encoded as JPEG by its publisher**:
-# it is lossy, and the standard pretrained CIFAR ResNets lose about 10 to 11 points on its test
-# split (the training cards below record each model's accuracy before fine-tuning). Every CIFAR
+# it is lossy, and the standard pretrained CIFAR ResNets score lower on its test split than on
+# the original's (the training cards below record each model's accuracy before fine-tuning). Every CIFAR
 # model in this report was
 # therefore fine-tuned on the train split of this copy with `ptq train` (SGD, one-cycle
 # schedule, random crop and flip) starting from the public pretrained checkpoint. The table

@@ -622,7 +622,8 @@ IMAGENET_BIAS = ("n01440764", "n02979186", "n03028079", "n03445777")  # tench, c
 
 def design_for(model: str, dataset: str, **overrides) -> Design:
     """The study's cells for ``model`` on ``dataset``: W4A4 MSE with 256 images on CIFAR-10;
-    W6A6 on ImageNet (W8A8 loses nothing on average there), and the bias cells at 128 images from the
+    W6A6 on ImageNet (chosen where W8A8 was seen to lose next to nothing on average; the
+    bitwidth_lite0 page), and the bias cells at 128 images from the
     10-class pool (``train``, 100 images a class; the 1000-class pool holds one image of each
     class, too few for a biased draw). The largest calibration size (also the reconstruction
     cells') is the pool's: 1024 on the 1000-class pool (topped up from the 10-class one,

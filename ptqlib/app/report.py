@@ -61,7 +61,7 @@ class Variant:
 
 # the Lite0 pages show the cells calibrated from the 10-class pool (nette-train), where its 50 trials are
 _LITE0 = {"model": "efficientnet_lite0", "dataset": "imagenet-val10", "pool": "train"}
-_LITE0_CELL = {**_LITE0, "w_bits": 6, "a_bits": 6}  # W8A8 loses nothing on average on it (see bitwidth_lite0)
+_LITE0_CELL = {**_LITE0, "w_bits": 6, "a_bits": 6}  # W6A6: where W8A8 was seen to lose next to nothing (bitwidth_lite0)
 _LITE0_TITLE = "EfficientNet-Lite0 on ImageNet (10-class calibration pool)"
 _NETTE_BIAS = ["n01440764", "n02979186", "n03028079", "n03445777"]  # tench, cassette player, church, golf ball
 VARIANTS: dict[str, Variant] = {
