@@ -34,7 +34,6 @@ trials = 50
 recon_calib_size = 1024
 recon_iters = 500
 recon_trials = 50
-recon_missing = ""  # why the class-weighted comparison may lack trials (shown only then)
 exemplars_per_class = 6
 robustness_file = "results/robustness/resnet20-w4a4-mse-256.json"  # written by `ptq robustness`
 compute_missing = False  # True: run the missing trials first (needs PTQ_DATA)
@@ -51,7 +50,7 @@ from ptqlib.analysis.files import read_robustness
 from ptqlib.analysis.stats import bootstrap_mean_ci
 from ptqlib.analysis.runs import latest_fp_reference
 from ptqlib.analysis.plotting import delta_heatmap, image_grid, worst_class_boxes
-from ptqlib.analysis.remedies import ensure_remedy_trials, remedy_comparisons
+from ptqlib.analysis.remedies import ensure_remedy_trials, missing_lines, remedy_comparisons
 from ptqlib.app.report import publish_figure, publish_table, published_figure
 from ptqlib.study.store import ResultsStore
 
@@ -75,15 +74,14 @@ comparisons = remedy_comparisons(store, cell, trials, recon_cell, recon_trials)
 # %%
 for c in comparisons:
     display(Markdown(f"### {c.name}\n\n`{c.factor}` = `{c.alt}` against `{c.base}`: {c.setting.help}."))
-    missing = recon_missing if c.remedy.reconstruction else ""
     if c.frame.empty:
-        print(f"No trials of this comparison for {model} in the store. {missing}".strip())
+        print(f"No trials of this comparison for {model} in the store.", *missing_lines(store, c), sep="\n")
         continue
     print(f"trials per {c.factor} ({c.cell.calib_size} calibration images"
           + (f", {c.cell.iters} iterations per block" if c.remedy.reconstruction else "") + "): "
           + ", ".join(f"{k}: {n}" for k, n in c.counts().items()))
     if not c.both:
-        print(f"Only one side of this comparison is in the store. {missing}".strip())
+        print("Only one side of this comparison is in the store.", *missing_lines(store, c), sep="\n")
     worst_class_boxes(c.frame, c.factor, [c.base, c.alt], title=c.title)
     plt.tight_layout()
     plt.show()

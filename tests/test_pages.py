@@ -18,7 +18,7 @@ from ptqlib.analysis.cells import Cell
 from ptqlib.analysis.changes import (caption, cell_predictions, churn_table, corruption_summary,
                                      forgotten_images)
 from ptqlib.analysis.conclusions import remedy_verdicts
-from ptqlib.analysis.remedies import remedy_comparisons
+from ptqlib.analysis.remedies import missing_lines, remedy_comparisons
 from ptqlib.analysis.runs import (card_per_class, class_drops, gains_over_grid, largest_drops, latest_fp_reference,
                                   reconstruction_table, run_summary, sort_runs, training_recipe, weakest_classes)
 from ptqlib.analysis.stats import marked_differences, paired_tests, significant_changes
@@ -231,6 +231,11 @@ def test_remedy_comparisons_follow_the_declared_remedies(tmp_path):
     assert (strat.verdict, strat.trials) == ("supported", 5) and strat.conclusion.startswith("Does stratified")
     assert weighted.verdict == "not enough data" and "BRECQ" in weighted.conclusion
     assert remedy_verdicts(store, cell.replace(w_bits=8), 5, recon_cell, 5)[0].verdict == "not enough data"
+    # what a one-sided comparison lacks, and the command that runs it
+    assert missing_lines(store, sampling) == []
+    (base, alt) = missing_lines(store, weighting)
+    assert base == "none: 5 trials (cpu 5), median 1 s calibrating a trial"
+    assert alt == f"dro: no trials of this cell; to run them: `{recon_cell.replace(class_weighting='dro').command(5)}`"
 
 
 def test_family_summaries_per_model_and_bit_width_and_who_is_kept_above_chance(tmp_path):

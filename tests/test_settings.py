@@ -52,6 +52,27 @@ def _round_trip(path, tiny_data, tiny_checkpoint, capsys):
     assert main(args) == 0 and json.loads(capsys.readouterr().out)["ran"] == 0  # resumed: nothing to run
 
 
+def test_a_cells_sweep_command_runs_that_cell():
+    import argparse
+
+    from ptqlib.study.settings import Cell
+
+    cell = Cell(model="efficientnet_lite0", dataset="imagenet-val10", w_bits=6, a_bits=6, optimizer="brecq",
+                calib_size=1000, iters=500, class_weighting="dro", bias_class=None)
+    command = cell.command(50)
+    assert command == ("ptq sweep --model efficientnet_lite0 --data imagenet-val10 --w-bits 6 --a-bits 6 "
+                       "--optimizer brecq --iters 500 --calib-size 1000 --class-weighting dro --trials 50")
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser, many=True)
+    parser.add_argument("--trials", type=int)
+    args = parser.parse_args(command.split()[2:])
+    given, factors = settings.from_args(args)
+    assert not factors and args.trials == 50
+    assert settings.trial_config(**given) == cell.trial_config()  # the command runs the cell's trials
+    assert Cell().command(3) == "ptq sweep --trials 3"
+    with pytest.raises(ValueError, match="unknown setting 'nope'"):
+        settings.sweep_command({"nope": 1}, 3)
+
 def test_a_sweep_refuses_an_unknown_factor():
     with pytest.raises(ValueError, match="unknown setting 'bits'; choose from model, dataset"):
         settings.trial_config(bits=4)

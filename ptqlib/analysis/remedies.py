@@ -8,7 +8,7 @@ the page shows: the trials per level, the worst-class table and the per-class pa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -71,6 +71,26 @@ class RemedyComparison:
         """:func:`~ptqlib.analysis.stats.paired_test` per class, remedy against baseline (both
         levels must have trials)."""
         return paired_test(self.frame, self.factor, self.base, self.alt)
+
+
+def missing_lines(store: ResultsStore, c: RemedyComparison) -> list[str]:
+    """Where a side of comparison ``c`` lacks trials: per level, how many trials the store holds
+    of it and on which devices, with the median seconds a trial spent calibrating; or the
+    ``ptq sweep`` command that runs it. Empty when both sides have trials."""
+    if c.both:
+        return []
+    lines = []
+    for level, label in ((c.setting.default, c.base), (c.remedy.level, c.alt)):
+        cell = replace(c.cell, **{c.factor: level})
+        stored = store.trials(**cell.where())
+        stored = stored[stored["seed"].isin(set(c.frame.loc[c.frame[c.factor] == label, "seed"]))]
+        if stored.empty:
+            lines.append(f"{label}: no trials of this cell; to run them: `{cell.command(c.trials)}`")
+            continue
+        devices = ", ".join(f"{d} {k}" for d, k in stored["device"].fillna("cpu").value_counts().items())
+        lines.append(f"{label}: {len(stored)} trials ({devices}), median {stored['calib_s'].median():.0f} s "
+                     "calibrating a trial")
+    return lines
 
 
 def remedy_cells(cell: Cell, trials: int, recon_cell: Cell, recon_trials: int):

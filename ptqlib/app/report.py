@@ -75,15 +75,7 @@ VARIANTS: dict[str, Variant] = {
     "metric_lite0": Variant("metric", _LITE0_TITLE, _LITE0_CELL),
     "protect_lite0": Variant("protect", _LITE0_TITLE, {
         **_LITE0_CELL, "recon_calib_size": 1000,
-        "robustness_file": "results/robustness/efficientnet_lite0-w6a6-mse-256.json",
-        "recon_missing": "Class-weighted BRECQ has no trials on EfficientNet-Lite0. A BRECQ trial of it takes "
-                         "about 70 minutes at 500 iterations per block on the 2-core CPU this report was "
-                         "computed on (results/bench/efficientnet_lite0-w4a8-brecq-20it-256.json). The plain "
-                         "trials shown ran on an NVIDIA H200 lent for 15 minutes: 12 at once, 315 s each, "
-                         "so 26 s a trial (results/gpu/README.md); 50 pairs would take about 45 minutes "
-                         "there. The command: `ptq sweep --model efficientnet_lite0 --data imagenet-val10 "
-                         "--w-bits 6 --a-bits 6 --optimizer brecq --calib-size 1000 --iters 500 --trials 50 "
-                         "--device cuda`, once plain and once with `--class-weighting dro`."}),
+        "robustness_file": "results/robustness/efficientnet_lite0-w6a6-mse-256.json"}),
     "conclusions_lite0": Variant("conclusions", _LITE0_TITLE, {**_LITE0_CELL, "bias_classes": _NETTE_BIAS,
                                                                "calib_sizes": [32, 256, 1000], "bias_calib_size": 128,
                                                                "bit_widths": [8, 6], "compare": ["efficientnet_lite0"],

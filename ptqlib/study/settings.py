@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -358,6 +359,19 @@ def from_args(args: argparse.Namespace) -> tuple[dict, dict[str, list]]:
     return first, factors
 
 
+def sweep_command(given: dict, trials: int) -> str:
+    """The ``ptq sweep`` command that runs seeds 0 to ``trials - 1`` of the trial settings
+    ``given`` (a name -> value; a cell's): one option per setting whose value is not its
+    default, ``none`` for a missing value."""
+    unknown = set(given) - set(NAMES)
+    if unknown:
+        raise ValueError(f"unknown setting {sorted(unknown)[0]!r}; choose from {', '.join(NAMES)}")
+    parts = ["ptq", "sweep"]
+    for s in SETTINGS:
+        if s.name in given and given[s.name] != s.default:
+            parts += [s.option, "none" if given[s.name] is None else shlex.quote(str(given[s.name]))]
+    return " ".join([*parts, "--trials", str(trials)])
+
 # --- what reports derive -------------------------------------------------------------------------
 
 def label(name: str, level) -> str:
@@ -376,5 +390,6 @@ Cell = dataclasses.make_dataclass(
         "trial_config": lambda self, seed=0: trial_config(**dataclasses.asdict(self), seed=seed),
         "where": lambda self: {k: v for k, v in columns(self.trial_config()).items() if k != "seed"},
         "replace": lambda self, **changes: dataclasses.replace(self, **changes),
+        "command": lambda self, trials: sweep_command(dataclasses.asdict(self), trials),
     })
 Cell.__module__ = __name__
