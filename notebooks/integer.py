@@ -79,7 +79,8 @@ publish_table(summary.set_index("cell").round(4), "summary")
 # (images a seed) with its interval, the fake minus the int8 disagreement with exact arithmetic,
 # and the four verdicts. The chance test runs once per cell, so with several cells one p-value
 # under 0.05 comes by chance now and then: each line gives it Holm-corrected over the cells
-# too, and the class-concentration verdict reads the corrected p.
+# too, and the class-concentration verdict is "supported" only where the corrected p is below
+# 0.05.
 
 # %%
 for _, row in summary.iterrows():
@@ -145,8 +146,8 @@ publish_table(classes.set_index(["cell", "class"]).round(3), "classes")
 # The four parts per cell, as the [conclusions](conclusions) test theirs: the agreement against
 # its stated target (supported when the whole interval lies above it, contradicted when it
 # lies below); the largest class difference against chance (supported when fewer than 5 %
-# of random splits give as large a difference, contradicted when more than half do, the share
-# Holm-adjusted over the cells: `p (adjusted)`); and the
+# of random splits give as large a difference, that share Holm-adjusted over the cells:
+# `p (adjusted)`; contradicted when more than half of them do); and the
 # images the int8 model predicts differently from fake quantization minus those the reordered
 # fake model predicts differently, per seed (supported, "int8 moves more than float noise", when
 # the interval of the mean lies above 0; contradicted when it lies below); and the images fake

@@ -199,6 +199,13 @@ def test_claim_3_chance_parts_are_adjusted_over_the_bit_widths():
     got = V.holm_family(family)
     assert [p.p_adjusted for p in got] == pytest.approx([0.06, 0.2, 0.012])
     assert [p.verdict for p in got] == [V.INCONCLUSIVE, V.INCONCLUSIVE, V.SUPPORTED]  # 0.03 alone would pass
+    # adjusting makes support harder, not contradiction easier: three inconclusive widths stay so
+    calm = V.holm_family([chance("3 W8A8 largest class drop vs chance", 0.2),
+                          chance("3 W6A6 largest class drop vs chance", 0.25),
+                          chance("3 W4A4 largest class drop vs chance", 0.3)])
+    assert [p.p_adjusted for p in calm] == pytest.approx([0.6, 0.6, 0.6])
+    assert [p.verdict for p in calm] == [V.INCONCLUSIVE] * 3 and V.claim_verdicts(calm)["3"] == V.INCONCLUSIVE
+    assert V.holm_family([chance("a", 0.7), chance("b", 0.01)])[0].verdict == V.CONTRADICTED  # its own p > 0.5
     missing = V._missing("3", "3 W6A6 largest class drop vs chance", None, ">", "x", "no trials", 0)
     assert V.holm_family([missing, family[0]])[0] is missing
     assert V.holm_family([missing, family[0]])[1].p_adjusted == pytest.approx(0.03)  # one test: nothing to adjust

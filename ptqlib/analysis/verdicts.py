@@ -157,11 +157,20 @@ def decide_chance(p: float) -> str:
 def holm_family(parts: list[Part]) -> list[Part]:
     """``parts``, chance parts of one family of tests (one per cell or bit-width, any of which
     would support a claim), each with its p-value Holm-adjusted over those that have one
-    (``p_adjusted``) and its verdict decided on the adjusted p: with several tests, one p below
-    :data:`ALPHA` comes by chance now and then. Parts without a p-value are returned as they are."""
+    (``p_adjusted``): with several tests, one p below :data:`ALPHA` comes by chance now and then,
+    so a part is ``supported`` only where its adjusted p is below it. ``contradicted`` still reads
+    the part's own p (more than :data:`TYPICAL` of the random groupings as extreme, a statement
+    about this cell that several tests do not make likelier); else ``inconclusive``. Parts
+    without a p-value are returned as they are."""
     adjusted = holm(np.array([np.nan if p.p_chance is None else p.p_chance for p in parts], dtype=float))
-    return [replace(p, p_adjusted=float(a), verdict=decide_chance(float(a))) if np.isfinite(a) else p
-            for p, a in zip(parts, adjusted)]
+    out = []
+    for p, a in zip(parts, adjusted):
+        if not np.isfinite(a):
+            out.append(p)
+            continue
+        verdict = SUPPORTED if a < ALPHA else CONTRADICTED if p.p_chance > TYPICAL else INCONCLUSIVE
+        out.append(replace(p, p_adjusted=float(a), verdict=verdict))
+    return out
 
 def _quantiles(values: np.ndarray, confidence: float = CONFIDENCE, tail: float | None = None) -> tuple[float, float]:
     """Central ``confidence`` interval of ``values`` (no interpolation between draws), or the
