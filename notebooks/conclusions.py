@@ -16,7 +16,8 @@
 # ("chance alone"); where that band lies beyond the effect size too, random groups would pass the
 # part as well, and it is listed as *holds, as random groups would too*: its chance part decides
 # whether the classes show it. A claim holds when all its parts do (claim 3: at some bit-width,
-# its chance parts Holm-adjusted over the widths). A trial's *worst
+# each width one more chance to pass, so its intervals are widened to 1 - 0.05 / k for the k
+# widths and its chance parts Holm-adjusted over them). A trial's *worst
 # class* is its class of lowest accuracy; in claim 4, *the class losing most to grid search* is the
 # class whose mean accuracy over the paired seeds falls most from grid search's. The effect sizes,
 # stated once in `ptqlib.analysis.verdicts.Effects`: "much more" is at least twice; "robust" is a

@@ -219,6 +219,10 @@ def test_claim_3_chance_parts_are_adjusted_over_the_bit_widths():
     assert [p.p_adjusted for p in parts if p.effect is None] == pytest.approx(list(holm(np.array(
         [p.p_chance for p in raw]))))
     assert parts[3].verdict == V.SUPPORTED and V.claim_verdicts(parts)["3"] == V.SUPPORTED
+    # the effect-size parts' intervals widened for the two widths: 97.5 %, around the 95 % ones
+    plain = V.drop_parts("3", "3 W4A4", data, 4)[0]
+    assert parts[2].confidence == 0.975 and plain.confidence == 0.95 and "(97.5 % interval" in V.describe(parts[2])
+    assert parts[2].ci[0] <= plain.ci[0] and parts[2].ci[1] >= plain.ci[1] and parts[2].ci != plain.ci
     assert V.factor_tests("w_bits", data, 8, [8, 4]) == parts
 
 def test_a_small_class_effect_is_not_much_more_than_the_average():

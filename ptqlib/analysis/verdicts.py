@@ -29,7 +29,8 @@ grouping of the images), else ``inconclusive``. It rests on the estimate and its
 both computed on the same trials: a bootstrap interval of a maximum over classes is biased
 upward and would not be comparable with the band. Any part is ``not enough data`` when a cell
 it needs has fewer than :data:`MIN_TRIALS` trials. A claim is supported when all its parts are
-(claim 3: at some bit-width, its chance parts Holm-adjusted over the widths), contradicted when
+(claim 3: at some bit-width, its intervals widened and its chance parts Holm-adjusted over the
+widths: :func:`bit_width_parts`), contradicted when
 one of them is (claim 3: at every bit-width) (:func:`claim_verdicts`).
 """
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Part:
     detail: str = ""
     # p_chance adjusted (Holm) over the family of tests the part is one of; its verdict reads it
     p_adjusted: float | None = None
+    confidence: float = CONFIDENCE  # of ci: above 95 % where the part is one of several chances to pass
 
     @property
     def chance_passes(self) -> bool:
@@ -185,9 +187,9 @@ def _quantiles(values: np.ndarray, confidence: float = CONFIDENCE, tail: float |
 
 
 def bootstrap_interval(statistic: Callable[..., np.ndarray], sizes: list[int], paired: bool,
-                       resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(*indices)`` at the tails of the expanded
-    percentile interval of the smallest sample (:func:`expanded_tail`): each argument is an index
+                       resamples: int = RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap ``confidence`` interval of ``statistic(*indices)`` at the tails of the
+    expanded percentile interval of the smallest sample (:func:`expanded_tail`): each argument is an index
     array ``[..., n]`` into the trials of one sample (``statistic`` works on any leading shape).
     ``paired``: the samples share their trials (same seeds), so one draw of indices serves all.
     At least 20 resamples fall beyond each end where :data:`MAX_RESAMPLES` allows (from 4 trials
@@ -195,7 +197,7 @@ def bootstrap_interval(statistic: Callable[..., np.ndarray], sizes: list[int], p
     resampled statistic); NaN for a sample of one trial, which has no spread to resample."""
     if min(sizes) < 2:
         return (np.nan, np.nan)
-    tail = expanded_tail(min(sizes))
+    tail = expanded_tail(min(sizes), confidence)
     resamples = resamples_for(tail, resamples)
     rng = np.random.default_rng(seed)
     if paired:
@@ -381,7 +383,8 @@ def wilcoxon_count(significant: int, total: int, pairs: int, noun: str, adjectiv
 
 def _part(claim: str, name: str, stat: Callable[..., np.ndarray], samples: list[np.ndarray], paired: bool,
           effect: float | None, direction: str, unit: str, null: np.ndarray | None = None,
-          detail: str = "", ci_stat: Callable[..., np.ndarray] | None = None) -> Part:
+          detail: str = "", ci_stat: Callable[..., np.ndarray] | None = None,
+          confidence: float = CONFIDENCE) -> Part:
     """Estimate ``stat`` on ``samples`` (``[trials, classes]`` each) and its bootstrap interval
     over trials. Without a stated ``effect``, a chance part, decided by :func:`decide_chance`
     against ``null`` (the statistic on each pseudo-class split of the same trials); with one, an
@@ -398,7 +401,8 @@ def _part(claim: str, name: str, stat: Callable[..., np.ndarray], samples: list[
                     detail=f"fewer than {MIN_TRIALS} trials in a cell (trials: {', '.join(map(str, n))})")
     estimate = float(stat(*samples))
     ci_stat = ci_stat or stat
-    ci = bootstrap_interval(lambda *idx: ci_stat(*[s[i] for s, i in zip(samples, idx)]), n, paired)
+    ci = bootstrap_interval(lambda *idx: ci_stat(*[s[i] for s, i in zip(samples, idx)]), n, paired,
+                            confidence=confidence)
     chance = p_chance = None
     if np.isnan(estimate):
         verdict, detail = INCONCLUSIVE, f"{detail}; the statistic is undefined (a ratio to no drop)".lstrip("; ")
@@ -408,7 +412,8 @@ def _part(claim: str, name: str, stat: Callable[..., np.ndarray], samples: list[
     else:
         verdict = decide(ci, effect, direction)
         chance = None if null is None else _quantiles(null)
-    return Part(claim, name, verdict, estimate, ci, chance, min(n), effect, direction, unit, p_chance, detail)
+    return Part(claim, name, verdict, estimate, ci, chance, min(n), effect, direction, unit, p_chance, detail,
+                confidence=confidence)
 
 
 def _missing(claim: str, name: str, effect, direction: str, unit: str, why: str, trials: int) -> Part:
@@ -424,9 +429,10 @@ def _common_seeds(data: ClassData, levels: list) -> np.ndarray:
     return common
 
 
-def drop_parts(claim: str, label: str, data: ClassData, level, effects: Effects = EFFECTS) -> list[Part]:
-    """The largest class drop against the average's (at least ``much_more`` times) and against
-    chance, at ``level`` of ``data``."""
+def drop_parts(claim: str, label: str, data: ClassData, level, effects: Effects = EFFECTS,
+               confidence: float = CONFIDENCE) -> list[Part]:
+    """The largest class drop against the average's (at least ``much_more`` times; its interval
+    at ``confidence``) and against chance, at ``level`` of ``data``."""
     names = (f"{label} largest class drop vs the average's", f"{label} largest class drop vs chance")
     if data.trials(level) < MIN_TRIALS:
         why = f"{data.trials(level)} trials (fewer than {MIN_TRIALS})"
@@ -445,7 +451,7 @@ def drop_parts(claim: str, label: str, data: ClassData, level, effects: Effects 
 
     null = largest_drop_ratio(pseudo, pseudo_fp)  # pseudo-classes against their own FP accuracy
     return [_part(claim, names[0], stat, [acc], False, effects.much_more, ">", "x", null=null, detail=detail,
-                  ci_stat=selected),
+                  ci_stat=selected, confidence=confidence),
             _part(claim, names[1], stat, [acc], False, None, ">", "x", null=null, detail=detail, ci_stat=selected)]
 
 
@@ -548,10 +554,13 @@ def factor_tests(factor: str, data: ClassData, base, levels: list, effects: Effe
 
 
 def bit_width_parts(data: ClassData, widths: list, effects: Effects = EFFECTS) -> list[Part]:
-    """Claim 3 at each bit-width of ``widths`` (:func:`drop_parts`), the chance parts
-    Holm-adjusted over the widths (:func:`holm_family`): the claim holds where some width has all
-    its parts supported, so each width is one more chance to pass."""
-    parts = [p for b in widths for p in drop_parts("3", f"3 W{b}A{b}", data, b, effects)]
+    """Claim 3 at each bit-width of ``widths`` (:func:`drop_parts`): the claim holds where some
+    width has all its parts supported, so each width is one more chance to pass, and both parts
+    are corrected for it: the effect-size part's interval is widened to ``1 - 0.05 / k`` for the
+    ``k`` widths (Bonferroni), the chance parts Holm-adjusted over the widths
+    (:func:`holm_family`)."""
+    confidence = 1 - (1 - CONFIDENCE) / max(len(widths), 1)
+    parts = [p for b in widths for p in drop_parts("3", f"3 W{b}A{b}", data, b, effects, confidence)]
     chance = [i for i, p in enumerate(parts) if p.effect is None]
     for i, adjusted in zip(chance, holm_family([parts[i] for i in chance])):
         parts[i] = adjusted
@@ -849,6 +858,10 @@ def band_test_line(datas: list[ClassData], statistic: str = "mean_drop", what: s
 
 # --- reading the verdicts ---------------------------------------------------------------------
 
+def _percent(confidence: float) -> str:
+    """``0.95`` -> ``"95 %"``, ``0.975`` -> ``"97.5 %"``."""
+    return f"{100 * confidence:.4g} %"
+
 def describe(part: Part) -> str:
     """A part's numbers in words: estimate, interval, chance band and its p-value, trials."""
     if part.estimate is None:
@@ -858,7 +871,7 @@ def describe(part: Part) -> str:
         return f"{part.part}: undefined, {part.trials} trials; {part.detail}"
     text = f"{part.part}: {part.estimate:.2f}{unit}"
     if part.ci is not None and not np.isnan(part.ci[0]):
-        text += f" (95 % interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"
+        text += f" ({_percent(part.confidence)} interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"
     if part.chance is not None and part.effect is None:
         adjusted = "" if part.p_adjusted is None else f"; Holm-adjusted {part.p_adjusted:.3f}"
         text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {part.p_chance:.3f}{adjusted})"
