@@ -181,7 +181,7 @@ else:
 # a longer run, so more iterations need not give a better worst class, and a curve above may dip.
 # Every pair of counts of each method's curve is compared on the trials of both, by the same
 # test as above (the seeds both ran paired, the others independent), two-sided, with Holm's
-# correction over the method's pairs at 5 %: a pair named below is a change beyond chance, more
+# correction over every pair of every curve at 5 %: a pair named below is a change beyond chance, more
 # iterations making the worst class worse or better; a dip in the figure that no pair shows is
 # within what the seeds' spread gives by chance.
 

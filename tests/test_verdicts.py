@@ -669,7 +669,15 @@ def test_curve_reversals_compare_every_pair_of_a_curves_counts_and_say_which_cha
     assert reversal_lines(calm)[0].endswith(f"no change beyond chance either way (smallest adjusted p "
                                             f"{calm['p_holm'].min():.2f})")
     assert reversal_lines(got.assign(p_holm=np.nan)) == [
-        "ref brecq: no two counts with two trials each: no pair to compare"]
+        "ref brecq: no pair of counts with a test (two trials each, and some spread)"]
+    # the adjustment runs over every pair of every curve: a second curve makes the family larger
+    _write(store, replace(cell, optimizer="qdrop", iters=500, variant="reference"),
+           _trials(rng, fp, lambda t: np.full(len(LABELS), 0.1), trials=6))
+    _write(store, replace(cell, optimizer="qdrop", iters=2000, variant="reference"),
+           _trials(rng, fp, lambda t: np.full(len(LABELS), 0.1), trials=6))
+    two = curve_reversals(store, cell, series, ["brecq", "qdrop"], [500, 2000, 5000], 4)
+    assert len(two) == 4 and list(two["p_holm"]) == pytest.approx(list(holm(two["p"].to_numpy())))
+    assert "Holm over the 4 pairs of all curves" in reversal_lines(two)[0]
 
 def test_level_labels():
     from ptqlib.analysis.cells import level_label

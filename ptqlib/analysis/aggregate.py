@@ -176,18 +176,19 @@ def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
 
 def reversal_lines(reversals: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     """One line per curve and method of a :func:`ptqlib.analysis.cells.curve_reversals` frame:
-    the pairs of counts whose change of the mean worst class is beyond chance (Holm-adjusted p
-    below ``alpha`` over the method's pairs), those where more iterations made it worse and those
-    where they made it better, each with its change, 95 % interval and adjusted p; or that none
-    is, with the smallest adjusted p."""
+    the pairs of counts whose change of the mean worst class is beyond chance (adjusted p below
+    ``alpha``; the frame's Holm adjustment, over every pair it holds), those where more
+    iterations made it worse and those where they made it better, each with its change, 95 %
+    interval and adjusted p; or that none is, with the smallest adjusted p."""
     lines = []
+    family = int(reversals["p_holm"].notna().sum())
     for (name, method), group in reversals.groupby(["variant", "method"], sort=False):
         tested = group[group["p_holm"].notna()]
         if tested.empty:
-            lines.append(f"{name} {method}: no two counts with two trials each: no pair to compare")
+            lines.append(f"{name} {method}: no pair of counts with a test (two trials each, and some spread)")
             continue
         head = (f"{name} {method}, {len(tested)} pairs of counts (t-tests on the trials of both, two-sided, "
-                f"Holm over the {len(tested)} at {alpha:g})")
+                f"Holm over the {family} pairs of all curves at {alpha:g})")
         found = tested[tested["p_holm"] < alpha]
         if found.empty:
             lines.append(f"{head}: no change beyond chance either way (smallest adjusted p "

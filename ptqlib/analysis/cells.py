@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.aggregate import AVERAGE, chosen_iters, reliability_summary, sorted_by, study_iters, worst_class
-from ptqlib.analysis.stats import (above_guessing, count_reversals, guessing_lines, mean_difference, paired_gain,
+from ptqlib.analysis.stats import (above_guessing, count_reversals, guessing_lines, holm, mean_difference, paired_gain,
                                   seeds_for_equivalence)
 from ptqlib.data import class_label
 from ptqlib.study import settings
@@ -295,9 +295,10 @@ def curve_reversals(store: ResultsStore, cell: Cell, series: dict[str, dict], me
                     iters: list[int], trials: int, confidence: float = 0.95) -> pd.DataFrame:
     """Every pair of counts of every method of every curve of ``series`` (as
     :func:`iteration_curves` reads it), on the trials the curves read (the first ``trials`` seeds
-    of each count): :func:`~ptqlib.analysis.stats.count_reversals`, Holm-adjusted within each
-    method's curve, stacked with the curve's name (``variant``) and ``method``; a curve with one
-    count has no pair and no rows; empty (with the columns) when no curve has two counts."""
+    of each count): :func:`~ptqlib.analysis.stats.count_reversals`, stacked with the curve's name
+    (``variant``) and ``method``, ``p_holm`` Holm-adjusted over every pair of every curve (one
+    question asked of them all: does any curve change beyond chance?); a curve with one count
+    has no pair and no rows; empty (with the columns) when no curve has two counts."""
     frames = []
     for name, spec in series.items():
         for method in spec.get("methods", methods):
@@ -307,7 +308,9 @@ def curve_reversals(store: ResultsStore, cell: Cell, series: dict[str, dict], me
                 frames.append(pairs.assign(variant=name, method=method))
     if not frames:
         return count_reversals(pd.DataFrame()).assign(variant=[], method=[])
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    out["p_holm"] = holm(out["p"].to_numpy())
+    return out
 
 def reference_curves(cell: Cell, series: dict[str, dict]) -> list[str]:
     """The names of the curves of ``series`` (as :func:`iteration_curves` reads it) that run the
