@@ -33,6 +33,7 @@ from ptqlib.analysis.aggregate import AVERAGE, with_average
 
 
 MAX_RESAMPLES = 100_000  # at most (below 5 trials fewer than 20 then fall beyond each end)
+BOOTSTRAP_FROM = 5  # fewest trials bootstrap_mean_ci resamples (below: Student's t)
 
 
 def expanded_tail(n: int, confidence: float = 0.95) -> float:
@@ -59,13 +60,19 @@ def resamples_for(tail: float, resamples: int = 2000) -> int:
 def bootstrap_mean_ci(values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
                       seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean of ``values`` (one per trial), read at
-    the tails of the expanded percentile interval (:func:`expanded_tail`), so that it keeps its
-    coverage on few trials; at least ``n_resamples`` resamples (:func:`resamples_for`)."""
+    the tails of the expanded percentile interval (:func:`expanded_tail`), which keeps its
+    coverage from about 5 trials up (``results/stats/bootstrap-coverage.txt``); at least
+    ``n_resamples`` resamples (:func:`resamples_for`). Below :data:`BOOTSTRAP_FROM` trials no
+    resampling of so few values reaches its coverage (on 2 normal trials the expanded interval is
+    their range, which covers the mean half the time), and the interval is Student's
+    (:func:`t_mean_ci`) instead."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return (np.nan, np.nan)
     if np.all(values == values[0]):  # no spread: every resample has the same mean
         return (float(values[0]), float(values[0]))
+    if len(values) < BOOTSTRAP_FROM:
+        return t_mean_ci(values, confidence)
     tail = expanded_tail(len(values), confidence)
     res = stats.bootstrap((values,), np.mean, confidence_level=1 - 2 * tail,
                           n_resamples=resamples_for(tail, n_resamples), method="percentile",
@@ -342,13 +349,13 @@ def largest_drop(per_class: pd.DataFrame, confidence: float = 0.95, resamples: i
     the seeds in which it still drops most (``top_share``). Which of the two leads is chosen on
     these very trials, but that choice only sets the gap's sign, which a two-sided interval and
     test leave alone; the share, chosen the same way, leans towards the leader. Needs at least
-    two classes and two trials."""
+    two classes; with one trial the intervals, the p-value and the share are NaN."""
     drops = per_class[per_class["class"] != AVERAGE].pivot_table(index="seed", columns="class", values="drop")
-    if drops.shape[1] < 2 or len(drops) < 2:
-        raise ValueError(f"largest_drop needs two classes and two trials, got {drops.shape[1]} and {len(drops)}")
+    if drops.shape[1] < 2 or len(drops) < 1:
+        raise ValueError(f"largest_drop needs two classes and a trial, got {drops.shape[1]} and {len(drops)}")
     means = drops.mean().sort_values(ascending=False)
     top, runner = means.index[0], means.index[1]
-    table = drop_ci(per_class[per_class["class"].isin([top])]).set_index("class")
+    table = drop_ci(per_class[per_class["class"].isin([top])], confidence=confidence).set_index("class")
     gap = (drops[top] - drops[runner]).to_numpy()
     idx = np.random.default_rng(seed).integers(0, len(drops), (resamples, len(drops)))
     boot = drops.to_numpy()[idx].mean(1)  # [resamples, classes]
@@ -358,8 +365,8 @@ def largest_drop(per_class: pd.DataFrame, confidence: float = 0.95, resamples: i
             "class": top, "mean": float(means.iloc[0]), "ci": (table.loc[top, "ci_low"], table.loc[top, "ci_high"]),
             "max": float(drops[top].max()), "runner_up": runner, "runner_mean": float(means.iloc[1]),
             "gap": float(gap.mean()), "gap_ci": bootstrap_mean_ci(gap, confidence),
-            "gap_p": 1.0 if np.all(gap == 0) else float(stats.wilcoxon(gap).pvalue),
-            "top_share": float((boot.argmax(1) == list(drops.columns).index(top)).mean())}
+            "gap_p": np.nan if len(gap) < 2 else 1.0 if np.all(gap == 0) else float(stats.wilcoxon(gap).pvalue),
+            "top_share": np.nan if len(gap) < 2 else float((boot.argmax(1) == list(drops.columns).index(top)).mean())}
 
 
 def largest_drop_lines(d: dict) -> list[str]:
@@ -388,8 +395,8 @@ def paired_test(per_class: pd.DataFrame, factor: str, a, b, alpha: float = 0.05)
     """Per class: is accuracy different between levels ``a`` and ``b`` of ``factor``, pairing
     trials by seed? Wilcoxon signed-rank test on the per-seed differences (``b - a``), Holm
     correction over the classes; only seeds present at both levels are used. ``ci_low`` and
-    ``ci_high``: the mean difference's percentile-bootstrap 95 % interval over the seeds
-    (:func:`bootstrap_mean_ci`; one class's, not corrected for the several classes)."""
+    ``ci_high``: the mean difference's 95 % interval over the seeds (:func:`bootstrap_mean_ci`;
+    one class's, not corrected for the several classes)."""
     rows = []
     for cls, group in per_class.groupby("class", sort=False):
         pivot = group.pivot_table(index="seed", columns=factor, values="acc")
