@@ -60,8 +60,8 @@ print("\n".join(class_range_lines(table, "{} images, std over calibration sets",
 # the figure compares the count with the same count on each random grouping (a permutation test,
 # which keeps the dependence between the classes of one calibration set and between levels). Below it, the parts of the study's claim 2 this factor
 # bears on, tested on this page's levels as [the conclusions](conclusions) test them on the
-# study's (each with its estimate, 95 % interval and, where it is a chance part, the chance band
-# and its p-value), from 32 images up: the claim speaks of sizes beyond 32, so smaller levels
+# study's (each with its estimate and interval; a chance part with its chance band and p-value,
+# a part about sizes with the band its statistic has on random groups, "chance alone"), from 32 images up: the claim speaks of sizes beyond 32, so smaller levels
 # are shown above but not tested (`ptqlib.analysis.verdicts.SIZES_FROM`).
 #
 # The second figure does the same for each class's standard deviation over calibration sets:

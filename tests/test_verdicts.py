@@ -487,8 +487,12 @@ def test_the_count_of_classes_outside_their_band_is_tested_against_the_same_coun
     assert (both["outside"], both["of"]) == (2 * got["outside"], 40) and both["chance"] == pytest.approx(2 * got["chance"])
     # errors blind to class: the count is what random groups give, at most about 5 % of the time beyond it
     blind = [V.band_count_test([_data({0: _trials(np.random.default_rng(10 + i), fp, lambda t: fragile, trials=8)},
-                                      fp, draws=100)])["p"] for i in range(40)]
-    assert np.mean(np.array(blind) < 0.05) <= 0.1
+                                      fp, draws=100)])["p"] for i in range(100)]
+    assert np.mean(np.array(blind) < 0.05) <= 0.09
+    other = V.ClassData(LevelPredictions({0: _trials(rng, fp, lambda t: fragile)}, {0: np.arange(TRIALS)}, LABELS, fp,
+                                         NAMES), chance_draws=200, seed=1)
+    with pytest.raises(ValueError, match="same test labels and seed"):
+        V.band_count_test([data, other])
     with pytest.raises(ValueError, match="'mean_drop' or 'std'"):
         V.band_count_test([data], "drop")
     assert V.band_test_line([], what="classes") == "no classes: no level with two trials or more"

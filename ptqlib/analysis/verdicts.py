@@ -117,6 +117,7 @@ class Part:
             return None if v is None or not np.isfinite(v) else float(v)
 
         d = asdict(self)
+        d["chance_passes"] = self.chance_passes
         d["estimate"] = number(self.estimate)
         d["ci"] = None if self.ci is None else [number(v) for v in self.ci]
         d["chance"] = None if self.chance is None else [number(v) for v in self.chance]
@@ -822,7 +823,8 @@ def band_count_test(datas: list[ClassData], statistic: str = "mean_drop",
     or more, lie outside their chance band (:func:`class_bands`; ``statistic``: ``mean_drop`` or
     ``std``), against the same count on the pseudo-classes of each split: a permutation test
     that keeps the dependence between the classes of one calibration set and between levels
-    (each split groups the images alike at every level). ``outside``, ``of``, ``chance`` (the
+    (each split groups the images alike at every level, and in every data set, which must share
+    their test labels and seed). ``outside``, ``of``, ``chance`` (the
     mean count over the splits), ``chance_high`` (its 95th percentile), ``p`` (the share of
     splits, the real one counted, with as many outside or more) and ``draws``."""
     if statistic not in ("mean_drop", "std"):
@@ -830,6 +832,11 @@ def band_count_test(datas: list[ClassData], statistic: str = "mean_drop",
     draws = {d.chance_draws for d in datas}
     if len(draws) > 1:
         raise ValueError(f"the data must have as many chance draws each, got {sorted(draws)}")
+    # split d groups the images alike at every level and in every data set only because each
+    # draws its splits from the same seed on the same test labels: then the counts add up split
+    # by split; on other labels or seeds the splits would be independent and the sum too narrow
+    if any(d.seed != datas[0].seed or not np.array_equal(d.order, datas[0].order) for d in datas[1:]):
+        raise ValueError("band_count_test adds the data sets' splits up: they need the same test labels and seed")
     outside, of, null = 0, 0, np.zeros(draws.pop() if draws else 0)
     for data in datas:
         for level in data.levels:

@@ -194,8 +194,12 @@ def cmd_verdicts(args: argparse.Namespace) -> None:
             numbers = "" if p.estimate is None else f" {p.estimate:.2f}{p.unit if p.unit == 'x' else ' points'}"
             if p.ci is not None:
                 numbers += f" [{p.ci[0]:.2f}, {p.ci[1]:.2f}]"
-            if p.chance is not None:
-                numbers += f", chance [{p.chance[0]:.2f}, {p.chance[1]:.2f}]"
+            if p.chance is not None and p.effect is None:
+                adjusted = "" if p.p_adjusted is None else f", Holm-adjusted {p.p_adjusted:.3f}"
+                numbers += f", chance [{p.chance[0]:.2f}, {p.chance[1]:.2f}] (p = {p.p_chance:.3f}{adjusted})"
+            elif p.chance is not None:
+                numbers += f", chance alone [{p.chance[0]:.2f}, {p.chance[1]:.2f}]"
+                numbers += " (random groups pass this too)" if p.chance_passes else ""
             print(f"  {p.verdict:15s} {p.part}:{numbers} ({p.trials} trials) {p.detail}".rstrip())
 
 
