@@ -167,13 +167,13 @@ publish_table(parts.drop(columns="claim").set_index(["cell", "part"]), "parts")
 # where a requantization rounds: fake quantization rounds a float32 convolution output, whose
 # partial sums were rounded in the order of its algorithm; oneDNN accumulates the integer
 # products exactly in int32 and then scales in its own float order. A value within a float32
-# rounding error of a tie between two levels can land one level apart (given the same input
-# levels, a few output elements per million). Whether that moves a prediction depends on the
-# network and on the calibration: on the CIFAR ResNets most seeds agree on all or all but a few
-# images and a few seeds on clearly fewer (the strip plot), while EfficientNet-Lite0 amplifies
-# such moves layer by layer (a depthwise convolution's large BN-folded weights turn one level of its input
-# into several of its output) and does the same with the fake-quantized model's own float noise.
-# The third part measures that noise on every cell: the same fake model evaluated on
+# rounding error of a tie between two levels can land one level apart (how many output
+# elements did, given the same input levels, on a few cells: `results/bench/README.md`,
+# `int8-agreement`). Whether that moves a prediction depends on the network and on the
+# calibration, seed by seed in the strip plot above. One way a network could amplify such
+# moves, a hypothesis this page does not test: a depthwise convolution's large BN-folded weights
+# turn one level of its input into several of its output, as they would the fake-quantized
+# model's own float noise. The third part measures that noise on every cell: the same fake model evaluated on
 # channels-last batches of 7 instead of contiguous batches of 128 (`fake-reordered` trials, same
 # seeds). Where the int8 model moves no more predictions than reordering does, the disagreement
 # is float32 rounding amplified by the network, not a property of integer kernels; where it moves
