@@ -83,18 +83,7 @@ publish_table(summary.set_index("cell").round(4), "summary")
 # 0.05.
 
 # %%
-for _, row in summary.iterrows():
-    print(f"{row['cell']} ({row['trials']} seeds, {row['images']} test images): agreement {row['agreement']:.3f} % "
-          f"(lowest seed {row['lowest']:.2f} %, {row['below_target']} seeds below {engines.TARGET_AGREEMENT:g} %; "
-          f"{row['differing']:.1f} images differ on average): {row['agreement_verdict']}. Accuracy "
-          f"{row['fake_acc']:.2f} % fake, {row['int8_acc']:.2f} % int8 ({row['acc_diff']:+.3f} points, "
-          f"95 % interval {row['acc_diff_low']:+.3f} to {row['acc_diff_high']:+.3f}); largest class difference "
-          f"{row['max_class_diff']:.3f} points, chance {row['chance_low']:.3f} to {row['chance_high']:.3f} "
-          f"(p = {row['p_chance']:.3f}; Holm over the {summary['p_chance'].notna().sum()} cells tested "
-          f"{row['p_chance_holm']:.3f}): concentrated "
-          f"on classes {row['class_verdict']}.")
-    for line in engines.yardstick_lines(row):
-        print("    " + line)
+print("\n".join(engines.summary_lines(summary)))
 
 # %% [markdown]
 # ## Agreement per seed

@@ -350,6 +350,26 @@ def yardstick_lines(row: pd.Series) -> list[str]:
     return lines
 
 
+def summary_lines(summary_table: pd.DataFrame) -> list[str]:
+    """Each cell of a :func:`summary` table in words: the agreement and its verdict, both
+    accuracies and their difference with its interval, the largest class difference against
+    chance (its p and the p Holm-adjusted over the cells) and its verdict, then, indented, the
+    two yardsticks (:func:`yardstick_lines`)."""
+    tested = int(summary_table["p_chance"].notna().sum()) if len(summary_table) else 0
+    lines = []
+    for _, row in summary_table.iterrows():
+        lines.append(
+            f"{row['cell']} ({row['trials']} seeds, {row['images']} test images): agreement {row['agreement']:.3f} % "
+            f"(lowest seed {row['lowest']:.2f} %, {row['below_target']} seeds below {TARGET_AGREEMENT:g} %; "
+            f"{row['differing']:.1f} images differ on average): {row['agreement_verdict']}. Accuracy "
+            f"{row['fake_acc']:.2f} % fake, {row['int8_acc']:.2f} % int8 ({row['acc_diff']:+.3f} points, "
+            f"95 % interval {row['acc_diff_low']:+.3f} to {row['acc_diff_high']:+.3f}); largest class difference "
+            f"{row['max_class_diff']:.3f} points, chance {row['chance_low']:.3f} to {row['chance_high']:.3f} "
+            f"(p = {row['p_chance']:.3f}; Holm over the {tested} cells tested {row['p_chance_holm']:.3f}): "
+            f"concentrated on classes {row['class_verdict']}.")
+        lines += ["    " + line for line in yardstick_lines(row)]
+    return lines
+
 def stored_seconds(store: ResultsStore, cell: Cell, trials: int) -> pd.DataFrame:
     """Per engine: the number of stored trials of ``cell`` (first ``trials`` seeds) and the median
     seconds a trial spent calibrating (the int8 conversion included) and evaluating, as the store
