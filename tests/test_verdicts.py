@@ -437,6 +437,11 @@ def test_verdicts_command_reads_a_store(tmp_path, capsys):
     assert first["verdict"] == V.SUPPORTED and first["trials"] == 8 and len(first["chance"]) == 2
     assert by_part["4 brecq: average gain over grid search"]["verdict"] == V.NOT_ENOUGH
     assert by_part["2 noise: the average moves < 1 point"]["chance"] is None
+    assert main(["verdicts", "--model", "resnet20", "--data", "toy", "--store", str(store.path),
+                 "--chance-draws", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "claim 1: " in text and "  supported       1a largest class drop vs chance: " in text
+    assert "(p = " in text and " trials" in text  # each part as the pages describe it
 
 
 def test_verdicts_command_rejects_bad_input(tmp_path, capsys):

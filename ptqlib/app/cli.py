@@ -178,7 +178,7 @@ def cmd_offload(args: argparse.Namespace) -> None:
 def cmd_verdicts(args: argparse.Namespace) -> None:
     from ptqlib.models import check_model
     from ptqlib.study.store import ResultsStore
-    from ptqlib.analysis.verdicts import all_parts, claim_verdicts, design_for
+    from ptqlib.analysis.verdicts import all_parts, claim_verdicts, describe, design_for
 
     check_model(args.model)
     if not Path(args.store).exists():
@@ -191,16 +191,7 @@ def cmd_verdicts(args: argparse.Namespace) -> None:
     for claim, verdict in claim_verdicts(parts).items():
         print(f"claim {claim}: {verdict}")
         for p in (p for p in parts if p.claim == claim):
-            numbers = "" if p.estimate is None else f" {p.estimate:.2f}{p.unit if p.unit == 'x' else ' points'}"
-            if p.ci is not None:
-                numbers += f" [{p.ci[0]:.2f}, {p.ci[1]:.2f}]"
-            if p.chance is not None and p.effect is None:
-                adjusted = "" if p.p_adjusted is None else f", Holm-adjusted {p.p_adjusted:.3f}"
-                numbers += f", chance [{p.chance[0]:.2f}, {p.chance[1]:.2f}] (p = {p.p_chance:.3f}{adjusted})"
-            elif p.chance is not None:
-                numbers += f", chance alone [{p.chance[0]:.2f}, {p.chance[1]:.2f}]"
-                numbers += " (random groups pass this too)" if p.chance_passes else ""
-            print(f"  {p.verdict:15s} {p.part}:{numbers} ({p.trials} trials) {p.detail}".rstrip())
+            print(f"  {p.verdict:15s} {describe(p)}")
 
 
 def _positive_int(text: str) -> int:
