@@ -209,6 +209,11 @@ def test_claim_3_chance_parts_are_adjusted_over_the_bit_widths():
     missing = V._missing("3", "3 W6A6 largest class drop vs chance", None, ">", "x", "no trials", 0)
     assert V.holm_family([missing, family[0]])[0] is missing
     assert V.holm_family([missing, family[0]])[1].p_adjusted == pytest.approx(0.03)  # one test: nothing to adjust
+    undefined = replace(chance("3 W8A8 largest class drop vs chance", 0.5), p_chance=None, estimate=np.nan,
+                        verdict=V.INCONCLUSIVE)  # looked at, statistic undefined: counted as p = 1 on request
+    assert V.holm_family([undefined, family[0]])[1].p_adjusted == pytest.approx(0.03)
+    counted = V.holm_family([undefined, missing, family[0]], undefined_count=True)
+    assert counted[2].p_adjusted == pytest.approx(0.06) and counted[0] is undefined and counted[1] is missing
     rng = np.random.default_rng(0)
     fp = _fp(rng)
     planted = np.where(LABELS == 3, 0.30, 0.03)

@@ -157,18 +157,25 @@ def decide_chance(p: float) -> str:
     return SUPPORTED if p < ALPHA else CONTRADICTED if p > TYPICAL else INCONCLUSIVE
 
 
-def holm_family(parts: list[Part]) -> list[Part]:
+def holm_family(parts: list[Part], undefined_count: bool = False) -> list[Part]:
     """``parts``, chance parts of one family of tests (one per cell or bit-width, any of which
     would support a claim), each with its p-value Holm-adjusted over those that have one
     (``p_adjusted``): with several tests, one p below :data:`ALPHA` comes by chance now and then,
     so a part is ``supported`` only where its adjusted p is below it. ``contradicted`` still reads
     the part's own p (more than :data:`TYPICAL` of the random groupings as extreme, a statement
     about this cell that several tests do not make likelier); else ``inconclusive``. Parts
-    without a p-value are returned as they are."""
-    adjusted = holm(np.array([np.nan if p.p_chance is None else p.p_chance for p in parts], dtype=float))
+    without a p-value are returned as they are; with ``undefined_count``, those that had their
+    trials but an undefined statistic still count among the tests (as p = 1: a chance that
+    could not pass), so that the family has one test per cell that was looked at."""
+    def p_of(part: Part) -> float:
+        if part.p_chance is not None:
+            return part.p_chance
+        return 1.0 if undefined_count and part.verdict != NOT_ENOUGH else np.nan
+
+    adjusted = holm(np.array([p_of(p) for p in parts], dtype=float))
     out = []
     for p, a in zip(parts, adjusted):
-        if not np.isfinite(a):
+        if not np.isfinite(a) or p.p_chance is None:
             out.append(p)
             continue
         verdict = SUPPORTED if a < ALPHA else CONTRADICTED if p.p_chance > TYPICAL else INCONCLUSIVE
@@ -557,13 +564,15 @@ def factor_tests(factor: str, data: ClassData, base, levels: list, effects: Effe
 def bit_width_parts(data: ClassData, widths: list, effects: Effects = EFFECTS) -> list[Part]:
     """Claim 3 at each bit-width of ``widths`` (:func:`drop_parts`): the claim holds where some
     width has all its parts supported, so each width is one more chance to pass, and both parts
-    are corrected for it: the effect-size part's interval is widened to ``1 - 0.05 / k`` for the
-    ``k`` widths (Bonferroni), the chance parts Holm-adjusted over the widths
-    (:func:`holm_family`)."""
-    confidence = 1 - (1 - CONFIDENCE) / max(len(widths), 1)
+    are corrected for it, over the same ``k`` widths that have enough trials: the effect-size
+    part's interval is widened to ``1 - 0.05 / k`` (Bonferroni), the chance parts Holm-adjusted
+    over the k (:func:`holm_family`; a width whose statistic is undefined, a ratio to an average
+    that does not drop, counts as a test that could not pass)."""
+    k = sum(data.trials(b) >= MIN_TRIALS for b in widths)
+    confidence = 1 - (1 - CONFIDENCE) / max(k, 1)
     parts = [p for b in widths for p in drop_parts("3", f"3 W{b}A{b}", data, b, effects, confidence)]
     chance = [i for i, p in enumerate(parts) if p.effect is None]
-    for i, adjusted in zip(chance, holm_family([parts[i] for i in chance])):
+    for i, adjusted in zip(chance, holm_family([parts[i] for i in chance], undefined_count=True)):
         parts[i] = adjusted
     return parts
 
