@@ -551,6 +551,7 @@ def test_side_by_side_and_its_matrix(tmp_path):
     assert verdicts.loc[("1", "1a largest class drop vs chance"), "toy"] == V.SUPPORTED
     assert verdicts["other"].eq(V.NOT_ENOUGH).all()
     assert table.loc[("1", "1a largest class drop vs chance"), ("toy", "trials")] == 6
+    assert str(table[("toy", "trials")].dtype) == "Int64" and "random groups pass" in table["toy"].columns
     assert table[("toy", "interval")].str.startswith("[").any()
     ax = verdict_matrix(table)
     assert len(ax.get_yticklabels()) == len(table)
@@ -569,6 +570,11 @@ def test_the_matrix_says_why_an_inconclusive_part_has_no_estimate():
                                          index=index)}, axis=1)
     texts = [t.get_text() for t in verdict_matrix(table).texts]
     assert texts == ["undefined"]  # the part without enough data stays blank
+    marked = pd.concat({"m": pd.DataFrame({"verdict": [V.SUPPORTED, V.SUPPORTED], "estimate": [2.9, 3.1],
+                                           "random groups pass": ["yes", ""], "trials": [50, 7]}, index=index)}, axis=1)
+    ax = verdict_matrix(marked)
+    assert [t.get_text() for t in ax.texts] == ["2.90\u2020 (50)", "3.10 (7)"]
+    assert "\u2020 random groups pass it too" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_iteration_curve_pairs_each_count_with_the_largest_and_the_converged_count(tmp_path):

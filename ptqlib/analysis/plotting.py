@@ -165,8 +165,9 @@ VERDICT_COLOURS = {"supported": "#74c476", "contradicted": "#fb6a4a", "inconclus
 
 
 def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
-    """Parts (rows) by models (columns) coloured by verdict, each cell with its estimate and, where
-    the frame has them, in brackets the trials it rests on: the frame of
+    """Parts (rows) by models (columns) coloured by verdict, each cell with its estimate, a dagger
+    where random groups of images pass the part too and, where the frame has them, in brackets
+    the trials it rests on: the frame of
     :func:`ptqlib.analysis.verdicts.side_by_side` (its intervals are in the frame, too many to
     draw). An inconclusive part without an estimate reads "undefined" (a ratio to an average that
     does not drop)."""
@@ -178,6 +179,8 @@ def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
     estimates = table.xs("estimate", axis=1, level=1)[labels]
     has_trials = "trials" in table.columns.get_level_values(1)
     trials = table.xs("trials", axis=1, level=1)[labels] if has_trials else None
+    passes = (table.xs("random groups pass", axis=1, level=1)[labels].eq("yes")
+              if "random groups pass" in table.columns.get_level_values(1) else None)
     order = list(VERDICT_COLOURS)
     codes = verdicts.apply(lambda col: col.map(order.index)).to_numpy()
     ax = ax or plt.subplots(figsize=(6.0 + 1.1 * len(labels), 0.3 * len(table) + 1.5))[1]
@@ -189,14 +192,17 @@ def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
             if value is not None and not pd.isna(value):
                 n = trials.iat[i, j] if trials is not None else None
                 count = f" ({int(n)})" if n is not None and not pd.isna(n) else ""
-                ax.text(j, i, f"{value:.2f}{count}", ha="center", va="center", fontsize=7)
+                mark = "\u2020" if passes is not None and passes.iat[i, j] else ""
+                ax.text(j, i, f"{value:.2f}{mark}{count}", ha="center", va="center", fontsize=7)
             elif verdicts.iat[i, j] == "inconclusive":
                 ax.text(j, i, "undefined", ha="center", va="center", fontsize=6, style="italic")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="left", rotation_mode="anchor")
     ax.set_yticks(range(len(table)), [part for _, part in table.index], fontsize=7)
     ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
-    ax.legend(handles=[Patch(color=c, label=v) for v, c in VERDICT_COLOURS.items()], fontsize=7,
-              loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    handles = [Patch(color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    if passes is not None and passes.to_numpy().any():
+        handles.append(Patch(color="white", label="\u2020 random groups pass it too"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
     return ax
 

@@ -905,8 +905,9 @@ def verdict_lines(parts: list[Part], indent: str = "") -> list[str]:
 
 
 def parts_frame(parts: list[Part]) -> pd.DataFrame:
-    """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials; and
-    the adjusted p where some part has one."""
+    """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials,
+    whether random groups of images pass the part too (:attr:`Part.chance_passes`); and the
+    adjusted p where some part has one."""
     def span(pair):
         return "" if pair is None or np.isnan(pair[0]) else f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
@@ -918,7 +919,8 @@ def parts_frame(parts: list[Part]) -> pd.DataFrame:
                            "interval": span(p.ci),
                            "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
                            "chance band": span(p.chance), "p (chance)": rounded(p.p_chance),
-                           "p (adjusted)": rounded(p.p_adjusted), "trials": p.trials} for p in parts])
+                           "p (adjusted)": rounded(p.p_adjusted), "trials": p.trials,
+                           "random groups pass": "yes" if p.chance_passes else ""} for p in parts])
     if frame.empty or frame["p (adjusted)"].isna().all():
         return frame.drop(columns="p (adjusted)", errors="ignore")
     return frame
@@ -956,13 +958,16 @@ def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = N
 
 def side_by_side(store: ResultsStore, designs: dict[str, Design], chance_draws: int = CHANCE_DRAWS) -> pd.DataFrame:
     """Rows: the parts; columns: the designs (e.g. one per model); cells: ``verdict``,
-    ``estimate``, its ``interval``, the ``chance band`` and the ``trials`` it rests on, in a
-    two-level column index. Parts are matched by name."""
+    ``estimate``, its ``interval``, the ``chance band``, whether ``random groups pass`` it too and
+    the ``trials`` it rests on, in a two-level column index. Parts are matched by name."""
     frames = {}
     for label, design in designs.items():
         frame = parts_frame(all_parts(store, design, chance_draws)).set_index(["claim", "part"])
-        frames[label] = frame[["verdict", "estimate", "interval", "chance band", "trials"]]
-    return pd.concat(frames, axis=1)
+        frames[label] = frame[["verdict", "estimate", "interval", "chance band", "random groups pass", "trials"]]
+    table = pd.concat(frames, axis=1)
+    for label in frames:  # a part another design lacks: blank, not NaN
+        table[(label, "trials")] = table[(label, "trials")].astype("Int64")
+    return table
 
 
 def headline(parts: list[Part]) -> str:

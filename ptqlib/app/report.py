@@ -262,8 +262,10 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
 
 
 def publish_table(frame, name: str) -> None:
-    """Display ``frame`` (a pandas DataFrame) and, in a section executed by ``run_section``,
-    write it as ``SECTION-name.csv`` for the page's CSV links; elsewhere only display it."""
+    """Display ``frame`` (a pandas DataFrame, every column: a page's wide tables are scrolled, not
+    cut) and, in a section executed by ``run_section``, write it as ``SECTION-name.csv`` for the
+    page's CSV links; elsewhere only display it."""
+    import pandas as pd
     from IPython.display import display
 
     folder, section = os.environ.get(_TABLES_ENV), os.environ.get(_SECTION_ENV)
@@ -271,7 +273,8 @@ def publish_table(frame, name: str) -> None:
         if not name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"table name {name!r}: letters, digits, '_' and '-' only")
         frame.to_csv(Path(folder) / f"{section}-{name}.csv", lineterminator="\n")
-    display(frame)
+    with pd.option_context("display.max_columns", None):
+        display(frame)
 
 
 def _figure_reference(file: Path):
