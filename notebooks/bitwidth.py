@@ -64,7 +64,9 @@ print("\n".join(class_range_lines(drops, "W{0}A{0}, mean drop", "average")))
 # the figure compares the count with the same count on each random grouping (a permutation test,
 # which keeps the dependence between the classes of one calibration set and between levels). Below it, the parts of the study's claim 3 this factor
 # bears on, tested on this page's levels as [the conclusions](conclusions) test them on the
-# study's (each with its estimate and interval; a chance part with its chance band and p-value,
+# study's (claim 3 at each width, a width being one more chance to pass: the size parts'
+# intervals are at 1 - 0.05 / k for the k widths tested, the chance parts' p Holm-adjusted over
+# them; each with its estimate and interval; a chance part with its chance band and p-value,
 # a part about sizes with the band its statistic has on random groups, "chance alone").
 
 # %%

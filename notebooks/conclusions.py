@@ -80,6 +80,9 @@ display(Markdown(f"Claim 4 rests on the `{design.recon_variant}` variant's recon
 #
 # `effect`: the stated effect size the interval must clear (`> 2`: above 2), or `chance`: the
 # part is a permutation test against the pseudo-classes, whose central 95 % is the chance band.
+# Claim 3's intervals are at 1 - 0.05 / k for its k bit-widths and `p (adjusted)` is its chance
+# parts' p Holm-adjusted over them; `random groups pass`: the chance band lies beyond the effect
+# size too.
 
 # %%
 pd.set_option("display.max_colwidth", 80)

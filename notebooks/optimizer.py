@@ -249,8 +249,8 @@ else:
 # ## Claim 4 on the reference variant
 #
 # The study's claim 4 tested as on [the conclusions page](conclusions), on the trials of the
-# reference variant (each method as its reference code runs it) at `reference_iters` iterations
-# per unit (not the reference code's own count, which is `target_iters`): each method against
+# reference variant (each method as its reference code runs it) at the count `reference_iters`
+# per unit (this page's short count, not the reference code's own, `target_iters`): each method against
 # grid search on the same calibration sets. Read it with the curve above: the line below it
 # gives each method's worst class at `reference_iters`
 # against the reference curve's largest count (`target_iters` once it has three trials; the line

@@ -185,7 +185,7 @@ def test_trials_are_paired_by_seed_from_the_store(tmp_path):
     assert row["lowest"] <= row["agreement"] < E.TARGET_AGREEMENT and row["below_target"] == 7
     assert row["acc_diff_low"] <= row["acc_diff"] <= row["acc_diff_high"]
     first, *yardsticks = E.summary_lines(E.summary(E.across_cells([comparison])))
-    assert first.startswith("toy cell (7 seeds, ") and first.endswith(f"concentrated on classes {row['class_verdict']}.")
+    assert first.startswith("toy cell (7 seeds, ") and first.endswith(f"'concentrated on classes': {row['class_verdict']}.")
     assert "Holm over the 1 cells tested" in first and len(yardsticks) == 2
     assert all(line.startswith("    Against ") for line in yardsticks)
     seconds = E.stored_seconds(store, cell, 20).set_index("engine")

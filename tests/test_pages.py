@@ -234,7 +234,7 @@ def test_remedy_comparisons_follow_the_declared_remedies(tmp_path):
     # what a one-sided comparison lacks, and the command that runs it
     assert missing_lines(store, sampling) == []
     (base, alt) = missing_lines(store, weighting)
-    assert base == "none: 5 trials (cpu 5), median 1 s calibrating a trial"
+    assert base == "none: 5 trials (5 on cpu), median 1 s calibrating a trial"
     assert alt == f"dro: no trials of this cell; to run them: `{recon_cell.replace(class_weighting='dro').command(5)}`"
 
 

@@ -223,7 +223,7 @@ def test_level_contrasts_widen_for_the_comparisons_and_find_a_real_change_only()
         != "not told apart").any() for i in range(150)]
     assert np.mean(cleared) <= 0.08
     (line, *_) = level_contrast_lines(got, "mse")
-    assert line.startswith("minmax - mse (50 shared seeds, intervals at 99.17%): average ")
+    assert line.startswith("minmax - mse (50 shared seeds, intervals at 99.17 %): average ")
     assert level_contrasts(frame[frame["level"] == "kl"], "level", "mse", ["kl"]).empty
     assert level_contrast_lines(level_contrasts(frame, "level", "none", ["kl"]), "none") == [
         "nothing to compare: none and at least one other level need trials"]

@@ -862,7 +862,8 @@ def test_curve_lines_name_the_converged_count_and_the_counts_that_differ():
                           "paired_sd": [0.8, 0.1, nan, nan], "seeds_needed": [np.inf, 8, nan, nan]})
     v, w = curve_lines(curve, tolerance=0.3)
     assert v.startswith("v m: worst class against 5000 iterations: 500: -1.50 [-2.00, -1.00] (10 against 10 trials")
-    assert "-> converged at 2000" in v and v.endswith("differs from 5000 (interval clear of 0) at 500 (-1.50)")
+    assert "-> converged at 2000" in v and v.endswith("differs from 5000 (interval clear of 0, one uncorrected test each; the pairs of counts below are "
+                                                   "corrected for all) at 500 (-1.50)")
     assert w == "w m: a single count (500): no convergence to read"
     assert "-> no smaller count shown within 0.1 points" in curve_lines(curve, tolerance=0.1)[0]
     assert "500: -1.50 [-2.00, -1.00] (10 against 10 trials, 10 shared; its estimated change alone is beyond 0.3" in v
@@ -1001,7 +1002,7 @@ def test_study_count_decides_on_the_stored_curve_and_rerun_seeds_keep_to_the_bud
     timed = pd.DataFrame({"method": ["a", "b", "a"], "iters": [2000, 2000, 500], "minutes": [4.0, 8.0, 1.0],
                           "trials": [10, 0, 10]})
     assert rerun_seeds(timed, 2000, ["a", "b"], 50, 20, 9.3) == (
-        20, "20 seeds: the trials 50 would still need take about 9.3 hours, more than 9.3")
+        20, "20 seeds: the trials 50 would still need take about 9.3 hours, more than the budget of 9.3")
     assert rerun_seeds(timed, 2000, ["a", "b"], 50, 20, 9.4) == (
         50, "50 seeds: the trials still to run take about 9.3 hours, within 9.4")
     assert rerun_seeds(timed, 500, ["a", "b"], 50, 20, 10.0)[0] == 20  # b has no timed trial at 500

@@ -170,7 +170,8 @@ def curve_lines(curve: pd.DataFrame, tolerance: float = 0.3) -> list[str]:
         lines.append(f"{name}: worst class against {reference} iterations: " + "; ".join(compared)
                      + (f" -> converged at {int(converged)}" if converged == converged
                         else f" -> no smaller count shown within {tolerance} points")
-                     + (f"; differs from {reference} (interval clear of 0) at " + ", ".join(differs) if differs else ""))
+                     + (f"; differs from {reference} (interval clear of 0, one uncorrected test each; the pairs of counts "
+                        "below are corrected for all) at " + ", ".join(differs) if differs else ""))
     return lines
 
 

@@ -351,4 +351,4 @@ def rerun_seeds(curve: pd.DataFrame, count: int, methods: list[str], full: int, 
     if hours <= budget_hours:
         return full, f"{full} seeds: the trials still to run take about {hours:.1f} hours, within {budget_hours:g}"
     return reduced, (f"{reduced} seeds: the trials {full} would still need take about {hours:.1f} hours, "
-                     f"more than {budget_hours:g}")
+                     f"more than the budget of {budget_hours:g}")

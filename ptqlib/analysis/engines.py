@@ -366,7 +366,7 @@ def summary_lines(summary_table: pd.DataFrame) -> list[str]:
             f"95 % interval {row['acc_diff_low']:+.3f} to {row['acc_diff_high']:+.3f}); largest class difference "
             f"{row['max_class_diff']:.3f} points, chance {row['chance_low']:.3f} to {row['chance_high']:.3f} "
             f"(p = {row['p_chance']:.3f}; Holm over the {tested} cells tested {row['p_chance_holm']:.3f}): "
-            f"concentrated on classes {row['class_verdict']}.")
+            f"'concentrated on classes': {row['class_verdict']}.")
         lines += ["    " + line for line in yardstick_lines(row)]
     return lines
 

@@ -87,7 +87,7 @@ def missing_lines(store: ResultsStore, c: RemedyComparison) -> list[str]:
         if stored.empty:
             lines.append(f"{label}: no trials of this cell; to run them: `{cell.command(c.trials)}`")
             continue
-        devices = ", ".join(f"{d} {k}" for d, k in stored["device"].fillna("cpu").value_counts().items())
+        devices = ", ".join(f"{k} on {d}" for d, k in stored["device"].fillna("cpu").value_counts().items())
         lines.append(f"{label}: {len(stored)} trials ({devices}), median {stored['calib_s'].median():.0f} s "
                      "calibrating a trial")
     return lines

@@ -378,7 +378,7 @@ def largest_drop_lines(d: dict) -> list[str]:
             f"up to {d['max']:.2f} points in one trial; {apart} the next, '{d['runner_up']}' "
             f"({d['runner_mean']:.2f}): {d['gap']:+.2f} points more [{d['gap_ci'][0]:+.2f}, {d['gap_ci'][1]:+.2f}] "
             f"(Wilcoxon p = {d['gap_p']:.3g}); it drops most in {100 * d['top_share']:.0f} % of resamples of the "
-            f"{d['trials']} calibration sets;"]
+            f"{d['trials']} calibration sets (a share, not a test);"]
 
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (family-wise error over the tests given). A NaN (a test
@@ -508,6 +508,10 @@ def level_contrasts(per_class: pd.DataFrame, factor: str, base, levels: list, al
     return out
 
 
+def _p(p: float) -> str:
+    """A p-value as a page prints it: three decimals, or "< 0.001"."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
 def level_contrast_lines(contrasts: pd.DataFrame, base) -> list[str]:
     """One line per level of a :func:`level_contrasts` table: each statistic's change with its
     widened interval, verdict and Holm-adjusted Wilcoxon p; or one saying there is nothing to
@@ -517,9 +521,9 @@ def level_contrast_lines(contrasts: pd.DataFrame, base) -> list[str]:
     lines = []
     for level, group in contrasts.groupby("level", sort=False):
         conf = group["confidence"].iloc[0]
-        lines.append(f"{level} - {base} ({group['pairs'].min()} shared seeds, intervals at {conf:.2%}): " + "; ".join(
+        lines.append(f"{level} - {base} ({group['pairs'].min()} shared seeds, intervals at {100 * conf:.4g} %): " + "; ".join(
             f"{r.statistic} {r.change:+.2f} points [{r.ci_low:+.2f}, {r.ci_high:+.2f}], {r.verdict} "
-            f"(Wilcoxon p, Holm over {len(contrasts)}: {r.p_holm:.3f})" for r in group.itertuples()))
+            f"(Wilcoxon p, Holm over {len(contrasts)}: {_p(r.p_holm)})" for r in group.itertuples()))
     return lines
 
 def paired_tests(per_class: pd.DataFrame, factor: str, base, levels: list, alpha: float = 0.05) -> dict:
