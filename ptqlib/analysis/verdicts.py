@@ -182,6 +182,7 @@ def holm_family(parts: list[Part], undefined_count: bool = False) -> list[Part]:
         out.append(replace(p, p_adjusted=float(a), verdict=verdict))
     return out
 
+
 def _quantiles(values: np.ndarray, confidence: float = CONFIDENCE, tail: float | None = None) -> tuple[float, float]:
     """Central ``confidence`` interval of ``values`` (no interpolation between draws), or the
     interval between the ``tail`` and ``1 - tail`` quantiles; NaN when the statistic is
@@ -195,7 +196,8 @@ def _quantiles(values: np.ndarray, confidence: float = CONFIDENCE, tail: float |
 
 
 def bootstrap_interval(statistic: Callable[..., np.ndarray], sizes: list[int], paired: bool,
-                       resamples: int = RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float]:
+                       resamples: int = RESAMPLES, seed: int = 0,
+                       confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Percentile bootstrap ``confidence`` interval of ``statistic(*indices)`` at the tails of the
     expanded percentile interval of the smallest sample (:func:`expanded_tail`): each argument is an index
     array ``[..., n]`` into the trials of one sample (``statistic`` works on any leading shape).
@@ -611,9 +613,10 @@ def reconstruction_parts(claim: str, data: ClassData, method: str, effects: Effe
         stat = named.get(stat, stat) if isinstance(stat, str) else stat
         chance = eff is None
         about_one_class = chance or stat is named["selected"]
-        null = smallest_class_change(*pseudo) if about_one_class else None  # the selected class: its band
+        # a chance part's null; the selected class's part gets the same band, for reference
+        null = smallest_class_change(*pseudo) if about_one_class else None
         parts.append(_part(claim, name, stat, [grid, meth], True, eff, direction, unit,
-                           null=stat(*pseudo) if chance else null, detail=detail if about_one_class else "",
+                           null=null, detail=detail if about_one_class else "",
                            ci_stat=named["selected"] if chance else None))
     return parts
 
