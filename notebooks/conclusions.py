@@ -149,5 +149,4 @@ publish_table(table, "side_by_side")
 cell = Cell(model=model, dataset=dataset, pool=pool, weights=weights, w_bits=w_bits, a_bits=a_bits, metric=metric,
             calib_size=calib_size)
 recon_cell = replace(cell, calib_size=max(calib_sizes), optimizer="brecq", iters=recon_iters)
-for v in remedy_verdicts(store, cell, trials, recon_cell, recon_trials):
-    print(f"- {v.conclusion}\n   -> {v.verdict} ({v.trials} trials): {v.evidence}\n")
+print(*(f"- {v.text()}" for v in remedy_verdicts(store, cell, trials, recon_cell, recon_trials)), sep="\n\n")

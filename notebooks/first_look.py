@@ -18,7 +18,8 @@ model = "resnet20"
 import matplotlib.pyplot as plt
 
 from ptqlib.analysis.files import quantize_runs
-from ptqlib.analysis.runs import class_drops, gains_over_grid, largest_drops, reconstruction_table, run_summary, sort_runs
+from ptqlib.analysis.runs import (class_drops, drop_lines, gain_lines, gains_over_grid, largest_drops,
+                                  reconstruction_table, run_summary, sort_runs)
 from ptqlib.app.report import publish_table
 
 runs = sort_runs(quantize_runs(results_dir, f"{model}-*.json"))
@@ -35,11 +36,7 @@ plt.tight_layout()
 plt.show()
 
 # %%
-for name, r in largest_drops(runs).iterrows():
-    print(f"{name}: the average drops {r['avg_drop']:.2f} points; class '{r['class']}' drops {r['class_drop']:.2f} "
-          f"points ({r['ratio']:.1f}x the average drop)" if r["ratio"] == r["ratio"] else
-          f"{name}: the average drops {r['avg_drop']:.2f} points; the largest class drop is {r['class_drop']:.2f} "
-          f"points ({r['class']})")
+print(*drop_lines(largest_drops(runs)), sep="\n")
 
 # %% [markdown]
 # ## Reconstruction, one calibration set
@@ -55,7 +52,4 @@ assert len(recon), f"no reconstruction results for {model} in {recon_dir}"
 publish_table(recon.round(2), "reconstruction")
 
 # %%
-for bits, group in gains_over_grid(recon).groupby("bits", sort=False):
-    print(f"{bits}: grid {group['grid %'].iloc[0]:.2f} %; " + "; ".join(
-        f"{r.optimizer} ({r.iterations:.0f} it.) {r.gain:+.2f} points, worst class {r['worst-class %']:.1f} %"
-        for _, r in group.iterrows()))
+print(*gain_lines(gains_over_grid(recon)), sep="\n")

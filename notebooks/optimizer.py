@@ -53,10 +53,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ptqlib.analysis.aggregate import (backlog_lines, class_summary, count_choices, curve_lines, decision_backlog,
-                                      gains_against, gap_lines, ordered_levels, reversal_lines, worst_class)
+                                      gap_lines, ordered_levels, reversal_lines, worst_class)
 from ptqlib.analysis.plotting import equivalence_lines, iteration_lines, mean_std_lines
 from ptqlib.app.report import publish_table
-from ptqlib.analysis.stats import drop_ci_table, marked_differences, paired_gain, paired_tests, significant_changes
+from ptqlib.analysis.stats import (drop_ci_table, marked_differences, paired_gain_lines, paired_tests,
+                                   significant_change_lines)
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import (Cell, curve_cell, curve_reversals, ensure_trials, factor_frame, iteration_curves,
                                   reference_curves, rerun_seeds, study_count, trial_counts)
@@ -84,14 +85,7 @@ plt.show()
 publish_table(summary.pivot(index="class", columns="optimizer", values="mean").round(2), "class_means")
 
 # %%
-for opt, g in gains_against(frame, "optimizer", "grid").iterrows():
-    pg = paired_gain(frame, "optimizer", "grid", opt).set_index("statistic")
-    print(f"{opt} vs grid ({pg.loc['average', 'pairs']} shared seeds, 95 % bootstrap intervals over them): average "
-          f"{pg.loc['average', 'diff']:+.2f} [{pg.loc['average', 'ci_low']:+.2f}, {pg.loc['average', 'ci_high']:+.2f}]"
-          f" points, worst class {pg.loc['worst class', 'diff']:+.2f} [{pg.loc['worst class', 'ci_low']:+.2f}, "
-          f"{pg.loc['worst class', 'ci_high']:+.2f}]; {g['classes_losing']} of {g['classes']} classes lose mean "
-          f"accuracy (largest loss {g['largest_loss']:+.2f}, '{g['largest_loss_class']}'; which of them chance "
-          "explains: the paired tests below)")
+print(*paired_gain_lines(frame, "optimizer", "grid"), sep="\n")
 
 # %% [markdown]
 # ## Paired against grid search
@@ -105,10 +99,7 @@ for opt, g in gains_against(frame, "optimizer", "grid").iterrows():
 
 # %%
 paired = paired_tests(frame, "optimizer", "grid", levels)
-for opt, test in paired.items():
-    worse, better = (", ".join(f"{c} {d:+.2f} [{test.loc[c, 'ci_low']:+.2f}, {test.loc[c, 'ci_high']:+.2f}]"
-                               for c, d in s.items()) or "none" for s in significant_changes(test))
-    print(f"{opt} vs grid ({test['pairs'].min()} seeds): significantly worse: {worse}; significantly better: {better}")
+print(*significant_change_lines(paired, "grid"), sep="\n")
 marked_differences(paired)
 
 # %% [markdown]

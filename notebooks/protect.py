@@ -44,10 +44,10 @@ from IPython.display import Markdown, display
 
 from ptqlib.analysis.aggregate import ece_table
 from ptqlib.analysis.cells import Cell
-from ptqlib.analysis.changes import caption, cell_predictions, churn_table, corruption_summary, forgotten_images
+from ptqlib.analysis.changes import (caption, cell_predictions, churn_line, churn_table, corruption_summary, ece_line,
+                                    forgotten_images, forgotten_line)
 from ptqlib.analysis.conclusions import protects_worst_class
 from ptqlib.analysis.files import read_robustness
-from ptqlib.analysis.stats import bootstrap_mean_ci
 from ptqlib.analysis.runs import latest_fp_reference
 from ptqlib.analysis.plotting import delta_heatmap, image_grid, worst_class_boxes
 from ptqlib.analysis.remedies import ensure_remedy_trials, missing_lines, remedy_comparisons
@@ -77,9 +77,7 @@ for c in comparisons:
     if c.frame.empty:
         print(f"No trials of this comparison for {model} in the store.", *missing_lines(store, c), sep="\n")
         continue
-    print(f"trials per {c.factor} ({c.cell.calib_size} calibration images"
-          + (f", {c.cell.iters} iterations per block" if c.remedy.reconstruction else "") + "): "
-          + ", ".join(f"{k}: {n}" for k, n in c.counts().items()))
+    print(c.count_line())
     if not c.both:
         print("Only one side of this comparison is in the store.", *missing_lines(store, c), sep="\n")
     worst_class_boxes(c.frame, c.factor, [c.base, c.alt], title=c.title)
@@ -88,9 +86,7 @@ for c in comparisons:
     publish_table(c.worst_class().round(2), f"worst_class_{c.factor}")
     if c.both:
         publish_table(c.paired().round(4), f"paired_{c.factor}")
-    v = protects_worst_class(c.frame, c.factor, c.base, c.alt, c.name)
-    print(f"{v.verdict.capitalize()} -- {v.conclusion}")
-    print(v.evidence)
+    print(protects_worst_class(c.frame, c.factor, c.base, c.alt, c.name).text())
 
 # %% [markdown]
 # ## What quantization changes below the accuracy
@@ -107,30 +103,17 @@ for c in comparisons:
 predictions = cell_predictions(store, cell, trials)
 assert predictions is not None, f"the default cell of {model} has no trials in the store"
 flips = churn_table(predictions.preds, predictions.fp_preds, predictions.labels)
-print(f"{len(flips)} trials: on average {flips['flip_rate'].mean():.2f} % of test predictions change "
-      f"(std {flips['flip_rate'].std():.2f}); {flips['lost'].mean():.2f} % go from right to wrong and "
-      f"{flips['gained'].mean():.2f} % from wrong to right, so {flips['lost_share'].mean():.1f} % of the flips "
-      f"were right before.")
+print(churn_line(flips))
 fp = latest_fp_reference(store, model, dataset, weights)
-ece = store.trials(**cell.where(), weights_fp=fp["weights_fp"], data_fp=fp["data_fp"])["ece"].dropna()
-if len(ece):
-    low, high = bootstrap_mean_ci(ece.to_numpy())
-    print(f"ECE of the FP model: {fp['ece']:.2f} %; of the default cell's quantized models {ece.mean():.2f} % "
-          f"(95 % bootstrap interval {low:.2f} to {high:.2f} over its {len(ece)} trials that recorded it).")
-else:
-    print(f"ECE of the FP model: {fp['ece']:.2f} %; no trial of the default cell recorded it.")
+print(ece_line(store, cell, fp))
 print("Every stored cell of the model, for reference (trials run before ECE was stored have none):")
 publish_table(ece_table(store.trials(model=model, dataset=dataset, weights_fp=fp["weights_fp"],
                                      data_fp=fp["data_fp"])).round(2), "ece")
 
 # %%
 forgotten = forgotten_images(predictions)
-per_class = forgotten.per_class
-print(f"{len(forgotten.indices)} test images ({100 * len(forgotten.indices) / len(predictions.labels):.2f} %) are "
-      f"forgotten: their modal prediction over {len(predictions.preds)} trials differs from the FP model's."
-      + (f" Most: '{per_class['forgotten %'].idxmax()}' ({per_class['forgotten %'].max():.2f} % of its images)."
-         if len(forgotten.indices) else ""))
-publish_table(per_class.round(2), "forgotten")
+print(forgotten_line(forgotten, len(predictions.preds)))
+publish_table(forgotten.per_class.round(2), "forgotten")
 
 # %%
 from ptqlib.data import DataError, load_split, readable_names
@@ -184,9 +167,4 @@ else:
     plt.xticks(rotation=60, ha="right")
     plt.tight_layout()
     plt.show()
-    (lowest, low), (highest, high) = summary.lowest, summary.highest
-    loss_class, loss_column, loss = summary.class_loss
-    print(f"Computed in {robustness.seconds / 60:.1f} min. Quantization changes the average by {summary.clean:+.2f} "
-          f"points on clean images and by {low:+.2f} ({lowest}) to {high:+.2f} ({highest}) on corrupted ones; the "
-          f"largest class loss is {loss:+.2f} points ('{loss_class}', {loss_column}). FP average accuracy per "
-          "corruption: " + ", ".join(f"{c} {s}: {a:.1f}" for (c, s), a in summary.fp_average.items()) + ".")
+    print(summary.line(robustness.seconds))

@@ -15,13 +15,15 @@ import torch
 from ptqlib.analysis import files
 from ptqlib.analysis.aggregate import AVERAGE, ece_table, gains_against, inventory, ordered_levels, varying_settings
 from ptqlib.analysis.cells import Cell
-from ptqlib.analysis.changes import (caption, cell_predictions, churn_table, corruption_summary,
-                                     forgotten_images)
+from ptqlib.analysis.changes import (caption, cell_predictions, churn_line, churn_table, corruption_summary,
+                                     ece_line, forgotten_images, forgotten_line)
 from ptqlib.analysis.conclusions import remedy_verdicts
 from ptqlib.analysis.remedies import missing_lines, remedy_comparisons
-from ptqlib.analysis.runs import (card_per_class, class_drops, gains_over_grid, largest_drops, latest_fp_reference,
+from ptqlib.analysis.runs import (card_per_class, class_drops, drop_lines, gain_lines, gains_over_grid, largest_drops,
+                                  latest_fp_reference,
                                   reconstruction_table, run_summary, sort_runs, training_recipe, weakest_classes)
-from ptqlib.analysis.stats import marked_differences, paired_tests, significant_changes
+from ptqlib.analysis.stats import (marked_differences, paired_gain_lines, paired_tests, significant_change_lines,
+                                   significant_changes)
 from ptqlib.study import settings
 from ptqlib.study.settings import columns as config_columns
 from ptqlib.study.store import ResultsStore, pack_preds, row_key
@@ -142,6 +144,10 @@ def test_single_run_tables(tmp_path):
     largest = largest_drops(runs)
     assert largest.loc["W4A4 mse", "class"] == "cat" and largest.loc["W4A4 mse", "ratio"] == pytest.approx(2.0)
     assert np.isnan(largest.loc["W8A8 mse", "ratio"])  # the average barely moves: no ratio
+    lines = dict(zip(largest.index, drop_lines(largest)))
+    assert lines["W4A4 mse"] == ("W4A4 mse: the average drops 10.00 points; class 'cat' drops 20.00 points "
+                                 "(2.0x the average drop)")
+    assert lines["W8A8 mse"].endswith("the largest class drop is 0.04 points (dog)")
 
 
 def test_reconstruction_table_orders_bits_then_methods_and_compares_with_grid(tmp_path):
@@ -160,6 +166,9 @@ def test_reconstruction_table_orders_bits_then_methods_and_compares_with_grid(tm
     assert list(zip(gains["bits"], gains["optimizer"], gains["gain"])) == [
         ("W4A4", "adaround", 2.5), ("W4A4", "qdrop", 4.0), ("W2A2", "brecq", 30.0)]
     assert gains["grid %"].tolist() == [80.0, 80.0, 30.0]
+    w4, w2 = gain_lines(gains)
+    assert w4.startswith("W4A4: grid 80.00 %; adaround (2000 it.) +2.50 points, worst class ")
+    assert "; qdrop (2000 it.) +4.00 points" in w4 and w2.startswith("W2A2: grid 30.00 %; brecq (2000 it.) +30.00")
 
 
 # --- a synthetic store ---------------------------------------------------------------------------------
@@ -236,6 +245,8 @@ def test_remedy_comparisons_follow_the_declared_remedies(tmp_path):
     (base, alt) = missing_lines(store, weighting)
     assert base == "none: 5 trials (5 on cpu), median 1 s calibrating a trial"
     assert alt == f"dro: no trials of this cell; to run them: `{recon_cell.replace(class_weighting='dro').command(5)}`"
+    assert sampling.count_line() == "trials per sampling (256 calibration images): random: 5, stratified: 5"
+    assert weighting.count_line() == "trials per class_weighting (1024 calibration images, 500 iterations per unit): none: 5"
 
 
 def test_family_summaries_per_model_and_bit_width_and_who_is_kept_above_chance(tmp_path):
@@ -283,6 +294,11 @@ def test_cell_predictions_churn_and_forgotten_images(tmp_path):
     assert forgotten.per_class.loc["c0", "forgotten %"] == pytest.approx(14.0)
     assert forgotten.shown(p.labels, p.classes, 2).tolist() == [1, 2]
     assert caption({0: "cat"}, 0, 0, 7, 0.5) == "cat\nFP: cat\nQ: label 7\n(50 % of trials)"
+    assert forgotten_line(forgotten, 3) == ("7 test images (3.50 %) are forgotten: their modal prediction over 3 "
+                                            "trials differs from the FP model's. Most: 'c0' (14.00 % of its images).")
+    assert churn_line(flips).startswith("3 trials: on average ")
+    nothing = forgotten_images(cell_predictions(store, cell.replace(w_bits=8, a_bits=8), 1))
+    assert forgotten_line(nothing, 1).endswith("differs from the FP model's.")  # none forgotten: no class named
 
 
 def test_latest_fp_reference_and_the_ece_table(tmp_path):
@@ -298,6 +314,9 @@ def test_latest_fp_reference_and_the_ece_table(tmp_path):
     table = ece_table(store.trials(model="resnet20", dataset="toy"))
     assert table.index.names == ["sampling"]  # the only setting that varies among the recorded trials
     assert table.loc["random", "trials"] == 3 and table.loc["stratified", "mean"] == 6.0
+    assert ece_line(store, cell, ref).startswith("ECE of the FP model: 2.50 %; of the default cell's quantized models "
+                                                 "4.00 % (95 % bootstrap interval 4.00 to 4.00 over its 3 trials")
+    assert ece_line(store, cell.replace(bias_class="c1"), ref).endswith("no trial of the default cell recorded it.")
     stored = store.trials()
     assert varying_settings(stored) == ["bias_class", "bias_p", "sampling"]  # bias_p: NULL without a bias class
     counts = inventory(stored).reset_index()
@@ -326,6 +345,9 @@ def test_corruption_summary_names_the_largest_changes():
     assert s.class_loss == ("dog", "contrast 1", pytest.approx(-9.5))
     assert s.fp_average.loc[("jpeg", 1)] == 85.0
     assert s.change.index[-1] == AVERAGE and s.change_std.loc["cat", "clean"] == pytest.approx(np.sqrt(0.5))
+    assert s.line(90.0).startswith("Computed in 1.5 min. Quantization changes the average by -0.50 points on clean "
+                                   "images and by -6.50 (contrast 1) to -1.50 (jpeg 1)")
+    assert "('dog', contrast 1)" in s.line(90.0) and s.line(90.0).endswith("none 0: 85.0.")
 
 
 # --- aggregate and stats helpers -----------------------------------------------------------------------
@@ -365,3 +387,8 @@ def test_paired_tests_and_their_significant_classes():
     marked = marked_differences(tests)
     assert marked.loc["a", "x"].startswith("+10.") and marked.loc["a", "x"].endswith("*")
     assert not marked.loc["c", "x"].endswith("*")
+    (line,) = significant_change_lines(tests, "grid")
+    assert line.startswith("x vs grid (10 seeds): significantly worse: b -10.0") and "better: a +10.0" in line
+    (gain,) = paired_gain_lines(frame, "opt", "grid")
+    assert gain.startswith("x vs grid (10 shared seeds, 95 % bootstrap intervals over them): average ")
+    assert "1 of 3 classes lose mean accuracy (largest loss -10.0" in gain

@@ -533,3 +533,9 @@ def test_above_guessing_counts_classes_guessing_explains_and_fails_where_it_does
                        ((1, 10), "no count of 1 images is beyond guessing among 10")]:
         with pytest.raises(ValueError, match=match):
             guessing_floor(*bad)
+
+
+def test_p_values_print_alike_on_every_page():
+    from ptqlib.analysis.stats import format_p
+
+    assert [format_p(p) for p in (0.04567, 0.0005, 1.0, float("nan"))] == ["0.046", "< 0.001", "1.000", "n/a"]

@@ -687,7 +687,7 @@ def test_curve_reversals_compare_every_pair_of_a_curves_counts_and_say_which_cha
     assert "better with more iterations: 2000 -> 5000" in line
     calm = got.assign(p_holm=got["p_holm"] + 0.5)
     assert reversal_lines(calm)[0].endswith(f"no change beyond chance either way (smallest adjusted p "
-                                            f"{calm['p_holm'].min():.2f})")
+                                            f"{calm['p_holm'].min():.3f})")
     assert reversal_lines(got.assign(p_holm=np.nan)) == [
         "ref brecq: no pair of counts with a test (two trials each, and some spread)"]
     # the adjustment runs over every pair of every curve: a second curve makes the family larger
@@ -1056,3 +1056,20 @@ def test_staged_trials_bring_every_design_to_each_stage_before_any_goes_further(
     for bad in ((6, 2), (0, 4), (3, 3)):
         with pytest.raises(ValueError, match="increasing seed counts"):
             staged_trials(designs, bad)
+
+
+def test_a_verdict_decided_without_some_parts_says_what_it_rests_on():
+    def part(name, verdict):
+        return V.Part("4", name, verdict, 1.0, (0.5, 1.5), None, 12, 1.0, "<", "points")
+
+    parts = [part("4 brecq: average gain over grid search", V.SUPPORTED),
+             part("4 brecq: worst-class gain beyond the average's", V.CONTRADICTED),
+             part("4 qdrop: average gain over grid search", V.NOT_ENOUGH),
+             part("4 qdrop: worst-class gain beyond the average's", V.NOT_ENOUGH)]
+    assert V.claim_verdicts(parts)["4"] == V.CONTRADICTED
+    note = " (decided on the 2 of its 4 parts that have trials; not enough data for 4 qdrop)"
+    assert V.scope(parts, V.CONTRADICTED) == note
+    assert f"**contradicted**{note}." in V.findings(parts, "a toy model", claims="4")
+    assert note in V.headline(parts)
+    assert V.scope(parts[:2], V.CONTRADICTED) == ""  # every part had trials
+    assert V.scope(parts, V.NOT_ENOUGH) == "" and V.scope(parts, V.INCONCLUSIVE) == ""

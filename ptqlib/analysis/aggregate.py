@@ -181,6 +181,8 @@ def reversal_lines(reversals: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     ``alpha``; the frame's Holm adjustment, over every pair it holds), those where more
     iterations made it worse and those where they made it better, each with its change, 95 %
     interval and adjusted p; or that none is, with the smallest adjusted p."""
+    from ptqlib.analysis.stats import format_p  # stats builds on this module
+
     lines = []
     family = int(reversals["p_holm"].notna().sum())
     for (name, method), group in reversals.groupby(["variant", "method"], sort=False):
@@ -193,12 +195,12 @@ def reversal_lines(reversals: pd.DataFrame, alpha: float = 0.05) -> list[str]:
         found = tested[tested["p_holm"] < alpha]
         if found.empty:
             lines.append(f"{head}: no change beyond chance either way (smallest adjusted p "
-                         f"{tested['p_holm'].min():.2f})")
+                         f"{format_p(tested['p_holm'].min())})")
             continue
 
         def listed(rows: pd.DataFrame) -> str:
             return ", ".join(f"{r.lower} -> {r.higher} {r.diff:+.2f} [{r.low:+.2f}, {r.high:+.2f}] "
-                             f"(p {r.p_holm:.3f})" for r in rows.itertuples()) or "none"
+                             f"(p {format_p(r.p_holm)})" for r in rows.itertuples()) or "none"
 
         lines.append(f"{head}: worse with more iterations: {listed(found[found['diff'] < 0])}; "
                      f"better with more iterations: {listed(found[found['diff'] > 0])}")

@@ -18,7 +18,7 @@ from ptqlib.analysis.aggregate import AVERAGE
 from ptqlib.analysis.cells import LevelPredictions, factor_predictions
 from ptqlib.analysis.files import RobustnessRun
 from ptqlib.analysis.robustness import quantization_change
-from ptqlib.analysis.stats import churn, modal_predictions
+from ptqlib.analysis.stats import bootstrap_mean_ci, churn, modal_predictions
 from ptqlib.data import class_label
 from ptqlib.study.settings import Cell
 from ptqlib.study.store import ResultsStore
@@ -63,6 +63,29 @@ def churn_table(preds: np.ndarray, fp_preds: np.ndarray, labels: np.ndarray) -> 
                         columns=["flip_rate", "lost", "gained", "lost_share"])
 
 
+def churn_line(flips: pd.DataFrame) -> str:
+    """A :func:`churn_table` in words: the mean share of predictions that change (and its std over
+    the trials), of those going from right to wrong and from wrong to right, and the share of
+    the flips that were right before."""
+    return (f"{len(flips)} trials: on average {flips['flip_rate'].mean():.2f} % of test predictions change "
+            f"(std {flips['flip_rate'].std():.2f}); {flips['lost'].mean():.2f} % go from right to wrong and "
+            f"{flips['gained'].mean():.2f} % from wrong to right, so {flips['lost_share'].mean():.1f} % of the "
+            "flips were right before.")
+
+
+def ece_line(store: ResultsStore, cell: Cell, fp: pd.Series) -> str:
+    """The expected calibration error of the FP model (``fp``, a row of
+    :func:`~ptqlib.analysis.runs.latest_fp_reference`) and the mean over the trials of ``cell``
+    that recorded it, with its 95 % bootstrap interval over them."""
+    ece = store.trials(**cell.where(), weights_fp=fp["weights_fp"], data_fp=fp["data_fp"])["ece"].dropna()
+    head = f"ECE of the FP model: {fp['ece']:.2f} %; "
+    if not len(ece):
+        return head + "no trial of the default cell recorded it."
+    low, high = bootstrap_mean_ci(ece.to_numpy())
+    return head + (f"of the default cell's quantized models {ece.mean():.2f} % (95 % bootstrap interval "
+                   f"{low:.2f} to {high:.2f} over its {len(ece)} trials that recorded it).")
+
+
 # --- forgotten images ---------------------------------------------------------------------------------
 
 
@@ -94,6 +117,18 @@ def forgotten_images(p: CellPredictions) -> Forgotten:
     return Forgotten(mode, agreement, forgotten, per_class)
 
 
+def forgotten_line(forgotten: Forgotten, trials: int) -> str:
+    """:func:`forgotten_images` in words: how many test images are forgotten over ``trials``
+    trials, their share, and the class with the largest share of its images forgotten."""
+    images, per_class = len(forgotten.mode), forgotten.per_class
+    text = (f"{len(forgotten.indices)} test images ({100 * len(forgotten.indices) / images:.2f} %) are forgotten: "
+            f"their modal prediction over {trials} trials differs from the FP model's.")
+    if len(forgotten.indices):
+        text += (f" Most: '{per_class['forgotten %'].idxmax()}' ({per_class['forgotten %'].max():.2f} % of its "
+                 "images).")
+    return text
+
+
 def caption(names: dict[int, str], label: int, fp_pred: int, mode: int, agreement: float) -> str:
     """An image's caption: its class, the FP prediction, the modal quantized prediction and the
     share of trials that gave it; a label without a name is shown as ``label N``."""
@@ -119,6 +154,16 @@ class CorruptionSummary:
     lowest: tuple[str, float]  # the corruption where the average changes least / most (column, change)
     highest: tuple[str, float]
     class_loss: tuple[str, str, float]  # the largest class loss: (class, column, change)
+
+    def line(self, seconds: float) -> str:
+        """The summary in words, with the ``seconds`` the run took: the change of the average on
+        clean and corrupted images, the largest class loss, and the FP average per corruption."""
+        (lowest, low), (highest, high) = self.lowest, self.highest
+        loss_class, loss_column, loss = self.class_loss
+        return (f"Computed in {seconds / 60:.1f} min. Quantization changes the average by {self.clean:+.2f} points "
+                f"on clean images and by {low:+.2f} ({lowest}) to {high:+.2f} ({highest}) on corrupted ones; the "
+                f"largest class loss is {loss:+.2f} points ('{loss_class}', {loss_column}). FP average accuracy per "
+                "corruption: " + ", ".join(f"{c} {s}: {a:.1f}" for (c, s), a in self.fp_average.items()) + ".")
 
 
 def corruption_summary(run: RobustnessRun) -> CorruptionSummary:

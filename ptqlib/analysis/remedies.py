@@ -63,6 +63,13 @@ class RemedyComparison:
         """Trials per level (label)."""
         return trial_counts(self.frame, self.factor)
 
+    def count_line(self) -> str:
+        """The trials per level in words, with the calibration size (and, for a remedy of
+        reconstruction, the iterations per unit)."""
+        iters = f", {self.cell.iters} iterations per unit" if self.remedy.reconstruction else ""
+        return (f"trials per {self.factor} ({self.cell.calib_size} calibration images{iters}): "
+                + ", ".join(f"{k}: {n}" for k, n in self.counts().items()))
+
     def worst_class(self) -> pd.DataFrame:
         """:func:`~ptqlib.analysis.aggregate.worst_class` per level, indexed by the level's label."""
         return worst_class(self.frame, by=[self.factor]).set_index(self.factor)

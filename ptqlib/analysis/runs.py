@@ -57,6 +57,20 @@ def largest_drops(runs: list[QuantizeRun]) -> pd.DataFrame:
     return pd.DataFrame(rows).T.astype({"avg_drop": float, "class_drop": float, "ratio": float})
 
 
+def drop_lines(largest: pd.DataFrame) -> list[str]:
+    """:func:`largest_drops` in words, one line per run: the drop of the average and the class
+    that drops most, as a multiple of the average's drop where that ratio is defined."""
+    lines = []
+    for name, r in largest.iterrows():
+        head = f"{name}: the average drops {r['avg_drop']:.2f} points; "
+        if r["ratio"] == r["ratio"]:
+            lines.append(head + f"class '{r['class']}' drops {r['class_drop']:.2f} points "
+                                f"({r['ratio']:.1f}x the average drop)")
+        else:
+            lines.append(head + f"the largest class drop is {r['class_drop']:.2f} points ({r['class']})")
+    return lines
+
+
 def reconstruction_table(runs: list[QuantizeRun]) -> pd.DataFrame:
     """One row per run: bit-widths, optimizer, iterations per unit (None for grid search), the
     average and FP accuracy, the worst class and its accuracy and the minutes the run took; the
@@ -86,6 +100,15 @@ def gains_over_grid(table: pd.DataFrame) -> pd.DataFrame:
             rows.append({"bits": bits, "grid %": base, "optimizer": r["optimizer"], "iterations": r["iterations"],
                          "gain": r["average %"] - base, "worst-class %": r["worst-class %"]})
     return pd.DataFrame(rows, columns=["bits", "grid %", "optimizer", "iterations", "gain", "worst-class %"])
+
+
+def gain_lines(gains: pd.DataFrame) -> list[str]:
+    """:func:`gains_over_grid` in words, one line per bit-width: grid search's average, then each
+    reconstruction run's iterations, gain over it and worst-class accuracy."""
+    return [f"{bits}: grid {group['grid %'].iloc[0]:.2f} %; " + "; ".join(
+                f"{r['optimizer']} ({r['iterations']:.0f} it.) {r['gain']:+.2f} points, worst class "
+                f"{r['worst-class %']:.1f} %" for _, r in group.iterrows())
+            for bits, group in gains.groupby("bits", sort=False)]
 
 
 # --- training cards ---------------------------------------------------------------------------

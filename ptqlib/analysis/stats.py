@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ptqlib.analysis.aggregate import AVERAGE, with_average
+from ptqlib.analysis.aggregate import AVERAGE, gains_against, with_average
 
 
 MAX_RESAMPLES = 100_000  # at most (below 5 trials fewer than 20 then fall beyond each end)
@@ -377,8 +377,9 @@ def largest_drop_lines(d: dict) -> list[str]:
             f"class '{d['class']}' drops most on average: {d['mean']:.2f} points [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}], "
             f"up to {d['max']:.2f} points in one trial; {apart} the next, '{d['runner_up']}' "
             f"({d['runner_mean']:.2f}): {d['gap']:+.2f} points more [{d['gap_ci'][0]:+.2f}, {d['gap_ci'][1]:+.2f}] "
-            f"(Wilcoxon p = {d['gap_p']:.3g}); it drops most in {100 * d['top_share']:.0f} % of resamples of the "
+            f"(Wilcoxon p = {format_p(d['gap_p'])}); it drops most in {100 * d['top_share']:.0f} % of resamples of the "
             f"{d['trials']} calibration sets (a share, not a test);"]
+
 
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (family-wise error over the tests given). A NaN (a test
@@ -508,9 +509,10 @@ def level_contrasts(per_class: pd.DataFrame, factor: str, base, levels: list, al
     return out
 
 
-def _p(p: float) -> str:
-    """A p-value as a page prints it: three decimals, or "< 0.001"."""
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+def format_p(p: float) -> str:
+    """A p-value as the pages print it: three decimals, "< 0.001" below that, "n/a" when undefined."""
+    return "n/a" if not np.isfinite(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
 
 def level_contrast_lines(contrasts: pd.DataFrame, base) -> list[str]:
     """One line per level of a :func:`level_contrasts` table: each statistic's change with its
@@ -521,10 +523,12 @@ def level_contrast_lines(contrasts: pd.DataFrame, base) -> list[str]:
     lines = []
     for level, group in contrasts.groupby("level", sort=False):
         conf = group["confidence"].iloc[0]
-        lines.append(f"{level} - {base} ({group['pairs'].min()} shared seeds, intervals at {100 * conf:.4g} %): " + "; ".join(
+        head = f"{level} - {base} ({group['pairs'].min()} shared seeds, intervals at {100 * conf:.4g} %): "
+        lines.append(head + "; ".join(
             f"{r.statistic} {r.change:+.2f} points [{r.ci_low:+.2f}, {r.ci_high:+.2f}], {r.verdict} "
-            f"(Wilcoxon p, Holm over {len(contrasts)}: {_p(r.p_holm)})" for r in group.itertuples()))
+            f"(Wilcoxon p, Holm over {len(contrasts)}: {format_p(r.p_holm)})" for r in group.itertuples()))
     return lines
+
 
 def paired_tests(per_class: pd.DataFrame, factor: str, base, levels: list, alpha: float = 0.05) -> dict:
     """:func:`paired_test` of each level of ``levels`` (other than ``base``) against ``base``, by
@@ -539,6 +543,37 @@ def significant_changes(test: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     significantly worse, and of those significantly better."""
     significant = test[test["significant"]]["mean_diff"]
     return significant[significant < 0], significant[significant > 0]
+
+
+def significant_change_lines(tests: dict, base: str) -> list[str]:
+    """:func:`paired_tests` in words, one line per level: the classes significantly worse and
+    better than ``base``, each with its mean difference and interval, or ``none``."""
+    lines = []
+    for level, test in tests.items():
+        worse, better = (", ".join(f"{c} {d:+.2f} [{test.loc[c, 'ci_low']:+.2f}, {test.loc[c, 'ci_high']:+.2f}]"
+                                   for c, d in s.items()) or "none" for s in significant_changes(test))
+        lines.append(f"{level} vs {base} ({test['pairs'].min()} seeds): significantly worse: {worse}; "
+                     f"significantly better: {better}")
+    return lines
+
+
+def paired_gain_lines(per_class: pd.DataFrame, factor: str, base) -> list[str]:
+    """Each other level of ``factor`` against ``base`` in words, one line per level: the mean
+    per-seed change of the average and of the worst class with their bootstrap intervals over
+    the shared seeds (:func:`paired_gain`), and how many classes lose mean accuracy, the largest
+    loss and its class (:func:`~ptqlib.analysis.aggregate.gains_against`; a description: which
+    of those losses chance explains is :func:`paired_tests`' question)."""
+    lines = []
+    for level, g in gains_against(per_class, factor, base).iterrows():
+        pg = paired_gain(per_class, factor, base, level).set_index("statistic")
+        avg, worst = pg.loc["average"], pg.loc["worst class"]
+        lines.append(
+            f"{level} vs {base} ({int(avg['pairs'])} shared seeds, 95 % bootstrap intervals over them): average "
+            f"{avg['diff']:+.2f} [{avg['ci_low']:+.2f}, {avg['ci_high']:+.2f}] points, worst class "
+            f"{worst['diff']:+.2f} [{worst['ci_low']:+.2f}, {worst['ci_high']:+.2f}]; {g['classes_losing']} of "
+            f"{g['classes']} classes lose mean accuracy (largest loss {g['largest_loss']:+.2f}, "
+            f"'{g['largest_loss_class']}'; which of them chance explains: the paired tests)")
+    return lines
 
 
 def marked_differences(tests: dict) -> pd.DataFrame:

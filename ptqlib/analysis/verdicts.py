@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ptqlib.analysis.stats import MAX_RESAMPLES, expanded_tail, holm, outside_band, resamples_for
+from ptqlib.analysis.stats import MAX_RESAMPLES, expanded_tail, format_p, holm, outside_band, resamples_for
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_cell, level_label
 from ptqlib.data import pool_images
@@ -892,8 +892,8 @@ def describe(part: Part) -> str:
     if part.ci is not None and not np.isnan(part.ci[0]):
         text += f" ({_percent(part.confidence)} interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"
     if part.chance is not None and part.effect is None:
-        adjusted = "" if part.p_adjusted is None else f"; Holm-adjusted {part.p_adjusted:.3f}"
-        text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {part.p_chance:.3f}{adjusted})"
+        adjusted = "" if part.p_adjusted is None else f"; Holm-adjusted {format_p(part.p_adjusted)}"
+        text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {format_p(part.p_chance)}{adjusted})"
     elif part.chance is not None:
         text += f", chance alone {part.chance[0]:.2f} to {part.chance[1]:.2f}"
         if part.chance_passes:
@@ -935,6 +935,18 @@ def paired_trials(parts: list[Part], methods: tuple[str, ...]) -> str:
                      for m in methods)
 
 
+def scope(parts: list[Part], verdict: str) -> str:
+    """What a claim's ``verdict`` rests on, where some of its ``parts`` lack trials and the others
+    decide it anyway (one contradicted part; claim 3: one bit-width): "", or how many parts had
+    trials and which groups of parts (the name before its colon, e.g. "4 qdrop") had none."""
+    lacking = [p for p in parts if p.verdict == NOT_ENOUGH]
+    if verdict not in (SUPPORTED, CONTRADICTED) or not lacking:
+        return ""
+    groups = ", ".join(dict.fromkeys(p.part.split(":")[0] for p in lacking))
+    return (f" (decided on the {len(parts) - len(lacking)} of its {len(parts)} parts that have trials; "
+            f"not enough data for {groups})")
+
+
 def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = None) -> str:
     """Markdown: for each claim (of ``claims``; default all), the study's words, this
     replication's verdict on ``subject`` (e.g. "ResNet-20 on CIFAR-10"), and every part with its
@@ -950,8 +962,9 @@ def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = N
     for claim, text in CLAIMS.items():
         if claims is not None and claim not in claims:
             continue
-        lines += [f"**Claim {claim}.** *\"{text}\"* On {subject}: **{verdicts[claim]}**.", ""]
         mine = sorted((p for p in parts if p.claim == claim), key=lambda p: VERDICTS.index(p.verdict))
+        lines += [f"**Claim {claim}.** *\"{text}\"* On {subject}: **{verdicts[claim]}**"
+                  f"{scope(mine, verdicts[claim])}.", ""]
         as_chance = "holds, as random groups would too"
         lines += [f"- *{as_chance if p.chance_passes and p.verdict == SUPPORTED else words[p.verdict]}*: {describe(p)}"
                   for p in mine]
@@ -984,7 +997,7 @@ def headline(parts: list[Part]) -> str:
         as_chance = [p.part for p in mine if p.verdict == SUPPORTED and p.chance_passes]
         fails = [p.part for p in mine if p.verdict == CONTRADICTED]
         rest = len(mine) - len(holds) - len(as_chance) - len(fails)
-        line = f"- **Claim {claim}** (*{text}*): **{verdicts[claim]}**."
+        line = f"- **Claim {claim}** (*{text}*): **{verdicts[claim]}**{scope(mine, verdicts[claim])}."
         if holds:
             line += f" Holds: {'; '.join(holds)}."
         if as_chance:
