@@ -25,7 +25,9 @@ direction, ``contradicted`` when the whole interval lies on the other side, and
 permutation test against the pseudo-classes (:func:`decide_chance`): ``supported`` when at most
 :data:`ALPHA` of the splits give a statistic at least as extreme as the real classes,
 ``contradicted`` when more than half do (the real classes show no more than a typical random
-grouping of the images), else ``inconclusive``. It rests on the estimate and its chance band,
+grouping of the images; with no class effect at all the p-value is uniform and this happens
+about half the time, so it is weaker evidence than an effect-size part's contradiction), else
+``inconclusive``. It rests on the estimate and its chance band,
 both computed on the same trials: a bootstrap interval of a maximum over classes is biased
 upward and would not be comparable with the band. Any part is ``not enough data`` when a cell
 it needs has fewer than :data:`MIN_TRIALS` trials. A claim is supported when all its parts are
