@@ -296,7 +296,11 @@ def test_cell_predictions_churn_and_forgotten_images(tmp_path):
     assert caption({0: "cat"}, 0, 0, 7, 0.5) == "cat\nFP: cat\nQ: label 7\n(50 % of trials)"
     assert forgotten_line(forgotten, 3) == ("7 test images (3.50 %) are forgotten: their modal prediction over 3 "
                                             "trials differs from the FP model's. Most: 'c0' (14.00 % of its images).")
-    assert churn_line(flips).startswith("3 trials: on average ")
+    assert churn_line(flips) == (
+        f"3 trials: on average {flips['flip_rate'].mean():.2f} % of test predictions change (std "
+        f"{flips['flip_rate'].std():.2f}); {flips['lost'].mean():.2f} % go from right to wrong and "
+        f"{flips['gained'].mean():.2f} % from wrong to right, so {flips['lost_share'].mean():.1f} % of the flips were "
+        "right before.")
     nothing = forgotten_images(cell_predictions(store, cell.replace(w_bits=8, a_bits=8), 1))
     assert forgotten_line(nothing, 1).endswith("differs from the FP model's.")  # none forgotten: no class named
 

@@ -1067,12 +1067,15 @@ def test_a_verdict_decided_without_some_parts_says_what_it_rests_on():
              part("4 qdrop: average gain over grid search", V.NOT_ENOUGH),
              part("4 qdrop: worst-class gain beyond the average's", V.NOT_ENOUGH)]
     assert V.claim_verdicts(parts)["4"] == V.CONTRADICTED
-    note = " (decided on the 2 of its 4 parts that have trials; not enough data for 4 qdrop)"
+    note = " (decided on the parts that have trials; not enough data for 4 qdrop)"
     assert V.scope(parts, V.CONTRADICTED) == note
-    assert f"**contradicted**{note}." in V.findings(parts, "a toy model", claims="4")
+    assert f"**contradicted**{note}." in V.findings(parts, "a toy model", claims=("4",))
     assert note in V.headline(parts)
     assert V.scope(parts[:2], V.CONTRADICTED) == ""  # every part had trials
     assert V.scope(parts, V.NOT_ENOUGH) == "" and V.scope(parts, V.INCONCLUSIVE) == ""
+    widths = [V.Part("3", f"3 W{b}A{b} largest class drop vs chance", v, 1.0, (0.5, 1.5), None, 12, None, ">", "x")
+              for b, v in ((4, V.SUPPORTED), (2, V.NOT_ENOUGH))]
+    assert V.scope(widths, V.SUPPORTED) == " (decided on the parts that have trials; not enough data for 3 W2A2)"
 
 
 def test_a_chance_part_is_contradicted_about_half_the_time_without_class_effect_and_not_with_one():

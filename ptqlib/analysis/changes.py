@@ -73,16 +73,16 @@ def churn_line(flips: pd.DataFrame) -> str:
             "flips were right before.")
 
 
-def ece_line(store: ResultsStore, cell: Cell, fp: pd.Series) -> str:
+def ece_line(store: ResultsStore, cell: Cell, fp: pd.Series, what: str = "the default cell") -> str:
     """The expected calibration error of the FP model (``fp``, a row of
     :func:`~ptqlib.analysis.runs.latest_fp_reference`) and the mean over the trials of ``cell``
-    that recorded it, with its 95 % bootstrap interval over them."""
+    (named ``what``) that recorded it, with its 95 % bootstrap interval over them."""
     ece = store.trials(**cell.where(), weights_fp=fp["weights_fp"], data_fp=fp["data_fp"])["ece"].dropna()
     head = f"ECE of the FP model: {fp['ece']:.2f} %; "
     if not len(ece):
-        return head + "no trial of the default cell recorded it."
+        return head + f"no trial of {what} recorded it."
     low, high = bootstrap_mean_ci(ece.to_numpy())
-    return head + (f"of the default cell's quantized models {ece.mean():.2f} % (95 % bootstrap interval "
+    return head + (f"of {what}'s quantized models {ece.mean():.2f} % (95 % bootstrap interval "
                    f"{low:.2f} to {high:.2f} over its {len(ece)} trials that recorded it).")
 
 

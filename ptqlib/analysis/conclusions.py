@@ -27,8 +27,9 @@ class Verdict:
     trials: int
 
     def text(self) -> str:
-        """The question, then its verdict, trials and evidence on an indented line."""
-        return f"{self.conclusion}\n   -> {self.verdict} ({self.trials} trials): {self.evidence}"
+        """The question, then its verdict and evidence (which starts with the trials) on an
+        indented line."""
+        return f"{self.conclusion}\n   -> {self.verdict}: {self.evidence}"
 
 
 def protects_worst_class(frame: pd.DataFrame, factor: str, base, alt, name: str,

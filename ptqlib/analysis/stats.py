@@ -572,7 +572,7 @@ def paired_gain_lines(per_class: pd.DataFrame, factor: str, base) -> list[str]:
             f"{avg['diff']:+.2f} [{avg['ci_low']:+.2f}, {avg['ci_high']:+.2f}] points, worst class "
             f"{worst['diff']:+.2f} [{worst['ci_low']:+.2f}, {worst['ci_high']:+.2f}]; {g['classes_losing']} of "
             f"{g['classes']} classes lose mean accuracy (largest loss {g['largest_loss']:+.2f}, "
-            f"'{g['largest_loss_class']}'; which of them chance explains: the paired tests)")
+            f"'{g['largest_loss_class']}'; which of them chance explains: the per-class paired tests)")
     return lines
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ptqlib.analysis.stats import MAX_RESAMPLES, expanded_tail, format_p, holm, outside_band, resamples_for
+from ptqlib.analysis.stats import expanded_tail, format_p, holm, outside_band, resamples_for
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_cell, level_label
 from ptqlib.data import pool_images
@@ -939,14 +939,14 @@ def paired_trials(parts: list[Part], methods: tuple[str, ...]) -> str:
 
 def scope(parts: list[Part], verdict: str) -> str:
     """What a claim's ``verdict`` rests on, where some of its ``parts`` lack trials and the others
-    decide it anyway (one contradicted part; claim 3: one bit-width): "", or how many parts had
-    trials and which groups of parts (the name before its colon, e.g. "4 qdrop") had none."""
+    decide it anyway (one contradicted part; claim 3: one bit-width): "", or that it is decided
+    on the parts that have trials and which groups of parts had none (a group: the name before
+    its colon, "4 qdrop", or before " largest", "3 W2A2")."""
     lacking = [p for p in parts if p.verdict == NOT_ENOUGH]
     if verdict not in (SUPPORTED, CONTRADICTED) or not lacking:
         return ""
-    groups = ", ".join(dict.fromkeys(p.part.split(":")[0] for p in lacking))
-    return (f" (decided on the {len(parts) - len(lacking)} of its {len(parts)} parts that have trials; "
-            f"not enough data for {groups})")
+    groups = ", ".join(dict.fromkeys(p.part.split(":")[0].split(" largest")[0] for p in lacking))
+    return f" (decided on the parts that have trials; not enough data for {groups})"
 
 
 def findings(parts: list[Part], subject: str, claims: tuple[str, ...] | None = None) -> str:
