@@ -768,6 +768,12 @@ def _combine(verdicts: list[str]) -> str:
     return INCONCLUSIVE
 
 
+def _group(part: str) -> str:
+    """The group a part's name belongs to: its method ("4 qdrop", the name before its colon) or
+    its bit-width ("3 W2A2", the name before " largest"); other names are their own group."""
+    return part.split(":")[0].split(" largest")[0]
+
+
 def claim_verdicts(parts: list[Part]) -> dict[str, str]:
     """One verdict per claim from its parts: all parts (claim 3: all parts of some bit-width)."""
     out = {}
@@ -778,7 +784,7 @@ def claim_verdicts(parts: list[Part]) -> dict[str, str]:
             continue
         by_width: dict[str, list[str]] = {}
         for p in mine:
-            by_width.setdefault(p.part.split(" largest")[0], []).append(p.verdict)
+            by_width.setdefault(_group(p.part), []).append(p.verdict)
         widths = [_combine(v) for v in by_width.values()]
         if SUPPORTED in widths:
             out[claim] = SUPPORTED
@@ -940,12 +946,11 @@ def paired_trials(parts: list[Part], methods: tuple[str, ...]) -> str:
 def scope(parts: list[Part], verdict: str) -> str:
     """What a claim's ``verdict`` rests on, where some of its ``parts`` lack trials and the others
     decide it anyway (one contradicted part; claim 3: one bit-width): "", or that it is decided
-    on the parts that have trials and which groups of parts had none (a group: the name before
-    its colon, "4 qdrop", or before " largest", "3 W2A2")."""
+    on the parts that have trials and which groups of parts (:func:`_group`) had none."""
     lacking = [p for p in parts if p.verdict == NOT_ENOUGH]
     if verdict not in (SUPPORTED, CONTRADICTED) or not lacking:
         return ""
-    groups = ", ".join(dict.fromkeys(p.part.split(":")[0].split(" largest")[0] for p in lacking))
+    groups = ", ".join(dict.fromkeys(_group(p.part) for p in lacking))
     return f" (decided on the parts that have trials; not enough data for {groups})"
 
 
