@@ -1097,3 +1097,12 @@ def test_a_chance_part_is_contradicted_about_half_the_time_without_class_effect_
     assert blind.count(V.SUPPORTED) <= 3 and 4 <= blind.count(V.CONTRADICTED) <= 16, blind
     planted = verdicts(lambda rng: np.where(LABELS == 3, 0.10, 0.03))
     assert V.CONTRADICTED not in planted and planted.count(V.SUPPORTED) >= 15, planted
+
+
+def test_parts_frame_keeps_small_ratios_readable():
+    ratio = V.Part("4", "spread", V.CONTRADICTED, 0.05123, (0.04987, 0.05612), None, 5, 0.8, ">", "x")
+    gain = V.Part("4", "gain", V.SUPPORTED, 61.9234, (61.771, 62.118), (-0.5, 0.5), 5, 0.0, ">", "points")
+    frame = V.parts_frame([ratio, gain])
+    assert frame["estimate"].tolist() == [0.0512, 61.92]
+    assert frame["interval"].tolist() == ["[0.0499, 0.0561]", "[61.77, 62.12]"]
+    assert frame["chance band"].tolist() == ["", "[-0.5, 0.5]"]

@@ -918,15 +918,19 @@ def verdict_lines(parts: list[Part], indent: str = "") -> list[str]:
 def parts_frame(parts: list[Part]) -> pd.DataFrame:
     """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials,
     whether random groups of images pass the part too (:attr:`Part.chance_passes`); and the
-    adjusted p where some part has one."""
+    adjusted p where some part has one. Numbers have two decimals, three significant figures
+    below 1."""
+    def number(x):  # two decimals, or three significant figures below 1 (a ratio of 0.05x)
+        return float(f"{x:.3g}") if 0 < abs(x) < 1 else round(x, 2)
+
     def span(pair):
-        return "" if pair is None or np.isnan(pair[0]) else f"[{pair[0]:.2f}, {pair[1]:.2f}]"
+        return "" if pair is None or np.isnan(pair[0]) else f"[{number(pair[0])}, {number(pair[1])}]"
 
     def rounded(p):
         return None if p is None else round(p, 3)
 
     frame = pd.DataFrame([{"claim": p.claim, "part": p.part, "verdict": p.verdict,
-                           "estimate": None if p.estimate is None else round(p.estimate, 2),
+                           "estimate": None if p.estimate is None else number(p.estimate),
                            "interval": span(p.ci),
                            "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
                            "chance band": span(p.chance), "p (chance)": rounded(p.p_chance),
