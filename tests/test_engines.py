@@ -137,7 +137,7 @@ def test_the_class_concentration_verdict_reads_its_p_adjusted_over_the_cells():
     assert adjusted[:3] == pytest.approx([0.06, 0.6, 0.012]) and adjusted[3] is None  # Holm over the 3 tested
     assert [c.parts[1].verdict for c in got] == [V.INCONCLUSIVE, V.CONTRADICTED, V.SUPPORTED, V.NOT_ENOUGH]
     assert [c.parts[1].p_chance for c in got[:3]] == [0.03, 0.6, 0.004]  # the cell's own p is kept
-    assert "Holm-adjusted 0.060" in V.describe(got[0].parts[1]) and got[0].parts[0] is cells[0].parts[0]
+    assert "Holm-adjusted p = 0.060" in V.describe(got[0].parts[1]) and got[0].parts[0] is cells[0].parts[0]
     frame = V.parts_frame(got[0].parts)
     assert frame["p (adjusted)"].tolist()[1] == 0.06 and "p (adjusted)" not in V.parts_frame(cells[0].parts)
     assert E.across_cells(cells[:1])[0].parts[1].verdict == V.SUPPORTED  # one cell: nothing to adjust for

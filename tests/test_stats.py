@@ -536,6 +536,9 @@ def test_above_guessing_counts_classes_guessing_explains_and_fails_where_it_does
 
 
 def test_p_values_print_alike_on_every_page():
-    from ptqlib.analysis.stats import format_p
+    from ptqlib.analysis.stats import format_p, p_value
 
     assert [format_p(p) for p in (0.04567, 0.0005, 1.0, float("nan"))] == ["0.046", "< 0.001", "1.000", "n/a"]
+    # with a label, as a sentence reads it (never "p = < 0.001")
+    assert [p_value(p) for p in (0.04567, 0.0005, float("nan"))] == ["p = 0.046", "p < 0.001", "p n/a"]
+    assert p_value(0.2, "Wilcoxon p") == "Wilcoxon p = 0.200"

@@ -181,7 +181,7 @@ def reversal_lines(reversals: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     ``alpha``; the frame's Holm adjustment, over every pair it holds), those where more
     iterations made it worse and those where they made it better, each with its change, 95 %
     interval and adjusted p; or that none is, with the smallest adjusted p."""
-    from ptqlib.analysis.stats import format_p  # stats builds on this module
+    from ptqlib.analysis.stats import format_p, p_value  # stats builds on this module
 
     lines = []
     family = int(reversals["p_holm"].notna().sum())
@@ -200,7 +200,7 @@ def reversal_lines(reversals: pd.DataFrame, alpha: float = 0.05) -> list[str]:
 
         def listed(rows: pd.DataFrame) -> str:
             return ", ".join(f"{r.lower} -> {r.higher} {r.diff:+.2f} [{r.low:+.2f}, {r.high:+.2f}] "
-                             f"(p {format_p(r.p_holm)})" for r in rows.itertuples()) or "none"
+                             f"({p_value(r.p_holm)})" for r in rows.itertuples()) or "none"
 
         lines.append(f"{head}: worse with more iterations: {listed(found[found['diff'] < 0])}; "
                      f"better with more iterations: {listed(found[found['diff'] > 0])}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ptqlib.analysis.remedies import remedy_comparisons
-from ptqlib.analysis.stats import format_p, paired_gain
+from ptqlib.analysis.stats import p_value, paired_gain
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell
 from ptqlib.analysis.verdicts import CONTRADICTED, EFFECTS, INCONCLUSIVE, MIN_TRIALS, NOT_ENOUGH, SUPPORTED, Effects
@@ -57,7 +57,7 @@ def protects_worst_class(frame: pd.DataFrame, factor: str, base, alt, name: str,
         verdict = INCONCLUSIVE
     evidence = "; ".join(
         f"{stat} {r['mean_a']:.2f} -> {r['mean_b']:.2f} % ({r['diff']:+.2f} points, 95 % interval "
-        f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}, Wilcoxon p = {format_p(r['p'])})" for stat, r in gain.iterrows())
+        f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}, {p_value(r['p'], 'Wilcoxon p')})" for stat, r in gain.iterrows())
     return Verdict(text, verdict, f"{int(worst['pairs'])} paired trials: {evidence}", int(worst["pairs"]))
 
 

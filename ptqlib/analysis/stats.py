@@ -377,7 +377,7 @@ def largest_drop_lines(d: dict) -> list[str]:
             f"class '{d['class']}' drops most on average: {d['mean']:.2f} points [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}], "
             f"up to {d['max']:.2f} points in one trial; {apart} the next, '{d['runner_up']}' "
             f"({d['runner_mean']:.2f}): {d['gap']:+.2f} points more [{d['gap_ci'][0]:+.2f}, {d['gap_ci'][1]:+.2f}] "
-            f"(Wilcoxon p = {format_p(d['gap_p'])}); it drops most in {100 * d['top_share']:.0f} % of resamples of the "
+            f"({p_value(d['gap_p'], 'Wilcoxon p')}); it drops most in {100 * d['top_share']:.0f} % of resamples of the "
             f"{d['trials']} calibration sets (a share, not a test);"]
 
 
@@ -512,6 +512,12 @@ def level_contrasts(per_class: pd.DataFrame, factor: str, base, levels: list, al
 def format_p(p: float) -> str:
     """A p-value as the pages print it: three decimals, "< 0.001" below that, "n/a" when undefined."""
     return "n/a" if not np.isfinite(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_value(p: float, label: str = "p") -> str:
+    """A p-value with its label, as a sentence reads it: "p = 0.046", "p < 0.001", "p n/a"."""
+    text = format_p(p)
+    return f"{label} {text}" if text[0] in "<n" else f"{label} = {text}"
 
 
 def level_contrast_lines(contrasts: pd.DataFrame, base) -> list[str]:

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ptqlib.analysis.stats import expanded_tail, format_p, holm, outside_band, resamples_for
+from ptqlib.analysis.stats import expanded_tail, holm, outside_band, p_value, resamples_for
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, LevelPredictions, factor_predictions, level_cell, level_label
 from ptqlib.data import pool_images
@@ -900,8 +900,8 @@ def describe(part: Part) -> str:
     if part.ci is not None and not np.isnan(part.ci[0]):
         text += f" ({_percent(part.confidence)} interval {part.ci[0]:.2f} to {part.ci[1]:.2f})"
     if part.chance is not None and part.effect is None:
-        adjusted = "" if part.p_adjusted is None else f"; Holm-adjusted {format_p(part.p_adjusted)}"
-        text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} (p = {format_p(part.p_chance)}{adjusted})"
+        adjusted = "" if part.p_adjusted is None else f"; {p_value(part.p_adjusted, 'Holm-adjusted p')}"
+        text += f", chance {part.chance[0]:.2f} to {part.chance[1]:.2f} ({p_value(part.p_chance)}{adjusted})"
     elif part.chance is not None:
         text += f", chance alone {part.chance[0]:.2f} to {part.chance[1]:.2f}"
         if part.chance_passes:
