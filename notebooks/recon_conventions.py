@@ -15,11 +15,12 @@
 # | convention | reference code | ours, `joint` | ours, `reference` |
 # |---|---|---|---|
 # | BRECQ: what is learned | stage 1: rounding only, activations float (`act_quant=False`, `iters_w` 20000); stage 2: activation step sizes only (`iters_a` 5000) | rounding and step sizes together, one pass | as the reference: two passes |
-# | BRECQ stage-2 learning rate | `--lr` default 4e-4 in `main_imagenet.py` (the function default in `block_recon.py` is 4e-5, overridden), cosine decay | (none: steps learned in the one pass, lr 4e-5) | 4e-4, cosine over 5000 |
+# | BRECQ stage-2 learning rate | `--lr` default 4e-4 in `main_imagenet.py` (the function default in `block_recon.py` is 4e-5, overridden), cosine decay | (none: steps learned in the one pass, lr 4e-5) | 4e-4, cosine over the second pass's iterations, a quarter of the first's (5000 at 20000; 125 at this page's 500) |
 # | BRECQ stage-2 loss | `lp_loss` p = 2.4: `|out - tgt|^p` summed over channels, mean (`--p 2.4`) | squared error (p = 2) | p = 2.4 |
 # | BRECQ stage-2 data | `asym=False`: the float network's block inputs and outputs (quantization off uses the kept float weights, `org_weight`) | quantized inputs, float targets | as the reference (`fp_weights=kept`); the trials stored before that setting ran on the network whose weights stage 1 had rounded (`fp_weights=current`): the difference is measured below |
 # | BRECQ activation-range init | one forward of the whole quantized network (hard-rounded weights) on 64 images; each quantizer initialised on its first call, later ones see earlier ones quantized; `scale_method='mse'`: 80 candidates `[min, max] * (1 - 0.01 i)`, score mean `|x - q(x)|^2.4` on the raw tensor | per unit, on its quantized inputs (256 images), the trial's metric (`mse`: 100 candidates `t = 0.01..1`, squared error on a 2048-bin histogram) | per unit on its quantized inputs (64 images, earlier units' steps already learned), `lp2.4` on the histogram (100 candidates down to 1 %, not 80 down to 21 %); the whole-network initialisation is `--act-init network`, the raw-tensor scoring `--act-search tensor`: both measured below |
 # | AdaRound: activations during reconstruction | float (BRECQ code's `layer_reconstruction` with `act_quant=False`; paper: weights only) | quantized with grid ranges | float |
+# | AdaRound: a layer's unit | the layer's own output and its activation, `f_a(Wx)` (paper; BRECQ code's `layer_reconstruction` on a `QuantModule`: a block's last convolution has `disable_act_quant` and no activation, so its loss is on the convolution's output, before the residual add) | the layer with what follows it up to the next layer: for a block's last convolution the shortcut, the add, the ReLU and the block's output quantizer, on quantized and float block inputs | same as joint; the reference's unit is `--layer-unit layer`: the difference is measured below |
 # | QDrop: what is learned | rounding and LSQ step sizes jointly (`recon.py`: `w_opt` Adam default lr, `a_opt` Adam `scale_lr` 4e-5, cosine) | same | same |
 # | QDrop: drop placement | unit input (`torch.where(rand < drop_prob, quant_inp, fp_inp)`) and every `post_act_fake_quantize` inside the unit, `drop_prob` 0.5 = probability of keeping the quantized value | same | same |
 # | QDrop activation-range init | observers on the float network, 256 images in one batch, `MSEObserver` (p = 2.4, 100 candidates; 1-D search for one-sided data, 2-D range x zero-point search otherwise) | per unit on quantized inputs, trial metric | float network, 256 images, `lp2.4` on the histogram (1-D candidates only) (on the CIFAR ResNets every activation quantizer's input is non-negative, so QDrop's code runs its 1-D search there, over the same 100 candidates as `lp2.4`; what differs is the raw tensor against our 2048-bin histogram: `--act-search tensor` scores the raw values, measured below) |
@@ -29,7 +30,9 @@
 # | reconstruction loss (rounding) | `lp_loss` p = 2 (sum over channels, mean) | same | same |
 # | batch sampling | BRECQ `randperm(N)[:32]`; QDrop `randint(N, (32,))` | `randint` with a seeded generator | same; BRECQ's draw is `--batch-draw randperm`: the difference is measured below |
 # | weight ranges | BRECQ: per channel, 80 shrink candidates, L_2.4; QDrop: `MSEObserver` per channel, 2-D search (100 widths x every zero point), L_2.4 | per channel, 100 shrink candidates, squared error (`weight_metric=mse`) | same as joint; the BRECQ code's search is `--weight-metric lp2.4`, the QDrop code's `--weight-metric lp2.4-2d`: both measured below |
-# | first layer | BRECQ `set_first_last_layer_to_8bit`: first and last weights 8 bit, first layer's output and last layer's input 8 bit, first layer not reconstructed (`ignore_reconstruction`); QDrop: first/last weights 8 bit, last layer's input 8 bit, all reconstructed | `reference` preset: first/last weights and last layer's input 8 bit, all reconstructed | same as joint; BRECQ's treatment is `--first-layer brecq`: the difference is measured below |
+# | first layer | BRECQ `set_first_last_layer_to_8bit`: first and last weights 8 bit, first layer's output 8 bit, first layer not reconstructed (`ignore_reconstruction`); QDrop: first/last weights 8 bit, all reconstructed | `reference` preset: first/last weights 8 bit, all reconstructed | same as joint; BRECQ's treatment is `--first-layer brecq`: the difference is measured below |
+# | last layer's input | QDrop: 8 bit (`a_list[-1].set_bit(8)`); BRECQ: 8 bits set on `module_list[-2].act_quantizer`, on ResNets the last block's last convolution, built with `disable_act_quant=True`, so the setting never acts and the classifier's input, the block's own output quantizer, stays at the activation bit-width | 8 bit (`reference` preset) | same as joint; BRECQ's effective treatment is `--last-input brecq`: the difference is measured below |
+# | calibration images | drawn from the ImageNet training loader, whose transform is `RandomResizedCrop(224)` and `RandomHorizontalFlip()` (BRECQ `data/imagenet.py`; QDrop's loader likewise): each image a random crop and flip | the stored images as they are (CIFAR-10: the 32x32 training images; ImageNet: the pool's centre crops) | same: not a setting and not measured. The study's object is the calibration set itself, each a seeded draw of fixed images; a random crop of each would add a second source of variation between seeds. |
 
 # %% tags=["parameters"]
 store_path = "results/trials.sqlite"
@@ -52,7 +55,9 @@ conventions = {"BRECQ's second-pass float network": ["fp_weights", "current", "k
                "BRECQ's activation-range initialisation": ["act_init", "unit", "network", ["brecq"]],
                "BRECQ's first layer": ["first_layer", "ours", "brecq", ["brecq"]],
                "activation range search on the raw values": ["act_search", "histogram", "tensor", ["brecq", "qdrop"]],
-               "QDrop's weight range search": ["weight_metric", "mse", "lp2.4-2d", ["qdrop"]]}
+               "QDrop's weight range search": ["weight_metric", "mse", "lp2.4-2d", ["qdrop"]],
+               "AdaRound's unit: the layer's own output": ["layer_unit", "ours", "layer", ["adaround"]],
+               "BRECQ's last layer's input": ["last_input", "ours", "brecq", ["brecq"]]}
 
 # %% [markdown]
 # ## The measured effect of the variant
@@ -125,6 +130,18 @@ else:
 #   pass over any number of images. Same candidates and metric (`lp2.4` in the reference
 #   variant); every range search of the reconstruction switches, the initial one before it
 #   included. Measured on BRECQ and QDrop.
+# - **AdaRound's unit: the layer's own output** (`layer_unit`): the AdaRound paper learns each
+#   layer on the output of the layer and its activation, and BRECQ's code's layer
+#   reconstruction does the same on its `QuantModule`s; a residual block's last convolution has
+#   no activation of its own there (the ReLU comes after the add), so its loss is on the
+#   convolution's output (`layer`). Ours cuts the network between layers, so that unit runs on
+#   to the shortcut, the add, the ReLU and the block's output quantizer (`ours`), and its loss
+#   also sees the error the shortcut brings. Measured on AdaRound.
+# - **BRECQ's last layer's input** (`last_input`): BRECQ's code means to quantize the
+#   classifier's input at 8 bits, but on ResNets the 8 bits go to a quantizer the block never
+#   applies (the last convolution's, `disable_act_quant`), so the classifier's input, the last
+#   block's output, stays at the activation bit-width (`brecq`); ours, like QDrop's code, quantizes
+#   it at 8 bits (`ours`). Measured on BRECQ.
 
 # %%
 table, missing = paired_effects(store, replace(cell, variant="reference"), conventions, trials)

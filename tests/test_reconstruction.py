@@ -630,7 +630,8 @@ def test_tensor_act_search_scores_every_range_search_of_a_reconstruction_on_raw_
 
 
 # the first pass learns 11 units (10 with BRECQ's first layer, which it leaves out): stop in the second
-@pytest.mark.parametrize("setting, stop_after", [({"act_init": "network"}, 14), ({"first_layer": "brecq"}, 12)])
+@pytest.mark.parametrize("setting, stop_after", [({"act_init": "network"}, 14), ({"first_layer": "brecq"}, 12),
+                                                 ({"last_input": "brecq"}, 14)])
 def test_brecqs_reference_conventions_survive_a_stop_and_resume(setting, stop_after, tmp_path, monkeypatch):
     """Stopped in its second pass (after ``stop_after`` units), a reconstruction with the
     whole-network range initialisation or BRECQ's first layer resumes to the uninterrupted result."""
@@ -738,3 +739,88 @@ def test_a_direct_reconstruction_refuses_the_raw_value_search_with_a_histogram_m
     for method, extra in (("adaround", {}), ("adaround", {"first_layer": "brecq"}), ("qdrop", {"variant": "reference"})):
         cfg = ReconConfig(iters=2, batch_size=8, act_search="tensor", act_init_size=16, **extra)
         reconstruct(copy.deepcopy(qmodel), images, method, cfg, progress=False)
+
+
+def _units(split):
+    return [split.get_submodule(n.target) for n in split.graph.nodes if n.op == "call_module"]
+
+
+def _layers(unit):
+    from ptqlib.quant.qmodel import QUANT_LAYERS
+
+    return [m for m in unit.modules() if isinstance(m, QUANT_LAYERS)]
+
+
+def _adds(unit):
+    from ptqlib.quant.qmodel import is_add
+
+    return [n for n in unit.graph.nodes if is_add(n)]
+
+
+def test_own_layer_units_end_before_a_residual_add():
+    """``own`` units: each layer with the activation and quantizer that take its output alone;
+    each residual add, with the shortcut and what follows it, in a unit without parameters; the
+    units together compute the model."""
+    from ptqlib.quant.recon import split_units
+
+    _, qmodel, images = calibrated()
+    ours, own = split_units(qmodel, "layer"), split_units(qmodel, "own")
+    layers = len(qmodel.quant_layers())
+    for split in (ours, own):
+        assert sum(len(_layers(u)) == 1 for u in _units(split)) == layers
+        assert not any(len(_layers(u)) > 1 for u in _units(split))
+        assert sum(len(_adds(u)) for u in _units(split)) == 9  # ResNet-20's residual blocks
+    assert any(_layers(u) and _adds(u) for u in _units(ours))  # a block's last convolution with its add
+    assert not any(_layers(u) and _adds(u) for u in _units(own))
+    assert len(_units(own)) == len(_units(ours)) + 9
+    with torch.no_grad():
+        assert torch.equal(own(images[:8]), qmodel(images[:8])) and torch.equal(ours(images[:8]), qmodel(images[:8]))
+    with pytest.raises(ValueError, match="unknown unit granularity 'layers'; choose one of layer, own, block"):
+        split_units(qmodel, "layers")
+
+
+def test_adaround_on_each_layers_own_output(monkeypatch):
+    """``layer_unit="layer"``: AdaRound learns every layer on a unit that ends before the residual
+    add (its loss on the convolution's own output); block methods read no such setting (one key)."""
+    from ptqlib.quant.recon import passes
+    from ptqlib.study.settings import trial_config
+
+    learned = {}
+    real = passes.reconstruct_unit
+    monkeypatch.setattr(passes, "reconstruct_unit", lambda *a, **k: learned.setdefault(a[0], a[1]) and real(*a, **k))
+    for unit_kind, with_add in (("ours", True), ("layer", False)):
+        learned.clear()
+        _, qmodel, images = calibrated()
+        cfg = ReconConfig(iters=4, batch_size=8, variant="reference", layer_unit=unit_kind)
+        reconstruct(qmodel, images, "adaround", cfg, seed=3, progress=False)
+        assert sum(len(_layers(u)) for u in learned.values()) == len(qmodel.quant_layers())
+        assert any(_adds(u) for u in learned.values()) is with_add
+    cell = dict(variant="reference", iters=500, calib_size=1024)
+    assert trial_config(**cell, optimizer="adaround").key() != trial_config(**cell, optimizer="adaround",
+                                                                            layer_unit="layer").key()
+    assert "layer_unit" not in trial_config(**cell, optimizer="adaround").to_dict()["recon"]
+    for other in ("brecq", "qdrop"):
+        assert trial_config(**cell, optimizer=other).key() == trial_config(**cell, optimizer=other,
+                                                                            layer_unit="layer").key()
+    with pytest.raises(ValueError, match="unknown layer_unit 'block'; choose one of ours, layer"):
+        ReconConfig(layer_unit="block")
+
+
+@pytest.mark.parametrize("method", ["adaround", "brecq", "qdrop"])
+def test_brecqs_last_input_stays_at_the_activation_bit_width(method):
+    """``last_input="brecq"``: the classifier's input quantized at the activation bit-width (BRECQ's
+    code on residual networks), its range searched again at that width; ours keeps 8 bits."""
+    from ptqlib.study.settings import trial_config
+
+    for last, bits in (("ours", 8), ("brecq", 4)):
+        _, qmodel, images = calibrated()
+        cfg = ReconConfig(iters=4, batch_size=8, variant="reference", act_iters=2, act_init_size=32, last_input=last)
+        reconstruct(qmodel, images, method, cfg, seed=3, progress=False)
+        last_input = qmodel.act_quantizers()[-1].quantizer
+        assert last_input.spec.bits == bits and last_input.calibrated
+        assert qmodel.act_quantizers()[-2].quantizer.spec.bits == 4
+    cell = dict(variant="reference", iters=500, calib_size=1024, optimizer=method)
+    assert trial_config(**cell).key() != trial_config(**cell, last_input="brecq").key()
+    assert "last_input" not in trial_config(**cell).to_dict()["recon"]
+    with pytest.raises(ValueError, match="unknown last_input '4'; choose one of ours, brecq"):
+        ReconConfig(last_input="4")

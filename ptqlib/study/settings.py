@@ -34,8 +34,8 @@ from ptqlib.models import MODELS, check_model
 from ptqlib.quant.evaluation import ENGINES, check_engine
 from ptqlib.quant.qmodel import PRESETS, QuantConfig
 from ptqlib.quant.range_estimators import ACT_SEARCHES, METRICS, WEIGHT_METRICS, check_act_search
-from ptqlib.quant.recon import (ACT_INITS, BATCH_DRAWS, FIRST_LAYERS, FP_WEIGHTS, METHODS, REFERENCE_ITERS, REFERENCE_ONLY, STEP_GRADS,
-                                VARIANTS, ReconConfig, default_recon)
+from ptqlib.quant.recon import (ACT_INITS, BATCH_DRAWS, FIRST_LAYERS, FP_WEIGHTS, LAST_INPUTS, LAYER_UNITS, METHODS,
+                                REFERENCE_ITERS, REFERENCE_ONLY, STEP_GRADS, VARIANTS, ReconConfig, default_recon)
 from ptqlib.study.calibset import NOISE_KINDS, SAMPLINGS, CalibSpec
 
 OPTIMIZERS = ("grid", *METHODS)  # grid: observer-based range search (ptqlib.quant.calibration)
@@ -154,6 +154,15 @@ SETTINGS: tuple[Setting, ...] = (
             "(reconstructed, output at the activation bit-width; every trial stored before this setting) or brecq "
             "(output at 8 bits, left out of reconstruction: BRECQ's code)", "recon.first_layer",
             choices=FIRST_LAYERS, omit_at=FIRST_LAYERS[0], stored_null=FIRST_LAYERS[0]),
+    Setting("last_input", str, LAST_INPUTS[0], "the classifier's input in a reconstruction: ours (at 8 bits, as "
+            "QDrop's code; every trial stored before this setting) or brecq (at the activation bit-width, where "
+            "BRECQ's code leaves it on residual networks)", "recon.last_input",
+            choices=LAST_INPUTS, omit_at=LAST_INPUTS[0], stored_null=LAST_INPUTS[0]),
+    Setting("layer_unit", str, LAYER_UNITS[0], "AdaRound's units: ours (each layer with what follows it up to the "
+            "next layer, for a residual block's last convolution the add and the activation after it; every trial "
+            "stored before this setting) or layer (the layer's own output and the activation that takes it alone: "
+            "the AdaRound paper and BRECQ's code); other methods work block by block", "recon.layer_unit",
+            choices=LAYER_UNITS, omit_at=LAYER_UNITS[0], stored_null=LAYER_UNITS[0]),
     Setting("act_search", str, ACT_SEARCHES[0], "what a reconstruction's activation range searches score their "
             "candidate ranges on: histogram (2048 bins, bin centres for the values; every trial stored before this "
             "setting) or tensor (the raw values, as the reference code; metrics minmax, mse, cosine, lp2.4; it "

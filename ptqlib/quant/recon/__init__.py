@@ -55,8 +55,8 @@ and what is constant within a unit (``floor(w/s) + z``, broadcast scales) comput
 iteration count is the one knob that trades time for quality; the reference uses 20 000 per
 unit.
 """
-from ptqlib.quant.recon.config import (ACT_INITS, BATCH_DRAWS, CLASS_WEIGHTINGS, FIRST_LAYERS, FP_WEIGHTS, METHODS,
-                                       REFERENCE_ITERS, REFERENCE_LAMBDAS, REFERENCE_ONLY, STEP_GRADS, VARIANTS,
+from ptqlib.quant.recon.config import (ACT_INITS, BATCH_DRAWS, CLASS_WEIGHTINGS, FIRST_LAYERS, FP_WEIGHTS,
+                                       LAST_INPUTS, LAYER_UNITS, METHODS, REFERENCE_ITERS, REFERENCE_LAMBDAS, REFERENCE_ONLY, STEP_GRADS, VARIANTS,
                                        ReconConfig, default_recon)
 from ptqlib.quant.recon.optimize import ClassWeights, UnitReport
 from ptqlib.quant.recon.passes import reconstruct
@@ -64,5 +64,5 @@ from ptqlib.quant.recon.rounding import AdaRound, beta_at
 from ptqlib.quant.recon.units import split_units
 
 __all__ = ["ACT_INITS", "AdaRound", "BATCH_DRAWS", "CLASS_WEIGHTINGS", "ClassWeights", "FIRST_LAYERS", "FP_WEIGHTS",
-           "METHODS", "REFERENCE_ITERS", "REFERENCE_LAMBDAS", "REFERENCE_ONLY", "ReconConfig", "STEP_GRADS", "UnitReport",
+           "LAST_INPUTS", "LAYER_UNITS", "METHODS", "REFERENCE_ITERS", "REFERENCE_LAMBDAS", "REFERENCE_ONLY", "ReconConfig", "STEP_GRADS", "UnitReport",
            "VARIANTS", "beta_at", "default_recon", "reconstruct", "split_units"]

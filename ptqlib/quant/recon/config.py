@@ -14,6 +14,8 @@ BATCH_DRAWS = ("randint", "randperm")
 STEP_GRADS = ("plain", "lsq")
 ACT_INITS = ("unit", "network")
 FIRST_LAYERS = ("ours", "brecq")
+LAST_INPUTS = ("ours", "brecq")
+LAYER_UNITS = ("ours", "layer")
 CLASS_WEIGHTINGS = (None, "dro")
 REFERENCE_ITERS = 20_000
 @dataclass(frozen=True)
@@ -59,6 +61,16 @@ class ReconConfig:
     # the first quantized layer: "ours" (reconstructed, its output at the activation bit-width;
     # every stored trial) or "brecq" (output at 8 bits, not reconstructed: BRECQ's code)
     first_layer: str = "ours"
+    # the classifier's input: "ours" (at 8 bits, as QDrop's code sets it; every stored trial) or
+    # "brecq" (at the activation bit-width, where BRECQ's code leaves it on residual networks: its
+    # 8 bits go to the last block's last convolution, whose own output quantizer is bypassed)
+    last_input: str = "ours"
+    # AdaRound's units: "ours" (each layer with what follows it up to the next layer: for a
+    # residual block's last convolution the shortcut, the add and the activation after it; every
+    # stored trial) or "layer" (the layer's own output and the activations that take it alone, the
+    # AdaRound paper's f_a(Wx) and BRECQ's code's layer reconstruction; the add and what follows
+    # it up to the next layer form a unit without parameters)
+    layer_unit: str = "ours"
     # what the reconstruction's activation range searches (the initial ones included) score their
     # candidates on: "histogram" (2048 bins, bin centres standing for the values; every stored
     # trial) or "tensor" (the raw values, as the reference code)
@@ -69,13 +81,15 @@ class ReconConfig:
         ran with, so that one trial key serves them: ``fp_weights`` (only BRECQ's second pass, in
         the reference variant, reads it), ``step_grad`` (AdaRound learns no activation steps) and
         ``act_init`` (AdaRound sets no ranges before learning; QDrop's reference variant sets
-        them once on the float network)."""
+        them once on the float network) and ``layer_unit`` (only AdaRound works layer by layer)."""
         reference = self.variant == "reference"
         same = {}
         if not (method == "brecq" and reference):
             same["fp_weights"] = "current"
         if method == "adaround":
             same["step_grad"] = "plain"
+        else:
+            same["layer_unit"] = "ours"
         if method == "adaround" or (method == "qdrop" and reference):
             same["act_init"] = "unit"
         return dataclasses.replace(self, **same)
@@ -110,6 +124,10 @@ class ReconConfig:
         check_act_search(self.act_search, self.act_init_metric)
         if self.first_layer not in FIRST_LAYERS:
             raise ValueError(f"unknown first_layer {self.first_layer!r}; choose one of {', '.join(FIRST_LAYERS)}")
+        if self.last_input not in LAST_INPUTS:
+            raise ValueError(f"unknown last_input {self.last_input!r}; choose one of {', '.join(LAST_INPUTS)}")
+        if self.layer_unit not in LAYER_UNITS:
+            raise ValueError(f"unknown layer_unit {self.layer_unit!r}; choose one of {', '.join(LAYER_UNITS)}")
         if self.act_init not in ACT_INITS:
             raise ValueError(f"unknown act_init {self.act_init!r}; choose one of {', '.join(ACT_INITS)}")
         if self.step_grad not in STEP_GRADS:
@@ -123,7 +141,7 @@ class ReconConfig:
 # fields added after reconstructions were checkpointed, left out of a checkpoint's identity at
 # these values (the value every earlier reconstruction ran with), so that those still resume
 LATER_FIELDS = {"batch_draw": "randint", "step_grad": "plain", "act_init": "unit", "first_layer": "ours",
-                "act_search": "histogram"}
+                "act_search": "histogram", "last_input": "ours", "layer_unit": "ours"}
 REFERENCE_ONLY = ("act_iters", "lr_act_stage2", "act_p", "act_init_metric", "fp_weights")  # ReconConfig fields
 REFERENCE_LAMBDAS = {"mobilenet_v2": 0.1, "mnasnet1_0": 0.2}  # QDrop's exp/w2a4/*/config.yaml; 0.01 otherwise
 

@@ -42,7 +42,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
         raise ValueError("class-weighted reconstruction needs the class label of every calibration image")
     torch.manual_seed(seed)  # QDrop's element-wise drops inside units use the global generator
     gen = torch.Generator().manual_seed(seed)
-    split = split_units(qmodel, "layer" if method == "adaround" else "block")
+    split = split_units(qmodel, ("layer" if cfg.layer_unit == "ours" else "own") if method == "adaround" else "block")
     device = next(qmodel.parameters()).device
     data = to_float(images).to(device)
     if cfg.variant == "reference" and method == "qdrop":
@@ -50,6 +50,8 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
         calibrate_activations(qmodel, data[:cfg.act_init_size], metric=cfg.act_init_metric, search=cfg.act_search)
     fixed = (_first_layer_as_brecq(qmodel, data[:cfg.act_init_size], cfg.act_init_metric, cfg.act_search),) \
         if cfg.first_layer == "brecq" else ()
+    if cfg.last_input == "brecq":
+        _last_input_as_brecq(qmodel, data[:cfg.act_init_size], cfg.act_init_metric, cfg.act_search)
     # the float network's weights, kept aside before any unit changes them (see ReconConfig.fp_weights)
     kept = {id(layer): layer.weight.detach().clone() for _, layer in qmodel.quant_layers()} \
         if cfg.fp_weights == "kept" else None
@@ -122,6 +124,22 @@ def _first_layer_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: 
     _set_range(qmodel, aq, images, metric, search)
     qmodel.set_quant_state(weights=True, acts=True)
     return first
+
+
+def _last_input_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: str,
+                         search: str = "histogram") -> None:
+    """The classifier's input as BRECQ's code leaves it on residual networks: at the activation
+    bit-width. Its ``set_first_last_layer_to_8bit`` gives 8 bits to the output quantizer of the
+    last block's last convolution, which the block bypasses (``disable_act_quant``): the block's
+    own output quantizer, the classifier's input, keeps ``n_bits_a``. That quantizer's range is
+    searched again at this width with ``metric`` on ``images`` through the quantized network (a
+    pass that learns activation steps sets it again before learning them)."""
+    aq = qmodel.act_quantizers()[-1]  # in execution order: the last, the classifier's input
+    aq.quantizer.set_bits(qmodel.config.a_bits)
+    qmodel.set_quant_state(weights=True, acts=True)
+    aq.quantizer.enabled = False  # observed, not applied, until its range is set
+    _set_range(qmodel, aq, images, metric, search)
+    aq.quantizer.enabled = True
 
 
 @dataclasses.dataclass

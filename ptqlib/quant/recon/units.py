@@ -21,14 +21,22 @@ def _block_of(node: fx.Node) -> str | None:
     return None
 
 
+GRANULARITIES = ("layer", "own", "block")
+
+
 def split_units(qmodel: QuantizedModel, granularity: str) -> fx.GraphModule:
     """Cut the quantized graph into units: ``layer`` (each Conv/Linear with what follows it up
-    to the next one) or ``block`` (each residual block; layers outside blocks alone). A unit
-    ends where its block ends: what lies between blocks and layers (pooling, flattening) forms
-    a unit without parameters, so that every block is reconstructed on its own output."""
+    to the next one), ``own`` (each Conv/Linear with the nodes that take its output alone, one
+    after another: its activation and their quantizer; a node with another input, such as a
+    shortcut or a residual add, starts a unit without parameters that runs up to the next layer)
+    or ``block`` (each residual block; layers outside blocks alone). A unit ends where its block
+    ends: what lies between blocks and layers (pooling, flattening) forms a unit without
+    parameters, so that every block is reconstructed on its own output."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown unit granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
     gm = qmodel.graph_module
     modules = dict(gm.named_modules())
-    partition, current, last_key, unit_block = {}, 0, None, None
+    partition, current, last_key, unit_block, tail = {}, 0, None, None, None
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
@@ -37,6 +45,13 @@ def split_units(qmodel: QuantizedModel, granularity: str) -> fx.GraphModule:
         key = node.target if is_layer else None
         if granularity == "block":
             key = block or key
+        elif granularity == "own" and not is_layer and tail is not None:
+            if node.all_input_nodes == [tail]:
+                tail = node  # the chain of the layer's own output goes on
+            else:
+                key, tail = f"after {last_key}", None  # the layer's unit ends before this node
+        if is_layer:
+            tail = node
         if key is None and unit_block is not None and block != unit_block:
             key = f"after {unit_block}"  # left the block: a parameter-free unit
         if key is not None and key != last_key:
