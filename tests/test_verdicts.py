@@ -1105,4 +1105,7 @@ def test_parts_frame_keeps_small_ratios_readable():
     frame = V.parts_frame([ratio, gain])
     assert frame["estimate"].tolist() == [0.0512, 61.92]
     assert frame["interval"].tolist() == ["[0.0499, 0.0561]", "[61.77, 62.12]"]
-    assert frame["chance band"].tolist() == ["", "[-0.5, 0.5]"]
+    assert frame["chance band"].tolist() == ["", "[-0.50, 0.50]"]
+    wide = V.Part("4", "worse", V.SUPPORTED, -2.3, (-3.66, -0.7), (57.6, 60.68), 5, 0.0, "<", "points")
+    assert V.parts_frame([wide])["chance band"].tolist() == ["[57.60, 60.68]"]  # two decimals kept
+    assert V.parts_frame([wide])["interval"].tolist() == ["[-3.66, -0.70]"]

@@ -919,12 +919,15 @@ def parts_frame(parts: list[Part]) -> pd.DataFrame:
     """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials,
     whether random groups of images pass the part too (:attr:`Part.chance_passes`); and the
     adjusted p where some part has one. Numbers have two decimals, three significant figures
-    below 1."""
-    def number(x):  # two decimals, or three significant figures below 1 (a ratio of 0.05x)
-        return float(f"{x:.3g}") if 0 < abs(x) < 1 else round(x, 2)
+    below 0.1."""
+    def number(x):  # two decimals, or three significant figures below 0.1 (a ratio of 0.05x)
+        return float(f"{x:.3g}") if 0 < abs(x) < 0.1 else round(x, 2)
+
+    def text(x):
+        return f"{x:#.3g}" if 0 < abs(x) < 0.1 else f"{x:.2f}"
 
     def span(pair):
-        return "" if pair is None or np.isnan(pair[0]) else f"[{number(pair[0])}, {number(pair[1])}]"
+        return "" if pair is None or np.isnan(pair[0]) else f"[{text(pair[0])}, {text(pair[1])}]"
 
     def rounded(p):
         return None if p is None else round(p, 3)
