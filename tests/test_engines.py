@@ -186,7 +186,7 @@ def test_trials_are_paired_by_seed_from_the_store(tmp_path):
     assert row["acc_diff_low"] <= row["acc_diff"] <= row["acc_diff_high"]
     first, *yardsticks = E.summary_lines(E.summary(E.across_cells([comparison])))
     assert first.startswith("toy cell (7 seeds, ") and first.endswith(f"'concentrated on classes': {row['class_verdict']}.")
-    assert "Holm over the 1 cells tested" in first and len(yardsticks) == 2
+    assert "Holm-adjusted p" in first and "over the 1 cells tested" in first and len(yardsticks) == 2
     assert all(line.startswith("    Against ") for line in yardsticks)
     seconds = E.stored_seconds(store, cell, 20).set_index("engine")
     assert seconds.loc["fake", "trials"] == 10 and seconds.loc["int8", "trials"] == 8

@@ -686,7 +686,7 @@ def test_curve_reversals_compare_every_pair_of_a_curves_counts_and_say_which_cha
     assert f"worse with more iterations: 500 -> 2000 {fall['diff']:+.2f}" in line
     assert "better with more iterations: 2000 -> 5000" in line
     calm = got.assign(p_holm=got["p_holm"] + 0.5)
-    assert reversal_lines(calm)[0].endswith(f"no change beyond chance either way (smallest adjusted p "
+    assert reversal_lines(calm)[0].endswith(f"no change beyond chance either way (smallest Holm-adjusted p = "
                                             f"{calm['p_holm'].min():.3f})")
     assert reversal_lines(got.assign(p_holm=np.nan)) == [
         "ref brecq: no pair of counts with a test (two trials each, and some spread)"]
@@ -1103,9 +1103,14 @@ def test_parts_frame_keeps_small_ratios_readable():
     ratio = V.Part("4", "spread", V.CONTRADICTED, 0.05123, (0.04987, 0.05612), None, 5, 0.8, ">", "x")
     gain = V.Part("4", "gain", V.SUPPORTED, 61.9234, (61.771, 62.118), (-0.5, 0.5), 5, 0.0, ">", "points")
     frame = V.parts_frame([ratio, gain])
-    assert frame["estimate"].tolist() == [0.0512, 61.92]
+    assert frame["estimate"].tolist() == ["0.0512", "61.92"]
     assert frame["interval"].tolist() == ["[0.0499, 0.0561]", "[61.77, 62.12]"]
     assert frame["chance band"].tolist() == ["", "[-0.50, 0.50]"]
     wide = V.Part("4", "worse", V.SUPPORTED, -2.3, (-3.66, -0.7), (57.6, 60.68), 5, 0.0, "<", "points")
-    assert V.parts_frame([wide])["chance band"].tolist() == ["[57.60, 60.68]"]  # two decimals kept
+    assert V.parts_frame([wide])["chance band"].tolist() == ["[57.60, 60.68]"]  # two decimals at 1 and above
     assert V.parts_frame([wide])["interval"].tolist() == ["[-3.66, -0.70]"]
+    # one part's numbers share their decimals: three significant figures of the largest
+    mixed = V.Part("4", "spread", V.INCONCLUSIVE, 0.0536, (0.027, 0.11), None, 5, 0.8, ">", "x")
+    assert V.parts_frame([mixed])[["estimate", "interval"]].values.tolist() == [["0.054", "[0.027, 0.110]"]]
+    tiny = V.Part("4", "spread", V.INCONCLUSIVE, 0.0000412, (0.0000105, 0.0000733), None, 5, 0.8, ">", "x")
+    assert V.parts_frame([tiny])["interval"].tolist() == ["[0.0000105, 0.0000733]"]  # no exponent

@@ -181,7 +181,7 @@ def reversal_lines(reversals: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     ``alpha``; the frame's Holm adjustment, over every pair it holds), those where more
     iterations made it worse and those where they made it better, each with its change, 95 %
     interval and adjusted p; or that none is, with the smallest adjusted p."""
-    from ptqlib.analysis.stats import format_p, p_value  # stats builds on this module
+    from ptqlib.analysis.stats import p_value  # stats builds on this module
 
     lines = []
     family = int(reversals["p_holm"].notna().sum())
@@ -194,8 +194,8 @@ def reversal_lines(reversals: pd.DataFrame, alpha: float = 0.05) -> list[str]:
                 f"Holm over the {family} pairs of all curves at {alpha:g})")
         found = tested[tested["p_holm"] < alpha]
         if found.empty:
-            lines.append(f"{head}: no change beyond chance either way (smallest adjusted p "
-                         f"{format_p(tested['p_holm'].min())})")
+            lines.append(f"{head}: no change beyond chance either way "
+                         f"({p_value(tested['p_holm'].min(), 'smallest Holm-adjusted p')})")
             continue
 
         def listed(rows: pd.DataFrame) -> str:

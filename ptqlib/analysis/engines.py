@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ptqlib.analysis.files import bench_runs
-from ptqlib.analysis.stats import format_p, p_value, t_mean_ci
+from ptqlib.analysis.stats import p_value, t_mean_ci
 from ptqlib.analysis.cells import Cell, LevelPredictions, level_selections, factor_predictions
 from ptqlib.analysis.verdicts import (CHANCE_DRAWS, CONFIDENCE, MIN_TRIALS, NOT_ENOUGH, RESAMPLES, ClassData, Part,
                                       _quantiles, bootstrap_interval, chance_p, decide, decide_chance, expanded_tail,
@@ -365,7 +365,8 @@ def summary_lines(summary_table: pd.DataFrame) -> list[str]:
             f"{row['fake_acc']:.2f} % fake, {row['int8_acc']:.2f} % int8 ({row['acc_diff']:+.3f} points, "
             f"95 % interval {row['acc_diff_low']:+.3f} to {row['acc_diff_high']:+.3f}); largest class difference "
             f"{row['max_class_diff']:.3f} points, chance {row['chance_low']:.3f} to {row['chance_high']:.3f} "
-            f"({p_value(row['p_chance'])}; Holm over the {tested} cells tested: {format_p(row['p_chance_holm'])}): "
+            f"({p_value(row['p_chance'])}; {p_value(row['p_chance_holm'], 'Holm-adjusted p')} over the {tested} "
+            f"cells tested): "
             f"'concentrated on classes': {row['class_verdict']}.")
         lines += ["    " + line for line in yardstick_lines(row)]
     return lines

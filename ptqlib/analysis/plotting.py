@@ -189,11 +189,12 @@ def verdict_matrix(table: pd.DataFrame, title: str = "", ax=None):
     for i in range(codes.shape[0]):
         for j in range(codes.shape[1]):
             value = estimates.iat[i, j]
-            if value is not None and not pd.isna(value):
+            if value is not None and not pd.isna(value) and value != "":  # text as the table prints it, or a number
                 n = trials.iat[i, j] if trials is not None else None
                 count = f" ({int(n)})" if n is not None and not pd.isna(n) else ""
                 mark = "\u2020" if passes is not None and passes.iat[i, j] else ""
-                ax.text(j, i, f"{value:.2f}{mark}{count}", ha="center", va="center", fontsize=7)
+                shown = value if isinstance(value, str) else f"{value:.2f}"
+                ax.text(j, i, f"{shown}{mark}{count}", ha="center", va="center", fontsize=7)
             elif verdicts.iat[i, j] == "inconclusive":
                 ax.text(j, i, "undefined", ha="center", va="center", fontsize=6, style="italic")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="left", rotation_mode="anchor")

@@ -37,6 +37,7 @@ one of them is (claim 3: at every bit-width) (:func:`claim_verdicts`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Callable
@@ -918,25 +919,28 @@ def verdict_lines(parts: list[Part], indent: str = "") -> list[str]:
 def parts_frame(parts: list[Part]) -> pd.DataFrame:
     """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials,
     whether random groups of images pass the part too (:attr:`Part.chance_passes`); and the
-    adjusted p where some part has one. Numbers have two decimals, three significant figures
-    below 0.1."""
-    def number(x):  # two decimals, or three significant figures below 0.1 (a ratio of 0.05x)
-        return float(f"{x:.3g}") if 0 < abs(x) < 0.1 else round(x, 2)
+    adjusted p where some part has one. A part's numbers (estimate, interval, chance band) are
+    text with the same fixed decimals: enough for three significant figures of the largest of
+    them, and never fewer than two (61.92 [61.77, 62.12]; a 0.0512x spread ratio and its
+    interval do not collapse to [0.05, 0.06])."""
+    def decimals(part):
+        values = [v for v in (part.estimate, *(part.ci or ()), *(part.chance or ()))
+                  if v is not None and np.isfinite(v)]
+        largest = max((abs(v) for v in values), default=0.0)
+        return 2 if largest == 0 else max(2, 2 - math.floor(math.log10(largest)))
 
-    def text(x):
-        return f"{x:#.3g}" if 0 < abs(x) < 0.1 else f"{x:.2f}"
-
-    def span(pair):
-        return "" if pair is None or np.isnan(pair[0]) else f"[{text(pair[0])}, {text(pair[1])}]"
+    def span(pair, d):
+        return "" if pair is None or not np.isfinite(pair[0]) else f"[{pair[0]:.{d}f}, {pair[1]:.{d}f}]"
 
     def rounded(p):
         return None if p is None else round(p, 3)
 
     frame = pd.DataFrame([{"claim": p.claim, "part": p.part, "verdict": p.verdict,
-                           "estimate": None if p.estimate is None else number(p.estimate),
-                           "interval": span(p.ci),
+                           "estimate": "" if p.estimate is None or not np.isfinite(p.estimate)
+                           else f"{p.estimate:.{decimals(p)}f}",
+                           "interval": span(p.ci, decimals(p)),
                            "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
-                           "chance band": span(p.chance), "p (chance)": rounded(p.p_chance),
+                           "chance band": span(p.chance, decimals(p)), "p (chance)": rounded(p.p_chance),
                            "p (adjusted)": rounded(p.p_adjusted), "trials": p.trials,
                            "random groups pass": "yes" if p.chance_passes else ""} for p in parts])
     if frame.empty or frame["p (adjusted)"].isna().all():
