@@ -136,7 +136,9 @@ else:
 #   no activation of its own there (the ReLU comes after the add), so its loss is on the
 #   convolution's output (`layer`). Ours cuts the network between layers, so that unit runs on
 #   to the shortcut, the add, the ReLU and the block's output quantizer (`ours`), and its loss
-#   also sees the error the shortcut brings. Measured on AdaRound.
+#   also sees the error the shortcut brings (ResNet-20's shortcuts hold no layer; where a
+#   shortcut is a convolution, the add goes with that convolution's unit instead). Measured on
+#   AdaRound.
 # - **BRECQ's last layer's input** (`last_input`): BRECQ's code means to quantize the
 #   classifier's input at 8 bits, but on ResNets the 8 bits go to a quantizer the block never
 #   applies (the last convolution's, `disable_act_quant`), so the classifier's input, the last

@@ -204,7 +204,7 @@ def _set_module(root: nn.Module, qualified_name: str, module: nn.Module) -> None
 
 # --- placing activation quantizers -------------------------------------------------------------
 
-def _is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules[node.target], ACTIVATION_MODULES)
     if node.op == "call_function":
@@ -225,7 +225,7 @@ def _only_user(node: fx.Node) -> fx.Node | None:
 def _chain_end(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
     """Follow ``node -> activation*``, and ``-> add -> activation*`` if that comes next."""
     def through_activations(n: fx.Node) -> fx.Node:
-        while (u := _only_user(n)) is not None and _is_activation(u, modules):
+        while (u := _only_user(n)) is not None and is_activation(u, modules):
             n = u
         return n
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 from typing import Iterable
 
+from ptqlib.quant.qmodel import quantize_model
+from ptqlib.quant.recon import check_last_input
 from ptqlib.study.store import ResultsStore, row_key, trial_row
 from ptqlib.study import settings
 from ptqlib.study.settings import TrialConfig
@@ -60,6 +62,9 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
             raise ValueError(f"fill_ece reruns stored CPU trials and keeps only exact reproductions, which "
                              f"device {str(ctx.device)!r} cannot give; run it on the CPU (--device cpu)")
         store.add_fp(ctx)  # also checks data and weights before any work starts
+    for cfg in {(c.model, c.dataset, c.weights, c.quant): c for c in configs
+                if c.recon is not None and c.recon.last_input != "ours"}.values():
+        check_last_input(quantize_model(context(cfg, device).model, cfg.quant), cfg.recon)
     done = store.existing_keys()
     keyed = {}
     for cfg in configs:

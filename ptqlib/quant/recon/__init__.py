@@ -5,9 +5,10 @@ Common to all: each weight is rounded down or up (AdaRound, Nagel et al. 2020),
 ``h(V) = clip(sigmoid(V)(zeta - gamma) + gamma, 0, 1)``; ``V`` (Adam, lr 1e-3) minimises the
 unit's output error (squared error summed over channels, averaged over images and positions)
 plus ``lambda * sum(1 - |2h - 1|^beta)``, ``beta`` annealed from 20 to 2 after a warm-up (20 %)
-without the regulariser. At the end every ``h`` is 0 or 1. AdaRound's units are single layers;
-BRECQ's and QDrop's residual blocks (the first and last layers units of their own). Batches of
-32 cached inputs per iteration.
+without the regulariser. At the end every ``h`` is 0 or 1. AdaRound's units are single layers
+(``layer_unit``: with what follows each up to the next layer, or on the layer's own output as
+the paper and BRECQ's code); BRECQ's and QDrop's residual blocks (the first and last layers
+units of their own). Batches of 32 cached inputs per iteration.
 
 ``variant="joint"`` (every trial stored before the variant existed):
 
@@ -56,13 +57,14 @@ iteration count is the one knob that trades time for quality; the reference uses
 unit.
 """
 from ptqlib.quant.recon.config import (ACT_INITS, BATCH_DRAWS, CLASS_WEIGHTINGS, FIRST_LAYERS, FP_WEIGHTS,
-                                       LAST_INPUTS, LAYER_UNITS, METHODS, REFERENCE_ITERS, REFERENCE_LAMBDAS, REFERENCE_ONLY, STEP_GRADS, VARIANTS,
-                                       ReconConfig, default_recon)
+                                       LAST_INPUTS, LAYER_UNITS, METHODS, REFERENCE_ITERS, REFERENCE_LAMBDAS,
+                                       REFERENCE_ONLY, STEP_GRADS, VARIANTS, ReconConfig, default_recon)
 from ptqlib.quant.recon.optimize import ClassWeights, UnitReport
-from ptqlib.quant.recon.passes import reconstruct
+from ptqlib.quant.recon.passes import check_last_input, reconstruct
 from ptqlib.quant.recon.rounding import AdaRound, beta_at
 from ptqlib.quant.recon.units import split_units
 
 __all__ = ["ACT_INITS", "AdaRound", "BATCH_DRAWS", "CLASS_WEIGHTINGS", "ClassWeights", "FIRST_LAYERS", "FP_WEIGHTS",
-           "LAST_INPUTS", "LAYER_UNITS", "METHODS", "REFERENCE_ITERS", "REFERENCE_LAMBDAS", "REFERENCE_ONLY", "ReconConfig", "STEP_GRADS", "UnitReport",
-           "VARIANTS", "beta_at", "default_recon", "reconstruct", "split_units"]
+           "LAST_INPUTS", "LAYER_UNITS", "METHODS", "REFERENCE_ITERS", "REFERENCE_LAMBDAS", "REFERENCE_ONLY",
+           "ReconConfig", "STEP_GRADS", "UnitReport", "VARIANTS", "beta_at", "check_last_input", "default_recon",
+           "reconstruct", "split_units"]

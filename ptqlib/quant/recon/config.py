@@ -62,12 +62,14 @@ class ReconConfig:
     # every stored trial) or "brecq" (output at 8 bits, not reconstructed: BRECQ's code)
     first_layer: str = "ours"
     # the classifier's input: "ours" (at 8 bits, as QDrop's code sets it; every stored trial) or
-    # "brecq" (at the activation bit-width, where BRECQ's code leaves it on residual networks: its
-    # 8 bits go to the last block's last convolution, whose own output quantizer is bypassed)
+    # "brecq" (at the activation bit-width, as BRECQ's code leaves it where the classifier's input
+    # is a residual block's output, ResNet and RegNet: its 8 bits go to the last block's last
+    # convolution, whose own output quantizer the block bypasses; the reference preset only)
     last_input: str = "ours"
     # AdaRound's units: "ours" (each layer with what follows it up to the next layer: for a
-    # residual block's last convolution the shortcut, the add and the activation after it; every
-    # stored trial) or "layer" (the layer's own output and the activations that take it alone, the
+    # residual block's last convolution with an identity shortcut, the add and the activation
+    # after it, and with a projection shortcut the shortcut's convolution instead; every stored
+    # trial) or "layer" (the layer's own output and the activations that take it alone, the
     # AdaRound paper's f_a(Wx) and BRECQ's code's layer reconstruction; the add and what follows
     # it up to the next layer form a unit without parameters)
     layer_unit: str = "ours"
@@ -78,10 +80,13 @@ class ReconConfig:
 
     def for_method(self, method: str) -> "ReconConfig":
         """These settings with those ``method`` cannot tell apart at the value every earlier trial
-        ran with, so that one trial key serves them: ``fp_weights`` (only BRECQ's second pass, in
-        the reference variant, reads it), ``step_grad`` (AdaRound learns no activation steps) and
-        ``act_init`` (AdaRound sets no ranges before learning; QDrop's reference variant sets
-        them once on the float network) and ``layer_unit`` (only AdaRound works layer by layer)."""
+        ran with, so that one trial key serves them:
+
+        - ``fp_weights``: only BRECQ's second pass, in the reference variant, reads it;
+        - ``step_grad``: AdaRound learns no activation steps;
+        - ``act_init``: AdaRound sets no ranges before learning; QDrop's reference variant sets
+          them once on the float network;
+        - ``layer_unit``: only AdaRound works layer by layer."""
         reference = self.variant == "reference"
         same = {}
         if not (method == "brecq" and reference):

@@ -14,7 +14,8 @@ import torch.fx as fx
 
 from ptqlib.data import save_atomic, to_float
 from ptqlib.quant.calibration import calibrate_activations
-from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantizedModel, load_quant_state, quant_state
+from ptqlib.quant.qmodel import (QUANT_LAYERS, ActQuantizer, QuantizedModel, is_activation, is_add, load_quant_state,
+                                 quant_state)
 from ptqlib.quant.range_estimators import check_act_search
 from ptqlib.quant.recon.config import LATER_FIELDS, METHODS, ReconConfig
 from ptqlib.quant.recon.optimize import UnitReport, reconstruct_unit, stages_for
@@ -38,6 +39,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
         raise ValueError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
     if any(stage.init_acts and stage.init_metric is None for stage in stages_for(method, cfg)):
         check_act_search(cfg.act_search, qmodel.config.metric)  # those range searches use the model's metric
+    check_last_input(qmodel, cfg)
     if cfg.weights_classes and (labels is None or len(labels) != len(images)):
         raise ValueError("class-weighted reconstruction needs the class label of every calibration image")
     torch.manual_seed(seed)  # QDrop's element-wise drops inside units use the global generator
@@ -51,7 +53,12 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     fixed = (_first_layer_as_brecq(qmodel, data[:cfg.act_init_size], cfg.act_init_metric, cfg.act_search),) \
         if cfg.first_layer == "brecq" else ()
     if cfg.last_input == "brecq":
-        _last_input_as_brecq(qmodel, data[:cfg.act_init_size], cfg.act_init_metric, cfg.act_search)
+        # the range search of the method's other initial ranges: QDrop's reference variant searches
+        # on the float network with its own metric; the others search with the model's metric
+        qdrop_reference = cfg.variant == "reference" and method == "qdrop"
+        _last_input_as_brecq(qmodel, data[:cfg.act_init_size],
+                             cfg.act_init_metric if qdrop_reference else qmodel.config.metric, cfg.act_search,
+                             float_acts=qdrop_reference)
     # the float network's weights, kept aside before any unit changes them (see ReconConfig.fp_weights)
     kept = {id(layer): layer.weight.detach().clone() for _, layer in qmodel.quant_layers()} \
         if cfg.fp_weights == "kept" else None
@@ -126,20 +133,56 @@ def _first_layer_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: 
     return first
 
 
-def _last_input_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: str,
-                         search: str = "histogram") -> None:
-    """The classifier's input as BRECQ's code leaves it on residual networks: at the activation
-    bit-width. Its ``set_first_last_layer_to_8bit`` gives 8 bits to the output quantizer of the
-    last block's last convolution, which the block bypasses (``disable_act_quant``): the block's
-    own output quantizer, the classifier's input, keeps ``n_bits_a``. That quantizer's range is
-    searched again at this width with ``metric`` on ``images`` through the quantized network (a
-    pass that learns activation steps sets it again before learning them)."""
+def check_last_input(qmodel: QuantizedModel, cfg: ReconConfig) -> None:
+    """Raise unless ``cfg.last_input`` applies to ``qmodel``. ``"brecq"`` needs the reference
+    preset (whose classifier input is at 8 bits; BRECQ's code leaves it at the activation
+    bit-width) and a classifier input that is a residual block's output (a residual add, maybe
+    followed by an activation: ResNet, RegNet), the only place where BRECQ's 8 bits land on a
+    quantizer its blocks bypass. Elsewhere its code gives that input 8 bits, as ``"ours"`` does."""
+    if cfg.last_input != "brecq":
+        return
+    if qmodel.config.preset != "reference":
+        raise ValueError(f"last_input='brecq' applies to the reference preset (classifier input at 8 bits), "
+                         f"not preset {qmodel.config.preset!r}, whose classifier input is already at "
+                         f"{qmodel.config.a_bits} bits; use last_input='ours'")
+    node = _last_quantizer_input(qmodel)
+    if node is None or not is_add(node):
+        found = "has no activation quantizer" if node is None else f"quantizes the output of {node.target}"
+        raise ValueError(f"last_input='brecq' applies where the classifier's input is a residual block's output "
+                         f"(ResNet, RegNet): this model {found}, not a residual add; use last_input='ours'")
+
+
+def _last_quantizer_input(qmodel: QuantizedModel) -> fx.Node | None:
+    """The node the last activation quantizer quantizes, looking through an activation function
+    (ReLU after a residual add), or None without activation quantizers."""
+    gm = qmodel.graph_module
+    mods = dict(gm.named_modules())
+    quantizers = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(mods[n.target], ActQuantizer)]
+    if not quantizers:
+        return None
+    node = quantizers[-1].args[0]
+    while is_activation(node, mods):
+        node = node.args[0]
+    return node
+
+
+def _last_input_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: str, search: str,
+                         float_acts: bool) -> None:
+    """The classifier's input as BRECQ's code leaves it where that input is a residual block's
+    output (:func:`check_last_input`): at the activation bit-width. Its
+    ``set_first_last_layer_to_8bit`` gives 8 bits to the output quantizer of the last block's
+    last convolution, which the block bypasses (``disable_act_quant``): the block's own output
+    quantizer, the classifier's input, keeps ``n_bits_a``. That quantizer's range is searched
+    again at this width with ``metric`` on ``images``, through the network as the method sets its
+    other ranges: with activations in float (``float_acts``; QDrop's reference variant, which
+    sets every range on the float network) or quantized. A pass that later sets ranges before
+    learning the steps (BRECQ's second pass, joint passes) sets this one again with the others."""
     aq = qmodel.act_quantizers()[-1]  # in execution order: the last, the classifier's input
     aq.quantizer.set_bits(qmodel.config.a_bits)
-    qmodel.set_quant_state(weights=True, acts=True)
+    qmodel.set_quant_state(weights=True, acts=not float_acts)
     aq.quantizer.enabled = False  # observed, not applied, until its range is set
     _set_range(qmodel, aq, images, metric, search)
-    aq.quantizer.enabled = True
+    qmodel.set_quant_state(weights=True, acts=True)
 
 
 @dataclasses.dataclass
