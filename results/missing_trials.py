@@ -158,6 +158,8 @@ def main() -> None:
     p.add_argument("--until", default=None, help="HH:MM (local time): start no trial expected to end later")
     p.add_argument("--claims", default=None, help="folder of claims shared by lanes that walk the whole queue")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help="only the queue's trials of these models (e.g. leave out those a lane cannot finish)")
     p.add_argument("--list", action="store_true", help="print the missing trials and stop")
     a = p.parse_args()
     if not 0 <= a.lane < a.lanes:
@@ -183,6 +185,12 @@ def main() -> None:
     jobs = []
     queue = {"recon": lambda: recon_queue(main_store), "family": family_queue,
              "rerun": lambda: rerun_queue(main_store)}[a.queue]()
+    if a.models:
+        unknown = sorted(set(a.models) - {given["model"] for given in queue})
+        if unknown:
+            sys.exit(f"--models: {', '.join(unknown)} not in the {a.queue} queue; it holds "
+                     f"{', '.join(sorted({given['model'] for given in queue})) or 'nothing'}")
+        queue = [given for given in queue if given["model"] in a.models]
     claims = Path(a.claims) if a.claims else None
     if claims:
         claims.mkdir(parents=True, exist_ok=True)
