@@ -5,7 +5,7 @@ from torch import nn
 
 from ptqlib.quant.calibration import calibrate
 from ptqlib.quant.evaluation import check_engine
-from ptqlib.quant.integer import NoIntegerPath, _integer_weight, agreement, to_integer
+from ptqlib.quant.integer import NoIntegerPath, _integer_weight, agreement, pairs_saturate, to_integer
 from ptqlib.models import CifarResNet, EfficientNetLite0, Normalized
 from ptqlib.quant.qmodel import QuantConfig, quantize_model
 
@@ -122,7 +122,8 @@ def test_eight_bit_weights_split_into_int8_parts_that_sum_to_their_levels():
 
 @pytest.mark.parametrize("make,size", [(lambda: cifar_model(depth=3), 32), (lite_model, 64)])
 def test_eight_bit_weights_match_fake_quantization_to_rare_one_level_ties(make, size):
-    qmodel = quantized(make(), 8, 8, calib_images=8, size=size)
+    a_bits = 7 if pairs_saturate() else 8  # without VNNI, 8-bit weights need 7-bit activations
+    qmodel = quantized(make(), 8, a_bits, calib_images=8, size=size)
     imodel = to_integer(qmodel)
     x = torch.rand(8, 3, size, size)
     total = differing = 0
@@ -133,6 +134,43 @@ def test_eight_bit_weights_match_fake_quantization_to_rare_one_level_ties(make, 
     assert differing <= 1e-4 * total
     with torch.no_grad():
         assert (qmodel(x).argmax(1) == imodel(x).argmax(1)).double().mean().item() >= 0.99
+
+
+def test_a_cpu_whose_pairs_of_products_saturate_refuses_only_layers_past_the_bound(monkeypatch):
+    """Without VNNI, oneDNN's AVX2 kernels add pairs of uint8 x int8 products in 16 bits: 8-bit
+    weights (levels to 128) with 8-bit activations (to 255) can pass 32,767 and are refused;
+    7-bit activations or 6-bit weights stay within it. With VNNI nothing is refused."""
+    import ptqlib.quant.integer as integer
+
+    monkeypatch.setattr(integer, "pairs_saturate", lambda: True)
+    with pytest.raises(NoIntegerPath, match=r"no VNNI.*2 x 255 x 12[0-8] = \d+ > 32767.*engine 'fake'"):
+        to_integer(quantized(cifar_model(depth=3), 8, 8, calib_images=8))
+    for w_bits, a_bits in [(8, 7), (6, 8), (4, 4)]:
+        to_integer(quantized(cifar_model(depth=3), w_bits, a_bits, calib_images=8))
+    monkeypatch.setattr(integer, "pairs_saturate", lambda: False)
+    to_integer(quantized(cifar_model(depth=3), 8, 8, calib_images=8))
+
+
+def test_a_sweep_refuses_int8_widths_that_saturate_before_its_first_trial(monkeypatch, tiny_data, tmp_path):
+    import ptqlib.quant.integer as integer
+    from ptqlib.study.settings import trial_config
+    from ptqlib.study.store import ResultsStore
+    from ptqlib.study.sweep import run_sweep
+
+    monkeypatch.setattr(integer, "pairs_saturate", lambda: True)
+    integer.check_widths(8, 7)
+    integer.check_widths(6, 8)
+    with pytest.raises(NoIntegerPath, match=r"^engine 'int8' at W7A8 on this CPU \(no VNNI\).*2 x 255 x 127 = 64770"):
+        integer.check_widths(7, 8)
+    weights = tmp_path / "w.pt"
+    torch.save(randomize_bn(CifarResNet(3, num_classes=3), seed=5).state_dict(), weights)
+    cells = [trial_config(model="resnet20", dataset=f"folder:{tiny_data}", weights=str(weights), calib_size=16,
+                          w_bits=w, a_bits=8, engine="int8") for w in (4, 8)]
+    store = ResultsStore(tmp_path / "s.sqlite")
+    with pytest.raises(NoIntegerPath, match="W8A8"):
+        run_sweep(cells, store, progress=False)
+    assert not store.existing_keys()  # the W4A8 trial did not run either
+    assert run_sweep(cells[:1], store, progress=False)["ran"] == 1
 
 
 def test_uncalibrated_or_disabled_quantization_is_refused():
@@ -176,7 +214,8 @@ def test_bench_reports_the_int8_engine_beside_fake_quantization(capsys, tiny_dat
         assert res[key] > 0
     assert res["int8_trial_s"] == pytest.approx(res["calib_s"] + res["int8_convert_s"] + res["int8_eval_s"], abs=2e-3)
     assert 0.9 <= res["int8_agreement"] <= 1 and res["int8_max_class_diff"] >= 0
-    assert main([*args, "--w-bits", "8", "--a-bits", "8"]) == 0  # 8-bit weights: split into int8 parts
+    a_bits = "7" if pairs_saturate() else "8"  # without VNNI, 8-bit weights need 7-bit activations
+    assert main([*args, "--w-bits", "8", "--a-bits", a_bits]) == 0  # 8-bit weights: split into int8 parts
     res = json.loads(capsys.readouterr().out)
     assert "int8_skipped" not in res and res["int8_eval_s"] > 0 and 0.9 <= res["int8_agreement"] <= 1
 

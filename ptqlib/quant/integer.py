@@ -43,8 +43,14 @@ What runs where:
   in float and the result requantized with the fake quantizer's own arithmetic. That is float32
   rounding of the same kind as the fused requantization's (a part's scaled accumulator is
   rounded once more before the sum), at the cost of one more convolution per extra part and a
-  few float elementwise passes, for those layers only. (The trial setting ``engine`` int8 still refuses 8-bit
-  weights: :mod:`ptqlib.study.settings`.)
+  few float elementwise passes, for those layers only.
+- CPUs without VNNI: there oneDNN's int8 convolutions (AVX2) add pairs of ``uint8 x int8``
+  products in saturating 16-bit lanes, exact only while ``2 * (2**a - 1) * max|q - z|`` stays
+  within 32,767 (measured on a randomly initialised ResNet-20 at W8A8: outputs up to 13 levels off; at W8A7, W7A7 and
+  W4A4 one level at most, as on a VNNI CPU). Such a CPU refuses a layer past that bound
+  (:func:`pairs_saturate`), and a trial its bit-widths before any work (:func:`check_widths`):
+  weights of at most 6 bits run with any activation width, 8-bit weights with activations of at
+  most 7 bits.
 - The option-A shortcut (stride-2 slicing, zero channels) runs on the ``uint8`` tensor; the
   padded channels hold the zero point, which is the real value 0.
 - Everything our fake-quantized model computes in float stays in float, with the same values:
@@ -91,6 +97,7 @@ from ptqlib.quant.qmodel import QUANT_LAYERS, ActQuantizer, QuantConv2d, Quantiz
 # models whose every quantized layer between the first and the last activation quantizer has
 # an integer path (verified by tests and by the agreement measured on the test sets)
 INTEGER_MODELS = (*CIFAR_DEPTHS, "efficientnet_lite0")
+INT16_MAX = 2**15 - 1
 
 
 class NoIntegerPath(ValueError):
@@ -249,9 +256,45 @@ def _integer_weight(layer: QuantConv2d, name: str) -> tuple[list[torch.Tensor], 
     return parts, scale
 
 
+def pairs_saturate() -> bool:
+    """Whether this CPU's oneDNN int8 convolutions add pairs of ``uint8 x int8`` products in
+    saturating 16-bit lanes: without VNNI (AVX-512 VNNI, AVX-VNNI or AMX) its AVX2 kernels do
+    (``vpmaddubsw``). Where PyTorch cannot tell, assume they do."""
+    has_vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+    return has_vnni is None or not has_vnni()
+
+
+def check_widths(w_bits: int, a_bits: int) -> None:
+    """Refuse, before any work, bit-widths at which a layer's pairs of products can pass 16 bits
+    on this CPU (:func:`pairs_saturate`; weight levels ``q - z`` reach ``2**w_bits - 1``, held in
+    ``int8`` parts of at most 128)."""
+    largest, qmax = min(2**w_bits - 1, 128), 2**a_bits - 1
+    if pairs_saturate() and 2 * qmax * largest > INT16_MAX:
+        raise NoIntegerPath(
+            f"engine 'int8' at W{w_bits}A{a_bits} on this CPU (no VNNI): oneDNN adds pairs of uint8 x int8 "
+            f"products in saturating 16-bit lanes, and 2 x {qmax} x {largest} = {2 * qmax * largest} > {INT16_MAX}; "
+            f"it stays exact with activations of at most 7 bits or weights of at most 6 bits "
+            f"(or use engine 'fake', or a CPU with VNNI)")
+
+
+def _check_pairs(parts: list[torch.Tensor], qin: _QParams, name: str) -> None:
+    """Refuse a convolution whose pairs of products could saturate 16 bits on this CPU."""
+    if not pairs_saturate():
+        return
+    largest = max(int(p.abs().max()) for p in parts)
+    if 2 * qin.qmax * largest > INT16_MAX:
+        raise NoIntegerPath(
+            f"layer {name}: on this CPU (no VNNI) oneDNN adds pairs of uint8 x int8 products in saturating 16-bit "
+            f"lanes, and inputs up to {qin.qmax} times weight levels up to {largest} reach "
+            f"2 x {qin.qmax} x {largest} = {2 * qin.qmax * largest} > {INT16_MAX}; integer evaluation here stays "
+            f"within that bound with activations of at most 7 bits or weights of at most 6 bits "
+            f"(or use engine 'fake', or a CPU with VNNI)")
+
+
 def _conv_fn(layer: QuantConv2d, name: str, chain: _Chain, qin: _QParams, qout: _QParams,
              qother: _QParams | None, other_dies: bool):
     parts, w_scale = _integer_weight(layer, name)
+    _check_pairs(parts, qin, name)
     if isinstance(layer.padding, str):
         raise NoIntegerPath(f"layer {name}: padding {layer.padding!r} has no integer path (give it as numbers)")
     stride, padding, dilation = list(layer.stride), list(layer.padding), list(layer.dilation)

@@ -19,6 +19,7 @@ from ptqlib.quant.calibration import calibrate_activations, calibrate_weights
 from ptqlib.study.calibset import CalibSet, CalibSpec, build_calibration_set
 from ptqlib.data import Split, cache_dir, load_calibration_pool, load_split, save_atomic
 from ptqlib.quant.evaluation import evaluated
+from ptqlib.quant.integer import check_widths
 from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accuracy, predict_with_confidence
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, quantize_model
@@ -240,6 +241,8 @@ class TrialContext:
         if cfg.engine == "int8" and self.device.type != "cpu":
             raise ValueError(f"engine 'int8' evaluates on the CPU's int8 kernels; device {str(self.device)!r} "
                              "is not supported, use device cpu")
+        if cfg.engine == "int8":
+            check_widths(cfg.quant.w_bits, cfg.quant.a_bits)
 
     def evaluate(self, cfg: TrialConfig, qmodel: QuantizedModel, calib: CalibSet, calib_seconds: float) -> TrialResult:
         """The trial's result from its quantized model, evaluated by the trial's engine
