@@ -185,16 +185,18 @@ def main() -> None:
     jobs = []
     queue = {"recon": lambda: recon_queue(main_store), "family": family_queue,
              "rerun": lambda: rerun_queue(main_store)}[a.queue]()
-    if a.models:
+    if a.models and queue:
         unknown = sorted(set(a.models) - {given["model"] for given in queue})
         if unknown:
             sys.exit(f"--models: {', '.join(unknown)} not in the {a.queue} queue; it holds "
-                     f"{', '.join(sorted({given['model'] for given in queue})) or 'nothing'}")
-        queue = [given for given in queue if given["model"] in a.models]
+                     f"{', '.join(sorted({given['model'] for given in queue}))}")
     claims = Path(a.claims) if a.claims else None
     if claims:
         claims.mkdir(parents=True, exist_ok=True)
+    # lanes split the whole queue by position, so lanes given different --models still split it alike
     for given in (queue if claims else queue[a.lane::a.lanes]):
+        if a.models and given["model"] not in a.models:
+            continue
         cfg = trial_config(**given)
         ctx = context(cfg, "cpu")
         key = row_key(cfg, ctx.weights_fp, ctx.data_fp)

@@ -153,24 +153,28 @@ def test_a_cpu_whose_pairs_of_products_saturate_refuses_only_layers_past_the_bou
 
 def test_a_sweep_refuses_int8_widths_that_saturate_before_its_first_trial(monkeypatch, tiny_data, tmp_path):
     import ptqlib.quant.integer as integer
-    from ptqlib.study.settings import trial_config
+    from ptqlib.study.settings import int8_input_bits, trial_config
     from ptqlib.study.store import ResultsStore
     from ptqlib.study.sweep import run_sweep
 
     monkeypatch.setattr(integer, "pairs_saturate", lambda: True)
     integer.check_widths(8, 7)
     integer.check_widths(6, 8)
-    with pytest.raises(NoIntegerPath, match=r"^engine 'int8' at W7A8 on this CPU \(no VNNI\).*2 x 255 x 127 = 64770"):
+    with pytest.raises(NoIntegerPath, match=r"^engine 'int8' with 7-bit weights and 8-bit inputs .*\(no VNNI\).*2 x 255 x 127 = 64770"):
         integer.check_widths(7, 8)
     weights = tmp_path / "w.pt"
     torch.save(randomize_bn(CifarResNet(3, num_classes=3), seed=5).state_dict(), weights)
     cells = [trial_config(model="resnet20", dataset=f"folder:{tiny_data}", weights=str(weights), calib_size=16,
                           w_bits=w, a_bits=8, engine="int8") for w in (4, 8)]
     store = ResultsStore(tmp_path / "s.sqlite")
-    with pytest.raises(NoIntegerPath, match="W8A8"):
+    with pytest.raises(NoIntegerPath, match="8-bit weights and 8-bit inputs"):
         run_sweep(cells, store, progress=False)
     assert not store.existing_keys()  # the W4A8 trial did not run either
     assert run_sweep(cells[:1], store, progress=False)["ran"] == 1
+    # BRECQ's first-layer convention keeps the first layer's output, a convolution's input, at 8 bits
+    first = trial_config(model="resnet20", w_bits=8, a_bits=4, engine="int8", optimizer="brecq",
+                         variant="reference", first_layer="brecq")
+    assert int8_input_bits(first) == 8 and int8_input_bits(trial_config(w_bits=8, a_bits=4)) == 4
 
 
 def test_uncalibrated_or_disabled_quantization_is_refused():

@@ -115,3 +115,13 @@ def test_the_queues_that_read_the_store_are_shared_by_claims_only(monkeypatch, t
                                          str(tmp_path / "main.sqlite"), "--lane", "1", "--lanes", "2", "--list"])
         with pytest.raises(SystemExit, match=f"the {queue} queue depends on the main store .* --claims DIR"):
             missing_trials.main()
+
+
+def test_models_must_name_models_of_the_queue(monkeypatch, tmp_path):
+    import pytest
+
+    held = sorted({q["model"] for q in missing_trials.family_queue()})
+    monkeypatch.setattr("sys.argv", ["missing_trials.py", "family", "--store", str(tmp_path / "side.sqlite"), "--main",
+                                     str(tmp_path / "main.sqlite"), "--models", "resnet999", held[0], "--list"])
+    with pytest.raises(SystemExit, match=f"^--models: resnet999 not in the family queue; it holds {', '.join(held)}$"):
+        missing_trials.main()

@@ -1114,3 +1114,6 @@ def test_parts_frame_keeps_small_ratios_readable():
     assert V.parts_frame([mixed])[["estimate", "interval"]].values.tolist() == [["0.054", "[0.027, 0.110]"]]
     tiny = V.Part("4", "spread", V.INCONCLUSIVE, 0.0000412, (0.0000105, 0.0000733), None, 5, 0.8, ">", "x")
     assert V.parts_frame([tiny])["interval"].tolist() == ["[0.0000105, 0.0000733]"]  # no exponent
+    near_zero = V.Part("3", "drop", V.INCONCLUSIVE, -0.0004, (-0.3, float("nan")), (-0.5, 0.5), 5, 0.0, ">", "points")
+    row = V.parts_frame([near_zero]).iloc[0]
+    assert (row["estimate"], row["interval"], row["chance band"]) == ("0.000", "", "[-0.500, 0.500]")  # no "-0.000"

@@ -929,15 +929,18 @@ def parts_frame(parts: list[Part]) -> pd.DataFrame:
         largest = max((abs(v) for v in values), default=0.0)
         return 2 if largest == 0 else max(2, 2 - math.floor(math.log10(largest)))
 
+    def number(v, d):
+        return f"{round(v, d) + 0.0:.{d}f}"  # + 0.0: a value that rounds to zero prints without a sign
+
     def span(pair, d):
-        return "" if pair is None or not np.isfinite(pair[0]) else f"[{pair[0]:.{d}f}, {pair[1]:.{d}f}]"
+        return "" if pair is None or not np.all(np.isfinite(pair)) else f"[{number(pair[0], d)}, {number(pair[1], d)}]"
 
     def rounded(p):
         return None if p is None else round(p, 3)
 
     frame = pd.DataFrame([{"claim": p.claim, "part": p.part, "verdict": p.verdict,
                            "estimate": "" if p.estimate is None or not np.isfinite(p.estimate)
-                           else f"{p.estimate:.{decimals(p)}f}",
+                           else number(p.estimate, decimals(p)),
                            "interval": span(p.ci, decimals(p)),
                            "effect": "chance" if p.effect is None else f"{p.direction} {p.effect:g}",
                            "chance band": span(p.chance, decimals(p)), "p (chance)": rounded(p.p_chance),

@@ -259,9 +259,11 @@ def _integer_weight(layer: QuantConv2d, name: str) -> tuple[list[torch.Tensor], 
 def pairs_saturate() -> bool:
     """Whether this CPU's oneDNN int8 convolutions add pairs of ``uint8 x int8`` products in
     saturating 16-bit lanes: without VNNI (AVX-512 VNNI, AVX-VNNI or AMX) its AVX2 kernels do
-    (``vpmaddubsw``). Where PyTorch cannot tell, assume they do."""
-    has_vnni = getattr(torch.cpu, "_is_vnni_supported", None)
-    return has_vnni is None or not has_vnni()
+    (``vpmaddubsw``). Where PyTorch cannot tell, and on CPUs other than x86 (not measured), assume
+    they do."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    found = capabilities() if capabilities is not None else {}
+    return not any(found.get(name) for name in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def check_widths(w_bits: int, a_bits: int) -> None:
@@ -271,7 +273,8 @@ def check_widths(w_bits: int, a_bits: int) -> None:
     largest, qmax = min(2**w_bits - 1, 128), 2**a_bits - 1
     if pairs_saturate() and 2 * qmax * largest > INT16_MAX:
         raise NoIntegerPath(
-            f"engine 'int8' at W{w_bits}A{a_bits} on this CPU (no VNNI): oneDNN adds pairs of uint8 x int8 "
+            f"engine 'int8' with {w_bits}-bit weights and {a_bits}-bit inputs to its convolutions on this CPU (no "
+            f"VNNI): oneDNN adds pairs of uint8 x int8 "
             f"products in saturating 16-bit lanes, and 2 x {qmax} x {largest} = {2 * qmax * largest} > {INT16_MAX}; "
             f"it stays exact with activations of at most 7 bits or weights of at most 6 bits "
             f"(or use engine 'fake', or a CPU with VNNI)")

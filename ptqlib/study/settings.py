@@ -259,6 +259,13 @@ class TrialConfig:
         return cls(**{**d, "quant": QuantConfig(**d["quant"]), "calib": CalibSpec(**d["calib"]), "recon": recon})
 
 
+def int8_input_bits(cfg: TrialConfig) -> int:
+    """The widest activation an int8 convolution of the trial reads: the activation bit-width, or
+    8 where BRECQ's first-layer convention keeps the first layer's output at 8 bits."""
+    first_at_8 = cfg.recon is not None and cfg.recon.first_layer == "brecq"
+    return max(cfg.quant.a_bits, 8) if first_at_8 else cfg.quant.a_bits
+
+
 def row_key(cfg: TrialConfig, weights_fp: str, data_fp: str) -> str:
     """The store key of a trial: its configuration and the exact weights and data."""
     return hashlib.sha256(f"{cfg.key()}|{weights_fp}|{data_fp}".encode()).hexdigest()[:24]

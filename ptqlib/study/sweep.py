@@ -15,7 +15,7 @@ from ptqlib.quant.qmodel import quantize_model
 from ptqlib.quant.recon import check_last_input
 from ptqlib.study.store import ResultsStore, row_key, trial_row
 from ptqlib.study import settings
-from ptqlib.study.settings import TrialConfig
+from ptqlib.study.settings import TrialConfig, int8_input_bits
 from ptqlib.study.trial import TrialContext, default_device
 
 def expand_grid(base: TrialConfig | dict, factors: dict[str, list], seeds: Iterable[int]) -> list[TrialConfig]:
@@ -73,8 +73,9 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
         keyed.setdefault(row_key(cfg, ctx.weights_fp, ctx.data_fp), cfg)
     refill = store.keys_without_ece() & set(keyed) if fill_ece else set()
     todo = [cfg for key, cfg in keyed.items() if key not in done or key in refill]
-    for w_bits, a_bits in sorted({(c.quant.w_bits, c.quant.a_bits) for c in todo if c.engine == "int8"}):
-        check_widths(w_bits, a_bits)  # this CPU's int8 kernels, for the trials that will run
+    if scheduler is None:  # this CPU's int8 kernels run the trials (a scheduler's workers check their own)
+        for w_bits, a_bits in sorted({(c.quant.w_bits, int8_input_bits(c)) for c in todo if c.engine == "int8"}):
+            check_widths(w_bits, a_bits)
     bar = progress_bar(total=len(todo), desc="trials", unit="trial", disable=not progress, smoothing=0.1)
 
     def save(row: dict) -> None:

@@ -24,7 +24,7 @@ from ptqlib.metrics import accuracy, expected_calibration_error, per_class_accur
 from ptqlib.models import CIFAR_DEPTHS, build_model, check_model, default_weights, model_info
 from ptqlib.quant.qmodel import QuantConfig, QuantizedModel, quantize_model
 from ptqlib.quant.recon import reconstruct
-from ptqlib.study.settings import TrialConfig, row_key
+from ptqlib.study.settings import TrialConfig, int8_input_bits, row_key
 
 DEVICE_ENV = "PTQ_DEVICE"  # the default device of trials when none is given (cpu when unset)
 
@@ -242,7 +242,7 @@ class TrialContext:
             raise ValueError(f"engine 'int8' evaluates on the CPU's int8 kernels; device {str(self.device)!r} "
                              "is not supported, use device cpu")
         if cfg.engine == "int8":
-            check_widths(cfg.quant.w_bits, cfg.quant.a_bits)
+            check_widths(cfg.quant.w_bits, int8_input_bits(cfg))
 
     def evaluate(self, cfg: TrialConfig, qmodel: QuantizedModel, calib: CalibSet, calib_seconds: float) -> TrialResult:
         """The trial's result from its quantized model, evaluated by the trial's engine

@@ -147,7 +147,7 @@ def check_last_input(qmodel: QuantizedModel, cfg: ReconConfig) -> None:
                          f"{qmodel.config.a_bits} bits; use last_input='ours'")
     node = _last_quantizer_input(qmodel)
     if node is None or not is_add(node):
-        found = "has no activation quantizer" if node is None else f"quantizes the output of {node.target}"
+        found = "has no activation quantizer" if node is None else f"quantizes the output of {node.name}"
         raise ValueError(f"last_input='brecq' applies where the classifier's input is a residual block's output "
                          f"(ResNet, RegNet): this model {found}, not a residual add; use last_input='ours'")
 
@@ -179,7 +179,7 @@ def _last_input_as_brecq(qmodel: QuantizedModel, images: torch.Tensor, metric: s
     learning the steps (BRECQ's second pass, joint passes) sets this one again with the others."""
     aq = qmodel.act_quantizers()[-1]  # in execution order: the last, the classifier's input
     aq.quantizer.set_bits(qmodel.config.a_bits)
-    qmodel.set_quant_state(weights=True, acts=not float_acts)
+    qmodel.set_quant_state(weights=not float_acts, acts=not float_acts)
     aq.quantizer.enabled = False  # observed, not applied, until its range is set
     _set_range(qmodel, aq, images, metric, search)
     qmodel.set_quant_state(weights=True, acts=True)
