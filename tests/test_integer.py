@@ -143,7 +143,7 @@ def test_a_cpu_whose_pairs_of_products_saturate_refuses_only_layers_past_the_bou
     import ptqlib.quant.integer as integer
 
     monkeypatch.setattr(integer, "pairs_saturate", lambda: True)
-    with pytest.raises(NoIntegerPath, match=r"no VNNI.*2 x 255 x 12[0-8] = \d+ > 32767.*engine 'fake'"):
+    with pytest.raises(NoIntegerPath, match=r"^layer \S+ on this CPU \(no VNNI\).*2 x 255 x 12[0-8] = \d+ > 32767.*engine 'fake'"):
         to_integer(quantized(cifar_model(depth=3), 8, 8, calib_images=8))
     for w_bits, a_bits in [(8, 7), (6, 8), (4, 4)]:
         to_integer(quantized(cifar_model(depth=3), w_bits, a_bits, calib_images=8))

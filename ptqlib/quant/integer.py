@@ -46,8 +46,8 @@ What runs where:
   few float elementwise passes, for those layers only.
 - CPUs without VNNI: there oneDNN's int8 convolutions (AVX2) add pairs of ``uint8 x int8``
   products in saturating 16-bit lanes, exact only while ``2 * (2**a - 1) * max|q - z|`` stays
-  within 32,767 (measured on a randomly initialised ResNet-20 at W8A8: outputs up to 13 levels off; at W8A7, W7A7 and
-  W4A4 one level at most, as on a VNNI CPU). Such a CPU refuses a layer past that bound
+  within 32,767 (measured on a randomly initialised ResNet-20 at W8A8: outputs up to 13 levels
+  off; at W8A7, W7A7 and W4A4 one level at most, as on a VNNI CPU). Such a CPU refuses a layer past that bound
   (:func:`pairs_saturate`), and a trial its bit-widths before any work (:func:`check_widths`):
   weights of at most 6 bits run with any activation width, 8-bit weights with activations of at
   most 7 bits.
@@ -270,34 +270,25 @@ def check_widths(w_bits: int, a_bits: int) -> None:
     """Refuse, before any work, bit-widths at which a layer's pairs of products can pass 16 bits
     on this CPU (:func:`pairs_saturate`; weight levels ``q - z`` reach ``2**w_bits - 1``, held in
     ``int8`` parts of at most 128)."""
-    largest, qmax = min(2**w_bits - 1, 128), 2**a_bits - 1
+    _check_pairs(2**a_bits - 1, min(2**w_bits - 1, 128),
+                 f"engine 'int8' with {w_bits}-bit weights and {a_bits}-bit inputs to its convolutions")
+
+
+def _check_pairs(qmax: int, largest: int, subject: str) -> None:
+    """Refuse inputs up to ``qmax`` times weight levels up to ``largest`` where their pairs of
+    products could saturate 16 bits on this CPU."""
     if pairs_saturate() and 2 * qmax * largest > INT16_MAX:
         raise NoIntegerPath(
-            f"engine 'int8' with {w_bits}-bit weights and {a_bits}-bit inputs to its convolutions on this CPU (no "
-            f"VNNI): oneDNN adds pairs of uint8 x int8 "
-            f"products in saturating 16-bit lanes, and 2 x {qmax} x {largest} = {2 * qmax * largest} > {INT16_MAX}; "
-            f"it stays exact with activations of at most 7 bits or weights of at most 6 bits "
-            f"(or use engine 'fake', or a CPU with VNNI)")
-
-
-def _check_pairs(parts: list[torch.Tensor], qin: _QParams, name: str) -> None:
-    """Refuse a convolution whose pairs of products could saturate 16 bits on this CPU."""
-    if not pairs_saturate():
-        return
-    largest = max(int(p.abs().max()) for p in parts)
-    if 2 * qin.qmax * largest > INT16_MAX:
-        raise NoIntegerPath(
-            f"layer {name}: on this CPU (no VNNI) oneDNN adds pairs of uint8 x int8 products in saturating 16-bit "
-            f"lanes, and inputs up to {qin.qmax} times weight levels up to {largest} reach "
-            f"2 x {qin.qmax} x {largest} = {2 * qin.qmax * largest} > {INT16_MAX}; integer evaluation here stays "
-            f"within that bound with activations of at most 7 bits or weights of at most 6 bits "
-            f"(or use engine 'fake', or a CPU with VNNI)")
+            f"{subject} on this CPU (no VNNI): oneDNN adds pairs of uint8 x int8 products in saturating 16-bit "
+            f"lanes, and inputs up to {qmax} times weight levels up to {largest} reach 2 x {qmax} x {largest} = "
+            f"{2 * qmax * largest} > {INT16_MAX}; it stays exact with activations of at most 7 bits or weights of "
+            f"at most 6 bits (or use engine 'fake', or a CPU with VNNI)")
 
 
 def _conv_fn(layer: QuantConv2d, name: str, chain: _Chain, qin: _QParams, qout: _QParams,
              qother: _QParams | None, other_dies: bool):
     parts, w_scale = _integer_weight(layer, name)
-    _check_pairs(parts, qin, name)
+    _check_pairs(qin.qmax, max(int(p.abs().max()) for p in parts), f"layer {name}")
     if isinstance(layer.padding, str):
         raise NoIntegerPath(f"layer {name}: padding {layer.padding!r} has no integer path (give it as numbers)")
     stride, padding, dilation = list(layer.stride), list(layer.padding), list(layer.dilation)
