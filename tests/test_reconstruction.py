@@ -877,6 +877,7 @@ def test_brecqs_last_input_only_where_the_classifier_reads_a_residual_block(tiny
     from ptqlib.quant.recon import check_last_input
     from ptqlib.study.settings import trial_config
     from ptqlib.study.store import ResultsStore
+    from ptqlib.study import sweep
     from ptqlib.study.sweep import run_sweep
 
     brecq = ReconConfig(iters=4, batch_size=8, variant="reference", last_input="brecq")
@@ -896,6 +897,8 @@ def test_brecqs_last_input_only_where_the_classifier_reads_a_residual_block(tiny
     cell = trial_config(model="resnet20", dataset=f"folder:{tiny_data}", weights=str(weights), variant="reference",
                         iters=4, calib_size=16, optimizer="brecq", last_input="brecq", preset="full")
     store = ResultsStore(tmp_path / "s.sqlite")
-    with pytest.raises(ValueError, match="not preset 'full'"):
-        run_sweep([cell], store, progress=False)
+    with pytest.MonkeyPatch.context() as patch:  # refused before any data, weights or float pass
+        patch.setattr(sweep, "context", lambda *a, **k: pytest.fail("a trial context was built"))
+        with pytest.raises(ValueError, match="not preset 'full'"):
+            run_sweep([cell], store, progress=False)
     assert not store.existing_keys()

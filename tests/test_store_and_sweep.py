@@ -176,9 +176,9 @@ def test_fill_ece_reruns_old_trials_and_refuses_ones_it_cannot_reproduce(tmp_pat
     after = store.trials().set_index("key")
     assert store.keys_without_ece() == {keys[2]}  # the reproducible one got its ECE back, exactly
     assert after.loc[keys[0], "ece"] == before.loc[keys[0], "ece"] and len(after) == 3
-    ctx = sweep.context(base)  # the same context on another device (meta: no CUDA here)
-    with monkeypatch.context() as m:
-        m.setattr(ctx, "device", torch.device("meta"))
+    with monkeypatch.context() as m:  # another device (meta: no CUDA here), refused before any context
+        m.setattr(sweep, "check_device", lambda device: torch.device("meta"))
+        m.setattr(sweep, "context", lambda *a, **k: pytest.fail("a trial context was built"))
         with pytest.raises(ValueError, match="fill_ece reruns stored CPU trials .* device 'meta' cannot give"):
             run_sweep(configs, store, progress=False, fill_ece=True)
     assert store.keys_without_ece() == {keys[2]}

@@ -10,13 +10,14 @@ from __future__ import annotations
 import itertools
 from typing import Iterable
 
+from ptqlib.models import build_model
 from ptqlib.quant.integer import check_widths
 from ptqlib.quant.qmodel import quantize_model
 from ptqlib.quant.recon import check_last_input
 from ptqlib.study.store import ResultsStore, row_key, trial_row
 from ptqlib.study import settings
 from ptqlib.study.settings import TrialConfig, int8_input_bits
-from ptqlib.study.trial import TrialContext, default_device
+from ptqlib.study.trial import TrialContext, check_device, default_device
 
 def expand_grid(base: TrialConfig | dict, factors: dict[str, list], seeds: Iterable[int]) -> list[TrialConfig]:
     """Every combination of the factor levels, for every seed (seed varies fastest). ``base`` is a
@@ -57,15 +58,17 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
     ``device`` (default: :func:`default_device`). Returns counts."""
     from ptqlib.progress import progress_bar
 
-    for cfg in {(c.model, c.dataset, c.weights): c for c in configs}.values():
-        ctx = context(cfg, device)
-        if fill_ece and ctx.device.type != "cpu":
-            raise ValueError(f"fill_ece reruns stored CPU trials and keeps only exact reproductions, which "
-                             f"device {str(ctx.device)!r} cannot give; run it on the CPU (--device cpu)")
-        store.add_fp(ctx)  # also checks data and weights before any work starts
-    for cfg in {(c.model, c.dataset, c.weights, c.quant): c for c in configs
+    # what the configurations alone decide is checked before any data, weights or float pass
+    dev = check_device(device or default_device())
+    if fill_ece and dev.type != "cpu":
+        raise ValueError(f"fill_ece reruns stored CPU trials and keeps only exact reproductions, which "
+                         f"device {str(dev)!r} cannot give; run it on the CPU (--device cpu)")
+    for cfg in {(c.model, c.quant): c for c in configs
                 if c.recon is not None and c.recon.last_input != "ours"}.values():
-        check_last_input(quantize_model(context(cfg, device).model, cfg.quant), cfg.recon)
+        # the check reads the architecture only, so an untrained model of the same name serves
+        check_last_input(quantize_model(build_model(cfg.model, pretrained=False), cfg.quant), cfg.recon)
+    for cfg in {(c.model, c.dataset, c.weights): c for c in configs}.values():
+        store.add_fp(context(cfg, device))  # also checks data and weights before any work starts
     done = store.existing_keys()
     keyed = {}
     for cfg in configs:
