@@ -37,9 +37,10 @@ while the trial runs and released when its process ends however it ends, and the
 resumes from its checkpoints), and a lane looks once more at the trials it found held when it
 reaches the end of the queue. So lanes share the queue in its order, whatever each trial costs.
 Give the lanes the same ``--claims`` folder for one queue; the merge leaves out any trial two
-side stores both hold. With ``--until
-HH:MM`` (the next such time) a trial is started only if the median time of its setting's CPU
-trials in the main store says it ends before then; a setting without stored CPU trials is
+side stores both hold. With ``--until HH:MM`` (the next such time) a trial is started only if
+the median time of the last three CPU trials of its setting stored in the main store and the
+lane's side store says it ends before then (the most recent, since how many lanes share the
+cores moves a trial's time far more than its seed does); a setting without stored CPU trials is
 started (nothing to estimate from). A grid trial cut off mid-way is lost; a reconstruction trial
 resumes from its last finished unit (checkpoints under ``PTQ_CACHE``, default
 ``~/.cache/ptqlib``) while that folder lasts.
@@ -68,6 +69,8 @@ from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import context, run_sweep
 
 # trials each model's family cells should reach, filled in this order (seed by seed, every cell)
+# the stored trials of a setting whose median time decides whether a trial fits before --until
+RECENT_TRIALS = 3
 FAMILY_SEEDS = {"efficientnet_lite1": 20, "efficientnet_lite2": 20, "efficientnet_lite0": 50}
 
 
@@ -148,6 +151,23 @@ def finish(held: IO) -> None:
     held.close()
 
 
+def expected_seconds(cfg, stores, recent: int = RECENT_TRIALS) -> float:
+    """What a trial of ``cfg``'s setting is expected to take on this CPU: the median seconds
+    (calibration and evaluation) of the ``recent`` most recently stored CPU trials of the same
+    setting (any seed) in ``stores``, or 0 where none is stored (nothing to estimate from). The
+    most recent ones, because a trial's time depends mostly on how many lanes share the cores,
+    which changes between runs far more than between seeds; a lane's own side store is among
+    ``stores`` so that its estimate follows the load it runs under once it has stored a trial."""
+    if recent < 1:
+        raise ValueError(f"recent must be at least 1, got {recent}")
+    where = {k: v for k, v in columns(cfg).items() if k != "seed"}
+    rows = pd.concat([store.trials(**where) for store in stores], ignore_index=True)
+    cpu = rows["device"].isna() | (rows["device"] == "cpu")
+    rows = rows[cpu & rows["created"].notna()].sort_values("created")
+    seconds = (rows["calib_s"] + rows["eval_s"]).dropna().tail(recent)
+    return float(seconds.median()) if len(seconds) else 0.0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("queue", choices=["recon", "rerun", "family"])
@@ -211,9 +231,7 @@ def main() -> None:
     for attempt in (jobs, held_elsewhere):
         for given, cfg, key in list(attempt):
             if deadline is not None:
-                rows = main_store.trials(**{k: v for k, v in columns(cfg).items() if k != "seed"})
-                seconds = (rows["calib_s"] + rows["eval_s"])[rows["device"].isna() | (rows["device"] == "cpu")].dropna()
-                expected = float(seconds.median()) if len(seconds) else 0.0
+                expected = expected_seconds(cfg, (main_store, side))
                 if dt.datetime.now() + dt.timedelta(seconds=expected) > deadline:
                     print(f"skip {given}: about {expected / 60:.0f} min, past {a.until}", flush=True)
                     continue

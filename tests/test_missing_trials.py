@@ -125,3 +125,39 @@ def test_models_must_name_models_of_the_queue(monkeypatch, tmp_path):
                                      str(tmp_path / "main.sqlite"), "--models", "resnet999", held[0], "--list"])
     with pytest.raises(SystemExit, match=f"^--models: resnet999 not in the family queue; it holds {', '.join(held)}$"):
         missing_trials.main()
+
+
+def test_a_trial_is_expected_to_take_what_the_latest_cpu_trials_of_its_setting_took(tmp_path):
+    import json
+    from dataclasses import replace
+
+    import pytest
+
+    from ptqlib.study.settings import columns, row_key
+    from ptqlib.study.store import ResultsStore
+
+    cfg = trial_config(model="resnet20", optimizer="adaround", iters=20000, calib_size=1024, seed=0)
+    other = trial_config(model="resnet20", optimizer="brecq", iters=20000, calib_size=1024, seed=0)
+    main, side = ResultsStore(tmp_path / "main.sqlite"), ResultsStore(tmp_path / "side.sqlite")
+
+    def add(store, c, seed, seconds, created, device="cpu"):
+        c = replace(c, seed=seed)
+        store.add_trial({"key": row_key(c, "w", "d"), "config_key": c.key(), "config": json.dumps(c.to_dict()),
+                         **columns(c), "avg": 90.0, "worst_class": "a", "worst_acc": 80.0, "per_class": "{}",
+                         "calib_counts": "{}", "noise_images": 0, "preds": b"", "calib_s": seconds - 10.0,
+                         "eval_s": 10.0, "version": "test", "data_fp": "d", "weights_fp": "w",
+                         "created": created, "device": device})
+
+    assert missing_trials.expected_seconds(cfg, (main, side)) == 0.0  # nothing to estimate from
+    for seed, (seconds, created) in enumerate([(4000, 1), (3600, 2), (3800, 3), (1400, 4)]):
+        add(main, cfg, seed, seconds, created)  # slow trials under a heavier load, then one quick one
+    add(main, cfg, 9, 60, 10, device="cuda")  # a GPU trial says nothing about this CPU
+    add(main, other, 0, 100, 11)  # nor does another setting
+    # the median of the last three CPU trials of the setting (3600, 3800, 1400), not of all four
+    assert missing_trials.expected_seconds(cfg, (main, side)) == 3600.0
+    assert missing_trials.expected_seconds(cfg, (main,), recent=10) == pytest.approx(3700.0)
+    add(side, cfg, 5, 1300, 20)  # the lane's own trial, under the load it runs under now
+    add(side, cfg, 6, 1200, 21)
+    assert missing_trials.expected_seconds(cfg, (main, side)) == 1300.0
+    with pytest.raises(ValueError, match="recent must be at least 1, got 0"):
+        missing_trials.expected_seconds(cfg, (main, side), recent=0)
