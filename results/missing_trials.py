@@ -38,8 +38,8 @@ resumes from its checkpoints), and a lane looks once more at the trials it found
 reaches the end of the queue. So lanes share the queue in its order, whatever each trial costs.
 Give the lanes the same ``--claims`` folder for one queue; the merge leaves out any trial two
 side stores both hold. With ``--until HH:MM`` (the next such time) a trial is started only if
-the median time of the last three CPU trials of its setting stored in the main store and the
-lane's side store says it ends before then (the most recent, since how many lanes share the
+the median time of the last ``RECENT_TRIALS`` CPU trials of its setting stored in the main store
+and the lane's side store says it ends before then (the most recent, since how many lanes share the
 cores moves a trial's time far more than its seed does); a setting without stored CPU trials is
 started (nothing to estimate from). A grid trial cut off mid-way is lost; a reconstruction trial
 resumes from its last finished unit (checkpoints under ``PTQ_CACHE``, default
