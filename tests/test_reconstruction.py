@@ -199,11 +199,10 @@ EARLIER_WEIGHT_SUMS = {
 def test_same_seed_reproduces_the_earlier_rounding(method):
     """The fused step computes the same values and, up to summation order, the same gradients,
     and draws the same random batches and QDrop masks. Float-level differences (summation order,
-    and the CPU's own kernels: the sums were recorded on an Intel CPU, an AMD CPU's kernels round
-    a few late weights the other way) move the layer sums by a few units: on one AMD CPU by 3
-    (AdaRound), 35 (BRECQ) and 7 (QDrop) in all, on another (AVX-512) by 0, 13 and 21, the same
-    with one thread or two. Another seed (4) moves them by 66 to 76 on both, past every bound
-    below, and changes the first units' sums, so a changed batch draw or mask fails this test."""
+    and the CPU's own kernels, which round a few late weights the other way) move the layer sums
+    by a few units: at most 3 (AdaRound), 35 (BRECQ) and 21 (QDrop) in all on the CPUs checked,
+    with one thread or two. Another seed (4) moves them by 66 to 76, past every bound below, and
+    changes the first units' sums, so a changed batch draw or mask fails this test."""
     _, qmodel, images = calibrated()
     reconstruct(qmodel, images, method, ReconConfig(iters=60, batch_size=8), seed=3, progress=False)
     sums = [int(torch.round(layer.weight / layer.weight_quantizer.scale.view(-1, *[1] * (layer.weight.dim() - 1)))
