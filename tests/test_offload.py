@@ -93,6 +93,34 @@ def test_a_stopped_reconstruction_trial_resumes_from_its_last_unit(tmp_path, bas
     assert ctx.earlier_seconds > 0 and resumed.calib_seconds > ctx.earlier_seconds  # the stopped run's units count
 
 
+def test_a_trial_stopped_after_its_reconstruction_keeps_it_until_the_row_is_stored(tmp_path, base, monkeypatch):
+    from ptqlib.quant.recon import passes
+    from ptqlib.study import trial
+    from ptqlib.study.sweep import context
+
+    cfg = replace(base, optimizer="brecq", seed=4)  # two passes: the finished state is the second's
+    ctx = context(cfg)
+    expected = ctx.run(cfg)
+    assert not ctx.checkpoint_path(cfg).exists()  # a plain run leaves nothing behind
+    real_predict, calls = trial.predict_with_confidence, []
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trial, "predict_with_confidence", stopped)  # stopped during the evaluation
+    store = ResultsStore(tmp_path / "s.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep([cfg], store, progress=False)
+    assert ctx.checkpoint_path(cfg).exists() and not store.existing_keys()
+    monkeypatch.setattr(trial, "predict_with_confidence", real_predict)
+    real_unit = passes.reconstruct_unit
+    monkeypatch.setattr(passes, "reconstruct_unit", lambda *a, **k: (calls.append(a[0]), real_unit(*a, **k))[1])
+    assert run_sweep([cfg], store, progress=False)["ran"] == 1
+    assert calls == [] and not ctx.checkpoint_path(cfg).exists()  # restored, not reconstructed; then deleted
+    stored = sqlite3.connect(store.path).execute("SELECT avg, calib_s FROM trials").fetchone()
+    assert stored[0] == expected.avg and stored[1] > 0  # the restored units' seconds count
+
+
 def test_the_offload_commands_export_run_and_import(tmp_path, base, capsys):
     import json
 

@@ -17,7 +17,7 @@ from ptqlib.quant.recon import check_last_input
 from ptqlib.study.store import ResultsStore, row_key, trial_row
 from ptqlib.study import settings
 from ptqlib.study.settings import TrialConfig, int8_input_bits
-from ptqlib.study.trial import TrialContext, check_device, default_device
+from ptqlib.study.trial import TrialContext, check_device, default_device, forget_checkpoint
 
 def expand_grid(base: TrialConfig | dict, factors: dict[str, list], seeds: Iterable[int]) -> list[TrialConfig]:
     """Every combination of the factor levels, for every seed (seed varies fastest). ``base`` is a
@@ -45,10 +45,12 @@ def context(cfg: TrialConfig, device: str | None = None) -> TrialContext:
 
 
 def run_one(cfg_dict: dict, device: str | None = None) -> dict:
-    """Run one trial from its configuration dict; returns the store row (runs on any worker)."""
+    """Run one trial from its configuration dict; returns the store row (runs on any worker). A
+    reconstruction's finished state stays checkpointed until the row is stored (see ``save`` in
+    :func:`run_sweep`), so a run stopped after the reconstruction does not lose it."""
     cfg = TrialConfig.from_dict(cfg_dict)
     ctx = context(cfg, device)
-    return trial_row(ctx.run(cfg), ctx)
+    return trial_row(ctx.run(cfg, keep_checkpoint=True), ctx)
 
 
 def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1, scheduler: str | None = None,
@@ -86,6 +88,7 @@ def run_sweep(configs: list[TrialConfig], store: ResultsStore, workers: int = 1,
             store.fill_ece(row)
         else:
             store.add_trial(row)
+        forget_checkpoint(row["key"])  # the worker's, when it shares this machine's cache
 
     if workers <= 1 and scheduler is None:
         for cfg in todo:

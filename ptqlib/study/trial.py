@@ -85,6 +85,16 @@ class TrialResult:
         return self.calib_seconds + self.eval_seconds
 
 
+def checkpoint_file(key: str) -> Path:
+    """Where the reconstruction of the trial with row key ``key`` saves its progress."""
+    return cache_dir() / "recon" / f"{key}.pt"
+
+
+def forget_checkpoint(key: str) -> None:
+    """Delete the reconstruction checkpoint of the trial with row key ``key``, once its result is stored."""
+    checkpoint_file(key).unlink(missing_ok=True)
+
+
 def resolve_weights(model: str, dataset: str, weights: str | None) -> str | None:
     """The checkpoint a trial uses: the one given, else the project's fine-tuned weights for
     ``dataset``, else the public pretrained ones (downloaded when needed)."""
@@ -194,22 +204,25 @@ class TrialContext:
         qmodel.set_quant_state(weights=True, acts=True)
         return qmodel
 
-    def quantize(self, cfg: TrialConfig, images: torch.Tensor, labels: torch.Tensor | None = None) -> QuantizedModel:
+    def quantize(self, cfg: TrialConfig, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 keep_checkpoint: bool = False) -> QuantizedModel:
         """:meth:`calibrated`, then the reconstruction of ``cfg`` (if any) on all the images.
         ``earlier_seconds`` is then what the units restored from a checkpoint took in the run
-        that reconstructed them (0 for a reconstruction that ran whole here)."""
+        that reconstructed them (0 for a reconstruction that ran whole here). With
+        ``keep_checkpoint`` the finished reconstruction stays in :meth:`checkpoint_path` (see
+        :func:`ptqlib.quant.recon.reconstruct`) until :func:`forget_checkpoint` deletes it."""
         qmodel = self.calibrated(cfg, images)
         self.earlier_seconds = 0.0
         if cfg.recon is not None:
             reports = reconstruct(qmodel, images, cfg.optimizer, cfg.recon, seed=cfg.seed, labels=labels,
-                                  checkpoint=self.checkpoint_path(cfg))
+                                  checkpoint=self.checkpoint_path(cfg), keep_checkpoint=keep_checkpoint)
             self.earlier_seconds = sum(r.seconds for r in reports if r.resumed)
         return qmodel
 
     def checkpoint_path(self, cfg: TrialConfig) -> Path:
         """Where a reconstruction trial saves its progress after each unit, so that a stopped
         trial started again resumes there (see :func:`ptqlib.quant.recon.reconstruct`)."""
-        return cache_dir() / "recon" / f"{row_key(cfg, self.weights_fp, self.data_fp)}.pt"
+        return checkpoint_file(row_key(cfg, self.weights_fp, self.data_fp))
 
     def _with_weight_ranges(self, quant: QuantConfig) -> QuantizedModel:
         """A quantized copy of the model with its weight ranges set. They depend only on the
@@ -227,11 +240,14 @@ class TrialContext:
             layer.weight_quantizer.set_qparams(scale, zero_point)
         return qmodel
 
-    def run(self, cfg: TrialConfig) -> TrialResult:
+    def run(self, cfg: TrialConfig, keep_checkpoint: bool = False) -> TrialResult:
+        """The trial's result. With ``keep_checkpoint`` a reconstruction's finished state stays on
+        disk until the caller has stored the result and calls :func:`forget_checkpoint`: a run
+        stopped during the evaluation then restores it instead of reconstructing again."""
         self._check(cfg)
         t0 = time.perf_counter()
         calib = self.calibration_set(cfg)
-        qmodel = self.quantize(cfg, calib.images, calib.labels)
+        qmodel = self.quantize(cfg, calib.images, calib.labels, keep_checkpoint=keep_checkpoint)
         synchronize(self.device)
         # a resumed reconstruction counts the units an earlier run did, as they took then
         return self.evaluate(cfg, qmodel, calib, time.perf_counter() - t0 + self.earlier_seconds)

@@ -24,7 +24,7 @@ from ptqlib.quant.recon.units import Const, run_unit, split_units
 
 def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: ReconConfig, seed: int = 0,
                 progress: bool = True, labels: torch.Tensor | None = None,
-                checkpoint: str | Path | None = None) -> list[UnitReport]:
+                checkpoint: str | Path | None = None, keep_checkpoint: bool = False) -> list[UnitReport]:
     """Reconstruct a calibrated quantized model unit by unit on ``images`` (uint8 or float);
     ``labels`` (``[N]``, -1 for noise images) are needed by ``class_weighting="dro"``. One report
     per unit and pass (BRECQ's reference variant makes two passes; the second's units are named
@@ -34,7 +34,9 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
     model's weights and quantizer parameters, the random generators and the reports so far. A
     reconstruction started again with the same model, images, settings and seed resumes after the
     last saved unit and ends where an uninterrupted one would have; the file is deleted when the
-    reconstruction completes."""
+    reconstruction completes, unless ``keep_checkpoint``: then it holds the finished state, which a
+    call started again restores without reconstructing any unit, until the caller deletes it (a
+    trial keeps it until its result is stored)."""
     if method not in METHODS:
         raise ValueError(f"unknown reconstruction method {method!r}; choose one of {', '.join(METHODS)}")
     if any(stage.init_acts and stage.init_metric is None for stage in stages_for(method, cfg)):
@@ -90,7 +92,7 @@ def reconstruct(qmodel: QuantizedModel, images: torch.Tensor, method: str, cfg: 
                                                   after_unit=None if saver is None else save)
     finally:
         qmodel.set_quant_state(weights=True, acts=True)
-    if saver is not None:
+    if saver is not None and not keep_checkpoint:
         saver.remove()
     return reports
 
