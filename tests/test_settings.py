@@ -96,20 +96,25 @@ def test_one_default_for_each_setting():
 
 @pytest.mark.skipif(not PARTS, reason="no committed store parts")
 def test_every_committed_trial_keeps_its_key_and_columns(tmp_path):
-    """The committed rows, read as they are: each stored configuration gives its stored key, and
-    the flat settings rebuild the same trial and the same store columns."""
-    con = sqlite3.connect(f"{PARTS[0].as_uri()}?immutable=1", uri=True)
-    present = {r[1] for r in con.execute("PRAGMA table_info(trials)")}
-    names = [n for n in settings.COLUMNS if n in present]  # a setting declared later: NULL in these rows
-    rows = con.execute(f"SELECT config_key, config, {', '.join(names)} FROM trials").fetchall()
-    assert len(rows) > 3000
-    for config_key, config, *stored in rows:
-        cfg = TrialConfig.from_dict(json.loads(config))
-        assert cfg.key() == config_key
-        assert settings.trial_config(**settings.values(cfg)).key() == config_key
-        columns = settings.columns(cfg)
-        assert [columns[n] for n in names] == stored
-        assert all(columns[n] is None for n in settings.COLUMNS if n not in present)
+    """The committed rows, read as they are: each stored configuration gives its stored key and,
+    with its fingerprints, its stored row key (what ``ptq results check`` checks), and the flat
+    settings rebuild the same trial and the same store columns."""
+    (tmp_path / "trials").symlink_to(PARTS[0].parent)  # a fresh store built from the committed parts alone
+    report = ResultsStore(tmp_path / "trials.sqlite").check_keys()
+    assert (report["config_keys_differ"], report["row_keys_differ"], report["invalid"]) == ([], [], {})
+    assert report["trials"] > 4000
+    for part in PARTS:
+        con = sqlite3.connect(f"{part.as_uri()}?immutable=1", uri=True)
+        present = {r[1] for r in con.execute("PRAGMA table_info(trials)")}
+        names = [n for n in settings.COLUMNS if n in present]  # a setting declared later: NULL in these rows
+        rows = con.execute(f"SELECT config_key, config, {', '.join(names)} FROM trials").fetchall()
+        con.close()
+        for config_key, config, *stored in rows:
+            cfg = TrialConfig.from_dict(json.loads(config))
+            assert settings.trial_config(**settings.values(cfg)).key() == config_key
+            columns = settings.columns(cfg)
+            assert [columns[n] for n in names] == stored, part.name
+            assert all(columns[n] is None for n in settings.COLUMNS if n not in present)
 
 
 def _fake_trial(store: ResultsStore, key: str) -> None:
@@ -139,6 +144,36 @@ def test_parts_hold_each_row_once_and_build_a_fresh_store(tmp_path):
     assert ResultsStore(fresh.path).pack("nothing") is None
     with pytest.raises(ValueError, match="part name 'a b'"):
         store.pack("a b")
+
+
+def test_key_check_finds_each_kind_of_stored_key_the_code_does_not_reproduce(tmp_path, capsys):
+    store = ResultsStore(tmp_path / "k.sqlite")
+    configs = [settings.trial_config(seed=s) for s in range(3)]
+    configs.append(settings.trial_config(optimizer="qdrop", iters=20000, calib_size=1024))
+    for cfg in configs:
+        key = settings.row_key(cfg, "wfp", "dfp")
+        store.add_trial({"key": key, "config_key": cfg.key(), "config": json.dumps(cfg.to_dict()),
+                         "avg": 1.0, "worst_class": "a", "worst_acc": 1.0, "per_class": "{}", "calib_counts": "{}",
+                         "noise_images": 0, "preds": b"", "weights_fp": "wfp", "data_fp": "dfp"})
+    clean = store.check_keys()
+    assert clean == {"trials": 4, "config_keys_differ": [], "row_keys_differ": [], "invalid": {}}
+    assert main(["results", "check", "--store", str(store.path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"trials": 4, "config_keys_differ": 0, "row_keys_differ": 0,
+                                                   "invalid": 0}
+    first, second = sorted(store.existing_keys())[:2]
+    with sqlite3.connect(store.path) as con:  # a configuration hashed differently; a row under other weights
+        con.execute("UPDATE trials SET config_key = 'old' WHERE key = ?", (first,))
+        con.execute("UPDATE trials SET weights_fp = 'other' WHERE key = ?", (second,))
+    con.close()
+    _fake_trial(store, "unreadable")
+    found = store.check_keys()
+    assert found["trials"] == 5 and found["config_keys_differ"] == [first] and found["row_keys_differ"] == [second]
+    assert list(found["invalid"]) == ["unreadable"]
+    assert main(["results", "check", "--store", str(store.path), "--verbose"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["row_keys_differ"] == [second] and "does not reproduce" in err
+    assert main(["results", "check", "--store", str(tmp_path / "missing.sqlite")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_merge_adds_the_rows_a_store_lacks(tmp_path):

@@ -218,6 +218,15 @@ def cmd_results(args: argparse.Namespace) -> None:
             raise ValueError("merge needs --from STORE")
         store = ResultsStore(args.store)
         print(json.dumps({"store": args.store, "new_trials": sum(store.merge(s) for s in args.source)}))
+    elif args.action == "check":
+        if not Path(args.store).exists():
+            raise ValueError(f"results store {args.store!r} does not exist")
+        report = ResultsStore(args.store).check_keys()
+        print(json.dumps(report if args.verbose else
+                         {k: v if k == "trials" else len(v) for k, v in report.items()}))
+        if any(report[k] for k in ("config_keys_differ", "row_keys_differ", "invalid")):
+            raise ValueError(f"{args.store}: stored trials whose keys the current settings code does not reproduce "
+                             "(a rerun of their configuration would compute them again); --verbose lists them")
     else:
         if not args.name:
             raise ValueError("pack needs --name NAME (letters, digits, '-' and '_')")
@@ -276,12 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="a JSON list of parts")
     p.set_defaults(func=cmd_verdicts)
     p = sub.add_parser("results", help="export the results store; merge other stores into it; pack its new rows "
-                                       "into a part file to commit")
-    p.add_argument("action", choices=["export", "merge", "pack"])
+                                       "into a part file to commit; check that every stored trial's keys are "
+                                       "those the current code gives its configuration")
+    p.add_argument("action", choices=["export", "merge", "pack", "check"])
     p.add_argument("--store", default=str(DEFAULT_STORE))
     p.add_argument("--out", default=None, help="export: output .csv or .parquet (one row per trial and class)")
     p.add_argument("--from", dest="source", nargs="+", default=None, help="merge: stores whose rows to add")
     p.add_argument("--name", default=None, help="pack: the new part's name (results/trials/NNNN-NAME.sqlite)")
+    p.add_argument("--verbose", action="store_true", help="check: list the keys of the trials that fail")
     p.set_defaults(func=cmd_results)
     p = sub.add_parser("train", help="fine-tune or train a CIFAR ResNet")
     p.add_argument("--model", default="resnet20")

@@ -213,6 +213,29 @@ class ResultsStore:
             cur = con.execute(f"INSERT OR IGNORE INTO trials ({cols}) VALUES ({marks})", tuple(row.values()))
         return cur.rowcount == 1
 
+    def check_keys(self) -> dict:
+        """Recompute every stored trial's configuration key and row key with the current settings
+        code, from its stored configuration and fingerprints. A trial whose recomputed key differs
+        from its stored one would not be found by a rerun of its configuration, which would compute
+        it again beside it. Returns the number of trials and the stored keys of those whose
+        configuration key differs, whose row key differs, and whose stored configuration no longer
+        makes a valid trial (with the reason)."""
+        with self._connection() as con:
+            rows = con.execute("SELECT key, config_key, config, weights_fp, data_fp FROM trials ORDER BY key").fetchall()
+        config_differ, row_differ, invalid = [], [], {}
+        for key, config_key, config, weights_fp, data_fp in rows:
+            try:
+                cfg = TrialConfig.from_dict(json.loads(config))
+            except (ValueError, TypeError, KeyError) as exc:
+                invalid[key] = f"{type(exc).__name__}: {exc}"
+                continue
+            if cfg.key() != config_key:
+                config_differ.append(key)
+            if row_key(cfg, weights_fp, data_fp) != key:
+                row_differ.append(key)
+        return {"trials": len(rows), "config_keys_differ": config_differ, "row_keys_differ": row_differ,
+                "invalid": invalid}
+
     def keys_without_ece(self) -> set[str]:
         """Trials stored before the store kept the expected calibration error."""
         with self._connection() as con:
