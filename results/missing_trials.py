@@ -38,7 +38,7 @@ resumes from its checkpoints), and a lane looks once more at the trials it found
 reaches the end of the queue. So lanes share the queue in its order, whatever each trial costs.
 Give the lanes the same ``--claims`` folder for one queue; the merge leaves out any trial two
 side stores both hold. With ``--until HH:MM`` (the next such time) a trial is started only if
-the median time of the last ``RECENT_TRIALS`` CPU trials of its setting stored in the main store
+the longest time of the last ``RECENT_TRIALS`` CPU trials of its setting stored in the main store
 and the lane's side store says it ends before then (the most recent, since how many lanes share the
 cores moves a trial's time far more than its seed does); a setting without stored CPU trials is
 started (nothing to estimate from). A grid trial cut off mid-way is lost; a reconstruction trial
@@ -69,7 +69,7 @@ from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import context, run_sweep
 
 # trials each model's family cells should reach, filled in this order (seed by seed, every cell)
-# the stored trials of a setting whose median time decides whether a trial fits before --until
+# the stored trials of a setting whose longest time decides whether a trial fits before --until
 RECENT_TRIALS = 3
 FAMILY_SEEDS = {"efficientnet_lite1": 20, "efficientnet_lite2": 20, "efficientnet_lite0": 50}
 
@@ -152,12 +152,15 @@ def finish(held: IO) -> None:
 
 
 def expected_seconds(cfg, stores, recent: int = RECENT_TRIALS) -> float:
-    """What a trial of ``cfg``'s setting is expected to take on this CPU: the median seconds
+    """What a trial of ``cfg``'s setting is expected to take on this CPU: the longest seconds
     (calibration and evaluation) of the ``recent`` most recently stored CPU trials of the same
     setting (any seed) in ``stores``, or 0 where none is stored (nothing to estimate from). The
     most recent ones, because a trial's time depends mostly on how many lanes share the cores,
     which changes between runs far more than between seeds; a lane's own side store is among
-    ``stores`` so that its estimate follows the load it runs under once it has stored a trial."""
+    ``stores`` so that its estimate follows the load it runs under once it has stored a trial.
+    The longest rather than a middle one because the two errors cost unequally: a trial that
+    runs past ``--until`` is stopped and lost whole, while an estimate too long leaves the lane
+    idle for less than one trial."""
     if recent < 1:
         raise ValueError(f"recent must be at least 1, got {recent}")
     where = {k: v for k, v in columns(cfg).items() if k != "seed"}
@@ -165,7 +168,7 @@ def expected_seconds(cfg, stores, recent: int = RECENT_TRIALS) -> float:
     cpu = rows["device"].isna() | (rows["device"] == "cpu")
     rows = rows[cpu & rows["created"].notna()].sort_values("created")
     seconds = (rows["calib_s"] + rows["eval_s"]).dropna().tail(recent)
-    return float(seconds.median()) if len(seconds) else 0.0
+    return float(seconds.max()) if len(seconds) else 0.0
 
 
 def main() -> None:

@@ -153,11 +153,11 @@ def test_a_trial_is_expected_to_take_what_the_latest_cpu_trials_of_its_setting_t
         add(main, cfg, seed, seconds, created)  # slow trials under a heavier load, then one quick one
     add(main, cfg, 9, 60, 10, device="cuda")  # a GPU trial says nothing about this CPU
     add(main, other, 0, 100, 11)  # nor does another setting
-    # the median of the last three CPU trials of the setting (3600, 3800, 1400), not of all four
-    assert missing_trials.expected_seconds(cfg, (main, side)) == 3600.0
-    assert missing_trials.expected_seconds(cfg, (main,), recent=10) == pytest.approx(3700.0)
-    add(side, cfg, 5, 1300, 20)  # the lane's own trial, under the load it runs under now
+    # the longest of the last three CPU trials of the setting (3600, 3800, 1400), not of all four
+    assert missing_trials.expected_seconds(cfg, (main, side)) == 3800.0
+    assert missing_trials.expected_seconds(cfg, (main,), recent=10) == 4000.0
+    add(side, cfg, 5, 1300, 20)  # the lane's own trials, under the load it runs under now
     add(side, cfg, 6, 1200, 21)
-    assert missing_trials.expected_seconds(cfg, (main, side)) == 1300.0
+    assert missing_trials.expected_seconds(cfg, (main, side)) == 1400.0  # (1400, 1300, 1200)
     with pytest.raises(ValueError, match="recent must be at least 1, got 0"):
         missing_trials.expected_seconds(cfg, (main, side), recent=0)
