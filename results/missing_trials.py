@@ -159,8 +159,9 @@ def expected_seconds(cfg, stores, recent: int = RECENT_TRIALS) -> float:
     which changes between runs far more than between seeds; a lane's own side store is among
     ``stores`` so that its estimate follows the load it runs under once it has stored a trial.
     The longest rather than a middle one because the two errors cost unequally: a trial that
-    runs past ``--until`` is stopped and lost whole, while an estimate too long leaves the lane
-    idle for less than one trial."""
+    runs past ``--until`` is stopped, and keeps only its finished units, and those only while the
+    checkpoint cache lasts (a grid trial keeps nothing), while an estimate too long leaves the
+    lane idle for less than one trial."""
     if recent < 1:
         raise ValueError(f"recent must be at least 1, got {recent}")
     where = {k: v for k, v in columns(cfg).items() if k != "seed"}
