@@ -1,10 +1,11 @@
 # make setup   : .venv with pinned torch and ptqlib (editable) plus the report and test tools
 # make report  : execute the section notebooks into book/ and build the HTML book (_build/html)
-# make test    : the test suite
+# make test    : the test suite, on TEST_WORKERS processes (pytest-xdist; default: one a core)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_WORKERS ?= auto
 
 .PHONY: setup report book test bench clean
 
@@ -22,7 +23,7 @@ report: setup
 	$(BIN)/python -m ptqlib.app.report --build
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 bench: setup
 	$(BIN)/ptq bench --model resnet20 --data cifar10-jpeg --json
