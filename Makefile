@@ -1,11 +1,12 @@
 # make setup   : .venv with pinned torch and ptqlib (editable) plus the report and test tools
-# make report  : execute the section notebooks into book/ and build the HTML book (_build/html)
+# make report  : execute the section notebooks into book/, REPORT_JOBS at a time, and build the HTML book (_build/html)
 # make test    : the test suite, on TEST_WORKERS processes (pytest-xdist; default: one a core)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_WORKERS ?= auto
+REPORT_JOBS  ?= 2
 
 .PHONY: setup report book test bench clean
 
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml requirements.txt
 	touch $(STAMP)
 
 report: setup
-	$(BIN)/python -m ptqlib.app.report --build
+	$(BIN)/python -m ptqlib.app.report --jobs $(REPORT_JOBS) --build
 
 test: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests

@@ -11,7 +11,7 @@ import torch
 from ptqlib.study.calibset import CalibSpec
 from ptqlib.models import CifarResNet
 from ptqlib.quant.qmodel import QuantConfig
-from ptqlib.app.report import VARIANTS, parse_value, run_section, sections
+from ptqlib.app.report import VARIANTS, parse_value, run_section, run_sections, sections
 from ptqlib.study.store import ResultsStore
 from ptqlib.analysis.cells import Cell, factor_frame, factor_seconds, models_frame
 from ptqlib.study.sweep import expand_grid, run_sweep
@@ -70,12 +70,25 @@ def test_factor_seconds_time_a_cell_on_its_cpu_trials_where_it_has_any(tiny_stor
     assert seconds.loc[0.0, "trials"] == 2 and seconds.loc[0.0, "calib_s"] == pytest.approx(cpu)
 
 
-def test_noise_section_renders_from_the_store(tiny_store, tmp_path):
+@pytest.fixture(scope="module")
+def pages(tiny_store, tmp_path_factory):
+    """The noise section, its Lite0 variant and a section that fails, executed two at a time."""
     store, base = tiny_store
     params = {"store_path": str(store.path), "dataset": base.dataset, "weights": base.weights, "calib_size": 8,
               "levels": [0.0, 0.25], "trials": 3}
-    out = run_section("noise", params, tmp_path)
-    cells = json.loads(out.read_text())["cells"]
+    out = tmp_path_factory.mktemp("pages")
+    lines = []
+    failed = run_sections([("noise", params),
+                           ("noise_lite0", {**params, "model": "resnet20", "w_bits": 4, "a_bits": 4}),
+                           ("reliability", {"store_path": str(out / "empty.sqlite")})], out, jobs=2,
+                          log=lines.append)
+    return out, failed, lines
+
+
+def test_noise_section_renders_from_the_store(pages):
+    out, failed, _ = pages
+    assert "noise" not in failed
+    cells = json.loads((out / "noise.ipynb").read_text())["cells"]
     outputs = [o for c in cells for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
@@ -83,17 +96,38 @@ def test_noise_section_renders_from_the_store(tiny_store, tmp_path):
     assert "trials per noise level: 0: 3, 0.25: 3" in text
 
 
-def test_variant_runs_its_section_with_its_parameters_and_title(tiny_store, tmp_path):
-    store, base = tiny_store
-    params = {"store_path": str(store.path), "dataset": base.dataset, "weights": base.weights, "calib_size": 8,
-              "levels": [0.0, 0.25], "trials": 3, "model": "resnet20", "w_bits": 4, "a_bits": 4}
-    out = run_section("noise_lite0", params, tmp_path)
-    assert out.name == "noise_lite0.ipynb"
-    cells = json.loads(out.read_text())["cells"]
+def test_variant_runs_its_section_with_its_parameters_and_title(pages):
+    out, failed, _ = pages
+    assert "noise_lite0" not in failed
+    cells = json.loads((out / "noise_lite0.ipynb").read_text())["cells"]
     assert "".join(cells[0]["source"]).startswith("# Noise in the calibration set: EfficientNet-Lite0 on ImageNet (10-class calibration pool)\n")
     injected = "".join(next(c for c in cells if "injected-parameters" in c["metadata"].get("tags", []))["source"])
     assert "levels = [0.0, 0.25]" in injected and 'model = "resnet20"' in injected
     assert VARIANTS["noise_lite0"].parameters["model"] == "efficientnet_lite0"
+
+
+def test_a_failing_section_is_reported_and_not_published_while_the_others_are(pages):
+    out, failed, lines = pages
+    assert list(failed) == ["reliability"] and "(cell " in failed["reliability"], failed
+    assert not (out / "reliability.ipynb").exists()
+    assert sorted(p.name for p in out.glob("*.ipynb")) == ["noise.ipynb", "noise_lite0.ipynb"]
+    assert len(lines) == 3 and lines[-1].startswith("[3/3] ") and any("reliability: FAILED, " in x for x in lines)
+
+
+def test_bad_runs_are_refused_before_any_kernel_starts(tmp_path, capsys):
+    from ptqlib.app.report import main
+
+    with pytest.raises(ValueError, match="jobs must be a whole number of at least 1, got 0"):
+        run_sections([("noise", {})], tmp_path, jobs=0)
+    with pytest.raises(ValueError, match="unknown section 'nope'"):
+        run_sections([("noise", {}), ("nope", {})], tmp_path, jobs=2)
+    with pytest.raises(ValueError, match="parameter 'trials' of section 'noise' expects an integer"):
+        run_sections([("noise", {"trials": "x"})], tmp_path, jobs=2)
+    for argv, said in ((["--jobs", "0"], "--jobs must be at least 1, got 0"), (["nope"], "unknown section 'nope'")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert said in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_parse_value():
@@ -104,12 +138,6 @@ def test_unknown_section_is_refused():
     with pytest.raises(ValueError, match="unknown section 'nope'; choose one of"):
         run_section("nope")
     assert {"reliability", "noise", "models"} <= set(sections())
-
-
-def test_failing_section_is_not_published(tmp_path):
-    with pytest.raises(papermill.PapermillExecutionError):
-        run_section("reliability", {"store_path": str(tmp_path / "empty.sqlite")}, tmp_path / "out")
-    assert not (tmp_path / "out" / "reliability.ipynb").exists()
 
 
 def test_papermill_reads_every_parameter_of_every_section(tmp_path):

@@ -6,6 +6,7 @@ the end replaces the published one in ``book/``, so a failing section fails the 
 never reaches the book.
 
     python -m ptqlib.app.report                       # every section, default parameters
+    python -m ptqlib.app.report --jobs 2              # the same, two sections at a time
     ptq section first_look -p w_bits 4            # one section with new parameters
     ptq section noise_lite0                       # a variant: the noise section on EfficientNet-Lite0
 
@@ -418,14 +419,76 @@ def build_book() -> None:
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
+def _run_one(name: str, parameters: dict, output_dir: Path | None) -> str | None:
+    """``run_section`` in a worker process: None, or why the section failed (one line)."""
+    try:
+        run_section(name, parameters, output_dir)
+    except Exception as exc:  # reported by name; the other sections go on
+        if hasattr(exc, "ename"):  # papermill's error in a cell: the kernel's exception, and the cell
+            return f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def run_sections(runs: list[tuple[str, dict]], output_dir: Path | None = None, jobs: int = 1,
+                 log=print) -> dict[str, str]:
+    """Execute each ``(section, parameters)`` of ``runs`` like :func:`run_section`, ``jobs`` at a
+    time, each in its own process (a section hands its kernel environment variables, so two cannot
+    share one). Every section runs even where another fails, and each that ran to the end is
+    published; returns the failed sections, each with why. Sections that compute the same missing
+    trials at once may both compute them; the store keeps one row per key."""
+    import concurrent.futures
+    import multiprocessing
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number of at least 1, got {jobs!r}")
+    for name, parameters in runs:  # every name and parameter refused before any kernel starts
+        if name not in published():
+            raise ValueError(f"unknown section {name!r}; choose one of {', '.join(published())}")
+        check_parameters(name, parameters)
+    failed: dict[str, str] = {}
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_one, name, parameters, output_dir): name for name, parameters in runs}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            name, error = futures[future], future.result()
+            if error is not None:
+                failed[name] = error
+            log(f"[{done}/{len(runs)}] {name}: {'FAILED, ' + error if error else 'published'}")
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="execute the report's section notebooks into book/")
     parser.add_argument("names", nargs="*", help=f"sections (default: all of {', '.join(published())})")
+    parser.add_argument("--jobs", "-j", type=int, default=1,
+                        help="sections executed at once, each in its own process (default 1)")
     parser.add_argument("--build", action="store_true", help="then build the HTML book")
     args = parser.parse_args(argv)
-    for name in args.names or published():
-        print(f"executing section {name}", flush=True)
-        run_section(name)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    names = args.names or published()
+    unknown = [n for n in names if n not in published()]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r}; choose one of {', '.join(published())}")
+    if args.jobs == 1:
+        failed = {}
+        for name in names:
+            print(f"executing section {name}", flush=True)
+            error = _run_one(name, {}, None)
+            if error is not None:
+                failed[name] = error
+                print(f"{name}: FAILED, {error}", flush=True)
+    else:
+        from ptqlib.study.store import DEFAULT_STORE, ResultsStore
+
+        ResultsStore(ROOT / DEFAULT_STORE)  # its committed parts loaded once, before the sections open it at once
+        print(f"executing {len(names)} sections, {args.jobs} at a time", flush=True)
+        failed = run_sections([(name, {}) for name in names], jobs=args.jobs,
+                              log=lambda line: print(line, flush=True))
+    if failed:
+        print(f"{len(failed)} of {len(names)} sections failed and were not published: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
     if args.build:
         build_book()
     return 0

@@ -142,7 +142,8 @@ class ResultsStore:
                 for table, row in PART_TABLES.items():
                     con.execute(_copy_sql(con, "part", "main", table))
                     con.execute(f"INSERT OR IGNORE INTO main.packed SELECT {row}, ? FROM part.{table}", (part.name,))
-                con.execute("INSERT INTO main.parts VALUES (?, ?)", (part.name, time.time()))
+                # OR IGNORE: another process opening the store may have loaded the same part meanwhile
+                con.execute("INSERT OR IGNORE INTO main.parts VALUES (?, ?)", (part.name, time.time()))
         return [p.name for p in new]
 
     def merge(self, other: str | Path) -> int:
