@@ -206,6 +206,14 @@ def check_parameters(name: str, parameters: dict) -> None:
                              f"(like {default!r}), got {value!r}")
 
 
+def check_run(name: str, parameters: dict | None = None) -> None:
+    """Refuse, before any kernel starts, a section (or variant) name the report does not have, or
+    a parameter :func:`check_parameters` refuses."""
+    if name not in published():
+        raise ValueError(f"unknown section {name!r}; choose one of {', '.join(published())}")
+    check_parameters(name, parameters or {})
+
+
 def run_section(name: str, parameters: dict | None = None, output_dir: Path | None = None) -> Path:
     """Execute section (or variant) ``name`` into ``output_dir/name.ipynb``; ``parameters``
     override the notebook's (and, for a variant, the variant's). The tables the notebook
@@ -215,9 +223,7 @@ def run_section(name: str, parameters: dict | None = None, output_dir: Path | No
     import nbformat
     import papermill
 
-    if name not in published():
-        raise ValueError(f"unknown section {name!r}; choose one of {', '.join(published())}")
-    check_parameters(name, parameters or {})
+    check_run(name, parameters)
     given = dict(parameters or {})
     variant = VARIANTS.get(name)
     if variant is not None:
@@ -443,9 +449,7 @@ def run_sections(runs: list[tuple[str, dict]], output_dir: Path | None = None, j
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a whole number of at least 1, got {jobs!r}")
     for name, parameters in runs:  # every name and parameter refused before any kernel starts
-        if name not in published():
-            raise ValueError(f"unknown section {name!r}; choose one of {', '.join(published())}")
-        check_parameters(name, parameters)
+        check_run(name, parameters)
     failed: dict[str, str] = {}
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_one, name, parameters, output_dir): name for name, parameters in runs}
@@ -464,27 +468,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="sections executed at once, each in its own process (default 1)")
     parser.add_argument("--build", action="store_true", help="then build the HTML book")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     names = args.names or published()
-    unknown = [n for n in names if n not in published()]
-    if unknown:
-        parser.error(f"unknown section {unknown[0]!r}; choose one of {', '.join(published())}")
-    if args.jobs == 1:
-        failed = {}
+    try:
         for name in names:
-            print(f"executing section {name}", flush=True)
-            error = _run_one(name, {}, None)
-            if error is not None:
-                failed[name] = error
-                print(f"{name}: FAILED, {error}", flush=True)
-    else:
-        from ptqlib.study.store import DEFAULT_STORE, ResultsStore
+            check_run(name)
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    except ValueError as exc:
+        parser.error(str(exc))
+    from ptqlib.study.store import DEFAULT_STORE, ResultsStore
 
-        ResultsStore(ROOT / DEFAULT_STORE)  # its committed parts loaded once, before the sections open it at once
-        print(f"executing {len(names)} sections, {args.jobs} at a time", flush=True)
-        failed = run_sections([(name, {}) for name in names], jobs=args.jobs,
-                              log=lambda line: print(line, flush=True))
+    ResultsStore(ROOT / DEFAULT_STORE)  # its committed parts loaded once, before the sections open it at once
+    print(f"executing {len(names)} sections, {args.jobs} at a time", flush=True)
+    failed = run_sections([(name, {}) for name in names], jobs=args.jobs, log=lambda line: print(line, flush=True))
     if failed:
         print(f"{len(failed)} of {len(names)} sections failed and were not published: {', '.join(failed)}",
               file=sys.stderr)
