@@ -246,6 +246,12 @@ else:
 # gives each method's worst class at `reference_iters`
 # against the reference curve's largest count (`target_iters` once it has three trials; the line
 # names it), that is how far these reconstructions are from the reference code's count.
+#
+# The `detail` column names the class the one-class parts are about, with its mean accuracy under
+# grid search and under the method. Read the class losing most with it: where grid search's
+# model collapses onto a few classes (as it can at 2 bits), it predicts those classes for most
+# images and so scores high on them, and any working model "loses" there. Such a loss says what
+# grid search's model guesses, not that reconstruction harms the class.
 
 # %%
 design = design_for(model, dataset, pool=pool, w_bits=w_bits, a_bits=a_bits, metric=metric, weights=weights,

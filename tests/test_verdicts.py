@@ -315,12 +315,20 @@ def test_a_reconstruction_that_only_lifts_the_average_supports_claim_4():
     grid = _trials(rng, fp, lambda t: np.where(LABELS == 2, 0.2, 0.1))
     # every class gains a little except class 2, which gets worse
     better = _trials(rng, fp, lambda t: np.where(LABELS == 2, 0.3, 0.05))
-    parts = V.reconstruction_parts("4", _data({"grid": grid, "qdrop": better}, fp), "qdrop")
+    data = _data({"grid": grid, "qdrop": better}, fp)
+    parts = V.reconstruction_parts("4", data, "qdrop")
     verdicts = {p.part.split(": ")[1].split(" (")[0]: p.verdict for p in parts}
     assert verdicts["average gain over grid search"] == V.SUPPORTED
     assert verdicts["worst-class gain beyond the average's"] == V.SUPPORTED
     assert verdicts["some class does worse than with grid search"] == V.SUPPORTED
     assert verdicts["the class losing most to grid search is beyond chance"] == V.SUPPORTED
+    # the table names that class with its accuracy under both, so a reader can tell a loss of
+    # the method's from grid search predicting the class for most images
+    on_grid, on_qdrop = data.acc("grid")[:, 2].mean(), data.acc("qdrop")[:, 2].mean()
+    assert on_qdrop < on_grid
+    detail = V.parts_frame(parts)["detail"].iloc[-1]
+    assert detail.startswith(f"'c2' {on_qdrop - on_grid:+.2f} points ({on_grid:.1f} % with grid search, "
+                             f"{on_qdrop:.1f} % with qdrop); "), detail
 
 
 def test_a_reconstruction_that_steadies_the_classes_or_loses_images_blind_to_class_fails_those_parts():
@@ -1106,6 +1114,7 @@ def test_parts_frame_keeps_small_ratios_readable():
     assert frame["estimate"].tolist() == ["0.0512", "61.92"]
     assert frame["interval"].tolist() == ["[0.0499, 0.0561]", "[61.77, 62.12]"]
     assert frame["chance band"].tolist() == ["", "[-0.50, 0.50]"]
+    assert frame["detail"].tolist() == ["", ""] and frame.columns[-1] == "detail"
     wide = V.Part("4", "worse", V.SUPPORTED, -2.3, (-3.66, -0.7), (57.6, 60.68), 5, 0.0, "<", "points")
     assert V.parts_frame([wide])["chance band"].tolist() == ["[57.60, 60.68]"]  # two decimals at 1 and above
     assert V.parts_frame([wide])["interval"].tolist() == ["[-3.66, -0.70]"]
