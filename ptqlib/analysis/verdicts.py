@@ -922,10 +922,11 @@ def verdict_lines(parts: list[Part], indent: str = "") -> list[str]:
 def parts_frame(parts: list[Part]) -> pd.DataFrame:
     """One row per part: claim, part, verdict, estimate, interval, chance band, p, trials,
     whether random groups of images pass the part too (:attr:`Part.chance_passes`), the part's
-    detail (e.g. which class a one-class part is about); and the adjusted p where some part has one. A part's numbers (estimate, interval, chance band) are
-    text with the same fixed decimals: enough for three significant figures of the largest of
-    them, and never fewer than two (61.92 [61.77, 62.12]; a 0.0512x spread ratio and its
-    interval do not collapse to [0.05, 0.06])."""
+    detail (e.g. which class a one-class part is about); and the adjusted p where some part has
+    one. A part's numbers (estimate, interval, chance band) are text with the same fixed
+    decimals: enough for three significant figures of the largest of them, and never fewer than
+    two (61.92 [61.77, 62.12]; a 0.0512x spread ratio and its interval do not collapse to
+    [0.05, 0.06])."""
     def decimals(part):
         values = [v for v in (part.estimate, *(part.ci or ()), *(part.chance or ()))
                   if v is not None and np.isfinite(v)]
