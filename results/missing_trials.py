@@ -40,8 +40,10 @@ Give the lanes the same ``--claims`` folder for one queue; the merge leaves out 
 side stores both hold. With ``--until HH:MM`` (the next such time) a trial is started only if
 the longest time of the last ``RECENT_TRIALS`` CPU trials of its setting stored in the main store
 and the lane's side store says it ends before then (the most recent, since how many lanes share the
-cores moves a trial's time far more than its seed does); a setting without stored CPU trials is
-started (nothing to estimate from). A grid trial cut off mid-way is lost; a reconstruction trial
+cores moves a trial's time far more than its seed does), less what the units already in its
+reconstruction checkpoint took; a setting without stored CPU trials is started (nothing to
+estimate from). Times stored from a faster machine make the estimate short: give such a lane an
+earlier ``--until``. A grid trial cut off mid-way is lost; a reconstruction trial
 resumes from its last finished unit (checkpoints under ``PTQ_CACHE``, default
 ``~/.cache/ptqlib``) while that folder lasts.
 
@@ -64,9 +66,11 @@ from ptqlib.analysis.aggregate import decision_backlog
 from ptqlib.analysis.cells import iteration_curve, rerun_seeds
 from ptqlib.analysis.verdicts import MIN_TRIALS, rerun_designs, staged_trials
 from ptqlib.app.report import optimizer_study, section_parameters, study_setup
+from ptqlib.quant.recon import checkpoint_seconds
 from ptqlib.study.settings import columns, defaults, row_key, trial_config
 from ptqlib.study.store import ResultsStore
 from ptqlib.study.sweep import context, run_sweep
+from ptqlib.study.trial import checkpoint_file
 
 # trials each model's family cells should reach, filled in this order (seed by seed, every cell)
 # the stored trials of a setting whose longest time decides whether a trial fits before --until
@@ -172,6 +176,13 @@ def expected_seconds(cfg, stores, recent: int = RECENT_TRIALS) -> float:
     return float(seconds.max()) if len(seconds) else 0.0
 
 
+def seconds_left(cfg, key: str, stores) -> float:
+    """What the trial ``cfg`` (row key ``key``) is expected to take from here: its setting's
+    :func:`expected_seconds`, less what the units of its reconstruction checkpoint took (a
+    stopped trial resumes after them), at least 0."""
+    return max(expected_seconds(cfg, stores) - checkpoint_seconds(checkpoint_file(key)), 0.0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("queue", choices=["recon", "rerun", "family"])
@@ -235,9 +246,9 @@ def main() -> None:
     for attempt in (jobs, held_elsewhere):
         for given, cfg, key in list(attempt):
             if deadline is not None:
-                expected = expected_seconds(cfg, (main_store, side))
-                if dt.datetime.now() + dt.timedelta(seconds=expected) > deadline:
-                    print(f"skip {given}: about {expected / 60:.0f} min, past {a.until}", flush=True)
+                left = seconds_left(cfg, key, (main_store, side))
+                if dt.datetime.now() + dt.timedelta(seconds=left) > deadline:
+                    print(f"skip {given}: about {left / 60:.0f} min, past {a.until}", flush=True)
                     continue
             held = claim(claims, key) if claims else None
             if claims and held is None:

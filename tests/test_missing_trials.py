@@ -161,3 +161,20 @@ def test_a_trial_is_expected_to_take_what_the_latest_cpu_trials_of_its_setting_t
     assert missing_trials.expected_seconds(cfg, (main, side)) == 1400.0  # (1400, 1300, 1200)
     with pytest.raises(ValueError, match="recent must be at least 1, got 0"):
         missing_trials.expected_seconds(cfg, (main, side), recent=0)
+
+
+def test_a_stopped_trial_is_expected_to_take_what_its_checkpointed_units_leave(tmp_path, monkeypatch):
+    import torch
+
+    from ptqlib.study.trial import checkpoint_file
+
+    monkeypatch.setenv("PTQ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(missing_trials, "expected_seconds", lambda cfg, stores: 3000.0)
+    cfg = trial_config(model="resnet20", optimizer="adaround", iters=20000, calib_size=1024, seed=0)
+    assert missing_trials.seconds_left(cfg, "k1", ()) == 3000.0  # no checkpoint: the whole trial
+    checkpoint_file("k1").parent.mkdir(parents=True)
+    torch.save({"reports": [{"seconds": 700.0}, {"seconds": 500.0}]}, checkpoint_file("k1"))
+    assert missing_trials.seconds_left(cfg, "k1", ()) == 1800.0  # resumes after its two units
+    assert missing_trials.seconds_left(cfg, "k2", ()) == 3000.0  # another trial's checkpoint is not its own
+    torch.save({"reports": [{"seconds": 3500.0}]}, checkpoint_file("k1"))  # units ran slower than estimated
+    assert missing_trials.seconds_left(cfg, "k1", ()) == 0.0

@@ -9,7 +9,7 @@ from ptqlib.quant.calibration import calibrate
 from ptqlib.models import CifarResNet, Normalized, build_model
 from ptqlib.quant.qmodel import ActQuantizer, QuantConfig, quantize_model
 from ptqlib.quant.quantizer import QuantSpec, qparams_from_range
-from ptqlib.quant.recon import AdaRound, ReconConfig, beta_at, reconstruct
+from ptqlib.quant.recon import AdaRound, ReconConfig, beta_at, checkpoint_seconds, reconstruct
 from ptqlib.quant.quantizer import FakeQuantizer
 
 from .conftest import randomize_bn
@@ -382,11 +382,14 @@ def test_a_reconstruction_stopped_after_a_unit_resumes_to_the_same_result(method
     with pytest.raises(KeyboardInterrupt):
         reconstruct(stopped, images, method, cfg, seed=3, progress=False, checkpoint=ckpt)
     assert ckpt.exists()
+    saved = checkpoint_seconds(ckpt)
     calls.clear()
     stop_at = -1
     reports = reconstruct(resumed, images, method, cfg, seed=3, progress=False, checkpoint=ckpt)
     assert len(calls) == len(expected) - (14 if method == "brecq" else 5)
-    assert not ckpt.exists()
+    assert not ckpt.exists() and checkpoint_seconds(ckpt) == 0.0
+    # what resuming saves: the seconds of the units it restored, as they took before the stop
+    assert saved > 0 and saved == pytest.approx(sum(r.seconds for r in reports if r.resumed))
     assert [r.name for r in reports] == [r.name for r in expected]
     done_before = 14 if method == "brecq" else 5
     assert [r.resumed for r in reports] == [True] * done_before + [False] * (len(reports) - done_before)

@@ -60,11 +60,11 @@ from ptqlib.quant.recon.config import (ACT_INITS, BATCH_DRAWS, CLASS_WEIGHTINGS,
                                        LAST_INPUTS, LAYER_UNITS, METHODS, REFERENCE_ITERS, REFERENCE_LAMBDAS,
                                        REFERENCE_ONLY, STEP_GRADS, VARIANTS, ReconConfig, default_recon)
 from ptqlib.quant.recon.optimize import ClassWeights, UnitReport
-from ptqlib.quant.recon.passes import check_last_input, reconstruct
+from ptqlib.quant.recon.passes import check_last_input, checkpoint_seconds, reconstruct
 from ptqlib.quant.recon.rounding import AdaRound, beta_at
 from ptqlib.quant.recon.units import split_units
 
 __all__ = ["ACT_INITS", "AdaRound", "BATCH_DRAWS", "CLASS_WEIGHTINGS", "ClassWeights", "FIRST_LAYERS", "FP_WEIGHTS",
            "LAST_INPUTS", "LAYER_UNITS", "METHODS", "REFERENCE_ITERS", "REFERENCE_LAMBDAS", "REFERENCE_ONLY",
-           "ReconConfig", "STEP_GRADS", "UnitReport", "VARIANTS", "beta_at", "check_last_input", "default_recon",
-           "reconstruct", "split_units"]
+           "ReconConfig", "STEP_GRADS", "UnitReport", "VARIANTS", "beta_at", "check_last_input", "checkpoint_seconds",
+           "default_recon", "reconstruct", "split_units"]

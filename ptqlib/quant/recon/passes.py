@@ -250,6 +250,16 @@ class _Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
+def checkpoint_seconds(path: str | Path) -> float:
+    """The seconds the units saved in the checkpoint ``path`` took when they were reconstructed
+    (0 where there is no file): the part of a stopped reconstruction that resuming it does not
+    run again."""
+    path = Path(path)
+    if not path.exists():
+        return 0.0
+    return float(sum(r["seconds"] for r in torch.load(path, weights_only=True)["reports"]))
+
+
 def _reconstruct_pass(qmodel, split, data, method, cfg, stage, gen, progress, labels, skip=frozenset(),
                       on_skip=None, kept=None, after_unit=None, fixed=()) -> list[UnitReport]:
     """One pass over the units in order: each unit's inputs come from the network quantized up to
