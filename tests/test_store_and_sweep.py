@@ -166,9 +166,13 @@ def test_fill_ece_reruns_old_trials_and_refuses_ones_it_cannot_reproduce(tmp_pat
     run_sweep(configs, store, progress=False)
     before = store.trials().set_index("key")
     keys = list(before.sort_values("seed").index)  # the order the sweep reruns them
+    # Seed 2's stored predictions are made to differ from the rerun's at every image (whatever the
+    # random network predicts), so the rerun cannot reproduce them.
+    stored = unpack_preds(store.trials(with_preds=True).set_index("key").loc[keys[2], "preds"])
+    wrong = torch.from_numpy((stored + 1) % 3)
     with sqlite3.connect(store.path) as con:  # as a store from before ECE: seeds 0 and 2 without it
         con.executemany("UPDATE trials SET ece = NULL WHERE key = ?", [(keys[0],), (keys[2],)])
-        con.execute("UPDATE trials SET preds = ? WHERE key = ?", (pack_preds(torch.zeros(24, dtype=torch.long)), keys[2]))
+        con.execute("UPDATE trials SET preds = ? WHERE key = ?", (pack_preds(wrong), keys[2]))
     assert store.keys_without_ece() == {keys[0], keys[2]}
     assert run_sweep(configs, store, progress=False) == {"requested": 3, "already_done": 3, "ran": 0}
     with pytest.raises(ValueError, match=f"trial {keys[2]}: the rerun does not reproduce the stored predictions"):
